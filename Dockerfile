@@ -1,0 +1,34 @@
+# ltx2: LTX-2 video+audio generation as an HTTP server (default) or a RunPod serverless worker.
+#   docker build -t ltx2 .
+#   docker run --gpus all -p 8000:8000 -v /runpod-volume:/runpod-volume ltx2                      # HTTP
+#   docker run --gpus all -v /runpod-volume:/runpod-volume ltx2 python /app/handler.py           # RunPod
+FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    # Model files live on the mounted volume, never in the image, and loading never downloads.
+    HF_HOME=/runpod-volume/huggingface \
+    HF_HUB_OFFLINE=1 \
+    LTX2_HOST=0.0.0.0 \
+    LTX2_PORT=8000 \
+    LTX2_MODEL=tiny
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# Dependencies first, so editing the code does not reinstall torch (the PyPI wheel bundles CUDA).
+COPY pyproject.toml README.md ./
+COPY ltx2 ./ltx2
+RUN pip install torch==2.13.0 && pip install .
+
+COPY server.py handler.py llms.txt test_input.json ./
+
+VOLUME /runpod-volume
+EXPOSE 8000
+CMD ["python", "/app/server.py"]

@@ -1,0 +1,73 @@
+"""Per-stage times of a few requests on the tiny preset, printed as a table with the machine.
+
+    python bench/bench_tiny.py            # 288x512x49, 8 steps, 3 runs after one warm-up
+    python bench/bench_tiny.py --runs 5 --num-frames 121
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from ltx2 import load_model
+from ltx2.schema import GenerateRequest
+from ltx2.service import render
+
+STAGES = ["encode_prompt", "prepare_latents", "denoise", "decode_video", "decode_audio", "mux", "encode_base64"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), {gpu}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--width", type=int, default=288)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--num-frames", type=int, default=49)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    model = load_model("tiny", device=args.device)
+    load_s = time.perf_counter() - start
+    request = dict(prompt="A cat playing piano, studio lighting, gentle music", width=args.width,
+                   height=args.height, num_frames=args.num_frames, num_inference_steps=args.steps)
+    render(model, GenerateRequest(**request, seed=0))  # warm-up: first-call allocations and kernels
+
+    rows = []
+    for run in range(args.runs):
+        t = time.perf_counter()
+        response = render(model, GenerateRequest(**request, seed=run + 1))
+        total = time.perf_counter() - t
+        rows.append({**response.timings.model_dump(), "total": total, "mp4_kb": len(response.video) * 3 / 4 / 1024})
+
+    print(f"machine: {machine()}")
+    print(f"model: tiny on {model.device}, loaded in {load_s:.2f} s")
+    print(f"request: {args.width}x{args.height}, {args.num_frames} frames, {args.steps} steps, "
+          f"{args.runs} runs after 1 warm-up\n")
+    print(f"| {'stage':<16} | {'median s':>9} | {'min s':>7} | {'max s':>7} |")
+    print(f"|{'-' * 18}|{'-' * 11}|{'-' * 9}|{'-' * 9}|")
+    for stage in STAGES + ["total"]:
+        values = [row[stage] for row in rows]
+        print(f"| {stage:<16} | {statistics.median(values):>9.3f} | {min(values):>7.3f} | {max(values):>7.3f} |")
+    print(f"\nMP4 size: {statistics.median(r['mp4_kb'] for r in rows):.0f} KB (median)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The `ltx2` command: `ltx2 serve`, `ltx2 worker`, `ltx2 generate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .settings import Settings, add_arguments
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    defaults = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="ltx2", description="LTX-2 video+audio generation server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the HTTP server")
+    add_arguments(p_serve, defaults)
+
+    sub.add_parser("worker", help="run the RunPod serverless worker (reads LTX2_* env variables)")
+
+    p_gen = sub.add_parser("generate", help="generate one video to a file, no server")
+    add_arguments(p_gen, defaults)
+    p_gen.add_argument("--request", required=True, help='request JSON, e.g. \'{"prompt": "a cat"}\'')
+    p_gen.add_argument("--output", "-o", default="output.mp4")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "worker":
+        from .worker import main as worker_main
+
+        sys.argv = [sys.argv[0], *rest]  # the RunPod SDK parses its own flags (--test_input ...)
+        worker_main()
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    fields = {k: getattr(args, k) for k in ("model", "host", "port", "device", "log_level")}
+    settings = Settings(**fields)
+    if args.command == "serve":
+        serve(settings)
+    else:
+        import base64
+
+        from .model import load_model
+        from .schema import GenerateRequest
+        from .service import render
+
+        request = GenerateRequest.model_validate(json.loads(args.request))
+        response = render(load_model(settings.model, device=settings.device), request)
+        with open(args.output, "wb") as fh:
+            fh.write(base64.b64decode(response.video.split(",", 1)[1]))
+        summary = response.model_dump(exclude={"video"})
+        print(json.dumps({"output": args.output, **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""`generate()`: the one text-to-audio+video pipeline, in stages that read top to bottom.
+
+The network code is diffusers' (transformer, VAEs, vocoder, connectors, scheduler) and
+transformers' Gemma 3; this module owns the order of operations, the seeding, the sigma schedule,
+progress reporting and per-stage timing. Conditioning on images and audio slots in at stage 3
+(prepare latents) and stage 4 (per-token timesteps), which is why the loop is ours and not
+`LTX2Pipeline.__call__`.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .geometry import audio_latent_frames, latent_video_shape
+from .model import LoadedModel
+from .schedules import sigmas_for
+from .schema import GenerateRequest, InvalidRequest
+
+StepCallback = Callable[[int, int], None]
+"""Called as `on_step(step, total)` after each denoising step. Raising from it stops the job."""
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # uint8, (frames, height, width, 3)
+    waveform: np.ndarray | None  # float32 in [-1, 1], (channels, samples); None when include_audio is false
+    sample_rate: int
+    video_latents: torch.Tensor  # (1, 128, latent frames, latent height, latent width), VAE space
+    audio_latents: torch.Tensor  # (1, 8, audio latent frames, 16), audio VAE space
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    num_frames: int
+    fps: int
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_frames / self.fps
+
+
+class _Stopwatch:
+    """Times named stages; waits for the GPU so a stage's time is its own."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str):
+        watch = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if watch.device.type == "cuda":
+                    torch.cuda.synchronize(watch.device)
+                watch.timings[name] = time.perf_counter() - self.start
+
+        return _Stage()
+
+
+@torch.inference_mode()
+def generate(
+    model: LoadedModel,
+    request: GenerateRequest | Mapping[str, Any],
+    on_step: StepCallback | None = None,
+) -> GenerationResult:
+    """Generate one video with its soundtrack. Thread-safe: jobs on one model run one at a time."""
+    with model.lock:
+        return _generate(model, request, on_step)
+
+
+def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> GenerationResult:
+    pipe, device, dtype = model.pipe, model.device, model.dtype
+    watch = _Stopwatch(device)
+
+    # 1. Validate the request and resolve what depends on the loaded model.
+    if not isinstance(request, GenerateRequest):
+        request = GenerateRequest.model_validate(request)
+    steps = request.num_inference_steps or model.defaults.num_inference_steps
+    guidance = request.guidance_scale if request.guidance_scale is not None else model.defaults.guidance_scale
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    do_cfg = guidance > 1.0
+    spatial, temporal = pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio
+    lat_frames, lat_height, lat_width = latent_video_shape(
+        request.num_frames, request.height, request.width, spatial, temporal
+    )
+    audio_vae = pipe.audio_vae
+    audio_frames = audio_latent_frames(
+        request.num_frames, request.fps, audio_vae.config.sample_rate,
+        audio_vae.config.mel_hop_length, pipe.audio_vae_temporal_compression_ratio,
+    )
+    lat_mel_bins = audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+    _check_prompt_lengths(pipe, request, do_cfg)
+
+    # 2. Encode the prompt: Gemma 3 hidden states of every layer -> video and audio text connectors.
+    with watch.stage("encode_prompt"):
+        prompt_embeds, prompt_mask, negative_embeds, negative_mask = pipe.encode_prompt(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            do_classifier_free_guidance=do_cfg,
+            max_sequence_length=pipe.tokenizer_max_length,
+            device=device,
+            dtype=dtype,
+        )
+        if do_cfg:  # one batched pass per step: [unconditional, conditional]
+            prompt_embeds = torch.cat([negative_embeds, prompt_embeds])
+            prompt_mask = torch.cat([negative_mask, prompt_mask])
+        video_context, audio_context, context_mask = pipe.connectors(
+            prompt_embeds.to(pipe.connectors.dtype), prompt_mask, padding_side=pipe.tokenizer.padding_side
+        )
+
+    # 3. Prepare latents: seeded noise, drawn on the CPU so a seed means the same video on any device.
+    with watch.stage("prepare_latents"):
+        generator = torch.Generator("cpu").manual_seed(seed)
+        video_noise = torch.randn(
+            (1, pipe.transformer.config.in_channels, lat_frames, lat_height, lat_width), generator=generator
+        )
+        audio_noise = torch.randn(
+            (1, audio_vae.config.latent_channels, audio_frames, lat_mel_bins), generator=generator
+        )
+        patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        latents = pipe._pack_latents(video_noise, patch, patch_t).to(device)
+        audio_latents = pipe._pack_audio_latents(audio_noise).to(device)
+        batch = 2 if do_cfg else 1
+        video_coords = pipe.transformer.rope.prepare_video_coords(
+            batch, lat_frames, lat_height, lat_width, device, fps=request.fps
+        )
+        audio_coords = pipe.transformer.audio_rope.prepare_audio_coords(batch, audio_frames, device)
+
+    # 4. Denoise video and audio jointly, one transformer pass per step (two halves of a batch with CFG).
+    with watch.stage("denoise"):
+        sigmas = sigmas_for(steps, num_tokens=latents.shape[1], distilled=model.defaults.distilled)
+        video_scheduler = copy.deepcopy(pipe.scheduler)
+        video_scheduler.set_timesteps(sigmas=sigmas, device=device)
+        audio_scheduler = copy.deepcopy(video_scheduler)  # schedulers keep a step index: one per stream
+        for step, t in enumerate(video_scheduler.timesteps):
+            video_in = torch.cat([latents] * batch) if do_cfg else latents
+            audio_in = torch.cat([audio_latents] * batch) if do_cfg else audio_latents
+            video_velocity, audio_velocity = pipe.transformer(
+                hidden_states=video_in.to(dtype),
+                audio_hidden_states=audio_in.to(dtype),
+                encoder_hidden_states=video_context,
+                audio_encoder_hidden_states=audio_context,
+                timestep=t.expand(batch),
+                encoder_attention_mask=context_mask,
+                audio_encoder_attention_mask=context_mask,
+                num_frames=lat_frames,
+                height=lat_height,
+                width=lat_width,
+                fps=request.fps,
+                audio_num_frames=audio_frames,
+                video_coords=video_coords,
+                audio_coords=audio_coords,
+                use_cross_timestep=False,  # LTX-2.0 semantics
+                return_dict=False,
+            )
+            video_velocity, audio_velocity = video_velocity.float(), audio_velocity.float()
+            if do_cfg:
+                video_velocity = _guide(video_velocity, guidance)
+                audio_velocity = _guide(audio_velocity, guidance)
+            latents = video_scheduler.step(video_velocity, t, latents, return_dict=False)[0]
+            audio_latents = audio_scheduler.step(audio_velocity, t, audio_latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step(step + 1, steps)
+
+    # 5. Decode video: unpack the tokens, undo the latent normalisation, run the VAE decoder.
+    with watch.stage("decode_video"):
+        latents = pipe._unpack_latents(latents, lat_frames, lat_height, lat_width, patch, patch_t)
+        vae = pipe.vae
+        video_latents = pipe._denormalize_latents(
+            latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor
+        )
+        decode_timestep = torch.zeros(1, device=device) if vae.config.timestep_conditioning else None
+        video = vae.decode(video_latents.to(vae.dtype), decode_timestep, return_dict=False)[0]
+        frames = _to_uint8_frames(video[0])
+
+    # 6. Decode audio: audio VAE -> stereo mel spectrogram -> vocoder -> waveform of the video's length.
+    with watch.stage("decode_audio"):
+        audio_latents = pipe._denormalize_audio_latents(audio_latents, audio_vae.latents_mean, audio_vae.latents_std)
+        audio_latents = pipe._unpack_audio_latents(audio_latents, audio_frames, num_mel_bins=lat_mel_bins)
+        waveform = None
+        if request.include_audio:
+            mel = audio_vae.decode(audio_latents.to(audio_vae.dtype), return_dict=False)[0]
+            wave = pipe.vocoder(mel.to(pipe.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
+            waveform = fit_length(wave, round(request.duration_seconds * model.vocoder_rate))
+
+    return GenerationResult(
+        frames=frames,
+        waveform=waveform,
+        sample_rate=model.vocoder_rate,
+        video_latents=video_latents.float().cpu(),
+        audio_latents=audio_latents.float().cpu(),
+        seed=seed,
+        num_inference_steps=steps,
+        guidance_scale=float(guidance),
+        num_frames=request.num_frames,
+        fps=request.fps,
+        width=request.width,
+        height=request.height,
+        timings=watch.timings,
+    )
+
+
+def _check_prompt_lengths(pipe, request: GenerateRequest, do_cfg: bool) -> None:
+    """Refuse prompts longer than the text encoder reads, rather than silently cutting them."""
+    limit = pipe.tokenizer_max_length
+    fields = ("prompt", "negative_prompt") if do_cfg else ("prompt",)
+    for name in fields:
+        count = len(pipe.tokenizer(getattr(request, name).strip(), add_special_tokens=True).input_ids)
+        if count > limit:
+            raise InvalidRequest(name, f"{name} is {count} tokens long; the text encoder reads at most {limit}: "
+                                       "shorten it")
+
+
+def _guide(velocity: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on a [uncond, cond] batch."""
+    uncond, cond = velocity.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
+    video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
+    """Trim or zero-pad (channels, n) to exactly `samples`: the soundtrack lasts as long as the video.
+
+    The causal audio VAE yields a few hops less than the video's duration (4 latent frames make
+    13 mel frames after the first, not 16); the tail is silence, never stretched audio.
+    """
+    if wave.shape[1] >= samples:
+        return np.ascontiguousarray(wave[:, :samples])
+    return np.pad(wave, ((0, 0), (0, samples - wave.shape[1])))

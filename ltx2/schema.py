@@ -1,0 +1,240 @@
+"""The request and response models: one definition shared by the server, the RunPod handler and /docs.
+
+Field names, types and defaults follow the contract of the original self-hosted worker, so its
+clients (curl, the Python and bash snippets in llms.txt) work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
+
+FRAME_MIN, FRAME_MAX = 9, 481
+SIZE_MIN, SIZE_MAX = 64, 3840
+
+
+class GenerateRequest(BaseModel):
+    """What to generate. Only `prompt` is required."""
+
+    model_config = ConfigDict(
+        extra="forbid",  # a misspelt or unsupported field is refused, never silently ignored
+        json_schema_extra={
+            "examples": [
+                {"prompt": "A cat sitting calmly on a cushion, soft lighting, gentle purring sounds",
+                 "width": 288, "height": 512, "num_frames": 49, "fps": 25, "seed": 42},
+            ]
+        },
+    )
+
+    prompt: str = Field(
+        description="What the video shows and what it sounds like. Describe visuals and audio; for speech "
+        'use "A person speaking: <dialogue>, <scene>".',
+        min_length=1,
+        max_length=10_000,
+        examples=["A waterfall in a forest with rushing water sounds and birds chirping, camera pans slowly"],
+    )
+    negative_prompt: str = Field(
+        default=DEFAULT_NEGATIVE_PROMPT,
+        description="What to avoid. Used only when guidance_scale > 1 (classifier-free guidance).",
+        max_length=10_000,
+        examples=[DEFAULT_NEGATIVE_PROMPT],
+    )
+    width: int = Field(
+        default=288, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=32,
+        description="Frame width in pixels, a multiple of 32. 288x512 is 9:16 portrait; 768x432 is 16:9.",
+        examples=[288],
+    )
+    height: int = Field(
+        default=512, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=32,
+        description="Frame height in pixels, a multiple of 32.",
+        examples=[512],
+    )
+    num_frames: int = Field(
+        default=49, ge=FRAME_MIN, le=FRAME_MAX,
+        description="Number of frames, of the form 8k+1 (9, 17, 25, ..., 49, ..., 121, ..., 481): the video VAE "
+        "compresses 8 frames into one latent after the first. 49 frames at 25 fps is 1.96 s.",
+        examples=[49],
+    )
+    fps: int = Field(default=25, ge=1, le=60, description="Frames per second of the output video.", examples=[25])
+    guidance_scale: float | None = Field(
+        default=None, ge=1.0, le=20.0,
+        description="Classifier-free guidance scale. 1.0 disables guidance (one transformer pass per step). "
+        "Empty: the loaded model's default (1.0 for distilled checkpoints, 3.0 for dev ones).",
+        examples=[1.0],
+    )
+    num_inference_steps: int | None = Field(
+        default=None, ge=1, le=100,
+        description="Denoising steps. Empty: the loaded model's default (8 for distilled checkpoints, with their "
+        "trained sigma schedule; 40 for dev ones).",
+        examples=[8],
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED,
+        description="Random seed. The same request with the same seed gives the same video. Empty: a random seed, "
+        "returned in the response so a good result can be repeated.",
+        examples=[1234567890],
+    )
+    include_audio: bool = Field(
+        default=True,
+        description="Put the generated soundtrack (AAC stereo) in the MP4. false: a video-only MP4.",
+        examples=[True],
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must contain text, got only whitespace")
+        return value
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames_8k_plus_1(cls, value: int) -> int:
+        if (value - 1) % 8:
+            below = (value - 1) // 8 * 8 + 1
+            raise ValueError(
+                f"num_frames must be of the form 8k+1 (e.g. {below} or {below + 8}), got {value}"
+            )
+        return value
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_frames / self.fps
+
+
+class StageTimings(BaseModel):
+    encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
+    prepare_latents: float = Field(description="Seconds spent drawing the initial noise.")
+    denoise: float = Field(description="Seconds spent in the denoising loop (all transformer passes).")
+    decode_video: float = Field(description="Seconds spent in the video VAE decoder.")
+    decode_audio: float = Field(description="Seconds spent in the audio VAE decoder and the vocoder.")
+    mux: float = Field(default=0.0, description="Seconds spent encoding H.264/AAC and writing the MP4.")
+    encode_base64: float = Field(default=0.0, description="Seconds spent base64-encoding the MP4.")
+
+
+class GenerateResponse(BaseModel):
+    """A finished video. The first nine fields are the original worker's response, unchanged."""
+
+    video: str = Field(description="The MP4 (H.264 + AAC) as a data URI: data:video/mp4;base64,...")
+    duration_seconds: float = Field(description="num_frames / fps.", examples=[1.96])
+    resolution: str = Field(description="WIDTHxHEIGHT.", examples=["288x512"])
+    fps: int = Field(examples=[25])
+    seed: int = Field(description="The seed used: yours, or the random one drawn for you.", examples=[1234567890])
+    generation_time_seconds: float = Field(description="Wall time from request accepted to MP4 ready.")
+    has_audio: bool = Field(description="Whether the MP4 has an audio stream.")
+    has_image_start: bool = Field(description="Whether a start image conditioned the video.")
+    has_image_end: bool = Field(description="Whether an end image conditioned the video.")
+    num_frames: int = Field(description="Frames in the video.", examples=[49])
+    num_inference_steps: int = Field(description="Denoising steps actually run.", examples=[8])
+    guidance_scale: float = Field(description="Guidance scale actually used.", examples=[1.0])
+    model: str = Field(description="The loaded model variant.", examples=["tiny"])
+    timings: StageTimings = Field(description="Seconds per stage.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error has this shape. `error` is a sentence; `code` is stable for programs."""
+
+    error: str = Field(description="What went wrong, naming the field and the rule.",
+                       examples=["height must be a multiple of 32, got 300"])
+    code: str = Field(description="Machine-readable error code.", examples=["invalid_request"])
+    field: str | None = Field(default=None, description="The request field at fault, if any.", examples=["height"])
+    errors: list[dict[str, Any]] = Field(default_factory=list,
+                                         description="Every problem found, each with field and message.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation errors as sentences that name the field and the rule.
+
+def _field_name(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+def describe_error(err: dict) -> dict[str, Any]:
+    """One pydantic error -> {"field": ..., "message": ...} with a message a person can act on."""
+    field = _field_name(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    got_text = repr(got) if isinstance(got, str) else got
+    if kind == "multiple_of":
+        message = f"{field} must be a multiple of {ctx.get('multiple_of')}, got {got_text}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        op = ">=" if kind == "greater_than_equal" else ">"
+        message = f"{field} must be {op} {bound}, got {got_text}"
+    elif kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        op = "<=" if kind == "less_than_equal" else "<"
+        message = f"{field} must be {op} {bound}, got {got_text}"
+    elif kind == "missing":
+        message = f"{field} is required"
+    elif kind == "extra_forbidden":
+        message = f"{field} is not a field of this API (check its spelling; see GET / for the fields)"
+    elif kind.startswith("int_") or kind == "int_from_float":
+        message = f"{field} must be an integer, got {got_text}"
+    elif kind.startswith("float_"):
+        message = f"{field} must be a number, got {got_text}"
+    elif kind.startswith("bool_"):
+        message = f"{field} must be true or false, got {got_text}"
+    elif kind.startswith("string_too_short"):
+        message = f"{field} must not be empty"
+    elif kind.startswith("string_too_long"):
+        message = f"{field} must be at most {ctx.get('max_length')} characters"
+    elif kind.startswith("string_"):
+        message = f"{field} must be a string, got {got_text}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = "the request body must be a JSON object"
+        field = "body"
+    elif kind == "json_invalid":
+        message = f"the request body is not valid JSON: {ctx.get('error', err.get('msg'))}"
+        field = "body"
+    elif kind == "value_error":
+        message = str(ctx.get("error", err.get("msg")))
+    else:
+        message = f"{field}: {err.get('msg')}"
+    return {"field": field, "message": message}
+
+
+def validation_error_body(errors: list[dict]) -> dict[str, Any]:
+    described = [describe_error(e) for e in errors]
+    first = described[0] if described else {"field": None, "message": "invalid request"}
+    message = "; ".join(d["message"] for d in described) or first["message"]
+    return ErrorResponse(error=message, code="invalid_request", field=first["field"], errors=described).model_dump()
+
+
+class InvalidRequest(ValueError):
+    """A request well-formed for the API but not acceptable to the loaded model (HTTP 422)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return ErrorResponse(
+            error=self.message, code="invalid_request", field=self.field,
+            errors=[{"field": self.field, "message": self.message}],
+        ).model_dump()
+
+
+def parse_request(payload: Any) -> GenerateRequest:
+    """Validate a JSON-like payload (the handler's path; FastAPI does the same for the server)."""
+    return GenerateRequest.model_validate(payload)
+
+
+__all__ = [
+    "GenerateRequest",
+    "GenerateResponse",
+    "ErrorResponse",
+    "StageTimings",
+    "InvalidRequest",
+    "ValidationError",
+    "parse_request",
+    "validation_error_body",
+    "DEFAULT_NEGATIVE_PROMPT",
+]

@@ -1,0 +1,84 @@
+"""The RunPod handler: same request model, same generate(), same response; the SDK's local mode."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ltx2.worker import make_handler
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def handler_and_updates(model):
+    updates = []
+    return make_handler(model, send_progress=lambda job, progress: updates.append((job["id"], progress))), updates
+
+
+def test_good_input(handler_and_updates):
+    handler, updates = handler_and_updates
+    updates.clear()
+    out = handler({"id": "job-1", "input": {"prompt": "a cat", "num_frames": 9, "seed": 4}})
+    assert "error" not in out
+    assert out["video"].startswith("data:video/mp4;base64,")
+    assert out["seed"] == 4 and out["resolution"] == "288x512" and out["has_audio"] is True
+    assert [p["step"] for _, p in updates] == list(range(1, 9))
+    assert all(job_id == "job-1" and p["total"] == 8 for job_id, p in updates)
+
+
+def test_same_response_as_the_server(handler_and_updates, client):
+    handler, _ = handler_and_updates
+    request = {"prompt": "a cat", "num_frames": 9, "seed": 4}
+    from_handler = handler({"id": "j", "input": request})
+    from_server = client.post("/generate", json=request).json()
+    assert from_handler["video"] == from_server["video"]
+
+
+@pytest.mark.parametrize(
+    "bad, phrase",
+    [
+        ({"prompt": "a", "height": 300}, "height must be a multiple of 32, got 300"),
+        ({"prompt": "a", "num_frames": 50}, "num_frames must be of the form 8k+1"),
+        ({"height": 512}, "prompt is required"),
+        (None, "prompt is required"),
+        ("just a string", "JSON object"),
+    ],
+)
+def test_bad_input_is_an_error_dict(handler_and_updates, bad, phrase):
+    handler, _ = handler_and_updates
+    out = handler({"id": "j", "input": bad})
+    assert phrase in out["error"]
+    assert "video" not in out
+
+
+def _run_local(args, cwd=ROOT):
+    env = {**os.environ, "LTX2_MODEL": "tiny", "LTX2_DEVICE": "cpu"}
+    return subprocess.run([sys.executable, "handler.py", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sdk_local_mode_with_test_input_json():
+    proc = _run_local([])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "completed successfully" in out
+    assert "data:video/mp4;base64," in out
+
+
+def test_sdk_local_mode_with_test_input_flag():
+    proc = _run_local(["--test_input", json.dumps({"input": {"prompt": "a cat", "num_frames": 9, "seed": 1}})])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    bad = _run_local(["--test_input", json.dumps({"input": {"prompt": "a cat", "width": 300}})])
+    assert bad.returncode != 0
+    assert "width must be a multiple of 32, got 300" in bad.stdout + bad.stderr
+
+
+def test_test_input_json_is_a_valid_request():
+    from ltx2.schema import GenerateRequest
+
+    payload = json.loads((ROOT / "test_input.json").read_text())
+    GenerateRequest.model_validate(payload["input"])

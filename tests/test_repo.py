@@ -1,0 +1,36 @@
+"""The repository's promises to a new user: the README's commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ci_command() -> str:
+    match = re.search(r'^TEST_COMMAND="(.+)"$', (ROOT / ".ci/run").read_text(), re.M)
+    assert match, ".ci/run must define TEST_COMMAND"
+    return match.group(1)
+
+
+def test_readme_test_command_is_what_ci_runs():
+    assert _ci_command() in (ROOT / "README.md").read_text()
+
+
+def test_readme_server_command_starts_the_tiny_preset():
+    readme = (ROOT / "README.md").read_text()
+    assert "python server.py --model tiny --host 127.0.0.1 --port 8000" in readme
+    assert "curl" in readme and "/generate" in readme
+
+
+def test_test_input_and_docs_use_the_same_fields():
+    import json
+
+    from ltx2.schema import GenerateRequest
+
+    fields = set(GenerateRequest.model_fields)
+    llms = (ROOT / "llms.txt").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in fields:
+        assert f"`{name}`" in llms, f"llms.txt does not document {name}"
+        assert f"`{name}`" in readme, f"README does not document {name}"
+    assert set(json.loads((ROOT / "test_input.json").read_text())["input"]) <= fields
