@@ -82,3 +82,14 @@ def test_test_input_json_is_a_valid_request():
 
     payload = json.loads((ROOT / "test_input.json").read_text())
     GenerateRequest.model_validate(payload["input"])
+
+
+def test_progress_goes_to_runpod_only_on_runpod(monkeypatch):
+    import runpod
+
+    from ltx2.worker import runpod_progress_sender
+
+    monkeypatch.delenv("RUNPOD_WEBHOOK_POST_OUTPUT", raising=False)
+    assert runpod_progress_sender() is not runpod.serverless.progress_update  # local mode: a log line
+    monkeypatch.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done")
+    assert runpod_progress_sender() is runpod.serverless.progress_update
