@@ -13,6 +13,7 @@ import copy
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,19 +57,13 @@ class _Stopwatch:
         self.device = device
         self.timings: dict[str, float] = {}
 
+    @contextmanager
     def stage(self, name: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if watch.device.type == "cuda":
-                    torch.cuda.synchronize(watch.device)
-                watch.timings[name] = time.perf_counter() - self.start
-
-        return _Stage()
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = time.perf_counter() - start
 
 
 @torch.inference_mode()
