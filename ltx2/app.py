@@ -22,6 +22,10 @@ from . import __version__
 from .model import LoadedModel, load_model
 from .schema import (
     DEFAULT_NEGATIVE_PROMPT,
+    FRAME_MAX,
+    FRAME_MIN,
+    SIZE_MAX,
+    SIZE_MIN,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
@@ -174,9 +178,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             },
             "defaults": defaults,
             "rules": {
-                "width": "multiple of 32, 64..3840",
-                "height": "multiple of 32, 64..3840",
-                "num_frames": "8k+1, 9..481",
+                "width": f"multiple of 32, {SIZE_MIN}..{SIZE_MAX}",
+                "height": f"multiple of 32, {SIZE_MIN}..{SIZE_MAX}",
+                "num_frames": f"8k+1, {FRAME_MIN}..{FRAME_MAX}",
                 "fps": "1..60",
                 "guidance_scale": "1.0..20.0 (1.0 = no classifier-free guidance)",
                 "num_inference_steps": "1..100",
