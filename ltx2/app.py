@@ -21,15 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .model import LoadedModel, load_model
 from .schema import (
-    DEFAULT_NEGATIVE_PROMPT,
-    FRAME_MAX,
-    FRAME_MIN,
-    SIZE_MAX,
-    SIZE_MIN,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
     InvalidRequest,
+    generation_failed_body,
+    request_rules,
     validation_error_body,
 )
 from .service import render
@@ -136,8 +133,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return JSONResponse(status_code=422, content=exc.body())
         except Exception as exc:  # a failed job must not take the server down
             log.exception("generation failed")
-            body = ErrorResponse(error=f"generation failed: {type(exc).__name__}: {exc}", code="generation_failed")
-            return JSONResponse(status_code=500, content=body.model_dump())
+            return JSONResponse(status_code=500, content=generation_failed_body(exc))
         finally:
             with state.lock:
                 state.waiting -= 1
@@ -153,15 +149,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @app.get("/", summary="What this API does and its effective defaults")
     async def index() -> dict:
-        defaults = {
-            "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
-            "width": 288,
-            "height": 512,
-            "num_frames": 49,
-            "fps": 25,
-            "include_audio": True,
-            "seed": "random (returned in the response)",
-        }
+        fields = GenerateRequest.model_fields
+        defaults = {name: f.default for name, f in fields.items() if not f.is_required() and f.default is not None}
+        defaults["seed"] = "random (returned in the response)"
         if state.model is not None:
             defaults["num_inference_steps"] = state.model.defaults.num_inference_steps
             defaults["guidance_scale"] = state.model.defaults.guidance_scale
@@ -177,14 +167,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "GET /openapi.json": "the OpenAPI schema",
             },
             "defaults": defaults,
-            "rules": {
-                "width": f"multiple of 32, {SIZE_MIN}..{SIZE_MAX}",
-                "height": f"multiple of 32, {SIZE_MIN}..{SIZE_MAX}",
-                "num_frames": f"8k+1, {FRAME_MIN}..{FRAME_MAX}",
-                "fps": "1..60",
-                "guidance_scale": "1.0..20.0 (1.0 = no classifier-free guidance)",
-                "num_inference_steps": "1..100",
-            },
+            "rules": request_rules(),
             "fields": sorted(GenerateRequest.model_fields),
         }
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from .settings import Settings, add_arguments
+from .settings import Settings, add_arguments, configure_logging
 
 
 def serve(settings: Settings) -> None:
@@ -15,7 +14,7 @@ def serve(settings: Settings) -> None:
 
     from .app import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

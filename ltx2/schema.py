@@ -222,9 +222,25 @@ class InvalidRequest(ValueError):
         ).model_dump()
 
 
-def parse_request(payload: Any) -> GenerateRequest:
-    """Validate a JSON-like payload (the handler's path; FastAPI does the same for the server)."""
-    return GenerateRequest.model_validate(payload)
+def generation_failed_body(exc: Exception) -> dict[str, Any]:
+    """The body for a job that failed inside the model (HTTP 500 on the server, an error on RunPod)."""
+    return ErrorResponse(error=f"generation failed: {type(exc).__name__}: {exc}", code="generation_failed").model_dump()
+
+
+def request_rules() -> dict[str, str]:
+    """Each bounded field's rule as a sentence fragment, read from the request model's own schema."""
+    rules = {}
+    for name, prop in GenerateRequest.model_json_schema()["properties"].items():
+        prop = next((p for p in prop.get("anyOf", []) if "minimum" in p), prop)  # optional fields
+        if "minimum" not in prop:
+            continue
+        rule = f"{prop['minimum']}..{prop['maximum']}"
+        if "multipleOf" in prop:
+            rule = f"multiple of {prop['multipleOf']}, {rule}"
+        rules[name] = rule
+    rules["num_frames"] = f"8k+1, {rules['num_frames']}"
+    rules["guidance_scale"] += " (1.0 = no classifier-free guidance)"
+    return rules
 
 
 __all__ = [
@@ -234,7 +250,8 @@ __all__ = [
     "StageTimings",
     "InvalidRequest",
     "ValidationError",
-    "parse_request",
+    "generation_failed_body",
+    "request_rules",
     "validation_error_body",
     "DEFAULT_NEGATIVE_PROMPT",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import dataclass
 
@@ -51,3 +52,7 @@ def parse_settings(argv: list[str] | None = None, prog: str | None = None) -> Se
     add_arguments(parser, defaults)
     args = parser.parse_args(argv)
     return Settings(**vars(args))
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

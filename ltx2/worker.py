@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from .model import LoadedModel, load_model
-from .schema import ErrorResponse, GenerateRequest, InvalidRequest, validation_error_body
+from .schema import GenerateRequest, InvalidRequest, generation_failed_body, validation_error_body
 from .service import render
-from .settings import Settings
+from .settings import Settings, configure_logging
 
 log = logging.getLogger("ltx2.worker")
 
@@ -48,8 +48,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             return exc.body()
         except Exception as exc:
             log.exception("generation failed")
-            return ErrorResponse(error=f"generation failed: {type(exc).__name__}: {exc}",
-                                 code="generation_failed").model_dump()
+            return generation_failed_body(exc)
 
     return handler
 
@@ -59,6 +58,6 @@ def main() -> None:
     import runpod
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     model = load_model(settings.model, device=settings.device)
     runpod.serverless.start({"handler": make_handler(model)})

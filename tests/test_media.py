@@ -7,7 +7,6 @@ import av
 import numpy as np
 import pytest
 
-from ltx2 import generate
 from ltx2.media import encode_mp4, probe_mp4
 from ltx2.service import render
 from ltx2.schema import GenerateRequest
