@@ -1,8 +1,27 @@
 """ltx2: a self-hosted inference server for Lightricks' LTX-2 (video with synchronized audio)."""
 
-from .model import LoadedModel, load_model
-from .pipeline import GenerationResult, generate
-from .schema import GenerateRequest, GenerateResponse
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __all__ = ["GenerateRequest", "GenerateResponse", "GenerationResult", "LoadedModel", "generate", "load_model"]
 __version__ = "0.1.0"
+
+# Imported on first use: `ltx2 download --help` and the settings should not wait for torch.
+_WHERE = {
+    "GenerateRequest": "schema", "GenerateResponse": "schema", "GenerationResult": "pipeline",
+    "generate": "pipeline", "LoadedModel": "model", "load_model": "model",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'ltx2' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .model import LoadedModel, load_model
+    from .pipeline import GenerationResult, generate
+    from .schema import GenerateRequest, GenerateResponse

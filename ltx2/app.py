@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .model import LoadedModel, load_model
+from .model import LoadedModel, load_from_settings
 from .schema import (
     ErrorResponse,
     GenerateRequest,
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def lifespan(app: FastAPI):
         if state.model is None:
             state.model = await asyncio.get_running_loop().run_in_executor(
-                state.executor, lambda: load_model(settings.model, device=settings.device)
+                state.executor, lambda: load_from_settings(settings)
             )
         yield
         state.executor.shutdown(wait=True)

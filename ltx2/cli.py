@@ -1,4 +1,4 @@
-"""The `ltx2` command: `ltx2 serve`, `ltx2 worker`, `ltx2 generate`."""
+"""The `ltx2` command: `ltx2 serve`, `ltx2 worker`, `ltx2 generate`, `ltx2 download`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from .settings import Settings, add_arguments, configure_logging
+from .download import add_arguments as add_download_arguments
+from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
 
 def serve(settings: Settings) -> None:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     p_gen.add_argument("--request", required=True, help='request JSON, e.g. \'{"prompt": "a cat"}\'')
     p_gen.add_argument("--output", "-o", default="output.mp4")
 
+    p_dl = sub.add_parser("download", help="fetch the official LTX-2 checkpoint and Gemma 3 into --models-dir")
+    add_download_arguments(p_dl, defaults)
+
     args, rest = parser.parse_known_args(argv)
     if args.command == "worker":
         from .worker import main as worker_main
@@ -43,19 +47,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    fields = {k: getattr(args, k) for k in ("model", "host", "port", "device", "log_level")}
-    settings = Settings(**fields)
+    if args.command == "download":
+        from .download import main as download_main
+
+        download_main(args)
+        return
+    settings = settings_from_args(args, defaults)
     if args.command == "serve":
         serve(settings)
     else:
         import base64
 
-        from .model import load_model
+        from .model import load_from_settings
         from .schema import GenerateRequest
         from .service import render
 
         request = GenerateRequest.model_validate(json.loads(args.request))
-        response = render(load_model(settings.model, device=settings.device), request)
+        response = render(load_from_settings(settings), request)
         with open(args.output, "wb") as fh:
             fh.write(base64.b64decode(response.video.split(",", 1)[1]))
         summary = response.model_dump(exclude={"video"})

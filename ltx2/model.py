@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
+from .memory import Placement, attach_placement, pipe_components
+
 log = logging.getLogger("ltx2")
 
-KNOWN_MODELS = ("tiny",)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class LoadedModel:
     load_seconds: float = 0.0
     # One job at a time per device: the transformer's activations for one video fill the GPU.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    checkpoint: dict = field(default_factory=dict)  # what was loaded from where (empty for tiny)
+    # What rests on the device between requests (ltx2.memory). None: resident, where the loader put it.
+    placement: Placement | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.placement is None:
+            self.placement = Placement(pipe_components(self.pipe), "resident", self.device,
+                                       reason="resident: where the loader put it")
 
     @property
     def vocoder_rate(self) -> int:
@@ -60,6 +69,8 @@ class LoadedModel:
             },
             "audio_sample_rate": self.vocoder_rate,
             "load_seconds": round(self.load_seconds, 3),
+            "checkpoint": self.checkpoint or None,
+            "memory": self.placement.memory_report(),
         }
 
 
@@ -67,28 +78,63 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_model(name: str = "tiny", device: str | torch.device | None = None, seed: int = 0) -> LoadedModel:
-    """Load a model once; every request reuses it.
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 is what the checkpoints hold; CPUs (tests, the tiny preset) compute in float32.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model(
+    name: str = "tiny",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    *,
+    models_dir: str | None = None,
+    gemma_dir: str | None = None,
+    memory_policy: str = "auto",
+    fp8_compute: str = "auto",
+    variant: str = "auto",
+) -> LoadedModel:
+    """Load a model once; every request reuses it. Never downloads.
 
     `tiny`: the random-weight preset with the real geometry (ltx2.tiny), float32.
+    Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
+    diffusers-format directory; the single file's Gemma 3 comes from `gemma_dir`.
     """
     start = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
+    checkpoint: dict = {}
     if name == "tiny":
         from . import tiny
 
         components = tiny.build_components(seed=seed)
         dtype = torch.float32
         defaults = DISTILLED_DEFAULTS
+        policy = memory_policy
     else:
-        raise ValueError(
-            f"unknown model {name!r}: this build knows {', '.join(KNOWN_MODELS)} "
-            "(loading the LTX-2 19B checkpoints is tracked separately and not in this build)"
+        from . import loading
+
+        dtype = default_dtype(device)
+        components, report, policy = loading.load_pipeline_components(
+            name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
+            memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
         )
+        checkpoint = report
+        defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
     pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=None)
-    pipe.to(device)
+    if name == "tiny":
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype)
+    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint)
+    attach_placement(model, policy, reason=checkpoint.pop("memory_reason", None))
     model.load_seconds = time.perf_counter() - start
-    log.info("loaded model %s on %s in %.2fs", name, device, model.load_seconds)
+    log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
+             model.placement.policy)
     return model
+
+
+def load_from_settings(settings) -> LoadedModel:
+    """`load_model` with everything a `Settings` says."""
+    return load_model(
+        settings.model, device=settings.device, models_dir=settings.models_dir, gemma_dir=settings.resolved_gemma_dir,
+        memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
+    )

@@ -80,6 +80,9 @@ def generate(
 def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> GenerationResult:
     pipe, device, dtype = model.pipe, model.device, model.dtype
     watch = _Stopwatch(device)
+    # Each stage runs inside `placement.use(...)` of its components: under an offloading memory
+    # policy that is when they are on the device (ltx2.memory); outside it they may not be.
+    placement = model.placement
 
     # 1. Validate the request and resolve what depends on the loaded model.
     if not isinstance(request, GenerateRequest):
@@ -101,7 +104,8 @@ def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> Gene
     _check_prompt_lengths(pipe, request, do_cfg)
 
     # 2. Encode the prompt: Gemma 3 hidden states of every layer -> video and audio text connectors.
-    with watch.stage("encode_prompt"):
+    #    `device` is explicit: diffusers' default, `_execution_device`, follows where modules rest.
+    with watch.stage("encode_prompt"), placement.use("text_encoder", "connectors"):
         prompt_embeds, prompt_mask, negative_embeds, negative_mask = pipe.encode_prompt(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -136,7 +140,7 @@ def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> Gene
         audio_coords = pipe.transformer.audio_rope.prepare_audio_coords(batch, audio_frames, device)
 
     # 4. Denoise video and audio jointly, one transformer pass per step (two halves of a batch with CFG).
-    with watch.stage("denoise"):
+    with watch.stage("denoise"), placement.use("transformer"):
         sigmas = sigmas_for(steps, num_tokens=latents.shape[1], distilled=model.defaults.distilled)
         video_scheduler = copy.deepcopy(pipe.scheduler)
         video_scheduler.set_timesteps(sigmas=sigmas, device=device)
@@ -172,7 +176,7 @@ def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> Gene
                 on_step(step + 1, steps)
 
     # 5. Decode video: unpack the tokens, undo the latent normalisation, run the VAE decoder.
-    with watch.stage("decode_video"):
+    with watch.stage("decode_video"), placement.use("vae"):
         latents = pipe._unpack_latents(latents, lat_frames, lat_height, lat_width, patch, patch_t)
         vae = pipe.vae
         video_latents = pipe._denormalize_latents(
@@ -183,7 +187,9 @@ def _generate(model: LoadedModel, request, on_step: StepCallback | None) -> Gene
         frames = _to_uint8_frames(video[0])
 
     # 6. Decode audio: audio VAE -> stereo mel spectrogram -> vocoder -> waveform of the video's length.
-    with watch.stage("decode_audio"):
+    #    The latents are returned even without audio, and their denormalisation reads the audio VAE.
+    audio_parts = ("audio_vae", "vocoder") if request.include_audio else ("audio_vae",)
+    with watch.stage("decode_audio"), placement.use(*audio_parts):
         audio_latents = pipe._denormalize_audio_latents(audio_latents, audio_vae.latents_mean, audio_vae.latents_std)
         audio_latents = pipe._unpack_audio_latents(audio_latents, audio_frames, num_mel_bins=lat_mel_bins)
         waveform = None

@@ -244,14 +244,14 @@ def request_rules() -> dict[str, str]:
 
 
 __all__ = [
+    "DEFAULT_NEGATIVE_PROMPT",
+    "ErrorResponse",
     "GenerateRequest",
     "GenerateResponse",
-    "ErrorResponse",
-    "StageTimings",
     "InvalidRequest",
+    "StageTimings",
     "ValidationError",
     "generation_failed_body",
     "request_rules",
     "validation_error_body",
-    "DEFAULT_NEGATIVE_PROMPT",
 ]

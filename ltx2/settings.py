@@ -5,31 +5,53 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+# The Docker image mounts a network volume here (RunPod's convention); `ltx2 download` fills it.
+DEFAULT_MODELS_DIR = "/runpod-volume/models"
+DEFAULT_GEMMA_NAME = "gemma-3-12b-it-qat-q4_0-unquantized"
+
+MEMORY_POLICIES = ("auto", "resident", "offload-text-encoder", "sequential")
+FP8_COMPUTE = ("auto", "scaled-mm", "upcast")
+VARIANTS = ("auto", "distilled", "dev")
 
 
 @dataclass
 class Settings:
-    model: str = "tiny"
+    model: str = "tiny"  # "tiny", a checkpoint file, a file name in models_dir, or a diffusers directory
+    models_dir: str = DEFAULT_MODELS_DIR
+    gemma_dir: str | None = None  # None: <models_dir>/gemma-3-12b-it-qat-q4_0-unquantized
+    memory_policy: str = "auto"
+    fp8_compute: str = "auto"
+    variant: str = "auto"  # distilled or dev; auto reads the checkpoint's name
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Settings":
+    def from_env(cls, env: dict | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(
-            model=env.get("LTX2_MODEL", cls.model),
-            host=env.get("LTX2_HOST", cls.host),
-            port=int(env.get("LTX2_PORT", cls.port)),
-            device=env.get("LTX2_DEVICE") or None,
-            log_level=env.get("LTX2_LOG_LEVEL", cls.log_level),
-        )
+        values = {}
+        for f in fields(cls):
+            raw = env.get(ENV[f.name])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = int(raw) if f.name == "port" else raw
+        return cls(**values)
+
+    @property
+    def resolved_gemma_dir(self) -> str:
+        return self.gemma_dir or os.path.join(self.models_dir, DEFAULT_GEMMA_NAME)
 
 
-ENV_HELP = {
+ENV = {
     "model": "LTX2_MODEL",
+    "models_dir": "LTX2_MODELS_DIR",
+    "gemma_dir": "LTX2_GEMMA_DIR",
+    "memory_policy": "LTX2_MEMORY_POLICY",
+    "fp8_compute": "LTX2_FP8_COMPUTE",
+    "variant": "LTX2_VARIANT",
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
@@ -37,21 +59,46 @@ ENV_HELP = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
-    parser.add_argument("--model", default=defaults.model, help=f"model to load: 'tiny' (env {ENV_HELP['model']})")
-    parser.add_argument("--host", default=defaults.host, help=f"address to bind (env {ENV_HELP['host']})")
-    parser.add_argument("--port", type=int, default=defaults.port, help=f"port (env {ENV_HELP['port']})")
-    parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV_HELP['device']})")
+def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    """Flags that say what to load and where to find it."""
+    parser.add_argument("--model", default=defaults.model,
+                        help="'tiny', a .safetensors checkpoint (path or file name in --models-dir) "
+                             f"or a diffusers directory (env {ENV['model']})")
+    parser.add_argument("--models-dir", dest="models_dir", default=defaults.models_dir,
+                        help=f"where checkpoints and Gemma live (env {ENV['models_dir']})")
+    parser.add_argument("--gemma-dir", dest="gemma_dir", default=defaults.gemma_dir,
+                        help=f"Gemma 3 directory in Hugging Face format; default <models-dir>/{DEFAULT_GEMMA_NAME} "
+                             f"(env {ENV['gemma_dir']})")
+    parser.add_argument("--memory-policy", dest="memory_policy", default=defaults.memory_policy,
+                        choices=MEMORY_POLICIES, help=f"what stays on the GPU (env {ENV['memory_policy']})")
+    parser.add_argument("--fp8-compute", dest="fp8_compute", default=defaults.fp8_compute, choices=FP8_COMPUTE,
+                        help=f"FP8 matmul: scaled-mm where the GPU has it, else upcast (env {ENV['fp8_compute']})")
+    parser.add_argument("--variant", default=defaults.variant, choices=VARIANTS,
+                        help="distilled (8 steps, guidance 1) or dev (40 steps, guidance 3); auto reads the "
+                             f"checkpoint's file name (env {ENV['variant']})")
+    parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
-                        help=f"debug, info, warning (env {ENV_HELP['log_level']})")
+                        help=f"debug, info, warning (env {ENV['log_level']})")
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    add_model_arguments(parser, defaults)
+    parser.add_argument("--host", default=defaults.host, help=f"address to bind (env {ENV['host']})")
+    parser.add_argument("--port", type=int, default=defaults.port, help=f"port (env {ENV['port']})")
+
+
+def settings_from_args(args: argparse.Namespace, defaults: Settings | None = None) -> Settings:
+    """A Settings from parsed flags; fields the parser didn't define keep their defaults."""
+    base = defaults or Settings.from_env()
+    values = {f.name: getattr(args, f.name, getattr(base, f.name)) for f in fields(Settings)}
+    return Settings(**values)
 
 
 def parse_settings(argv: list[str] | None = None, prog: str | None = None) -> Settings:
     defaults = Settings.from_env()
     parser = argparse.ArgumentParser(prog=prog, description="Serve LTX-2 video+audio generation over HTTP.")
     add_arguments(parser, defaults)
-    args = parser.parse_args(argv)
-    return Settings(**vars(args))
+    return settings_from_args(parser.parse_args(argv), defaults)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -9,8 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import LoadedModel, load_model
-from .schema import GenerateRequest, InvalidRequest, generation_failed_body, validation_error_body
+from .model import LoadedModel, load_from_settings
+from .schema import (
+    GenerateRequest,
+    InvalidRequest,
+    generation_failed_body,
+    validation_error_body,
+)
 from .service import render
 from .settings import Settings, configure_logging
 
@@ -59,5 +64,5 @@ def main() -> None:
 
     settings = Settings.from_env()
     configure_logging(settings)
-    model = load_model(settings.model, device=settings.device)
+    model = load_from_settings(settings)
     runpod.serverless.start({"handler": make_handler(model)})

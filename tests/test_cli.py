@@ -28,8 +28,9 @@ def test_serve_help_lists_the_settings():
 
 
 def test_unknown_model_fails_clearly():
-    from ltx2 import load_model
     import pytest
 
-    with pytest.raises(ValueError, match="unknown model 'ltx-2-19b'"):
-        load_model("ltx-2-19b")
+    from ltx2 import load_model
+
+    with pytest.raises(ValueError, match=r"model 'ltx-2-19b': not 'tiny' and no checkpoint at .*ltx2 download"):
+        load_model("ltx-2-19b", models_dir="/nonexistent")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ltx2.media import encode_mp4, probe_mp4
-from ltx2.service import render
 from ltx2.schema import GenerateRequest
+from ltx2.service import render
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_soundtrack_survives_the_round_trip():
     decoded = probe_mp4(data)["audio"]["samples"][0]
     # AAC adds encoder delay at the start; align by cross-correlation over a short window.
     window = decoded[: rate // 2]
-    lags = [np.dot(window[lag : lag + 2000], tone[:2000]) for lag in range(0, 3000)]
+    lags = [np.dot(window[lag : lag + 2000], tone[:2000]) for lag in range(3000)]
     lag = int(np.argmax(lags))
     aligned = decoded[lag : lag + 12000]
     assert np.corrcoef(aligned, tone[:12000])[0, 1] > 0.99

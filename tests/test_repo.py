@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ci_command() -> str:
-    match = re.search(r'^TEST_COMMAND="(.+)"$', (ROOT / ".ci/run").read_text(), re.M)
+    match = re.search(r'^TEST_COMMAND="(.+)"$', (ROOT / ".ci/run").read_text(), re.MULTILINE)
     assert match, ".ci/run must define TEST_COMMAND"
     return match.group(1)
 

@@ -1,0 +1,306 @@
+"""From an official checkpoint's `config` metadata to diffusers component configs.
+
+The official files carry ltx-core's configuration (sub-dicts `transformer`, `vae`, `audio_vae`,
+`vocoder`). We read the sizes from it (so a miniature file in the same layout loads the same way as
+the 19B one), check the structural choices against the LTX-2 families we know, and refuse anything
+else by name rather than building a model that silently computes something different.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is: the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    family: str  # "ltx-2-19b"
+    kind: str  # "distilled" or "dev"
+    kind_source: str  # how kind was decided, for /health and the log
+
+
+# Structural values every LTX-2 (19B, v2.0) transformer config has. Sizes (layers, heads, widths)
+# are free: miniature checkpoints shrink them.
+LTX2_TRANSFORMER_INVARIANTS: dict[str, Any] = {
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "qk_norm": "rms_norm",
+    "standardization_norm": "rms_norm",
+    "positional_embedding_type": "rope",
+    "rope_type": "split",
+    "norm_elementwise_affine": False,
+    "use_audio_video_cross_attention": True,
+    "use_embeddings_connector": True,
+    "use_middle_indices_grid": True,
+    "share_ff": False,
+}
+# Present and true only in LTX-2.3 (22B) files.
+LTX23_MARKERS = ("apply_gated_attention", "caption_proj_before_connector", "cross_attention_adaln")
+
+
+def detect_family(config: dict, path: str) -> str:
+    transformer = config.get("transformer")
+    if not isinstance(transformer, dict) or not transformer:
+        raise CheckpointError(f"{path}: metadata 'config' has no 'transformer' section; not an LTX-2 checkpoint")
+    if any(transformer.get(marker) for marker in LTX23_MARKERS):
+        raise CheckpointError(
+            f"{path}: this is an LTX-2.3 (22B) checkpoint (config.transformer sets "
+            f"{', '.join(m for m in LTX23_MARKERS if transformer.get(m))}); this build loads LTX-2 19B files only"
+        )
+    mismatches = [
+        f"transformer.{key} is {transformer.get(key, '<missing>')!r} (LTX-2 19B: {want!r})"
+        for key, want in LTX2_TRANSFORMER_INVARIANTS.items()
+        if transformer.get(key, want) != want
+    ]
+    if mismatches:
+        raise CheckpointError(f"{path}: config matches no known LTX-2 variant: " + "; ".join(mismatches))
+    for section in ("vae", "audio_vae", "vocoder"):
+        if not isinstance(config.get(section), dict):
+            raise CheckpointError(f"{path}: metadata 'config' has no '{section}' section")
+    if "bwe" in config["vocoder"]:
+        raise CheckpointError(f"{path}: vocoder with bandwidth extension is LTX-2.3's; this build loads LTX-2 19B files only")
+    return "ltx-2-19b"
+
+
+def detect_kind(path: str, override: str = "auto") -> tuple[str, str]:
+    """Distilled or dev. The metadata does not say, the official file names do."""
+    if override in ("distilled", "dev"):
+        return override, "setting"
+    name = path.replace("\\", "/").rstrip("/").split("/")[-1].lower()
+    if "distilled" in name:
+        return "distilled", "file name"
+    if re.search(r"(^|[-_.])dev([-_.]|$)", name):
+        return "dev", "file name"
+    raise CheckpointError(
+        f"{path}: cannot tell whether this checkpoint is distilled or dev (its name says neither, as the "
+        "official names do); set LTX2_VARIANT=distilled or LTX2_VARIANT=dev"
+    )
+
+
+def _first(value, default):
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else default
+    return default if value is None else value
+
+
+def transformer_config(config: dict, vae: dict, audio_vae: dict) -> dict:
+    """diffusers `LTX2VideoTransformer3DModel` config from `config.transformer`."""
+    t = config["transformer"]
+    max_pos = t.get("positional_embedding_max_pos", [20, 2048, 2048])
+    return {
+        "in_channels": t.get("in_channels", 128),
+        "out_channels": t.get("out_channels", 128),
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "num_attention_heads": t["num_attention_heads"],
+        "attention_head_dim": t["attention_head_dim"],
+        "cross_attention_dim": t["cross_attention_dim"],
+        "vae_scale_factors": (vae["temporal_compression_ratio"], vae["spatial_compression_ratio"],
+                              vae["spatial_compression_ratio"]),
+        "pos_embed_max_pos": max_pos[0],
+        "base_height": max_pos[1],
+        "base_width": max_pos[2],
+        "audio_in_channels": t.get("audio_in_channels", 128),
+        "audio_out_channels": t.get("audio_out_channels", 128),
+        "audio_patch_size": 1,
+        "audio_patch_size_t": 1,
+        "audio_num_attention_heads": t["audio_num_attention_heads"],
+        "audio_attention_head_dim": t["audio_attention_head_dim"],
+        "audio_cross_attention_dim": t["audio_cross_attention_dim"],
+        "audio_scale_factor": 2 ** (len(audio_vae["ch_mult"]) - 1),
+        "audio_pos_embed_max_pos": _first(t.get("audio_positional_embedding_max_pos"), 20),
+        "audio_sampling_rate": audio_vae["sample_rate"],
+        "audio_hop_length": audio_vae["mel_hop_length"],
+        "num_layers": t["num_layers"],
+        "activation_fn": t.get("activation_fn", "gelu-approximate"),
+        # ltx-core's "rms_norm" normalises q and k over all heads at once.
+        "qk_norm": "rms_norm_across_heads",
+        "norm_elementwise_affine": False,
+        "norm_eps": t.get("norm_eps", 1e-6),
+        "caption_channels": t["caption_channels"],
+        "attention_bias": True,
+        "attention_out_bias": True,
+        "rope_theta": t.get("positional_embedding_theta", 10000.0),
+        "rope_double_precision": t.get("frequencies_precision") == "float64",
+        "causal_offset": 1 if t.get("causal_temporal_positioning", True) else 0,
+        "timestep_scale_multiplier": t.get("timestep_scale_multiplier", 1000),
+        "cross_attn_timestep_scale_multiplier": t.get("av_ca_timestep_scale_multiplier", 1),
+        "rope_type": "split",
+    }
+
+
+def connectors_config(config: dict, projection_shape: tuple[int, ...] | None) -> dict:
+    """diffusers `LTX2TextConnectors` config from `config.transformer`'s connector_* fields.
+
+    How many Gemma hidden states are stacked (49 for Gemma 3 12B: 48 layers + embeddings) is not in
+    the metadata; the projection's input width says it.
+    """
+    t = config["transformer"]
+    caption = t["caption_channels"]
+    if projection_shape is None or len(projection_shape) != 2 or projection_shape[1] % caption:
+        raise CheckpointError(
+            f"text_embedding_projection.aggregate_embed.weight has shape {projection_shape}; expected "
+            f"(caption_channels={caption}, caption_channels x number of Gemma hidden states)"
+        )
+    heads = t.get("connector_num_attention_heads", 30)
+    head_dim = t.get("connector_attention_head_dim", 128)
+    layers = t.get("connector_num_layers", 2)
+    registers = t.get("connector_num_learnable_registers", 128)
+    return {
+        "caption_channels": caption,
+        "text_proj_in_factor": projection_shape[1] // caption,
+        "video_connector_num_attention_heads": heads,
+        "video_connector_attention_head_dim": head_dim,
+        "video_connector_num_layers": layers,
+        "video_connector_num_learnable_registers": registers,
+        "audio_connector_num_attention_heads": t.get("audio_connector_num_attention_heads", heads),
+        "audio_connector_attention_head_dim": t.get("audio_connector_attention_head_dim", head_dim),
+        "audio_connector_num_layers": t.get("audio_connector_num_layers", layers),
+        "audio_connector_num_learnable_registers": registers,
+        "connector_rope_base_seq_len": _first(t.get("connector_positional_embedding_max_pos"), 4096),
+        "rope_theta": t.get("positional_embedding_theta", 10000.0),
+        "rope_double_precision": t.get("frequencies_precision") == "float64",
+        "causal_temporal_positioning": False,
+        "rope_type": "split",
+        "per_modality_projections": False,
+        "proj_bias": False,
+    }
+
+
+# ltx-core describes the video VAE as flat block lists; diffusers as per-level tuples.
+_DOWNSAMPLE_TYPES = {"compress_space_res": "spatial", "compress_time_res": "temporal", "compress_all_res": "spatiotemporal"}
+_UPSAMPLE_TYPES = {"compress_space": "spatial", "compress_time": "temporal", "compress_all": "spatiotemporal"}
+
+
+def _blocks(raw: list, where: str) -> list[tuple[str, dict]]:
+    out = []
+    for entry in raw:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise CheckpointError(f"config.vae.{where}: entry {entry!r} is not [name, params]")
+        name, params = entry
+        out.append((name, {"num_layers": params} if isinstance(params, int) else dict(params)))
+    return out
+
+
+def _alternating(blocks: list[tuple[str, dict]], kinds: dict[str, str], where: str) -> tuple[list, list]:
+    """Split [res, scale, res, scale, ..., res] into the res blocks and the scaling blocks."""
+    res = blocks[0::2]
+    scale = blocks[1::2]
+    bad = [n for n, _ in res if n != "res_x"] + [n for n, _ in scale if n not in kinds]
+    if len(blocks) % 2 == 0 or bad:
+        raise CheckpointError(
+            f"config.vae.{where} is {[n for n, _ in blocks]}: LTX-2's VAE alternates res_x with "
+            f"{'/'.join(kinds)} blocks, starting and ending with res_x (unsupported: {bad or 'an even count'})"
+        )
+    return res, scale
+
+
+def video_vae_config(config: dict) -> dict:
+    """diffusers `AutoencoderKLLTX2Video` config from ltx-core's `config.vae`."""
+    v = config["vae"]
+    if v.get("_class_name", "CausalVideoAutoencoder") != "CausalVideoAutoencoder":
+        raise CheckpointError(f"config.vae._class_name is {v.get('_class_name')!r}; LTX-2 19B uses CausalVideoAutoencoder")
+    latent = v.get("latent_channels", 128)
+    patch = v.get("patch_size", 4)
+    res, down = _alternating(_blocks(v.get("encoder_blocks", []), "encoder_blocks"), _DOWNSAMPLE_TYPES, "encoder_blocks")
+    channels, block_out = latent, []
+    for _, params in down:
+        channels *= params.get("multiplier", 2)
+        block_out.append(channels)
+    # ltx-core lists decoder blocks from the output side; diffusers builds from the latent side too
+    # but takes its tuples output-side first, so both read in the same order here.
+    dres, up = _alternating(_blocks(v.get("decoder_blocks", []), "decoder_blocks"), _UPSAMPLE_TYPES, "decoder_blocks")
+    base = v.get("decoder_base_channels", 128)
+    factors = [params.get("multiplier", 1) for _, params in up]
+    decoder_out, channels = [], base
+    for factor in factors:
+        channels *= factor
+        decoder_out.append(channels)
+    spatial = patch * 2 ** sum(_DOWNSAMPLE_TYPES[n] in ("spatial", "spatiotemporal") for n, _ in down)
+    temporal = 2 ** sum(_DOWNSAMPLE_TYPES[n] in ("temporal", "spatiotemporal") for n, _ in down)
+    return {
+        "in_channels": v.get("in_channels", 3),
+        "out_channels": v.get("out_channels", 3),
+        "latent_channels": latent,
+        "block_out_channels": tuple(block_out),
+        "down_block_types": ("LTX2VideoDownBlock3D",) * len(down),
+        "decoder_block_out_channels": tuple(decoder_out),
+        "layers_per_block": tuple(p["num_layers"] for _, p in res),
+        "decoder_layers_per_block": tuple(p["num_layers"] for _, p in dres),
+        "spatio_temporal_scaling": (True,) * len(down),
+        "decoder_spatio_temporal_scaling": (True,) * len(up),
+        "decoder_inject_noise": tuple(bool(p.get("inject_noise", False)) for _, p in dres),
+        "downsample_type": tuple(_DOWNSAMPLE_TYPES[n] for n, _ in down),
+        "upsample_type": tuple(_UPSAMPLE_TYPES[n] for n, _ in up),
+        "upsample_residual": tuple(bool(p.get("residual", False)) for _, p in up),
+        "upsample_factor": tuple(factors),
+        "timestep_conditioning": bool(v.get("timestep_conditioning", False)),
+        "patch_size": patch,
+        "patch_size_t": 1,
+        "resnet_norm_eps": 1e-6,
+        "encoder_causal": True,
+        "decoder_causal": bool(v.get("causal_decoder", False)),
+        "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
+        "decoder_spatial_padding_mode": v.get("spatial_padding_mode", "reflect"),
+        "spatial_compression_ratio": spatial,
+        "temporal_compression_ratio": temporal,
+    }
+
+
+def audio_vae_config(config: dict) -> dict:
+    """diffusers `AutoencoderKLLTX2Audio` config from ltx-core's `config.audio_vae`."""
+    a = config["audio_vae"]
+    params = a.get("model", {}).get("params", {})
+    dd = params.get("ddconfig", {})
+    stft = a.get("preprocessing", {}).get("stft", {})
+    mel = a.get("preprocessing", {}).get("mel", {})
+    mel_bins = dd.get("mel_bins") or mel.get("n_mel_channels") or a.get("variables", {}).get("mel_bins")
+    if not mel_bins:
+        raise CheckpointError("config.audio_vae gives no mel bin count (ddconfig.mel_bins / preprocessing.mel.n_mel_channels)")
+    attn = dd.get("attn_resolutions") or None
+    return {
+        "base_channels": dd.get("ch", 128),
+        "output_channels": dd.get("out_ch", 2),
+        "ch_mult": tuple(dd.get("ch_mult", (1, 2, 4))),
+        "num_res_blocks": dd.get("num_res_blocks", 2),
+        "attn_resolutions": tuple(attn) if attn else None,
+        "in_channels": dd.get("in_channels", 2),
+        "resolution": dd.get("resolution", 256),
+        "latent_channels": dd.get("z_channels", 8),
+        "norm_type": dd.get("norm_type", "pixel"),
+        "causality_axis": dd.get("causality_axis", "height"),
+        "dropout": dd.get("dropout", 0.0),
+        "mid_block_add_attention": dd.get("mid_block_add_attention", True),
+        "sample_rate": params.get("sampling_rate", 16000),
+        "mel_hop_length": stft.get("hop_length", 160),
+        "is_causal": stft.get("causal", True),
+        "mel_bins": mel_bins,
+        "double_z": dd.get("double_z", True),
+    }
+
+
+def vocoder_config(config: dict, mel_bins: int) -> dict:
+    """diffusers `LTX2Vocoder` config from ltx-core's flat `config.vocoder` (HiFi-GAN, LTX-2 19B)."""
+    c = config["vocoder"]
+    if c.get("resblock", "1") != "1" or not c.get("stereo", True):
+        raise CheckpointError(f"config.vocoder is not LTX-2 19B's stereo HiFi-GAN (resblock {c.get('resblock')!r})")
+    return {
+        "in_channels": 2 * mel_bins,  # stereo mel spectrogram, channels stacked
+        "hidden_channels": c.get("upsample_initial_channel", 1024),
+        "out_channels": 2,
+        "upsample_kernel_sizes": list(c.get("upsample_kernel_sizes", [16, 15, 8, 4, 4])),
+        "upsample_factors": list(c.get("upsample_rates", [6, 5, 2, 2, 2])),
+        "resnet_kernel_sizes": list(c.get("resblock_kernel_sizes", [3, 7, 11])),
+        "resnet_dilations": [list(d) for d in c.get("resblock_dilation_sizes", [[1, 3, 5]] * 3)],
+        "act_fn": "leaky_relu",
+        "leaky_relu_negative_slope": 0.1,
+        "antialias": False,
+        "final_act_fn": "tanh" if c.get("use_tanh_at_final", True) else None,
+        "final_bias": bool(c.get("use_bias_at_final", True)),
+        "output_sampling_rate": c.get("output_sampling_rate", 24000),
+    }

@@ -1,0 +1,183 @@
+"""`ltx2 download`: fetch the official LTX-2 checkpoint and the Gemma 3 text encoder into the models directory.
+
+Run once with internet access; afterwards the server loads everything from disk with HF_HUB_OFFLINE=1.
+huggingface_hub does the transfers, so a second run only asks the hub for metadata and skips complete files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .settings import DEFAULT_GEMMA_NAME, ENV, Settings
+
+CHECKPOINT_REPO = "Lightricks/LTX-2"
+CHECKPOINTS = (
+    "ltx-2-19b-distilled-fp8.safetensors",  # first: the default, the smallest and fastest
+    "ltx-2-19b-distilled.safetensors",
+    "ltx-2-19b-dev.safetensors",
+    "ltx-2-19b-dev-fp8.safetensors",
+)
+GEMMA_REPO = f"google/{DEFAULT_GEMMA_NAME}"
+GEMMA_LICENSE_URL = f"https://huggingface.co/{GEMMA_REPO}"
+
+# Only what transformers needs to load Gemma 3 and its tokenizer/processor; anything else in the repo
+# (README, other formats) is skipped. fnmatch semantics: "*" also crosses "/".
+GEMMA_FILES = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template*",
+    "preprocessor_config.json",
+    "processor_config.json",
+]
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def checkpoint_filename(name: str) -> str:
+    """The official file for NAME, given with or without `.safetensors`."""
+    filename = name if name.endswith(".safetensors") else f"{name}.safetensors"
+    if filename not in CHECKPOINTS:
+        known = ", ".join(c.removesuffix(".safetensors") for c in CHECKPOINTS)
+        raise ValueError(f"unknown checkpoint {name!r}; known: {known}")
+    return filename
+
+
+def _checkpoint_arg(name: str) -> str:
+    try:
+        return checkpoint_filename(name)
+    except ValueError as exc:  # argparse only shows the message of an ArgumentTypeError
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    parser.description = parser.description or (
+        f"Download an official LTX-2 checkpoint ({CHECKPOINT_REPO}) and the Gemma 3 text encoder ({GEMMA_REPO}) "
+        f"into --models-dir, so the server can run offline. Gemma is gated: accept Google's license at "
+        f"{GEMMA_LICENSE_URL} and pass a token with --token or HF_TOKEN. Re-running skips complete files.")
+    # --models-dir/--gemma-dir mirror settings.add_model_arguments, so one directory layout serves both commands.
+    parser.add_argument("--models-dir", dest="models_dir", default=defaults.models_dir,
+                        help=f"where to put the checkpoint and Gemma (env {ENV['models_dir']})")
+    parser.add_argument("--gemma-dir", dest="gemma_dir", default=defaults.gemma_dir,
+                        help=f"where to put Gemma 3; default <models-dir>/{DEFAULT_GEMMA_NAME} "
+                             f"(env {ENV['gemma_dir']})")
+    parser.add_argument("--checkpoint", type=_checkpoint_arg, default=CHECKPOINTS[0],
+                        help="which official LTX-2 file: "
+                             + ", ".join(c.removesuffix(".safetensors") for c in CHECKPOINTS)
+                             + f" (default {CHECKPOINTS[0].removesuffix('.safetensors')})")
+    parser.add_argument("--token", default=None,
+                        help="Hugging Face token for the gated Gemma repo; default: env HF_TOKEN or `hf auth login`")
+    parser.add_argument("--skip-checkpoint", action="store_true", help="don't download the LTX-2 checkpoint")
+    parser.add_argument("--skip-gemma", action="store_true", help="don't download Gemma 3")
+
+
+def offline_mode() -> bool:
+    # Read at call time (huggingface_hub reads it once, at import) and with the same two variables it honours.
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an error; huggingface_hub sometimes wraps the HTTP error in another one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        response = getattr(exc, "response", None)
+        if response is not None and getattr(response, "status_code", None):
+            return response.status_code
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _fail(what: str, repo_id: str, exc: Exception) -> SystemExit:
+    status = _http_status(exc)
+    if status in (401, 403):
+        hint = (f"the Hugging Face Hub refused access to {repo_id} (HTTP {status}). "
+                f"Accept the license at https://huggingface.co/{repo_id} while logged in, create a read token at "
+                "https://huggingface.co/settings/tokens, and pass it with --token or the HF_TOKEN environment "
+                "variable.")
+        if repo_id == GEMMA_REPO:
+            hint += " Gemma is gated: Google's license must be accepted by the account that owns the token."
+        first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+        return SystemExit(f"ltx2 download: {what}: {hint}\n({type(exc).__name__}: {first_line})")
+    return SystemExit(f"ltx2 download: {what} failed: {type(exc).__name__}: {exc}")
+
+
+def download_checkpoint(filename: str, models_dir: str, token: str | None) -> str:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(CHECKPOINT_REPO, filename, local_dir=models_dir, token=token)
+    except OSError as exc:  # HfHubHTTPError, LocalEntryNotFoundError and disk errors are all OSErrors
+        raise _fail(f"downloading {CHECKPOINT_REPO}/{filename}", CHECKPOINT_REPO, exc) from exc
+
+
+def download_gemma(gemma_dir: str, token: str | None) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(GEMMA_REPO, local_dir=gemma_dir, allow_patterns=GEMMA_FILES, token=token)
+    except OSError as exc:
+        raise _fail(f"downloading {GEMMA_REPO}", GEMMA_REPO, exc) from exc
+    # When the hub can't be reached or refuses to list the repo, snapshot_download returns an existing
+    # non-empty local_dir with only a warning, so check that what is there can actually be loaded.
+    missing = missing_gemma_files(path)
+    if missing:
+        raise SystemExit(f"ltx2 download: {path} is incomplete, missing {', '.join(missing)}. If a warning above "
+                         "says the hub couldn't be reached or refused access, fix that (network, --token/HF_TOKEN, "
+                         f"license at {GEMMA_LICENSE_URL}) and run `ltx2 download` again.")
+    return path
+
+
+def missing_gemma_files(path: str) -> list[str]:
+    """Files loading Gemma needs that are absent from PATH (config, tokenizer, every weight shard).
+
+    Presence only: text_encoder.validate_gemma_dir does the thorough check when the server loads.
+    """
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
+    missing = [name for name in ("config.json", "tokenizer_config.json") if not has(name)]
+    if not (has("tokenizer.json") or has("tokenizer.model")):
+        missing.append("tokenizer.json")
+    if has("model.safetensors.index.json"):
+        with open(os.path.join(path, "model.safetensors.index.json")) as fh:
+            shards = sorted(set(json.load(fh).get("weight_map", {}).values()))
+        missing += [s for s in shards if not has(s)]
+    elif not has("model.safetensors"):
+        missing.append("model.safetensors.index.json")
+    return missing
+
+
+def main(args: argparse.Namespace) -> None:
+    if offline_mode():
+        raise SystemExit("ltx2 download: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, which forbids downloads. "
+                         "Unset it for this command; set it again when serving.")
+    if args.skip_checkpoint and args.skip_gemma:
+        raise SystemExit("ltx2 download: nothing to do with both --skip-checkpoint and --skip-gemma")
+    models_dir = os.path.abspath(os.path.expanduser(args.models_dir))
+    gemma_dir = os.path.abspath(os.path.expanduser(args.gemma_dir or os.path.join(models_dir, DEFAULT_GEMMA_NAME)))
+    filename = checkpoint_filename(args.checkpoint)  # also validates names set by callers other than argparse
+
+    env_lines = [f"{ENV['models_dir']}={models_dir}"]
+    if not args.skip_checkpoint:
+        print(f"Downloading {CHECKPOINT_REPO}/{filename} to {models_dir}", flush=True)
+        path = download_checkpoint(filename, models_dir, args.token)
+        print(f"checkpoint: {path}", flush=True)
+        env_lines.append(f"{ENV['model']}={path}")
+    if not args.skip_gemma:
+        print(f"Downloading {GEMMA_REPO} to {gemma_dir}", flush=True)
+        path = download_gemma(gemma_dir, args.token)
+        print(f"gemma: {path}", flush=True)
+        env_lines.append(f"{ENV['gemma_dir']}={path}")
+
+    print("\nDone. To serve these files without network access, set:")
+    for line in [*env_lines, "HF_HUB_OFFLINE=1"]:
+        print(f"  {line}")

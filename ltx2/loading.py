@@ -1,0 +1,429 @@
+"""Loading an official LTX-2 single-file checkpoint onto diffusers components: offline and strict.
+
+How it stays strict: every tensor in the file must land in exactly one parameter or be on
+`layout.KNOWN_UNUSED`, and every parameter of every component must come from the file; the error
+lists the names either way. How it stays small: components are built on the `meta` device (no
+memory), FP8 linears are swapped in before any tensor is read, and tensors are streamed one at a
+time from the safetensors memory map straight into their final dtype and device, so the peak is
+the loaded model plus one tensor, never a second copy of the transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    LTX2VideoTransformer3DModel,
+)
+from diffusers.pipelines.ltx2 import LTX2TextConnectors
+from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+from safetensors import safe_open
+
+from . import configs, fp8, layout
+from .configs import CheckpointError
+
+log = logging.getLogger("ltx2")
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+_MAX_HEADER = 100 * 1024 * 1024  # the 19B file's header is a few hundred KB
+
+COMPONENT_CLASSES = {
+    "transformer": LTX2VideoTransformer3DModel,
+    "connectors": LTX2TextConnectors,
+    "vae": AutoencoderKLLTX2Video,
+    "audio_vae": AutoencoderKLLTX2Audio,
+    "vocoder": LTX2Vocoder,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass
+class Header:
+    path: str
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+
+
+def read_header(path: str) -> Header:
+    """Parse and check a safetensors header without reading tensor data.
+
+    A download that stopped early is the common failure: the header is intact but the file is
+    shorter than the data it declares. That is caught here, before anything is built.
+    """
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file (expected an LTX-2 .safetensors checkpoint; see `ltx2 download`)")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, expected a .safetensors file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: {size} bytes, too short to be a safetensors file")
+        (length,) = struct.unpack("<Q", head)
+        if length > _MAX_HEADER or 8 + length > size:
+            raise CheckpointError(
+                f"{path}: truncated or not a safetensors file (header declares {length} bytes, file has {size})"
+            )
+        try:
+            raw = json.loads(fh.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
+    metadata = raw.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorInfo] = {}
+    data_end = 0
+    for name, info in raw.items():
+        start, end = info["data_offsets"]
+        tensors[name] = TensorInfo(info["dtype"], tuple(info["shape"]), start, end)
+        data_end = max(data_end, end)
+    have = size - 8 - length
+    if have < data_end:
+        raise CheckpointError(
+            f"{path}: truncated: its header declares {data_end} bytes of tensor data but the file holds {have} "
+            f"({size} bytes in all); the download is incomplete, fetch it again (ltx2 download)"
+        )
+    return Header(path=path, tensors=tensors, metadata=metadata)
+
+
+@dataclass
+class LoadReport:
+    """What was loaded, for the log and /health."""
+
+    path: str
+    family: str
+    kind: str
+    kind_source: str
+    fp8_layers: int = 0
+    fp8_compute: str | None = None
+    tensors_loaded: int = 0
+    ignored: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "checkpoint": self.path, "format": "single-file", "family": self.family, "kind": self.kind,
+            "kind_source": self.kind_source, "fp8_layers": self.fp8_layers, "fp8_compute": self.fp8_compute,
+            "tensors_loaded": self.tensors_loaded, "ignored_tensors": self.ignored,
+            "load_seconds": round(self.seconds, 3),
+        }
+
+
+def component_configs(header: Header) -> dict[str, dict]:
+    """Every diffusers config, from the file's `config` metadata (and shapes it implies)."""
+    path = header.path
+    if "config" not in header.metadata:
+        raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; official LTX-2 files carry one")
+    try:
+        config = json.loads(header.metadata["config"])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata 'config' is not valid JSON ({exc})") from exc
+    configs.detect_family(config, path)
+    vae = configs.video_vae_config(config)
+    if "timestep_conditioning" not in config["vae"]:
+        # Older metadata leaves it out; the decoder's timestep embedder in the file says it.
+        vae["timestep_conditioning"] = "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight" in header.tensors
+    audio = configs.audio_vae_config(config)
+    projection = header.tensors.get("text_embedding_projection.aggregate_embed.weight")
+    return {
+        "transformer": configs.transformer_config(config, vae, audio),
+        "connectors": configs.connectors_config(config, projection.shape if projection else None),
+        "vae": vae,
+        "audio_vae": audio,
+        "vocoder": configs.vocoder_config(config, audio["mel_bins"]),
+    }
+
+
+def build_empty(name: str, config: dict) -> torch.nn.Module:
+    """A component with its parameters on `meta`: the shapes, no memory, nothing initialised."""
+    with torch.device("meta"):
+        module = COMPONENT_CLASSES[name].from_config(config)
+    if name == "vae":
+        # Loading streams whole videos through the VAE; framewise tiling is a memory choice made later.
+        module.use_framewise_encoding = False
+        module.use_framewise_decoding = False
+    return module
+
+
+def _fp8_layers(header: Header) -> dict[str, bool]:
+    """File keys of FP8 linear layers (without `.weight`) -> whether they carry an input scale."""
+    found = {}
+    for key, info in header.tensors.items():
+        # e4m3 is the official format; an e5m2 weight would lose range in e4m3, so it is upcast instead.
+        if info.dtype == "F8_E4M3" and key.endswith(".weight"):
+            layer = key.removesuffix(".weight")
+            found[layer] = f"{layer}.input_scale" in header.tensors
+    return found
+
+
+def _names(keys, limit: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_single_file(
+    path: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    fp8_compute: str = "auto",
+    kind: str = "auto",
+    homes: dict[str, torch.device] | None = None,
+) -> tuple[dict[str, torch.nn.Module], LoadReport]:
+    """Load every non-Gemma component of an official LTX-2 single file.
+
+    `dtype` is the compute dtype for every floating tensor except FP8 weights (kept FP8) and their
+    scales (kept float32). `device` computes; `homes` says where a component rests if not there
+    (a memory policy's offload device). Returns the components (eval mode, no grad) and a report.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    header = read_header(path)
+    cfgs = component_configs(header)
+    family = "ltx-2-19b"
+    kind_name, kind_source = configs.detect_kind(path, kind)
+    report = LoadReport(path=path, family=family, kind=kind_name, kind_source=kind_source)
+
+    modules = {name: build_empty(name, cfg) for name, cfg in cfgs.items()}
+    num_down = len(cfgs["vae"]["block_out_channels"])
+
+    # Which diffusers module each FP8 layer of the file is, then swap those linears before loading.
+    fp8_file_layers = _fp8_layers(header)
+    compute = fp8.resolve_compute(fp8_compute, device) if fp8_file_layers else None
+    owners: dict[str, tuple[str, str]] = {}  # file key -> (component, diffusers key)
+    for name, module in modules.items():
+        for key in module.state_dict(keep_vars=True):
+            owners[layout.file_key(name, key, num_down)] = (name, key)
+    swaps: dict[str, list[str]] = {}
+    for layer in fp8_file_layers:
+        owner = owners.get(layer + ".weight")
+        if owner is None:
+            continue  # reported below as an unexpected tensor
+        swaps.setdefault(owner[0], []).append(owner[1].removesuffix(".weight"))
+    for name, layers in swaps.items():
+        has_input = {
+            layer for layer in layers
+            if fp8_file_layers[layout.file_key(name, layer + ".weight", num_down).removesuffix(".weight")]
+        }
+        fp8.swap_in_fp8_linears(modules[name], layers, compute=compute, has_input_scale=has_input)
+        for key in modules[name].state_dict(keep_vars=True):
+            owners[layout.file_key(name, key, num_down)] = (name, key)
+    report.fp8_layers = sum(len(v) for v in swaps.values())
+    report.fp8_compute = compute
+
+    # Strictness: set differences in both directions, with names.
+    in_file = set(header.tensors)
+    markers = {k for k in in_file if k.endswith(layout.QUANT_MARKER_SUFFIX)
+               and k.removesuffix(layout.QUANT_MARKER_SUFFIX) in fp8_file_layers}
+    unexpected = in_file - set(owners) - set(layout.KNOWN_UNUSED) - markers
+    # An FP8 file may omit the scale of a layer quantised without one: the scale is then 1.
+    implied_scales = {k for k in set(owners) - in_file if k.endswith(".weight_scale")
+                      and header.tensors.get(k.removesuffix("_scale"), TensorInfo("", (), 0, 0)).dtype.startswith("F8")}
+    missing = set(owners) - in_file - implied_scales
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing from the file: {_names(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensor(s) in the file that no component owns: {_names(unexpected)}")
+        raise CheckpointError(f"{path}: does not match the LTX-2 19B layout its config describes; " + "; ".join(parts))
+    mismatched = []
+    for file_key_, (name, key) in owners.items():
+        if file_key_ in implied_scales:
+            continue
+        want = tuple(modules[name].state_dict(keep_vars=True)[key].shape)
+        got = header.tensors[file_key_].shape
+        if want != got:
+            mismatched.append(f"{file_key_} is {list(got)}, expected {list(want)}")
+    if mismatched:
+        raise CheckpointError(f"{path}: {len(mismatched)} tensor(s) with the wrong shape: " + "; ".join(sorted(mismatched)[:12]))
+    report.ignored = sorted(in_file & set(layout.KNOWN_UNUSED)) + ([f"{len(markers)} *.comfy_quant markers"] if markers else [])
+
+    # Stream: one tensor at a time from the memory map into its final dtype and device.
+    by_component: dict[str, dict[str, torch.Tensor]] = {name: {} for name in modules}
+    with safe_open(path, framework="pt", device="cpu") as fh:
+        for file_key_, (name, key) in owners.items():
+            target = modules[name].state_dict(keep_vars=True)[key]
+            if file_key_ in implied_scales:
+                tensor = torch.ones((), dtype=torch.float32)
+            else:
+                tensor = fh.get_tensor(file_key_)
+            home = (homes or {}).get(name, device)
+            by_component[name][key] = tensor.to(device=home, dtype=_target_dtype(key, target, dtype))
+            del tensor
+    for name, module in modules.items():
+        module.load_state_dict(by_component.pop(name), strict=True, assign=True)
+        module.eval().requires_grad_(False)
+        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if left:  # a tensor the model creates itself and no file provides: a bug, not a user error
+            raise RuntimeError(f"{name}: tensors left uninitialised after loading: {_names(left)}")
+    if compute is not None:
+        for module in modules.values():
+            fp8.set_fp8_compute(module, compute)
+    report.tensors_loaded = len(owners) - len(implied_scales)
+    report.seconds = time.perf_counter() - start
+    log.info("loaded %s (%s %s, %d FP8 layers, %s) in %.1fs", path, family, kind_name, report.fp8_layers,
+             compute or "no FP8", report.seconds)
+    return modules, report
+
+
+def _target_dtype(key: str, target: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    if target.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        return target.dtype  # FP8 stays FP8
+    if key.endswith(("weight_scale", "input_scale")):
+        return torch.float32
+    if not target.dtype.is_floating_point:
+        return target.dtype
+    return dtype
+
+
+def resolve_checkpoint(name: str, models_dir: str | None) -> str:
+    """A `--model` value -> an existing file or directory, or an error saying where we looked."""
+    candidates = [name]
+    if models_dir and not os.path.isabs(name):
+        candidates += [os.path.join(models_dir, name), os.path.join(models_dir, name + ".safetensors")]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return candidate
+    raise CheckpointError(
+        f"model {name!r}: not 'tiny' and no checkpoint at {' or '.join(candidates)}; download the official "
+        "files with `ltx2 download`, or point LTX2_MODEL at an LTX-2 .safetensors file or diffusers directory"
+    )
+
+
+def estimated_bytes(header: Header, dtype: torch.dtype) -> dict[str, int]:
+    """What each component will occupy once loaded (FP8 stays 1 byte, the rest becomes `dtype`)."""
+    sizes: dict[str, int] = {}
+    width = torch.tensor([], dtype=dtype).element_size()
+    for key, info in header.tensors.items():
+        name = layout.component_of(key)
+        if name is None or key in layout.KNOWN_UNUSED:
+            continue
+        count = 1
+        for dim in info.shape:
+            count *= dim
+        per = 1 if info.dtype.startswith("F8") else 4 if key.endswith("_scale") else width
+        sizes[name] = sizes.get(name, 0) + count * per
+    return sizes
+
+
+def load_pipeline_components(
+    name: str, device: torch.device, dtype: torch.dtype, *, models_dir: str | None, gemma_dir: str | None,
+    memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto",
+) -> tuple[dict, dict, str]:
+    """Everything `LTX2Pipeline` needs, loaded where the memory policy wants it to rest.
+
+    The policy is chosen before anything is loaded, from the file's header and Gemma's size: on a
+    24 GB card, loading everything onto the GPU first and offloading afterwards would not fit.
+    Returns (components, report for /health, memory policy).
+    """
+    from . import memory
+    from .text_encoder import load_gemma, validate_gemma_dir
+    from .tiny import build_scheduler
+
+    path = resolve_checkpoint(name, models_dir)
+    if os.path.isdir(path):
+        return load_diffusers_dir(path, device, dtype, memory_policy=memory_policy, variant=variant)
+    header = read_header(path)
+    if gemma_dir is None:
+        raise CheckpointError(f"{path}: the single-file checkpoint needs Gemma 3: set LTX2_GEMMA_DIR")
+    from pathlib import Path
+
+    gemma_files = validate_gemma_dir(Path(gemma_dir))
+    sizes = estimated_bytes(header, dtype)
+    sizes["text_encoder"] = sum(f.stat().st_size for f in gemma_files) * torch.tensor([], dtype=dtype).element_size() // 2
+    if device.type == "cuda":
+        free, _ = memory.device_memory(device)
+        policy, reason = memory.choose_policy(memory_policy, free, sizes, memory.default_workspace_bytes(device))
+    else:
+        policy, reason = memory.choose_policy(memory_policy, 0, sizes, 0, device_type=device.type)
+    log.info("memory policy %s", reason)
+    home = {part: device if memory.rests_on_compute(policy, part) else torch.device("cpu")
+            for part in (*COMPONENT_CLASSES, "text_encoder")}
+    modules, report = load_single_file(path, device=device, dtype=dtype, fp8_compute=fp8_compute, kind=variant,
+                                       homes=home)
+    text_encoder, tokenizer = load_gemma(gemma_dir, home["text_encoder"], dtype=dtype)
+    components = {**modules, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": build_scheduler()}
+    return components, {**report.as_dict(), "gemma_dir": str(gemma_dir), "memory_reason": reason}, policy
+
+
+def _check_info(where: str, info: dict) -> None:
+    problems = []
+    for label, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
+                       ("wrong shape", "mismatched_keys"), ("errors", "error_msgs")):
+        values = [str(v) for v in info.get(key) or []]
+        if values:
+            problems.append(f"{len(values)} {label}: {_names(values)}")
+    if problems:
+        raise CheckpointError(f"{where}: does not match its config: " + "; ".join(problems))
+
+
+def load_diffusers_dir(path: str, device: torch.device, dtype: torch.dtype, *, memory_policy: str = "auto",
+                       variant: str = "auto") -> tuple[dict, dict, str]:
+    """A diffusers-format LTX-2 directory (`model_index.json` + one subfolder per component).
+
+    Each component loads with `from_pretrained` offline and is checked as strictly as the single
+    file: any missing, unexpected or mis-shaped weight fails with its name.
+    """
+    from transformers import AutoTokenizer, Gemma3ForConditionalGeneration
+
+    from . import memory
+    from .tiny import build_scheduler
+
+    index = os.path.join(path, "model_index.json")
+    if not os.path.exists(index):
+        raise CheckpointError(f"{path}: a directory without model_index.json; expected a diffusers-format LTX-2 pipeline")
+    with open(index) as fh:
+        declared = json.load(fh)
+    wanted = (*COMPONENT_CLASSES, "text_encoder", "tokenizer")
+    absent = [n for n in wanted if n not in declared or not os.path.isdir(os.path.join(path, n))]
+    if absent:
+        raise CheckpointError(f"{path}: model_index.json or the directory lacks {', '.join(absent)}")
+    kind_name, kind_source = configs.detect_kind(path, variant)
+    if device.type == "cuda" and memory_policy == "auto":
+        # No header to size the components from: stage on the CPU, and let the placement pick the
+        # policy from the sizes once loaded and move what rests on the GPU there.
+        policy, reason, staging = "auto", None, "sequential"
+    else:
+        policy, reason = memory.choose_policy(memory_policy, 0, {}, 0, device_type=device.type)
+        staging = policy
+    components: dict = {}
+    for name, cls in COMPONENT_CLASSES.items():
+        home = device if memory.rests_on_compute(staging, name) else torch.device("cpu")
+        try:
+            module, info = cls.from_pretrained(path, subfolder=name, torch_dtype=dtype, local_files_only=True,
+                                               output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as exc:  # diffusers' words for a bad folder
+            raise CheckpointError(f"{os.path.join(path, name)}: cannot be loaded: {exc}") from exc
+        _check_info(os.path.join(path, name), info)
+        components[name] = module.to(home).eval().requires_grad_(False)
+    home = device if memory.rests_on_compute(staging, "text_encoder") else torch.device("cpu")
+    text_encoder, info = Gemma3ForConditionalGeneration.from_pretrained(
+        os.path.join(path, "text_encoder"), dtype=dtype, device_map={"": home}, local_files_only=True,
+        output_loading_info=True,
+    )
+    _check_info(os.path.join(path, "text_encoder"), info)
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, "tokenizer"), local_files_only=True)
+    tokenizer.padding_side = "left"
+    components.update(text_encoder=text_encoder.eval().requires_grad_(False), tokenizer=tokenizer,
+                      scheduler=build_scheduler())
+    report = {"checkpoint": path, "format": "diffusers", "family": "ltx-2-19b", "kind": kind_name,
+              "kind_source": kind_source, "memory_reason": reason}
+    return components, report, policy

@@ -1,0 +1,196 @@
+"""Miniature LTX-2 checkpoints in the official single-file layout, for loader tests.
+
+`write_checkpoint` writes components the way Lightricks' files are written: one safetensors file,
+tensors under the official names and prefixes, ltx-core's `config` JSON in the metadata, FP8 linear
+weights as float8_e4m3fn with float32 `weight_scale` / `input_scale` siblings, and the statistics
+tensors the real files carry that no component uses. Names come from `ltx2.layout.file_key`, which
+tests/test_layout.py pins against the real 19B file's names (tests/data/ltx2_19b_layout.json).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import torch
+from safetensors.torch import save_file
+
+from ltx2 import layout, loading
+from ltx2.fp8 import quantize_per_tensor
+from ltx2.tiny import _randomize_zero_init
+
+# ltx-core's configuration, at miniature sizes consistent with the tiny Gemma (hidden 32, 2 layers).
+MINI_CONFIG: dict = {
+    "transformer": {
+        "_class_name": "AVTransformer3DModel",
+        "activation_fn": "gelu-approximate",
+        "attention_bias": True,
+        "attention_head_dim": 16,
+        "attention_type": "default",
+        "audio_attention_head_dim": 8,
+        "audio_cross_attention_dim": 16,
+        "audio_in_channels": 32,
+        "audio_num_attention_heads": 2,
+        "audio_out_channels": 32,
+        "audio_positional_embedding_max_pos": [20],
+        "av_ca_timestep_scale_multiplier": 1000.0,
+        "av_cross_ada_norm": True,
+        "caption_channels": 32,
+        "causal_temporal_positioning": True,
+        "connector_attention_head_dim": 16,
+        "connector_norm_output": True,
+        "connector_num_attention_heads": 2,
+        "connector_num_layers": 1,
+        "connector_num_learnable_registers": 128,
+        "connector_positional_embedding_max_pos": [4096],
+        "cross_attention_dim": 32,
+        "cross_attention_norm": True,
+        "double_self_attention": False,
+        "dropout": 0.0,
+        "frequencies_precision": "float64",
+        "in_channels": 16,
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-06,
+        "num_attention_heads": 2,
+        "num_embeds_ada_norm": 1000,
+        "num_layers": 2,
+        "only_cross_attention": False,
+        "out_channels": 16,
+        "positional_embedding_max_pos": [20, 2048, 2048],
+        "positional_embedding_theta": 10000.0,
+        "positional_embedding_type": "rope",
+        "qk_norm": "rms_norm",
+        "rope_type": "split",
+        "share_ff": False,
+        "standardization_norm": "rms_norm",
+        "timestep_scale_multiplier": 1000,
+        "upcast_attention": False,
+        "use_audio_video_cross_attention": True,
+        "use_embeddings_connector": True,
+        "use_linear_projection": False,
+        "use_middle_indices_grid": True,
+    },
+    "vae": {
+        "_class_name": "CausalVideoAutoencoder",
+        "dims": 3,
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 16,
+        "patch_size": 4,
+        "norm_layer": "pixel_norm",
+        "latent_log_var": "uniform",
+        "causal_decoder": False,
+        "timestep_conditioning": False,
+        "spatial_padding_mode": "reflect",
+        "decoder_base_channels": 4,
+        "encoder_blocks": [
+            ["res_x", {"num_layers": 1}], ["compress_space_res", {"multiplier": 2}],
+            ["res_x", {"num_layers": 1}], ["compress_time_res", {"multiplier": 2}],
+            ["res_x", {"num_layers": 1}], ["compress_all_res", {"multiplier": 2}],
+            ["res_x", {"num_layers": 1}], ["compress_all_res", {"multiplier": 1}],
+            ["res_x", {"num_layers": 1}],
+        ],
+        "decoder_blocks": [
+            ["res_x", {"num_layers": 1, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+            ["res_x", {"num_layers": 1, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+            ["res_x", {"num_layers": 1, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
+            ["res_x", {"num_layers": 1, "inject_noise": False}],
+        ],
+    },
+    "audio_vae": {
+        "model": {"params": {
+            "sampling_rate": 16000,
+            "ddconfig": {
+                "ch": 32, "out_ch": 2, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [],
+                "resolution": 256, "z_channels": 2, "norm_type": "pixel", "causality_axis": "height",
+                "dropout": 0.0, "mid_block_add_attention": False, "in_channels": 2, "double_z": True,
+                "mel_bins": 64,
+            },
+        }},
+        "preprocessing": {"stft": {"hop_length": 160, "filter_length": 1024, "causal": True},
+                          "mel": {"n_mel_channels": 64}},
+    },
+    "vocoder": {
+        "resblock": "1", "stereo": True, "upsample_initial_channel": 32,
+        "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+        "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]], "output_sampling_rate": 24000,
+    },
+}
+GEMMA_LAYERS = 2  # the tiny Gemma: its 2 layers + embeddings = 3 stacked hidden states
+
+# Linears the FP8 files store in float8 (attention projections and feed-forwards of every block).
+FP8_LAYER = re.compile(
+    r"^transformer_blocks\.\d+\.((audio_)?attn[12]|audio_to_video_attn|video_to_audio_attn)\.(to_q|to_k|to_v|to_out\.0)$"
+    r"|^transformer_blocks\.\d+\.(audio_)?ff\.net\.(0\.proj|2)$"
+)
+
+
+def header_for(config: dict) -> loading.Header:
+    """A header with just enough for `component_configs`: the metadata and the projection's shape."""
+    caption = config["transformer"]["caption_channels"]
+    shape = (caption, caption * (GEMMA_LAYERS + 1))
+    info = loading.TensorInfo("BF16", shape, 0, 0)
+    return loading.Header("<miniature>", {"text_embedding_projection.aggregate_embed.weight": info},
+                          {"config": json.dumps(config)})
+
+
+def build_components(config: dict | None = None, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Random, seeded components with the configuration's sizes, on the CPU in float32."""
+    config = copy.deepcopy(config or MINI_CONFIG)
+    cfgs = loading.component_configs(header_for(config))
+    modules = {}
+    for offset, (name, cfg) in enumerate(cfgs.items()):
+        torch.manual_seed(seed + offset)
+        module = loading.COMPONENT_CLASSES[name].from_config(cfg)
+        if name == "vae":
+            module.use_framewise_encoding = module.use_framewise_decoding = False
+        _randomize_zero_init(module, seed + offset)
+        with torch.no_grad():  # statistics that are not the identity, so a dropped one shows
+            for key in ("latents_mean", "latents_std"):
+                if hasattr(module, key):
+                    buf = getattr(module, key)
+                    buf.copy_(torch.rand(buf.shape) * 0.5 + (0.75 if key == "latents_std" else -0.25))
+        modules[name] = module.eval().requires_grad_(False)
+    return modules
+
+
+def round_to(modules: dict[str, torch.nn.Module], dtype: torch.dtype) -> None:
+    """Round every floating tensor through `dtype`, in place: what a file in that dtype holds."""
+    with torch.no_grad():
+        for module in modules.values():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+
+
+def official_tensors(modules: dict[str, torch.nn.Module], dtype: torch.dtype = torch.bfloat16,
+                     fp8: bool = False, input_scales: bool = True) -> dict[str, torch.Tensor]:
+    """Every tensor under its official name, as the official files store it."""
+    num_down = len(modules["vae"].config.block_out_channels)
+    out: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            tensor = tensor.detach()
+            layer = key.removesuffix(".weight")
+            if fp8 and name == "transformer" and key.endswith(".weight") and FP8_LAYER.match(layer):
+                weight, scale = quantize_per_tensor(tensor)
+                out[layout.file_key(name, key, num_down)] = weight
+                out[layout.file_key(name, layer + ".weight_scale", num_down)] = scale
+                if input_scales:
+                    out[layout.file_key(name, layer + ".input_scale", num_down)] = torch.tensor(0.05)
+                continue
+            out[layout.file_key(name, key, num_down)] = tensor.to(dtype).contiguous()
+    mean = out["vae.per_channel_statistics.mean-of-means"]
+    out["vae.per_channel_statistics.channel"] = torch.arange(mean.numel(), dtype=torch.int64)
+    out["vae.per_channel_statistics.mean-of-stds"] = torch.ones_like(mean)
+    return out
+
+
+def write_checkpoint(path, modules: dict[str, torch.nn.Module], config: dict | None = None,
+                     dtype: torch.dtype = torch.bfloat16, fp8: bool = False,
+                     tensors: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Write an official-layout file; returns the tensors written (tests edit and rewrite them)."""
+    tensors = official_tensors(modules, dtype=dtype, fp8=fp8) if tensors is None else tensors
+    save_file(tensors, str(path), metadata={"config": json.dumps(config or MINI_CONFIG)})
+    return tensors

@@ -1,0 +1,92 @@
+"""Our mapping against the real LTX-2 19B file's tensor names and shapes, at full size.
+
+tests/data/ltx2_19b_layout.json lists every tensor of the official single file, produced by
+building Lightricks' reference modules (ltx-core) on the meta device from the file's config
+(tools/official_layout.py says how). Here the diffusers components that config translates to are
+built on the meta device too (no memory), renamed with `ltx2.layout.file_key`, and must give
+exactly that list: same names, same shapes, nothing left over either way.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from ltx2 import layout, loading
+
+DATA = json.loads((Path(__file__).parent / "data" / "ltx2_19b_layout.json").read_text())
+GEMMA_12B = DATA["source"]["config_provenance"]["gemma_text"]  # hidden 3840, 48 layers
+
+
+def header(config: dict) -> loading.Header:
+    caption = GEMMA_12B["hidden_size"]
+    projection = loading.TensorInfo("BF16", (caption, caption * (GEMMA_12B["num_hidden_layers"] + 1)), 0, 0)
+    return loading.Header("ltx-2-19b-dev.safetensors", {"text_embedding_projection.aggregate_embed.weight": projection},
+                          {"config": json.dumps(config)})
+
+
+def mapped_layout(config: dict) -> dict[str, list[int]]:
+    cfgs = loading.component_configs(header(config))
+    num_down = len(cfgs["vae"]["block_out_channels"])
+    out = {}
+    for name, cfg in cfgs.items():
+        module = loading.build_empty(name, cfg)
+        for key, tensor in module.state_dict().items():
+            out[layout.file_key(name, key, num_down)] = list(tensor.shape)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mapped():
+    return mapped_layout(DATA["config"])
+
+
+def test_every_official_tensor_has_an_owner_with_its_shape(mapped):
+    official = DATA["tensors"]
+    assert len(official) == 4049
+    missing = sorted(set(official) - set(mapped))
+    extra = sorted(set(mapped) - set(official))
+    assert not missing, f"official tensors nothing maps to: {missing[:10]}"
+    assert not extra, f"diffusers parameters with no official tensor: {extra[:10]}"
+    wrong = {k: (mapped[k], official[k]) for k in official if mapped[k] != official[k]}
+    assert not wrong, f"shape mismatches (ours, official): {dict(list(wrong.items())[:10])}"
+
+
+def test_the_files_extra_tensors_are_the_known_unused_ones():
+    assert set(DATA["extra_file_tensors"]["tensors"]) == set(layout.KNOWN_UNUSED)
+
+
+def test_timestep_conditioned_vae_decoder_maps_too():
+    """Whether the 19B VAE decoder is timestep-conditioned is not public; both layouts must load."""
+    config = copy.deepcopy(DATA["config"])
+    config["vae"]["timestep_conditioning"] = True
+    mapped = mapped_layout(config)
+    expected = {**DATA["tensors"], **DATA["vae_decoder_timestep_conditioning"]["tensors"]}
+    assert set(mapped) == set(expected)
+    assert all(mapped[k] == expected[k] for k in expected)
+
+
+def test_real_config_translates_to_the_published_diffusers_configs():
+    """Values the shapes cannot show, against diffusers' own LTX-2 (2.0) conversion configs."""
+    cfgs = loading.component_configs(header(DATA["config"]))
+    t, c, v, a, voc = (cfgs[n] for n in ("transformer", "connectors", "vae", "audio_vae", "vocoder"))
+    assert (t["rope_type"], t["rope_double_precision"], t["causal_offset"]) == ("split", True, 1)
+    assert (t["timestep_scale_multiplier"], t["cross_attn_timestep_scale_multiplier"]) == (1000, 1000)
+    assert (t["pos_embed_max_pos"], t["base_height"], t["base_width"], t["audio_pos_embed_max_pos"]) == (20, 2048, 2048, 20)
+    assert (t["vae_scale_factors"], t["audio_scale_factor"], t["audio_sampling_rate"], t["audio_hop_length"]) == (
+        (8, 32, 32), 4, 16000, 160)
+    assert (t["qk_norm"], t["norm_eps"], t["activation_fn"]) == ("rms_norm_across_heads", 1e-6, "gelu-approximate")
+    assert (c["text_proj_in_factor"], c["connector_rope_base_seq_len"], c["causal_temporal_positioning"]) == (49, 4096, False)
+    assert (c["video_connector_num_attention_heads"], c["video_connector_attention_head_dim"]) == (30, 128)
+    assert (v["spatial_compression_ratio"], v["temporal_compression_ratio"]) == (32, 8)
+    assert v["downsample_type"] == ("spatial", "temporal", "spatiotemporal", "spatiotemporal")
+    assert v["upsample_type"] == ("spatiotemporal",) * 3 and v["upsample_residual"] == (True,) * 3
+    assert (v["decoder_spatial_padding_mode"], v["encoder_spatial_padding_mode"], v["decoder_causal"]) == (
+        "reflect", "zeros", False)
+    assert (a["sample_rate"], a["mel_hop_length"], a["mel_bins"], a["is_causal"], a["latent_channels"]) == (
+        16000, 160, 64, True, 8)
+    assert (voc["act_fn"], voc["final_act_fn"], voc["output_sampling_rate"], voc["in_channels"]) == (
+        "leaky_relu", "tanh", 24000, 128)

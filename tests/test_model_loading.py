@@ -1,0 +1,119 @@
+"""`load_model` on real-layout files: a miniature single file + a Gemma 3 directory, and a
+diffusers directory; model-aware defaults; what /health reports; generate() end to end."""
+
+from __future__ import annotations
+
+import miniature
+import numpy as np
+import pytest
+import torch
+
+from ltx2 import generate, load_model
+from ltx2.configs import CheckpointError
+from ltx2.tiny import build_text_encoder, build_tokenizer
+
+REQUEST = {"prompt": "a red fox runs through snow", "width": 128, "height": 64, "num_frames": 9, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A models directory as `ltx2 download` leaves it: the checkpoints and Gemma 3."""
+    root = tmp_path_factory.mktemp("models")
+    modules = miniature.build_components(seed=11)
+    miniature.round_to(modules, torch.bfloat16)
+    miniature.write_checkpoint(root / "ltx-2-19b-distilled-fp8.safetensors", modules, fp8=True)
+    miniature.write_checkpoint(root / "ltx-2-19b-dev.safetensors", modules)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(5)
+    gemma = build_text_encoder(len(tokenizer))
+    gemma.save_pretrained(root / "gemma-3-12b-it-qat-q4_0-unquantized", max_shard_size="200KB")
+    tokenizer.save_pretrained(root / "gemma-3-12b-it-qat-q4_0-unquantized")
+    return root
+
+
+@pytest.fixture(scope="module")
+def distilled_fp8(models_dir):
+    return load_model("ltx-2-19b-distilled-fp8", device="cpu", models_dir=str(models_dir),
+                      gemma_dir=str(models_dir / "gemma-3-12b-it-qat-q4_0-unquantized"))
+
+
+def test_fp8_distilled_file_loads_by_name_and_generates(distilled_fp8):
+    model = distilled_fp8
+    info = model.describe()
+    assert info["checkpoint"]["kind"] == "distilled" and info["checkpoint"]["fp8_layers"] == 56
+    assert info["checkpoint"]["checkpoint"].endswith("ltx-2-19b-distilled-fp8.safetensors")
+    assert info["dtypes"]["text_encoder"] == "float32"  # CPU computes in float32
+    assert (model.defaults.num_inference_steps, model.defaults.guidance_scale) == (8, 1.0)
+    fp8_params = [p for p in model.pipe.transformer.parameters() if p.dtype == torch.float8_e4m3fn]
+    assert len(fp8_params) == 56
+    result = generate(model, {**REQUEST, "num_inference_steps": 2})
+    assert result.frames.shape == (9, 64, 128, 3)
+    assert result.num_inference_steps == 2 and result.guidance_scale == 1.0
+    assert result.waveform.shape == (2, round(9 / 25 * 24000))
+    assert np.isfinite(result.waveform).all() and result.frames.std() > 0
+
+
+@pytest.fixture(scope="module")
+def dev(models_dir):
+    return load_model(str(models_dir / "ltx-2-19b-dev.safetensors"), device="cpu",
+                      gemma_dir=str(models_dir / "gemma-3-12b-it-qat-q4_0-unquantized"))
+
+
+def test_dev_file_gets_dev_defaults_and_a_request_value_wins(dev):
+    model = dev
+    assert (model.defaults.num_inference_steps, model.defaults.guidance_scale) == (40, 3.0)
+    assert model.describe()["checkpoint"]["fp8_layers"] == 0
+    result = generate(model, {**REQUEST, "num_inference_steps": 2})
+    assert (result.num_inference_steps, result.guidance_scale) == (2, 3.0)
+    result = generate(model, {**REQUEST, "num_inference_steps": 1, "guidance_scale": 1.0})
+    assert (result.num_inference_steps, result.guidance_scale) == (1, 1.0)
+
+
+def test_unknown_model_name_says_where_it_looked(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no checkpoint at ltx-2-19b-nope or .*ltx-2-19b-nope\.safetensors.*ltx2 download"):
+        load_model("ltx-2-19b-nope", device="cpu", models_dir=str(tmp_path))
+
+
+def test_missing_gemma_dir_is_named(models_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "gemma")):
+        load_model(str(models_dir / "ltx-2-19b-dev.safetensors"), device="cpu", gemma_dir=str(tmp_path / "gemma"))
+
+
+def test_diffusers_directory_loads_and_matches_the_components_it_was_saved_from(dev, tmp_path):
+    """A model saved with diffusers' save_pretrained, loaded back through our loader."""
+    target = tmp_path / "ltx-2-19b-dev-diffusers"
+    dev.pipe.save_pretrained(target)
+    loaded = load_model(str(target), device="cpu")
+    assert loaded.checkpoint["format"] == "diffusers" and loaded.checkpoint["kind"] == "dev"
+    a = generate(dev, {**REQUEST, "num_inference_steps": 2})
+    b = generate(loaded, {**REQUEST, "num_inference_steps": 2})
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.waveform, b.waveform)
+
+
+def test_diffusers_directory_with_a_missing_weight_is_refused(dev, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    target = tmp_path / "ltx-2-19b-dev-diffusers"
+    dev.pipe.save_pretrained(target)
+    weights = target / "vocoder" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    tensors.pop("conv_out.weight")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"vocoder: .*conv_out\.weight"):
+        load_model(str(target), device="cpu")
+
+
+def test_health_reports_variant_dtypes_device_policy_and_memory(distilled_fp8):
+    from fastapi.testclient import TestClient
+
+    from ltx2.app import create_app
+
+    with TestClient(create_app(model=distilled_fp8)) as client:
+        body = client.get("/health").json()
+    model = body["model"]
+    assert model["checkpoint"]["family"] == "ltx-2-19b" and model["checkpoint"]["kind"] == "distilled"
+    assert model["checkpoint"]["fp8_compute"] == "upcast"
+    assert model["device"] == "cpu" and model["dtypes"]["transformer"] in ("float32", "float8_e4m3fn")
+    assert model["memory"]["policy"] == "resident"
+    assert model["defaults"] == {"num_inference_steps": 8, "guidance_scale": 1.0}
