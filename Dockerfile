@@ -12,7 +12,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HUB_OFFLINE=1 \
     LTX2_HOST=0.0.0.0 \
     LTX2_PORT=8000 \
-    LTX2_MODEL=tiny
+    LTX2_MODELS_DIR=/runpod-volume/models \
+    LTX2_MODEL=ltx-2-19b-distilled-fp8
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \

@@ -134,18 +134,28 @@ def measure(path: str, dtype_name: str) -> None:
     after = proc_status()
 
     # Bytes the loaded tensors hold, each storage once (tied weights would otherwise count twice).
+    # safetensors >= 0.4 hands out tensors that are views of its memory map, and a `.to()` to the
+    # same dtype is a no-op, so loaded weights may still be un-read file pages: RSS after load does
+    # not show them. Reading one byte per page of every tensor makes them resident, as the first
+    # forward pass (or a copy to the GPU) would; that RSS is what the loaded model really occupies.
     seen, loaded = set(), 0
-    for module in modules.values():
-        for tensor in module.state_dict(keep_vars=True).values():
-            ptr = tensor.untyped_storage().data_ptr()
-            if ptr not in seen:
-                seen.add(ptr)
-                loaded += tensor.untyped_storage().nbytes()
+    with torch.no_grad():
+        for module in modules.values():
+            for tensor in module.state_dict(keep_vars=True).values():
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() in seen:
+                    continue
+                seen.add(storage.data_ptr())
+                loaded += storage.nbytes()
+                flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+                flat[::4096].sum()
+    touched = proc_status()
     result = {
         "file": path, "file_bytes": os.path.getsize(path), "dtype": dtype_name, "seconds": seconds,
         "baseline_kib": before["VmRSS"], "maxrss_before_kib": maxrss_before, "maxrss_kib": maxrss,
         "hwm_reset": hwm_reset, "peak_anon_kib": peaks["RssAnon"], "peak_file_kib": peaks["RssFile"],
-        "baseline_anon_kib": before["RssAnon"], "after_kib": after["VmRSS"], "loaded_bytes": loaded,
+        "baseline_anon_kib": before["RssAnon"], "baseline_file_kib": before["RssFile"], "after_kib": after["VmRSS"],
+        "touched_kib": touched["VmRSS"], "loaded_bytes": loaded,
         "fp8_layers": report.fp8_layers, "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     print(RESULT_MARK + json.dumps(result), flush=True)
@@ -209,22 +219,24 @@ def print_table(results: list[dict], model: str) -> None:
     r0 = results[0]
     print(f"\nmachine: {machine()}, torch {r0['torch']} ({r0['threads']} threads); page cache warm "
           f"(files just written); transformer {model}")
-    print("\n| file | size | target dtype | load s | peak RSS increase | x file size | anon / file-backed peak increase "
-          "| loaded bytes | peak / loaded |")
+    print("\n| file | size | target dtype | load s | peak RSS increase | x file size | anon / file-backed "
+          "| loaded bytes | resident after reading weights |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         gib = lambda kib: kib / 1024**2  # noqa: E731
         increase = r["maxrss_kib"] - r["baseline_kib"]
         anon = r["peak_anon_kib"] - r["baseline_anon_kib"]
-        file_backed = r["peak_file_kib"]
+        file_backed = r["peak_file_kib"] - r["baseline_file_kib"]
         print(f"| {os.path.basename(r['file'])} | {r['file_bytes'] / GIB:.2f} GiB | {r['dtype']} | {r['seconds']:.1f} "
               f"| {gib(increase):.2f} GiB | {increase * 1024 / r['file_bytes']:.2f}x "
               f"| {gib(anon):.2f} / {gib(file_backed):.2f} GiB | {r['loaded_bytes'] / GIB:.2f} GiB "
-              f"| {increase * 1024 / r['loaded_bytes']:.2f}x |")
+              f"| {gib(r['touched_kib'] - r['baseline_kib']):.2f} GiB |")
     if not r0["hwm_reset"]:
         print("\nnote: could not reset the RSS high-water mark; peaks include anything the imports touched")
-    print("\npeak RSS increase = ru_maxrss after load - VmRSS just before (after imports). anon = RssAnon peak "
-          "over baseline (the tensors); file-backed = RssFile peak (mapped safetensors pages, page cache).")
+    print("\npeak RSS increase: ru_maxrss after the load minus VmRSS just before it (after imports). anon / "
+          "file-backed: peak RssAnon / RssFile over their baselines (tensors in process memory / pages of the "
+          "safetensors memory map, which are page cache: shared and reclaimable). resident after reading weights: "
+          "VmRSS over baseline once every weight page has been read.")
 
 
 def main() -> None:

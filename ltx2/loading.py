@@ -244,11 +244,12 @@ def load_single_file(
         if unexpected:
             parts.append(f"{len(unexpected)} tensor(s) in the file that no component owns: {_names(unexpected)}")
         raise CheckpointError(f"{path}: does not match the LTX-2 19B layout its config describes; " + "; ".join(parts))
+    targets = {name: module.state_dict(keep_vars=True) for name, module in modules.items()}  # meta tensors
     mismatched = []
     for file_key_, (name, key) in owners.items():
         if file_key_ in implied_scales:
             continue
-        want = tuple(modules[name].state_dict(keep_vars=True)[key].shape)
+        want = tuple(targets[name][key].shape)
         got = header.tensors[file_key_].shape
         if want != got:
             mismatched.append(f"{file_key_} is {list(got)}, expected {list(want)}")
@@ -260,7 +261,7 @@ def load_single_file(
     by_component: dict[str, dict[str, torch.Tensor]] = {name: {} for name in modules}
     with safe_open(path, framework="pt", device="cpu") as fh:
         for file_key_, (name, key) in owners.items():
-            target = modules[name].state_dict(keep_vars=True)[key]
+            target = targets[name][key]
             if file_key_ in implied_scales:
                 tensor = torch.ones((), dtype=torch.float32)
             else:

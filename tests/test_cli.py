@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ltx2.media import probe_mp4
 
 
@@ -34,3 +36,22 @@ def test_unknown_model_fails_clearly():
 
     with pytest.raises(ValueError, match=r"model 'ltx-2-19b': not 'tiny' and no checkpoint at .*ltx2 download"):
         load_model("ltx-2-19b", models_dir="/nonexistent")
+
+
+def test_settings_come_from_the_environment_and_flags_override_them():
+    import argparse
+
+    from ltx2.settings import Settings, add_arguments, settings_from_args
+
+    env = {"LTX2_MODEL": "ltx-2-19b-dev", "LTX2_MODELS_DIR": "/data/models", "LTX2_MEMORY_POLICY": "sequential",
+           "LTX2_FP8_COMPUTE": "upcast", "LTX2_VARIANT": "dev", "LTX2_PORT": "9000"}
+    defaults = Settings.from_env(env)
+    assert (defaults.model, defaults.memory_policy, defaults.fp8_compute, defaults.variant, defaults.port) == (
+        "ltx-2-19b-dev", "sequential", "upcast", "dev", 9000)
+    assert defaults.resolved_gemma_dir == "/data/models/gemma-3-12b-it-qat-q4_0-unquantized"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, defaults)
+    settings = settings_from_args(parser.parse_args(["--memory-policy", "resident", "--gemma-dir", "/g"]), defaults)
+    assert (settings.memory_policy, settings.resolved_gemma_dir, settings.model) == ("resident", "/g", "ltx-2-19b-dev")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--memory-policy", "everything"])

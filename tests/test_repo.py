@@ -34,3 +34,12 @@ def test_test_input_and_docs_use_the_same_fields():
         assert f"`{name}`" in llms, f"llms.txt does not document {name}"
         assert f"`{name}`" in readme, f"README does not document {name}"
     assert set(json.loads((ROOT / "test_input.json").read_text())["input"]) <= fields
+
+
+def test_readme_documents_every_setting():
+    from ltx2.settings import ENV
+
+    readme = (ROOT / "README.md").read_text()
+    for name, env in ENV.items():
+        assert f"`{env}`" in readme, f"README does not document {env}"
+        assert f"`--{name.replace('_', '-')}`" in readme, f"README does not document --{name.replace('_', '-')}"
