@@ -117,3 +117,28 @@ def test_health_reports_variant_dtypes_device_policy_and_memory(distilled_fp8):
     assert model["device"] == "cpu" and model["dtypes"]["transformer"] in ("float32", "float8_e4m3fn")
     assert model["memory"]["policy"] == "resident"
     assert model["defaults"] == {"num_inference_steps": 8, "guidance_scale": 1.0}
+
+
+def test_cli_generates_from_a_checkpoint_offline(models_dir, tmp_path):
+    """The settings path end to end: flags -> loader -> generate -> MP4, with the hub off."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ltx2.media import probe_mp4
+
+    out = tmp_path / "fox.mp4"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "LTX2_DEVICE": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltx2.cli", "generate", "--model", "ltx-2-19b-distilled-fp8",
+         "--models-dir", str(models_dir), "--request", json.dumps({**REQUEST, "num_frames": 17}), "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert (summary["num_inference_steps"], summary["guidance_scale"]) == (8, 1.0)  # distilled defaults
+    assert summary["model"] == "ltx-2-19b-distilled-fp8"
+    info = probe_mp4(out.read_bytes())
+    assert info["video"]["frames"] == 17 and info["audio"]["channels"] == 2
+    assert not (tmp_path / "hf").exists()  # nothing was fetched or cached
