@@ -10,9 +10,8 @@ transformer scaled up until the bf16 file passes 1 GB), then loads each in a fre
 into bfloat16 (the GPU dtype; FP8 weights stay FP8) and float32 (bf16 data legitimately doubles)
 and prints a markdown table of load time and peak RSS over the pre-load baseline.
 
-Peak RSS is split into anonymous memory (the model's tensors) and file-backed pages (the
-safetensors memory map: pages touched while reading are counted in RSS until the map closes, but
-they are page cache, shared and reclaimable, not a second copy of the model).
+Peak RSS is split into anonymous memory (the model's tensors) and file-backed pages (a memory map
+of the file would show here; the loader reads with pread instead, so this column should stay ~0).
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+
+from host import cpu_model, memory_gib
 
 # The parent process imports neither torch nor the model: a child exec'd from it can inherit its
 # peak RSS as its own starting ru_maxrss, and we want the children's numbers to be theirs alone.
@@ -60,9 +60,8 @@ def write_files(directory: str, layers: int, heads: int, head_dim: int) -> None:
     import gc
     import time
 
-    import torch
-
     import miniature
+    import torch
 
     config = big_config(layers, heads, head_dim)
     t = time.perf_counter()
@@ -134,10 +133,8 @@ def measure(path: str, dtype_name: str) -> None:
     after = proc_status()
 
     # Bytes the loaded tensors hold, each storage once (tied weights would otherwise count twice).
-    # safetensors >= 0.4 hands out tensors that are views of its memory map, and a `.to()` to the
-    # same dtype is a no-op, so loaded weights may still be un-read file pages: RSS after load does
-    # not show them. Reading one byte per page of every tensor makes them resident, as the first
-    # forward pass (or a copy to the GPU) would; that RSS is what the loaded model really occupies.
+    # Reading one byte per page of every tensor makes it resident, as the first forward pass would;
+    # if a loader left weights as lazily mapped file pages, RSS right after loading would hide them.
     seen, loaded = set(), 0
     with torch.no_grad():
         for module in modules.values():
@@ -164,23 +161,13 @@ def measure(path: str, dtype_name: str) -> None:
 # ---- parent ------------------------------------------------------------------------------------
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        with open("/proc/meminfo") as fh:
-            mem = int(next(line.split()[1] for line in fh if line.startswith("MemTotal"))) / 1024**2
-    except (OSError, StopIteration):
-        mem = float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB RAM"
 
 
 def child(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, os.path.abspath(__file__), *args]
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)  # on failure, show its output below
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
     return proc
@@ -215,6 +202,10 @@ def run_all(args: argparse.Namespace) -> None:
     print_table(results, f"{args.layers} layers x {args.heads} heads x {args.head_dim} (video and audio)")
 
 
+def gib(kib: int) -> float:
+    return kib / 1024**2
+
+
 def print_table(results: list[dict], model: str) -> None:
     r0 = results[0]
     print(f"\nmachine: {machine()}, torch {r0['torch']} ({r0['threads']} threads); page cache warm "
@@ -223,7 +214,6 @@ def print_table(results: list[dict], model: str) -> None:
           "| loaded bytes | resident after reading weights |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        gib = lambda kib: kib / 1024**2  # noqa: E731
         increase = r["maxrss_kib"] - r["baseline_kib"]
         anon = r["peak_anon_kib"] - r["baseline_anon_kib"]
         file_backed = r["peak_file_kib"] - r["baseline_file_kib"]
@@ -234,8 +224,8 @@ def print_table(results: list[dict], model: str) -> None:
     if not r0["hwm_reset"]:
         print("\nnote: could not reset the RSS high-water mark; peaks include anything the imports touched")
     print("\npeak RSS increase: ru_maxrss after the load minus VmRSS just before it (after imports). anon / "
-          "file-backed: peak RssAnon / RssFile over their baselines (tensors in process memory / pages of the "
-          "safetensors memory map, which are page cache: shared and reclaimable). resident after reading weights: "
+          "file-backed: peak RssAnon / RssFile over their baselines (tensors in process memory / mapped file "
+          "pages, page cache: shared and reclaimable). resident after reading weights: "
           "VmRSS over baseline once every weight page has been read.")
 
 

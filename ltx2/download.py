@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from .settings import DEFAULT_GEMMA_NAME, ENV, Settings
+from .settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
 
 CHECKPOINT_REPO = "Lightricks/LTX-2"
 CHECKPOINTS = (
@@ -63,12 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
         f"Download an official LTX-2 checkpoint ({CHECKPOINT_REPO}) and the Gemma 3 text encoder ({GEMMA_REPO}) "
         f"into --models-dir, so the server can run offline. Gemma is gated: accept Google's license at "
         f"{GEMMA_LICENSE_URL} and pass a token with --token or HF_TOKEN. Re-running skips complete files.")
-    # --models-dir/--gemma-dir mirror settings.add_model_arguments, so one directory layout serves both commands.
-    parser.add_argument("--models-dir", dest="models_dir", default=defaults.models_dir,
-                        help=f"where to put the checkpoint and Gemma (env {ENV['models_dir']})")
-    parser.add_argument("--gemma-dir", dest="gemma_dir", default=defaults.gemma_dir,
-                        help=f"where to put Gemma 3; default <models-dir>/{DEFAULT_GEMMA_NAME} "
-                             f"(env {ENV['gemma_dir']})")
+    add_directory_arguments(parser, defaults)  # the same layout the loader reads
     parser.add_argument("--checkpoint", type=_checkpoint_arg, default=CHECKPOINTS[0],
                         help="which official LTX-2 file: "
                              + ", ".join(c.removesuffix(".safetensors") for c in CHECKPOINTS)

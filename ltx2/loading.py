@@ -4,8 +4,8 @@ How it stays strict: every tensor in the file must land in exactly one parameter
 `layout.KNOWN_UNUSED`, and every parameter of every component must come from the file; the error
 lists the names either way. How it stays small: components are built on the `meta` device (no
 memory), FP8 linears are swapped in before any tensor is read, and tensors are streamed one at a
-time from the safetensors memory map straight into their final dtype and device, so the peak is
-the loaded model plus one tensor, never a second copy of the transformer.
+time from the file (pread, no memory map) straight into their final dtype and device, so the peak
+is the loaded model plus one tensor, never a second copy of the transformer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from diffusers import (
 )
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
-from safetensors import safe_open
 
 from . import configs, fp8, layout
 from .configs import CheckpointError
@@ -61,6 +60,7 @@ class Header:
     path: str
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
+    data_start: int = 0  # byte offset of the tensor data (after the 8-byte length and the JSON)
 
 
 def read_header(path: str) -> Header:
@@ -100,7 +100,28 @@ def read_header(path: str) -> Header:
             f"{path}: truncated: its header declares {data_end} bytes of tensor data but the file holds {have} "
             f"({size} bytes in all); the download is incomplete, fetch it again (ltx2 download)"
         )
-    return Header(path=path, tensors=tensors, metadata=metadata)
+    return Header(path=path, tensors=tensors, metadata=metadata, data_start=8 + length)
+
+
+def read_tensor(fd: int, header: Header, key: str) -> torch.Tensor:
+    """One tensor, read with pread into memory of its own.
+
+    Not through a memory map: mapped pages count against the process until the map closes (a
+    second copy of the model in RSS while converting), and a parameter that stays a view of the
+    map dies with SIGBUS if the file is replaced while serving.
+    """
+    info = header.tensors[key]
+    size = info.end - info.start
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = os.preadv(fd, [view[done:]], header.data_start + info.start + done)
+        if got <= 0:
+            raise CheckpointError(f"{header.path}: could not read {key} (file changed while loading?)")
+        done += got
+    if size == 0:
+        return torch.empty(info.shape, dtype=_DTYPES[info.dtype])
+    return torch.frombuffer(buffer, dtype=_DTYPES[info.dtype]).reshape(info.shape)
 
 
 @dataclass
@@ -257,18 +278,21 @@ def load_single_file(
         raise CheckpointError(f"{path}: {len(mismatched)} tensor(s) with the wrong shape: " + "; ".join(sorted(mismatched)[:12]))
     report.ignored = sorted(in_file & set(layout.KNOWN_UNUSED)) + ([f"{len(markers)} *.comfy_quant markers"] if markers else [])
 
-    # Stream: one tensor at a time from the memory map into its final dtype and device.
+    # Stream: one tensor at a time from the file into its final dtype and device.
     by_component: dict[str, dict[str, torch.Tensor]] = {name: {} for name in modules}
-    with safe_open(path, framework="pt", device="cpu") as fh:
+    fd = os.open(path, os.O_RDONLY)
+    try:
         for file_key_, (name, key) in owners.items():
             target = targets[name][key]
             if file_key_ in implied_scales:
                 tensor = torch.ones((), dtype=torch.float32)
             else:
-                tensor = fh.get_tensor(file_key_)
+                tensor = read_tensor(fd, header, file_key_)
             home = (homes or {}).get(name, device)
             by_component[name][key] = tensor.to(device=home, dtype=_target_dtype(key, target, dtype))
             del tensor
+    finally:
+        os.close(fd)
     for name, module in modules.items():
         module.load_state_dict(by_component.pop(name), strict=True, assign=True)
         module.eval().requires_grad_(False)

@@ -59,16 +59,21 @@ ENV = {
 }
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
-    """Flags that say what to load and where to find it."""
-    parser.add_argument("--model", default=defaults.model,
-                        help="'tiny', a .safetensors checkpoint (path or file name in --models-dir) "
-                             f"or a diffusers directory (env {ENV['model']})")
+def add_directory_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    """--models-dir and --gemma-dir: one layout for `ltx2 download` and the loader."""
     parser.add_argument("--models-dir", dest="models_dir", default=defaults.models_dir,
                         help=f"where checkpoints and Gemma live (env {ENV['models_dir']})")
     parser.add_argument("--gemma-dir", dest="gemma_dir", default=defaults.gemma_dir,
                         help=f"Gemma 3 directory in Hugging Face format; default <models-dir>/{DEFAULT_GEMMA_NAME} "
                              f"(env {ENV['gemma_dir']})")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    """Flags that say what to load and where to find it."""
+    parser.add_argument("--model", default=defaults.model,
+                        help="'tiny', a .safetensors checkpoint (path or file name in --models-dir) "
+                             f"or a diffusers directory (env {ENV['model']})")
+    add_directory_arguments(parser, defaults)
     parser.add_argument("--memory-policy", dest="memory_policy", default=defaults.memory_policy,
                         choices=MEMORY_POLICIES, help=f"what stays on the GPU (env {ENV['memory_policy']})")
     parser.add_argument("--fp8-compute", dest="fp8_compute", default=defaults.fp8_compute, choices=FP8_COMPUTE,

@@ -83,14 +83,18 @@ def validate_gemma_dir(root: Path) -> list[Path]:
     return shards
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GemmaDirError(f"{path} is not valid JSON: {err}") from err
+
+
 def _check_config(root: Path) -> None:
     path = root / CONFIG
     if not path.is_file():
         raise GemmaFileMissing(f"{path} is missing: a Gemma 3 directory needs its config.json")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GemmaDirError(f"{path} is not valid JSON: {err}") from err
+    config = _read_json(path)
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "gemma3_text":
         raise GemmaDirError(
@@ -110,10 +114,7 @@ def _check_weights(root: Path) -> list[Path]:
         return [single]
     if not index_path.is_file():
         raise GemmaFileMissing(f"{root} has no weights: expected {WEIGHTS} or {WEIGHTS_INDEX} with its shards")
-    try:
-        index = json.loads(index_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GemmaDirError(f"{index_path} is not valid JSON: {err}") from err
+    index = _read_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise GemmaDirError(f"{index_path} is not a safetensors index: expected a non-empty 'weight_map'")

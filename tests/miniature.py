@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -20,56 +21,28 @@ from ltx2 import layout, loading
 from ltx2.fp8 import quantize_per_tensor
 from ltx2.tiny import _randomize_zero_init
 
+REAL_CONFIG = json.loads((Path(__file__).parent / "data" / "ltx2_19b_layout.json").read_text())["config"]
+
 # ltx-core's configuration, at miniature sizes consistent with the tiny Gemma (hidden 32, 2 layers).
 MINI_CONFIG: dict = {
+    # The real 19B file's transformer config with miniature sizes: every structural key as it is.
     "transformer": {
-        "_class_name": "AVTransformer3DModel",
-        "activation_fn": "gelu-approximate",
-        "attention_bias": True,
+        **REAL_CONFIG["transformer"],
+        "num_layers": 2,
+        "num_attention_heads": 2,
         "attention_head_dim": 16,
-        "attention_type": "default",
+        "cross_attention_dim": 32,
+        "audio_num_attention_heads": 2,
         "audio_attention_head_dim": 8,
         "audio_cross_attention_dim": 16,
-        "audio_in_channels": 32,
-        "audio_num_attention_heads": 2,
+        "audio_in_channels": 32,  # 2 latent channels x 16 latent mel bins (the real file: 8 x 16)
         "audio_out_channels": 32,
-        "audio_positional_embedding_max_pos": [20],
-        "av_ca_timestep_scale_multiplier": 1000.0,
-        "av_cross_ada_norm": True,
-        "caption_channels": 32,
-        "causal_temporal_positioning": True,
-        "connector_attention_head_dim": 16,
-        "connector_norm_output": True,
-        "connector_num_attention_heads": 2,
-        "connector_num_layers": 1,
-        "connector_num_learnable_registers": 128,
-        "connector_positional_embedding_max_pos": [4096],
-        "cross_attention_dim": 32,
-        "cross_attention_norm": True,
-        "double_self_attention": False,
-        "dropout": 0.0,
-        "frequencies_precision": "float64",
         "in_channels": 16,
-        "norm_elementwise_affine": False,
-        "norm_eps": 1e-06,
-        "num_attention_heads": 2,
-        "num_embeds_ada_norm": 1000,
-        "num_layers": 2,
-        "only_cross_attention": False,
         "out_channels": 16,
-        "positional_embedding_max_pos": [20, 2048, 2048],
-        "positional_embedding_theta": 10000.0,
-        "positional_embedding_type": "rope",
-        "qk_norm": "rms_norm",
-        "rope_type": "split",
-        "share_ff": False,
-        "standardization_norm": "rms_norm",
-        "timestep_scale_multiplier": 1000,
-        "upcast_attention": False,
-        "use_audio_video_cross_attention": True,
-        "use_embeddings_connector": True,
-        "use_linear_projection": False,
-        "use_middle_indices_grid": True,
+        "caption_channels": 32,
+        "connector_num_attention_heads": 2,
+        "connector_attention_head_dim": 16,
+        "connector_num_layers": 1,
     },
     "vae": {
         "_class_name": "CausalVideoAutoencoder",
