@@ -55,9 +55,10 @@ class LoadedModel:
 
     def describe(self) -> dict:
         """What /health and GET / report about the model."""
+        # Every parameter dtype a component holds: an FP8 transformer is "bfloat16+float8_e4m3fn".
         dtypes = {
-            name: str(next(getattr(self.pipe, name).parameters()).dtype).removeprefix("torch.")
-            for name in ("transformer", "text_encoder", "vae", "audio_vae", "vocoder")
+            name: "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in getattr(self.pipe, name).parameters()}))
+            for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         }
         return {
             "name": self.name,
