@@ -9,7 +9,6 @@ else by name rather than building a model that silently computes something diffe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,12 +16,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as it is: the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class Variant:
-    family: str  # "ltx-2-19b"
-    kind: str  # "distilled" or "dev"
-    kind_source: str  # how kind was decided, for /health and the log
-
+LTX2_19B = "ltx-2-19b"
 
 # Structural values every LTX-2 (19B, v2.0) transformer config has. Sizes (layers, heads, widths)
 # are free: miniature checkpoints shrink them.
@@ -64,7 +58,7 @@ def detect_family(config: dict, path: str) -> str:
             raise CheckpointError(f"{path}: metadata 'config' has no '{section}' section")
     if "bwe" in config["vocoder"]:
         raise CheckpointError(f"{path}: vocoder with bandwidth extension is LTX-2.3's; this build loads LTX-2 19B files only")
-    return "ltx-2-19b"
+    return LTX2_19B
 
 
 def detect_kind(path: str, override: str = "auto") -> tuple[str, str]:

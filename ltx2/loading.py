@@ -218,9 +218,8 @@ def load_single_file(
     device = torch.device(device)
     header = read_header(path)
     cfgs = component_configs(header)
-    family = "ltx-2-19b"
     kind_name, kind_source = configs.detect_kind(path, kind)
-    report = LoadReport(path=path, family=family, kind=kind_name, kind_source=kind_source)
+    report = LoadReport(path=path, family=configs.LTX2_19B, kind=kind_name, kind_source=kind_source)
 
     modules = {name: build_empty(name, cfg) for name, cfg in cfgs.items()}
     num_down = len(cfgs["vae"]["block_out_channels"])
@@ -232,18 +231,14 @@ def load_single_file(
     for name, module in modules.items():
         for key in module.state_dict(keep_vars=True):
             owners[layout.file_key(name, key, num_down)] = (name, key)
-    swaps: dict[str, list[str]] = {}
-    for layer in fp8_file_layers:
+    swaps: dict[str, dict[str, bool]] = {}  # component -> {diffusers layer: has an input scale}
+    for layer, has_input in fp8_file_layers.items():
         owner = owners.get(layer + ".weight")
-        if owner is None:
-            continue  # reported below as an unexpected tensor
-        swaps.setdefault(owner[0], []).append(owner[1].removesuffix(".weight"))
+        if owner is not None:  # (an FP8 tensor nothing owns is reported below as unexpected)
+            swaps.setdefault(owner[0], {})[owner[1].removesuffix(".weight")] = has_input
     for name, layers in swaps.items():
-        has_input = {
-            layer for layer in layers
-            if fp8_file_layers[layout.file_key(name, layer + ".weight", num_down).removesuffix(".weight")]
-        }
-        fp8.swap_in_fp8_linears(modules[name], layers, compute=compute, has_input_scale=has_input)
+        with_input = {layer for layer, has_input in layers.items() if has_input}
+        fp8.swap_in_fp8_linears(modules[name], list(layers), compute=compute, has_input_scale=with_input)
         for key in modules[name].state_dict(keep_vars=True):
             owners[layout.file_key(name, key, num_down)] = (name, key)
     report.fp8_layers = sum(len(v) for v in swaps.values())
@@ -304,7 +299,7 @@ def load_single_file(
             fp8.set_fp8_compute(module, compute)
     report.tensors_loaded = len(owners) - len(implied_scales)
     report.seconds = time.perf_counter() - start
-    log.info("loaded %s (%s %s, %d FP8 layers, %s) in %.1fs", path, family, kind_name, report.fp8_layers,
+    log.info("loaded %s (%s %s, %d FP8 layers, %s) in %.1fs", path, report.family, kind_name, report.fp8_layers,
              compute or "no FP8", report.seconds)
     return modules, report
 
@@ -449,6 +444,6 @@ def load_diffusers_dir(path: str, device: torch.device, dtype: torch.dtype, *, m
     tokenizer.padding_side = "left"
     components.update(text_encoder=text_encoder.eval().requires_grad_(False), tokenizer=tokenizer,
                       scheduler=build_scheduler())
-    report = {"checkpoint": path, "format": "diffusers", "family": "ltx-2-19b", "kind": kind_name,
+    report = {"checkpoint": path, "format": "diffusers", "family": configs.LTX2_19B, "kind": kind_name,
               "kind_source": kind_source, "memory_reason": reason}
     return components, report, policy
