@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .model import LoadedModel, load_from_settings
+from .samples import sample_audio_uri, sample_image_uri
 from .schema import (
     ErrorResponse,
     GenerateRequest,
@@ -61,10 +62,27 @@ REQUEST_EXAMPLES = {
         "summary": "Video only (no audio stream)",
         "value": {"prompt": "A timelapse of clouds over mountains", "include_audio": False},
     },
+    "image_to_video": {
+        "summary": "Animate a picture: image_start held as the first frame",
+        "value": {"prompt": "The sky slowly darkens as the sun sets, gentle wind", "image_start": sample_image_uri(),
+                  "image_strength": 1.0, "num_frames": 25, "video_size": "auto"},
+    },
+    "interpolate": {
+        "summary": "Between two keyframes: image_start to image_end",
+        "value": {"prompt": "A smooth camera move across the horizon", "image_start": sample_image_uri(),
+                  "image_end": sample_image_uri(flip=True), "end_image_strength": 1.0, "num_frames": 25},
+    },
+    "audio_to_video": {
+        "summary": "Follow a soundtrack: the video is generated to the input audio",
+        "value": {"prompt": "A glass wind chime ringing on a porch", "audio": sample_audio_uri(),
+                  "audio_strength": 1.0, "match_audio_length": True},
+    },
 }
 
 ERROR_RESPONSES = {
-    422: {"model": ErrorResponse, "description": "A field breaks a rule; the message names the field and the rule."},
+    413: {"model": ErrorResponse, "description": "An image or audio input is over its size limit."},
+    422: {"model": ErrorResponse, "description": "A field breaks a rule, or an image or audio input cannot be used; "
+                                                 "the message names the field and the rule."},
     500: {"model": ErrorResponse, "description": "Generation failed; the server keeps serving."},
     503: {"model": ErrorResponse, "description": "The model is not loaded."},
 }
@@ -130,7 +148,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(state.executor, render, state.model, request, state.on_step)
         except InvalidRequest as exc:
-            return JSONResponse(status_code=422, content=exc.body())
+            return JSONResponse(status_code=exc.status, content=exc.body())
         except Exception as exc:  # a failed job must not take the server down
             log.exception("generation failed")
             return JSONResponse(status_code=500, content=generation_failed_body(exc))

@@ -6,7 +6,7 @@ clients (curl, the Python and bash snippets in llms.txt) work unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -84,6 +84,61 @@ class GenerateRequest(BaseModel):
         examples=[True],
     )
 
+    image_start: str | None = Field(
+        default=None,
+        description="An image the video starts from (animate a picture, keep a character consistent): a data URI "
+        "(data:image/png;base64,...) or bare base64 of a PNG, JPEG, WebP or GIF (first frame), up to 20 MB. It is "
+        "resized to cover the frame and center-cropped, never stretched.",
+        examples=["data:image/png;base64,iVBORw0KGgo..."],
+    )
+    image_end: str | None = Field(
+        default=None,
+        description="An image the video ends on (interpolate between two keyframes); same formats as image_start.",
+        examples=["data:image/jpeg;base64,/9j/4AAQ..."],
+    )
+    image_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="How strictly the first frame follows image_start: 1.0 keeps it fixed, lower values let it "
+        "change in proportion, 0.0 is the same as no image.",
+        examples=[1.0],
+    )
+    end_image_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="How strictly the last frame follows image_end (as image_strength).",
+        examples=[1.0],
+    )
+    interpolation_direction: Literal["forward", "backward"] = Field(
+        default="forward",
+        description="forward: from image_start to image_end. backward: from image_end to image_start (the end "
+        "image opens the video and the start image closes it).",
+        examples=["forward"],
+    )
+    audio: str | None = Field(
+        default=None,
+        description="A soundtrack the video follows (lip sync, music): a data URI (data:audio/wav;base64,...) or "
+        "bare base64 of WAV, MP3, OGG/Opus, FLAC or M4A/AAC, any sample rate, mono or stereo, up to 50 MB. It is "
+        "trimmed or padded with silence to the video's length unless match_audio_length is true.",
+        examples=["data:audio/wav;base64,UklGRi..."],
+    )
+    audio_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="1.0: the video follows the input audio exactly and the MP4's soundtrack is the input itself. "
+        "Lower: the soundtrack starts from a partly noised copy and is regenerated with the video.",
+        examples=[1.0],
+    )
+    match_audio_length: bool = Field(
+        default=False,
+        description="With audio: take num_frames from the audio's duration at this fps (the nearest 8k+1 between "
+        "9 and 481) instead of the num_frames field.",
+        examples=[False],
+    )
+    video_size: Literal["auto"] | None = Field(
+        default=None,
+        description='"auto": take the aspect ratio of image_start and pick the nearest size in multiples of 32 '
+        "with about width x height pixels. Empty: width and height as given.",
+        examples=["auto"],
+    )
+
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
@@ -108,6 +163,8 @@ class GenerateRequest(BaseModel):
 
 class StageTimings(BaseModel):
     encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
+    encode_conditioning: float = Field(
+        default=0.0, description="Seconds spent encoding image_start/image_end (video VAE) and audio (audio VAE).")
     prepare_latents: float = Field(description="Seconds spent drawing the initial noise.")
     denoise: float = Field(description="Seconds spent in the denoising loop (all transformer passes).")
     decode_video: float = Field(description="Seconds spent in the video VAE decoder.")
@@ -193,6 +250,8 @@ def describe_error(err: dict) -> dict[str, Any]:
     elif kind == "json_invalid":
         message = f"the request body is not valid JSON: {ctx.get('error', err.get('msg'))}"
         field = "body"
+    elif kind == "literal_error":
+        message = f"{field} must be {ctx.get('expected')}, got {got_text}"
     elif kind == "value_error":
         message = str(ctx.get("error", err.get("msg")))
     else:
@@ -208,16 +267,21 @@ def validation_error_body(errors: list[dict]) -> dict[str, Any]:
 
 
 class InvalidRequest(ValueError):
-    """A request well-formed for the API but not acceptable to the loaded model (HTTP 422)."""
+    """A request well-formed for the API but not acceptable: HTTP 422, or 413 for an input too large."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, status: int = 422):
         super().__init__(message)
         self.field = field
         self.message = message
+        self.status = status
+
+    @property
+    def code(self) -> str:
+        return "payload_too_large" if self.status == 413 else "invalid_request"
 
     def body(self) -> dict[str, Any]:
         return ErrorResponse(
-            error=self.message, code="invalid_request", field=self.field,
+            error=self.message, code=self.code, field=self.field,
             errors=[{"field": self.field, "message": self.message}],
         ).model_dump()
 

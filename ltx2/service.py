@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import time
 
+from .conditioning import decode_conditioning
+from .inputs import InputLimits
 from .media import encode_mp4, to_data_uri
 from .model import LoadedModel
 from .pipeline import StepCallback, generate
 from .schema import GenerateRequest, GenerateResponse, StageTimings
 
 
-def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None) -> GenerateResponse:
+def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
+           limits: InputLimits | None = None) -> GenerateResponse:
     start = time.perf_counter()
-    result = generate(model, request, on_step=on_step)
+    # The edges are ours: decode images and audio before the job takes the GPU.
+    conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate, limits)
+    result = generate(model, request, on_step=on_step, conditioning=conditioning)
     timings = dict(result.timings)
 
     t = time.perf_counter()
@@ -32,8 +37,8 @@ def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback |
         seed=result.seed,
         generation_time_seconds=round(time.perf_counter() - start, 3),
         has_audio=result.waveform is not None,
-        has_image_start=False,
-        has_image_end=False,
+        has_image_start=result.has_image_start,
+        has_image_end=result.has_image_end,
         num_frames=result.num_frames,
         num_inference_steps=result.num_inference_steps,
         guidance_scale=result.guidance_scale,

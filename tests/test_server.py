@@ -57,7 +57,10 @@ def test_explicit_values_win_over_model_defaults(client):
         ({"prompt": ""}, "prompt", "prompt must not be empty"),
         ({"prompt": None}, "prompt", "prompt must be a string"),
         ({"colour": "red"}, "colour", "colour is not a field of this API"),
-        ({"image_start": "iVBORw0KGgo="}, "image_start", "image_start is not a field of this API"),
+        ({"image_strength": 1.5}, "image_strength", "image_strength must be <= 1"),
+        ({"interpolation_direction": "sideways"}, "interpolation_direction",
+         "interpolation_direction must be 'forward' or 'backward', got 'sideways'"),
+        ({"video_size": "huge"}, "video_size", "video_size must be 'auto', got 'huge'"),
     ],
 )
 def test_each_rule_is_a_422_naming_the_field(client, payload, field, phrase):

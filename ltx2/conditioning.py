@@ -1,0 +1,101 @@
+"""Conditioning inputs (start/end images, a soundtrack) and how they enter the latents.
+
+The wrappers decode what the user sent (`decode_conditioning`, before the job takes the GPU);
+`generate()` encodes it with the VAEs and holds it in the latents. The semantics follow the
+reference model: a conditioned token's strength `s` is kept as a mask; the token starts at noise
+level (1 - s) of the schedule, its timestep is scaled by (1 - s), and after every step its clean
+prediction is blended back towards the condition by `s`. At s = 1 the token never moves; at s = 0
+the condition is dropped altogether, which is the same as sending none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .inputs import InputLimits, decode_base64_field, load_audio, load_image
+from .schema import GenerateRequest
+
+FRAME_MIN, FRAME_MAX = 9, 481
+
+
+@dataclass
+class Conditioning:
+    """Decoded inputs, ready for `generate()`."""
+
+    image_start: Image.Image | None = None
+    image_end: Image.Image | None = None
+    audio_for_vae: np.ndarray | None = None  # (2, samples) float32 at the audio VAE's rate
+    audio_for_output: np.ndarray | None = None  # (2, samples) float32 at the vocoder's rate, for the MP4
+    vae_rate: int = 16_000
+
+    @property
+    def audio_seconds(self) -> float:
+        return 0.0 if self.audio_for_vae is None else self.audio_for_vae.shape[1] / self.vae_rate
+
+
+def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: int,
+                        limits: InputLimits | None = None) -> Conditioning:
+    """Decode the request's base64 inputs; bad input raises InvalidRequest naming the field."""
+    limits = limits or InputLimits.from_env()
+    out = Conditioning(vae_rate=vae_rate)
+    for field in ("image_start", "image_end"):
+        value = getattr(request, field)
+        if value is not None:
+            data, mime = decode_base64_field(value, field, limits.max_image_bytes, "image")
+            setattr(out, field, load_image(data, field, mime, limits))
+    if request.audio is not None:
+        data, mime = decode_base64_field(request.audio, "audio", limits.max_audio_bytes, "audio")
+        out.audio_for_vae = load_audio(data, "audio", mime, limits, vae_rate)
+        out.audio_for_output = load_audio(data, "audio", mime, limits, output_rate)
+    return out
+
+
+def frames_for_duration(seconds: float, fps: int) -> int:
+    """The valid frame count (8k+1, within the limits) nearest to `seconds` at `fps`."""
+    k = round((seconds * fps - 1) / 8)
+    return int(min(max(8 * k + 1, FRAME_MIN), FRAME_MAX))
+
+
+def image_pixels(image: Image.Image, width: int, height: int) -> torch.Tensor:
+    """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1]."""
+    from .inputs import fit_image
+
+    array = fit_image(image, width, height)  # (H, W, 3) uint8
+    pixels = torch.from_numpy(np.array(array, copy=True)).float().div(127.5).sub(1.0)
+    return pixels.permute(2, 0, 1)[:, None][None]  # (1, 3, 1, H, W)
+
+
+def keyframe_coords(rope, latent_height: int, latent_width: int, pixel_frame: int, fps: float,
+                    device: torch.device) -> torch.Tensor:
+    """RoPE coordinates for one image appended as keyframe tokens at pixel frame `pixel_frame`.
+
+    Spatially the image sits on the video's own latent grid; in time it occupies the single pixel
+    frame [pixel_frame, pixel_frame + 1), in seconds, as the reference places image keyframes.
+    """
+    coords = rope.prepare_video_coords(1, 1, latent_height, latent_width, device, fps=fps)  # (1, 3, N, 2)
+    coords = coords.clone()
+    coords[:, 0, :, 0] = pixel_frame / fps
+    coords[:, 0, :, 1] = (pixel_frame + 1) / fps
+    return coords
+
+
+def blend_velocity(velocity: torch.Tensor, latents: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
+                   sigma: float) -> torch.Tensor:
+    """The step's velocity with each token's clean prediction pulled towards its condition by `mask`.
+
+    In x0 terms: x0 = x0_model * (1 - m) + clean * m. Written on the velocity so that tokens with
+    m = 0 keep the model's velocity bit for bit.
+    """
+    towards_clean = (latents - clean) / sigma
+    return velocity * (1 - mask) + towards_clean * mask
+
+
+def start_from(noise: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, sigma0: float) -> torch.Tensor:
+    """Initial latents: conditioned tokens noised only to (1 - strength) of the first sigma."""
+    level = (1 - mask) * sigma0
+    mixed = noise * level + clean * (1 - level)
+    return torch.where(mask > 0, mixed, noise)

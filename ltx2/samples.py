@@ -1,0 +1,41 @@
+"""Small, valid conditioning inputs built in code: the /docs examples and llms.txt use them, so
+"Try it out" sends a request that works. Deterministic, a few KB each."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import wave
+
+import numpy as np
+from PIL import Image
+
+
+def sample_image_uri(width: int = 96, height: int = 64, flip: bool = False) -> str:
+    """A PNG: a smooth colour gradient (sunset colours), as a data URI."""
+    x = np.linspace(0.0, 1.0, width)[None, :, None]
+    y = np.linspace(0.0, 1.0, height)[:, None, None]
+    top, bottom = np.array([255, 140, 60]), np.array([40, 40, 120])
+    rgb = (top * (1 - y) + bottom * y) * (0.7 + 0.3 * (x[:, ::-1] if flip else x))
+    buf = io.BytesIO()
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def sample_audio_uri(seconds: float = 1.0, rate: int = 8000) -> str:
+    """A WAV: a two-note chime, mono 8-bit, as a data URI."""
+    n = int(seconds * rate)
+    samples = bytearray()
+    for i in range(n):
+        t = i / rate
+        note = 523.25 if t < seconds / 2 else 659.25
+        value = 0.6 * math.sin(2 * math.pi * note * t) * math.exp(-3 * (t % (seconds / 2)))
+        samples.append(int(128 + 127 * value))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(1)
+        fh.setframerate(rate)
+        fh.writeframes(bytes(samples))
+    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
