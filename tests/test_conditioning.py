@@ -141,9 +141,32 @@ def test_audio_at_full_strength_is_held_and_is_the_soundtrack(model):
 def test_match_audio_length_takes_the_frames_from_the_audio(model):
     assert frames_for_duration(3.1, 25) == 81  # 77.5 frames: 81 is the nearest 8k+1
     assert frames_for_duration(0.1, 25) == 9 and frames_for_duration(60, 25) == 481
-    result = generate(model, {**BASE, "num_inference_steps": 1, "seed": 1, "match_audio_length": True,
-                              "audio": wav_uri(tone(1.3, 16_000), 16_000)})
-    assert result.num_frames == 33  # 32.5 frames at 25 fps -> 33
+    result = generate(model, {**BASE, "width": 64, "height": 64, "num_inference_steps": 1, "seed": 1,
+                              "match_audio_length": True, "audio": wav_uri(tone(3.1, 44_100), 44_100)})
+    assert result.num_frames == 81 and result.frames.shape[0] == 81
+    assert result.waveform.shape[1] == round(81 / 25 * model.vocoder_rate)
+
+
+def test_audio_below_full_strength_is_regenerated_from_a_noised_copy(model):
+    from ltx2.conditioning import decode_conditioning
+    from ltx2.schema import GenerateRequest
+
+    request = GenerateRequest(**{**BASE, "seed": 4, "audio": wav_uri(tone(0.9, 16_000), 16_000)})
+    cond = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate)
+    frames = audio_latent_frames(17, 25, 16_000, model.pipe.audio_vae.config.mel_hop_length,
+                                 model.pipe.audio_vae_temporal_compression_ratio)
+    target = encode_audio(model.pipe.audio_vae, torch.from_numpy(cond.audio_for_vae), frames).float()
+
+    def distance(strength):
+        result = generate(model, request.model_copy(update={"audio_strength": strength}))
+        return (result.audio_latents - target).norm().item(), result
+
+    far, none = distance(0.0)
+    mid, half = distance(0.5)
+    print(f"audio latent distance to the input: strength 0 {far:.3f}, 0.5 {mid:.3f}")
+    assert 1e-3 < mid < far and half.has_audio_input and not none.has_audio_input
+    # Regenerated, not the input: the soundtrack comes from the vocoder, so it differs from the input's.
+    assert not np.allclose(half.waveform[:, :1000], cond.audio_for_output[:, :1000], atol=1e-3)
 
 
 def test_video_size_auto_follows_the_start_image(model):
