@@ -1,36 +1,54 @@
-"""The HTTP API (FastAPI): POST /generate, GET /health, GET /, and Swagger UI at /docs.
+"""The HTTP API (FastAPI): POST /generate, the /jobs API, GET /health, /metrics, GET /, and /docs.
 
-The model loads once at start-up. Generation runs on one worker thread, off the event loop, so
-/health and /docs answer while a video is being made and jobs on the device run one at a time.
+The model loads once at start-up (in a thread: /health answers meanwhile, and a model that fails
+to load leaves the server up, saying why). Every video is a job on one queue in front of the one
+GPU (ltx2.jobs): `POST /generate` waits for its job, `POST /jobs` returns at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import os
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .jobs import (
+    CANCELLED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    JobManager,
+    JobStore,
+    QueueFull,
+    ShuttingDown,
+)
+from .metrics import Metrics
 from .model import LoadedModel, load_from_settings
 from .samples import sample_audio_uri, sample_image_uri
 from .schema import (
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
-    InvalidRequest,
-    generation_failed_body,
     request_rules,
     validation_error_body,
 )
-from .service import render
+from .security import install_security
+from .service import render_mp4
 from .settings import Settings
 
 log = logging.getLogger("ltx2.server")
@@ -79,45 +97,86 @@ REQUEST_EXAMPLES = {
     },
 }
 
+def _doc(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
 ERROR_RESPONSES = {
-    413: {"model": ErrorResponse, "description": "An image or audio input is over its size limit."},
+    401: _doc("An API key is required and was missing or wrong."),
+    409: _doc("The job was cancelled before it finished."),
+    413: _doc("The request body or an image or audio input is over its size limit."),
+    429: _doc("The queue is full; retry after the Retry-After header's seconds."),
+    504: _doc("The job ran longer than the server's job timeout."),
+    507: _doc("Out of GPU memory; lower num_frames or the resolution."),
     422: {"model": ErrorResponse, "description": "A field breaks a rule, or an image or audio input cannot be used; "
                                                  "the message names the field and the rule."},
-    500: {"model": ErrorResponse, "description": "Generation failed; the server keeps serving."},
-    503: {"model": ErrorResponse, "description": "The model is not loaded."},
+    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving."),
+    503: _doc("The model is loading, failed to load, or the server is shutting down."),
+}
+JOB_RESPONSES = {
+    401: ERROR_RESPONSES[401],
+    404: _doc("No job with this id."),
+    503: ERROR_RESPONSES[503],
 }
 
 
 class _State:
-    """What the server knows about its one device: the model, the worker thread, the job in hand."""
+    """What the server knows: the model (or why it is missing), the job manager, the metrics."""
 
-    def __init__(self, model: LoadedModel | None):
+    def __init__(self, model: LoadedModel | None, settings: Settings):
         self.model = model
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltx2-gpu")
-        self.lock = threading.Lock()
-        self.waiting = 0  # requests accepted and not finished (the running one included)
-        self.progress: dict | None = None
+        self.settings = settings
+        self.load_error: str | None = None
+        self.manager: JobManager | None = None
+        self.metrics = Metrics()
 
-    def on_step(self, step: int, total: int) -> None:
-        with self.lock:
-            self.progress = {"step": step, "total": total}
+    def start_jobs(self) -> None:
+        settings = self.settings
+        store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
+        self.manager = JobManager(
+            store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
+            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl,
+            output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
+        )
+        self.manager.start()
+
+    def _run_job(self, job: Job, on_step):
+        rendered = render_mp4(self.model, job.request, on_step)
+        return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds."""
+        if self.manager is not None:
+            self.manager.accepting = False
+
+
+def _error(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=ErrorResponse(error=message, code=code).model_dump(),
+                        headers=headers)
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """Build the app. Pass `model` to serve an already-loaded one (tests); otherwise it loads at start-up."""
     settings = settings or Settings.from_env()
-    state = _State(model)
+    state = _State(model, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if state.model is None:
-            state.model = await asyncio.get_running_loop().run_in_executor(
-                state.executor, lambda: load_from_settings(settings)
-            )
+            try:
+                state.model = await asyncio.to_thread(load_from_settings, settings)
+            except Exception as exc:  # noqa: BLE001 - stay up and say why on /health
+                state.load_error = f"{type(exc).__name__}: {exc}"
+                log.error(json.dumps({"event": "model_load_failed", "error": state.load_error}))
+        if state.model is not None:
+            state.start_jobs()
         yield
-        state.executor.shutdown(wait=True)
+        if state.manager is not None:
+            await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
+            state.manager.store.close()
 
     app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install_security(app, settings)  # API key and body limit, checked before any body is read
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
@@ -126,9 +185,51 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # a body FastAPI could not even decode (e.g. not UTF-8)
+            return _error(422, f"the request body is not valid JSON: {exc.detail}", "invalid_request")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
         return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
+
+    def unavailable() -> JSONResponse | None:
+        if state.load_error is not None:
+            return _error(503, f"the model failed to load: {state.load_error}", "model_load_failed")
+        if state.manager is None:
+            return _error(503, "the model is still loading", "model_not_loaded")
+        return None
+
+    def submit(request: GenerateRequest) -> Job | JSONResponse:
+        if (refusal := unavailable()) is not None:
+            return refusal
+        try:
+            return state.manager.submit(request)
+        except QueueFull as exc:
+            state.metrics.job_rejected("queue_full")
+            return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
+        except ShuttingDown as exc:
+            state.metrics.job_rejected("shutting_down")
+            return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
+
+    def video_field(job: Job, http: Request, fmt: str) -> str:
+        if fmt == "url":
+            return str(http.url_for("job_video", job_id=job.id))
+        with open(job.video_path, "rb") as fh:
+            return "data:video/mp4;base64," + base64.b64encode(fh.read()).decode("ascii")
+
+    def job_view(job: Job, http: Request) -> dict:
+        view = job.view(state.manager.position(job.id))
+        view["links"] = {"self": str(http.url_for("get_job", job_id=job.id)),
+                         "events": str(http.url_for("job_events", job_id=job.id)),
+                         "video": str(http.url_for("job_video", job_id=job.id))}
+        if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
+            view["result"] = {"video": video_field(job, http, job.request.response_format or "url"), **view["result"]}
+        return view
+
+    def find(job_id: str) -> Job | JSONResponse:
+        if (refusal := unavailable()) is not None:
+            return refusal
+        job = state.manager.jobs.get(job_id)
+        return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
 
     @app.post(
         "/generate",
@@ -137,33 +238,117 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         summary="Generate a video with audio (synchronous)",
     )
     async def generate_video(
+        http: Request,
         request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
     ) -> GenerateResponse | JSONResponse:
-        if state.model is None:
-            body = ErrorResponse(error="the model is not loaded", code="model_not_loaded")
-            return JSONResponse(status_code=503, content=body.model_dump())
-        with state.lock:
-            state.waiting += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(state.executor, render, state.model, request, state.on_step)
-        except InvalidRequest as exc:
-            return JSONResponse(status_code=exc.status, content=exc.body())
-        except Exception as exc:  # a failed job must not take the server down
-            log.exception("generation failed")
-            return JSONResponse(status_code=500, content=generation_failed_body(exc))
-        finally:
-            with state.lock:
-                state.waiting -= 1
-                state.progress = None
+        job = submit(request)
+        if isinstance(job, JSONResponse):
+            return job
+        # Wait for the job; a client that goes away cancels it, so it does not hold the GPU.
+        while not job.done.is_set():
+            if await http.is_disconnected():
+                state.manager.cancel(job.id)
+                log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
+                return _error(499, "the client closed the connection; the job was cancelled", "client_closed")
+            await asyncio.sleep(0.05)
+        if job.status == CANCELLED:  # by DELETE /jobs/{id}, or by a shutdown past its grace
+            return _error(409, f"job {job.id} was cancelled before it finished", "cancelled")
+        if job.status != SUCCEEDED:
+            return JSONResponse(status_code=job.error_status or 500, content=job.error)
+        return GenerateResponse(video=video_field(job, http, request.response_format or "data_uri"), **job.result)
 
-    @app.get("/health", summary="Liveness, the loaded model and the job in progress")
+    @app.post("/jobs", status_code=202, summary="Queue a video (asynchronous); poll or stream its progress",
+              responses={k: v for k, v in ERROR_RESPONSES.items() if k not in (409, 504, 507)})
+    async def create_job(
+        http: Request,
+        request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
+    ) -> JSONResponse:
+        job = submit(request)
+        if isinstance(job, JSONResponse):
+            return job
+        return JSONResponse(status_code=202, content=job_view(job, http),
+                            headers={"Location": str(http.url_for("get_job", job_id=job.id))})
+
+    @app.get("/jobs/{job_id}", name="get_job", summary="A job's status, position, progress, timings and result",
+             responses=JOB_RESPONSES)
+    async def get_job(job_id: str, http: Request) -> JSONResponse:
+        job = find(job_id)
+        return job if isinstance(job, JSONResponse) else JSONResponse(job_view(job, http))
+
+    @app.delete("/jobs/{job_id}", summary="Cancel a job: a queued one is removed, a running one stops at its next step",
+                responses={**JOB_RESPONSES, 409: _doc("The job has already finished.")})
+    async def cancel_job(job_id: str, http: Request) -> JSONResponse:
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if job.status in TERMINAL:
+            return _error(409, f"job {job_id} has already {job.status}", "conflict")
+        state.manager.cancel(job_id)
+        if job.status == RUNNING:
+            await asyncio.to_thread(job.done.wait, 60)  # it stops at the next denoising step
+        return JSONResponse(job_view(job, http))
+
+    @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
+             response_class=FileResponse,
+             responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
+                        409: _doc("The job has not finished."), 410: _doc("The video has expired.")})
+    async def job_video(job_id: str):
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        if job.status not in TERMINAL:
+            return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
+        if job.status != SUCCEEDED:
+            return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
+        if job.expired or not job.video_path or not os.path.exists(job.video_path):
+            return _error(410, f"the video of job {job_id} has expired (kept {settings.result_ttl:.0f} s)", "expired")
+        return FileResponse(job.video_path, media_type="video/mp4", filename=f"{job_id}.mp4")
+
+    @app.get("/jobs/{job_id}/events", name="job_events", summary="Server-sent events: progress, then the result",
+             responses={200: {"content": {"text/event-stream": {}}}, **JOB_RESPONSES})
+    async def job_events(job_id: str, http: Request):
+        job = find(job_id)
+        if isinstance(job, JSONResponse):
+            return job
+
+        async def stream():
+            seen = -1
+            while True:
+                if job.version != seen:
+                    seen = job.version
+                    view = job_view(job, http)
+                    kind = "result" if job.status in TERMINAL else "progress"
+                    yield f"event: {kind}\ndata: {json.dumps(view)}\n\n"
+                    if kind == "result":
+                        return
+                if await http.is_disconnected():
+                    return
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health", summary="Liveness, the loaded model and the queue")
     async def health() -> JSONResponse:
-        if state.model is None:
+        if state.load_error is not None:
+            return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
+        if state.model is None or state.manager is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
-        with state.lock:
-            busy = {"jobs_waiting_or_running": state.waiting, "progress": state.progress}
-        return JSONResponse({"status": "healthy", "model": state.model.describe(), **busy})
+        manager = state.manager
+        running = manager.running
+        progress = {"job": running.id, "step": running.step, "total": running.total} if running else None
+        return JSONResponse({
+            "status": "healthy" if manager.accepting else "shutting_down",
+            "model": state.model.describe(),
+            "jobs_waiting_or_running": manager.depth + (1 if running else 0),
+            "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
+            "progress": progress,
+        })
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        device = state.model.device if state.model is not None else None
+        return PlainTextResponse(state.metrics.render(state.manager, device),
+                                 media_type="text/plain; version=0.0.4")
 
     @app.get("/", summary="What this API does and its effective defaults")
     async def index() -> dict:
@@ -179,7 +364,13 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "description": DESCRIPTION,
             "model": state.model.describe() if state.model is not None else None,
             "endpoints": {
-                "POST /generate": "generate a video; returns the MP4 as a data URI",
+                "POST /generate": "generate a video; returns the MP4 as a data URI (or a URL)",
+                "POST /jobs": "queue a video; returns a job id at once (202)",
+                "GET /jobs/{id}": "a job's status, queue position, progress, timings and result",
+                "GET /jobs/{id}/events": "server-sent events: progress per step, then the result",
+                "DELETE /jobs/{id}": "cancel a job",
+                "GET /jobs/{id}/video": "the finished MP4",
+                "GET /metrics": "Prometheus metrics",
                 "GET /health": "liveness and the loaded model",
                 "GET /docs": "interactive API documentation (Swagger UI)",
                 "GET /openapi.json": "the OpenAPI schema",

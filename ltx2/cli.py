@@ -16,7 +16,16 @@ def serve(settings: Settings) -> None:
     from .app import create_app
 
     configure_logging(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.ltx2.begin_shutdown()  # refuse new jobs from this moment; the running one finishes
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace))
+    Server(config).run()
 
 
 def main(argv: list[str] | None = None) -> None:

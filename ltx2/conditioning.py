@@ -39,16 +39,25 @@ class Conditioning:
 
 def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: int,
                         limits: InputLimits | None = None) -> Conditioning:
-    """Decode the request's base64 inputs; bad input raises InvalidRequest naming the field."""
+    """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `FetchPolicy.from_env()`);
+    bad input raises InvalidRequest naming the field."""
+    from .fetch import FetchPolicy, fetch, is_url
+
     limits = limits or InputLimits.from_env()
     out = Conditioning(vae_rate=vae_rate)
+
+    def read(value: str, field: str, max_bytes: int, kind: str) -> tuple[bytes, str | None]:
+        if is_url(value):
+            return fetch(value, field, max_bytes, FetchPolicy.from_env())
+        return decode_base64_field(value, field, max_bytes, kind)
+
     for field in ("image_start", "image_end"):
         value = getattr(request, field)
         if value is not None:
-            data, mime = decode_base64_field(value, field, limits.max_image_bytes, "image")
+            data, mime = read(value, field, limits.max_image_bytes, "image")
             setattr(out, field, load_image(data, field, mime, limits))
     if request.audio is not None:
-        data, mime = decode_base64_field(request.audio, "audio", limits.max_audio_bytes, "audio")
+        data, mime = read(request.audio, "audio", limits.max_audio_bytes, "audio")
         out.audio_for_vae = load_audio(data, "audio", mime, limits, vae_rate)
         out.audio_for_output = load_audio(data, "audio", mime, limits, output_rate)
     return out

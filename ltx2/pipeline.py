@@ -266,6 +266,7 @@ def _generate(model: LoadedModel, request: GenerateRequest, on_step: StepCallbac
         )
         decode_timestep = torch.zeros(1, device=device) if vae.config.timestep_conditioning else None
         video = vae.decode(video_latents.to(vae.dtype), decode_timestep, return_dict=False)[0]
+        _check_output(video_latents, video)
         frames = _to_uint8_frames(video[0])
 
     # 7. Decode audio: audio VAE -> stereo mel spectrogram -> vocoder -> waveform of the video's length.
@@ -303,6 +304,18 @@ def _generate(model: LoadedModel, request: GenerateRequest, on_step: StepCallbac
         has_image_end=cond.image_end is not None and request.end_image_strength > 0,
         has_audio_input=audio_clean is not None,
     )
+
+
+class OutputRejected(RuntimeError):
+    """The model produced something that is not a video (NaN, or nothing but black): a failure."""
+
+
+def _check_output(latents: torch.Tensor, video: torch.Tensor) -> None:
+    if not torch.isfinite(latents).all() or not torch.isfinite(video).all():
+        raise OutputRejected("the model produced NaN or infinite values (a numerical failure, e.g. in reduced "
+                             "precision); no video was made")
+    if video.float().max() <= -0.97:  # every pixel at most 1 of 255: black, not a dark scene
+        raise OutputRejected("the model produced an all-black video; no video was made")
 
 
 def _resolve_size_and_length(request: GenerateRequest, cond: Conditioning) -> GenerateRequest:

@@ -35,6 +35,7 @@ class GenerateRequest(BaseModel):
         'use "A person speaking: <dialogue>, <scene>".',
         min_length=1,
         max_length=10_000,
+        json_schema_extra={"pattern": r"\S"},  # not only whitespace (checked below; said here for /docs)
         examples=["A waterfall in a forest with rushing water sounds and birds chirping, camera pans slowly"],
     )
     negative_prompt: str = Field(
@@ -139,6 +140,30 @@ class GenerateRequest(BaseModel):
         examples=["auto"],
     )
 
+    response_format: Literal["data_uri", "url"] | None = Field(
+        default=None,
+        description='How the MP4 comes back: "data_uri" (base64 in the response; the default for /generate) or '
+        '"url" (a link to GET /jobs/{id}/video, kept for the server\'s result time-to-live; the default for /jobs).',
+        examples=["data_uri"],
+    )
+
+    @field_validator("width", "height", "num_frames", "fps", "num_inference_steps", "seed", "guidance_scale",
+                     "image_strength", "end_image_strength", "audio_strength", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: Any, info) -> Any:
+        # JSON true/false and "7" are not numbers; pydantic would coerce them, the schema says no.
+        if isinstance(value, (bool, str)):
+            kind = "a number" if info.field_name.endswith(("scale", "strength")) else "an integer"
+            raise ValueError(f"{info.field_name} must be {kind}, got {value!r}")
+        return value
+
+    @field_validator("include_audio", "match_audio_length", mode="before")
+    @classmethod
+    def _a_json_boolean(cls, value: Any, info) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"{info.field_name} must be true or false, got {value!r}")
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
@@ -176,7 +201,8 @@ class StageTimings(BaseModel):
 class GenerateResponse(BaseModel):
     """A finished video. The first nine fields are the original worker's response, unchanged."""
 
-    video: str = Field(description="The MP4 (H.264 + AAC) as a data URI: data:video/mp4;base64,...")
+    video: str = Field(description="The MP4 (H.264 + AAC) as a data URI (data:video/mp4;base64,...), or its URL "
+                                   'when response_format is "url".')
     duration_seconds: float = Field(description="num_frames / fps.", examples=[1.96])
     resolution: str = Field(description="WIDTHxHEIGHT.", examples=["288x512"])
     fps: int = Field(examples=[25])

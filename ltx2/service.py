@@ -1,9 +1,10 @@
-"""From a validated request to the contract's response: generate, mux, base64. Shared by the
-HTTP server and the RunPod handler so both answer the same request with the same bytes."""
+"""From a validated request to the contract's response: generate, mux, deliver. Shared by the
+HTTP server, the job queue and the RunPod handler, so all answer a request with the same bytes."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from .conditioning import decode_conditioning
 from .inputs import InputLimits
@@ -13,8 +14,23 @@ from .pipeline import StepCallback, generate
 from .schema import GenerateRequest, GenerateResponse, StageTimings
 
 
-def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-           limits: InputLimits | None = None) -> GenerateResponse:
+@dataclass
+class Rendered:
+    """A finished video: the MP4 and every response field but `video` (which depends on delivery)."""
+
+    mp4: bytes
+    fields: dict
+    started: float  # perf_counter at the start, for generation_time_seconds
+
+    def response(self, video: str, extra_timings: dict[str, float] | None = None) -> GenerateResponse:
+        timings = {**self.fields["timings"], **(extra_timings or {})}
+        fields = {**self.fields, "timings": StageTimings(**{k: round(v, 4) for k, v in timings.items()}),
+                  "generation_time_seconds": round(time.perf_counter() - self.started, 3)}
+        return GenerateResponse(video=video, **fields)
+
+
+def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
+               limits: InputLimits | None = None) -> Rendered:
     start = time.perf_counter()
     # The edges are ours: decode images and audio before the job takes the GPU.
     conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate, limits)
@@ -25,17 +41,11 @@ def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback |
     mp4 = encode_mp4(result.frames, result.fps, result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    video = to_data_uri(mp4)
-    timings["encode_base64"] = time.perf_counter() - t
-
-    return GenerateResponse(
-        video=video,
+    fields = dict(
         duration_seconds=round(result.duration_seconds, 4),
         resolution=f"{result.width}x{result.height}",
         fps=result.fps,
         seed=result.seed,
-        generation_time_seconds=round(time.perf_counter() - start, 3),
         has_audio=result.waveform is not None,
         has_image_start=result.has_image_start,
         has_image_end=result.has_image_end,
@@ -43,5 +53,15 @@ def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback |
         num_inference_steps=result.num_inference_steps,
         guidance_scale=result.guidance_scale,
         model=model.name,
-        timings=StageTimings(**{k: round(v, 4) for k, v in timings.items()}),
+        timings=timings,
     )
+    return Rendered(mp4=mp4, fields=fields, started=start)
+
+
+def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
+           limits: InputLimits | None = None) -> GenerateResponse:
+    """The seed's response: the MP4 as a base64 data URI."""
+    rendered = render_mp4(model, request, on_step, limits)
+    t = time.perf_counter()
+    video = to_data_uri(rendered.mp4)
+    return rendered.response(video, {"encode_base64": time.perf_counter() - t})

@@ -28,6 +28,18 @@ class Settings:
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
     log_level: str = "info"
+    # Serving: jobs, delivery, limits, access.
+    output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
+    queue_size: int = 8  # jobs waiting behind the running one; more is a 429
+    job_timeout: float = 1800.0  # seconds a job may run before it is stopped and failed
+    result_ttl: float = 86400.0  # seconds a finished video stays downloadable
+    output_max_gb: float = 20.0  # videos kept at most; the oldest go first
+    max_body_mb: float = 128.0  # request bodies larger than this are refused (413) before being read
+    api_key: str | None = None  # when set, every route but /health needs it
+    docs_public: bool = True  # /docs and /openapi.json open without the key
+    allow_private_urls: bool = False  # let image/audio URLs point at loopback/private addresses
+    url_timeout: float = 30.0  # seconds to fetch one image/audio URL
+    shutdown_grace: float = 120.0  # seconds SIGTERM waits for the running job
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -37,7 +49,7 @@ class Settings:
             raw = env.get(ENV[f.name])
             if raw is None or raw == "":
                 continue
-            values[f.name] = int(raw) if f.name == "port" else raw
+            values[f.name] = _parse(f.name, raw)
         return cls(**values)
 
     @property
@@ -56,7 +68,44 @@ ENV = {
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
     "log_level": "LTX2_LOG_LEVEL",
+    "output_dir": "LTX2_OUTPUT_DIR",
+    "queue_size": "LTX2_QUEUE_SIZE",
+    "job_timeout": "LTX2_JOB_TIMEOUT",
+    "result_ttl": "LTX2_RESULT_TTL",
+    "output_max_gb": "LTX2_OUTPUT_MAX_GB",
+    "max_body_mb": "LTX2_MAX_BODY_MB",
+    "api_key": "LTX2_API_KEY",
+    "docs_public": "LTX2_DOCS_PUBLIC",
+    "allow_private_urls": "LTX2_ALLOW_PRIVATE_URLS",
+    "url_timeout": "LTX2_URL_TIMEOUT",
+    "shutdown_grace": "LTX2_SHUTDOWN_GRACE",
 }
+_INTS = {"port", "queue_size"}
+_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace"}
+_BOOLS = {"docs_public", "allow_private_urls"}
+
+
+def _parse(name: str, raw: str):
+    """An environment string as the setting's type; a bad value names the variable."""
+    try:
+        if name in _INTS:
+            return int(raw)
+        if name in _FLOATS:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV[name]}={raw!r} is not a number") from None
+    if name in _BOOLS:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{ENV[name]}={raw!r} is not true or false")
+    return raw
+
+
+def _bool_flag(text: str) -> bool:
+    return _parse("docs_public", text)
 
 
 def add_directory_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
@@ -90,6 +139,28 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     add_model_arguments(parser, defaults)
     parser.add_argument("--host", default=defaults.host, help=f"address to bind (env {ENV['host']})")
     parser.add_argument("--port", type=int, default=defaults.port, help=f"port (env {ENV['port']})")
+    add_serving_arguments(parser, defaults)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
+    """Jobs, delivery, limits and access: one flag per setting, named after it."""
+    helps = {
+        "output_dir": "job records and finished videos",
+        "queue_size": "jobs that may wait behind the running one; beyond it, 429",
+        "job_timeout": "seconds a job may run",
+        "result_ttl": "seconds a finished video stays downloadable",
+        "output_max_gb": "the most video the output directory keeps, oldest removed first",
+        "max_body_mb": "larger request bodies get 413 before they are read",
+        "api_key": "require this key (Authorization: Bearer or X-API-Key) on every route but /health",
+        "docs_public": "serve /docs and /openapi.json without the key (true/false)",
+        "allow_private_urls": "let image/audio URLs point at loopback or private addresses (true/false)",
+        "url_timeout": "seconds to fetch one image/audio URL",
+        "shutdown_grace": "seconds SIGTERM lets the running job finish",
+    }
+    for name, text in helps.items():
+        kind = int if name in _INTS else float if name in _FLOATS else _bool_flag if name in _BOOLS else str
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(defaults, name),
+                            help=f"{text} (env {ENV[name]})")
 
 
 def settings_from_args(args: argparse.Namespace, defaults: Settings | None = None) -> Settings:

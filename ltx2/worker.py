@@ -1,9 +1,20 @@
-"""The RunPod serverless handler: same request model, same generate(), same response as POST /generate."""
+"""The RunPod serverless handler: same request model, same generate(), same response as POST /generate.
+
+On top of the server's behaviour it handles what only a RunPod worker meets:
+- a result over RunPod's size limit (upload to a bucket instead, or a clear error),
+- a GPU fault that leaves the process unusable (ask RunPod to replace the worker),
+- running out of GPU memory (fail the job, free the memory, keep the worker).
+"""
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import os
+import re
+import tempfile
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,17 +22,51 @@ from pydantic import ValidationError
 
 from .model import LoadedModel, load_from_settings
 from .schema import (
+    ErrorResponse,
     GenerateRequest,
     InvalidRequest,
     generation_failed_body,
     validation_error_body,
 )
-from .service import render
+from .service import render, render_mp4
 from .settings import Settings, configure_logging
 
 log = logging.getLogger("ltx2.worker")
 
 ProgressSender = Callable[[dict, Any], None]
+
+# RunPod's size limits, in decimal MB as RunPod states them:
+# - Request bodies: /run 10 MB, /runsync 20 MB ("Payload Limit",
+#   https://docs.runpod.io/serverless/references/operations). RunPod refuses those before a job
+#   reaches this handler, so nothing here checks them.
+# - Results: 20 MB. runpod-python's rp_job.run_job passes every result to
+#   rp_tips.check_return_size, which flags a result over 20 MB ("exceeds the 20 MB limit. Consider
+#   using S3 upload and returning the object's URL instead.") but still tries to send it. We refuse it
+#   ourselves with an error that says what to change.
+RESULT_LIMIT_BYTES = 20_000_000
+
+# The runpod SDK's convention (runpod/serverless/utils/rp_upload.get_boto_client): uploads go to an
+# S3-compatible bucket only when all three are set.
+BUCKET_ENV = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
+
+# Substrings of errors after which CUDA refuses all further work in this process (a sticky error:
+# the context is lost), so the only cure is a new worker.
+POISONED_MARKERS = (
+    "CUDA error",
+    "device-side assert",
+    "illegal memory access",
+    "CUBLAS_STATUS",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+    "cudaErrorLaunchFailure",
+    "unspecified launch failure",
+)
+# Allocation failures leave the context usable: the job fails, the worker stays. Checked before the
+# markers above, since "CUDA error: out of memory" and CUBLAS_STATUS_ALLOC_FAILED are such failures.
+OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+class UploadFailed(Exception):
+    pass
 
 
 def runpod_progress_sender() -> ProgressSender:
@@ -32,6 +77,101 @@ def runpod_progress_sender() -> ProgressSender:
 
         return runpod.serverless.progress_update
     return lambda job, progress: log.info("job %s progress %s", job.get("id"), progress)
+
+
+def bucket_configured() -> bool:
+    return all(os.environ.get(name) for name in BUCKET_ENV)
+
+
+def upload_video(mp4: bytes, job_id: str) -> str:
+    """Upload the MP4 with the SDK's helper; returns its presigned URL (valid 7 days, the SDK's choice)."""
+    from runpod.serverless.utils import rp_upload
+
+    # The SDK's key is <prefix>/<file_name> in a bucket named after the month (its default): keep the
+    # job id as the folder so a bucket listing maps back to jobs, and a random name so a retried job
+    # never overwrites the first attempt's video.
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "_", str(job_id or "job"))[:128]
+    name = f"ltx2-{uuid.uuid4().hex}.mp4"
+    with tempfile.TemporaryDirectory(prefix="ltx2-upload-") as tmp:
+        path = os.path.join(tmp, name)
+        with open(path, "wb") as f:
+            f.write(mp4)
+        try:
+            url = rp_upload.upload_file_to_bucket(
+                file_name=name, file_location=path, prefix=prefix,
+                extra_args={"ContentType": "video/mp4"},  # so a browser plays the URL instead of downloading it
+            )
+        except Exception as exc:
+            # boto3 names the local temporary file in its message: of no use to the client.
+            raise UploadFailed(f"{type(exc).__name__}: {exc}".replace(path, name)) from exc
+    # Without boto3 (or a usable client) the SDK quietly saves to a local folder and returns its path,
+    # which no client could fetch.
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise UploadFailed(f"the SDK did not upload the video (is boto3 installed?); it returned {url!r}")
+    return url
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _messages(exc: BaseException) -> str:
+    """The exception's text and its causes': a CUDA fault is sometimes re-raised wrapped."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or any(m in _messages(exc) for m in OOM_MARKERS)
+
+
+def is_poisoned(exc: BaseException) -> bool:
+    return any(m in _messages(exc) for m in POISONED_MARKERS)
+
+
+def free_gpu_memory() -> None:
+    """Give the failed job's blocks back, so the next job starts from the same free memory as this one."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def out_of_memory_body(request: GenerateRequest, exc: BaseException) -> dict:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = (
+        f"out of GPU memory generating {request.num_frames} frames at {request.width}x{request.height}: "
+        f"lower num_frames (a shorter video) or the resolution (width/height) and retry ({first_line})"
+    )
+    return ErrorResponse(error=message, code="out_of_memory").model_dump()
+
+
+def poisoned_body(exc: BaseException) -> dict:
+    body = generation_failed_body(exc)
+    body["error"] += "; the GPU can no longer be used by this worker, so RunPod is asked to replace it: retry the job"
+    body["code"] = "gpu_fault"
+    # runpod-python's rp_job.run_job pops this key and reports the job with stopPod=True: the
+    # platform stops this worker after the job and later jobs go to a fresh one.
+    body["refresh_worker"] = True
+    return body
+
+
+def wants_upload(request: GenerateRequest) -> bool:
+    """Whether this job's video goes to the bucket. response_format as on the server: "url" asks for a
+    link (here: a presigned bucket URL, so it needs a bucket), "data_uri" for base64 whatever is
+    configured; left out, a configured bucket decides."""
+    fmt = getattr(request, "response_format", None)
+    if fmt == "url" and not bucket_configured():
+        raise InvalidRequest("response_format", 'response_format "url" needs a bucket on RunPod: set '
+                             f"{', '.join(BUCKET_ENV)}, or leave response_format out for a data URI")
+    return fmt != "data_uri" and bucket_configured()
 
 
 def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None) -> Callable[[dict], dict]:
@@ -47,13 +187,49 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
         def on_step(step: int, total: int) -> None:
             send_progress(job, {"step": step, "total": total, "message": f"denoising step {step}/{total}"})
 
+        oom = False
         try:
-            return render(model, request, on_step=on_step).model_dump()
+            upload = wants_upload(request)
+            # The server's own render() when the answer is base64, so both give the same response.
+            produce = render_mp4 if upload else render
+            rendered = produce(model, request, on_step=on_step)
         except InvalidRequest as exc:
             return exc.body()
         except Exception as exc:
-            log.exception("generation failed")
-            return generation_failed_body(exc)
+            if is_out_of_memory(exc):
+                # str(exc), not exc: a kept log record must not keep the traceback (and its tensors) alive.
+                log.warning("job %s ran out of memory: %s", job.get("id"), str(exc))
+                body, oom = out_of_memory_body(request, exc), True
+            elif is_poisoned(exc):
+                log.exception("GPU fault; asking RunPod to replace this worker")
+                return poisoned_body(exc)
+            else:
+                log.exception("generation failed")
+                return generation_failed_body(exc)
+        if oom:
+            # Outside the except block: the exception and its traceback (which hold the failed job's
+            # tensors) are gone by now, so their memory can actually be freed.
+            free_gpu_memory()
+            return body
+
+        if upload:
+            try:
+                url = upload_video(rendered.mp4, job.get("id"))
+            except UploadFailed as exc:
+                log.error("upload failed: %s", exc)
+                return ErrorResponse(error=f"uploading the video failed: {exc}", code="upload_failed").model_dump()
+            # `video` holds the URL, as the server's response_format "url" does: one field, same model.
+            return rendered.response(url).model_dump()
+
+        body = rendered.model_dump()
+        size = len(json.dumps(body))  # what the SDK sends back: the JSON of the whole result
+        if size > RESULT_LIMIT_BYTES:
+            message = (
+                f"the video is {_size(len(rendered.video))} as base64, over RunPod's {_size(RESULT_LIMIT_BYTES)} "
+                f"result limit; configure a bucket ({', '.join(BUCKET_ENV)}) or lower num_frames/resolution"
+            )
+            return ErrorResponse(error=message, code="result_too_large").model_dump()
+        return body
 
     return handler
 

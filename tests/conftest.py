@@ -19,12 +19,14 @@ def model():
 
 
 @pytest.fixture(scope="session")
-def client(model):
+def client(model, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from ltx2.app import create_app
+    from ltx2.settings import Settings
 
-    with TestClient(create_app(model=model)) as test_client:
+    settings = Settings(output_dir=str(tmp_path_factory.mktemp("output")))
+    with TestClient(create_app(settings, model=model)) as test_client:
         yield test_client
 
 
@@ -35,19 +37,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server():
+def live_server(tmp_path_factory):
     """A real `python server.py` process on loopback, as a user starts it."""
     port = free_port()
-    env = {**os.environ, "LTX2_MODEL": "tiny", "LTX2_DEVICE": "cpu"}
+    env = {**os.environ, "LTX2_MODEL": "tiny", "LTX2_DEVICE": "cpu",
+           "LTX2_OUTPUT_DIR": str(tmp_path_factory.mktemp("live-output"))}
+    log_path = tmp_path_factory.mktemp("live-log") / "server.log"
+    log_file = open(log_path, "w")  # a file, not a pipe: nobody reads it until the end, and a full pipe blocks
     proc = subprocess.Popen(
         [sys.executable, "server.py", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read()}")
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                 break
@@ -62,3 +67,4 @@ def live_server():
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log_file.close()

@@ -1,0 +1,76 @@
+"""Prometheus text-format metrics, kept by hand: a few counters and sums need no client library."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import torch
+
+from .jobs import Job, JobManager
+from .memory import process_rss_bytes
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.jobs = defaultdict(int)  # outcome -> count
+        self.stage_sum = defaultdict(float)
+        self.stage_count = defaultdict(int)
+        self.job_seconds_sum = 0.0
+        self.job_seconds_count = 0
+        self.rejected = defaultdict(int)  # reason -> count (queue_full, shutting_down)
+
+    def job_finished(self, job: Job) -> None:
+        with self._lock:
+            self.jobs[job.status] += 1
+            for stage, seconds in (job.timings or {}).items():
+                self.stage_sum[stage] += seconds
+                self.stage_count[stage] += 1
+            if job.started and job.finished:
+                self.job_seconds_sum += job.finished - job.started
+                self.job_seconds_count += 1
+
+    def job_rejected(self, reason: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+
+    def render(self, manager: JobManager | None, device: torch.device | None) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+        with self._lock:
+            metric("ltx2_queue_depth", "gauge", "Jobs waiting behind the running one.",
+                   [("", manager.depth if manager else 0)])
+            metric("ltx2_job_running", "gauge", "1 while a job runs.",
+                   [("", 1 if manager and manager.running else 0)])
+            metric("ltx2_jobs_total", "counter", "Finished jobs by outcome.",
+                   [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.jobs.items())] or [('{outcome="succeeded"}', 0)])
+            metric("ltx2_jobs_rejected_total", "counter", "Submissions refused, by reason.",
+                   [(f'{{reason="{k}"}}', v) for k, v in sorted(self.rejected.items())] or [('{reason="queue_full"}', 0)])
+            lines += ["# HELP ltx2_job_seconds Wall time of jobs from start to finish.",
+                      "# TYPE ltx2_job_seconds summary",
+                      f"ltx2_job_seconds_sum {_number(self.job_seconds_sum)}",
+                      f"ltx2_job_seconds_count {self.job_seconds_count}",
+                      "# HELP ltx2_stage_seconds Seconds spent per pipeline stage.",
+                      "# TYPE ltx2_stage_seconds summary"]
+            for stage in sorted(self.stage_sum):
+                lines.append(f'ltx2_stage_seconds_sum{{stage="{stage}"}} {_number(self.stage_sum[stage])}')
+                lines.append(f'ltx2_stage_seconds_count{{stage="{stage}"}} {self.stage_count[stage]}')
+        if device is not None and device.type == "cuda":
+            memory = [('{kind="allocated"}', torch.cuda.memory_allocated(device)),
+                      ('{kind="reserved"}', torch.cuda.memory_reserved(device))]
+        else:
+            memory = [('{kind="process_rss"}', process_rss_bytes())]
+        metric("ltx2_device_memory_bytes", "gauge", "Memory in use on the compute device (or the process, on CPU).",
+               memory)
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact integers as integers (byte counts stay exact), other values with full precision."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,0 +1,253 @@
+"""Property-based API tests with Schemathesis, driven by the server's own /openapi.json.
+
+The app runs in-process over ASGI (lifespan included, so the job manager and its worker thread
+run) with the session's tiny model. Every operation gets a bounded, deterministic set of generated
+requests, valid (positive) and invalid (negative); every response must pass Schemathesis's checks:
+not a 5xx, a documented status code and content type, headers and body as the schema says, and
+invalid data refused with a 4xx.
+
+Generation is expensive, so a hook keeps generated request bodies cheap: a body the server would
+accept keeps its shape but renders 64x64, 9 frames, at least 25 fps, at most 2 steps (absent sizes
+included: the defaults are 288x512x49). Invalid values are left
+untouched (the server refuses them before any work), so negative testing still sees them. The
+/jobs/{job_id} routes get a real, finished job's id as well as random ones.
+
+Schemathesis's pytest integration for a schema built in a fixture (`schemathesis.pytest.from_fixture`
++ `@schema.parametrize()`, schemathesis 4.32) fails under pytest 9.2: it reads `request.node._nodeid`,
+which pytest 9.2's nodes no longer have. So each operation is a plain Hypothesis test over
+`operation.as_strategy()`, with the same checks (`case.call_and_validate()`).
+
+The last tests are minimal reproductions of what the property tests found (or reading app.py did).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+
+from ltx2.samples import sample_audio_uri, sample_image_uri
+
+MAX_EXAMPLES = 20
+CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
+QUEUED: list[str] = []  # ids of the jobs POST /jobs cases queued
+OPERATIONS = [
+    "POST /generate",
+    "POST /jobs",
+    "GET /jobs/{job_id}",
+    "DELETE /jobs/{job_id}",
+    "GET /jobs/{job_id}/video",
+    "GET /jobs/{job_id}/events",
+    "GET /health",
+    "GET /metrics",
+    "GET /",
+]
+
+
+def _whole(value) -> int | None:
+    """A JSON number that is a whole number (9 and 9.0 alike; JSON Schema counts both as integers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def cheap(body):
+    """The same body, but rendering little: valid sizes become 64, frames 9, fps at least 25 (audio
+    length is frames / fps), steps at most 2."""
+    if not isinstance(body, dict):
+        return body
+    body = dict(body)
+    # An absent size or length would take the defaults (288x512, 49 frames): over 1 s each here.
+    for name in ("width", "height"):
+        value = _whole(body.get(name))
+        if name not in body or value is not None and 64 <= value <= 3840 and value % 32 == 0:
+            body[name] = 64
+    value = _whole(body.get("num_frames"))
+    if "num_frames" not in body or value is not None and 9 <= value <= 481:
+        # Also a schema-valid value that is not 8k+1: the schema cannot say "8k+1" (the description
+        # does), so such a value is not a disagreement between the server and its schema.
+        body["num_frames"] = 9
+    value = _whole(body.get("fps"))
+    if value is not None and 1 <= value < 25:
+        body["fps"] = 25  # 9 frames at 1 fps is 9 s of audio to generate, decode and mux
+    # Two cross-field rules the schema does not express (they are in the descriptions): each needs
+    # the input it reads. Without it the server rightly answers 422, which is not what is tested here.
+    if body.get("match_audio_length") is True and not isinstance(body.get("audio"), str):
+        body["match_audio_length"] = False
+    if body.get("video_size") == "auto" and not isinstance(body.get("image_start"), str):
+        body["video_size"] = None
+    value = _whole(body.get("num_inference_steps"))
+    if value is not None and 1 <= value <= 100:
+        body["num_inference_steps"] = min(value, 2)
+    elif body.get("num_inference_steps") is None:
+        body["num_inference_steps"] = 1  # absent or null: the model's default, more steps
+    return body
+
+
+@pytest.fixture(scope="module")
+def app(model, tmp_path_factory):
+    from ltx2.app import create_app
+    from ltx2.settings import Settings
+
+    output = tmp_path_factory.mktemp("schemathesis-output")
+    # A queue long enough that POST /jobs cases are accepted rather than mostly refused with 429.
+    return create_app(Settings(output_dir=str(output), job_timeout=60, queue_size=64), model=model)
+
+
+@pytest.fixture(scope="module")
+def api_schema(app):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+
+    @schema.hook
+    def map_body(context, body):
+        return cheap(body)
+
+    @schema.hook
+    def map_case(context, case):
+        # A schema-valid image or audio field is any string, but the server needs a decodable file:
+        # valid cases carry a real (small) one, so that a 4xx for them means a real disagreement.
+        if case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE \
+                and isinstance(case.body, dict):
+            media = {"image_start": sample_image_uri(), "image_end": sample_image_uri(flip=True),
+                     "audio": sample_audio_uri(0.5)}
+            case.body = {**case.body, **{k: v for k, v in media.items() if isinstance(case.body.get(k), str)}}
+        return case
+
+    yield schema
+    schemathesis.python.asgi.shutdown_lifespans()  # stops the job manager's worker
+
+
+@pytest.fixture(scope="module")
+def finished_job(api_schema) -> str:
+    """A succeeded job, so the /jobs/{job_id} routes are exercised on a real id too."""
+    client = schemathesis.python.asgi.get_client(api_schema.app)
+    with client:
+        job_id = client.post("/jobs", json=CHEAP).json()["id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{job_id}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline, "the fixture's job did not succeed within 60 s"
+            time.sleep(0.05)
+    return job_id
+
+
+def test_every_operation_is_covered(api_schema):
+    labels = sorted(result.ok().label for result in api_schema.get_all_operations())
+    assert labels == sorted(OPERATIONS)
+
+
+# Invalid requests exist only where the schema constrains something: the request bodies. (A job id
+# is any string, and the GETs take no parameters.)
+CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
+    ("POST /generate", GenerationMode.NEGATIVE), ("POST /jobs", GenerationMode.NEGATIVE)]
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES, ids=[f"{label}-{mode.value}" for label, mode in CASES])
+def test_operation_conforms_to_the_schema(api_schema, finished_job, label, mode):
+    operation = api_schema.find_operation_by_label(label)
+    statuses: dict[int, int] = {}
+    if "{job_id}" in label:
+        # First the real, finished job (generated ids are unknown ones: 404).
+        response = operation.Case(path_parameters={"job_id": finished_job}).call_and_validate()
+        statuses[response.status_code] = 1
+    strategy = operation.as_strategy(generation_mode=mode)
+
+    # Deterministic (derandomize), no example database, no shrinking: a bounded, repeatable run.
+    @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case):
+        response = case.call_and_validate()
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        if response.status_code == 202:
+            QUEUED.append(response.json()["id"])  # cancelled later, so they stop taking the CPU
+
+    run()
+    print(f"\n{label} [{mode.value}]: statuses {dict(sorted(statuses.items()))}")
+
+
+# -- minimal reproductions -----------------------------------------------------------------------
+
+JOB_ROUTE_STATUSES = {
+    # What each route answers besides 200, from ltx2/app.py: find() -> 404 (and 503 while the model loads).
+    "GET /jobs/{job_id}": {"404", "503"},
+    "DELETE /jobs/{job_id}": {"404", "409", "503"},
+    "GET /jobs/{job_id}/video": {"404", "409", "410", "503"},
+    "GET /jobs/{job_id}/events": {"404", "503"},
+    # A job that timed out answers 504, one out of memory 507 (ltx2/jobs.py, error_status).
+    "POST /generate": {"504", "507"},
+}
+
+
+@pytest.mark.parametrize("label", sorted(JOB_ROUTE_STATUSES))
+def test_each_route_documents_the_error_statuses_it_answers(app, label):
+    method, path = label.split(" ", 1)
+    documented = set(app.openapi()["paths"][path][method.lower()]["responses"])
+    missing = JOB_ROUTE_STATUSES[label] - documented
+    assert not missing, f"{label} answers {sorted(missing)} but /openapi.json documents only {sorted(documented)}"
+
+
+def test_the_schema_says_a_blank_prompt_is_refused(app):
+    """The server refuses a whitespace-only prompt (422); the schema allows it (minLength 1 only)."""
+    import re
+
+    prompt = app.openapi()["components"]["schemas"]["GenerateRequest"]["properties"]["prompt"]
+    pattern = prompt.get("pattern")
+    assert pattern is not None and re.search(pattern, " \r\n\t") is None and re.search(pattern, " a "), prompt
+
+
+@pytest.mark.parametrize("field,value", [("include_audio", "yes"), ("guidance_scale", True), ("seed", "7")])
+def test_a_value_of_the_wrong_json_type_is_refused(api_schema, field, value):
+    """The schema says boolean / number / integer; the server coerces "yes", true and "7" instead."""
+    client = schemathesis.python.asgi.get_client(api_schema.app)
+    with client:
+        r = client.post("/generate", json={**CHEAP, field: value})
+    assert r.status_code == 422 and r.json()["field"] == field, (r.status_code, r.text[:200])
+
+
+def test_a_body_that_is_not_utf8_gets_a_documented_invalid_request(api_schema):
+    client = schemathesis.python.asgi.get_client(api_schema.app)
+    with client:
+        r = client.post("/generate", data=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    documented = set(api_schema.app.openapi()["paths"]["/generate"]["post"]["responses"])
+    assert str(r.status_code) in documented and r.json()["code"] == "invalid_request", (r.status_code, r.text)
+
+
+def test_a_generate_whose_job_is_cancelled_answers_with_an_error_body(api_schema):
+    """DELETE /jobs/{id} (the id is in GET /health's progress) or a shutdown past its grace cancels
+    the job a POST /generate waits for; its answer must still be an ErrorResponse, not `500 {}`."""
+    import threading
+
+    slow = {"prompt": "a slow boat", "width": 288, "height": 512, "num_frames": 49, "num_inference_steps": 100}
+    answer = {}
+
+    def generate():
+        with schemathesis.python.asgi.get_client(api_schema.app) as c:
+            answer["r"] = c.post("/generate", json=slow)
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    with schemathesis.python.asgi.get_client(api_schema.app) as client:
+        for job_id in QUEUED:  # the property tests' jobs would run first
+            client.delete(f"/jobs/{job_id}")
+        deadline = time.monotonic() + 60
+        while True:
+            progress = client.get("/health").json()["progress"]
+            if progress and progress["total"] == 100 and progress["step"] >= 1:
+                break
+            assert time.monotonic() < deadline and thread.is_alive(), "the slow job was not seen running"
+            time.sleep(0.05)
+        assert client.delete(f"/jobs/{progress['job']}").json()["status"] == "cancelled"
+    thread.join(60)
+    r = answer["r"]
+    body = r.json()
+    assert r.status_code < 500 and {"error", "code"} <= set(body), (r.status_code, body)
