@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -190,3 +191,54 @@ def test_unknown_job_is_404(make_client):
     for method, path in (("GET", "/jobs/nope"), ("DELETE", "/jobs/nope"), ("GET", "/jobs/nope/video")):
         response = client.request(method, path)
         assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_a_job_past_its_timeout_is_stopped_and_failed(make_client):
+    client = make_client(job_timeout=0.3)
+    response = client.post("/generate", json=SLOW)
+    assert response.status_code == 504
+    assert response.json()["code"] == "timeout" and "LTX2_JOB_TIMEOUT" in response.json()["error"]
+    assert client.post("/generate", json={**CHEAP, "num_inference_steps": 1}).status_code == 200
+
+
+def test_an_all_black_video_is_a_failure(make_client, model, monkeypatch):
+    client = make_client()
+    decode = model.pipe.vae.decode
+
+    def black(latents, *args, **kwargs):
+        video = decode(latents, *args, **kwargs)[0]
+        return (torch.full_like(video, -1.0),)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.pipe.vae, "decode", black)
+        response = client.post("/generate", json=CHEAP)
+    assert response.status_code == 500 and response.json()["code"] == "invalid_output"
+    assert "all-black" in response.json()["error"]
+
+
+def test_videos_expire_after_their_ttl_and_under_the_size_cap(make_client):
+    client = make_client()
+    manager = client.app.state.ltx2.manager
+    first = client.post("/jobs", json=CHEAP).json()["id"]
+    wait_for(client, first, ("succeeded",))
+    second = client.post("/jobs", json={**CHEAP, "seed": 2}).json()["id"]
+    wait_for(client, second, ("succeeded",))
+    size = os.path.getsize(manager.jobs[second].video_path)
+    manager.output_max_bytes = size + 1  # room for one video: the older one goes
+    manager.cleanup()
+    assert client.get(f"/jobs/{first}/video").status_code == 410
+    assert client.get(f"/jobs/{second}/video").status_code == 200
+    assert client.get(f"/jobs/{first}").json()["video_available"] is False
+    manager.cleanup(now=time.time() + manager.result_ttl + 1)  # a day later
+    assert client.get(f"/jobs/{second}/video").status_code == 410
+    assert not os.path.exists(manager.jobs[second].video_path)
+
+
+def test_every_job_event_is_one_json_log_line_with_the_job_id(make_client, caplog):
+    client = make_client()
+    with caplog.at_level("INFO", logger="ltx2.jobs"):
+        job = client.post("/jobs", json=CHEAP).json()["id"]
+        wait_for(client, job, ("succeeded",))
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ltx2.jobs"]
+    mine = [e["event"] for e in events if e.get("job") == job]
+    assert mine[:2] == ["job_queued", "job_started"] and "job_succeeded" in mine
