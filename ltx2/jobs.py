@@ -330,6 +330,10 @@ class JobManager:
 
     def _finish(self, job: Job, status: str, *, error: dict | None = None, error_status: int | None = None,
                 result: dict | None = None) -> None:
+        # A finished job is never run again: drop its inputs (up to ~100 MB of base64) from memory and disk.
+        inputs = {name: None for name in ("image_start", "image_end", "audio") if getattr(job.request, name)}
+        if inputs:
+            job.request = job.request.model_copy(update=inputs)
         job.status, job.finished = status, time.time()
         job.error, job.error_status, job.result = error, error_status, result
         job.version += 1
