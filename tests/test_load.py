@@ -11,20 +11,16 @@ The figures (status counts, latency percentiles, RSS) are printed: run with `-s`
 from __future__ import annotations
 
 import base64
-import os
 import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port
+from servers import start_server, stop_server
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
 REQUESTS = 40
@@ -36,39 +32,6 @@ QUEUE_SIZE = 4
 # 150 MB is over 20 times that, so allocator noise should not fail the test, while a leak of more
 # than ~7 MB per finished job (about 20 per run) or a second copy of the loaded model would.
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
-
-
-def start_server(output_dir, log_path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "LTX2_DEVICE": "cpu"}
-    with open(log_path, "w") as log:  # a file, not a pipe: a pipe nobody reads blocks the server once full
-        proc = subprocess.Popen(
-            [sys.executable, "server.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-             "--output-dir", str(output_dir), *extra],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{Path(log_path).read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become healthy within 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def rss_bytes(base: str) -> int:

@@ -7,45 +7,18 @@ code "interrupted" and a reason, run the queued one, and still serve a video fin
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
-from conftest import ROOT, free_port
+from servers import start_server
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
 # About 6 s on a 2-core CPU box with the tiny preset: long enough to be caught running.
 SLOW = {"prompt": "a slow boat", "width": 288, "height": 512, "num_frames": 49, "num_inference_steps": 100,
         "seed": 2}
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def start_server(output_dir, log_path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "LTX2_DEVICE": "cpu"}
-    with open(log_path, "a") as log:  # a file, not a pipe: a pipe nobody reads blocks the server once full
-        proc = subprocess.Popen(
-            [sys.executable, "server.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-             "--output-dir", str(output_dir)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{Path(log_path).read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become healthy within 120 s")
 
 
 def wait_for(http: httpx.Client, job_id: str, done, seconds: float) -> dict:

@@ -2,22 +2,18 @@
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from servers import launch, stop_server, wait_healthy
 
 from ltx2.app import create_app
 from ltx2.security import INVALID_KEY, MISSING_KEY, SecurityMiddleware
 from ltx2.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "s3cret-key"
 MB = 1024 * 1024
 CHEAP_GENERATE = {"prompt": "x", "num_frames": 9, "width": 64, "height": 64, "num_inference_steps": 1}
@@ -27,22 +23,9 @@ CHEAP_GENERATE = {"prompt": "x", "num_frames": 9, "width": 64, "height": 64, "nu
 def real_server_process(tmp_path_factory):
     """Start the real server first thing, so its model loads while the in-process tests run."""
     out = tmp_path_factory.mktemp("security-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "LTX2_MODEL": "tiny", "LTX2_DEVICE": "cpu", "LTX2_OUTPUT_DIR": str(out / "output")}
-    with open(out / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "server.py", "--host", "127.0.0.1", "--port", str(port),
-             "--api-key", KEY, "--max-body-mb", "1"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        yield proc, port, out / "server.log"
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    proc, base = launch(out / "output", out / "server.log", "--api-key", KEY, "--max-body-mb", "1")
+    yield proc, base, out / "server.log"
+    stop_server(proc)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,18 +35,9 @@ def _start_server_early(real_server_process):
 
 @pytest.fixture(scope="module")
 def real_server(real_server_process):
-    proc, port, log_path = real_server_process
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server did not become healthy within 120 s:\n{log_path.read_text()}")
+    proc, base, log_path = real_server_process
+    wait_healthy(proc, base, log_path)
+    return int(base.rsplit(":", 1)[1])
 
 
 @pytest.fixture(scope="module")

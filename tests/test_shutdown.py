@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+from servers import start_server
 
-ROOT = Path(__file__).resolve().parent.parent
 SLOW = {"prompt": "a boat on a lake", "width": 288, "height": 512, "num_frames": 49, "num_inference_steps": 60,
         "seed": 2}
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
 
 
 def start(output_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "LTX2_DEVICE": "cpu"}
-    proc = subprocess.Popen(
-        [sys.executable, "server.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-         "--output-dir", str(output_dir), "--shutdown-grace", "60"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start")
-
+    return start_server(output_dir, output_dir / "server.log", "--shutdown-grace", "60")
 
 def test_sigterm_finishes_the_running_job_and_keeps_the_queued_one(tmp_path):
     proc, base = start(tmp_path)
