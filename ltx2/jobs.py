@@ -12,7 +12,6 @@ when to retry. A running job is cancelled at its next denoising step.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -24,8 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
 from .pipeline import OutputRejected
 from .schema import (
     ErrorResponse,
@@ -141,15 +139,6 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def out_of_memory_message(request: GenerateRequest) -> str:
-    return (f"out of GPU memory at {request.width}x{request.height}, {request.num_frames} frames: lower "
-            "num_frames or the resolution (width, height) and try again")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 class JobManager:
@@ -312,8 +301,7 @@ class JobManager:
                          error_status=500)
         except Exception as exc:  # noqa: BLE001 - a failed job must not stop the worker
             if is_out_of_memory(exc):
-                body = ErrorResponse(error=out_of_memory_message(job.request), code="out_of_memory").model_dump()
-                self._finish(job, FAILED, error=body, error_status=507)
+                self._finish(job, FAILED, error=out_of_memory_body(job.request, exc), error_status=507)
             else:
                 log.exception("job %s failed", job.id)
                 self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
@@ -326,7 +314,7 @@ class JobManager:
             job.timings = result.get("timings", {})
             self._finish(job, SUCCEEDED, result=result)
         finally:
-            free_memory()
+            free_gpu_memory()  # after a failure especially: the next job starts with the memory back
 
     def _finish(self, job: Job, status: str, *, error: dict | None = None, error_status: int | None = None,
                 result: dict | None = None) -> None:
@@ -376,10 +364,3 @@ class JobManager:
         job.version += 1
         self.store.save(job)
         log.info(json.dumps({"event": "job_video_expired", "job": job.id}))
-
-
-def free_memory() -> None:
-    """After a job (especially a failed one): give its activations back before the next starts."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -8,7 +8,6 @@ On top of the server's behaviour it handles what only a RunPod worker meets:
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
 from .model import LoadedModel, load_from_settings
 from .schema import (
     ErrorResponse,
@@ -60,9 +60,6 @@ POISONED_MARKERS = (
     "cudaErrorLaunchFailure",
     "unspecified launch failure",
 )
-# Allocation failures leave the context usable: the job fails, the worker stays. Checked before the
-# markers above, since "CUDA error: out of memory" and CUBLAS_STATUS_ALLOC_FAILED are such failures.
-OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
 
 class UploadFailed(Exception):
@@ -115,42 +112,8 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
-def _messages(exc: BaseException) -> str:
-    """The exception's text and its causes': a CUDA fault is sometimes re-raised wrapped."""
-    parts, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or any(m in _messages(exc) for m in OOM_MARKERS)
-
-
 def is_poisoned(exc: BaseException) -> bool:
     return any(m in _messages(exc) for m in POISONED_MARKERS)
-
-
-def free_gpu_memory() -> None:
-    """Give the failed job's blocks back, so the next job starts from the same free memory as this one."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
-def out_of_memory_body(request: GenerateRequest, exc: BaseException) -> dict:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    message = (
-        f"out of GPU memory generating {request.num_frames} frames at {request.width}x{request.height}: "
-        f"lower num_frames (a shorter video) or the resolution (width/height) and retry ({first_line})"
-    )
-    return ErrorResponse(error=message, code="out_of_memory").model_dump()
 
 
 def poisoned_body(exc: BaseException) -> dict:

@@ -128,7 +128,7 @@ def test_out_of_memory_fails_the_job_clearly_and_the_next_succeeds(make_client, 
     assert response.status_code == 507
     body = response.json()
     assert body["code"] == "out_of_memory"
-    assert "out of GPU memory at 64x64, 9 frames: lower num_frames or the resolution" in body["error"]
+    assert "out of GPU memory generating 9 frames at 64x64: lower num_frames" in body["error"]
     assert client.post("/generate", json=CHEAP).status_code == 200
 
 
