@@ -27,6 +27,7 @@ from fastapi.responses import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .fetch import FetchPolicy
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -130,6 +131,7 @@ class _State:
         self.load_error: str | None = None
         self.manager: JobManager | None = None
         self.metrics = Metrics()
+        self.fetch_policy = FetchPolicy.from_settings(settings)  # --url-timeout, --allow-private-urls
 
     def start_jobs(self) -> None:
         settings = self.settings
@@ -142,7 +144,7 @@ class _State:
         self.manager.start()
 
     def _run_job(self, job: Job, on_step):
-        rendered = render_mp4(self.model, job.request, on_step)
+        rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
 
     def begin_shutdown(self) -> None:

@@ -38,9 +38,9 @@ class Conditioning:
 
 
 def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: int,
-                        limits: InputLimits | None = None) -> Conditioning:
-    """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `FetchPolicy.from_env()`);
-    bad input raises InvalidRequest naming the field."""
+                        limits: InputLimits | None = None, fetch_policy=None) -> Conditioning:
+    """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `fetch_policy`,
+    by default the one the environment sets); bad input raises InvalidRequest naming the field."""
     from .fetch import FetchPolicy, fetch, is_url
 
     limits = limits or InputLimits.from_env()
@@ -48,7 +48,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
 
     def read(value: str, field: str, max_bytes: int, kind: str) -> tuple[bytes, str | None]:
         if is_url(value):
-            return fetch(value, field, max_bytes, FetchPolicy.from_env())
+            return fetch(value, field, max_bytes, fetch_policy or FetchPolicy.from_env())
         return decode_base64_field(value, field, max_bytes, kind)
 
     for field in ("image_start", "image_end"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.client
 import io
 import ipaddress
-import os
 import socket
 import ssl
 import threading
@@ -51,26 +50,17 @@ class FetchPolicy:
     max_redirects: int = 3
 
     @classmethod
+    def from_settings(cls, settings) -> FetchPolicy:
+        """The policy `--url-timeout` / `--allow-private-urls` (or their env variables) ask for."""
+        if not 0 < settings.url_timeout < float("inf"):
+            raise ValueError(f"LTX2_URL_TIMEOUT={settings.url_timeout!r} must be a positive number")
+        return cls(timeout=settings.url_timeout, allow_private=settings.allow_private_urls)
+
+    @classmethod
     def from_env(cls, env: dict | None = None) -> FetchPolicy:
-        env = os.environ if env is None else env
-        policy = cls()
-        raw = (env.get("LTX2_URL_TIMEOUT") or "").strip()
-        if raw:
-            try:
-                policy.timeout = float(raw)
-            except ValueError:
-                raise ValueError(f"LTX2_URL_TIMEOUT={raw!r} is not a number") from None
-            if not 0 < policy.timeout < float("inf"):
-                raise ValueError(f"LTX2_URL_TIMEOUT={raw!r} must be a positive number")
-        raw = (env.get("LTX2_ALLOW_PRIVATE_URLS") or "").strip().lower()
-        if raw:
-            if raw in ("1", "true", "yes", "on"):
-                policy.allow_private = True
-            elif raw in ("0", "false", "no", "off"):
-                policy.allow_private = False
-            else:
-                raise ValueError(f"LTX2_ALLOW_PRIVATE_URLS={raw!r} is not true or false")
-        return policy
+        from .settings import Settings  # one parser for every setting
+
+        return cls.from_settings(Settings.from_env(env))
 
 
 def is_url(value) -> bool:

@@ -30,10 +30,11 @@ class Rendered:
 
 
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-               limits: InputLimits | None = None) -> Rendered:
+               limits: InputLimits | None = None, fetch_policy=None) -> Rendered:
     start = time.perf_counter()
     # The edges are ours: decode images and audio before the job takes the GPU.
-    conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate, limits)
+    conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
+                                       limits, fetch_policy)
     result = generate(model, request, on_step=on_step, conditioning=conditioning)
     timings = dict(result.timings)
 

@@ -401,13 +401,20 @@ def test_decode_conditioning_refuses_private_urls_by_default(base, monkeypatch, 
     assert no_connections == []
 
 
-def test_server_generates_from_an_image_url(client, base, monkeypatch):
-    monkeypatch.setenv("LTX2_ALLOW_PRIVATE_URLS", "true")
+def test_server_fetches_image_urls_as_its_settings_say(model, base, tmp_path):
+    """--allow-private-urls (LTX2_ALLOW_PRIVATE_URLS) is read once, with the other settings, at start-up."""
+    from fastapi.testclient import TestClient
+
+    from ltx2.app import create_app
+    from ltx2.settings import Settings
+
     payload = {"prompt": "a gradient", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1,
                "image_start": f"{base}/image.png"}
-    r = client.post("/generate", json=payload)
+    allowed = Settings(output_dir=str(tmp_path / "a"), allow_private_urls=True)
+    with TestClient(create_app(allowed, model=model)) as client:
+        r = client.post("/generate", json=payload)
     assert r.status_code == 200, r.text
     assert r.json()["has_image_start"] is True
-    monkeypatch.delenv("LTX2_ALLOW_PRIVATE_URLS")
-    r = client.post("/generate", json=payload)
+    with TestClient(create_app(Settings(output_dir=str(tmp_path / "b")), model=model)) as client:
+        r = client.post("/generate", json=payload)
     assert r.status_code == 422 and r.json()["field"] == "image_start"
