@@ -8,7 +8,6 @@ GPU (ltx2.jobs): `POST /generate` waits for its job, `POST /jobs` returns at onc
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from .jobs import (
     QueueFull,
     ShuttingDown,
 )
+from .media import to_data_uri
 from .metrics import Metrics
 from .model import LoadedModel, load_from_settings
 from .samples import sample_audio_uri, sample_image_uri
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if fmt == "url":
             return str(http.url_for("job_video", job_id=job.id))
         with open(job.video_path, "rb") as fh:
-            return "data:video/mp4;base64," + base64.b64encode(fh.read()).decode("ascii")
+            return to_data_uri(fh.read())
 
     def job_view(job: Job, http: Request) -> dict:
         view = job.view(state.manager.position(job.id))

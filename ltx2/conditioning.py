@@ -17,9 +17,7 @@ import torch
 from PIL import Image
 
 from .inputs import InputLimits, decode_base64_field, load_audio, load_image
-from .schema import GenerateRequest
-
-FRAME_MIN, FRAME_MAX = 9, 481
+from .schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 
 
 @dataclass

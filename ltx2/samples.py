@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import wave
 
 import numpy as np
 from PIL import Image
+
+from .media import to_data_uri
 
 
 def sample_image_uri(width: int = 96, height: int = 64, flip: bool = False) -> str:
@@ -20,7 +21,7 @@ def sample_image_uri(width: int = 96, height: int = 64, flip: bool = False) -> s
     rgb = (top * (1 - y) + bottom * y) * (0.7 + 0.3 * (x[:, ::-1] if flip else x))
     buf = io.BytesIO()
     Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return to_data_uri(buf.getvalue(), "image/png")
 
 
 def sample_audio_uri(seconds: float = 1.0, rate: int = 8000) -> str:
@@ -38,4 +39,4 @@ def sample_audio_uri(seconds: float = 1.0, rate: int = 8000) -> str:
         fh.setsampwidth(1)
         fh.setframerate(rate)
         fh.writeframes(bytes(samples))
-    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+    return to_data_uri(buf.getvalue(), "audio/wav")
