@@ -194,10 +194,32 @@ def _fp8_layers(header: Header) -> dict[str, bool]:
     return found
 
 
-def _names(keys, limit: int = 12) -> str:
+def name_list(keys, limit: int = 12) -> str:
+    """Sorted names, the first `limit` of them, for an error message."""
     keys = sorted(keys)
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+def loading_info_problems(info: dict) -> list[str]:
+    """What a diffusers or transformers `output_loading_info` report says went wrong, as sentences.
+
+    Both libraries have already dropped what they legitimately ignore (tied weights such as Gemma's
+    `lm_head.weight`, stale buffers); anything left is a real mismatch with the config.
+    """
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing (would be randomly initialised): {name_list(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected (not part of the model): {name_list(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        shapes = [f"{item[0]} (file {tuple(item[1])}, model {tuple(item[2])})"
+                  if isinstance(item, (tuple, list)) and len(item) == 3 else str(item)
+                  for item in info["mismatched_keys"]]
+        problems.append(f"shape mismatch: {name_list(shapes)}")
+    if info.get("error_msgs"):
+        problems.append("errors: " + "; ".join(info["error_msgs"]))
+    return problems
 
 
 def load_single_file(
@@ -256,9 +278,9 @@ def load_single_file(
     if unexpected or missing:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} tensor(s) missing from the file: {_names(missing)}")
+            parts.append(f"{len(missing)} tensor(s) missing from the file: {name_list(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} tensor(s) in the file that no component owns: {_names(unexpected)}")
+            parts.append(f"{len(unexpected)} tensor(s) in the file that no component owns: {name_list(unexpected)}")
         raise CheckpointError(f"{path}: does not match the LTX-2 19B layout its config describes; " + "; ".join(parts))
     targets = {name: module.state_dict(keep_vars=True) for name, module in modules.items()}  # meta tensors
     mismatched = []
@@ -293,7 +315,7 @@ def load_single_file(
         module.eval().requires_grad_(False)
         left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
         if left:  # a tensor the model creates itself and no file provides: a bug, not a user error
-            raise RuntimeError(f"{name}: tensors left uninitialised after loading: {_names(left)}")
+            raise RuntimeError(f"{name}: tensors left uninitialised after loading: {name_list(left)}")
     if compute is not None:
         for module in modules.values():
             fp8.set_fp8_compute(module, compute)
@@ -385,13 +407,7 @@ def load_pipeline_components(
 
 
 def _check_info(where: str, info: dict) -> None:
-    problems = []
-    for label, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
-                       ("wrong shape", "mismatched_keys"), ("errors", "error_msgs")):
-        values = [str(v) for v in info.get(key) or []]
-        if values:
-            problems.append(f"{len(values)} {label}: {_names(values)}")
-    if problems:
+    if problems := loading_info_problems(info):
         raise CheckpointError(f"{where}: does not match its config: " + "; ".join(problems))
 
 

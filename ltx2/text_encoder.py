@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
 import torch
@@ -24,6 +23,9 @@ from transformers import (
     Gemma3ForConditionalGeneration,
     PreTrainedTokenizerBase,
 )
+
+from .configs import CheckpointError
+from .loading import loading_info_problems, name_list, read_header
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -130,37 +132,25 @@ def _check_weights(root: Path) -> list[Path]:
         stored = _check_shard(root / name)
         lost = sorted(set(keys) - stored)
         if lost:
-            raise GemmaDirError(f"{root / name} lacks tensor(s) that {WEIGHTS_INDEX} places there: {_names(lost)}")
+            raise GemmaDirError(f"{root / name} lacks tensor(s) that {WEIGHTS_INDEX} places there: {name_list(lost)}")
         shards.append(root / name)
     return shards
 
 
 def _check_shard(path: Path) -> set[str]:
-    """Read a safetensors header and check the file is as long as it declares; return its keys.
+    """Check a shard is exactly as long as its safetensors header declares; return its tensor names.
 
-    Layout: 8-byte little-endian header length, JSON header, then the tensor data, whose end is
-    the largest `data_offsets` end. A shorter file is an interrupted download.
+    Shorter is an interrupted download; longer is a corrupt file.
     """
+    try:
+        header = read_header(str(path))  # the checkpoint loader's reader: header, and truncation
+    except CheckpointError as err:
+        raise GemmaDirError(f"shard {err}") from err
     size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise GemmaDirError(f"shard {path} is truncated: {size} bytes, too short for a safetensors header")
-        (header_len,) = struct.unpack("<Q", head)
-        if 8 + header_len > size:
-            raise GemmaDirError(f"shard {path} is truncated: its header declares {header_len} bytes but the file has {size}")
-        try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise GemmaDirError(f"shard {path} has an unreadable safetensors header: {err}") from err
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    data_len = max((v["data_offsets"][1] for v in tensors.values()), default=0)
-    expected = 8 + header_len + data_len
-    if size < expected:
-        raise GemmaDirError(f"shard {path} is truncated: {size} bytes, its header declares {expected}")
+    expected = header.data_start + max((t.end for t in header.tensors.values()), default=0)
     if size > expected:
         raise GemmaDirError(f"shard {path} is corrupt: {size} bytes, {size - expected} more than its header declares")
-    return set(tensors)
+    return set(header.tensors)
 
 
 def _check_tokenizer(root: Path) -> None:
@@ -171,27 +161,6 @@ def _check_tokenizer(root: Path) -> None:
 
 
 def _check_loading_info(root: Path, info: dict) -> None:
-    """Refuse any parameter that did not come from the files.
-
-    transformers has already dropped what it legitimately ignores: `lm_head.weight` when it is tied
-    to the embeddings (Gemma 3 ties them and the checkpoint does not store it) and stale buffers
-    such as `rotary_emb.inv_freq`; what is left is a real mismatch with the config.
-    """
-    problems = []
-    if info["missing_keys"]:
-        problems.append(f"missing (would be randomly initialised): {_names(info['missing_keys'])}")
-    if info["unexpected_keys"]:
-        problems.append(f"unexpected (not part of the model): {_names(info['unexpected_keys'])}")
-    if info["mismatched_keys"]:
-        shapes = [f"{key} (file {tuple(got)}, model {tuple(want)})" for key, got, want in sorted(info["mismatched_keys"])]
-        problems.append(f"shape mismatch: {_names(shapes)}")
-    if info["error_msgs"]:
-        problems.append("errors: " + "; ".join(info["error_msgs"]))
-    if problems:
+    """Refuse any parameter that did not come from the files."""
+    if problems := loading_info_problems(info):
         raise GemmaDirError(f"Gemma weights in {root} do not match its config.json; " + "; ".join(problems))
-
-
-def _names(keys, limit: int = 10) -> str:
-    keys = sorted(keys)
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
