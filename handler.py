@@ -2,7 +2,7 @@
 `LTX2_MODEL=tiny python handler.py --test_input '{"input": {"prompt": "a cat"}}'` or with test_input.json.
 """
 
-from ltx2.worker import main
+from ltx2.serving.worker import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
     python bench/bench_load.py                 # writes two files to a temp dir, removes them after
     python bench/bench_load.py --dir /data --keep --layers 16
 
-`ltx2.loading.load_single_file` builds components on `meta` and streams tensors one at a time
+`ltx2.models.loading.load_single_file` builds components on `meta` and streams tensors one at a time
 into their final dtype, so its peak should be the loaded model plus one tensor, not two copies.
 This writes a bf16 and an FP8 checkpoint in the official layout (with `tests/miniature.py`, a
 transformer scaled up until the bf16 file passes 1 GB), then loads each in a fresh subprocess
@@ -96,7 +96,7 @@ def measure(path: str, dtype_name: str) -> None:
 
     import torch
 
-    from ltx2.loading import load_single_file
+    from ltx2.models.loading import load_single_file
 
     dtype = getattr(torch, dtype_name)
     before = proc_status()

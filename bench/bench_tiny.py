@@ -16,7 +16,7 @@ from host import cpu_model
 
 from ltx2 import load_model
 from ltx2.schema import GenerateRequest
-from ltx2.service import render
+from ltx2.serving.service import render
 
 STAGES = ["encode_prompt", "prepare_latents", "denoise", "decode_video", "decode_audio", "mux", "encode_base64"]
 

@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 # Imported on first use: `ltx2 download --help` and the settings should not wait for torch.
 _WHERE = {
-    "GenerateRequest": "schema", "GenerateResponse": "schema", "GenerationResult": "pipeline",
-    "generate": "pipeline", "LoadedModel": "model", "load_model": "model",
+    "GenerateRequest": "schema", "GenerateResponse": "schema", "GenerationResult": "pipelines.generate",
+    "generate": "pipelines.generate", "LoadedModel": "models.loaded", "load_model": "models.loaded",
 }
 
 
@@ -22,6 +22,6 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
-    from .model import LoadedModel, load_model
-    from .pipeline import GenerationResult, generate
+    from .models.loaded import LoadedModel, load_model
+    from .pipelines.generate import GenerationResult, generate
     from .schema import GenerateRequest, GenerateResponse

@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 
-from .download import add_arguments as add_download_arguments
+from .models.download import add_arguments as add_download_arguments
 from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from .app import create_app
+    from .serving.app import create_app
 
     configure_logging(settings)
     app = create_app(settings)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "worker":
-        from .worker import main as worker_main
+        from .serving.worker import main as worker_main
 
         sys.argv = [sys.argv[0], *rest]  # the RunPod SDK parses its own flags (--test_input ...)
         worker_main()
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "download":
-        from .download import main as download_main
+        from .models.download import main as download_main
 
         download_main(args)
         return
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         import base64
 
-        from .model import load_from_settings
+        from .models.loaded import load_from_settings
         from .schema import GenerateRequest
-        from .service import render
+        from .serving.service import render
 
         request = GenerateRequest.model_validate(json.loads(args.request))
         response = render(load_from_settings(settings), request)

@@ -13,7 +13,7 @@ def model():
 def client(model, tmp_path_factory):
     from fastapi.testclient import TestClient
 
-    from ltx2.app import create_app
+    from ltx2.serving.app import create_app
     from ltx2.settings import Settings
 
     settings = Settings(output_dir=str(tmp_path_factory.mktemp("output")))

@@ -3,7 +3,7 @@
 `write_checkpoint` writes components the way Lightricks' files are written: one safetensors file,
 tensors under the official names and prefixes, ltx-core's `config` JSON in the metadata, FP8 linear
 weights as float8_e4m3fn with float32 `weight_scale` / `input_scale` siblings, and the statistics
-tensors the real files carry that no component uses. Names come from `ltx2.layout.file_key`, which
+tensors the real files carry that no component uses. Names come from `ltx2.models.layout.file_key`, which
 tests/test_layout.py pins against the real 19B file's names (tests/data/ltx2_19b_layout.json).
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ltx2 import layout, loading
-from ltx2.fp8 import quantize_per_tensor
-from ltx2.tiny import _randomize_zero_init
+from ltx2.models import layout, loading, safetensors_io
+from ltx2.models.fp8 import quantize_per_tensor
+from ltx2.models.tiny import _randomize_zero_init
 
 REAL_CONFIG = json.loads((Path(__file__).parent / "data" / "ltx2_19b_layout.json").read_text())["config"]
 
@@ -99,12 +99,12 @@ FP8_LAYER = re.compile(
 )
 
 
-def header_for(config: dict) -> loading.Header:
+def header_for(config: dict) -> safetensors_io.Header:
     """A header with just enough for `component_configs`: the metadata and the projection's shape."""
     caption = config["transformer"]["caption_channels"]
     shape = (caption, caption * (GEMMA_LAYERS + 1))
-    info = loading.TensorInfo("BF16", shape, 0, 0)
-    return loading.Header("<miniature>", {"text_embedding_projection.aggregate_embed.weight": info},
+    info = safetensors_io.TensorInfo("BF16", shape, 0, 0)
+    return safetensors_io.Header("<miniature>", {"text_embedding_projection.aggregate_embed.weight": info},
                           {"config": json.dumps(config)})
 
 

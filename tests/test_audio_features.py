@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltx2.audio_features import (
+from ltx2.media.audio_features import (
     MelConfig,
     encode_audio,
     frames_for,
@@ -15,7 +15,7 @@ from ltx2.audio_features import (
     mel_to_hz,
     slaney_mel_filterbank,
 )
-from ltx2.geometry import audio_latent_frames
+from ltx2.models.geometry import audio_latent_frames
 
 SR, N_FFT, HOP, N_MELS = 16000, 1024, 160, 64
 
@@ -162,7 +162,7 @@ def test_filterbank_against_the_formulas():
 
 @pytest.fixture(scope="module")
 def audio_vae():
-    from ltx2.tiny import build_audio_vae
+    from ltx2.models.tiny import build_audio_vae
 
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ltx2.media import probe_mp4
+from ltx2.media.encode import probe_mp4
 
 
 def test_generate_to_a_file(tmp_path):

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from ltx2 import generate
-from ltx2.audio_features import encode_audio
-from ltx2.conditioning import frames_for_duration, image_pixels, keyframe_coords
-from ltx2.geometry import audio_latent_frames
-from ltx2.media import probe_mp4
+from ltx2.media.audio_features import encode_audio
+from ltx2.pipelines.conditioning import frames_for_duration, image_pixels, keyframe_coords
+from ltx2.models.geometry import audio_latent_frames
+from ltx2.media.encode import probe_mp4
 
 BASE = {"prompt": "a lighthouse on a cliff, waves crashing", "width": 128, "height": 64, "num_frames": 17,
         "num_inference_steps": 3}
@@ -108,9 +108,9 @@ def test_keyframe_tokens_sit_at_the_last_frame_in_time(model):
 
 
 def test_audio_at_full_strength_is_held_and_is_the_soundtrack(model):
-    from ltx2.conditioning import decode_conditioning
+    from ltx2.pipelines.conditioning import decode_conditioning
     from ltx2.schema import GenerateRequest
-    from ltx2.service import render
+    from ltx2.serving.service import render
 
     rate_in = 22_050
     audio = tone(0.9, rate_in)
@@ -148,7 +148,7 @@ def test_match_audio_length_takes_the_frames_from_the_audio(model):
 
 
 def test_audio_below_full_strength_is_regenerated_from_a_noised_copy(model):
-    from ltx2.conditioning import decode_conditioning
+    from ltx2.pipelines.conditioning import decode_conditioning
     from ltx2.schema import GenerateRequest
 
     request = GenerateRequest(**{**BASE, "seed": 4, "audio": wav_uri(tone(0.9, 16_000), 16_000)})

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltx2 import fetch as fetch_module
-from ltx2.conditioning import decode_conditioning
-from ltx2.fetch import FetchPolicy, fetch, is_url
+from ltx2.media import fetch as fetch_module
+from ltx2.pipelines.conditioning import decode_conditioning
+from ltx2.media.fetch import FetchPolicy, fetch, is_url
 from ltx2.schema import GenerateRequest, InvalidRequest
 
 ALLOW = FetchPolicy(timeout=5.0, allow_private=True)
@@ -405,7 +405,7 @@ def test_server_fetches_image_urls_as_its_settings_say(model, base, tmp_path):
     """--allow-private-urls (LTX2_ALLOW_PRIVATE_URLS) is read once, with the other settings, at start-up."""
     from fastapi.testclient import TestClient
 
-    from ltx2.app import create_app
+    from ltx2.serving.app import create_app
     from ltx2.settings import Settings
 
     payload = {"prompt": "a gradient", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltx2.fp8 import (
+from ltx2.models.fp8 import (
     FP8_DTYPE,
     FP8Linear,
     fp8_weight_bytes,
@@ -372,7 +372,7 @@ def test_swap_rejects_bad_names_and_leaves_model_alone():
 
 @pytest.fixture(scope="module")
 def tiny_transformer():
-    from ltx2 import tiny
+    from ltx2.models import tiny
 
     torch.manual_seed(0)
     model = tiny.build_transformer().eval().requires_grad_(False)
@@ -420,7 +420,7 @@ def _quantize_blocks(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor], l
 
 def _load_fp8_transformer(sd: dict, names: list[str], compute: str) -> nn.Module:
     """What the loader does: build on meta, swap, assign the checkpoint's tensors."""
-    from ltx2 import tiny
+    from ltx2.models import tiny
 
     with torch.device("meta"):
         model = tiny.build_transformer()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ltx2 import GenerateRequest, generate
-from ltx2.schedules import DISTILLED_SIGMAS, shifted_sigmas, sigmas_for
+from ltx2.pipelines.schedules import DISTILLED_SIGMAS, shifted_sigmas, sigmas_for
 from ltx2.schema import InvalidRequest
 
 BASE = {"prompt": "A cat playing piano, gentle music", "width": 288, "height": 512, "num_frames": 49, "fps": 25}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx2.worker import make_handler
+from ltx2.serving.worker import make_handler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_test_input_json_is_a_valid_request():
 def test_progress_goes_to_runpod_only_on_runpod(monkeypatch):
     import runpod
 
-    from ltx2.worker import runpod_progress_sender
+    from ltx2.serving.worker import runpod_progress_sender
 
     monkeypatch.delenv("RUNPOD_WEBHOOK_POST_OUTPUT", raising=False)
     assert runpod_progress_sender() is not runpod.serverless.progress_update  # local mode: a log line

@@ -12,7 +12,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from ltx2.worker import make_handler
+from ltx2.serving.worker import make_handler
 
 VALID = {"prompt": "a red boat on a lake", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1,
          "seed": 1}

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltx2 import inputs
-from ltx2.inputs import (
+from ltx2.media import inputs
+from ltx2.media.inputs import (
     InputLimits,
     auto_size,
     decode_base64_field,

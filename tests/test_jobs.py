@@ -12,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from ltx2.app import create_app
+from ltx2.serving.app import create_app
 from ltx2.settings import Settings
 
 CHEAP = {"prompt": "a boat on a lake", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}

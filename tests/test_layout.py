@@ -3,7 +3,7 @@
 tests/data/ltx2_19b_layout.json lists every tensor of the official single file, produced by
 building Lightricks' reference modules (ltx-core) on the meta device from the file's config
 (tools/official_layout.py says how). Here the diffusers components that config translates to are
-built on the meta device too (no memory), renamed with `ltx2.layout.file_key`, and must give
+built on the meta device too (no memory), renamed with `ltx2.models.layout.file_key`, and must give
 exactly that list: same names, same shapes, nothing left over either way.
 """
 
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from ltx2 import layout, loading
+from ltx2.models import layout, loading, safetensors_io
 
 DATA = json.loads((Path(__file__).parent / "data" / "ltx2_19b_layout.json").read_text())
 GEMMA_12B = DATA["source"]["config_provenance"]["gemma_text"]  # hidden 3840, 48 layers
 
 
-def header(config: dict) -> loading.Header:
+def header(config: dict) -> safetensors_io.Header:
     caption = GEMMA_12B["hidden_size"]
-    projection = loading.TensorInfo("BF16", (caption, caption * (GEMMA_12B["num_hidden_layers"] + 1)), 0, 0)
-    return loading.Header("ltx-2-19b-dev.safetensors", {"text_embedding_projection.aggregate_embed.weight": projection},
+    projection = safetensors_io.TensorInfo("BF16", (caption, caption * (GEMMA_12B["num_hidden_layers"] + 1)), 0, 0)
+    return safetensors_io.Header("ltx-2-19b-dev.safetensors", {"text_embedding_projection.aggregate_embed.weight": projection},
                           {"config": json.dumps(config)})
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx2 import loading
-from ltx2.configs import CheckpointError
+from ltx2.models import loading
+from ltx2.models.configs import CheckpointError
 
 
 @pytest.fixture(scope="module")

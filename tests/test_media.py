@@ -7,9 +7,9 @@ import av
 import numpy as np
 import pytest
 
-from ltx2.media import encode_mp4, probe_mp4
+from ltx2.media.encode import encode_mp4, probe_mp4
 from ltx2.schema import GenerateRequest
-from ltx2.service import render
+from ltx2.serving.service import render
 
 
 @pytest.fixture(scope="module")

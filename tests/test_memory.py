@@ -1,4 +1,4 @@
-"""Memory policies (ltx2.memory): the choice from free device memory, the moves each stage makes,
+"""Memory policies (ltx2.models.memory): the choice from free device memory, the moves each stage makes,
 that offloading changes no output, and the report /health carries."""
 
 import itertools
@@ -9,16 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from ltx2 import generate, load_model, memory
-from ltx2.memory import (
+from ltx2 import generate, load_model
+from ltx2.models import memory
+from ltx2.models.memory import (
     STAGES,
     GiB,
     Placement,
-    attach_placement,
     bytes_on,
     choose_policy,
     component_bytes,
     device_memory,
+    pipe_components,
+    place,
     resolve_policy,
 )
 
@@ -158,7 +160,7 @@ def tiny():
 
 
 def run(model, policy: str, request=REQUEST):
-    placement = attach_placement(model, policy)
+    placement = model.placement = place(pipe_components(model.pipe), model.device, policy)
     assert not placement.events  # setup() records nothing: events are per request
     return generate(model, request), list(placement.events)
 

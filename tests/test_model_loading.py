@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ltx2 import generate, load_model
-from ltx2.configs import CheckpointError
-from ltx2.tiny import build_text_encoder, build_tokenizer
+from ltx2.models.configs import CheckpointError
+from ltx2.models.tiny import build_text_encoder, build_tokenizer
 
 REQUEST = {"prompt": "a red fox runs through snow", "width": 128, "height": 64, "num_frames": 9, "seed": 7}
 
@@ -107,7 +107,7 @@ def test_diffusers_directory_with_a_missing_weight_is_refused(dev, tmp_path):
 def test_health_reports_variant_dtypes_device_policy_and_memory(distilled_fp8):
     from fastapi.testclient import TestClient
 
-    from ltx2.app import create_app
+    from ltx2.serving.app import create_app
 
     with TestClient(create_app(model=distilled_fp8)) as client:
         body = client.get("/health").json()
@@ -126,7 +126,7 @@ def test_cli_generates_from_a_checkpoint_offline(models_dir, tmp_path):
     import subprocess
     import sys
 
-    from ltx2.media import probe_mp4
+    from ltx2.media.encode import probe_mp4
 
     out = tmp_path / "fox.mp4"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "LTX2_DEVICE": "cpu"}

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import torch
 
-from ltx2 import worker
-from ltx2.media import probe_mp4
-from ltx2.worker import make_handler
+from ltx2.serving import worker
+from ltx2.media.encode import probe_mp4
+from ltx2.serving.worker import make_handler
 
 # Small enough for a fraction of a second on CPU; 4 steps so progress is checked off the default.
 REQUEST = {"prompt": "a red ball bouncing, a thud", "width": 64, "height": 64, "num_frames": 9, "seed": 7,

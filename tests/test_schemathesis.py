@@ -32,7 +32,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from ltx2.samples import sample_audio_uri, sample_image_uri
+from ltx2.media.samples import sample_audio_uri, sample_image_uri
 
 MAX_EXAMPLES = 20
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
@@ -96,7 +96,7 @@ def cheap(body):
 
 @pytest.fixture(scope="module")
 def app(model, tmp_path_factory):
-    from ltx2.app import create_app
+    from ltx2.serving.app import create_app
     from ltx2.settings import Settings
 
     output = tmp_path_factory.mktemp("schemathesis-output")

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import launch, stop_server, wait_healthy
 
-from ltx2.app import create_app
-from ltx2.security import INVALID_KEY, MISSING_KEY, SecurityMiddleware
+from ltx2.serving.app import create_app
+from ltx2.serving.security import INVALID_KEY, MISSING_KEY, SecurityMiddleware
 from ltx2.settings import Settings
 
 KEY = "s3cret-key"

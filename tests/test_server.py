@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from ltx2.media import probe_mp4
+from ltx2.media.encode import probe_mp4
 
 CONTRACT_FIELDS = {
     "video", "duration_seconds", "resolution", "fps", "seed", "generation_time_seconds",

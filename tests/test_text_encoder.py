@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltx2 import tiny
-from ltx2.text_encoder import GemmaDirError, GemmaFileMissing, load_gemma
+from ltx2.models import tiny
+from ltx2.models.text_encoder import GemmaDirError, GemmaFileMissing, load_gemma
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["A cat walks on the beach at sunset.", "the rain"]  # different lengths: left padding matters
@@ -157,7 +157,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
     socket.getaddrinfo = refuse
     socket.create_connection = refuse
 
-    from ltx2.text_encoder import load_gemma
+    from ltx2.models.text_encoder import load_gemma
 
     model, tokenizer = load_gemma(sys.argv[1], "cpu", dtype=torch.float32)
     batch = tokenizer(json.loads(sys.argv[2]), padding=True, return_tensors="pt")

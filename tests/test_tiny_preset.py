@@ -3,8 +3,8 @@
 import torch
 from diffusers import AutoencoderKLLTX2Video
 
-from ltx2 import tiny
-from ltx2.geometry import audio_latent_frames, latent_video_shape, video_vae_compression
+from ltx2.models import tiny
+from ltx2.models.geometry import audio_latent_frames, latent_video_shape, video_vae_compression
 
 # The real LTX-2 video VAE block layout (from the official config): 32x spatial, 8x temporal.
 REAL_VAE_LAYOUT = {

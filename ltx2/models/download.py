@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from .settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
+from ..settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
 
 CHECKPOINT_REPO = "Lightricks/LTX-2"
 CHECKPOINTS = (

@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .schema import ErrorResponse
-from .settings import ENV, Settings
+from ..schema import ErrorResponse
+from ..settings import ENV, Settings
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .conditioning import decode_conditioning
-from .inputs import InputLimits
-from .media import encode_mp4, to_data_uri
-from .model import LoadedModel
-from .pipeline import StepCallback, generate
-from .schema import GenerateRequest, GenerateResponse, StageTimings
+from ..pipelines.conditioning import decode_conditioning
+from ..media.inputs import InputLimits
+from ..media.encode import encode_mp4, to_data_uri
+from ..models.loaded import LoadedModel
+from ..pipelines.generate import StepCallback, generate
+from ..schema import GenerateRequest, GenerateResponse, StageTimings
 
 
 @dataclass

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from .configs import CheckpointError
-from .loading import loading_info_problems, name_list, read_header
+from .safetensors_io import loading_info_problems, name_list, read_header
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
 from .inputs import UNDECLARED_MIMES, _size_text
-from .schema import InvalidRequest
+from ..schema import InvalidRequest
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 CHUNK = 64 * 1024
@@ -58,7 +58,7 @@ class FetchPolicy:
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> FetchPolicy:
-        from .settings import Settings  # one parser for every setting
+        from ..settings import Settings  # one parser for every setting
 
         return cls.from_settings(Settings.from_env(env))
 

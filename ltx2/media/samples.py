@@ -10,7 +10,7 @@ import wave
 import numpy as np
 from PIL import Image
 
-from .media import to_data_uri
+from .encode import to_data_uri
 
 
 def sample_image_uri(width: int = 96, height: int = 64, flip: bool = False) -> str:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
-from .pipeline import OutputRejected
-from .schema import (
+from ..pipelines.generate import OutputRejected
+from ..schema import (
     ErrorResponse,
     GenerateRequest,
     InvalidRequest,

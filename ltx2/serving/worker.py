@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
-from .model import LoadedModel, load_from_settings
-from .schema import (
+from ..models.loaded import LoadedModel, load_from_settings
+from ..schema import (
     ErrorResponse,
     GenerateRequest,
     InvalidRequest,
@@ -29,7 +29,7 @@ from .schema import (
     validation_error_body,
 )
 from .service import render, render_mp4
-from .settings import Settings, configure_logging
+from ..settings import Settings, configure_logging
 
 log = logging.getLogger("ltx2.worker")
 

@@ -231,7 +231,7 @@ def build_vocoder() -> LTX2Vocoder:
 
 
 def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
-    # Sigmas are computed by ltx2.schedules and passed in as they are: no shift here.
+    # Sigmas are computed by ltx2.pipelines.schedules and passed in as they are: no shift here.
     return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
 
 

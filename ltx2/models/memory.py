@@ -19,13 +19,8 @@ import logging
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .model import LoadedModel
 
 log = logging.getLogger("ltx2.memory")
 
@@ -33,7 +28,7 @@ GiB = 1024**3
 
 POLICIES = ("resident", "offload-text-encoder", "sequential")
 
-# The components each stage of `ltx2.pipeline.generate` uses, in order. The policy's size
+# The components each stage of `ltx2.pipelines.generate.generate` uses, in order. The policy's size
 # estimates read this; the pipeline's `placement.use(...)` calls name the same groups.
 STAGES: dict[str, tuple[str, ...]] = {
     "encode_prompt": ("text_encoder", "connectors"),
@@ -347,14 +342,12 @@ def resolve_policy(requested: str, components: Mapping[str, nn.Module], device: 
     return choose_policy(requested, free, sizes, workspace_bytes, device_type=device.type)
 
 
-def attach_placement(model: LoadedModel, policy: str = "resident", reason: str | None = None,
-                     workspace_bytes: int | None = None) -> Placement:
-    """Choose (for `auto`) and apply a memory policy to a loaded model; returns `model.placement`."""
-    components = pipe_components(model.pipe)
+def place(components: Mapping[str, nn.Module], device: torch.device, policy: str = "resident",
+          reason: str | None = None, workspace_bytes: int | None = None) -> Placement:
+    """Choose (for `auto`) and apply a memory policy to a model's components."""
     if policy == "auto" or reason is None:
-        policy, reason = resolve_policy(policy, components, model.device, workspace_bytes)
-    model.placement = Placement(components, policy, model.device, reason=reason).setup()
-    return model.placement
+        policy, reason = resolve_policy(policy, components, device, workspace_bytes)
+    return Placement(components, policy, device, reason=reason).setup()
 
 
 def bytes_on(components: Mapping[str, nn.Module], device: torch.device) -> int:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .inputs import InputLimits, decode_base64_field, load_audio, load_image
-from .schema import FRAME_MAX, FRAME_MIN, GenerateRequest
+from ..media.inputs import InputLimits, decode_base64_field, load_audio, load_image
+from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 
 
 @dataclass
@@ -39,7 +39,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
                         limits: InputLimits | None = None, fetch_policy=None) -> Conditioning:
     """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `fetch_policy`,
     by default the one the environment sets); bad input raises InvalidRequest naming the field."""
-    from .fetch import FetchPolicy, fetch, is_url
+    from ..media.fetch import FetchPolicy, fetch, is_url
 
     limits = limits or InputLimits.from_env()
     out = Conditioning(vae_rate=vae_rate)
@@ -69,7 +69,7 @@ def frames_for_duration(seconds: float, fps: int) -> int:
 
 def image_pixels(image: Image.Image, width: int, height: int) -> torch.Tensor:
     """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1]."""
-    from .inputs import fit_image
+    from ..media.inputs import fit_image
 
     array = fit_image(image, width, height)  # (H, W, 3) uint8
     pixels = torch.from_numpy(np.array(array, copy=True)).float().div(127.5).sub(1.0)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio_features import encode_audio
+from ..media.audio_features import encode_audio
 from .conditioning import (
     Conditioning,
     blend_velocity,
@@ -30,11 +30,11 @@ from .conditioning import (
     keyframe_coords,
     start_from,
 )
-from .geometry import audio_latent_frames, latent_video_shape
-from .inputs import auto_size
-from .model import LoadedModel
+from ..models.geometry import audio_latent_frames, latent_video_shape
+from ..media.inputs import auto_size
+from ..models.loaded import LoadedModel
 from .schedules import sigmas_for
-from .schema import GenerateRequest, InvalidRequest
+from ..schema import GenerateRequest, InvalidRequest
 
 StepCallback = Callable[[int, int], None]
 """Called as `on_step(step, total)` after each denoising step. Raising from it stops the job."""
@@ -105,7 +105,7 @@ def _generate(model: LoadedModel, request: GenerateRequest, on_step: StepCallbac
     pipe, device, dtype = model.pipe, model.device, model.dtype
     watch = _Stopwatch(device)
     # Each stage runs inside `placement.use(...)` of its components: under an offloading memory
-    # policy that is when they are on the device (ltx2.memory); outside it they may not be.
+    # policy that is when they are on the device (ltx2.models.memory); outside it they may not be.
     placement = model.placement
 
     # 1. Validate the request and resolve what depends on the loaded model and the inputs.

@@ -7,7 +7,7 @@ import gc
 
 import torch
 
-from .schema import ErrorResponse, GenerateRequest
+from ..schema import ErrorResponse, GenerateRequest
 
 # Allocation failures leave the context usable: the job fails, the process stays. Check these before
 # the RunPod handler's CUDA-fault markers: "CUDA error: out of memory" and CUBLAS_STATUS_ALLOC_FAILED

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
-from .memory import Placement, attach_placement, pipe_components
+from .memory import Placement, pipe_components, place
 
 log = logging.getLogger("ltx2")
 
@@ -41,7 +41,7 @@ class LoadedModel:
     # One job at a time per device: the transformer's activations for one video fill the GPU.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     checkpoint: dict = field(default_factory=dict)  # what was loaded from where (empty for tiny)
-    # What rests on the device between requests (ltx2.memory). None: resident, where the loader put it.
+    # What rests on the device between requests (ltx2.models.memory). None: resident, where the loader put it.
     placement: Placement | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,7 +97,7 @@ def load_model(
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
-    `tiny`: the random-weight preset with the real geometry (ltx2.tiny), float32.
+    `tiny`: the random-weight preset with the real geometry (ltx2.models.tiny), float32.
     Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
     diffusers-format directory; the single file's Gemma 3 comes from `gemma_dir`.
     """
@@ -126,7 +126,7 @@ def load_model(
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint)
-    attach_placement(model, policy, reason=checkpoint.pop("memory_reason", None))
+    model.placement = place(pipe_components(pipe), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.load_seconds = time.perf_counter() - start
     log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
              model.placement.policy)

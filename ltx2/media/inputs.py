@@ -31,7 +31,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from .schema import SIZE_MAX, SIZE_MIN, InvalidRequest
+from ..schema import SIZE_MAX, SIZE_MIN, InvalidRequest
 
 MB = 1024 * 1024
 

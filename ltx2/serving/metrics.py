@@ -8,7 +8,7 @@ from collections import defaultdict
 import torch
 
 from .jobs import Job, JobManager
-from .memory import process_rss_bytes
+from ..models.memory import process_rss_bytes
 
 
 class Metrics:

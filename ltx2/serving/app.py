@@ -2,7 +2,7 @@
 
 The model loads once at start-up (in a thread: /health answers meanwhile, and a model that fails
 to load leaves the server up, saying why). Every video is a job on one queue in front of the one
-GPU (ltx2.jobs): `POST /generate` waits for its job, `POST /jobs` returns at once.
+GPU (ltx2.serving.jobs): `POST /generate` waits for its job, `POST /jobs` returns at once.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from fastapi.responses import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .fetch import FetchPolicy
+from .. import __version__
+from ..media.fetch import FetchPolicy
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -38,11 +38,11 @@ from .jobs import (
     QueueFull,
     ShuttingDown,
 )
-from .media import to_data_uri
+from ..media.encode import to_data_uri
 from .metrics import Metrics
-from .model import LoadedModel, load_from_settings
-from .samples import sample_audio_uri, sample_image_uri
-from .schema import (
+from ..models.loaded import LoadedModel, load_from_settings
+from ..media.samples import sample_audio_uri, sample_image_uri
+from ..schema import (
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
@@ -51,7 +51,7 @@ from .schema import (
 )
 from .security import install_security
 from .service import render_mp4
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger("ltx2.server")
 
