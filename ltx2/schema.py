@@ -45,13 +45,15 @@ class GenerateRequest(BaseModel):
         examples=[DEFAULT_NEGATIVE_PROMPT],
     )
     width: int = Field(
-        default=288, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=32,
-        description="Frame width in pixels, a multiple of 32. 288x512 is 9:16 portrait; 768x432 is 16:9.",
+        default=288, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=2,
+        description="Frame width in pixels, any even number. 288x512 is 9:16 portrait; 768x432 and 1920x1080 are "
+        "16:9. The model runs at the nearest multiple of 32 at least as large and the frames are center-cropped "
+        "to exactly this size; the response's model_resolution says which.",
         examples=[288],
     )
     height: int = Field(
-        default=512, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=32,
-        description="Frame height in pixels, a multiple of 32.",
+        default=512, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=2,
+        description="Frame height in pixels, any even number (see width for how other sizes are made).",
         examples=[512],
     )
     num_frames: int = Field(
@@ -204,7 +206,8 @@ class GenerateResponse(BaseModel):
     video: str = Field(description="The MP4 (H.264 + AAC) as a data URI (data:video/mp4;base64,...), or its URL "
                                    'when response_format is "url".')
     duration_seconds: float = Field(description="num_frames / fps.", examples=[1.96])
-    resolution: str = Field(description="WIDTHxHEIGHT.", examples=["288x512"])
+    resolution: str = Field(description="WIDTHxHEIGHT of the video in the file: the requested size.",
+                            examples=["288x512"])
     fps: int = Field(examples=[25])
     seed: int = Field(description="The seed used: yours, or the random one drawn for you.", examples=[1234567890])
     generation_time_seconds: float = Field(description="Wall time from request accepted to MP4 ready.")
@@ -215,6 +218,10 @@ class GenerateResponse(BaseModel):
     num_inference_steps: int = Field(description="Denoising steps actually run.", examples=[8])
     guidance_scale: float = Field(description="Guidance scale actually used.", examples=[1.0])
     model: str = Field(description="The loaded model variant.", examples=["tiny"])
+    model_resolution: str = Field(
+        description="WIDTHxHEIGHT the model ran at (its last stage): the requested size rounded up to a multiple of "
+        "32; the frames are its center crop.", examples=["288x512"])
+    pipeline: str = Field(description='The pipeline that made the video: "one-stage".', examples=["one-stage"])
     timings: StageTimings = Field(description="Seconds per stage.")
 
 
@@ -222,7 +229,7 @@ class ErrorResponse(BaseModel):
     """Every error has this shape. `error` is a sentence; `code` is stable for programs."""
 
     error: str = Field(description="What went wrong, naming the field and the rule.",
-                       examples=["height must be a multiple of 32, got 300"])
+                       examples=["height must be an even number, got 301"])
     code: str = Field(description="Machine-readable error code.", examples=["invalid_request"])
     field: str | None = Field(default=None, description="The request field at fault, if any.", examples=["height"])
     errors: list[dict[str, Any]] = Field(default_factory=list,
@@ -244,7 +251,9 @@ def describe_error(err: dict) -> dict[str, Any]:
     ctx = err.get("ctx") or {}
     got = err.get("input")
     got_text = repr(got) if isinstance(got, str) else got
-    if kind == "multiple_of":
+    if kind == "multiple_of" and ctx.get("multiple_of") == 2:
+        message = f"{field} must be an even number, got {got_text}"
+    elif kind == "multiple_of":
         message = f"{field} must be a multiple of {ctx.get('multiple_of')}, got {got_text}"
     elif kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
@@ -326,7 +335,7 @@ def request_rules() -> dict[str, str]:
             continue
         rule = f"{prop['minimum']}..{prop['maximum']}"
         if "multipleOf" in prop:
-            rule = f"multiple of {prop['multipleOf']}, {rule}"
+            rule = f"{'even' if prop['multipleOf'] == 2 else 'multiple of ' + str(prop['multipleOf'])}, {rule}"
         rules[name] = rule
     rules["num_frames"] = f"8k+1, {rules['num_frames']}"
     rules["guidance_scale"] += " (1.0 = no classifier-free guidance)"

@@ -128,3 +128,11 @@ def test_distilled_schedule_and_shifted_schedule():
     # More tokens shift the schedule towards high noise.
     assert shifted_sigmas(10, 6000)[5] > shifted_sigmas(10, 1000)[5]
     assert sigmas_for(1, 1008, distilled=True) == [1.0]
+
+
+@pytest.mark.parametrize("guidance, passes_per_step", [(1.0, 1), (3.0, 2)])
+def test_transformer_passes_per_step(model, guidance, passes_per_step):
+    out = generate(model, {**BASE, "num_frames": 9, "seed": 2, "num_inference_steps": 3, "guidance_scale": guidance})
+    # No guidance: one pass per step. CFG: the negative and the positive prompt, one batch of two.
+    assert out.transformer_passes == 3 * passes_per_step
+    assert out.pipeline == "one-stage" and (out.model_width, out.model_height) == (288, 512)

@@ -41,7 +41,7 @@ def test_same_response_as_the_server(handler_and_updates, client):
 @pytest.mark.parametrize(
     "bad, phrase",
     [
-        ({"prompt": "a", "height": 300}, "height must be a multiple of 32, got 300"),
+        ({"prompt": "a", "height": 301}, "height must be an even number, got 301"),
         ({"prompt": "a", "num_frames": 50}, "num_frames must be of the form 8k+1"),
         ({"height": 512}, "prompt is required"),
         (None, "prompt is required"),
@@ -72,9 +72,9 @@ def test_sdk_local_mode_with_test_input_json():
 def test_sdk_local_mode_with_test_input_flag():
     proc = _run_local(["--test_input", json.dumps({"input": {"prompt": "a cat", "num_frames": 9, "seed": 1}})])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    bad = _run_local(["--test_input", json.dumps({"input": {"prompt": "a cat", "width": 300}})])
+    bad = _run_local(["--test_input", json.dumps({"input": {"prompt": "a cat", "width": 301}})])
     assert bad.returncode != 0
-    assert "width must be a multiple of 32, got 300" in bad.stdout + bad.stderr
+    assert "width must be an even number, got 301" in bad.stdout + bad.stderr
 
 
 def test_test_input_json_is_a_valid_request():

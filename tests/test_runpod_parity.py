@@ -74,7 +74,7 @@ def test_one_progress_update_per_step_in_order(reference):
 
 
 @pytest.mark.parametrize("bad", [
-    {**REQUEST, "height": 300},
+    {**REQUEST, "height": 301},
     {**REQUEST, "num_frames": 50},
     {**REQUEST, "heigth": 64},
     {"width": 64},

@@ -70,7 +70,7 @@ def cheap(body):
     # An absent size or length would take the defaults (288x512, 49 frames): over 1 s each here.
     for name in ("width", "height"):
         value = _whole(body.get(name))
-        if name not in body or value is not None and 64 <= value <= 3840 and value % 32 == 0:
+        if name not in body or value is not None and 64 <= value <= 3840 and value % 2 == 0:
             body[name] = 64
     value = _whole(body.get("num_frames"))
     if "num_frames" not in body or value is not None and 9 <= value <= 481:

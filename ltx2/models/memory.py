@@ -28,7 +28,7 @@ GiB = 1024**3
 
 POLICIES = ("resident", "offload-text-encoder", "sequential")
 
-# The components each stage of `ltx2.pipelines.generate.generate` uses, in order. The policy's size
+# The components each stage in `ltx2.pipelines.stages` uses, in order. The policy's size
 # estimates read this; the pipeline's `placement.use(...)` calls name the same groups.
 STAGES: dict[str, tuple[str, ...]] = {
     "encode_prompt": ("text_encoder", "connectors"),

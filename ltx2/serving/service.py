@@ -54,6 +54,8 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         num_inference_steps=result.num_inference_steps,
         guidance_scale=result.guidance_scale,
         model=model.name,
+        model_resolution=f"{result.model_width}x{result.model_height}",
+        pipeline=result.pipeline,
         timings=timings,
     )
     return Rendered(mp4=mp4, fields=fields, started=start)

@@ -1,0 +1,66 @@
+"""What a pipeline returns: frames, a waveform, and what was used to make them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .stages import Plan, Run
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # uint8, (frames, height, width, 3)
+    waveform: np.ndarray | None  # float32 in [-1, 1], (channels, samples); None when include_audio is false
+    sample_rate: int
+    video_latents: torch.Tensor  # (1, 128, latent frames, latent height, latent width), VAE space
+    audio_latents: torch.Tensor  # (1, 8, audio latent frames, 16), audio VAE space
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    num_frames: int
+    fps: int
+    width: int  # the frames' size, as requested
+    height: int
+    model_width: int = 0  # the size the model ran at (its last stage); the frames are its center crop
+    model_height: int = 0
+    pipeline: str = "one-stage"
+    transformer_passes: int = 0  # samples through the transformer, all steps and stages together
+    timings: dict[str, float] = field(default_factory=dict)
+    has_image_start: bool = False  # whether the start image conditioned the video (strength > 0)
+    has_image_end: bool = False
+    has_audio_input: bool = False
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_frames / self.fps
+
+
+def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], frames: np.ndarray,
+              waveform: np.ndarray | None, video_latents: torch.Tensor, audio_latents: torch.Tensor,
+              has_audio_input: bool) -> GenerationResult:
+    request = plan.request
+    return GenerationResult(
+        frames=frames,
+        waveform=waveform,
+        sample_rate=run.model.vocoder_rate,
+        video_latents=video_latents.float().cpu(),
+        audio_latents=audio_latents.float().cpu(),
+        seed=plan.seed,
+        num_inference_steps=plan.steps,
+        guidance_scale=plan.guidance,
+        num_frames=request.num_frames,
+        fps=request.fps,
+        width=plan.width,
+        height=plan.height,
+        model_width=model_size[0],
+        model_height=model_size[1],
+        pipeline=pipeline,
+        transformer_passes=run.transformer_passes,
+        timings=run.watch.timings,
+        has_image_start=plan.conditioning.image_start is not None and request.image_strength > 0,
+        has_image_end=plan.conditioning.image_end is not None and request.end_image_strength > 0,
+        has_audio_input=has_audio_input,
+    )

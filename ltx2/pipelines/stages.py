@@ -1,0 +1,525 @@
+"""The named stages every pipeline composes: plan, encode prompt, encode conditions, prepare
+latents, denoise, decode video, decode audio.
+
+Each stage is a plain function of the loaded model and what earlier stages produced, and it moves
+its own components onto the device (`placement.use`), so a pipeline is a few readable lines
+(`one_stage.py`) and another pipeline reuses the same blocks with other sizes and sigmas. The
+network code is diffusers' and transformers'; this module owns the order of operations, the
+seeding and the conditioning arithmetic.
+
+Hooks other pipelines and features use:
+- `encode_prompt(model, prompt, negative_prompt, guided)` is a pure function of its arguments: its
+  `PromptEmbeddings` may be cached under them.
+- `decode_video` calls `vae_decode` for the VAE itself, the one place a tiled decoder replaces.
+- `transformer_pass` is the only call of the transformer: `Run.transformer_passes` counts there.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..media.audio_features import encode_audio
+from ..media.inputs import auto_size
+from ..models.geometry import audio_latent_frames, latent_video_shape
+from ..models.loaded import LoadedModel
+from ..schema import GenerateRequest, InvalidRequest
+from .conditioning import Conditioning, blend_velocity, frames_for_duration, image_pixels, keyframe_coords, start_from
+
+StepCallback = Callable[[int, int], None]
+"""Called as `on_step(step, total)` after each denoising step. Raising from it stops the job."""
+
+
+# ------------------------------------------------------------------------------------------- sizes
+
+def model_size(width: int, height: int, multiple: int) -> tuple[int, int]:
+    """The smallest (width, height) in multiples of `multiple` that covers the requested frame."""
+    return math.ceil(width / multiple) * multiple, math.ceil(height / multiple) * multiple
+
+
+def center_crop(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(F, H, W, C) frames cut to their central (height, width); the one crop any pipeline uses."""
+    top = (frames.shape[1] - height) // 2
+    left = (frames.shape[2] - width) // 2
+    if top == 0 and left == 0 and frames.shape[1:3] == (height, width):
+        return frames
+    return np.ascontiguousarray(frames[:, top: top + height, left: left + width])
+
+
+# -------------------------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class ImageCondition:
+    image: object  # a PIL image
+    strength: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request resolved against the loaded model and the decoded inputs: what every stage reads."""
+
+    request: GenerateRequest  # video_size "auto" and match_audio_length already applied
+    conditioning: Conditioning
+    seed: int
+    steps: int
+    guidance: float
+    width: int  # what the file holds
+    height: int
+    first: ImageCondition | None  # the image held at the first frame (after interpolation_direction)
+    last: ImageCondition | None  # the image appended as a keyframe at the last frame
+    audio: np.ndarray | None  # the soundtrack to condition on, at the audio VAE's rate
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance > 1.0
+
+    @property
+    def keep_input_audio(self) -> bool:
+        """A soundtrack held fixed is put in the file as it came, not through the vocoder."""
+        return self.conditioning.audio_for_output is not None and self.request.audio_strength == 1.0
+
+
+def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditioning) -> Plan:
+    """Validate what depends on the model and the inputs; fill the model's defaults and the seed."""
+    request = _resolve_size_and_length(request, cond)
+    guidance = request.guidance_scale if request.guidance_scale is not None else model.defaults.guidance_scale
+    check_prompt_lengths(model.pipe, request, guidance > 1.0)
+    # The first and the last frame's image, by direction; a condition at strength 0 is no condition.
+    first = (cond.image_start, request.image_strength)
+    last = (cond.image_end, request.end_image_strength)
+    if request.interpolation_direction == "backward":
+        first, last = last, first
+    return Plan(
+        request=request,
+        conditioning=cond,
+        seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+        steps=request.num_inference_steps or model.defaults.num_inference_steps,
+        guidance=float(guidance),
+        width=request.width,
+        height=request.height,
+        first=ImageCondition(*first) if first[0] is not None and first[1] > 0 else None,
+        last=ImageCondition(*last) if last[0] is not None and last[1] > 0 else None,
+        audio=cond.audio_for_vae if cond.audio_for_vae is not None and request.audio_strength > 0 else None,
+    )
+
+
+def _resolve_size_and_length(request: GenerateRequest, cond: Conditioning) -> GenerateRequest:
+    """Apply video_size "auto" and match_audio_length; refuse them without the input they read."""
+    update: dict = {}
+    if request.video_size == "auto":
+        if cond.image_start is None:
+            raise InvalidRequest("video_size", 'video_size "auto" takes its aspect ratio from image_start; '
+                                               "send image_start or leave video_size out")
+        update["width"], update["height"] = auto_size(*cond.image_start.size, request.width * request.height)
+    if request.match_audio_length:
+        if cond.audio_for_vae is None:
+            raise InvalidRequest("match_audio_length", "match_audio_length takes the length from audio; "
+                                                       "send audio or leave match_audio_length out")
+        update["num_frames"] = frames_for_duration(cond.audio_seconds, request.fps)
+    return request.model_copy(update=update) if update else request
+
+
+def check_prompt_lengths(pipe, request: GenerateRequest, guided: bool) -> None:
+    """Refuse prompts longer than the text encoder reads, rather than silently cutting them."""
+    limit = pipe.tokenizer_max_length
+    fields = ("prompt", "negative_prompt") if guided else ("prompt",)
+    for name in fields:
+        count = len(pipe.tokenizer(getattr(request, name).strip(), add_special_tokens=True).input_ids)
+        if count > limit:
+            raise InvalidRequest(name, f"{name} is {count} tokens long; the text encoder reads at most {limit}: "
+                                       "shorten it")
+
+
+# --------------------------------------------------------------------------------------------- run
+
+class Stopwatch:
+    """Times named stages; waits for the GPU so a stage's time is its own."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class Run:
+    """One generation in progress: its timings, its progress across every denoising stage, and the
+    transformer passes it has made (one pass = one sample of a batch through the transformer)."""
+
+    model: LoadedModel
+    on_step: StepCallback | None
+    total_steps: int
+    watch: Stopwatch = field(init=False)
+    steps_done: int = 0
+    transformer_passes: int = 0
+
+    def __post_init__(self) -> None:
+        self.watch = Stopwatch(self.model.device)
+
+    def stage(self, name: str):
+        return self.watch.stage(name)
+
+    def step_done(self) -> None:
+        self.steps_done += 1
+        if self.on_step is not None:
+            self.on_step(self.steps_done, self.total_steps)
+
+
+# ---------------------------------------------------------------------------------- encode prompt
+
+@dataclass
+class TextContext:
+    """One prompt after Gemma 3 and the connectors: what the transformer cross-attends to."""
+
+    video: torch.Tensor  # (batch, tokens, video dim)
+    audio: torch.Tensor  # (batch, tokens, audio dim)
+    mask: torch.Tensor  # (batch, tokens)
+
+    @staticmethod
+    def cat(*contexts: TextContext) -> TextContext:
+        return TextContext(*(torch.cat([getattr(c, n) for c in contexts]) for n in ("video", "audio", "mask")))
+
+
+@dataclass
+class PromptEmbeddings:
+    positive: TextContext
+    negative: TextContext | None  # only for guided runs
+
+
+def encode_prompt(model: LoadedModel, prompt: str, negative_prompt: str, guided: bool) -> PromptEmbeddings:
+    """Gemma 3 hidden states of every layer -> the video and audio text connectors.
+
+    With guidance both prompts go through as one batch [negative, positive]; the result depends on
+    nothing but the arguments and the model, so it may be cached under them.
+    """
+    pipe, device = model.pipe, model.device
+    # `device` is explicit: diffusers' default, `_execution_device`, follows where modules rest.
+    with model.placement.use("text_encoder", "connectors"):
+        embeds, mask, negative_embeds, negative_mask = pipe.encode_prompt(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=guided,
+            max_sequence_length=pipe.tokenizer_max_length,
+            device=device,
+            dtype=model.dtype,
+        )
+        if guided:
+            embeds, mask = torch.cat([negative_embeds, embeds]), torch.cat([negative_mask, mask])
+        video, audio, mask = pipe.connectors(embeds.to(pipe.connectors.dtype), mask,
+                                             padding_side=pipe.tokenizer.padding_side)
+    both = TextContext(video, audio, mask)
+    if not guided:
+        return PromptEmbeddings(positive=both, negative=None)
+    pick = lambda rows: TextContext(both.video[rows], both.audio[rows], both.mask[rows])  # noqa: E731
+    return PromptEmbeddings(positive=pick(slice(1, 2)), negative=pick(slice(0, 1)))
+
+
+# --------------------------------------------------------------------------------- latent shapes
+
+@dataclass(frozen=True)
+class LatentGrid:
+    """The latent sizes of one video at the size a stage runs at."""
+
+    frames: int  # latent frames
+    height: int  # latent rows
+    width: int  # latent columns
+    audio_frames: int
+    mel_bins: int  # latent mel bins
+    num_frames: int  # pixel frames
+    fps: int
+
+    @property
+    def video_tokens(self) -> int:
+        return self.frames * self.height * self.width
+
+
+def latent_grid(model: LoadedModel, plan: Plan, width: int, height: int) -> LatentGrid:
+    pipe, request = model.pipe, plan.request
+    frames, lat_h, lat_w = latent_video_shape(request.num_frames, height, width, pipe.vae_spatial_compression_ratio,
+                                              pipe.vae_temporal_compression_ratio)
+    audio_vae = pipe.audio_vae
+    audio_frames = audio_latent_frames(request.num_frames, request.fps, audio_vae.config.sample_rate,
+                                       audio_vae.config.mel_hop_length, pipe.audio_vae_temporal_compression_ratio)
+    return LatentGrid(frames, lat_h, lat_w, audio_frames, audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio,
+                      request.num_frames, request.fps)
+
+
+# ----------------------------------------------------------------------------- encode conditions
+
+@dataclass
+class Conditions:
+    """The inputs in the transformer's token space (normalised, packed latents)."""
+
+    first: torch.Tensor | None = None  # tokens of the first latent frame
+    last: torch.Tensor | None = None  # keyframe tokens of the last frame
+    audio: torch.Tensor | None = None  # audio tokens, the whole soundtrack
+
+
+def encode_images(model: LoadedModel, plan: Plan, width: int, height: int) -> Conditions:
+    """The plan's images, each covering (width, height), through the video VAE."""
+    out = Conditions()
+    if plan.first or plan.last:
+        with model.placement.use("vae"):
+            if plan.first:
+                out.first = _encode_image(model.pipe, plan.first.image, width, height)
+            if plan.last:
+                out.last = _encode_image(model.pipe, plan.last.image, width, height)
+    return out
+
+
+def encode_soundtrack(model: LoadedModel, plan: Plan, grid: LatentGrid) -> torch.Tensor | None:
+    """The plan's soundtrack through the audio VAE, fitted to the video's length."""
+    if plan.audio is None:
+        return None
+    pipe = model.pipe
+    audio_vae = pipe.audio_vae
+    with model.placement.use("audio_vae"):
+        raw = encode_audio(audio_vae, torch.from_numpy(plan.audio), grid.audio_frames)
+        return pipe._normalize_audio_latents(
+            pipe._pack_audio_latents(raw.float()), audio_vae.latents_mean, audio_vae.latents_std
+        ).to(model.device)
+
+
+def encode_conditions(model: LoadedModel, plan: Plan, grid: LatentGrid, width: int, height: int) -> Conditions:
+    """Images with the video VAE at (width, height), the soundtrack with the audio VAE."""
+    conditions = encode_images(model, plan, width, height)
+    conditions.audio = encode_soundtrack(model, plan, grid)
+    return conditions
+
+
+def _encode_image(pipe, image, width: int, height: int) -> torch.Tensor:
+    """One image -> its video-VAE latent (the mode, not a sample), normalised and packed into tokens."""
+    vae = pipe.vae
+    pixels = image_pixels(image, width, height).to(device=vae.device, dtype=vae.dtype)
+    latent = vae.encode(pixels).latent_dist.mode()
+    latent = pipe._normalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    return pipe._pack_latents(latent.float(), pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+
+
+# ------------------------------------------------------------------------------- prepare latents
+
+@dataclass
+class Stream:
+    """One modality's tokens while they are denoised, with what holds the conditioned ones."""
+
+    latents: torch.Tensor  # (1, tokens, channels), keyframe tokens appended after the video's own
+    coords: torch.Tensor  # (1, axes, tokens, 2) RoPE positions
+    own_tokens: int  # tokens that are the video (or audio) itself; the rest are keyframe tokens
+    clean: torch.Tensor | None = None  # conditioned tokens' clean latents (zeros elsewhere)
+    strength: torch.Tensor | None = None  # (1, tokens, 1): 1 holds a token, 0 leaves it free
+
+
+def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions: Conditions, sigma0: float,
+                    generator: torch.Generator) -> tuple[Stream, Stream]:
+    """Seeded noise, drawn on the CPU so a seed means the same video on any device; conditioned
+    tokens start nearer their condition, keyframe tokens are appended at the end."""
+    pipe, device = model.pipe, model.device
+    patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+    video_noise = torch.randn((1, pipe.transformer.config.in_channels, grid.frames, grid.height, grid.width),
+                              generator=generator)
+    audio_noise = torch.randn((1, pipe.audio_vae.config.latent_channels, grid.audio_frames, grid.mel_bins),
+                              generator=generator)
+    latents = pipe._pack_latents(video_noise, patch, patch_t).to(device)
+    audio_latents = pipe._pack_audio_latents(audio_noise).to(device)
+    video = Stream(latents, pipe.transformer.rope.prepare_video_coords(
+        1, grid.frames, grid.height, grid.width, device, fps=grid.fps), latents.shape[1])
+    audio = Stream(audio_latents, pipe.transformer.audio_rope.prepare_audio_coords(1, grid.audio_frames, device),
+                   audio_latents.shape[1])
+
+    if conditions.first is not None or conditions.last is not None:
+        mask = torch.zeros(1, video.own_tokens, 1, device=device)
+        clean = torch.zeros_like(latents)
+        if conditions.first is not None:  # the first latent frame is the image itself (a causal VAE)
+            tokens = conditions.first
+            clean[:, : tokens.shape[1]] = tokens
+            mask[:, : tokens.shape[1]] = plan.first.strength
+        if conditions.last is not None:  # a keyframe: extra tokens placed in time at the last frame
+            tokens = conditions.last
+            extra_noise = torch.randn(tokens.shape, generator=generator).to(device)
+            latents = torch.cat([latents, extra_noise], dim=1)
+            clean = torch.cat([clean, tokens], dim=1)
+            mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), plan.last.strength, device=device)], dim=1)
+            coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,
+                                     grid.fps, device)
+            video.coords = torch.cat([video.coords, coords], dim=2)
+        video.latents = start_from(latents, clean, mask, sigma0)
+        video.clean, video.strength = clean, mask
+    if conditions.audio is not None:
+        audio.strength = torch.full((1, audio.latents.shape[1], 1), float(plan.request.audio_strength), device=device)
+        audio.clean = conditions.audio
+        audio.latents = start_from(audio.latents, audio.clean, audio.strength, sigma0)
+    return video, audio
+
+
+# ----------------------------------------------------------------------------------------- denoise
+
+def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, sigmas: list[float],
+            grid: LatentGrid, guidance: float) -> tuple[Stream, Stream]:
+    """The one denoising loop: video and audio jointly, every kind of conditioning, any sigmas.
+
+    One transformer call per step; with classifier-free guidance it is one batch of two passes
+    [negative, positive]. Reports progress after every step.
+    """
+    model = run.model
+    pipe, device = model.pipe, model.device
+    guided = guidance > 1.0
+    context = TextContext.cat(prompt.negative, prompt.positive) if guided else prompt.positive
+    batch = context.video.shape[0]
+    with model.placement.use("transformer"):
+        video_scheduler = copy.deepcopy(pipe.scheduler)
+        video_scheduler.set_timesteps(sigmas=sigmas, device=device)
+        audio_scheduler = copy.deepcopy(video_scheduler)  # schedulers keep a step index: one per stream
+        for step, t in enumerate(video_scheduler.timesteps):
+            timestep = t.expand(batch)
+            video_velocity, audio_velocity = transformer_pass(
+                run, video.latents, audio.latents, _token_timesteps(timestep, video), _token_timesteps(timestep, audio),
+                video.coords, audio.coords, context, grid,
+            )
+            if guided:
+                video_velocity = _guide(video_velocity, guidance)
+                audio_velocity = _guide(audio_velocity, guidance)
+            sigma = float(video_scheduler.sigmas[step])
+            if video.strength is not None:
+                video_velocity = blend_velocity(video_velocity, video.latents, video.clean, video.strength, sigma)
+            if audio.strength is not None:
+                audio_velocity = blend_velocity(audio_velocity, audio.latents, audio.clean, audio.strength, sigma)
+            video.latents = video_scheduler.step(video_velocity, t, video.latents, return_dict=False)[0]
+            audio.latents = audio_scheduler.step(audio_velocity, t, audio.latents, return_dict=False)[0]
+            run.step_done()
+    return video, audio
+
+
+def _token_timesteps(timestep: torch.Tensor, stream: Stream) -> torch.Tensor:
+    """A conditioned token is told it is less noisy, in proportion to its strength."""
+    if stream.strength is None:
+        return timestep
+    return timestep[:, None] * (1 - stream.strength[..., 0])
+
+
+def transformer_pass(run: Run, video: torch.Tensor, audio: torch.Tensor, video_t: torch.Tensor,
+                     audio_t: torch.Tensor, video_coords: torch.Tensor, audio_coords: torch.Tensor,
+                     context: TextContext, grid: LatentGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """One call of the transformer on a batch as wide as `context`: the velocities, in float32."""
+    pipe, dtype = run.model.pipe, run.model.dtype
+    batch = context.video.shape[0]
+    widen = (lambda x: torch.cat([x] * batch)) if batch > 1 else (lambda x: x)
+    video_velocity, audio_velocity = pipe.transformer(
+        hidden_states=widen(video).to(dtype),
+        audio_hidden_states=widen(audio).to(dtype),
+        encoder_hidden_states=context.video,
+        audio_encoder_hidden_states=context.audio,
+        timestep=video_t,
+        audio_timestep=audio_t,
+        encoder_attention_mask=context.mask,
+        audio_encoder_attention_mask=context.mask,
+        num_frames=grid.frames,
+        height=grid.height,
+        width=grid.width,
+        fps=grid.fps,
+        audio_num_frames=grid.audio_frames,
+        video_coords=widen(video_coords),
+        audio_coords=widen(audio_coords),
+        use_cross_timestep=False,  # LTX-2.0 semantics
+        return_dict=False,
+    )
+    run.transformer_passes += batch
+    return video_velocity.float(), audio_velocity.float()
+
+
+def _guide(velocity: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on a [uncond, cond] batch."""
+    uncond, cond = velocity.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+class OutputRejected(RuntimeError):
+    """The model produced something that is not a video (NaN, or nothing but black): a failure."""
+
+
+def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int, height: int
+                 ) -> tuple[np.ndarray, torch.Tensor]:
+    """Tokens -> frames: unpack, undo the latent normalisation, run the VAE decoder, and center-crop
+    to (width, height). Returns uint8 frames (F, height, width, 3) and the VAE-space latents."""
+    pipe = model.pipe
+    vae = pipe.vae
+    with model.placement.use("vae"):
+        latents = video.latents[:, : video.own_tokens]  # keyframe tokens guided the video; they are not frames
+        latents = pipe._unpack_latents(latents, grid.frames, grid.height, grid.width,
+                                       pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+        video_latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        pixels = vae_decode(vae, video_latents)
+        _check_output(video_latents, pixels)
+        frames = center_crop(_to_uint8_frames(pixels[0]), width, height)
+    return frames, video_latents
+
+
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The video VAE's decoder on (1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1]."""
+    decode_timestep = torch.zeros(1, device=latents.device) if vae.config.timestep_conditioning else None
+    return vae.decode(latents.to(vae.dtype), decode_timestep, return_dict=False)[0]
+
+
+def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid
+                 ) -> tuple[np.ndarray | None, torch.Tensor]:
+    """Audio VAE -> stereo mel spectrogram -> vocoder -> a waveform of the video's length.
+
+    With the input soundtrack held fixed the file carries the input itself. The latents are
+    returned even without audio, and their denormalisation reads the audio VAE.
+    """
+    pipe, request = model.pipe, plan.request
+    audio_vae = pipe.audio_vae
+    vocode = request.include_audio and not plan.keep_input_audio
+    with model.placement.use(*(("audio_vae", "vocoder") if vocode else ("audio_vae",))):
+        latents = pipe._denormalize_audio_latents(audio.latents, audio_vae.latents_mean, audio_vae.latents_std)
+        latents = pipe._unpack_audio_latents(latents, grid.audio_frames, num_mel_bins=grid.mel_bins)
+        samples = round(request.duration_seconds * model.vocoder_rate)
+        waveform = None
+        if request.include_audio and plan.keep_input_audio:
+            waveform = fit_length(plan.conditioning.audio_for_output, samples)
+        elif vocode:
+            mel = audio_vae.decode(latents.to(audio_vae.dtype), return_dict=False)[0]
+            wave = pipe.vocoder(mel.to(pipe.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
+            waveform = fit_length(wave, samples)
+    return waveform, latents
+
+
+def _check_output(latents: torch.Tensor, video: torch.Tensor) -> None:
+    if not torch.isfinite(latents).all() or not torch.isfinite(video).all():
+        raise OutputRejected("the model produced NaN or infinite values (a numerical failure, e.g. in reduced "
+                             "precision); no video was made")
+    if video.float().max() <= -0.97:  # every pixel at most 1 of 255: black, not a dark scene
+        raise OutputRejected("the model produced an all-black video; no video was made")
+
+
+def _to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
+    video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
+    """Trim or zero-pad (channels, n) to exactly `samples`: the soundtrack lasts as long as the video.
+
+    The causal audio VAE yields a few hops less than the video's duration (4 latent frames make
+    13 mel frames after the first, not 16); the tail is silence, never stretched audio.
+    """
+    if wave.shape[1] >= samples:
+        return np.ascontiguousarray(wave[:, :samples])
+    return np.pad(wave, ((0, 0), (0, samples - wave.shape[1])))
