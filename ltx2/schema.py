@@ -17,6 +17,37 @@ FRAME_MIN, FRAME_MAX = 9, 481
 SIZE_MIN, SIZE_MAX = 64, 3840
 
 
+CAMERA_LORAS = ("none", "dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
+MAX_LORAS = 8
+
+
+class LoraInput(BaseModel):
+    """One LoRA for this request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1, max_length=2048,
+        description="A LoRA .safetensors file: a file name in the server's LoRA directory (<models dir>/loras/), "
+        "an absolute path inside it, or an http(s) URL (public addresses, up to the server's --max-lora-mb; "
+        "downloaded once and kept by content hash). Lightricks' trainer, ComfyUI, Kohya and diffusers/PEFT key "
+        "styles are read.",
+        examples=["my-style.safetensors"],
+    )
+    scale: float = Field(
+        default=1.0, ge=0.0, le=4.0,
+        description="How strongly the LoRA applies: 0 leaves the model as it is, 1 is as trained.",
+        examples=[1.0],
+    )
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: Any) -> Any:
+        if isinstance(value, (bool, str)):
+            raise ValueError(f"scale must be a number, got {value!r}")
+        return value
+
+
 class GenerateRequest(BaseModel):
     """What to generate. Only `prompt` is required."""
 
@@ -142,6 +173,39 @@ class GenerateRequest(BaseModel):
         examples=["auto"],
     )
 
+    preprocess_audio: bool = Field(
+        default=True,
+        description="With audio: before the model hears it, up to 1 s of leading silence is cut (from the MP4's "
+        "soundtrack too, so they stay in sync) and its loudness is brought to -18 LUFS (the model's copy only; "
+        "the MP4 keeps your level). false: the model hears the audio exactly as sent, only resampled.",
+        examples=[True],
+    )
+    loras: list[LoraInput] = Field(
+        default_factory=list, max_length=MAX_LORAS,
+        description=f"Custom LoRAs (style, subject...), applied together, at most {MAX_LORAS}. The response lists "
+        "each one applied with its scale and the number of layers it adapted. A LoRA that does not fit this model "
+        "is refused (422) naming it, never partly applied.",
+        examples=[[{"path": "my-style.safetensors", "scale": 1.0}]],
+    )
+    camera_lora: Literal[CAMERA_LORAS] = Field(  # type: ignore[valid-type]
+        default="none",
+        description="A camera move from Lightricks' LTX-2 19B camera-control LoRAs: more reliable than describing "
+        "the move in the prompt. Combines with loras. The operator installs them with `ltx2 download --camera-loras`.",
+        examples=["none"],
+    )
+    camera_lora_scale: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="How strongly the camera LoRA applies.",
+        examples=[1.0],
+    )
+    enable_prompt_expansion: bool = Field(
+        default=False,
+        description="Have Gemma 3 (the text encoder) rewrite the prompt first into the detailed single-paragraph "
+        "description of picture and sound LTX-2 was trained on; for image-to-video it also looks at image_start. "
+        "Seeded by seed, returned as expanded_prompt. Off by default: the prompt then means exactly what you sent.",
+        examples=[False],
+    )
+
     response_format: Literal["data_uri", "url"] | None = Field(
         default=None,
         description='How the MP4 comes back: "data_uri" (base64 in the response; the default for /generate) or '
@@ -150,7 +214,7 @@ class GenerateRequest(BaseModel):
     )
 
     @field_validator("width", "height", "num_frames", "fps", "num_inference_steps", "seed", "guidance_scale",
-                     "image_strength", "end_image_strength", "audio_strength", mode="before")
+                     "image_strength", "end_image_strength", "audio_strength", "camera_lora_scale", mode="before")
     @classmethod
     def _a_json_number(cls, value: Any, info) -> Any:
         # JSON true/false and "7" are not numbers; pydantic would coerce them, the schema says no.
@@ -159,7 +223,8 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"{info.field_name} must be {kind}, got {value!r}")
         return value
 
-    @field_validator("include_audio", "match_audio_length", mode="before")
+    @field_validator("include_audio", "match_audio_length", "preprocess_audio", "enable_prompt_expansion",
+                     mode="before")
     @classmethod
     def _a_json_boolean(cls, value: Any, info) -> Any:
         if not isinstance(value, bool):
@@ -189,6 +254,7 @@ class GenerateRequest(BaseModel):
 
 
 class StageTimings(BaseModel):
+    expand_prompt: float = Field(default=0.0, description="Seconds Gemma 3 spent expanding the prompt (0 when off).")
     encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
     encode_conditioning: float = Field(
         default=0.0, description="Seconds spent encoding image_start/image_end (video VAE) and audio (audio VAE).")
@@ -198,6 +264,17 @@ class StageTimings(BaseModel):
     decode_audio: float = Field(description="Seconds spent in the audio VAE decoder and the vocoder.")
     mux: float = Field(default=0.0, description="Seconds spent encoding H.264/AAC and writing the MP4.")
     encode_base64: float = Field(default=0.0, description="Seconds spent base64-encoding the MP4.")
+
+
+class AppliedLora(BaseModel):
+    path: str = Field(description="The LoRA as the request named it (a file name, URL, or a camera LoRA's file).")
+    scale: float = Field(description="The scale it ran at.")
+    layers: int = Field(description="How many layers of the model it adapts.")
+    sha256: str = Field(description="The file's content hash.")
+    key_style: str = Field(description="The key naming found in the file: ltx (Lightricks/ComfyUI), kohya or "
+                                       "diffusers.")
+    stage: str = Field(default="all", description='Which denoising it applied to: "all", or "stage2" for the '
+                                                  "distilled LoRA of the dev two-stage pipeline.")
 
 
 class GenerateResponse(BaseModel):
@@ -222,6 +299,13 @@ class GenerateResponse(BaseModel):
         description="WIDTHxHEIGHT the model ran at (its last stage): the requested size rounded up to a multiple of "
         "32; the frames are its center crop.", examples=["288x512"])
     pipeline: str = Field(description='The pipeline that made the video: "one-stage".', examples=["one-stage"])
+    loras: list[AppliedLora] = Field(default_factory=list,
+                                     description="The LoRAs applied (loras, then camera_lora), in request order.")
+    expanded_prompt: str | None = Field(default=None, description="The prompt Gemma 3 wrote when "
+                                        "enable_prompt_expansion was on; it is what the video was made from.")
+    audio_preprocessing: dict[str, float] | None = Field(
+        default=None, description="With audio and preprocess_audio: the leading silence cut (s) and the gain "
+        "applied to the model's copy (dB).", examples=[{"trimmed_seconds": 0.25, "gain_db": 4.5}])
     timings: StageTimings = Field(description="Seconds per stage.")
 
 

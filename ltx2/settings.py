@@ -40,6 +40,12 @@ class Settings:
     allow_private_urls: bool = False  # let image/audio URLs point at loopback/private addresses
     url_timeout: float = 30.0  # seconds to fetch one image/audio URL
     shutdown_grace: float = 120.0  # seconds SIGTERM waits for the running job
+    # LoRAs: URL ones may be turned off; each bounded in size; bound adapters cached in memory and on disk.
+    allow_lora_urls: bool = True
+    max_lora_mb: float = 2048.0
+    lora_cache_mb: float = 4096.0
+    lora_disk_cache_gb: float = 20.0
+    prompt_expansion_tokens: int = 512  # the most tokens enable_prompt_expansion lets Gemma write
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -79,10 +85,16 @@ ENV = {
     "allow_private_urls": "LTX2_ALLOW_PRIVATE_URLS",
     "url_timeout": "LTX2_URL_TIMEOUT",
     "shutdown_grace": "LTX2_SHUTDOWN_GRACE",
+    "allow_lora_urls": "LTX2_ALLOW_LORA_URLS",
+    "max_lora_mb": "LTX2_MAX_LORA_MB",
+    "lora_cache_mb": "LTX2_LORA_CACHE_MB",
+    "lora_disk_cache_gb": "LTX2_LORA_DISK_CACHE_GB",
+    "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
 }
-_INTS = {"port", "queue_size"}
-_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace"}
-_BOOLS = {"docs_public", "allow_private_urls"}
+_INTS = {"port", "queue_size", "prompt_expansion_tokens"}
+_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
+_BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
 
 def _parse(name: str, raw: str):
@@ -156,6 +168,11 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -
         "allow_private_urls": "let image/audio URLs point at loopback or private addresses (true/false)",
         "url_timeout": "seconds to fetch one image/audio URL",
         "shutdown_grace": "seconds SIGTERM lets the running job finish",
+        "allow_lora_urls": "let requests name LoRAs by http(s) URL (true/false); files in <models-dir>/loras always work",
+        "max_lora_mb": "the largest LoRA a URL may deliver",
+        "lora_cache_mb": "LoRAs kept loaded in memory between requests (least recently used go first)",
+        "lora_disk_cache_gb": "URL LoRAs kept on disk under <output-dir>/lora-cache (least recently used go first)",
+        "prompt_expansion_tokens": "the most tokens Gemma 3 may write for enable_prompt_expansion",
     }
     for name, text in helps.items():
         kind = int if name in _INTS else float if name in _FLOATS else _bool_flag if name in _BOOLS else str

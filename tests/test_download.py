@@ -31,6 +31,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from ltx2.models.download import CAMERA_MOVES, DISTILLED_LORA, camera_lora_file, camera_lora_repo
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "3f1c0ffee0ddba11ab5e1c0de5eed5a1ad0c0de5"
 TOKEN = "hf_accepted_the_license"
@@ -75,6 +77,9 @@ REPOS = {
     },
     GEMMA: {**GEMMA_WANTED, **GEMMA_UNWANTED},
 }
+REPOS["Lightricks/LTX-2"][DISTILLED_LORA] = blob(DISTILLED_LORA, 2048)
+for move in CAMERA_MOVES:
+    REPOS[camera_lora_repo(move)] = {camera_lora_file(move): blob(move, 1024), "README.md": b"# camera\n"}
 GATED = {GEMMA}
 
 
@@ -233,6 +238,8 @@ def runs(tmp_path_factory):
             # Models dir from the environment, token on the command line, default checkpoint.
             "first": launch(main_hub, base / "main", ["--token", TOKEN],
                             env={"LTX2_MODELS_DIR": str(base / "main" / "models")}),
+            "loras": launch(main_hub, base / "loras", ["--models-dir", str(base / "loras" / "models"), "--skip-gemma",
+                                                       "--skip-checkpoint", "--camera-loras", "--distilled-lora"]),
             "no_token": launch(gated_hub, base / "gated", ["--models-dir", str(base / "gated" / "models"),
                                                             "--skip-checkpoint"]),
         }
@@ -332,3 +339,14 @@ def test_offline_mode_refuses_to_download(no_hub, tmp_path, monkeypatch, variabl
         main(["download", "--models-dir", str(tmp_path / "models")])
     assert exit_info.value.code not in (0, None)
     assert not (tmp_path / "models").exists()
+
+
+def test_camera_and_distilled_loras_land_in_the_lora_directory_under_their_official_names(runs):
+    run, loras = runs["loras"], runs["base"] / "loras" / "models" / "loras"
+    assert run.rc == 0, run.err
+    assert camera_lora_repo("dolly_in") == "Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-In"
+    assert camera_lora_file("jib_down") == "ltx-2-19b-lora-camera-control-jib-down.safetensors"
+    for move in CAMERA_MOVES:
+        assert (loras / camera_lora_file(move)).read_bytes() == REPOS[camera_lora_repo(move)][camera_lora_file(move)]
+    assert (loras / DISTILLED_LORA).read_bytes() == REPOS["Lightricks/LTX-2"][DISTILLED_LORA]
+    assert not (runs["base"] / "loras" / "models" / DEFAULT_CKPT).exists()

@@ -34,7 +34,7 @@ def test_audio_lasts_as_long_as_the_video(result):
 def test_reports_what_was_used(result):
     assert (result.seed, result.num_inference_steps, result.guidance_scale) == (11, 8, 1.0)
     assert (result.num_frames, result.fps, result.width, result.height) == (49, 25, 288, 512)
-    assert set(result.timings) == {"encode_prompt", "encode_conditioning", "prepare_latents", "denoise",
+    assert set(result.timings) == {"expand_prompt", "encode_prompt", "encode_conditioning", "prepare_latents", "denoise",
                                    "decode_video", "decode_audio"}
     assert all(t >= 0 for t in result.timings.values())
 

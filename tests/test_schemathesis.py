@@ -32,9 +32,13 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
+from lora_files import write_lora
+
 from ltx2.media.samples import sample_audio_uri, sample_image_uri
+from ltx2.models.download import CAMERA_MOVES, camera_lora_file
 
 MAX_EXAMPLES = 20
+LORA = "installed.safetensors"
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
 QUEUED: list[str] = []  # ids of the jobs POST /jobs cases queued
 OPERATIONS = [
@@ -100,8 +104,18 @@ def app(model, tmp_path_factory):
     from ltx2.settings import Settings
 
     output = tmp_path_factory.mktemp("schemathesis-output")
+    # Every camera LoRA and one custom LoRA installed (tiny ones), so valid requests naming them are served.
+    models = tmp_path_factory.mktemp("schemathesis-models")
+    (models / "loras").mkdir()
+    write_lora(models / "loras" / LORA, model)
+    for move in CAMERA_MOVES:
+        write_lora(models / "loras" / camera_lora_file(move), model, seed=1)
+    # Prompt expansion writes a few tokens, not 512: the random Gemma's words are not what is tested here.
+    tokens, model.prompt_expansion_tokens = model.prompt_expansion_tokens, 8
     # A queue long enough that POST /jobs cases are accepted rather than mostly refused with 429.
-    return create_app(Settings(output_dir=str(output), job_timeout=60, queue_size=64), model=model)
+    yield create_app(Settings(output_dir=str(output), job_timeout=60, queue_size=64, models_dir=str(models)),
+                     model=model)
+    model.prompt_expansion_tokens = tokens
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +135,9 @@ def api_schema(app):
             media = {"image_start": sample_image_uri(), "image_end": sample_image_uri(flip=True),
                      "audio": sample_audio_uri(0.5)}
             case.body = {**case.body, **{k: v for k, v in media.items() if isinstance(case.body.get(k), str)}}
+            if isinstance(case.body.get("loras"), list):  # any string is a schema-valid path; one file is there
+                case.body["loras"] = [{**item, "path": LORA} if isinstance(item, dict) else item
+                                      for item in case.body["loras"]]
         return case
 
     yield schema

@@ -20,6 +20,23 @@ CHECKPOINTS = (
     "ltx-2-19b-dev-fp8.safetensors",
 )
 GEMMA_REPO = f"google/{DEFAULT_GEMMA_NAME}"
+
+# Lightricks' LTX-2 19B LoRAs (LTX-2 repository's model list). They go to <models dir>/loras/.
+LORAS_DIR = "loras"
+# The distilled LoRA: the dev checkpoint's two-stage pipeline refines stage 2 with it.
+DISTILLED_LORA = "ltx-2-19b-distilled-lora-384.safetensors"
+# Camera control: one repository per move, named after it; the request's camera_lora values.
+CAMERA_MOVES = ("dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
+
+
+def camera_lora_file(move: str) -> str:
+    """The official file of a camera move, e.g. dolly_in -> ltx-2-19b-lora-camera-control-dolly-in.safetensors."""
+    return f"ltx-2-19b-lora-camera-control-{move.replace('_', '-')}.safetensors"
+
+
+def camera_lora_repo(move: str) -> str:
+    """Its Hugging Face repository, e.g. Lightricks/LTX-2-19b-LoRA-Camera-Control-Dolly-In."""
+    return "Lightricks/LTX-2-19b-LoRA-Camera-Control-" + "-".join(w.capitalize() for w in move.split("_"))
 GEMMA_LICENSE_URL = f"https://huggingface.co/{GEMMA_REPO}"
 
 # Only what transformers needs to load Gemma 3 and its tokenizer/processor; anything else in the repo
@@ -72,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
                         help="Hugging Face token for the gated Gemma repo; default: env HF_TOKEN or `hf auth login`")
     parser.add_argument("--skip-checkpoint", action="store_true", help="don't download the LTX-2 checkpoint")
     parser.add_argument("--skip-gemma", action="store_true", help="don't download Gemma 3")
+    parser.add_argument("--camera-loras", action="store_true",
+                        help=f"also fetch Lightricks' seven LTX-2 19B camera-control LoRAs into <models-dir>/{LORAS_DIR}/ "
+                             "(for the request field camera_lora)")
+    parser.add_argument("--distilled-lora", action="store_true",
+                        help=f"also fetch {DISTILLED_LORA} into <models-dir>/{LORAS_DIR}/ (the dev checkpoint's "
+                             "two-stage pipeline refines its second stage with it)")
 
 
 def offline_mode() -> bool:
@@ -105,9 +128,13 @@ def _fail(what: str, repo_id: str, exc: Exception) -> SystemExit:
     return SystemExit(f"ltx2 download: {what} failed: {type(exc).__name__}: {exc}")
 
 
-def download_checkpoint(filename: str, models_dir: str, token: str | None) -> str:
-    from huggingface_hub import hf_hub_download
+def hf_hub_download(*args, **kwargs) -> str:
+    from huggingface_hub import hf_hub_download as download  # imported late: the CLI starts without it
 
+    return download(*args, **kwargs)
+
+
+def download_checkpoint(filename: str, models_dir: str, token: str | None) -> str:
     try:
         return hf_hub_download(CHECKPOINT_REPO, filename, local_dir=models_dir, token=token)
     except OSError as exc:  # HfHubHTTPError, LocalEntryNotFoundError and disk errors are all OSErrors
@@ -155,7 +182,8 @@ def main(args: argparse.Namespace) -> None:
     if offline_mode():
         raise SystemExit("ltx2 download: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, which forbids downloads. "
                          "Unset it for this command; set it again when serving.")
-    if args.skip_checkpoint and args.skip_gemma:
+    extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False)
+    if args.skip_checkpoint and args.skip_gemma and not extras:
         raise SystemExit("ltx2 download: nothing to do with both --skip-checkpoint and --skip-gemma")
     models_dir = os.path.abspath(os.path.expanduser(args.models_dir))
     gemma_dir = os.path.abspath(os.path.expanduser(args.gemma_dir or os.path.join(models_dir, DEFAULT_GEMMA_NAME)))
@@ -172,6 +200,19 @@ def main(args: argparse.Namespace) -> None:
         path = download_gemma(gemma_dir, args.token)
         print(f"gemma: {path}", flush=True)
         env_lines.append(f"{ENV['gemma_dir']}={path}")
+
+    loras_dir = os.path.join(models_dir, LORAS_DIR)
+    wanted = [(camera_lora_repo(m), camera_lora_file(m)) for m in CAMERA_MOVES] if getattr(args, "camera_loras", False) \
+        else []
+    if getattr(args, "distilled_lora", False):
+        wanted.append((CHECKPOINT_REPO, DISTILLED_LORA))
+    for repo, filename in wanted:
+        print(f"Downloading {repo}/{filename} to {loras_dir}", flush=True)
+        try:
+            path = hf_hub_download(repo, filename, local_dir=loras_dir, token=args.token)
+        except OSError as exc:
+            raise _fail(f"downloading {repo}/{filename}", repo, exc) from exc
+        print(f"lora: {path}", flush=True)
 
     print("\nDone. To serve these files without network access, set:")
     for line in [*env_lines, "HF_HUB_OFFLINE=1"]:

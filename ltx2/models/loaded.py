@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
+from .lora import AdapterCache
 from .memory import Placement, pipe_components, place
 
 log = logging.getLogger("ltx2")
@@ -43,6 +44,8 @@ class LoadedModel:
     checkpoint: dict = field(default_factory=dict)  # what was loaded from where (empty for tiny)
     # What rests on the device between requests (ltx2.models.memory). None: resident, where the loader put it.
     placement: Placement | None = field(default=None, repr=False)
+    adapter_cache: AdapterCache = field(default_factory=AdapterCache, repr=False)  # LoRAs bound to this model
+    prompt_expansion_tokens: int = 512  # the most tokens enable_prompt_expansion lets Gemma write
 
     def __post_init__(self) -> None:
         if self.placement is None:
@@ -135,7 +138,9 @@ def load_model(
 
 def load_from_settings(settings) -> LoadedModel:
     """`load_model` with everything a `Settings` says."""
-    return load_model(
+    model = load_model(
         settings.model, device=settings.device, models_dir=settings.models_dir, gemma_dir=settings.resolved_gemma_dir,
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
     )
+    model.prompt_expansion_tokens = settings.prompt_expansion_tokens
+    return model

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..media.audio_prep import preprocess_audio
 from ..media.inputs import InputLimits, decode_base64_field, load_audio, load_image
 from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 
@@ -29,6 +30,7 @@ class Conditioning:
     audio_for_vae: np.ndarray | None = None  # (2, samples) float32 at the audio VAE's rate
     audio_for_output: np.ndarray | None = None  # (2, samples) float32 at the vocoder's rate, for the MP4
     vae_rate: int = 16_000
+    audio_preprocessing: dict[str, float] | None = None  # what preprocess_audio did, for the response
 
     @property
     def audio_seconds(self) -> float:
@@ -58,6 +60,9 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
         data, mime = read(request.audio, "audio", limits.max_audio_bytes, "audio")
         out.audio_for_vae = load_audio(data, "audio", mime, limits, vae_rate)
         out.audio_for_output = load_audio(data, "audio", mime, limits, output_rate)
+        if request.preprocess_audio:
+            out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
+                out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
     return out
 
 

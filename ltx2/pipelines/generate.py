@@ -13,8 +13,11 @@ from typing import Any
 import torch
 
 from ..models.loaded import LoadedModel
+from ..models.lora import Adapter, side_paths
 from ..schema import GenerateRequest
 from .conditioning import Conditioning, decode_conditioning
+from .expansion import expand_plan
+from .loras import resolve as resolve_loras
 from .one_stage import one_stage
 from .result import GenerationResult
 from .stages import OutputRejected, StepCallback, fit_length, plan_generation
@@ -28,16 +31,28 @@ def generate(
     request: GenerateRequest | Mapping[str, Any],
     on_step: StepCallback | None = None,
     conditioning: Conditioning | None = None,
+    adapters: list[tuple[Adapter, float]] | None = None,
 ) -> GenerationResult:
     """Generate one video with its soundtrack. Thread-safe: jobs on one model run one at a time.
 
     `conditioning` holds the request's images and audio, decoded (`decode_conditioning`); when it
     is not given and the request has any, they are decoded here with the default limits.
+    `adapters` are its LoRAs, bound (`ltx2.pipelines.loras.resolve`); likewise found here when not given.
     """
     if not isinstance(request, GenerateRequest):
         request = GenerateRequest.model_validate(request)
     if conditioning is None:
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate)
-    with model.lock:
+    if adapters is None:
+        adapters = resolve_loras(model, request)
+    # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model.
+    with model.lock, side_paths(model, adapters):
         plan = plan_generation(model, request, conditioning)
-        return one_stage(model, plan, on_step)
+        # Before every pipeline: what is encoded (and any prompt cache's key) is the expanded prompt.
+        plan, expanded, seconds = expand_plan(model, plan)
+        result = one_stage(model, plan, on_step)
+    result.timings = {"expand_prompt": seconds, **result.timings}
+    result.expanded_prompt = expanded
+    result.loras = [{"path": a.name, "scale": scale, "layers": len(a.layers), "sha256": a.digest,
+                     "key_style": a.style, "stage": "all"} for a, scale in adapters]
+    return result

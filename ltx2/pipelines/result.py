@@ -32,6 +32,8 @@ class GenerationResult:
     has_image_start: bool = False  # whether the start image conditioned the video (strength > 0)
     has_image_end: bool = False
     has_audio_input: bool = False
+    loras: list[dict] = field(default_factory=list)  # each LoRA applied: path, scale, layers, ...
+    expanded_prompt: str | None = None  # what Gemma wrote, when enable_prompt_expansion was on
 
     @property
     def duration_seconds(self) -> float:

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..media.fetch import FetchPolicy
+from ..pipelines.loras import LoraPolicy
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -92,6 +93,15 @@ REQUEST_EXAMPLES = {
         "value": {"prompt": "A smooth camera move across the horizon", "image_start": sample_image_uri(),
                   "image_end": sample_image_uri(flip=True), "end_image_strength": 1.0, "num_frames": 25},
     },
+    "lora": {
+        "summary": "A custom LoRA and a camera move (files in the server's <models dir>/loras/)",
+        "value": {"prompt": "A red fox trotting through fresh snow, soft crunching steps", "num_frames": 25,
+                  "loras": [{"path": "my-style.safetensors", "scale": 0.8}], "camera_lora": "dolly_in"},
+    },
+    "prompt_expansion": {
+        "summary": "A short idea, expanded by Gemma 3 first (see expanded_prompt in the response)",
+        "value": {"prompt": "a cat plays piano", "enable_prompt_expansion": True, "seed": 7, "num_frames": 25},
+    },
     "audio_to_video": {
         "summary": "Follow a soundtrack: the video is generated to the input audio",
         "value": {"prompt": "A glass wind chime ringing on a porch", "audio": sample_audio_uri(),
@@ -132,6 +142,7 @@ class _State:
         self.manager: JobManager | None = None
         self.metrics = Metrics()
         self.fetch_policy = FetchPolicy.from_settings(settings)  # --url-timeout, --allow-private-urls
+        self.lora_policy = LoraPolicy.from_settings(settings)  # --models-dir, --allow-lora-urls, --max-lora-mb...
 
     def start_jobs(self) -> None:
         settings = self.settings
@@ -144,7 +155,8 @@ class _State:
         self.manager.start()
 
     def _run_job(self, job: Job, on_step):
-        rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy)
+        rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
+                              lora_policy=self.lora_policy)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
 
     def begin_shutdown(self) -> None:
@@ -361,7 +373,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @app.get("/", summary="What this API does and its effective defaults")
     async def index() -> dict:
         fields = GenerateRequest.model_fields
-        defaults = {name: f.default for name, f in fields.items() if not f.is_required() and f.default is not None}
+        defaults = {name: f.get_default(call_default_factory=True) for name, f in fields.items()
+                    if not f.is_required() and f.get_default(call_default_factory=True) is not None}
         defaults["seed"] = "random (returned in the response)"
         if state.model is not None:
             defaults["num_inference_steps"] = state.model.defaults.num_inference_steps

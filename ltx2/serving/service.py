@@ -11,6 +11,8 @@ from ..media.inputs import InputLimits
 from ..media.encode import encode_mp4, to_data_uri
 from ..models.loaded import LoadedModel
 from ..pipelines.generate import StepCallback, generate
+from ..pipelines.loras import LoraPolicy
+from ..pipelines.loras import resolve as resolve_loras
 from ..schema import GenerateRequest, GenerateResponse, StageTimings
 
 
@@ -30,12 +32,13 @@ class Rendered:
 
 
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-               limits: InputLimits | None = None, fetch_policy=None) -> Rendered:
+               limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None) -> Rendered:
     start = time.perf_counter()
-    # The edges are ours: decode images and audio before the job takes the GPU.
+    # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
     conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
                                        limits, fetch_policy)
-    result = generate(model, request, on_step=on_step, conditioning=conditioning)
+    adapters = resolve_loras(model, request, lora_policy)
+    result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
     timings = dict(result.timings)
 
     t = time.perf_counter()
@@ -57,14 +60,17 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         model_resolution=f"{result.model_width}x{result.model_height}",
         pipeline=result.pipeline,
         timings=timings,
+        loras=result.loras,
+        audio_preprocessing=conditioning.audio_preprocessing,
+        expanded_prompt=result.expanded_prompt,
     )
     return Rendered(mp4=mp4, fields=fields, started=start)
 
 
 def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-           limits: InputLimits | None = None) -> GenerateResponse:
+           limits: InputLimits | None = None, lora_policy: LoraPolicy | None = None) -> GenerateResponse:
     """The seed's response: the MP4 as a base64 data URI."""
-    rendered = render_mp4(model, request, on_step, limits)
+    rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy)
     t = time.perf_counter()
     video = to_data_uri(rendered.mp4)
     return rendered.response(video, {"encode_base64": time.perf_counter() - t})

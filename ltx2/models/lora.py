@@ -1,0 +1,313 @@
+"""LoRA adapters: read a LoRA file in any of the key styles people share, bind it to the loaded
+model's layers, and run it as a low-rank side path next to each layer it adapts.
+
+Key styles (all map through `layout.file_key`, the loader's own name table):
+
+- Lightricks' trainer and ComfyUI: `diffusion_model.<ltx-core name>.lora_A.weight` / `.lora_B.weight`
+  (ltx-core names, as in the official checkpoint; `lora_down` / `lora_up` and a `.alpha` too);
+  `text_embedding_projection.*` for the text projection.
+- Kohya / older ComfyUI: `lora_unet_<ltx-core name with _ for .>.lora_down.weight` / `.lora_up.weight`
+  / `.alpha`.
+- diffusers / PEFT: `transformer.<diffusers name>.lora_A.weight` (or `connectors.`, or PEFT's
+  `base_model.model.`), with `lora_alpha` and `r` in diffusers' `lora_adapter_metadata`.
+
+The update of a layer is `scale * (alpha / rank) * B @ A`; with no alpha given it is `scale * B @ A`,
+as ltx-core fuses the trainer's files (which carry none).
+
+Why a side path and not merging into the weights: the transformer's linears are FP8 with one scale
+per tensor. Merging means dequantising each adapted weight, adding B @ A and quantising again, per
+request, and again to undo it: the requantisation moves every weight of the layer (a new scale), the
+LoRA's small delta is mostly below FP8's 3-bit mantissa, and undoing it exactly needs a saved copy of
+every adapted weight. The side path leaves the weights alone: `y = W x + (x Aᵀ) Bᵀ` in the compute dtype,
+exact for FP8 and bf16 alike, and removing its hooks restores the model bit for bit. Its cost is per
+transformer pass and proportional to the rank (bench/bench_lora.py measures both designs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schema import InvalidRequest
+from . import layout
+from .fp8 import FP8Linear
+from .safetensors_io import name_list, read_header, read_tensor
+
+COMPONENTS = ("transformer", "connectors")  # where LoRAs adapt layers; the VAEs and Gemma are left alone
+_LINEAR = (nn.Linear, FP8Linear)
+_DOWN = (".lora_A.weight", ".lora_down.weight")
+_UP = (".lora_B.weight", ".lora_up.weight")
+_ALPHA = ".alpha"
+_EXAMPLES = 5  # keys quoted in an error
+
+
+class LayerIndex:
+    """Every linear layer a LoRA may adapt, under each name a key style can use for it."""
+
+    def __init__(self, pipe) -> None:
+        self.modules: dict[tuple[str, str], nn.Module] = {}
+        self.by_file: dict[str, tuple[str, str]] = {}  # official file name (no .weight) -> layer
+        self.by_kohya: dict[str, tuple[str, str]] = {}  # lora_unet_ name -> layer
+        for component in COMPONENTS:
+            for name, module in getattr(pipe, component).named_modules():
+                if not isinstance(module, _LINEAR):
+                    continue
+                layer = (component, name)
+                self.modules[layer] = module
+                official = layout.file_key(component, name + ".weight").removesuffix(".weight")
+                self.by_file[official] = layer
+                if official.startswith(layout.TRANSFORMER_PREFIX):
+                    self.by_kohya[official.removeprefix(layout.TRANSFORMER_PREFIX).replace(".", "_")] = layer
+
+    def resolve(self, stem: str) -> tuple[tuple[str, str] | None, str]:
+        """A LoRA key without its .lora_A/.lora_B/.alpha suffix -> (layer or None, the style it is in)."""
+        for prefix, style in (("model.diffusion_model.", "ltx"), ("diffusion_model.", "ltx")):
+            if stem.startswith(prefix):
+                return self.by_file.get(layout.TRANSFORMER_PREFIX + stem.removeprefix(prefix)), style
+        if stem.startswith("text_embedding_projection."):
+            return self.by_file.get(stem), "ltx"
+        if stem.startswith("lora_unet_"):
+            return self.by_kohya.get(stem.removeprefix("lora_unet_")), "kohya"
+        for prefix, component in (("transformer.", "transformer"), ("connectors.", "connectors"),
+                                  ("base_model.model.", "transformer")):
+            if stem.startswith(prefix):
+                layer = (component, stem.removeprefix(prefix))
+                return (layer if layer in self.modules else None), "diffusers"
+        layer = ("transformer", stem)  # bare diffusers names, as PEFT saves a model's own adapter
+        return (layer if layer in self.modules else None), "diffusers"
+
+
+def layer_index(model) -> LayerIndex:
+    """The model's index, built once (the module tree never changes after loading)."""
+    index = getattr(model, "_lora_layer_index", None)
+    if index is None:
+        index = model._lora_layer_index = LayerIndex(model.pipe)
+    return index
+
+
+@dataclass
+class Adapter:
+    """One LoRA file bound to the model: per layer, A (rank, in) and B (out, rank) with alpha folded in."""
+
+    name: str
+    digest: str
+    style: str
+    layers: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in self.layers.values())
+
+    @property
+    def components(self) -> set[str]:
+        return {component for component, _ in self.layers}
+
+
+def read_lora(path: str, field: str, label: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA safetensors file's tensors and metadata; anything unreadable is a 422 naming it."""
+    try:
+        header = read_header(path)
+    except Exception as exc:  # noqa: BLE001 - CheckpointError, or a header with a malformed entry
+        raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({_short(exc)})") from None
+    tensors = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for key in header.tensors:
+            tensors[key] = read_tensor(fd, header, key)
+    except Exception as exc:  # noqa: BLE001 - an unknown dtype, a shape that doesn't fit its bytes
+        raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({_short(exc)})") from None
+    finally:
+        os.close(fd)
+    return tensors, header.metadata
+
+
+def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, field: str, label: str,
+         digest: str, device: torch.device, dtype: torch.dtype) -> Adapter:
+    """Match every key of a LoRA to a layer of this model and check its shapes; all or nothing.
+
+    A key that fits no layer, a layer with only one of its two factors, or a factor of the wrong
+    shape (a LoRA for another LTX version) is refused with the keys named: never a partial load.
+    """
+    index = layer_index(model)
+    stems: dict[str, dict[str, torch.Tensor]] = {}
+    unfit = []
+    for key, tensor in tensors.items():
+        part = next((p for p, suffixes in (("down", _DOWN), ("up", _UP), ("alpha", (_ALPHA,)))
+                     for s in suffixes if key.endswith(s)), None)
+        if part is None:
+            unfit.append(key)
+            continue
+        suffix = next(s for s in (*_DOWN, *_UP, _ALPHA) if key.endswith(s))
+        stems.setdefault(key.removesuffix(suffix), {})[part] = tensor
+    if not stems and not unfit:
+        raise InvalidRequest(field, f"{field}: LoRA {label} holds no tensors")
+    metadata_factor = _metadata_factor(metadata)
+    layers: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    styles, wrong_shape, halves = set(), [], []
+    for stem, parts in stems.items():
+        layer, style = index.resolve(stem)
+        if layer is None:
+            unfit.append(stem + (".lora_A.weight" if "down" in parts else ".lora_B.weight" if "up" in parts else _ALPHA))
+            continue
+        styles.add(style)
+        if "down" not in parts or "up" not in parts:
+            halves.append(stem)
+            continue
+        down, up = parts["down"], parts["up"]
+        module = index.modules[layer]
+        problem = _shape_problem(down, up, module)
+        if problem:
+            wrong_shape.append(f"{stem}: {problem}")
+            continue
+        rank = down.shape[0]
+        factor = float(parts["alpha"]) / rank if "alpha" in parts else metadata_factor
+        if layer in layers:  # the same layer under two names: ambiguous, not summed
+            halves.append(stem)
+            continue
+        layers[layer] = (down.to(device=device, dtype=dtype).contiguous(),
+                         (up.to(torch.float32) * factor).to(device=device, dtype=dtype).contiguous())
+    if unfit:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(unfit)} key(s) that fit no layer of this model "
+                                    f"(is it for another model?): {name_list(unfit, _EXAMPLES)}")
+    if wrong_shape:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(wrong_shape)} layer(s) whose shapes don't fit "
+                                    f"this model (a LoRA for another LTX version?): {'; '.join(sorted(wrong_shape)[:_EXAMPLES])}")
+    if halves:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(halves)} layer(s) without both factors "
+                                    f"(lora_A and lora_B) or named twice: {name_list(halves, _EXAMPLES)}")
+    if not layers:
+        raise InvalidRequest(field, f"{field}: LoRA {label} holds no LoRA layers")
+    return Adapter(name=label, digest=digest, style="+".join(sorted(styles)), layers=layers)
+
+
+def _shape_problem(down: torch.Tensor, up: torch.Tensor, module: nn.Module) -> str | None:
+    if down.ndim != 2 or up.ndim != 2:
+        return f"factors must be matrices, got lora_A {list(down.shape)} and lora_B {list(up.shape)}"
+    if not (down.is_floating_point() and up.is_floating_point()):
+        return "factors must be floating point"
+    if down.shape[1] != module.in_features or up.shape[0] != module.out_features or up.shape[1] != down.shape[0]:
+        return (f"lora_A {list(down.shape)} and lora_B {list(up.shape)} do not fit a layer of "
+                f"{module.in_features} inputs and {module.out_features} outputs")
+    return None
+
+
+def _metadata_factor(metadata: dict[str, str]) -> float:
+    """lora_alpha / r from diffusers' `lora_adapter_metadata` (PEFT's LoraConfig); 1 without it."""
+    try:
+        config = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+        alpha, rank = config.get("transformer.lora_alpha"), config.get("transformer.r")
+        return float(alpha) / float(rank) if alpha is not None and rank else 1.0
+    except (ValueError, TypeError, AttributeError):
+        return 1.0
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+class AdapterCache:
+    """Bound adapters by content digest, least recently used first out, bounded in bytes.
+
+    Kept where the transformer computes when the memory policy keeps it there (set by the caller's
+    `device`), so a repeated LoRA costs neither a file read nor a host-to-device copy.
+    """
+
+    def __init__(self, capacity_bytes: int = 4 * 1024**3) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._items: OrderedDict[tuple, Adapter] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> Adapter | None:
+        with self._lock:
+            adapter = self._items.get(key)
+            if adapter is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return adapter
+
+    def put(self, key: tuple, adapter: Adapter) -> None:
+        with self._lock:
+            self._items[key] = adapter
+            self._items.move_to_end(key)
+            while self._items and self.nbytes > self.capacity_bytes and len(self._items) > 1:
+                self._items.popitem(last=False)
+            if self.nbytes > self.capacity_bytes:  # one adapter larger than the whole cache: used, not kept
+                self._items.pop(key, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ---------------------------------------------------------------------------------------------- applying
+
+@dataclass
+class Applied:
+    """What one request ran with, for the response."""
+
+    name: str
+    scale: float
+    layers: int
+    digest: str
+    style: str
+    stage: str = "all"
+
+    def report(self) -> dict:
+        return {"path": self.name, "scale": self.scale, "layers": self.layers, "sha256": self.digest,
+                "key_style": self.style, "stage": self.stage}
+
+
+@contextmanager
+def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int]:
+    """Add each adapter's low-rank path to the layers it adapts inside the block; yields the layer count.
+
+    Several adapters on one layer become one pair of matmuls (their factors stacked, scales folded
+    into A), moved once to the compute device. An adapter at scale 0 adds nothing and is skipped.
+    On exit every hook is removed, also when the block fails: the next request sees the model
+    exactly as loaded.
+    """
+    index, device = layer_index(model), model.device
+    stacked: dict[tuple[str, str], tuple[list, list]] = {}
+    for adapter, scale in adapters:
+        if scale == 0:
+            continue
+        for layer, (down, up) in adapter.layers.items():
+            downs, ups = stacked.setdefault(layer, ([], []))
+            downs.append(down.to(device) * scale)
+            ups.append(up.to(device))
+    handles = []
+    try:
+        for layer, (downs, ups) in stacked.items():
+            module = index.modules[layer]
+            down = torch.cat(downs) if len(downs) > 1 else downs[0]
+            up = torch.cat(ups, dim=1) if len(ups) > 1 else ups[0]
+            handles.append(module.register_forward_hook(_hook(down, up)))
+        yield len(stacked)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hook(down: torch.Tensor, up: torch.Tensor):
+    def add_side_path(module, args, output):
+        return output + F.linear(F.linear(args[0].to(down.dtype), down), up).to(output.dtype)
+
+    return add_side_path
