@@ -17,6 +17,14 @@ FRAME_MIN, FRAME_MAX = 9, 481
 SIZE_MIN, SIZE_MAX = 64, 3840
 
 
+def _json_number(value: Any, name: str) -> Any:
+    # JSON true/false and "7" are not numbers; pydantic would coerce them, the schema says no.
+    if isinstance(value, (bool, str)):
+        kind = "a number" if name.endswith(("scale", "strength")) else "an integer"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
 CAMERA_LORAS = ("none", "dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
 MAX_LORAS = 8
 
@@ -42,10 +50,8 @@ class LoraInput(BaseModel):
 
     @field_validator("scale", mode="before")
     @classmethod
-    def _a_json_number(cls, value: Any) -> Any:
-        if isinstance(value, (bool, str)):
-            raise ValueError(f"scale must be a number, got {value!r}")
-        return value
+    def _a_json_number(cls, value: Any, info) -> Any:
+        return _json_number(value, info.field_name)
 
 
 class GenerateRequest(BaseModel):
@@ -217,11 +223,7 @@ class GenerateRequest(BaseModel):
                      "image_strength", "end_image_strength", "audio_strength", "camera_lora_scale", mode="before")
     @classmethod
     def _a_json_number(cls, value: Any, info) -> Any:
-        # JSON true/false and "7" are not numbers; pydantic would coerce them, the schema says no.
-        if isinstance(value, (bool, str)):
-            kind = "a number" if info.field_name.endswith(("scale", "strength")) else "an integer"
-            raise ValueError(f"{info.field_name} must be {kind}, got {value!r}")
-        return value
+        return _json_number(value, info.field_name)
 
     @field_validator("include_audio", "match_audio_length", "preprocess_audio", "enable_prompt_expansion",
                      mode="before")
