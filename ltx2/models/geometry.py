@@ -34,5 +34,9 @@ def latent_video_shape(num_frames: int, height: int, width: int, spatial: int, t
 
 
 def audio_latent_frames(num_frames: int, fps: float, sample_rate: int, hop_length: int, compression: int) -> int:
-    """Audio latent frames spanning the video's duration (25 per second for LTX-2)."""
-    return round(num_frames / fps * sample_rate / hop_length / compression)
+    """Audio latent frames spanning the video's duration (25 per second for LTX-2).
+
+    Computed in the reference's order (duration x latents per second) so that a duration whose exact
+    count ends in .5 rounds the same way: 337 frames at 10 fps is 843 latents there, not 842.
+    """
+    return round(num_frames / fps * (sample_rate / hop_length / compression))

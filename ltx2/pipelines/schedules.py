@@ -29,10 +29,13 @@ def shifted_sigmas(steps: int, num_tokens: int, terminal: float = TERMINAL) -> l
         return [1.0]
     shift = math.exp(token_shift(num_tokens))
     raw = [1.0 - i / steps for i in range(steps)]  # 1.0 ... 1/steps; 0 excluded
-    warped = [shift / (shift + (1.0 / s - 1.0)) for s in raw]
+    # Each sigma becomes shift / (shift + 1/s - 1). We keep 1 minus it, (1/s - 1) / (shift + 1/s - 1),
+    # rather than subtracting from 1: past ~100k tokens (a dev model at 1080p, 8 s) the warped sigmas
+    # round to 1.0 and the stretch below would divide by zero (the reference's float32 gives NaN there).
+    one_minus = [(1.0 / s - 1.0) / (shift + (1.0 / s - 1.0)) for s in raw]
     # Stretch so that the smallest sigma becomes `terminal` while 1.0 stays 1.0.
-    scale = (1.0 - warped[-1]) / (1.0 - terminal)
-    return [1.0 - (1.0 - s) / scale for s in warped]
+    scale = one_minus[-1] / (1.0 - terminal)
+    return [1.0 - m / scale for m in one_minus]
 
 
 def sigmas_for(steps: int, num_tokens: int, distilled: bool) -> list[float]:
