@@ -1,0 +1,110 @@
+"""What `tools/mutate` mutates, which tests it runs for each module, mutants marked equivalent, and the
+planted bug kinds. Edit this file when a module moves or its tests do.
+
+TARGETS: name -> the module and its tests in stages. Each stage is one pytest run; the next stage runs
+only if the mutant survived the one before, so put the fast tests that should kill everything first
+and the slow ones that check the call sites after.
+
+EQUIVALENT: name -> mutants that cannot change behaviour, matched by operator and by a piece of the
+source line they sit on, each with why. They are left out of the score and listed by `--survivors`.
+
+PLANTED: the bug kinds issue 14 names (and a few like them), each a one-line edit that a developer
+could make, with the tests that must kill it. `tools/mutate --planted` plants them one at a time.
+"""
+
+TARGETS: dict[str, dict] = {
+    "schedules": {
+        "module": "ltx2/pipelines/schedules.py",
+        "stages": [["tests/test_schedules.py"]],
+    },
+    "geometry": {
+        "module": "ltx2/models/geometry.py",
+        "stages": [["tests/test_geometry.py"], ["tests/test_tiny_preset.py"]],
+    },
+    "layout": {
+        "module": "ltx2/models/layout.py",
+        "stages": [["tests/test_layout.py"], ["tests/test_loading.py"]],
+    },
+    "configs": {
+        "module": "ltx2/models/configs.py",
+        "stages": [["tests/test_configs.py", "tests/test_layout.py"], ["tests/test_loading.py"]],
+    },
+    "audio_features": {
+        "module": "ltx2/media/audio_features.py",
+        "stages": [["tests/test_audio_features.py"]],
+    },
+    "fp8": {
+        "module": "ltx2/models/fp8.py",
+        "stages": [["tests/test_fp8.py"], ["tests/test_loading.py"]],
+    },
+}
+
+EQUIVALENT: dict[str, list[dict]] = {}
+
+PLANTED: list[dict] = [
+    {
+        "kind": "token shift without exp",
+        "file": "ltx2/pipelines/schedules.py",
+        "old": "shift = math.exp(token_shift(num_tokens))",
+        "new": "shift = token_shift(num_tokens)",
+        "tests": ["tests/test_schedules.py"],
+    },
+    {
+        "kind": "VAE latent mean and std swapped",
+        "file": "ltx2/models/layout.py",
+        "old": '_STATISTICS = {"latents_mean": "per_channel_statistics.mean-of-means", '
+               '"latents_std": "per_channel_statistics.std-of-means"}',
+        "new": '_STATISTICS = {"latents_mean": "per_channel_statistics.std-of-means", '
+               '"latents_std": "per_channel_statistics.mean-of-means"}',
+        "tests": ["tests/test_loading.py"],
+    },
+    {
+        "kind": "FP8 scales in the model dtype",
+        "file": "ltx2/models/loading.py",
+        "old": 'if key.endswith(("weight_scale", "input_scale")):\n        return torch.float32',
+        "new": 'if key.endswith(("weight_scale", "input_scale")):\n        return dtype',
+        "tests": ["tests/test_loading.py"],
+    },
+    {
+        "kind": "no clamp before the FP8 cast (scaled-mm)",
+        "file": "ltx2/models/fp8.py",
+        "old": "qx = (x2 / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).contiguous()",
+        "new": "qx = (x2 / scale).to(FP8_DTYPE).contiguous()",
+        "tests": ["tests/test_fp8.py"],
+    },
+    {
+        "kind": "no clamp before the FP8 cast (quantize)",
+        "file": "ltx2/models/fp8.py",
+        "old": "q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)",
+        "new": "q = (w / scale).to(FP8_DTYPE)",
+        "tests": ["tests/test_fp8.py"],
+    },
+    {
+        "kind": "mono not duplicated (audio VAE input)",
+        "file": "ltx2/media/audio_features.py",
+        "old": "    if wave.shape[0] == 1 and channels == 2:\n        wave = wave.expand(2, -1)\n",
+        "new": "    if wave.shape[0] == 1 and channels == 2:\n        wave = torch.cat([wave, torch.zeros_like(wave)])\n",
+        "tests": ["tests/test_audio_features.py"],
+    },
+    {
+        "kind": "audio-length +1 lost (mel frames)",
+        "file": "ltx2/media/audio_features.py",
+        "old": "return 1 + samples // cfg.hop_length",
+        "new": "return samples // cfg.hop_length",
+        "tests": ["tests/test_audio_features.py"],
+    },
+    {
+        "kind": "audio latent length from the reference's order lost",
+        "file": "ltx2/models/geometry.py",
+        "old": "return round(num_frames / fps * (sample_rate / hop_length / compression))",
+        "new": "return round(num_frames / fps * sample_rate / hop_length / compression)",
+        "tests": ["tests/test_geometry.py"],
+    },
+    {
+        "kind": "latent frames without the causal first frame",
+        "file": "ltx2/models/geometry.py",
+        "old": "return (num_frames - 1) // temporal + 1, height // spatial, width // spatial",
+        "new": "return num_frames // temporal + 1, height // spatial, width // spatial",
+        "tests": ["tests/test_geometry.py"],
+    },
+]
