@@ -3,8 +3,14 @@
 `write_checkpoint` writes components the way Lightricks' files are written: one safetensors file,
 tensors under the official names and prefixes, ltx-core's `config` JSON in the metadata, FP8 linear
 weights as float8_e4m3fn with float32 `weight_scale` / `input_scale` siblings, and the statistics
-tensors the real files carry that no component uses. Names come from `ltx2.models.layout.file_key`, which
-tests/test_layout.py pins against the real 19B file's names (tests/data/ltx2_19b_layout.json).
+tensors the real files carry that no component uses.
+
+Which tensor goes under which name does not come from our own mapping (`ltx2.models.layout.file_key`):
+a file written by it would round-trip any mistake in it, such as two same-shaped tensors swapped. The set
+of names is file_key's (tests/test_layout.py pins that set, with shapes, against the real 19B file's), but
+each name gets its tensor through `reference_key`: diffusers' own single-file converters for the
+transformer and both VAEs, and for the connectors and the vocoder the module names of ltx-core and
+diffusers, written out below.
 """
 
 from __future__ import annotations
@@ -137,23 +143,63 @@ def round_to(modules: dict[str, torch.nn.Module], dtype: torch.dtype) -> None:
                     tensor.copy_(tensor.to(dtype).to(tensor.dtype))
 
 
+# Official (ltx-core) name fragments -> diffusers', for the two components diffusers ships no single-file
+# converter for. ltx-core: Embeddings1DConnector.transformer_1d_blocks[i].attn1.{q,k}_norm, the feature
+# extractor's aggregate_embed; the vocoder's conv_pre, ups, resblocks, conv_post.
+_CONNECTOR_NAMES = (("model.diffusion_model.", ""), ("text_embedding_projection.aggregate_embed.", "text_proj_in."),
+                    ("video_embeddings_connector.", "video_connector."),
+                    ("audio_embeddings_connector.", "audio_connector."),
+                    (".transformer_1d_blocks.", ".transformer_blocks."), (".q_norm.", ".norm_q."),
+                    (".k_norm.", ".norm_k."))
+_VOCODER_NAMES = (("vocoder.", ""), ("ups.", "upsamplers."), ("resblocks.", "resnets."), ("conv_pre.", "conv_in."),
+                  ("conv_post.", "conv_out."))
+
+
+def reference_key(component: str, official: str) -> str:
+    """The diffusers parameter an official tensor name belongs to, by a converter that is not ours."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    converters = {"transformer": sfu.convert_ltx2_transformer_to_diffusers, "vae": sfu.convert_ltx2_vae_to_diffusers,
+                  "audio_vae": sfu.convert_ltx2_audio_vae_to_diffusers}
+    if component in converters:
+        (key,) = converters[component]({official: None})
+        return key
+    key = official
+    for before, after in _CONNECTOR_NAMES if component == "connectors" else _VOCODER_NAMES:
+        key = after + key[len(before):] if key.startswith(before) else key.replace(before, after)
+    return key
+
+
+def official_names(name: str, module: torch.nn.Module, num_down: int) -> dict[str, str]:
+    """diffusers parameter -> the official name the file stores it under (see the module docstring)."""
+    names = {layout.file_key(name, key, num_down) for key in module.state_dict()}
+    owner = {reference_key(name, official): official for official in names}
+    unowned = sorted(set(module.state_dict()) - set(owner))
+    if unowned:
+        raise AssertionError(f"{name}: layout.file_key names no tensor that the reference naming gives to "
+                             f"{unowned[:5]} ({len(unowned)} in all)")
+    return owner
+
+
 def official_tensors(modules: dict[str, torch.nn.Module], dtype: torch.dtype = torch.bfloat16,
                      fp8: bool = False, input_scales: bool = True) -> dict[str, torch.Tensor]:
     """Every tensor under its official name, as the official files store it."""
     num_down = len(modules["vae"].config.block_out_channels)
     out: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
+        names = official_names(name, module, num_down)
         for key, tensor in module.state_dict().items():
             tensor = tensor.detach()
-            layer = key.removesuffix(".weight")
-            if fp8 and name == "transformer" and key.endswith(".weight") and FP8_LAYER.match(layer):
+            official = names[key]
+            if fp8 and name == "transformer" and key.endswith(".weight") and FP8_LAYER.match(key.removesuffix(".weight")):
                 weight, scale = quantize_per_tensor(tensor)
-                out[layout.file_key(name, key, num_down)] = weight
-                out[layout.file_key(name, layer + ".weight_scale", num_down)] = scale
+                base = official.removesuffix(".weight")  # the official files' `<layer>.weight_scale` siblings
+                out[official] = weight
+                out[base + ".weight_scale"] = scale
                 if input_scales:
-                    out[layout.file_key(name, layer + ".input_scale", num_down)] = torch.tensor(0.05)
+                    out[base + ".input_scale"] = torch.tensor(0.05)
                 continue
-            out[layout.file_key(name, key, num_down)] = tensor.to(dtype).contiguous()
+            out[official] = tensor.to(dtype).contiguous()
     mean = out["vae.per_channel_statistics.mean-of-means"]
     out["vae.per_channel_statistics.channel"] = torch.arange(mean.numel(), dtype=torch.int64)
     out["vae.per_channel_statistics.mean-of-stds"] = torch.ones_like(mean)

@@ -39,6 +39,21 @@ def _cpu_scaled_mm_works() -> bool:
 
 
 CPU_SCALED_MM = _cpu_scaled_mm_works()
+
+
+class CastLikeCUDA(torch.overrides.TorchFunctionMode):
+    """Casts to float8_e4m3fn as c10's conversion defines them (and CUDA computes them): e4m3fn has no
+    infinity, so a magnitude of 480 or more (past the last rounding boundary above 448) becomes NaN.
+    torch 2.13's CPU cast saturates to 448 instead, which would hide a missing clamp here."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (func is torch.Tensor.to and isinstance(out, torch.Tensor) and out.dtype == FP8_DTYPE
+                and args[0].dtype != FP8_DTYPE):
+            overflow = args[0].abs() >= 480
+            if overflow.any():
+                out = torch.where(overflow.to(out.device), float("nan"), out.float()).to(FP8_DTYPE)
+        return out
 needs_scaled_mm = pytest.mark.skipif(not CPU_SCALED_MM, reason="this torch build has no float8 torch._scaled_mm on CPU")
 
 
@@ -283,12 +298,13 @@ def test_scaled_mm_matches_emulation_and_original(linear):
 @needs_scaled_mm
 def test_scaled_mm_clamps_outliers_and_dynamic_scale(linear):
     x = torch.randn(4, 256)
-    # Far beyond input_scale * 448. On CUDA an unclamped cast gives NaN; torch 2.13's CPU cast
-    # saturates, so on CPU this only checks that the value is clipped, not NaN'd.
+    # Far beyond input_scale * 448: an unclamped cast gives NaN on CUDA, and here under CastLikeCUDA.
     x[0, 0] = 1e4
     static = make_fp8(linear, compute="scaled-mm", input_scale=5.0 / 448)
     dynamic = make_fp8(linear, compute="scaled-mm", input_scale=None)
-    with torch.no_grad():
+    with CastLikeCUDA():
+        assert torch.tensor([479.0, 480.0]).to(FP8_DTYPE).float()[1].isnan()  # the emulation is on
+    with torch.no_grad(), CastLikeCUDA():
         out_static = static(x)
         out_dynamic = dynamic(x[1:])
         ref = F.linear(x[1:], dequantized(dynamic), linear.bias)

@@ -90,3 +90,52 @@ def test_real_config_translates_to_the_published_diffusers_configs():
         16000, 160, 64, True, 8)
     assert (voc["act_fn"], voc["final_act_fn"], voc["output_sampling_rate"], voc["in_channels"]) == (
         "leaky_relu", "tanh", 24000, 128)
+
+
+def test_every_tensor_goes_to_the_parameter_the_reference_naming_says(mapped):
+    """Same names and shapes (above) still allow two same-shaped tensors to be swapped (q_norm / k_norm,
+    the latent mean / std, the a2v / v2a gates). diffusers' own single-file converters (transformer and
+    both VAEs) and ltx-core's module names (connectors, vocoder; tests/miniature.py) must send every
+    official tensor to the very parameter our mapping does."""
+    import miniature
+
+    cfgs = loading.component_configs(header(DATA["config"]))
+    num_down = len(cfgs["vae"]["block_out_channels"])
+    for name, cfg in cfgs.items():
+        keys = loading.build_empty(name, cfg).state_dict()
+        wrong = {k: (layout.file_key(name, k, num_down), miniature.reference_key(name, layout.file_key(name, k, num_down)))
+                 for k in keys if miniature.reference_key(name, layout.file_key(name, k, num_down)) != k}
+        assert not wrong, f"{name}: parameter -> (our file name, where the reference sends it): {dict(list(wrong.items())[:5])}"
+
+
+@pytest.mark.parametrize(("component", "key", "official"), [
+    # Pairs of same-shaped tensors, written out from ltx-core's module names.
+    ("vae", "latents_mean", "vae.per_channel_statistics.mean-of-means"),
+    ("vae", "latents_std", "vae.per_channel_statistics.std-of-means"),
+    ("audio_vae", "latents_mean", "audio_vae.per_channel_statistics.mean-of-means"),
+    ("audio_vae", "latents_std", "audio_vae.per_channel_statistics.std-of-means"),
+    ("transformer", "transformer_blocks.3.attn1.norm_q.weight", "model.diffusion_model.transformer_blocks.3.attn1.q_norm.weight"),
+    ("transformer", "transformer_blocks.3.attn1.norm_k.weight", "model.diffusion_model.transformer_blocks.3.attn1.k_norm.weight"),
+    ("transformer", "av_cross_attn_video_a2v_gate.linear.weight", "model.diffusion_model.av_ca_a2v_gate_adaln_single.linear.weight"),
+    ("transformer", "av_cross_attn_audio_v2a_gate.linear.weight", "model.diffusion_model.av_ca_v2a_gate_adaln_single.linear.weight"),
+    ("transformer", "time_embed.linear.weight", "model.diffusion_model.adaln_single.linear.weight"),
+    ("transformer", "audio_time_embed.linear.weight", "model.diffusion_model.audio_adaln_single.linear.weight"),
+    ("connectors", "video_connector.transformer_blocks.1.attn1.norm_k.weight",
+     "model.diffusion_model.video_embeddings_connector.transformer_1d_blocks.1.attn1.k_norm.weight"),
+    ("connectors", "audio_connector.learnable_registers", "model.diffusion_model.audio_embeddings_connector.learnable_registers"),
+    ("connectors", "text_proj_in.weight", "text_embedding_projection.aggregate_embed.weight"),
+    ("vocoder", "upsamplers.2.weight", "vocoder.ups.2.weight"),
+    ("vocoder", "resnets.4.convs2.1.bias", "vocoder.resblocks.4.convs2.1.bias"),
+    ("vae", "encoder.down_blocks.1.downsamplers.0.conv.conv.weight", "vae.encoder.down_blocks.3.conv.conv.weight"),
+    ("vae", "encoder.down_blocks.1.resnets.0.conv1.conv.weight", "vae.encoder.down_blocks.2.res_blocks.0.conv1.conv.weight"),
+    ("vae", "encoder.mid_block.resnets.1.conv2.conv.weight", "vae.encoder.down_blocks.8.res_blocks.1.conv2.conv.weight"),
+    ("vae", "decoder.mid_block.resnets.0.conv1.conv.weight", "vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"),
+    ("vae", "decoder.up_blocks.0.upsamplers.0.conv.conv.weight", "vae.decoder.up_blocks.1.conv.conv.weight"),
+    ("vae", "decoder.up_blocks.2.resnets.0.conv1.conv.weight", "vae.decoder.up_blocks.6.res_blocks.0.conv1.conv.weight"),
+    ("vae", "decoder.scale_shift_table", "vae.decoder.last_scale_shift_table"),
+    ("vae", "decoder.time_embedder.timestep_embedder.linear_1.weight",
+     "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight"),
+])
+def test_swap_prone_names_written_out(component, key, official):
+    assert official in {**DATA["tensors"], **DATA["vae_decoder_timestep_conditioning"]["tensors"]}
+    assert layout.file_key(component, key) == official

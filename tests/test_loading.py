@@ -130,6 +130,29 @@ def test_fp8_file_keeps_fp8_and_matches_within_quantisation_error(source, fp8_fi
         assert rel_err(RUNNERS[name](loaded[name]), RUNNERS[name](source[name])) < 1e-5, name
 
 
+def test_fp8_file_in_bf16_as_production_loads_it(source, fp8_file):
+    """Production loads in bf16: FP8 weights stay FP8, their scales stay the file's float32 values
+    (rounding one to bf16 scales the whole layer by up to 0.4%), everything else becomes bf16."""
+    from safetensors import safe_open
+
+    loaded, report = loading.load_single_file(str(fp8_file), dtype=torch.bfloat16, fp8_compute="upcast")
+    transformer = loaded["transformer"]
+    names = miniature.official_names("transformer", source["transformer"], 4)
+    state = transformer.state_dict()
+    scales = {k: v for k, v in state.items() if k.endswith(("weight_scale", "input_scale"))}
+    assert len(scales) == 2 * report.fp8_layers
+    with safe_open(str(fp8_file), "pt") as f:
+        for key, value in scales.items():
+            layer, _, suffix = key.rpartition(".")
+            official = names[layer + ".weight"].removesuffix(".weight") + "." + suffix
+            assert value.dtype == torch.float32 and torch.equal(value, f.get_tensor(official)), key
+    kinds = {k: v.dtype for k, v in state.items() if k not in scales}
+    assert sum(d == torch.float8_e4m3fn for d in kinds.values()) == report.fp8_layers
+    assert {d for d in kinds.values() if d != torch.float8_e4m3fn} == {torch.bfloat16}
+    out = run_transformer(transformer.to(torch.float32))  # float32 activations; weights as loaded
+    assert 0 < rel_err(out, run_transformer(source["transformer"])) < 0.08
+
+
 def test_known_unused_tensors_are_reported_not_loaded(bf16_file):
     _, report = loading.load_single_file(str(bf16_file), dtype=torch.float32)
     assert report.ignored == ["vae.per_channel_statistics.channel", "vae.per_channel_statistics.mean-of-stds"]
