@@ -139,3 +139,31 @@ def test_every_tensor_goes_to_the_parameter_the_reference_naming_says(mapped):
 def test_swap_prone_names_written_out(component, key, official):
     assert official in {**DATA["tensors"], **DATA["vae_decoder_timestep_conditioning"]["tensors"]}
     assert layout.file_key(component, key) == official
+
+
+def test_component_of_every_official_tensor(mapped):
+    """The loader sorts the file's tensors by prefix: each must land with the component that owns it."""
+    cfgs = loading.component_configs(header(DATA["config"]))
+    num_down = len(cfgs["vae"]["block_out_channels"])
+    for name, cfg in cfgs.items():
+        for key in loading.build_empty(name, cfg).state_dict():
+            assert layout.component_of(layout.file_key(name, key, num_down)) == name, key
+    for key in DATA["extra_file_tensors"]["tensors"]:
+        assert layout.component_of(key) == "vae"
+    for key in ("foo.bar", "model.diffusion", "vaex.encoder.conv", "audio.x", "text_embedding.x", "vocoders.a", ""):
+        assert layout.component_of(key) is None, key
+
+
+def test_component_names_are_compared_by_value():
+    # Names read from a config or built at run time are equal to the literals but not the same objects.
+    for name in layout.COMPONENTS:
+        runtime = "".join(list(name))
+        assert runtime is not name
+        assert layout.file_key(runtime, "x.weight") == layout.file_key(name, "x.weight")
+
+
+@pytest.mark.parametrize("name", ["", "abc", "audio", "audio_vaf", "connector", "trans", "v", "vaa", "vaf", "vocoderz",
+                                  "zzz"])
+def test_an_unknown_component_is_refused(name):
+    with pytest.raises(ValueError, match=f"unknown component {name!r}"):
+        layout.file_key(name, "x.weight")

@@ -77,6 +77,12 @@ def test_terminal_is_a_parameter():
     assert shifted_sigmas(5, 2000, terminal=0.2) == pytest.approx(reference_sigmas(5, 2000, "0.2"), abs=1e-12)
 
 
+@pytest.mark.parametrize("steps", [0, -1])
+def test_no_steps_is_refused(steps):
+    with pytest.raises(ValueError, match=f"steps must be at least 1, got {steps}"):
+        shifted_sigmas(steps, 1000)
+
+
 def test_one_step_is_pure_noise():
     # The reference's stretch divides 0 by 0 at one step; one step starts from sigma 1.
     assert shifted_sigmas(1, 5000) == [1.0]

@@ -208,10 +208,37 @@ def _test_files(target: dict) -> list[Path]:
     return sorted(files)
 
 
-def _equivalent_reason(name: str, module_lines: list[str], operator: str, line: int) -> str | None:
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the annotations are, when `from __future__ import annotations` keeps them unevaluated."""
+    import ast
+
+    tree = ast.parse(source)
+    postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
+                    and any(a.name == "annotations" for a in n.names) for n in tree.body)
+    if not postponed:
+        return []
+    spans = []
+    for node in ast.walk(tree):
+        found = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            found.append(node.returns)
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in found]
+    return spans
+
+
+def _equivalent_reason(name: str, module_lines: list[str], spec, annotations) -> str | None:
+    """Why a mutant cannot change behaviour, if it cannot: in an annotation, or listed in EQUIVALENT."""
+    start, end = tuple(spec.start_pos), tuple(spec.end_pos)
+    if any(a <= start and end <= b for a, b in annotations):
+        return "an annotation, never evaluated (from __future__ import annotations)"
+    line = start[0]
     text = module_lines[line - 1] if 0 < line <= len(module_lines) else ""
     for entry in EQUIVALENT.get(name, ()):
-        if entry["operator"] == operator.removeprefix("core/") and entry["line"] in text:
+        if entry["operator"] == spec.operator_name.removeprefix("core/") and entry["line"] in text:
             return entry["why"]
     return None
 
@@ -315,6 +342,7 @@ def _execute(name: str, fresh: bool, deadline: float | None) -> None:
     db_path = str(workdir / "session.sqlite")
     module_path = tree / target["module"]
     module_lines = module_path.read_text().splitlines()
+    annotations = annotation_spans(module_path.read_text())
     original = module_path.read_bytes()
     runner = ForkRunner(tree, target["stages"])
     ok, seconds, output = runner.run(timeout=1800)
@@ -344,7 +372,7 @@ def _execute(name: str, fresh: bool, deadline: float | None) -> None:
                     print(f"\n[{name}] time is up; run again to go on")
                     break
                 spec = item.mutations[0]
-                reason = _equivalent_reason(name, module_lines, spec.operator_name, spec.start_pos[0])
+                reason = _equivalent_reason(name, module_lines, spec, annotations)
                 if reason is not None:
                     db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=reason))
                     continue

@@ -39,7 +39,14 @@ TARGETS: dict[str, dict] = {
     },
 }
 
-EQUIVALENT: dict[str, list[dict]] = {}
+# CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
+SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
+
+EQUIVALENT: dict[str, list[dict]] = {
+    "schedules": [
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
+    ],
+}
 
 PLANTED: list[dict] = [
     {

@@ -25,6 +25,8 @@ def token_shift(num_tokens: int) -> float:
 
 def shifted_sigmas(steps: int, num_tokens: int, terminal: float = TERMINAL) -> list[float]:
     """`steps` decreasing sigmas from 1.0 (the scheduler appends the final 0)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
     if steps == 1:
         return [1.0]
     shift = math.exp(token_shift(num_tokens))
