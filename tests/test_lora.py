@@ -284,3 +284,23 @@ def test_camera_loras_apply_by_their_official_names_and_combine_with_loras(model
     assert not np.array_equal(moved.frames, bare.frames) and not np.array_equal(both.frames, moved.frames)
     assert [(x["path"], x["scale"]) for x in both.loras] == [
         ("style", 1.0), ("ltx-2-19b-lora-camera-control-dolly-left.safetensors", 0.5)]
+
+
+def test_loras_on_the_text_connectors_are_announced_to_prompt_caches(model, tmp_path):
+    connector_layers = attention_layers(model, "connectors")
+    adapter = Adapter("text", "d1", "ltx", factors(model, connector_layers))
+    seen = []
+    original = model.pipe.connectors.forward
+
+    def spy(*args, **kwargs):
+        seen.append(model.text_adapters)
+        return original(*args, **kwargs)
+
+    model.pipe.connectors.forward = spy
+    try:
+        bare = generate(model, GenerateRequest(**CHEAP), adapters=[])
+        adapted = generate(model, GenerateRequest(**CHEAP), adapters=[(adapter, 0.5)])
+    finally:
+        del model.pipe.connectors.forward
+    assert seen == [(), (("d1", 0.5),)] and model.text_adapters == ()
+    assert not np.array_equal(bare.frames, adapted.frames)  # the prompt's embeddings changed

@@ -142,3 +142,31 @@ def test_cli_generates_from_a_checkpoint_offline(models_dir, tmp_path):
     info = probe_mp4(out.read_bytes())
     assert info["video"]["frames"] == 17 and info["audio"]["channels"] == 2
     assert not (tmp_path / "hf").exists()  # nothing was fetched or cached
+
+
+def test_a_lora_runs_on_the_fp8_transformer_without_touching_its_weights(distilled_fp8, tmp_path):
+    from lora_files import attention_layers, write_lora
+
+    from ltx2.models.fp8 import FP8Linear
+    from ltx2.models.lora import layer_index
+    from ltx2.pipelines.loras import LoraPolicy, resolve
+    from ltx2.schema import GenerateRequest
+
+    model = distilled_fp8
+    layers = attention_layers(model)
+    assert all(isinstance(layer_index(model).modules[layer], FP8Linear) for layer in layers)
+    (tmp_path / "loras").mkdir()
+    write_lora(tmp_path / "loras" / "style.safetensors", model, layers=layers)
+    weights = {name: p.detach().clone() for name, p in model.pipe.transformer.named_parameters()
+               if p.dtype == torch.float8_e4m3fn}
+    request = {**REQUEST, "num_inference_steps": 2}
+    bare = generate(model, request)
+    lora_request = GenerateRequest(**request, loras=[{"path": "style"}])
+    adapters = resolve(model, lora_request, LoraPolicy(models_dir=str(tmp_path), cache_dir=str(tmp_path / "c")))
+    styled = generate(model, lora_request, adapters=adapters)
+    after = generate(model, request)
+    assert not np.array_equal(styled.frames, bare.frames) and np.array_equal(after.frames, bare.frames)
+    assert styled.loras[0]["layers"] == len(layers)
+    for name, p in model.pipe.transformer.named_parameters():
+        if name in weights:  # still FP8, and the same bytes
+            assert p.dtype == torch.float8_e4m3fn and torch.equal(p.view(torch.uint8), weights[name].view(torch.uint8))

@@ -46,6 +46,9 @@ class LoadedModel:
     placement: Placement | None = field(default=None, repr=False)
     adapter_cache: AdapterCache = field(default_factory=AdapterCache, repr=False)  # LoRAs bound to this model
     prompt_expansion_tokens: int = 512  # the most tokens enable_prompt_expansion lets Gemma write
+    # (digest, scale) of the LoRAs adapting the text connectors while a request runs; () otherwise.
+    # Prompt embeddings depend on them: a prompt cache keys on this as well as on the prompts.
+    text_adapters: tuple = ()
 
     def __post_init__(self) -> None:
         if self.placement is None:

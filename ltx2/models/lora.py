@@ -294,6 +294,10 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
             downs.append(down.to(device) * scale)
             ups.append(up.to(device))
     handles = []
+    # What the text connectors run with: prompt embeddings made under these are not the bare model's,
+    # so anything that caches them must key on this too (empty: the bare connectors).
+    model.text_adapters = tuple((a.digest, scale) for a, scale in adapters
+                                if scale != 0 and "connectors" in a.components)
     try:
         for layer, (downs, ups) in stacked.items():
             module = index.modules[layer]
@@ -304,6 +308,7 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
     finally:
         for handle in handles:
             handle.remove()
+        model.text_adapters = ()
 
 
 def _hook(down: torch.Tensor, up: torch.Tensor):
