@@ -1,15 +1,19 @@
 """Per-request cost of LoRAs: the side path ltx2 uses against merging into the weights, 0, 1 and 3 LoRAs.
 
-    python bench/bench_lora.py                 # tiny preset, 288x512x49, 8 steps, median of 3 after a warm-up
+    python bench/bench_lora.py                 # tiny preset, 288x512x49, 8 steps, fastest of 3 (round robin) after a warm-up
     python bench/bench_lora.py --smoke         # a few seconds: the CI check that both designs still run
 
-Two tables:
+Three tables:
 1. Request time on the tiny preset per design and LoRA count: the denoising stage, the time to put the
-   LoRAs in and take them out again, and the whole generate() call. Merging is implemented here, for
+   LoRAs in and take them out again, the whole generate() call, and the multiply-adds each design adds,
+   counted by hooks (the tiny preset's 32-wide layers make a rank-16 LoRA as costly as the layer itself:
+   read the ratios from table 2). Merging is implemented here, for
    the comparison only: per request it adds B @ A into each adapted weight (dequantising and
    requantising FP8 ones with a fresh per-tensor scale, as ltx-core's FP8 fuse rule does) and restores
    the saved originals afterwards.
-2. One FP8 linear at the 19B's width (4096 x 4096, a rank-32 LoRA whose update is ~1% of the weight):
+2. The same count for the real 19B's block linears (shapes from tests/data/ltx2_19b_layout.json) at
+   ranks 16, 64 and 384 (the distilled LoRA's).
+3. One FP8 linear at the 19B's width (4096 x 4096, a rank-32 LoRA whose update is ~1% of the weight):
    the time to merge and unmerge it against the side path's extra time per pass, and how much of the
    LoRA's effect each design keeps (error relative to the LoRA's own contribution, against float32).
 """
@@ -17,6 +21,7 @@ Two tables:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -26,7 +31,8 @@ from pathlib import Path
 import torch
 from host import cpu_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 from lora_files import factors  # noqa: E402  (the tests' tiny LoRA maker)
 
 from ltx2 import generate, load_model  # noqa: E402
@@ -71,33 +77,77 @@ def adapters_for(model, count: int, rank: int) -> list[tuple[Adapter, float]]:
             for i in range(count)]
 
 
+def linear_macs(model, request) -> dict:
+    """Multiply-adds of the transformer-block linears in one request, counted by hooks: {layer: rows}."""
+    rows: dict = {}
+    handles = []
+    for layer, module in layer_index(model).modules.items():
+        if layer[0] == "transformer" and layer[1].startswith("transformer_blocks."):
+            handles.append(module.register_forward_hook(
+                lambda m, args, out, layer=layer: rows.__setitem__(layer, rows.get(layer, 0) + args[0].numel() // m.in_features)))
+    try:
+        generate(model, request)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return rows
+
+
 def request_table(args) -> None:
     model = load_model("tiny", device=args.device)
     request = GenerateRequest(prompt="A cat playing piano, studio lighting, gentle music", width=args.width,
                               height=args.height, num_frames=args.num_frames, num_inference_steps=args.steps, seed=1)
     generate(model, request)  # warm-up
-    print("| design | LoRAs | layers adapted | denoise s | put in + take out s | generate() s | vs no LoRA |")
+    # Counted, not timed: what each design adds in multiply-adds per request (the load on a shared machine
+    # cannot change these).
+    rows, index = linear_macs(model, request), layer_index(model)
+    base = sum(n * index.modules[layer].in_features * index.modules[layer].out_features for layer, n in rows.items())
+    configs = [(design, apply, count) for design, apply in (("side path", side_paths), ("merge", merged))
+               for count in (0, 1, 3)]
+    adapters = {count: adapters_for(model, count, args.rank) for count in (0, 1, 3)}
+    times: dict = {key[::2]: ([], [], []) for key in configs}
+    for _ in range(args.runs):  # round robin: a burst of load on the machine hits every row alike
+        for design, apply, count in configs:
+            start = time.perf_counter()
+            with apply(model, adapters[count]) as layers:
+                entered = time.perf_counter()
+                result = generate(model, request, adapters=[])
+                left = time.perf_counter()
+            done = time.perf_counter()
+            for series, value in zip(times[(design, count)], (result.timings["denoise"],
+                                                               (entered - start) + (done - left), done - start)):
+                series.append(value)
+            times[(design, count, "layers")] = layers
+    print("| design | LoRAs | layers | denoise s | put in + take out s | generate() s | extra multiply-adds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    baseline = None
-    for design, apply in (("side path", side_paths), ("merge", merged)):
-        for count in (0, 1, 3):
-            adapters = adapters_for(model, count, args.rank)
-            denoise, wrap, total = [], [], []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                with apply(model, adapters) as layers:
-                    entered = time.perf_counter()
-                    result = generate(model, request, adapters=[])
-                    left = time.perf_counter()
-                done = time.perf_counter()
-                denoise.append(result.timings["denoise"])
-                wrap.append((entered - start) + (done - left))
-                total.append(done - start)
-            row = [statistics.median(x) for x in (denoise, wrap, total)]
-            if count == 0 and design == "side path":
-                baseline = row[2]
-            print(f"| {design} | {count} | {layers} | {row[0]:.3f} | {row[1]:.4f} | {row[2]:.3f} | "
-                  f"{row[2] / baseline:.2f}x |")
+    for design, _, count in configs:
+        denoise, wrap, total = (min(series) for series in times[(design, count)])
+        rank = args.rank * count
+        if design == "side path":
+            extra = sum(n * rank * (index.modules[layer].in_features + index.modules[layer].out_features)
+                        for layer, n in rows.items())
+        else:
+            extra = sum(rank * index.modules[layer].in_features * index.modules[layer].out_features for layer in rows)
+        share = f"{extra / 1e6:.1f} M ({100 * extra / base:.2f}% of the block linears)" if count else "0"
+        print(f"| {design} | {count} | {times[(design, count, 'layers')]} | {denoise:.3f} | {wrap:.4f} | {total:.3f} | "
+              f"{share} |")
+
+
+def full_size_table(ranks=(16, 64, 384)) -> None:
+    """The 19B's own block linears (shapes from the checked-in official layout): what each design costs."""
+    layout = json.loads((ROOT / "tests" / "data" / "ltx2_19b_layout.json").read_text())["tensors"]
+    shapes = [shape for key, shape in layout.items() if key.startswith("model.diffusion_model.transformer_blocks.")
+              and key.endswith(".weight") and len(shape) == 2]
+    params = sum(o * i for o, i in shapes)
+    print(f"\nLTX-2 19B, all {len(shapes)} transformer-block linears ({params / 1e9:.1f} B weights), counted:\n")
+    print("| rank | LoRA size (bf16) | side path: extra linear work per pass | merge: work per request | "
+          "merge: FP8 weights rewritten and restored |")
+    print("|---:|---:|---:|---:|---:|")
+    for rank in ranks:
+        lora = sum(rank * (o + i) for o, i in shapes)
+        print(f"| {rank} | {lora * 2 / 1e9:.2f} GB | {100 * lora / params:.2f}% | "
+              f"{2 * rank * params / 1e12:.2f} TFLOP + dequantise/requantise | {params / 1e9:.1f} GB twice, plus a "
+              f"saved copy |")
 
 
 def layer_table(args) -> None:
@@ -170,8 +220,9 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"machine: {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}")
     print(f"request: tiny preset, {args.width}x{args.height}, {args.num_frames} frames, {args.steps} steps, "
-          f"rank-{args.rank} LoRAs on every transformer-block linear, median of {args.runs}\n")
+          f"rank-{args.rank} LoRAs on every transformer-block linear, fastest of {args.runs} (round robin)\n")
     request_table(args)
+    full_size_table()
     layer_table(args)
 
 

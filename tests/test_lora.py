@@ -304,3 +304,21 @@ def test_loras_on_the_text_connectors_are_announced_to_prompt_caches(model, tmp_
         del model.pipe.connectors.forward
     assert seen == [(), (("d1", 0.5),)] and model.text_adapters == ()
     assert not np.array_equal(bare.frames, adapted.frames)  # the prompt's embeddings changed
+
+
+def test_side_paths_nest_and_unwind_in_order(model):
+    layer = attention_layers(model)[0]
+    module = layer_index(model).modules[layer]
+    outer = Adapter("outer", "o", "ltx", factors(model, [layer], seed=1))
+    inner = Adapter("inner", "i", "ltx", factors(model, [layer], seed=2))
+    x = torch.randn(3, module.in_features)
+    with torch.no_grad():
+        bare = module(x)
+        with side_paths(model, [(outer, 1.0)]):
+            with_outer = module(x)
+            with side_paths(model, [(inner, 1.0)]):
+                both = module(x)
+            assert torch.equal(module(x), with_outer)
+        assert torch.equal(module(x), bare)
+    (down_o, up_o), (down_i, up_i) = outer.layers[layer], inner.layers[layer]
+    assert torch.allclose(both, bare + x @ (up_o @ down_o + up_i @ down_i).T, atol=1e-5)

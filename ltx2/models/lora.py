@@ -282,7 +282,8 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
     Several adapters on one layer become one pair of matmuls (their factors stacked, scales folded
     into A), moved once to the compute device. An adapter at scale 0 adds nothing and is skipped.
     On exit every hook is removed, also when the block fails: the next request sees the model
-    exactly as loaded.
+    exactly as loaded. Side paths nest: an inner block's adapters add to the outer block's (the dev
+    two-stage pipeline's distilled LoRA in stage 2, on top of the request's LoRAs).
     """
     index, device = layer_index(model), model.device
     stacked: dict[tuple[str, str], tuple[list, list]] = {}
@@ -296,8 +297,9 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
     handles = []
     # What the text connectors run with: prompt embeddings made under these are not the bare model's,
     # so anything that caches them must key on this too (empty: the bare connectors).
-    model.text_adapters = tuple((a.digest, scale) for a, scale in adapters
-                                if scale != 0 and "connectors" in a.components)
+    outer = getattr(model, "text_adapters", ())  # side paths nest (a stage's LoRA inside the request's)
+    model.text_adapters = outer + tuple((a.digest, scale) for a, scale in adapters
+                                        if scale != 0 and "connectors" in a.components)
     try:
         for layer, (downs, ups) in stacked.items():
             module = index.modules[layer]
@@ -308,7 +310,7 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
     finally:
         for handle in handles:
             handle.remove()
-        model.text_adapters = ()
+        model.text_adapters = outer
 
 
 def _hook(down: torch.Tensor, up: torch.Tensor):
