@@ -161,6 +161,11 @@ def test_malformed_and_mismatched_loras_are_422s_naming_them(model, tmp_path):
         "diffusion_model.transformer_blocks.47.attn1.to_q.lora_B.weight": torch.zeros(32, 4)})
     wide = {layer: (torch.zeros(4, 4096), torch.zeros(4096, 4)) for layer in attention_layers(model)}
     write_lora(loras / "wide.safetensors", weights=wide)
+    first = attention_layers(model)[0]
+    bad = factors(model, [first])
+    write_lora(loras / "nan.safetensors", weights={first: (bad[first][0] * float("nan"), bad[first][1])})
+    write_lora(loras / "alphas.safetensors", weights=bad,
+               extra={ltx_name(*first) + ".alpha": torch.ones(3)})
     half = factors(model, attention_layers(model)[:1])
     write_lora(loras / "half.safetensors", weights={}, extra={
         ltx_name(*attention_layers(model)[0]) + ".lora_A.weight": half[attention_layers(model)[0]][0].contiguous()})
@@ -172,6 +177,8 @@ def test_malformed_and_mismatched_loras_are_422s_naming_them(model, tmp_path):
     message = refusal(model, policy, "wide")
     assert "shapes don't fit" in message and "4096" in message and "attn1.to_q" in message
     assert "without both factors" in refusal(model, policy, "half")
+    assert "NaN or infinite" in refusal(model, policy, "nan")
+    assert "alpha must be one number" in refusal(model, policy, "alphas")
     assert len(model.adapter_cache) == cached  # nothing of a refused LoRA is kept
 
 

@@ -26,6 +26,7 @@ transformer pass and proportional to the rank (bench/bench_lora.py measures both
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -168,8 +169,14 @@ def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, f
         if problem:
             wrong_shape.append(f"{stem}: {problem}")
             continue
-        rank = down.shape[0]
-        factor = float(parts["alpha"]) / rank if "alpha" in parts else metadata_factor
+        alpha = parts.get("alpha")
+        if alpha is not None and alpha.numel() != 1:
+            wrong_shape.append(f"{stem}: alpha must be one number, got shape {list(alpha.shape)}")
+            continue
+        factor = float(alpha) / down.shape[0] if alpha is not None else metadata_factor
+        if not (math.isfinite(factor) and torch.isfinite(down).all() and torch.isfinite(up).all()):
+            wrong_shape.append(f"{stem}: holds NaN or infinite values")
+            continue
         if layer in layers:  # the same layer under two names: ambiguous, not summed
             halves.append(stem)
             continue
