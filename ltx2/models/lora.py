@@ -112,6 +112,11 @@ class Adapter:
     def components(self) -> set[str]:
         return {component for component, _ in self.layers}
 
+    def report(self, scale: float, stage: str = "all") -> dict:
+        """What the response says about this adapter applied at `scale` (`AppliedLora`)."""
+        return {"path": self.name, "scale": scale, "layers": len(self.layers), "sha256": self.digest,
+                "key_style": self.style, "stage": stage}
+
 
 def read_lora(path: str, field: str, label: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A LoRA safetensors file's tensors and metadata; anything unreadable is a 422 naming it."""
@@ -265,22 +270,6 @@ class AdapterCache:
 
 
 # ---------------------------------------------------------------------------------------------- applying
-
-@dataclass
-class Applied:
-    """What one request ran with, for the response."""
-
-    name: str
-    scale: float
-    layers: int
-    digest: str
-    style: str
-    stage: str = "all"
-
-    def report(self) -> dict:
-        return {"path": self.name, "scale": self.scale, "layers": self.layers, "sha256": self.digest,
-                "key_style": self.style, "stage": self.stage}
-
 
 @contextmanager
 def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int]:

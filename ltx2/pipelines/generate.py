@@ -53,6 +53,5 @@ def generate(
         result = one_stage(model, plan, on_step)
     result.timings = {"expand_prompt": seconds, **result.timings}
     result.expanded_prompt = expanded
-    result.loras = [{"path": a.name, "scale": scale, "layers": len(a.layers), "sha256": a.digest,
-                     "key_style": a.style, "stage": "all"} for a, scale in adapters]
+    result.loras = [adapter.report(scale) for adapter, scale in adapters]
     return result
