@@ -50,6 +50,8 @@ from ..schema import (
     request_rules,
     validation_error_body,
 )
+from . import ltx_api, openai_api
+from .protocol import ProtocolContext
 from .security import install_security
 from .service import render_mp4
 from ..settings import Settings
@@ -320,7 +322,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
         if job.status != SUCCEEDED:
             return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
-        if job.expired or not job.video_path or not os.path.exists(job.video_path):
+        if state.manager.video_expired(job) or not job.video_path or not os.path.exists(job.video_path):
             return _error(410, f"the video of job {job_id} has expired (kept {settings.result_ttl:.0f} s)", "expired")
         return FileResponse(job.video_path, media_type="video/mp4", filename=f"{job_id}.mp4")
 
@@ -346,6 +348,12 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 await asyncio.sleep(0.1)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    # The other protocols: their own routes over the same request model, queue and errors.
+    protocols = ProtocolContext(settings=settings, model=lambda: state.model, unavailable=unavailable,
+                                submit=submit, find=find, video=job_video, manager=lambda: state.manager)
+    openai_api.install(app, protocols)
+    ltx_api.install(app, protocols)
 
     @app.get("/health", summary="Liveness, the loaded model and the queue")
     async def health() -> JSONResponse:
@@ -391,6 +399,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "GET /jobs/{id}/events": "server-sent events: progress per step, then the result",
                 "DELETE /jobs/{id}": "cancel a job",
                 "GET /jobs/{id}/video": "the finished MP4",
+                "POST /v1/videos": "OpenAI Videos API: create (JSON or multipart); GET, list, /content, DELETE",
+                "POST /v1/generations/{text,image,audio}-to-video": "the LTX API: queue a generation (JSON or "
+                                                                     "multipart); GET /v1/generations/{id} polls",
                 "GET /metrics": "Prometheus metrics",
                 "GET /health": "liveness and the loaded model",
                 "GET /docs": "interactive API documentation (Swagger UI)",

@@ -12,6 +12,7 @@ when to retry. A running job is cancelled at its next denoising step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -226,6 +227,15 @@ class JobManager:
         log.info(json.dumps({"event": "job_cancel_requested", "job": job_id, "status": job.status}))
         return job
 
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job: its record and its video go (DELETE /v1/videos/{id})."""
+        with self._cv:
+            job = self.jobs.pop(job_id)
+        if job.video_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(job.video_path)
+        self.store.delete(job_id)
+
     def position(self, job_id: str) -> int | None:
         """0 for the running job, 1.. for waiting ones, None when finished."""
         with self._cv:
@@ -357,9 +367,17 @@ class JobManager:
             total -= os.path.getsize(oldest.video_path)
             self._expire(oldest)
 
+    def video_expired(self, job: Job) -> bool:
+        """Checked when a video is served: past its time-to-live it expires now, not at the next sweep."""
+        if not job.expired and job.finished is not None and time.time() - job.finished > self.result_ttl:
+            self._expire(job)
+        return job.expired
+
     def _expire(self, job: Job) -> None:
-        if job.video_path and os.path.exists(job.video_path):
-            os.remove(job.video_path)
+        if job.video_path:
+            # The sweep (worker thread) and a download (event loop) may both get here.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(job.video_path)
         job.expired = True
         job.version += 1
         self.store.save(job)

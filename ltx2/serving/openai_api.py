@@ -1,0 +1,274 @@
+"""The OpenAI Videos API (`client.videos` in the official SDK; vLLM-Omni and SGLang serve LTX-2 behind it).
+
+    POST   /v1/videos               JSON or multipart (input_reference as a file upload)
+    GET    /v1/videos               list, newest first (after, limit, order)
+    GET    /v1/videos/{id}          the Video object
+    GET    /v1/videos/{id}/content  the MP4
+    DELETE /v1/videos/{id}          cancel if unfinished, then forget the job and its video
+
+Mapping onto the one request model:
+- `size` "WIDTHxHEIGHT" -> width, height.
+- `seconds` -> num_frames: the frame count of the form 8k+1 nearest to seconds x fps (fps 25 unless
+  given), so "4" at 25 fps is 97 frames, 3.88 s. The Video object's `seconds` is what the file holds.
+- `input_reference` (a file, or {"image_url": URL or data URL}) -> image_start.
+- `model`: a name the server has loaded (see protocol.model_names); left out, the loaded model.
+- Every other field of POST /generate (seed, num_inference_steps, include_audio, audio, ...) may be
+  sent alongside (`extra_body` in the SDK) and follows the same rules. Left out, `size` and `seconds`
+  are this server's defaults (288x512, 49 frames at 25 fps), not Sora's.
+The job is an ordinary job: its id works on /jobs/{id} as well, and the other way round.
+Errors have the same statuses and sentences as everywhere else, in OpenAI's shape
+({"error": {"message", "type", "param", "code"}}), so the SDK's exceptions carry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from ..schema import validation_error_body
+from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job
+from .protocol import (
+    ProtocolContext,
+    ProtocolError,
+    build_request,
+    check_model,
+    frames_for_seconds,
+    parse_seconds,
+    parse_size,
+    read_body,
+    summarize,
+)
+
+TAG = "OpenAI Videos API"
+STATUS = {QUEUED: "queued", RUNNING: "in_progress", SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "failed"}
+
+
+class VideoCreate(BaseModel):
+    """POST /v1/videos as the OpenAI SDK sends it. Any field of POST /generate may be added."""
+
+    model_config = {"extra": "allow"}
+
+    prompt: str = Field(description="What the video shows and sounds like.",
+                        examples=["A paper boat drifting down a rainy street, soft rain sounds"])
+    model: str | None = Field(default=None, description="A loaded model: ltx-2-fast (distilled checkpoint) or "
+                                                        "ltx-2-pro (dev), or the checkpoint's own name.",
+                              examples=["ltx-2-fast"])
+    seconds: str | None = Field(default=None, description="Duration: num_frames becomes the 8k+1 count nearest "
+                                                          "to seconds x fps (4 at 25 fps: 97 frames, 3.88 s).",
+                                examples=["4"])
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT in pixels, the rules of width and height.",
+                             examples=["512x288"])
+    input_reference: Any = Field(default=None, description='The first frame: a file upload (multipart), or '
+                                                          '{"image_url": "https://... or data:image/..."}.')
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str = Field(description="This server's error sentence, naming the field and the rule.",
+                         examples=["size: height must be a multiple of 32, got 300"])
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None = Field(description="The field at fault.", examples=["size"])
+    code: str | None = Field(description="This server's error code.", examples=["invalid_request"])
+
+
+class OpenAIError(BaseModel):
+    """Errors on /v1/videos come in OpenAI's shape, so the SDK's exceptions carry the message, param and code."""
+
+    error: OpenAIErrorDetail
+
+
+def as_openai_error(response: Response) -> Response:
+    """Our error body ({"error": sentence, "code", "field"}) -> OpenAI's ({"error": {message, type, param, code}})."""
+    if response.status_code < 400 or response.media_type != "application/json":
+        return response
+    body = json.loads(response.body)
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return response
+    detail = {"message": body["error"], "type": "invalid_request_error" if response.status_code < 500 else "server_error",
+              "param": body.get("field"), "code": body.get("code")}
+    headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "location")}
+    return JSONResponse(status_code=response.status_code, content={"error": detail}, headers=headers)
+
+
+class OpenAIRoute(APIRoute):
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except RequestValidationError as exc:  # query parameters (limit, order)
+                response = JSONResponse(status_code=422, content=validation_error_body(list(exc.errors())))
+            return as_openai_error(response)
+
+        return route
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class Video(BaseModel):
+    """OpenAI's Video object."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int = Field(description="0..100: denoising steps done.")
+    created_at: int
+    completed_at: int | None
+    expires_at: int | None = Field(description="When the MP4 stops being downloadable (the result time-to-live).")
+    error: VideoError | None
+    model: str
+    seconds: str = Field(description="The duration: the request's until it finishes, then the file's.")
+    size: str
+    prompt: str | None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool
+
+
+def _request_body_doc() -> dict:
+    schema = VideoCreate.model_json_schema()
+    multipart = {**schema, "properties": {**schema["properties"],
+                                          "input_reference": {"type": "string", "format": "binary"}}}
+    example = {"prompt": "A paper boat drifting down a rainy street, soft rain sounds", "seconds": "2",
+               "size": "512x288", "seed": 42}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema, "example": example},
+        "multipart/form-data": {"schema": multipart},
+    }}}
+
+
+def video_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """OpenAI's fields -> the request model's; also which request fields came from which OpenAI field."""
+    fields = dict(fields)
+    derived: dict[str, str] = {}
+    if (size := fields.pop("size", None)) is not None:
+        fields["width"], fields["height"] = parse_size(size, "size")
+        derived.update(width="size", height="size")
+    reference = fields.pop("input_reference", None)
+    url = fields.pop("input_reference[image_url]", None)  # the SDK's form encoding of {"image_url": ...}
+    if fields.pop("input_reference[file_id]", None) is not None or (
+            isinstance(reference, dict) and "file_id" in reference):
+        raise ProtocolError("input_reference", "input_reference.file_id: this server keeps no files; upload the "
+                                               "image, or give input_reference.image_url")
+    if isinstance(reference, dict):
+        url = reference.get("image_url")
+        if url is None:
+            raise ProtocolError("input_reference", "input_reference must be a file upload or {\"image_url\": ...}")
+    elif reference is not None:
+        url = reference  # an upload (already a data URI), or a URL / data URL sent as a plain string
+    if url is not None:
+        if "image_start" in fields:
+            raise ProtocolError("input_reference", "give input_reference or image_start, not both")
+        fields["image_start"] = url
+        derived["image_start"] = "input_reference"
+    return fields, derived
+
+
+def install(app: FastAPI, ctx: ProtocolContext) -> None:
+    router = APIRouter(route_class=OpenAIRoute, tags=[TAG])
+    errors = {status: {"model": OpenAIError} for status in (401, 413, 422, 429, 503)}
+    found = {status: {"model": OpenAIError} for status in (401, 404, 503)}
+
+    def view(job: Job) -> dict:
+        summary = summarize(job, ctx.model())
+        if job.status == RUNNING:
+            progress = min(99, 100 * job.step // max(job.total, 1))
+        else:
+            progress = 100 if summary.succeeded else 0
+        error = summary.error and {"code": summary.error.get("code", "error"), "message": summary.error["error"]}
+        return Video(
+            id=job.id, status=STATUS[job.status], progress=progress, created_at=int(job.created),
+            completed_at=int(job.finished) if job.status in TERMINAL else None,
+            expires_at=int(job.finished + ctx.settings.result_ttl) if summary.succeeded else None,
+            error=error, model=summary.model, seconds=f"{summary.seconds:g}", size=summary.size,
+            prompt=job.request.prompt,
+        ).model_dump()
+
+    @router.post("/v1/videos", summary="Create a video (OpenAI Videos API)", response_model=Video,
+              responses=errors, openapi_extra=_request_body_doc())
+    async def create_video(http: Request):
+        if (refusal := ctx.unavailable()) is not None:
+            return refusal
+        try:
+            fields = await read_body(http)
+            check_model(fields.pop("model", None), ctx.model())
+            seconds = fields.pop("seconds", None)
+            if seconds is not None and "num_frames" in fields:
+                raise ProtocolError("seconds", "give seconds or num_frames, not both")
+            fields, derived = video_fields(fields)
+            fields.setdefault("response_format", "url")
+            request = build_request(fields, derived)
+            if seconds is not None:
+                frames = frames_for_seconds(parse_seconds(seconds, "seconds"), request.fps, "seconds")
+                request = request.model_copy(update={"num_frames": frames})
+        except ProtocolError as exc:
+            return exc.response
+        job = ctx.submit(request)
+        return job if isinstance(job, JSONResponse) else JSONResponse(view(job))
+
+    @router.get("/v1/videos", summary="List videos, newest first (OpenAI Videos API)",
+             response_model=VideoList, responses={401: {"model": OpenAIError}, 503: {"model": OpenAIError}})
+    async def list_videos(after: str | None = None, limit: int = Query(20, ge=1, le=100),
+                          order: Literal["asc", "desc"] = "desc"):
+        if (refusal := ctx.unavailable()) is not None:
+            return refusal
+        manager = ctx.manager()
+        jobs = sorted(manager.jobs.values(), key=lambda j: j.created, reverse=order == "desc")
+        if after is not None:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        page = [view(j) for j in jobs[:limit]]
+        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit}
+
+    @router.get("/v1/videos/{video_id}", summary="A video's status and progress (OpenAI Videos API)",
+             response_model=Video, responses=found)
+    async def retrieve_video(video_id: str):
+        job = ctx.find(video_id)
+        return job if isinstance(job, JSONResponse) else view(job)
+
+    @router.get("/v1/videos/{video_id}/content", summary="Download the MP4 (OpenAI Videos API)",
+             responses={200: {"content": {"video/mp4": {}}}, **found,
+                        409: {"model": OpenAIError, "description": "Not finished yet."},
+                        410: {"model": OpenAIError, "description": "Expired."}})
+    async def video_content(video_id: str, variant: str = "video"):
+        if variant != "video":
+            return ProtocolError("variant", f"variant {variant!r} is not available on this server; "
+                                            "only 'video' (the MP4)").response
+        return await ctx.video(video_id)
+
+    @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=found,
+                summary="Delete a video: an unfinished one is cancelled first (OpenAI Videos API)")
+    async def delete_video(video_id: str):
+        job = ctx.find(video_id)
+        if isinstance(job, JSONResponse):
+            return job
+        manager = ctx.manager()
+        if job.status not in TERMINAL:
+            manager.cancel(job.id)
+            await asyncio.to_thread(job.done.wait, 60)  # a running job stops at its next step
+        manager.delete(job.id)
+        return {"id": job.id, "object": "video.deleted", "deleted": True}
+
+    app.include_router(router)

@@ -1,0 +1,217 @@
+"""What the protocol routes (OpenAI Videos, the vendor's LTX API) share with each other and with /jobs.
+
+Each protocol only renames: its fields become one `GenerateRequest`, which is validated by the same
+rules, queued on the same job queue and refused with the same error bodies as `POST /generate`.
+Here: reading a JSON or multipart body (uploaded files become data URIs, form strings become the
+JSON values the request model expects), building the request with errors that name the protocol's
+own field, and the model names a protocol may ask for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from ..models.loaded import LoadedModel
+from ..pipelines.conditioning import frames_for_duration
+from ..schema import FRAME_MAX, FRAME_MIN, ErrorResponse, GenerateRequest, validation_error_body
+from ..settings import Settings
+from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_FORM_FILES = 4  # image_start/image_end/audio at most; a few spare for a clear error, not a 400
+MAX_FORM_FIELDS = 64
+
+
+@dataclass
+class ProtocolContext:
+    """The app's own job API, handed to each protocol's routes (see app.py)."""
+
+    settings: Settings
+    model: Callable[[], LoadedModel | None]
+    unavailable: Callable[[], JSONResponse | None]  # the 503 while the model loads or failed to
+    submit: Callable[[GenerateRequest], Job | JSONResponse]  # 429/503 answered as on /jobs
+    find: Callable[[str], Job | JSONResponse]  # 404/503 answered as on /jobs
+    video: Callable[[str], Awaitable[Any]]  # GET /jobs/{id}/video: the file, or 409/410/404
+    manager: Callable[[], JobManager | None]  # the queue itself: cancel, delete, every known job
+
+
+class ProtocolError(Exception):
+    """A request refused before it became a job (422); `response` is the JSON error to send."""
+
+    def __init__(self, field: str | None, message: str = "", body: dict | None = None):
+        if body is None:
+            body = ErrorResponse(error=message, code="invalid_request", field=field,
+                                 errors=[{"field": field or "body", "message": message}]).model_dump()
+        super().__init__(body["error"])
+        self.response = JSONResponse(status_code=422, content=body)
+
+
+def _string_fields() -> frozenset[str]:
+    """Request fields whose JSON type is a string: a form value stays as sent. The others (numbers,
+    booleans) arrive in a form as text and are read as JSON, so "42" is 42 and "true" is true."""
+    names = set()
+    for name, prop in GenerateRequest.model_json_schema()["properties"].items():
+        types = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
+        if "string" in types:
+            names.add(name)
+    return frozenset(names)
+
+
+STRING_FIELDS = _string_fields()
+
+
+def form_value(name: str, value: str) -> Any:
+    if name in STRING_FIELDS:
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # the request model refuses it with a message naming the field
+
+
+async def upload_as_data_uri(upload: UploadFile) -> str:
+    """An uploaded file as the data URI the request model takes (bare base64 when its type is unknown,
+    so the decoder goes by the content). The body limit has already bounded its size."""
+    data = await upload.read()
+    mime = (upload.content_type or "").split(";")[0].strip().lower()
+    encoded = base64.b64encode(data).decode("ascii")
+    if mime in ("", "application/octet-stream"):
+        return encoded
+    return f"data:{mime};base64,{encoded}"
+
+
+def content_type(http: Request) -> str:
+    return http.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def wrong_content_type_message(got: str, accepted: tuple[str, ...]) -> str:
+    sent = f"Content-Type {got!r}" if got else "no Content-Type"
+    return f"the request body must be sent as {' or '.join(accepted)}; this request has {sent}"
+
+
+async def read_body(http: Request) -> dict[str, Any]:
+    """The body as a dict: a JSON object, or a form (multipart, with files, or urlencoded)."""
+    kind = content_type(http)
+    if kind in JSON_TYPES or kind.endswith("+json"):
+        raw = await http.body()
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ProtocolError("body", f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ProtocolError("body", "the request body must be a JSON object")
+        return data
+    if kind not in FORM_TYPES:
+        raise ProtocolError("body", wrong_content_type_message(kind, (*JSON_TYPES, *FORM_TYPES)))
+    try:
+        form = await http.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    except MultiPartException as exc:
+        raise ProtocolError("body", f"the multipart body could not be read: {exc.message}") from None
+    data: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if key in data:
+            raise ProtocolError(key, f"{key} is given more than once")
+        data[key] = await upload_as_data_uri(value) if isinstance(value, UploadFile) else form_value(key, value)
+    await form.close()
+    return data
+
+
+def build_request(fields: dict[str, Any], derived: dict[str, str] | None = None) -> GenerateRequest:
+    """Validate `fields` as a GenerateRequest. `derived` maps a request field that the protocol filled
+    from one of its own (width <- size) to that field's name, so an error names what the client sent."""
+    derived = derived or {}
+    try:
+        return GenerateRequest.model_validate(fields)
+    except ValidationError as exc:
+        body = validation_error_body(list(exc.errors()))
+        for problem in body["errors"]:
+            ours = problem["field"].split(".")[0]
+            if ours in derived:
+                problem["field"] = derived[ours]
+                problem["message"] = f"{derived[ours]}: {problem['message']}"
+        body["field"] = body["errors"][0]["field"]
+        body["error"] = "; ".join(p["message"] for p in body["errors"])
+        raise ProtocolError(body["field"], body=body) from None
+
+
+def model_names(model: LoadedModel) -> list[str]:
+    """What a client may put in `model`: the vendor's name for the loaded kind of checkpoint
+    (a distilled one is ltx-2-fast, a dev one ltx-2-pro) and the loaded model's own name."""
+    alias = "ltx-2-fast" if model.defaults.distilled else "ltx-2-pro"
+    return [alias, model.name] if model.name != alias else [alias]
+
+
+def check_model(requested: Any, model: LoadedModel) -> str:
+    """The model name to report; a name that is not loaded is a 422 listing the ones that are."""
+    names = model_names(model)
+    if requested is None:
+        return names[0]
+    if requested not in names:
+        loaded = ", ".join(repr(n) for n in names)
+        raise ProtocolError("model", f"model {requested!r} is not loaded on this server; it serves {loaded}")
+    return requested
+
+
+def parse_size(value: Any, field: str) -> tuple[int, int]:
+    """"WIDTHxHEIGHT" (1280x720) -> (width, height); the sizes' own rules are the request model's."""
+    text = str(value).strip().lower()
+    width, sep, height = text.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise ProtocolError(field, f"{field} must be WIDTHxHEIGHT in pixels, e.g. 1280x720, got {value!r}")
+    return int(width), int(height)
+
+
+def parse_seconds(value: Any, field: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
+        raise ProtocolError(field, f"{field} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def frames_for_seconds(seconds: float, fps: int, field: str) -> int:
+    """A duration -> the nearest valid frame count (8k+1) at `fps`; outside the frame range is a 422."""
+    frames = frames_for_duration(seconds, fps)
+    if frames != 8 * round((seconds * fps - 1) / 8) + 1:  # clamped: the duration is out of range
+        shortest, longest = FRAME_MIN / fps, FRAME_MAX / fps
+        raise ProtocolError(field, f"{field} must be between {shortest:g} and {longest:g} seconds at {fps} fps "
+                                   f"({FRAME_MIN}..{FRAME_MAX} frames), got {seconds:g}")
+    return frames
+
+
+CANCELLED_ERROR = {"error": "the job was cancelled before it finished", "code": "cancelled"}
+
+
+@dataclass
+class JobSummary:
+    """What every protocol's job object says: the request's length and size until the job succeeds,
+    then the file's; the error body when it failed or was cancelled; the model that ran it."""
+
+    seconds: float
+    size: str
+    error: dict | None
+    model: str
+    succeeded: bool
+
+
+def summarize(job: Job, model: LoadedModel | None) -> JobSummary:
+    result = job.result or {}
+    if job.status == SUCCEEDED and result:
+        return JobSummary(result["duration_seconds"], result["resolution"], None, result["model"], True)
+    request = job.request
+    error = CANCELLED_ERROR if job.status == CANCELLED else job.error
+    return JobSummary(round(request.num_frames / request.fps, 4), f"{request.width}x{request.height}", error,
+                      model.name if model is not None else "", False)
