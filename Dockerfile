@@ -23,10 +23,16 @@ WORKDIR /app
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# Dependencies first, so editing the code does not reinstall torch (the PyPI wheel bundles CUDA).
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer of their own, so editing the code does not reinstall torch (the PyPI
+# wheel bundles CUDA): only pyproject.toml decides it. Then the package itself, without its dependencies.
+COPY pyproject.toml ./
+RUN pip install torch==2.13.0 \
+    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+       > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+COPY README.md ./
 COPY ltx2 ./ltx2
-RUN pip install torch==2.13.0 && pip install .
+RUN pip install --no-deps .
 
 COPY server.py handler.py llms.txt test_input.json ./
 

@@ -326,7 +326,7 @@ class ErrorResponse(BaseModel):
 # Validation errors as sentences that name the field and the rule.
 
 def _field_name(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) if parts else "body"
 
 

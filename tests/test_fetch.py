@@ -418,3 +418,13 @@ def test_server_fetches_image_urls_as_its_settings_say(model, base, tmp_path):
     with TestClient(create_app(Settings(output_dir=str(tmp_path / "b")), model=model)) as client:
         r = client.post("/generate", json=payload)
     assert r.status_code == 422 and r.json()["field"] == "image_start"
+
+
+@pytest.mark.parametrize("field, url", [("image_start", "file:///etc/passwd"), ("image_end", "FTP://host/a.png"),
+                                        ("audio", "s3://bucket/a.wav")])
+def test_other_url_schemes_say_which_are_accepted(client, field, url):
+    r = client.post("/generate", json={"prompt": "a cat", "width": 64, "height": 64, "num_frames": 9, field: url})
+    assert r.status_code == 422 and r.json()["field"] == field
+    scheme = url.split(":")[0].lower()
+    assert r.json()["error"] == (f"{field} is a {scheme}:// URL; accepted are http:// and https:// URLs, a data URI "
+                                 "(data:<type>;base64,...) or bare base64")

@@ -110,6 +110,7 @@ def test_content_of_an_unfinished_or_unknown_video(sdk, live_server):
         sdk.videos.retrieve("no-such-video")
     r = httpx.get(f"{live_server}/v1/videos/no-such-video/content?variant=thumbnail", timeout=10)
     assert r.status_code == 422 and r.json()["error"]["param"] == "variant"
+    assert r.json()["error"]["message"] == "variant must be 'video', got 'thumbnail'"
 
 
 def test_a_body_neither_json_nor_form_says_which_types_are_accepted(live_server):

@@ -43,3 +43,13 @@ def test_readme_documents_every_setting():
     for name, env in ENV.items():
         assert f"`{env}`" in readme, f"README does not document {env}"
         assert f"`--{name.replace('_', '-')}`" in readme, f"README does not document --{name.replace('_', '-')}"
+
+
+def test_dockerfile_installs_dependencies_before_it_copies_the_code():
+    """Editing ltx2/ must not invalidate the layer that installs torch and the other dependencies."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    copy_code = lines.index("COPY ltx2 ./ltx2")
+    torch = next(i for i, line in enumerate(lines) if "pip install torch" in line)
+    copied_before = [line for line in lines[:torch] if line.startswith("COPY")]
+    assert torch < copy_code and copied_before == ["COPY pyproject.toml ./"], copied_before
+    assert any("pip install --no-deps ." in line for line in lines[copy_code:])

@@ -51,7 +51,18 @@ OPERATIONS = [
     "GET /health",
     "GET /metrics",
     "GET /",
+    "POST /v1/videos",
+    "GET /v1/videos",
+    "GET /v1/videos/{video_id}",
+    "GET /v1/videos/{video_id}/content",
+    "DELETE /v1/videos/{video_id}",
+    "POST /v1/generations/text-to-video",
+    "POST /v1/generations/image-to-video",
+    "POST /v1/generations/audio-to-video",
+    "GET /v1/generations/{generation_id}",
 ]
+# The protocol routes' own names for the size and the length (width/height and num_frames are theirs to set).
+PROTOCOL_SIZES = {"/v1/videos": ("size", "seconds", "0.4"), "/v1/generations/": ("resolution", "duration", 0.4)}
 
 
 def _whole(value) -> int | None:
@@ -65,19 +76,24 @@ def _whole(value) -> int | None:
     return None
 
 
-def cheap(body):
+def cheap(body, path="/generate"):
     """The same body, but rendering little: valid sizes become 64, frames 9, fps at least 25 (audio
     length is frames / fps), steps at most 2."""
     if not isinstance(body, dict):
         return body
     body = dict(body)
+    protocol = next((names for prefix, names in PROTOCOL_SIZES.items() if path.startswith(prefix)), None)
+    if protocol is not None:
+        size, length, short = protocol
+        body[size], body[length] = "64x64", short  # 9 frames at 25 fps (up to 25 at 60 fps)
+        body.pop("model", None)  # only the loaded model's names are accepted: a runtime rule, said in the text
     # An absent size or length would take the defaults (288x512, 49 frames): over 1 s each here.
-    for name in ("width", "height"):
+    for name in ("width", "height") if protocol is None else ():
         value = _whole(body.get(name))
         if name not in body or value is not None and 64 <= value <= 3840 and value % 2 == 0:
             body[name] = 64
     value = _whole(body.get("num_frames"))
-    if "num_frames" not in body or value is not None and 9 <= value <= 481:
+    if protocol is None and ("num_frames" not in body or value is not None and 9 <= value <= 481):
         # Also a schema-valid value that is not 8k+1: the schema cannot say "8k+1" (the description
         # does), so such a value is not a disagreement between the server and its schema.
         body["num_frames"] = 9
@@ -124,7 +140,14 @@ def api_schema(app):
 
     @schema.hook
     def map_body(context, body):
-        return cheap(body)
+        return cheap(body, context.operation.path)
+
+    @schema.hook
+    def filter_case(context, case):
+        # The protocol routes' multipart form is driven by their own tests (the openai SDK, httpx uploads):
+        # here a form field's JSON null arrives as the text "null", which schemathesis then counts as
+        # schema-violating data that the server accepted.
+        return not (case.path.startswith("/v1/") and case.media_type == "multipart/form-data")
 
     @schema.hook
     def map_case(context, case):
@@ -132,7 +155,7 @@ def api_schema(app):
         # valid cases carry a real (small) one, so that a 4xx for them means a real disagreement.
         if case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE \
                 and isinstance(case.body, dict):
-            media = {"image_start": sample_image_uri(), "image_end": sample_image_uri(flip=True),
+            media = {"image_start": sample_image_uri(), "image_end": sample_image_uri(flip=True), "image": sample_image_uri(),
                      "audio": sample_audio_uri(0.5)}
             case.body = {**case.body, **{k: v for k, v in media.items() if isinstance(case.body.get(k), str)}}
             if isinstance(case.body.get("loras"), list):  # any string is a schema-valid path; one file is there

@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import io
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -66,6 +67,18 @@ class FetchPolicy:
 def is_url(value) -> bool:
     """True for a string starting with http:// or https:// (any case); everything else is base64 or a data URI."""
     return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
+
+
+_ANY_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def refuse_other_schemes(value, field: str) -> None:
+    """A URL of another scheme (file://, ftp://...) is refused as a URL, rather than decoded as base64
+    (base64 has no ':', so nothing else looks like this)."""
+    match = _ANY_SCHEME.match(value) if isinstance(value, str) else None
+    if match and not is_url(value):
+        raise InvalidRequest(field, f"{field} is a {match.group(1).lower()}:// URL; accepted are http:// and "
+                                    "https:// URLs, a data URI (data:<type>;base64,...) or bare base64")
 
 
 def fetch(url: str, field: str, max_bytes: int, policy: FetchPolicy | None = None) -> tuple[bytes, str | None]:

@@ -102,6 +102,17 @@ def offline_mode() -> bool:
     return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def lift_offline_mode() -> None:
+    """The Docker image sets HF_HUB_OFFLINE=1 so that serving never downloads. This command exists to
+    download, so it lifts the flag for its own process only (the environment outside is unchanged)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[name] = "0"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = False  # read once at import, then checked per request
+    print("HF_HUB_OFFLINE is set (so that serving never downloads); lifted for this download only.", flush=True)
+
+
 def _http_status(exc: BaseException) -> int | None:
     """The HTTP status behind an error; huggingface_hub sometimes wraps the HTTP error in another one."""
     seen = set()
@@ -179,15 +190,14 @@ def missing_gemma_files(path: str) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> None:
-    if offline_mode():
-        raise SystemExit("ltx2 download: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, which forbids downloads. "
-                         "Unset it for this command; set it again when serving.")
     extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False)
     if args.skip_checkpoint and args.skip_gemma and not extras:
         raise SystemExit("ltx2 download: nothing to do with both --skip-checkpoint and --skip-gemma")
     models_dir = os.path.abspath(os.path.expanduser(args.models_dir))
     gemma_dir = os.path.abspath(os.path.expanduser(args.gemma_dir or os.path.join(models_dir, DEFAULT_GEMMA_NAME)))
     filename = checkpoint_filename(args.checkpoint)  # also validates names set by callers other than argparse
+    if offline_mode():
+        lift_offline_mode()
 
     env_lines = [f"{ENV['models_dir']}={models_dir}"]
     if not args.skip_checkpoint:

@@ -41,7 +41,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
                         limits: InputLimits | None = None, fetch_policy=None) -> Conditioning:
     """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `fetch_policy`,
     by default the one the environment sets); bad input raises InvalidRequest naming the field."""
-    from ..media.fetch import FetchPolicy, fetch, is_url
+    from ..media.fetch import FetchPolicy, fetch, is_url, refuse_other_schemes
 
     limits = limits or InputLimits.from_env()
     out = Conditioning(vae_rate=vae_rate)
@@ -49,6 +49,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     def read(value: str, field: str, max_bytes: int, kind: str) -> tuple[bytes, str | None]:
         if is_url(value):
             return fetch(value, field, max_bytes, fetch_policy or FetchPolicy.from_env())
+        refuse_other_schemes(value, field)
         return decode_base64_field(value, field, max_bytes, kind)
 
     for field in ("image_start", "image_end"):

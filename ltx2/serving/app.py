@@ -21,6 +21,7 @@ from fastapi.responses import (
     FileResponse,
     JSONResponse,
     PlainTextResponse,
+    RedirectResponse,
     StreamingResponse,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -51,8 +52,12 @@ from ..schema import (
     validation_error_body,
 )
 from . import ltx_api, openai_api
-from .protocol import ProtocolContext
-from .security import install_security
+from .docs import PAGES as DOCS_PAGES
+from .docs import install_docs
+from .playground import PAGES as PLAYGROUND_PAGES
+from .playground import install_playground
+from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
+from .security import MISSING_KEY, install_security
 from .service import render_mp4
 from ..settings import Settings
 
@@ -63,6 +68,9 @@ DESCRIPTION = """Generate video with synchronized audio from a text prompt with 
 `POST /generate` with a JSON body (only `prompt` is required) returns the MP4 (H.264 + AAC stereo)
 as a base64 data URI. Empty `num_inference_steps` and `guidance_scale` take the loaded model's
 defaults, reported in the response. Errors are JSON: `{"error": "...", "code": "...", "field": "..."}`.
+
+Try it in a browser: [the playground](/playground). The same server also speaks the OpenAI Videos
+API (`/v1/videos`) and the LTX API (`/v1/generations/...`), below.
 """
 
 REQUEST_EXAMPLES = {
@@ -111,25 +119,42 @@ REQUEST_EXAMPLES = {
     },
 }
 
-def _doc(description: str) -> dict:
-    return {"model": ErrorResponse, "description": description}
+def _doc(description: str, error: str | None = None, code: str | None = None, field: str | None = None) -> dict:
+    """An error response for /docs, with a realistic example of its body when one is given."""
+    doc = {"model": ErrorResponse, "description": description}
+    if error is not None:
+        example = ErrorResponse(error=error, code=code, field=field,
+                                errors=[{"field": field, "message": error}] if field else []).model_dump()
+        doc["content"] = {"application/json": {"example": example}}
+    return doc
 
 
 ERROR_RESPONSES = {
-    401: _doc("An API key is required and was missing or wrong."),
-    409: _doc("The job was cancelled before it finished."),
-    413: _doc("The request body or an image or audio input is over its size limit."),
-    429: _doc("The queue is full; retry after the Retry-After header's seconds."),
-    504: _doc("The job ran longer than the server's job timeout."),
-    507: _doc("Out of GPU memory; lower num_frames or the resolution."),
-    422: {"model": ErrorResponse, "description": "A field breaks a rule, or an image or audio input cannot be used; "
-                                                 "the message names the field and the rule."},
-    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving."),
-    503: _doc("The model is loading, failed to load, or the server is shutting down."),
+    401: _doc("An API key is required and was missing or wrong.", MISSING_KEY, "unauthorized"),
+    409: _doc("The job was cancelled before it finished.",
+              "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 was cancelled before it finished", "cancelled"),
+    413: _doc("The request body or an image or audio input is over its size limit (the image's pixel count "
+              "included).", "image_start is 31.4 MB; the limit is 20 MB", "payload_too_large", "image_start"),
+    422: _doc("A field breaks a rule, or an image or audio input cannot be used; the message names the field "
+              "and the rule.", "num_frames must be of the form 8k+1 (e.g. 49 or 57), got 50", "invalid_request",
+              "num_frames"),
+    429: _doc("The queue is full; retry after the Retry-After header's seconds.", str(QueueFull(42, 8)),
+              "queue_full"),
+    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving.",
+              "the model produced NaN or infinite values (a numerical failure, e.g. in reduced precision); "
+              "no video was made", "invalid_output"),
+    503: _doc("The model is loading, failed to load, or the server is shutting down.",
+              "the model is still loading", "model_not_loaded"),
+    504: _doc("The job ran longer than the server's job timeout.",
+              "the job ran longer than 1800 s (LTX2_JOB_TIMEOUT) and was stopped", "timeout"),
+    507: _doc("Out of GPU memory; lower num_frames or the resolution.",
+              "out of GPU memory generating 241 frames at 768x1344: lower num_frames (a shorter video) or the "
+              "resolution (width/height) and retry (CUDA out of memory. Tried to allocate 9.00 GiB)",
+              "out_of_memory"),
 }
 JOB_RESPONSES = {
     401: ERROR_RESPONSES[401],
-    404: _doc("No job with this id."),
+    404: _doc("No job with this id.", "no job '3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60'", "not_found"),
     503: ERROR_RESPONSES[503],
 }
 
@@ -192,13 +217,24 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
             state.manager.store.close()
 
-    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    install_security(app, settings)  # API key and body limit, checked before any body is read
+    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from a package.
+    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_docs(app)
+    install_playground(app)
+    # API key and body limit, checked before any body is read.
+    install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES)
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content=validation_error_body(list(exc.errors())))
+        body = validation_error_body(list(exc.errors()))
+        kind = content_type(request)
+        if body["field"] == "body" and kind not in JSON_TYPES and not kind.endswith("+json"):
+            # e.g. curl -d without -H: the body may well be JSON, but it was not sent as JSON.
+            message = wrong_content_type_message(kind, JSON_TYPES) + " (curl: -H 'Content-Type: application/json')"
+            return ProtocolError("body", message).response
+        return JSONResponse(status_code=422, content=body)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -298,7 +334,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         return job if isinstance(job, JSONResponse) else JSONResponse(job_view(job, http))
 
     @app.delete("/jobs/{job_id}", summary="Cancel a job: a queued one is removed, a running one stops at its next step",
-                responses={**JOB_RESPONSES, 409: _doc("The job has already finished.")})
+                responses={**JOB_RESPONSES, 409: _doc("The job has already finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
+                                                                       "already succeeded", "conflict")})
     async def cancel_job(job_id: str, http: Request) -> JSONResponse:
         job = find(job_id)
         if isinstance(job, JSONResponse):
@@ -313,7 +350,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
              response_class=FileResponse,
              responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
-                        409: _doc("The job has not finished."), 410: _doc("The video has expired.")})
+                        409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
+                                                              "is not ready", "not_ready"),
+                        410: _doc("The video has expired.", "the video of job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
+                                                            "expired (kept 86400 s)", "expired")})
     async def job_video(job_id: str):
         job = find(job_id)
         if isinstance(job, JSONResponse):
@@ -378,8 +418,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         return PlainTextResponse(state.metrics.render(state.manager, device),
                                  media_type="text/plain; version=0.0.4")
 
-    @app.get("/", summary="What this API does and its effective defaults")
-    async def index() -> dict:
+    @app.get("/", summary="What this API does and its effective defaults (JSON; a browser goes to /playground)")
+    async def index(http: Request):
+        if "text/html" in http.headers.get("accept", ""):  # a browser, not an API client
+            return RedirectResponse(str(http.url_for("playground")), status_code=303)
         fields = GenerateRequest.model_fields
         defaults = {name: f.get_default(call_default_factory=True) for name, f in fields.items()
                     if not f.is_required() and f.get_default(call_default_factory=True) is not None}
@@ -405,6 +447,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "GET /metrics": "Prometheus metrics",
                 "GET /health": "liveness and the loaded model",
                 "GET /docs": "interactive API documentation (Swagger UI)",
+                "GET /playground": "a web page to generate videos and watch their progress",
                 "GET /openapi.json": "the OpenAPI schema",
             },
             "defaults": defaults,

@@ -31,6 +31,7 @@ from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from .protocol import (
     ProtocolContext,
     ProtocolError,
+    body_doc,
     build_request,
     check_model,
     frames_for_seconds,
@@ -61,34 +62,36 @@ class Generation(BaseModel):
     error: dict | None = Field(default=None, description="Why it failed: this server's error body.")
 
 
-class GenerationCreate(BaseModel):
-    model_config = {"extra": "allow"}
+OWN_FIELDS = {
+    "model": {"type": "string", "examples": ["ltx-2-fast"],
+              "description": "ltx-2-fast (a distilled checkpoint), ltx-2-pro (dev), or the checkpoint's own name; "
+                             "it must be the loaded one. Left out: the loaded model."},
+    "resolution": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "examples": ["512x288"],
+                   "description": "WIDTHxHEIGHT in pixels, with the rules of width and height. Left out: 288x512."},
+    "duration": {"type": "number", "exclusiveMinimum": 0, "examples": [2],
+                 "description": "Seconds. num_frames becomes the 8k+1 count nearest to duration x fps. Left out: "
+                                "num_frames' default (49), or on audio-to-video the audio's length."},
+}
+INPUTS = {
+    "image": {"type": "string", "description": "The start image (image_start): a file (multipart), an http(s) "
+                                              "URL or a data URI. PNG, JPEG, WebP or GIF."},
+    "audio": {"type": "string", "description": "The soundtrack to follow: a file (multipart), an http(s) URL or "
+                                              "a data URI. WAV, MP3, OGG, FLAC, M4A/AAC."},
+}
 
-    prompt: str = Field(description="What the video shows and sounds like.",
-                        examples=["A lighthouse on a cliff at dusk, waves and gulls"])
-    model: str | None = Field(default=None, examples=["ltx-2-fast"],
-                              description="ltx-2-fast (distilled), ltx-2-pro (dev), or the checkpoint's name.")
-    resolution: str | None = Field(default=None, examples=["512x288"], description="WIDTHxHEIGHT in pixels.")
-    duration: float | None = Field(default=None, examples=[2], description="Seconds.")
-    fps: int | None = Field(default=None, examples=[25])
-    seed: int | None = Field(default=None, examples=[42])
 
-
-def _request_body_doc(required: str | None) -> dict:
-    schema = GenerationCreate.model_json_schema()
+def _request_body_doc(mode: str) -> dict:
+    needs = MODES[mode]
+    own = dict(OWN_FIELDS)
     example: dict[str, Any] = {"prompt": "A lighthouse on a cliff at dusk, waves and gulls", "model": "ltx-2-fast",
                                "resolution": "512x288", "duration": 2, "seed": 42}
-    multipart = schema
-    if required is not None:
-        schema = {**schema, "required": ["prompt", required],
-                  "properties": {**schema["properties"], required: {
-                      "type": "string", "description": "An http(s) URL or a data URI (JSON), or a file (multipart)."}}}
-        multipart = {**schema, "properties": {**schema["properties"], required: {"type": "string", "format": "binary"}}}
-        example[required] = f"https://example.com/input.{'jpg' if required == 'image' else 'wav'}"
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema, "example": example},
-        "multipart/form-data": {"schema": multipart},
-    }}}
+    uploads: tuple[str, ...] = ()
+    if needs is not None:
+        own[needs[0]] = INPUTS[needs[0]]
+        example[needs[0]] = f"https://example.com/input.{'jpg' if needs[0] == 'image' else 'wav'}"
+        uploads = (needs[0],)
+    return body_doc(own, replaced={"width", "height", "num_frames", "image_start", "response_format"},
+                    required=["prompt", *uploads], example=example, uploads=uploads)
 
 
 def generation_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], float | None]:
@@ -96,6 +99,8 @@ def generation_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any]
     fields = dict(fields)
     derived: dict[str, str] = {}
     if (resolution := fields.pop("resolution", None)) is not None:
+        if "width" in fields or "height" in fields:
+            raise ProtocolError("resolution", "give resolution or width/height, not both")
         fields["width"], fields["height"] = parse_size(resolution, "resolution")
         derived.update(width="resolution", height="resolution")
     duration = fields.pop("duration", None)
@@ -150,9 +155,8 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
             return JSONResponse(status_code=202, content=view(job, http),
                                 headers={"Location": str(http.url_for("get_generation", generation_id=job.id))})
 
-        needs = MODES[mode]
         app.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
-                 responses=errors, openapi_extra=_request_body_doc(needs[0] if needs else None),
+                 responses=errors, openapi_extra=_request_body_doc(mode),
                  summary=f"Queue a {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
 
     for mode in MODES:

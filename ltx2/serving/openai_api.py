@@ -37,6 +37,7 @@ from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job
 from .protocol import (
     ProtocolContext,
     ProtocolError,
+    body_doc,
     build_request,
     check_model,
     frames_for_seconds,
@@ -48,25 +49,6 @@ from .protocol import (
 
 TAG = "OpenAI Videos API"
 STATUS = {QUEUED: "queued", RUNNING: "in_progress", SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "failed"}
-
-
-class VideoCreate(BaseModel):
-    """POST /v1/videos as the OpenAI SDK sends it. Any field of POST /generate may be added."""
-
-    model_config = {"extra": "allow"}
-
-    prompt: str = Field(description="What the video shows and sounds like.",
-                        examples=["A paper boat drifting down a rainy street, soft rain sounds"])
-    model: str | None = Field(default=None, description="A loaded model: ltx-2-fast (distilled checkpoint) or "
-                                                        "ltx-2-pro (dev), or the checkpoint's own name.",
-                              examples=["ltx-2-fast"])
-    seconds: str | None = Field(default=None, description="Duration: num_frames becomes the 8k+1 count nearest "
-                                                          "to seconds x fps (4 at 25 fps: 97 frames, 3.88 s).",
-                                examples=["4"])
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT in pixels, the rules of width and height.",
-                             examples=["512x288"])
-    input_reference: Any = Field(default=None, description='The first frame: a file upload (multipart), or '
-                                                          '{"image_url": "https://... or data:image/..."}.')
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -146,16 +128,27 @@ class VideoDeleted(BaseModel):
     deleted: bool
 
 
-def _request_body_doc() -> dict:
-    schema = VideoCreate.model_json_schema()
-    multipart = {**schema, "properties": {**schema["properties"],
-                                          "input_reference": {"type": "string", "format": "binary"}}}
-    example = {"prompt": "A paper boat drifting down a rainy street, soft rain sounds", "seconds": "2",
-               "size": "512x288", "seed": 42}
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema, "example": example},
-        "multipart/form-data": {"schema": multipart},
-    }}}
+REQUEST_BODY = body_doc(
+    own={
+        "model": {"type": "string", "examples": ["ltx-2-fast"],
+                  "description": "A loaded model: ltx-2-fast (a distilled checkpoint), ltx-2-pro (dev), or the "
+                                 "checkpoint's own name. Left out: the loaded model."},
+        "seconds": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["4"],
+                    "description": "Duration. num_frames becomes the 8k+1 count nearest to seconds x fps "
+                                   "(4 at 25 fps: 97 frames, 3.88 s). Left out: num_frames' default (49)."},
+        "size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "examples": ["512x288"],
+                 "description": "WIDTHxHEIGHT in pixels, with the rules of width and height. Left out: 288x512."},
+        "input_reference": {"type": "object", "properties": {"image_url": {"type": "string"}},
+                            "required": ["image_url"], "additionalProperties": False,
+                            "description": "The first frame (image_start): an image file upload (multipart), "
+                                           'or {"image_url": an http(s) URL or a data URL}.'},
+    },
+    replaced={"width", "height", "num_frames", "image_start", "response_format"},
+    required=["prompt"],
+    example={"prompt": "A paper boat drifting down a rainy street, soft rain sounds", "seconds": "2",
+             "size": "512x288", "seed": 42},
+    uploads=("input_reference",),
+)
 
 
 def video_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -163,6 +156,8 @@ def video_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
     fields = dict(fields)
     derived: dict[str, str] = {}
     if (size := fields.pop("size", None)) is not None:
+        if "width" in fields or "height" in fields:
+            raise ProtocolError("size", "give size or width/height, not both")
         fields["width"], fields["height"] = parse_size(size, "size")
         derived.update(width="size", height="size")
     reference = fields.pop("input_reference", None)
@@ -206,7 +201,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         ).model_dump()
 
     @router.post("/v1/videos", summary="Create a video (OpenAI Videos API)", response_model=Video,
-              responses=errors, openapi_extra=_request_body_doc())
+              responses=errors, openapi_extra=REQUEST_BODY)
     async def create_video(http: Request):
         if (refusal := ctx.unavailable()) is not None:
             return refusal
@@ -252,10 +247,8 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
              responses={200: {"content": {"video/mp4": {}}}, **found,
                         409: {"model": OpenAIError, "description": "Not finished yet."},
                         410: {"model": OpenAIError, "description": "Expired."}})
-    async def video_content(video_id: str, variant: str = "video"):
-        if variant != "video":
-            return ProtocolError("variant", f"variant {variant!r} is not available on this server; "
-                                            "only 'video' (the MP4)").response
+    async def video_content(video_id: str, variant: Literal["video"] = Query(
+            "video", description="Only the MP4 is kept: no thumbnail or spritesheet.")):
         return await ctx.video(video_id)
 
     @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=found,

@@ -71,6 +71,22 @@ def _string_fields() -> frozenset[str]:
 STRING_FIELDS = _string_fields()
 
 
+def body_doc(own: dict[str, dict], replaced: set[str], required: list[str], example: dict,
+             uploads: tuple[str, ...] = ()) -> dict:
+    """The OpenAPI request body of a protocol route: its own fields, then every field of POST /generate
+    that it does not replace (`replaced`, e.g. width/height by size), as JSON or as a form with uploads."""
+    ours = GenerateRequest.model_json_schema()["properties"]
+    properties = {**own, **{name: prop for name, prop in ours.items() if name not in replaced and name not in own}}
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    form = {**schema, "properties": {**properties, **{name: {"type": "string", "format": "binary",
+                                                             "description": properties[name].get("description", "")}
+                                                      for name in uploads}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema, "example": example},
+        "multipart/form-data": {"schema": form},
+    }}}
+
+
 def form_value(name: str, value: str) -> Any:
     if name in STRING_FIELDS:
         return value

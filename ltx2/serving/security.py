@@ -172,12 +172,13 @@ async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """Add the middleware and, with a key, describe it in the OpenAPI schema (Swagger's Authorize button)."""
+def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset()) -> None:
+    """Add the middleware and, with a key, describe it in the OpenAPI schema (Swagger's Authorize button).
+    `pages`: the pages for people and their files (/docs, /playground), open like /docs."""
     open_paths = {"/health"}
     if settings.docs_public:
         open_paths |= {p for p in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
-                                   app.redoc_url) if p}
+                                   app.redoc_url) if p} | pages
     app.add_middleware(SecurityMiddleware, api_key=settings.api_key, max_body_mb=settings.max_body_mb,
                        open_paths=frozenset(open_paths))
     if settings.api_key:

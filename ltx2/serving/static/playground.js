@@ -1,0 +1,226 @@
+// The playground: submit a job to this server's /jobs API, follow its server-sent events, play the video.
+// Plain JS, no build step and nothing loaded from elsewhere.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const FPS = 25;
+  const SIZES = [
+    ["288x512", "9:16 portrait, 288x512"], ["512x288", "16:9 landscape, 512x288"],
+    ["512x512", "1:1 square, 512x512"], ["384x672", "9:16 portrait HD, 384x672"],
+    ["768x448", "16:9 landscape, 768x448"],
+  ];
+  const FRAMES = [9, 25, 49, 73, 97, 121, 161, 241];
+  const DEFAULT_FRAMES = 49;
+  // Which control shows an error about which request field.
+  const CONTROL = {
+    prompt: "prompt", seed: "seed", num_inference_steps: "steps", image_start: "image-drop", audio: "audio-drop",
+    width: "size", height: "size", num_frames: "length", video_output_type: "format", body: "prompt",
+  };
+  const RECENT_KEY = "ltx2-playground-recent";
+  const EXTENSIONS = { "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "image/gif": "gif" };
+
+  function option(select, value, text, selected) {
+    const node = document.createElement("option");
+    node.value = value;
+    node.textContent = text;
+    node.selected = !!selected;
+    select.appendChild(node);
+  }
+
+  function headers(extra) {
+    const key = $("key").value.trim() || sessionStorage.getItem("ltx2-key") || "";
+    if (key) sessionStorage.setItem("ltx2-key", key);
+    return Object.assign(key ? { Authorization: `Bearer ${key}` } : {}, extra || {});
+  }
+
+  // Output formats come from the server's own schema, so the picker offers exactly what it accepts.
+  async function loadFormats() {
+    const select = $("format");
+    try {
+      const spec = await (await fetch("openapi.json", { headers: headers() })).json();
+      const schemas = spec.components.schemas;
+      let prop = schemas.GenerateRequest.properties.video_output_type;
+      const resolve = (p) => (p && p.$ref ? schemas[p.$ref.split("/").pop()] : p);
+      prop = resolve(prop);
+      const values = prop ? prop.enum || (prop.anyOf || []).flatMap((p) => resolve(p).enum || []) : [];
+      if (values.length) {
+        values.forEach((v) => option(select, v, v, v === prop.default));
+        return;
+      }
+    } catch (err) {
+      console.warn("could not read the server's formats", err);
+    }
+    option(select, "", "MP4 (H.264 + AAC)", true);
+  }
+
+  function setup() {
+    SIZES.forEach(([value, text], i) => option($("size"), value, text, i === 0));
+    FRAMES.forEach((n) => option($("length"), n, `${(n / FPS).toFixed(2)} s (${n} frames)`, n === DEFAULT_FRAMES));
+    loadFormats();
+    for (const kind of ["image", "audio"]) {
+      const drop = $(`${kind}-drop`);
+      const input = $(kind);
+      const show = () => { $(`${kind}-name`).textContent = input.files[0] ? input.files[0].name : ""; };
+      input.addEventListener("change", show);
+      drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+      drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+      drop.addEventListener("drop", (ev) => {
+        ev.preventDefault();
+        drop.classList.remove("over");
+        if (ev.dataTransfer.files.length) { input.files = ev.dataTransfer.files; show(); }
+      });
+    }
+    const key = sessionStorage.getItem("ltx2-key");
+    if (key) $("key").value = key;
+    renderRecent();
+    $("form").addEventListener("submit", submit);
+  }
+
+  function asNumber(text) {
+    const n = Number(text);
+    return text.trim() !== "" && Number.isFinite(n) ? n : text; // the server names the field if it is not a number
+  }
+
+  function dataUri(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    document.querySelectorAll(".invalid").forEach((node) => node.classList.remove("invalid"));
+  }
+
+  function showError(body, status) {
+    const error = body && body.error;
+    const text = typeof error === "string" ? error : (error && error.message) || `the server answered ${status}`;
+    $("error").textContent = text;
+    $("error").hidden = false;
+    const control = body && CONTROL[body.field];
+    if (control) $(control).classList.add("invalid");
+    $("status").hidden = true;
+  }
+
+  function busy(on) {
+    $("submit").disabled = on;
+    $("submit").textContent = on ? "Generating…" : "Generate";
+  }
+
+  async function submit(ev) {
+    ev.preventDefault();
+    clearError();
+    $("result").hidden = true;
+    const [width, height] = $("size").value.split("x").map(Number);
+    const body = { prompt: $("prompt").value, width, height, num_frames: Number($("length").value),
+                   response_format: "url" };
+    if ($("format").value) body.video_output_type = $("format").value;
+    if ($("seed").value.trim()) body.seed = asNumber($("seed").value);
+    if ($("steps").value.trim()) body.num_inference_steps = asNumber($("steps").value);
+    busy(true);
+    try {
+      if ($("image").files[0]) body.image_start = await dataUri($("image").files[0]);
+      if ($("audio").files[0]) body.audio = await dataUri($("audio").files[0]);
+      const response = await fetch("jobs", { method: "POST", body: JSON.stringify(body),
+                                             headers: headers({ "Content-Type": "application/json" }) });
+      const job = await response.json().catch(() => null);
+      if (!response.ok) { showError(job, response.status); return; }
+      await follow(job, body);
+    } catch (err) {
+      showError({ error: `could not reach the server: ${err.message}` });
+    } finally {
+      busy(false);
+    }
+  }
+
+  function showProgress(view) {
+    $("status").hidden = false;
+    const bar = $("progress");
+    if (view.status === "queued") {
+      $("status-text").textContent = `Waiting in the queue (position ${view.position})…`;
+    } else if (view.status === "running") {
+      if (view.total) { bar.max = view.total; bar.value = view.step; }
+      $("status-text").textContent = view.total ? `Denoising step ${view.step} of ${view.total}…` : "Starting…";
+    }
+  }
+
+  // Server-sent events read through fetch (EventSource cannot send the API key header).
+  async function follow(job, request) {
+    showProgress(job);
+    $("progress").value = 0;
+    let final = null;
+    try {
+      const response = await fetch(job.links.events, { headers: headers() });
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      while (!final) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const chunk = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const data = chunk.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("\n");
+          if (!data) continue;
+          const view = JSON.parse(data);
+          if (/^event: result/m.test(chunk)) { final = view; break; }
+          showProgress(view);
+        }
+      }
+    } catch (err) {
+      console.warn("event stream interrupted; polling instead", err);
+    }
+    while (!final) { // the stream ended early: poll the job instead
+      const view = await (await fetch(job.links.self, { headers: headers() })).json();
+      if (["succeeded", "failed", "cancelled"].includes(view.status)) final = view; else showProgress(view);
+      if (!final) await new Promise((r) => setTimeout(r, 1000));
+    }
+    if (final.status !== "succeeded") {
+      showError(final.error || { error: `the job was ${final.status}` });
+      return;
+    }
+    $("progress").value = $("progress").max;
+    $("status-text").textContent = "Done.";
+    await showVideo(final, request);
+  }
+
+  async function showVideo(view, request) {
+    const response = await fetch(view.links.video, { headers: headers() });
+    if (!response.ok) { showError(await response.json().catch(() => null), response.status); return; }
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const ext = EXTENSIONS[blob.type] || "mp4";
+    const result = view.result;
+    $("video").src = url;
+    $("download").href = url;
+    $("download").download = `ltx2-${view.id}.${ext}`;
+    $("download").textContent = `Download (${(blob.size / 1e6).toFixed(1)} MB, .${ext})`;
+    $("result-info").textContent =
+      `${result.resolution}, ${result.duration_seconds} s, seed ${result.seed}, ${result.generation_time_seconds} s to make`;
+    $("result").hidden = false;
+    const recent = JSON.parse(sessionStorage.getItem(RECENT_KEY) || "[]");
+    recent.unshift({ id: view.id, prompt: request.prompt, info: $("result-info").textContent, url: view.links.video });
+    sessionStorage.setItem(RECENT_KEY, JSON.stringify(recent.slice(0, 20)));
+    renderRecent();
+  }
+
+  function renderRecent() {
+    const list = $("recent");
+    list.textContent = "";
+    for (const item of JSON.parse(sessionStorage.getItem(RECENT_KEY) || "[]")) {
+      const li = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = item.url;
+      link.textContent = item.prompt.length > 70 ? `${item.prompt.slice(0, 70)}…` : item.prompt;
+      li.append(link, ` — ${item.info}`);
+      list.appendChild(li);
+    }
+  }
+
+  setup();
+})();

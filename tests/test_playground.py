@@ -1,0 +1,107 @@
+"""The playground and /docs in a real browser: Debian's headless Chromium driven by Playwright, against
+a real tiny-preset server process on loopback. Every request the pages make must go to that server.
+
+Chromium comes from the OS (`apt-get install chromium`; .ci/run installs it). Without it these tests
+are skipped on a developer's machine, and fail in CI (CI=true), where it must be present.
+"""
+
+import io
+import os
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
+    pytest.skip("no chromium on this machine (apt-get install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+# As root, without a display, on a machine with no network but loopback: no sandbox, no GPU, and none
+# of Chromium's own background connections (they would be refused, many at a time).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": 1000, "height": 1100})
+    page = context.new_page()
+    page.requested_hosts = set()
+    page.on("request", lambda request: page.requested_hosts.add(urlsplit(request.url).netloc)
+            if request.url.startswith(("http:", "https:")) else None)
+    yield page
+    context.close()
+
+
+def assert_only_this_server(page, live_server):
+    assert page.requested_hosts == {urlsplit(live_server).netloc}
+
+
+def test_generate_in_the_playground(page, live_server, tmp_path):
+    page.goto(f"{live_server}/playground")
+    page.fill("#prompt", "A lighthouse at dusk, waves and gulls")
+    page.select_option("#length", "49")  # 1.96 s at 25 fps
+    page.click("#advanced summary")
+    page.fill("#steps", "60")  # enough steps that the bar is seen between 0 and the end
+    page.fill("#seed", "11")
+    # Record every value the progress bar takes.
+    page.evaluate("""() => {
+        window.seen = [];
+        const bar = document.getElementById('progress');
+        new MutationObserver(() => window.seen.push([bar.value, bar.max]))
+            .observe(bar, {attributes: true, attributeFilter: ['value', 'max']});
+    }""")
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=120_000)
+
+    seen = page.evaluate("window.seen")
+    between = {value for value, top in seen if top == 60 and 0 < value < 60}
+    assert len(between) >= 2, seen  # the bar moved through the steps, not straight to the end
+    assert seen[-1] == [60, 60]
+    duration = page.evaluate("document.getElementById('video').duration")
+    assert duration == pytest.approx(49 / 25, abs=0.05)
+    assert page.is_visible("#download") and page.get_attribute("#download", "download").endswith(".mp4")
+    assert page.is_hidden("#error")
+    assert "A lighthouse at dusk" in page.inner_text("#recent")
+
+    shot = page.screenshot(full_page=True)
+    (tmp_path / "playground.png").write_bytes(shot)
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50  # text, controls and the video frame, not a blank page
+    assert max(count for count, _ in colours) < 0.9 * image.width * image.height
+    assert_only_this_server(page, live_server)
+
+
+def test_a_bad_field_shows_the_servers_message(page, live_server):
+    page.goto(f"{live_server}/playground")
+    page.fill("#prompt", "a cat")
+    page.click("#advanced summary")
+    page.fill("#steps", "500")
+    page.click("#submit")
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert page.inner_text("#error") == "num_inference_steps must be <= 100, got 500"
+    assert "invalid" in page.get_attribute("#steps", "class")
+    assert page.is_hidden("#result")
+
+
+def test_docs_render_offline(page, live_server):
+    page.goto(f"{live_server}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)
+    assert "ltx2" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector("[data-path='/v1/videos']", timeout=30_000)
+    assert page.is_visible("a[href='/playground']")
+    assert_only_this_server(page, live_server)
