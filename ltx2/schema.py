@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
 
 FRAME_MIN, FRAME_MAX = 9, 481
 SIZE_MIN, SIZE_MAX = 64, 3840
+
+# The named sizes of the hosted LTX-2 APIs (seed 004's `video_size`), width x height.
+VIDEO_SIZE_PRESETS = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+VideoSize = Literal["auto", "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3",
+                    "landscape_16_9"]
 
 
 def _json_number(value: Any, name: str) -> Any:
@@ -172,11 +184,14 @@ class GenerateRequest(BaseModel):
         "9 and 481) instead of the num_frames field.",
         examples=[False],
     )
-    video_size: Literal["auto"] | None = Field(
+    video_size: VideoSize | None = Field(
         default=None,
-        description='"auto": take the aspect ratio of image_start and pick the nearest size in multiples of 32 '
-        "with about width x height pixels. Empty: width and height as given.",
-        examples=["auto"],
+        description='A named size, as the hosted LTX-2 APIs take: ' + ", ".join(
+            f"{name} = {w}x{h}" for name, (w, h) in VIDEO_SIZE_PRESETS.items())
+        + ' (width and height, when given too, must match). "auto": take the aspect ratio of image_start and '
+        "pick the nearest size in multiples of 32 with about width x height pixels. Empty: width and height "
+        "as given.",
+        examples=["landscape_16_9"],
     )
 
     preprocess_audio: bool = Field(
@@ -248,6 +263,25 @@ class GenerateRequest(BaseModel):
             raise ValueError(
                 f"num_frames must be of the form 8k+1 (e.g. {below} or {below + 8}), got {value}"
             )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_size(cls, data: Any) -> Any:
+        # A named size fills width and height; given as well, they must match (checked on video_size).
+        if isinstance(data, dict) and isinstance(data.get("video_size"), str) and data["video_size"] in VIDEO_SIZE_PRESETS:
+            width, height = VIDEO_SIZE_PRESETS[data["video_size"]]
+            data = {"width": width, "height": height, **data}
+        return data
+
+    @field_validator("video_size")
+    @classmethod
+    def _named_size_matches(cls, value: str | None, info) -> str | None:
+        preset = VIDEO_SIZE_PRESETS.get(value or "")
+        size = (info.data.get("width"), info.data.get("height"))
+        if preset is not None and None not in size and size != preset:
+            raise ValueError(f"video_size {value!r} is {preset[0]}x{preset[1]}; leave width and height out or make "
+                             f"them match, got {size[0]}x{size[1]}")
         return value
 
     @property

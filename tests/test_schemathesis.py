@@ -106,6 +106,8 @@ def cheap(body, path="/generate"):
         body["match_audio_length"] = False
     if body.get("video_size") == "auto" and not isinstance(body.get("image_start"), str):
         body["video_size"] = None
+    if body.get("video_size") not in (None, "auto"):
+        body["video_size"] = None  # a named size is up to 1024x1024: too slow here (tested in test_server.py)
     value = _whole(body.get("num_inference_steps"))
     if value is not None and 1 <= value <= 100:
         body["num_inference_steps"] = min(value, 2)

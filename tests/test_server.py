@@ -61,7 +61,10 @@ def test_explicit_values_win_over_model_defaults(client):
         ({"image_strength": 1.5}, "image_strength", "image_strength must be <= 1"),
         ({"interpolation_direction": "sideways"}, "interpolation_direction",
          "interpolation_direction must be 'forward' or 'backward', got 'sideways'"),
-        ({"video_size": "huge"}, "video_size", "video_size must be 'auto', got 'huge'"),
+        ({"video_size": "huge"}, "video_size", "video_size must be 'auto', 'square_hd', 'square', 'portrait_4_3', "
+                                               "'portrait_16_9', 'landscape_4_3' or 'landscape_16_9', got 'huge'"),
+        ({"video_size": "square", "width": 64}, "video_size",
+         "video_size 'square' is 512x512; leave width and height out or make them match, got 64x512"),
     ],
 )
 def test_each_rule_is_a_422_naming_the_field(client, payload, field, phrase):
@@ -154,3 +157,25 @@ def test_real_process_generates_and_health_answers_meanwhile(live_server):
     bad = httpx.post(f"{live_server}/generate", json={"prompt": "a", "height": 301}, timeout=30)
     assert bad.status_code == 422 and bad.json()["error"] == "height must be an even number, got 301"
     assert httpx.get(f"{live_server}/openapi.json", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("name, size", [("square_hd", (1024, 1024)), ("square", (512, 512)),
+                                        ("portrait_4_3", (768, 1024)), ("portrait_16_9", (576, 1024)),
+                                        ("landscape_4_3", (1024, 768)), ("landscape_16_9", (1024, 576))])
+def test_named_video_sizes_and_their_pixels_in_the_docs(client, name, size):
+    from ltx2.schema import GenerateRequest
+
+    request = GenerateRequest(prompt="a cat", video_size=name)
+    assert (request.width, request.height) == size
+    assert GenerateRequest(prompt="a cat", video_size=name, width=size[0]).height == size[1]  # matching is fine
+    description = client.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]["properties"][
+        "video_size"]["description"]
+    assert f"{name} = {size[0]}x{size[1]}" in description
+
+
+def test_a_named_size_makes_a_video_of_its_pixels(client):
+    body = client.post("/generate", json={"prompt": "a cat", "video_size": "square", "num_frames": 9,
+                                          "num_inference_steps": 1, "seed": 4}).json()
+    assert body["resolution"] == "512x512"
+    info = probe_mp4(base64.b64decode(body["video"].split(",", 1)[1]))
+    assert (info["video"]["width"], info["video"]["height"]) == (512, 512)
