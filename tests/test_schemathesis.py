@@ -293,3 +293,16 @@ def test_a_generate_whose_job_is_cancelled_answers_with_an_error_body(api_schema
     r = answer["r"]
     body = r.json()
     assert r.status_code < 500 and {"error", "code"} <= set(body), (r.status_code, body)
+
+
+def test_every_reference_in_the_schema_resolves(app):
+    """A protocol route's body copies the request model's fields; a nested model (a LoRA item) must point
+    at a schema in the document, or clients (and Schemathesis) can build no body for the route at all."""
+    import json
+    import re
+
+    schema = app.openapi()
+    refs = set(re.findall(r'"\$ref": "([^"]+)"', json.dumps(schema)))
+    dangling = sorted(r for r in refs if not r.startswith("#/components/schemas/")
+                      or r.rsplit("/", 1)[-1] not in schema["components"]["schemas"])
+    assert refs and not dangling, dangling

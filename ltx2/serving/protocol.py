@@ -75,7 +75,8 @@ def body_doc(own: dict[str, dict], replaced: set[str], required: list[str], exam
              uploads: tuple[str, ...] = ()) -> dict:
     """The OpenAPI request body of a protocol route: its own fields, then every field of POST /generate
     that it does not replace (`replaced`, e.g. width/height by size), as JSON or as a form with uploads."""
-    ours = GenerateRequest.model_json_schema()["properties"]
+    # Nested models (a LoRA item) point at /generate's copies in the document's components.
+    ours = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")["properties"]
     properties = {**own, **{name: prop for name, prop in ours.items() if name not in replaced and name not in own}}
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
     form = {**schema, "properties": {**properties, **{name: {"type": "string", "format": "binary",
