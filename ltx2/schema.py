@@ -300,6 +300,12 @@ class StageTimings(BaseModel):
     decode_audio: float = Field(description="Seconds spent in the audio VAE decoder and the vocoder.")
     mux: float = Field(default=0.0, description="Seconds spent encoding H.264/AAC and writing the MP4.")
     encode_base64: float = Field(default=0.0, description="Seconds spent base64-encoding the MP4.")
+    transformer_passes: int = Field(default=0, description="Counter, not seconds: samples sent through the "
+                                    "transformer (steps x 2 with guidance).")
+    host_device_bytes: int = Field(default=0, description="Counter, not seconds: weight bytes the memory policy "
+                                   "copied onto the GPU for this request (0 under resident).")
+    prompt_cache_hits: int = Field(default=0, description="Counter, not seconds: 1 when the prompt's embeddings "
+                                   "came from the prompt cache (Gemma did not run).")
 
 
 class AppliedLora(BaseModel):

@@ -14,6 +14,7 @@ DEFAULT_GEMMA_NAME = "gemma-3-12b-it-qat-q4_0-unquantized"
 MEMORY_POLICIES = ("auto", "resident", "offload-text-encoder", "sequential")
 FP8_COMPUTE = ("auto", "scaled-mm", "upcast")
 VARIANTS = ("auto", "distilled", "dev")
+TEXT_ENCODER_DTYPES = ("auto", "bf16", "fp8")
 
 
 @dataclass
@@ -24,6 +25,11 @@ class Settings:
     memory_policy: str = "auto"
     fp8_compute: str = "auto"
     variant: str = "auto"  # distilled or dev; auto reads the checkpoint's name
+    layers: int | None = None  # random-19b only: transformer blocks and Gemma layers to build (None: 48)
+    text_encoder_dtype: str = "auto"  # Gemma's linear weights: bf16, or fp8 (e4m3, per-tensor scales)
+    attention: str = "auto"  # attention kernel (ltx2.models.speed.ATTENTION_CHOICES)
+    compile: str = "auto"  # regional torch.compile of the transformer block: on, off; auto = on for CUDA
+    prompt_cache_mb: float = 512.0  # text embeddings of recent prompts kept, at most; 0 turns the cache off
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
@@ -70,6 +76,11 @@ ENV = {
     "memory_policy": "LTX2_MEMORY_POLICY",
     "fp8_compute": "LTX2_FP8_COMPUTE",
     "variant": "LTX2_VARIANT",
+    "layers": "LTX2_LAYERS",
+    "text_encoder_dtype": "LTX2_TEXT_ENCODER_DTYPE",
+    "attention": "LTX2_ATTENTION",
+    "compile": "LTX2_COMPILE",
+    "prompt_cache_mb": "LTX2_PROMPT_CACHE_MB",
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
@@ -91,8 +102,8 @@ ENV = {
     "lora_disk_cache_gb": "LTX2_LORA_DISK_CACHE_GB",
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
 }
-_INTS = {"port", "queue_size", "prompt_expansion_tokens"}
-_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+_INTS = {"port", "queue_size", "prompt_expansion_tokens", "layers"}
+_FLOATS = {"prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
@@ -142,6 +153,22 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
     parser.add_argument("--variant", default=defaults.variant, choices=VARIANTS,
                         help="distilled (8 steps, guidance 1) or dev (40 steps, guidance 3); auto reads the "
                              f"checkpoint's file name (env {ENV['variant']})")
+    parser.add_argument("--layers", type=int, default=defaults.layers,
+                        help="random-19b only: build this many transformer blocks and Gemma layers at the real widths "
+                             f"(default 48, the real depth) (env {ENV['layers']})")
+    parser.add_argument("--text-encoder-dtype", dest="text_encoder_dtype", default=defaults.text_encoder_dtype,
+                        choices=TEXT_ENCODER_DTYPES,
+                        help="Gemma's linear weights: bf16, or fp8 (e4m3 with per-tensor scales, about half the "
+                             f"memory); auto picks fp8 only when nothing else fits (env {ENV['text_encoder_dtype']})")
+    parser.add_argument("--attention", default=defaults.attention,
+                        help="attention kernel: auto, sdpa, sdpa-flash, sdpa-cudnn, sdpa-efficient, sdpa-math, or a "
+                             f"diffusers attention backend name (env {ENV['attention']})")
+    parser.add_argument("--compile", default=defaults.compile, choices=("auto", "on", "off"),
+                        help="compile the repeated transformer block with torch.compile and warm it up at start-up; "
+                             f"auto: on for CUDA, off on CPU (env {ENV['compile']})")
+    parser.add_argument("--prompt-cache-mb", dest="prompt_cache_mb", type=float, default=defaults.prompt_cache_mb,
+                        help="megabytes of recent prompts' text embeddings to keep (a repeat skips Gemma); 0: off "
+                             f"(env {ENV['prompt_cache_mb']})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")

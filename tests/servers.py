@@ -48,9 +48,9 @@ def wait_healthy(proc: subprocess.Popen, base: str, log_path, timeout: float = 1
     raise RuntimeError(f"server did not become healthy within {timeout:.0f} s:\n{Path(log_path).read_text()[-4000:]}")
 
 
-def start_server(output_dir, log_path, *args: str) -> tuple[subprocess.Popen, str]:
+def start_server(output_dir, log_path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     proc, base = launch(output_dir, log_path, *args)
-    wait_healthy(proc, base, log_path)
+    wait_healthy(proc, base, log_path, timeout)
     return proc, base
 
 

@@ -161,6 +161,7 @@ def tiny():
 
 def run(model, policy: str, request=REQUEST):
     placement = model.placement = place(pipe_components(model.pipe), model.device, policy)
+    model.speed.pop("prompt_cache", None)  # each run encodes its prompt: the moves of every stage are the subject
     assert not placement.events  # setup() records nothing: events are per request
     return generate(model, request), list(placement.events)
 

@@ -18,6 +18,8 @@ API:
 - `resolve_compute(setting, device)`: "auto" | "scaled-mm" | "upcast" -> a concrete mode.
 - `swap_in_fp8_linears(model, layer_names, compute, has_input_scale)`: replace named
   `nn.Linear`s with `FP8Linear`s of the same shape on the same device (meta stays meta).
+- `quantize_linears(model, layer_names, compute, work_device)`: replace named `nn.Linear`s that hold
+  real weights by `FP8Linear`s quantized from them (per-tensor scales; Gemma's `fp8` text-encoder dtype).
 - `set_fp8_compute(model, compute)`: switch every `FP8Linear` (e.g. after moving to a device).
 - `fp8_weight_bytes(model)`: bytes held by FP8 weights, for reporting.
 
@@ -229,17 +231,9 @@ def swap_in_fp8_linears(
     if compute not in COMPUTE_MODES:
         raise ValueError(f"compute must be one of {COMPUTE_MODES}; got {compute!r} (resolve 'auto' first)")
     wants_input_scale = has_input_scale if callable(has_input_scale) else has_input_scale.__contains__
-    names = list(dict.fromkeys(layer_names))
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules or n == ""]  # "" is the model itself
-    if missing:
-        raise KeyError(f"no such module(s) in {type(model).__name__}: {', '.join(missing)}")
-    not_linear = [f"{n} ({type(modules[n]).__name__})" for n in names if not isinstance(modules[n], nn.Linear)]
-    if not_linear:
-        raise ValueError(f"can only swap plain nn.Linear layers to FP8; not one: {', '.join(not_linear)}")
-
+    names = swap_targets(model, layer_names)
     for name in names:
-        linear = modules[name]
+        linear = model.get_submodule(name)
         fp8 = FP8Linear(
             linear.in_features,
             linear.out_features,
@@ -269,3 +263,49 @@ def fp8_weight_bytes(model: nn.Module) -> int:
     return sum(
         m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, FP8Linear)
     )
+
+
+def quantize_linears(
+    model: nn.Module,
+    layer_names: Iterable[str],
+    compute: str,
+    work_device: torch.device | str | None = None,
+) -> list[str]:
+    """Replace named `nn.Linear`s holding real weights by `FP8Linear`s quantized from them.
+
+    Each weight gets one per-tensor scale (`quantize_per_tensor`) and no input scale: without
+    calibration data, `scaled-mm` takes a per-batch activation scale. `work_device` is where the
+    arithmetic runs (the GPU, so that 10 billion weights take seconds, not minutes); each result
+    goes back to where its layer lives, so an offloaded model stays offloaded. One layer is
+    quantized at a time: the transient is one layer's float32 copy.
+    """
+    names = swap_targets(model, layer_names)
+    for name in names:
+        linear = model.get_submodule(name)
+        home = linear.weight.device
+        work = torch.device(work_device) if work_device is not None else home
+        q, scale = quantize_per_tensor(linear.weight.detach().to(work))
+        fp8 = FP8Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                        has_input_scale=False, compute=compute, device="meta",
+                        bias_dtype=linear.bias.dtype if linear.bias is not None else torch.bfloat16)
+        fp8.weight = nn.Parameter(q.to(home), requires_grad=False)
+        fp8.weight_scale = nn.Parameter(scale.to(home), requires_grad=False)
+        if linear.bias is not None:
+            fp8.bias = nn.Parameter(linear.bias.detach(), requires_grad=False)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, fp8)
+        del q, scale, linear
+    return names
+
+
+def swap_targets(model: nn.Module, layer_names: Iterable[str]) -> list[str]:
+    """The names, deduplicated, after checking each is a plain `nn.Linear` of `model`."""
+    names = list(dict.fromkeys(layer_names))
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or n == ""]  # "" is the model itself
+    if missing:
+        raise KeyError(f"no such module(s) in {type(model).__name__}: {', '.join(missing)}")
+    not_linear = [f"{n} ({type(modules[n]).__name__})" for n in names if not isinstance(modules[n], nn.Linear)]
+    if not_linear:
+        raise ValueError(f"can only swap plain nn.Linear layers to FP8; not one: {', '.join(not_linear)}")
+    return names

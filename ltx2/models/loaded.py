@@ -49,6 +49,8 @@ class LoadedModel:
     # (digest, scale) of the LoRAs adapting the text connectors while a request runs; () otherwise.
     # Prompt embeddings depend on them: a prompt cache keys on this as well as on the prompts.
     text_adapters: tuple = ()
+    # Start-up speed choices for /health: attention kernel, compilation, Gemma's weight dtype (ltx2.models.speed).
+    speed: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.placement is None:
@@ -78,6 +80,11 @@ class LoadedModel:
             "load_seconds": round(self.load_seconds, 3),
             "checkpoint": self.checkpoint or None,
             "memory": self.placement.memory_report(),
+            "attention": self.speed.get("attention"),
+            "compile": self.speed.get("compile", {"enabled": False}),
+            "text_encoder_dtype": self.speed.get("text_encoder_dtype"),
+            "prompt_cache": cache.stats() if (cache := self.speed.get("prompt_cache")) is not None else
+            {"entries": 0, "max_bytes": int(self.speed.get("prompt_cache_mb", 0) * 1e6)},
         }
 
 
@@ -100,15 +107,29 @@ def load_model(
     memory_policy: str = "auto",
     fp8_compute: str = "auto",
     variant: str = "auto",
+    layers: int | None = None,
+    text_encoder_dtype: str = "auto",
+    attention: str = "auto",
+    compile: str = "off",
+    prompt_cache_mb: float = 512.0,
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
     `tiny`: the random-weight preset with the real geometry (ltx2.models.tiny), float32.
+    `random-19b`: LTX-2 19B and Gemma 3 12B at full size (or `layers` deep) with random weights
+    (ltx2.models.random19b), bfloat16 with FP8 blocks.
     Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
     diffusers-format directory; the single file's Gemma 3 comes from `gemma_dir`.
+    `text_encoder_dtype` fp8 stores Gemma's linears in FP8 (auto: only when nothing fits otherwise);
+    `attention` and `compile` are ltx2.models.speed's choices. A compiled model is warmed up by
+    ltx2.pipelines.warmup, not here.
     """
+    from . import random19b
+
     start = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
+    if layers is not None and name != random19b.NAME:
+        raise ValueError(f"--layers builds a shallower {random19b.NAME}; it does not apply to model {name!r}")
     checkpoint: dict = {}
     if name == "tiny":
         from . import tiny
@@ -117,6 +138,12 @@ def load_model(
         dtype = torch.float32
         defaults = DISTILLED_DEFAULTS
         policy = memory_policy
+    elif name == random19b.NAME:
+        dtype = torch.bfloat16  # the real model's dtype on every device: bf16 matmuls are native on recent CPUs too
+        components, checkpoint, policy = random19b.load(
+            device, dtype, layers=random19b.FULL_LAYERS if layers is None else layers, seed=seed,
+            memory_policy=memory_policy, fp8_compute=fp8_compute, text_encoder_dtype=text_encoder_dtype)
+        defaults = DISTILLED_DEFAULTS
     else:
         from . import loading
 
@@ -124,19 +151,51 @@ def load_model(
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
             memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
+            text_encoder_dtype=text_encoder_dtype,
         )
         checkpoint = report
         defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
+    text_encoder_choice = checkpoint.pop("text_encoder_dtype", None)
+    if text_encoder_choice is None:  # tiny: nothing to fit on a CPU, quantize only when asked
+        text_encoder_choice = quantize_text_encoder(components["text_encoder"], text_encoder_dtype, fp8_compute,
+                                                    device)
     pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=None)
     if name == "tiny":
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint)
     model.placement = place(pipe_components(pipe), device, policy, reason=checkpoint.pop("memory_reason", None))
+    model.speed["text_encoder_dtype"] = text_encoder_choice
+    model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
+    apply_speed_settings(model, attention, compile)
     model.load_seconds = time.perf_counter() - start
     log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
              model.placement.policy)
     return model
+
+
+def quantize_text_encoder(text_encoder, setting: str, fp8_compute: str, device: torch.device) -> dict:
+    """Gemma's decoder linears to FP8 when `setting` is fp8; what was chosen and why, for /health."""
+    from .memory import choose_text_encoder_dtype
+    from .text_encoder import quantize_gemma
+
+    choice = choose_text_encoder_dtype(setting, 1 << 62, {}, {}, 0, device.type)  # a model this small always fits
+    if choice["dtype"] == "fp8":
+        choice["fp8_layers"] = quantize_gemma(text_encoder, fp8_compute, device)
+    return choice
+
+
+def apply_speed_settings(model: LoadedModel, attention: str = "auto", compile: str = "off") -> None:
+    """The attention kernel, and regional compilation of the transformer block (warmed up by the caller)."""
+    from . import speed
+
+    choice, reason = speed.apply_attention([model.pipe.transformer], attention, model.device, model.dtype)
+    model.speed["attention"] = {"backend": choice, "reason": reason}
+    enabled = speed.compile_enabled(compile, model.device)
+    model.speed["compile"] = {"enabled": enabled, "setting": compile}
+    if enabled:
+        speed.compile_blocks(model.pipe.transformer)
+        model.speed["compile"].update(warmed_up=False, warmup_seconds=None)
 
 
 def load_from_settings(settings) -> LoadedModel:
@@ -144,6 +203,8 @@ def load_from_settings(settings) -> LoadedModel:
     model = load_model(
         settings.model, device=settings.device, models_dir=settings.models_dir, gemma_dir=settings.resolved_gemma_dir,
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
+        layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
+        compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb,
     )
     model.prompt_expansion_tokens = settings.prompt_expansion_tokens
     return model

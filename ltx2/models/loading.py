@@ -256,21 +256,23 @@ def estimated_bytes(header: Header, dtype: torch.dtype) -> dict[str, int]:
 
 def load_pipeline_components(
     name: str, device: torch.device, dtype: torch.dtype, *, models_dir: str | None, gemma_dir: str | None,
-    memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto",
+    memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto", text_encoder_dtype: str = "auto",
 ) -> tuple[dict, dict, str]:
     """Everything `LTX2Pipeline` needs, loaded where the memory policy wants it to rest.
 
-    The policy is chosen before anything is loaded, from the file's header and Gemma's size: on a
-    24 GB card, loading everything onto the GPU first and offloading afterwards would not fit.
-    Returns (components, report for /health, memory policy).
+    The policy, and whether Gemma's linears are stored in FP8, are chosen before anything is
+    loaded, from the file's header and Gemma's shard headers: on a 24 GB card, loading everything
+    onto the GPU first and offloading afterwards would not fit. Returns (components, report for
+    /health, memory policy).
     """
     from . import memory
-    from .text_encoder import load_gemma, validate_gemma_dir
+    from .text_encoder import gemma_linear_elements, load_gemma, quantize_gemma, validate_gemma_dir
     from .tiny import build_scheduler
 
     path = resolve_checkpoint(name, models_dir)
     if os.path.isdir(path):
-        return load_diffusers_dir(path, device, dtype, memory_policy=memory_policy, variant=variant)
+        return load_diffusers_dir(path, device, dtype, memory_policy=memory_policy, variant=variant,
+                                  text_encoder_dtype=text_encoder_dtype, fp8_compute=fp8_compute)
     header = read_header(path)
     if gemma_dir is None:
         raise CheckpointError(f"{path}: the single-file checkpoint needs Gemma 3: set LTX2_GEMMA_DIR")
@@ -279,19 +281,24 @@ def load_pipeline_components(
     gemma_files = validate_gemma_dir(Path(gemma_dir))
     sizes = estimated_bytes(header, dtype)
     sizes["text_encoder"] = sum(f.stat().st_size for f in gemma_files) * torch.tensor([], dtype=dtype).element_size() // 2
-    if device.type == "cuda":
-        free, _ = memory.device_memory(device)
-        policy, reason = memory.choose_policy(memory_policy, free, sizes, memory.default_workspace_bytes(device))
-    else:
-        policy, reason = memory.choose_policy(memory_policy, 0, sizes, 0, device_type=device.type)
-    log.info("memory policy %s", reason)
+    fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] - gemma_linear_elements(gemma_files) * (
+        torch.tensor([], dtype=dtype).element_size() - 1))
+    free = memory.device_memory(device)[0] if device.type == "cuda" else 0
+    workspace = memory.default_workspace_bytes(device)
+    te = memory.choose_text_encoder_dtype(text_encoder_dtype, free, sizes, fp8_sizes, workspace, device.type)
+    policy, reason = memory.choose_policy(memory_policy, free, fp8_sizes if te["dtype"] == "fp8" else sizes,
+                                          workspace, device_type=device.type)
+    log.info("memory policy %s; text encoder %s", reason, te["reason"])
     home = {part: device if memory.rests_on_compute(policy, part) else torch.device("cpu")
             for part in (*COMPONENT_CLASSES, "text_encoder")}
     modules, report = load_single_file(path, device=device, dtype=dtype, fp8_compute=fp8_compute, kind=variant,
                                        homes=home)
     text_encoder, tokenizer = load_gemma(gemma_dir, home["text_encoder"], dtype=dtype)
+    if te["dtype"] == "fp8":
+        te["fp8_layers"] = quantize_gemma(text_encoder, fp8_compute, device)
     components = {**modules, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": build_scheduler()}
-    return components, {**report.as_dict(), "gemma_dir": str(gemma_dir), "memory_reason": reason}, policy
+    return components, {**report.as_dict(), "gemma_dir": str(gemma_dir), "memory_reason": reason,
+                        "text_encoder_dtype": te}, policy
 
 
 def _check_info(where: str, info: dict) -> None:
@@ -300,7 +307,8 @@ def _check_info(where: str, info: dict) -> None:
 
 
 def load_diffusers_dir(path: str, device: torch.device, dtype: torch.dtype, *, memory_policy: str = "auto",
-                       variant: str = "auto") -> tuple[dict, dict, str]:
+                       variant: str = "auto", text_encoder_dtype: str = "auto",
+                       fp8_compute: str = "auto") -> tuple[dict, dict, str]:
     """A diffusers-format LTX-2 directory (`model_index.json` + one subfolder per component).
 
     Each component loads with `from_pretrained` offline and is checked as strictly as the single
@@ -309,6 +317,7 @@ def load_diffusers_dir(path: str, device: torch.device, dtype: torch.dtype, *, m
     from transformers import AutoTokenizer, Gemma3ForConditionalGeneration
 
     from . import memory
+    from .text_encoder import quantize_gemma
     from .tiny import build_scheduler
 
     index = os.path.join(path, "model_index.json")
@@ -346,8 +355,12 @@ def load_diffusers_dir(path: str, device: torch.device, dtype: torch.dtype, *, m
     _check_info(os.path.join(path, "text_encoder"), info)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, "tokenizer"), local_files_only=True)
     tokenizer.padding_side = "left"
-    components.update(text_encoder=text_encoder.eval().requires_grad_(False), tokenizer=tokenizer,
-                      scheduler=build_scheduler())
+    text_encoder = text_encoder.eval().requires_grad_(False)
+    # No header to size Gemma from before loading: FP8 only when asked for.
+    te = {"dtype": "bf16", "reason": "a diffusers directory keeps Gemma as stored unless fp8 is requested"}
+    if text_encoder_dtype == "fp8":
+        te = {"dtype": "fp8", "reason": "fp8: requested", "fp8_layers": quantize_gemma(text_encoder, fp8_compute, device)}
+    components.update(text_encoder=text_encoder, tokenizer=tokenizer, scheduler=build_scheduler())
     report = {"checkpoint": path, "format": "diffusers", "family": configs.LTX2_19B, "kind": kind_name,
-              "kind_source": kind_source, "memory_reason": reason}
+              "kind_source": kind_source, "memory_reason": reason, "text_encoder_dtype": te}
     return components, report, policy

@@ -134,6 +134,27 @@ def choose_policy(requested: str, free_bytes: int, sizes: Mapping[str, int], wor
     return "sequential", reason
 
 
+def choose_text_encoder_dtype(requested: str, free_bytes: int, sizes: Mapping[str, int],
+                              fp8_sizes: Mapping[str, int], workspace_bytes: int, device_type: str = "cuda") -> dict:
+    """Gemma's weight dtype: {"dtype": "bf16" | "fp8", "reason": ...}.
+
+    `auto` keeps bf16 unless no memory policy fits with it on this device; then FP8 (about half of
+    Gemma's bytes), the only way left to fit, or the closest to fitting when nothing does.
+    """
+    if requested in ("bf16", "fp8"):
+        return {"dtype": requested, "reason": f"{requested}: requested"}
+    if requested != "auto":
+        raise ValueError(f"LTX2_TEXT_ENCODER_DTYPE / --text-encoder-dtype must be auto, bf16 or fp8; got {requested!r}")
+    if device_type != "cuda":
+        return {"dtype": "bf16", "reason": f"auto on {device_type}: host memory holds the weights as they are"}
+    for policy in POLICIES:
+        if peak_bytes(policy, sizes, workspace_bytes) <= free_bytes:
+            return {"dtype": "bf16", "reason": f"auto: fits in bf16 ({policy})"}
+    need = min(peak_bytes(p, fp8_sizes, workspace_bytes) for p in POLICIES)
+    return {"dtype": "fp8", "reason": f"auto: no memory policy fits Gemma in bf16 in {free_bytes / 1e9:.1f} GB free; "
+                                      f"with FP8 linears the smallest needs ~{need / 1e9:.1f} GB"}
+
+
 class _HostCopy:
     """A component's parameters and buffers in host RAM: where it rests when off the compute device.
 
@@ -207,6 +228,9 @@ class Placement:
         self.sizes = {name: component_bytes(module) for name, module in self.components.items()}
         self._on_compute = {name for name in self.components if rests_on_compute(policy, name)}
         self._in_use: dict[str, int] = {}  # nesting depth of use() per component
+        # Weight bytes copied host -> device so far (the way back re-points at the host copy: free).
+        # A request's share is the difference across it; zero under `resident`.
+        self.moved_bytes = 0
         self._host: dict[str, _HostCopy] = {}
 
     @property
@@ -253,6 +277,7 @@ class Placement:
         self.events.append(("to_compute", name))
         self._on_compute.add(name)  # first, so a copy that fails half-way is still sent back
         if self._moves:
+            self.moved_bytes += self.sizes[name]
             # non_blocking: from pinned memory the copy overlaps the launch of the stage's first kernels
             self.components[name].to(self.compute_device, non_blocking=True)
 

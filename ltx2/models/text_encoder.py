@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoTokenizer,
     Gemma3ForConditionalGeneration,
@@ -25,6 +26,7 @@ from transformers import (
 )
 
 from .configs import CheckpointError
+from .fp8 import quantize_linears, resolve_compute
 from .safetensors_io import loading_info_problems, name_list, read_header
 
 CONFIG = "config.json"
@@ -164,3 +166,30 @@ def _check_loading_info(root: Path, info: dict) -> None:
     """Refuse any parameter that did not come from the files."""
     if problems := loading_info_problems(info):
         raise GemmaDirError(f"Gemma weights in {root} do not match its config.json; " + "; ".join(problems))
+
+
+def gemma_linear_names(text_encoder: nn.Module) -> list[str]:
+    """Gemma's decoder linears (attention and MLP): what `--text-encoder-dtype fp8` stores in FP8. The
+    vision tower, which LTX-2 never runs, and the embedding (tied to the output head) keep their dtype."""
+    return [name for name, module in text_encoder.named_modules()
+            if isinstance(module, nn.Linear) and ".language_model." in f".{name}" and ".layers." in name]
+
+
+def quantize_gemma(text_encoder: torch.nn.Module, fp8_compute: str, device: torch.device) -> int:
+    """Gemma's decoder linears to FP8, quantized on the compute device; returns how many."""
+    names = quantize_linears(text_encoder, gemma_linear_names(text_encoder),
+                                 resolve_compute(fp8_compute, device), work_device=device)
+    return len(names)
+
+
+def gemma_linear_elements(shards) -> int:
+    """Weights in Gemma's decoder linears (`*_proj.weight` of the language model's layers), from shard headers."""
+    total = 0
+    for shard in shards:
+        for key, info in read_header(str(shard)).tensors.items():
+            if "language_model" in key and ".layers." in key and key.endswith("_proj.weight"):
+                count = 1
+                for dim in info.shape:
+                    count *= dim
+                total += count
+    return total

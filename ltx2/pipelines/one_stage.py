@@ -26,7 +26,7 @@ def one_stage(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> G
 
     # 1. Encode the prompt (and the negative one, with guidance).
     with run.stage("encode_prompt"):
-        prompt = stages.encode_prompt(model, plan.request.prompt, plan.request.negative_prompt, plan.guided)
+        prompt = stages.prompt_embeddings(run, plan.request.prompt, plan.request.negative_prompt, plan.guided)
     # 2. Encode the conditions: images with the video VAE, the soundtrack with the audio VAE.
     with run.stage("encode_conditioning"):
         conditions = stages.encode_conditions(model, plan, grid, width, height)

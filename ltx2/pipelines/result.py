@@ -28,6 +28,8 @@ class GenerationResult:
     model_height: int = 0
     pipeline: str = "one-stage"
     transformer_passes: int = 0  # samples through the transformer, all steps and stages together
+    prompt_cache_hits: int = 0  # prompts served from the prompt cache (Gemma not run for them)
+    host_device_bytes: int = 0  # weight bytes the memory policy copied onto the device (0 under resident)
     timings: dict[str, float] = field(default_factory=dict)
     has_image_start: bool = False  # whether the start image conditioned the video (strength > 0)
     has_image_end: bool = False
@@ -61,6 +63,8 @@ def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], 
         model_height=model_size[1],
         pipeline=pipeline,
         transformer_passes=run.transformer_passes,
+        prompt_cache_hits=run.prompt_cache_hits,
+        host_device_bytes=run.host_device_bytes,
         timings=run.watch.timings,
         has_image_start=plan.conditioning.image_start is not None and request.image_strength > 0,
         has_image_end=plan.conditioning.image_end is not None and request.end_image_strength > 0,

@@ -167,9 +167,17 @@ class Run:
     watch: Stopwatch = field(init=False)
     steps_done: int = 0
     transformer_passes: int = 0
+    prompt_cache_hits: int = 0
+    moved_at_start: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.watch = Stopwatch(self.model.device)
+        self.moved_at_start = self.model.placement.moved_bytes
+
+    @property
+    def host_device_bytes(self) -> int:
+        """Weight bytes the memory policy copied onto the device during this run (0 under resident)."""
+        return self.model.placement.moved_bytes - self.moved_at_start
 
     def stage(self, name: str):
         return self.watch.stage(name)
@@ -227,6 +235,21 @@ def encode_prompt(model: LoadedModel, prompt: str, negative_prompt: str, guided:
         return PromptEmbeddings(positive=both, negative=None)
     pick = lambda rows: TextContext(both.video[rows], both.audio[rows], both.mask[rows])  # noqa: E731
     return PromptEmbeddings(positive=pick(slice(1, 2)), negative=pick(slice(0, 1)))
+
+
+def prompt_embeddings(run: Run, prompt: str, negative_prompt: str, guided: bool) -> PromptEmbeddings:
+    """`encode_prompt` through the model's prompt cache: a repeated pair skips Gemma altogether."""
+    from .prompt_cache import cache_for
+
+    cache = cache_for(run.model)
+    key = (prompt, negative_prompt if guided else None, run.model.text_adapters)
+    if cache is not None and (hit := cache.get(key, run.model.device)) is not None:
+        run.prompt_cache_hits += 1
+        return hit
+    embeddings = encode_prompt(run.model, prompt, negative_prompt, guided)
+    if cache is not None:
+        cache.put(key, embeddings)
+    return embeddings
 
 
 # --------------------------------------------------------------------------------- latent shapes
@@ -379,6 +402,10 @@ def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, si
     pipe, device = model.pipe, model.device
     guided = guidance > 1.0
     context = TextContext.cat(prompt.negative, prompt.positive) if guided else prompt.positive
+    if bool(context.mask.all()):
+        # The connectors replace padding with registers, so the mask masks nothing; passed on it would be an
+        # all-zero additive bias that keeps fused attention kernels (flash) from running. None is the same math.
+        context = TextContext(context.video, context.audio, None)
     batch = context.video.shape[0]
     with model.placement.use("transformer"):
         video_scheduler = copy.deepcopy(pipe.scheduler)
@@ -471,9 +498,11 @@ def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int
 
 
 def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """The video VAE's decoder on (1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1]."""
-    decode_timestep = torch.zeros(1, device=latents.device) if vae.config.timestep_conditioning else None
-    return vae.decode(latents.to(vae.dtype), decode_timestep, return_dict=False)[0]
+    """The video VAE's decoder on (1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1]; in
+    overlapping tiles when the whole video would not fit in the device's free memory (`tiling`)."""
+    from . import tiling
+
+    return tiling.decode(vae, latents, tiling.plan_for(vae, latents.shape, tiling.free_bytes(latents.device)))
 
 
 def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid

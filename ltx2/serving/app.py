@@ -42,7 +42,7 @@ from .jobs import (
 )
 from ..media.encode import to_data_uri
 from .metrics import Metrics
-from ..models.loaded import LoadedModel, load_from_settings
+from ..models.loaded import LoadedModel
 from ..media.samples import sample_audio_uri, sample_image_uri
 from ..schema import (
     ErrorResponse,
@@ -58,7 +58,7 @@ from .playground import PAGES as PLAYGROUND_PAGES
 from .playground import install_playground
 from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
 from .security import MISSING_KEY, install_security
-from .service import render_mp4
+from .service import load_for_serving, render_mp4
 from ..settings import Settings
 
 log = logging.getLogger("ltx2.server")
@@ -206,7 +206,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def lifespan(app: FastAPI):
         if state.model is None:
             try:
-                state.model = await asyncio.to_thread(load_from_settings, settings)
+                state.model = await asyncio.to_thread(load_for_serving, settings)
             except Exception as exc:  # noqa: BLE001 - stay up and say why on /health
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.error(json.dumps({"event": "model_load_failed", "error": state.load_error}))

@@ -11,6 +11,14 @@ from .jobs import Job, JobManager
 from ..models.memory import process_rss_bytes
 
 
+# Counts each request reports in its timings, summed here.
+COUNTERS = {
+    "transformer_passes": "Samples sent through the transformer (steps, x2 with guidance).",
+    "host_device_bytes": "Weight bytes the memory policy copied onto the GPU (0 under resident).",
+    "prompt_cache_hits": "Requests whose prompt embeddings came from the prompt cache (Gemma skipped).",
+}
+
+
 class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -20,11 +28,15 @@ class Metrics:
         self.job_seconds_sum = 0.0
         self.job_seconds_count = 0
         self.rejected = defaultdict(int)  # reason -> count (queue_full, shutting_down)
+        self.counters = defaultdict(int)  # COUNTERS, summed over finished jobs
 
     def job_finished(self, job: Job) -> None:
         with self._lock:
             self.jobs[job.status] += 1
             for stage, seconds in (job.timings or {}).items():
+                if stage in COUNTERS:  # per-request counts ride along in the timings
+                    self.counters[stage] += seconds
+                    continue
                 self.stage_sum[stage] += seconds
                 self.stage_count[stage] += 1
             if job.started and job.finished:
@@ -61,6 +73,8 @@ class Metrics:
             for stage in sorted(self.stage_sum):
                 lines.append(f'ltx2_stage_seconds_sum{{stage="{stage}"}} {_number(self.stage_sum[stage])}')
                 lines.append(f'ltx2_stage_seconds_count{{stage="{stage}"}} {self.stage_count[stage]}')
+            for name, help_text in COUNTERS.items():
+                metric(f"ltx2_{name}_total", "counter", help_text, [("", self.counters[name])])
         if device is not None and device.type == "cuda":
             memory = [('{kind="allocated"}', torch.cuda.memory_allocated(device)),
                       ('{kind="reserved"}', torch.cuda.memory_reserved(device))]

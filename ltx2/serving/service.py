@@ -9,11 +9,20 @@ from dataclasses import dataclass
 from ..pipelines.conditioning import decode_conditioning
 from ..media.inputs import InputLimits
 from ..media.encode import encode_mp4, to_data_uri
-from ..models.loaded import LoadedModel
+from ..models.loaded import LoadedModel, load_from_settings
 from ..pipelines.generate import StepCallback, generate
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
+from ..pipelines.warmup import warm_up
 from ..schema import GenerateRequest, GenerateResponse, StageTimings
+
+
+def load_for_serving(settings) -> LoadedModel:
+    """Load the model and, when its transformer is compiled, warm it up: before the server or the
+    worker reports ready, so no user request pays for the compile."""
+    model = load_from_settings(settings)
+    warm_up(model)
+    return model
 
 
 @dataclass
@@ -44,6 +53,8 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
     t = time.perf_counter()
     mp4 = encode_mp4(result.frames, result.fps, result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
+    timings.update(transformer_passes=result.transformer_passes, host_device_bytes=result.host_device_bytes,
+                   prompt_cache_hits=result.prompt_cache_hits)
 
     fields = dict(
         duration_seconds=round(result.duration_seconds, 4),

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
-from ..models.loaded import LoadedModel, load_from_settings
+from ..models.loaded import LoadedModel
 from ..schema import (
     ErrorResponse,
     GenerateRequest,
@@ -28,7 +28,7 @@ from ..schema import (
     generation_failed_body,
     validation_error_body,
 )
-from .service import render, render_mp4
+from .service import load_for_serving, render, render_mp4
 from ..settings import Settings, configure_logging
 
 log = logging.getLogger("ltx2.worker")
@@ -203,5 +203,5 @@ def main() -> None:
 
     settings = Settings.from_env()
     configure_logging(settings)
-    model = load_from_settings(settings)
+    model = load_for_serving(settings)
     runpod.serverless.start({"handler": make_handler(model)})

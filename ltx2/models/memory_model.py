@@ -1,0 +1,167 @@
+"""A memory model of one request on the GPU, counted on `meta` tensors: no memory, no GPU, seconds.
+
+It is a model, not a measurement. What it counts:
+- weights: every parameter and buffer of random-19b (the official geometry, FP8 blocks, Gemma in
+  bf16 or FP8) built on `meta`, at its own element size. Exact for the weights.
+- activations: each stage's modules run on `meta` inputs of the request's size while a dispatch
+  mode adds up the bytes of every storage the ops made that is still referenced, and keeps the peak.
+  Attention is counted as a fused kernel's footprint (flash / cuDNN: the output, nothing N x N).
+What it leaves out: the CUDA context (~0.5 GB), cuBLAS/cuDNN workspaces, and the caching
+allocator's fragmentation; `OVERHEAD_BYTES` stands in for them. bench/gpu.py's capped runs are the
+measurement this model predicts.
+
+A stage's peak under a policy is what rests on the device, plus the stage's visitors, plus its
+activations; the request's peak is the largest stage (`ltx2.models.memory` moves the components).
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from . import memory, random19b
+from .geometry import audio_latent_frames, latent_video_shape
+
+GiB = 1024**3
+OVERHEAD_BYTES = 1 * GiB  # CUDA context, library workspaces, allocator slack: not counted on meta
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of every storage that ops created and that is still referenced, and their peak.
+
+    Storages, not tensors: a view (which at this level looks like any other tensor) shares its
+    input's storage and adds nothing; a storage is freed when the last tensor on it dies.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, list[int]] = {}  # storage -> [tensors alive on it, bytes]
+
+    def _drop(self, key: int) -> None:
+        entry = self._refs[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self._refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            key = tensor.untyped_storage()._cdata
+            if key not in self._refs:
+                if key in inputs:
+                    continue  # a view of something made outside (a weight, an input): not ours to count
+                nbytes = tensor.untyped_storage().nbytes()
+                self._refs[key] = [0, nbytes]
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+            self._refs[key][0] += 1
+            weakref.finalize(tensor, self._drop, key)
+        return out
+
+
+@contextmanager
+def fused_attention():
+    """SDPA as a fused kernel's footprint: on meta the math fallback would count the N x N scores."""
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def fused(query, key, value, *args, **kwargs):
+        return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+    torch.nn.functional.scaled_dot_product_attention = fused
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+
+
+def count(fn) -> int:
+    """Peak bytes of the tensors `fn` creates, on meta."""
+    with torch.no_grad(), fused_attention(), LiveBytes() as tracker:
+        fn()
+    return tracker.peak
+
+
+def activation_bytes(modules: dict, width: int, height: int, frames: int, *, guided: bool = False,
+                     decode_frames: int | None = None, dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+    """Peak activation bytes per stage for one request, counted on meta.
+
+    `decode_frames`: latent frames per VAE decode tile (None: the whole video at once).
+    """
+    meta = torch.device("meta")
+    transformer, vae = modules["transformer"], modules["vae"]
+    spatial = vae.spatial_compression_ratio
+    temporal = vae.temporal_compression_ratio
+    t_lat, h_lat, w_lat = latent_video_shape(frames, height, width, spatial, temporal)
+    audio = modules["audio_vae"].config
+    a_frames = audio_latent_frames(frames, 25, audio.sample_rate, audio.mel_hop_length, 4)
+    batch = 2 if guided else 1
+    tokens, caption = 1024, transformer.config.caption_channels
+    gemma = modules["text_encoder"]
+
+    def encode():
+        ids = torch.zeros(batch, tokens, dtype=torch.long, device=meta)
+        # No padding mask: transformers reads it with .item(), which meta tensors cannot answer (it is 1 MB).
+        out = gemma.model.language_model(input_ids=ids, output_hidden_states=True)
+        stacked = torch.stack(out.hidden_states, dim=-1).flatten(2)
+        modules["connectors"](stacked.to(dtype), torch.ones(batch, tokens, device=meta), padding_side="left")
+
+    def denoise():
+        transformer(
+            hidden_states=torch.empty(batch, t_lat * h_lat * w_lat, transformer.config.in_channels, device=meta, dtype=dtype),
+            audio_hidden_states=torch.empty(batch, a_frames, transformer.config.audio_in_channels, device=meta, dtype=dtype),
+            encoder_hidden_states=torch.empty(batch, tokens, caption, device=meta, dtype=dtype),
+            audio_encoder_hidden_states=torch.empty(batch, tokens, caption, device=meta, dtype=dtype),
+            timestep=torch.empty(batch, device=meta), audio_timestep=torch.empty(batch, device=meta),
+            num_frames=t_lat, height=h_lat, width=w_lat, fps=25, audio_num_frames=a_frames,
+            video_coords=transformer.rope.prepare_video_coords(batch, t_lat, h_lat, w_lat, "cpu", fps=25).to(meta),
+            audio_coords=transformer.audio_rope.prepare_audio_coords(batch, a_frames, "cpu").to(meta),
+            use_cross_timestep=False, return_dict=False,
+        )
+
+    def decode_video():
+        tile = t_lat if decode_frames is None else min(decode_frames, t_lat)
+        vae.decode(torch.empty(1, vae.config.latent_channels, tile, h_lat, w_lat, device=meta, dtype=dtype),
+                   return_dict=False)
+
+    def decode_audio():
+        mel = modules["audio_vae"].decode(torch.empty(1, audio.latent_channels, a_frames, audio.mel_bins // 4,
+                                                      device=meta, dtype=dtype), return_dict=False)[0]
+        modules["vocoder"](mel)
+
+    return {"encode_prompt": count(encode), "denoise": count(denoise), "decode_video": count(decode_video),
+            "decode_audio": count(decode_audio)}
+
+
+def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
+          dtype: torch.dtype = torch.bfloat16) -> dict:
+    """random-19b on meta, in the compute dtype (FP8 weights and float32 scales stay as they are)."""
+    modules = random19b.build_meta(layers, text_encoder_dtype, "upcast")
+    for name, module in modules.items():
+        if name != "text_encoder":
+            module.to(dtype)
+    for param in modules["text_encoder"].parameters():  # Gemma's rotary buffers stay float32, as when loaded
+        if param.dtype == torch.float32:
+            param.data = param.data.to(dtype)
+    return modules
+
+
+def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
+                dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+    """Device bytes at each stage's peak under `policy`: resting weights + visitors + activations + overhead."""
+    sizes = {name: random19b.weight_bytes(module, dtype) for name, module in modules.items()}
+    resting = sum(size for name, size in sizes.items() if memory.rests_on_compute(policy, name))
+    peaks = {}
+    for stage, names in memory.STAGES.items():
+        visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
+        peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
+    return peaks

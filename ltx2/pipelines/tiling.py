@@ -1,0 +1,119 @@
+"""Video VAE decoding in overlapping tiles, chosen from the device's free memory.
+
+At 1080p x 121 frames the decoder's activations are tens of GB. diffusers' LTX-2 VAE can decode in
+temporal tiles (`use_framewise_decoding`) and spatial tiles (`use_tiling`), each overlapping its
+neighbour and blended linearly across the overlap, so no seam shows. `plan_for` picks the largest
+tiles whose activations fit the budget: the whole video when it fits, else temporal tiles of fewer
+latent frames, and spatial tiles on top only when one latent frame pair is still too big.
+
+The activation bytes come from the decoder itself: its decode of a small latent is counted once on
+`meta` tensors (ltx2.models.memory_model), and activations grow with the pixels decoded at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models import memory, memory_model
+
+SAFETY = 0.8  # of the free memory: the allocator's fragmentation and library workspaces need the rest
+SPATIAL_TILE = 512  # pixels: diffusers' default tile, with a 64-pixel overlap
+SPATIAL_STRIDE = 448
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Temporal tiles of `frames` latent frames overlapping by one; spatial tiles if `spatial`."""
+
+    frames: int  # latent frames per temporal tile (>= 2)
+    spatial: bool
+    estimate_bytes: int  # the decoder's activations for one tile, from the meta count
+
+    def __str__(self) -> str:
+        return f"{self.frames}-latent-frame tiles{' x 512 px' if self.spatial else ''}, ~{self.estimate_bytes / 1e9:.1f} GB"
+
+
+def bytes_per_pixel(vae) -> float:
+    """Activation bytes per decoded pixel-frame, counted once per VAE on a meta copy of its decoder."""
+    cached = getattr(vae, "_ltx2_bytes_per_pixel", None)
+    if cached is None:
+        with torch.device("meta"):
+            copy = type(vae).from_config(vae.config).to(vae.dtype)
+        spatial, temporal = vae.spatial_compression_ratio, vae.temporal_compression_ratio
+        latent = torch.empty(1, vae.config.latent_channels, 2, 4, 4, device="meta", dtype=vae.dtype)
+        peak = memory_model.count(lambda: copy.decoder(latent, None))
+        pixels = (1 + temporal) * (4 * spatial) ** 2
+        cached = peak / pixels
+        vae._ltx2_bytes_per_pixel = cached
+    return cached
+
+
+def estimate(vae, latent_frames: int, latent_height: int, latent_width: int) -> int:
+    """Decoder activation bytes for one decode of that many latent frames and that latent size."""
+    spatial, temporal = vae.spatial_compression_ratio, vae.temporal_compression_ratio
+    pixels = ((latent_frames - 1) * temporal + 1) * latent_height * spatial * latent_width * spatial
+    return int(bytes_per_pixel(vae) * pixels)
+
+
+def plan_for(vae, shape: tuple[int, ...] | torch.Size, budget_bytes: int | None) -> TilePlan | None:
+    """None (decode at once) when the whole video fits `budget_bytes`; else the largest tiles that do."""
+    _, _, frames, height, width = shape
+    if budget_bytes is None or estimate(vae, frames, height, width) <= budget_bytes:
+        return None
+    spatial_latent = SPATIAL_TILE // vae.spatial_compression_ratio
+    for tile_frames in range(frames - 1, 1, -1):
+        if estimate(vae, tile_frames, height, width) <= budget_bytes:
+            return TilePlan(tile_frames, False, estimate(vae, tile_frames, height, width))
+    spatial = height > spatial_latent or width > spatial_latent
+    for tile_frames in range(frames, 1, -1):
+        need = estimate(vae, tile_frames, min(height, spatial_latent), min(width, spatial_latent))
+        if need <= budget_bytes or tile_frames == 2:
+            return TilePlan(tile_frames, spatial, need)  # the smallest tiles there are, even if over
+    return TilePlan(2, spatial, estimate(vae, 2, min(height, spatial_latent), min(width, spatial_latent)))
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """What a decode may use on `device`: free memory (and the caching allocator's unused blocks) under any
+    per-process cap, times SAFETY. None on a CPU: host memory is not planned for."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    free, total = memory.device_memory(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    if fraction is not None:  # set_per_process_memory_fraction caps the allocator below what the driver reports
+        free = min(free, int(fraction(device) * total) - torch.cuda.memory_allocated(device))
+    return max(0, int(free * SAFETY))
+
+
+def decode(vae, latents: torch.Tensor, plan: TilePlan | None) -> torch.Tensor:
+    """(1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1], whole or in `plan`'s tiles."""
+    decode_timestep = torch.zeros(1, device=latents.device) if vae.config.timestep_conditioning else None
+    latents = latents.to(vae.dtype)
+    if plan is None:
+        return vae.decode(latents, decode_timestep, return_dict=False)[0]
+    saved = {name: getattr(vae, name) for name in (
+        "use_framewise_decoding", "use_tiling", "tile_sample_min_num_frames", "tile_sample_stride_num_frames",
+        "tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height", "tile_sample_stride_width")}
+    temporal = vae.temporal_compression_ratio
+    try:
+        # diffusers reads a tile of min/temporal + 1 latent frames every stride/temporal frames: tiles of
+        # `plan.frames` overlapping by one latent frame (8 video frames blended).
+        vae.use_framewise_decoding = True
+        vae.tile_sample_min_num_frames = (plan.frames - 1) * temporal
+        vae.tile_sample_stride_num_frames = max(1, plan.frames - 2) * temporal
+        vae.use_tiling = plan.spatial
+        vae.tile_sample_min_height = vae.tile_sample_min_width = SPATIAL_TILE
+        vae.tile_sample_stride_height = vae.tile_sample_stride_width = SPATIAL_STRIDE
+        return vae.decode(latents, decode_timestep, return_dict=False)[0]
+    finally:
+        for name, value in saved.items():
+            setattr(vae, name, value)
+
+
+def tiles(frames: int, plan: TilePlan | None) -> int:
+    """How many temporal tiles a plan decodes `frames` latent frames in."""
+    return 1 if plan is None else math.ceil(max(1, frames - 1) / max(1, plan.frames - 2))

@@ -1,0 +1,31 @@
+"""bench/gpu.py --smoke: the GPU benchmark's every section runs on the CPU, so it is ready for a GPU."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_benchmark_smoke_runs_every_section(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| section | item | value | note |" in proc.stdout  # the table comes last
+    rows = json.loads((tmp_path / "gpu-bench.json").read_text())["rows"]
+    sections = {r["section"] for r in rows}
+    assert sections >= {"machine", "build", "e2e", "transformer", "attention", "compile", "text encoder",
+                        "vae decode", "mux", "memory caps"}
+    assert not [r for r in rows if r["item"] in ("error", "skipped")], rows
+    items = {(r["section"], r["item"]) for r in rows}
+    assert ("transformer", "FP8 upcast s/step") in items and ("transformer", "BF16 s/step") in items
+    assert ("transformer", "FP8 scaled-mm") in items  # n/a on a CPU, with the reason
+    assert ("attention", "sdpa") in items and ("attention", "fastest here") in items
+    e2e = [r for r in rows if r["section"] == "e2e" and str(r["value"]).endswith(" s")]
+    assert len(e2e) == 4 and all("denoise" in r["note"] and "mux" in r["note"] for r in e2e)
+    # Each size twice: a new prompt runs Gemma, the same prompt again is the prompt cache's hit.
+    assert ["prompt_cache_hits 0" in r["note"] for r in e2e] == [True, False, True, False]
+    assert all("prompt_cache_hits 1" in r["note"] for r in e2e[1::2])
+    assert ("vae decode", "tiled") in {(r["section"], r["item"]) for r in rows}
+    assert any(r["item"] == "compiled s/step" for r in rows)
