@@ -1,5 +1,7 @@
 """The pipeline's speed features: the prompt cache, per-request counters, tiled VAE decoding."""
 
+import copy
+
 import torch
 import torch.nn as nn
 from fastapi.testclient import TestClient
@@ -141,22 +143,108 @@ def test_auto_tiling_decodes_whole_when_it_fits_and_tiles_under_a_small_budget()
     assert tiling.estimate(vae, 9, 8, 12) > 1.9 * tiling.estimate(vae, 5, 8, 12)
 
 
-def test_tiled_decoding_matches_untiled_within_the_stated_tolerance():
-    """Same shape; nearly exact before the first seam's reach; bounded after it.
+def pointwise_decoder(vae):
+    """A copy of the VAE whose decoder sees one latent position: every convolution keeps only its
+    centre tap. Its receptive field (one latent frame, one latent pixel) fits inside any overlap, so
+    each tile decodes exactly the pixels the whole decode gives, and tiling must reproduce it."""
+    vae = copy.deepcopy(vae)
+    with torch.no_grad():
+        for conv in vae.decoder.modules():
+            if isinstance(conv, nn.Conv3d):
+                centre = [k // 2 for k in conv.kernel_size]
+                kept = conv.weight[:, :, centre[0], centre[1], centre[2]].clone()
+                conv.weight.zero_()
+                conv.weight[:, :, centre[0], centre[1], centre[2]] = kept
+    return vae
 
-    Tolerance, measured on the tiny preset: frames 0-7 within 1e-3 (6e-4 measured), the whole
-    clip within 0.35 mean absolute error on [-1, 1]. The tiny VAE's random weights give its decoder
-    a temporal reach of ~45 frames, so past the first seam the tiles see different context (a
-    trained decoder's are consistent; bench/gpu.py measures the real one's seconds and peak memory).
-    """
-    vae = load_model("tiny", device="cpu").pipe.vae
-    latents = torch.randn(1, 128, 16, 8, 12, generator=torch.Generator().manual_seed(0))
+
+def test_tiles_cover_the_latents_and_neighbours_share_the_overlap():
+    for frames in range(1, 40):
+        for tile in range(tiling.MIN_TILE_FRAMES, 18):
+            spans = tiling.temporal_tiles(frames, tile)
+            assert spans[0][0] == 0 and spans[-1][1] == frames
+            assert all(end - start <= tile for start, end in spans)
+            # Each tile starts OVERLAP latent frames before its neighbour ends, and reaches past that end.
+            assert all(b[0] == a[1] - tiling.OVERLAP and b[1] > a[1] for a, b in zip(spans, spans[1:]))
+
+
+def test_tiled_decoding_is_exact_when_the_decoder_sees_one_latent_position(model):
+    """Tolerance 1e-5 on [-1, 1]: float32 rounding only. A tile placed one frame off (as diffusers'
+    own temporal tiling places them), a frame dropped or a blend over the wrong frames is an error
+    of the order of the frame-to-frame change (over 0.1 here)."""
+    vae = pointwise_decoder(model.pipe.vae)
+    latents = torch.randn(1, 128, 16, 2, 3, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = tiling.decode(vae, latents, None)
-        plan = tiling.plan_for(vae, latents.shape, tiling.estimate(vae, 8, 8, 12))
+        assert whole.shape == (1, 3, 121, 64, 96)
+        assert (whole[:, :, 1:] - whole[:, :, :-1]).abs().max() > 0.1  # what a one-frame shift would cost
+        for frames in (8, tiling.MIN_TILE_FRAMES):
+            tiled = tiling.decode(vae, latents, tiling.TilePlan(frames, False, 0))
+            assert tiled.shape == whole.shape
+            assert (tiled - whole).abs().max() < 1e-5, frames
+        # Spatial tiles (512-pixel tiles, diffusers' blending) on top of temporal ones: 640x640 in 2x2 tiles.
+        latents = torch.randn(1, 128, 4, 20, 20, generator=torch.Generator().manual_seed(1))
+        whole = tiling.decode(vae, latents, None)
+        tiled = tiling.decode(vae, latents, tiling.TilePlan(3, True, 0))
+    assert tiled.shape == whole.shape == (1, 3, 25, 640, 640)
+    assert (tiled - whole).abs().max() < 1e-5
+    assert vae.use_framewise_decoding is False and vae.use_tiling is False  # the VAE's settings are restored
+
+
+def blended_by_hand(vae, latents, tile_frames):
+    """Tiled decoding written out frame by frame: each tile decoded alone, weighted by a trapezoid
+    that fades in over the frames it shares with the tile before and out over those it shares with
+    the next, and the weights normalised per frame."""
+    scale = vae.temporal_compression_ratio
+    spans = tiling.temporal_tiles(latents.shape[2], tile_frames)
+    decoded = [tiling.decode(vae, latents[:, :, start:end], None) for start, end in spans]
+    frames = []
+    for frame in range((latents.shape[2] - 1) * scale + 1):
+        total, weights = 0, 0
+        for index, ((start, end), pixels) in enumerate(zip(spans, decoded)):
+            first, last = start * scale, (end - 1) * scale
+            if not first <= frame <= last:
+                continue
+            ramp = (tiling.OVERLAP - 1) * scale
+            weight = 1.0
+            if index > 0:
+                weight = min(weight, (frame - first) / ramp)
+            if index < len(spans) - 1:
+                weight = min(weight, (last - frame) / ramp)
+            total = total + weight * pixels[:, :, frame - first]
+            weights += weight
+        frames.append(total / weights)
+    return torch.stack(frames, dim=2)
+
+
+def test_tiled_decoding_is_the_blend_of_the_tiles_decoded_alone(model):
+    """The tiny VAE's own random decoder reaches ~45 frames, so its tiles see less context than the
+    whole decode does: tiled differs from untiled there (see below). What tiling must do exactly is
+    cross-fade the tiles' own decodes; tolerance 1e-5, float32 rounding."""
+    vae = model.pipe.vae
+    latents = torch.randn(1, 128, 12, 2, 3, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for frames in (5, 3):
+            tiled = tiling.decode(vae, latents, tiling.TilePlan(frames, False, 0))
+            assert (tiled - blended_by_hand(vae, latents, frames)).abs().max() < 1e-5, frames
+
+
+def test_tiled_decoding_of_the_tiny_vae_stays_close_to_untiled(model):
+    """Same shape; nearly exact before the first tile's edge is in reach; bounded after it.
+
+    Measured on the tiny preset (121 frames at 64x96, tiles of 8 latent frames): frames 0-7 within
+    1e-3 (5e-4 measured), the whole clip 0.074 mean absolute error on [-1, 1] (pixels average 0.26);
+    bound 0.1. The error is the random decoder's ~45-frame reach cut at the tile edges, which a
+    trained decoder's tiles show far less (bench/gpu.py times the real one). Placement and blending
+    are pinned exactly by the two tests above; this one bounds the whole: diffusers' misplaced tiles
+    gave 0.19 here.
+    """
+    vae = model.pipe.vae
+    latents = torch.randn(1, 128, 16, 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = tiling.decode(vae, latents, None)
+        plan = tiling.plan_for(vae, latents.shape, tiling.estimate(vae, 8, 2, 3))
         tiled = tiling.decode(vae, latents, plan)
-    assert plan.frames == 8 and tiled.shape == whole.shape == (1, 3, 121, 256, 384)
+    assert plan.frames == 8 and tiled.shape == whole.shape == (1, 3, 121, 64, 96)
     assert (tiled[:, :, :8] - whole[:, :, :8]).abs().max() < 1e-3
-    assert (tiled - whole).abs().mean() < 0.35 and torch.isfinite(tiled).all()
-    # The VAE's own settings are left as they were.
-    assert vae.use_framewise_decoding is False and vae.use_tiling is False
+    assert (tiled - whole).abs().mean() < 0.1 and torch.isfinite(tiled).all()
