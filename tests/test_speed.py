@@ -1,5 +1,7 @@
 """Start-up speed choices: regional compilation, the attention kernel, and Gemma in FP8."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,28 +11,44 @@ from ltx2.models.fp8 import FP8Linear
 from ltx2.models.loaded import apply_speed_settings
 from ltx2.pipelines.generate import generate
 from ltx2.pipelines.warmup import warm_up
+from ltx2.schema import GenerateRequest
 
-REQUEST = dict(prompt="warm-up", seed=0)  # what the warm-up runs: the default size
+# The smallest request: inductor's build of the block's kernels is the test's cost, not the size.
+SMALL = dict(prompt="warm-up", width=64, height=64, num_frames=9, num_inference_steps=1, seed=0)
 
 
 def test_compiled_and_eager_agree_on_tiny_and_the_warm_up_compiles():
     model = load_model("tiny", device="cpu")
     assert warm_up(model) is None  # not compiled: nothing to warm
-    eager = generate(model, REQUEST)
+    eager = generate(model, SMALL)
     apply_speed_settings(model, compile="on")
     blocks = model.pipe.transformer.transformer_blocks
     assert all(block._compiled_call_impl is not None for block in blocks)  # each block, not the whole model
     assert model.speed["compile"]["warmed_up"] is False
     torch._dynamo.utils.counters.clear()
-    seconds = warm_up(model)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it really compiled
+    seconds = warm_up(model, GenerateRequest(**SMALL))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it really compiled (inductor: the default)
     assert model.speed["compile"]["warmed_up"] and model.speed["compile"]["warmup_seconds"] == round(seconds, 3)
-    assert model.speed["compile"]["warmup_request"] == "288x512x49"
-    compiled = generate(model, REQUEST)
+    assert model.speed["compile"]["warmup_request"] == "64x64x9"
+    compiled = generate(model, SMALL)
     # Inductor reorders float32 sums: equal to rounding, not bit for bit.
     scale = eager.video_latents.abs().max()
     assert (compiled.video_latents - eager.video_latents).abs().max() <= 1e-4 * scale
     assert (compiled.audio_latents - eager.audio_latents).abs().max() <= 1e-4 * compiled.audio_latents.abs().max()
+
+
+def test_the_server_warms_up_with_a_default_size_request(monkeypatch):
+    from ltx2.pipelines import warmup
+    from ltx2.serving import service
+
+    seen = []
+    monkeypatch.setattr(warmup, "generate", lambda model, request: seen.append(request))
+    model = SimpleNamespace(speed={"compile": {"enabled": True}})
+    monkeypatch.setattr(service, "load_from_settings", lambda settings: model)
+    assert service.load_for_serving(None) is model
+    defaults = GenerateRequest(prompt="x")
+    assert [(r.width, r.height, r.num_frames) for r in seen] == [(defaults.width, defaults.height, defaults.num_frames)]
+    assert model.speed["compile"]["warmup_request"] == "288x512x49"
 
 
 def test_compile_is_off_by_default_on_cpu_and_on_for_cuda():
@@ -44,7 +62,7 @@ def test_compile_is_off_by_default_on_cpu_and_on_for_cuda():
 def test_attention_auto_on_cpu_and_a_pinned_kernel_gives_the_same_video():
     model = load_model("tiny", device="cpu")
     assert model.speed["attention"]["backend"] == "sdpa"
-    request = dict(prompt="a lighthouse at night", width=64, height=64, num_frames=9, num_inference_steps=2, seed=4)
+    request = dict(prompt="a lighthouse at night", width=64, height=64, num_frames=9, num_inference_steps=1, seed=4)
     default = generate(model, request)
     apply_speed_settings(model, attention="sdpa-math")
     assert model.speed["attention"] == {"backend": "sdpa-math", "reason": "sdpa-math: requested"}

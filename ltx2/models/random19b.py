@@ -15,9 +15,9 @@ videos are noise.
   blocks 1-42; block 0, blocks 43-47 and every linear outside the blocks stay bf16
   (`fp8_blocks`). They run through the same `FP8Linear`, `--fp8-compute` and memory placement as
   a loaded checkpoint.
-- `layers`: fewer transformer blocks and Gemma layers at the same widths (tests, cheap smoke
-  runs). Gemma's hidden states are stacked for the connectors, so their projection reads
-  `layers + 1` of them, as the real one reads 49.
+- `layers`: fewer transformer blocks and Gemma layers (its vision tower's too, up to its 27) at
+  the same widths (tests, cheap smoke runs). Gemma's hidden states are stacked for the
+  connectors, so their projection reads `layers + 1` of them, as the real one reads 49.
 - Weights are drawn on the compute device, tensor by tensor, and each goes straight to where the
   memory policy rests it: no host copy on a GPU, and seconds to build there. On the CPU, where
   torch draws about 200 million normals a second, each tensor is cut from a seeded pool of 4M
@@ -50,6 +50,7 @@ CONFIG = json.loads((Path(__file__).parent / "ltx2_19b_config.json").read_text()
 # Gemma 3 12B (google/gemma-3-12b-it): text decoder, SigLIP vision tower, projector.
 GEMMA_HIDDEN = 3840
 GEMMA_VOCAB = 262_208
+VISION_LAYERS = 27
 
 
 def gemma_12b_config(layers: int = FULL_LAYERS):
@@ -64,7 +65,9 @@ def gemma_12b_config(layers: int = FULL_LAYERS):
             rope_scaling={"rope_type": "linear", "factor": 8.0}, max_position_embeddings=131_072,
             pad_token_id=0, eos_token_id=1, bos_token_id=2,
         ),
-        vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+        # SigLIP's 27 layers; fewer with --layers (same widths), like the decoder's.
+        vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=min(VISION_LAYERS, layers),
+                           num_attention_heads=16,
                            image_size=896, patch_size=14, vision_use_head=False),
         mm_tokens_per_image=256, boi_token_index=255_999, eoi_token_index=256_000, image_token_index=262_144,
     )
@@ -140,36 +143,41 @@ class _Draws:
 
     def __init__(self, device: torch.device, seed: int):
         self.device, self.seed = device, seed
-        self.pools: dict[tuple[torch.dtype, float], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.pools: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def normal(self, shape: torch.Size, dtype: torch.dtype, std: float, index: int) -> torch.Tensor:
         out = torch.empty(shape, dtype=dtype, device=self.device)
         if self.device.type != "cpu":
             generator = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + index)
             return out.normal_(0.0, std, generator=generator)
-        return self._fill(out, self._pool(dtype, std)[0], index)
+        return self._fill(out, self._pool(dtype)[0], index, std)
 
     def quantized(self, shape: torch.Size, dtype: torch.dtype, std: float, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """An FP8 weight and its per-tensor scale, as `quantize_per_tensor` makes them from normals."""
         if self.device.type != "cpu":
             return fp8.quantize_per_tensor(self.normal(shape, dtype, std, index))
-        pool, scale = self._pool(fp8.FP8_DTYPE, std)
-        return self._fill(torch.empty(shape, dtype=fp8.FP8_DTYPE), pool, index), scale.clone()
+        pool, scale = self._pool(fp8.FP8_DTYPE)
+        # Unit normals quantized once: a weight of deviation `std` is the same codes with `std` times the scale.
+        return self._fill(torch.empty(shape, dtype=fp8.FP8_DTYPE), pool, index), scale * std
 
-    def _pool(self, dtype: torch.dtype, std: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One pool per dtype and scale, so that filling a tensor is a plain copy (FP8: quantized once)."""
-        if (dtype, std) not in self.pools:
-            pool = torch.randn(self.POOL, generator=torch.Generator().manual_seed(self.seed)).mul_(std)
+    def _pool(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit normals, one pool per dtype, so that filling a tensor is a copy (FP8: quantized once)."""
+        if dtype not in self.pools:
+            pool = torch.randn(self.POOL, generator=torch.Generator().manual_seed(self.seed))
             pool, scale = fp8.quantize_per_tensor(pool) if dtype == fp8.FP8_DTYPE else (pool.to(dtype), None)
-            self.pools[(dtype, std)] = (torch.cat([pool, pool]), scale)  # any window of POOL values is contiguous
-        return self.pools[(dtype, std)]
+            self.pools[dtype] = (torch.cat([pool, pool]), scale)  # any window of POOL values is contiguous
+        return self.pools[dtype]
 
-    def _fill(self, out: torch.Tensor, pool: torch.Tensor, index: int) -> torch.Tensor:
+    def _fill(self, out: torch.Tensor, pool: torch.Tensor, index: int, std: float | None = None) -> torch.Tensor:
+        """Copy windows of the pool into `out`, times `std` on the way (one pass over the memory)."""
         flat = out.view(-1)
         for chunk, start in enumerate(range(0, flat.numel(), self.POOL)):
             take = min(self.POOL, flat.numel() - start)
             offset = (index * 7919 + chunk * 104_729) % self.POOL  # windows differ by tensor and by chunk
-            flat[start:start + take].copy_(pool[offset:offset + take])
+            if std is None:
+                flat[start:start + take].copy_(pool[offset:offset + take])
+            else:
+                torch.mul(pool[offset:offset + take], std, out=flat[start:start + take])
         return out
 
 

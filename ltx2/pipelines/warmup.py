@@ -13,16 +13,17 @@ from .generate import generate
 log = logging.getLogger("ltx2")
 
 
-def warm_up(model: LoadedModel) -> float | None:
-    """Run one default-size request when the transformer is compiled; the seconds it took (None: not compiled).
+def warm_up(model: LoadedModel, request: GenerateRequest | None = None) -> float | None:
+    """Run one request when the transformer is compiled; the seconds it took (None: not compiled).
 
-    The seconds are reported in /health as the compile time: almost all of it is torch.compile
-    tracing and building the block's kernels, the rest one ordinary generation.
+    `request` defaults to one of the default size, what the server warms up with. The seconds are
+    reported in /health as the compile time: almost all of it is torch.compile tracing and building
+    the block's kernels, the rest one ordinary generation.
     """
     state = model.speed.get("compile", {})
     if not state.get("enabled"):
         return None
-    request = GenerateRequest(prompt="warm-up", seed=0)
+    request = request or GenerateRequest(prompt="warm-up", seed=0)
     start = time.perf_counter()
     generate(model, request)
     seconds = time.perf_counter() - start
