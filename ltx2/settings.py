@@ -24,6 +24,7 @@ class Settings:
     memory_policy: str = "auto"
     fp8_compute: str = "auto"
     variant: str = "auto"  # distilled or dev; auto reads the checkpoint's name
+    upsampler: str = "auto"  # the two-stage x2 upsampler: auto (tiny's, or the official file in models_dir), none, a path
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
@@ -70,6 +71,7 @@ ENV = {
     "memory_policy": "LTX2_MEMORY_POLICY",
     "fp8_compute": "LTX2_FP8_COMPUTE",
     "variant": "LTX2_VARIANT",
+    "upsampler": "LTX2_UPSAMPLER",
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
@@ -142,6 +144,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
     parser.add_argument("--variant", default=defaults.variant, choices=VARIANTS,
                         help="distilled (8 steps, guidance 1) or dev (40 steps, guidance 3); auto reads the "
                              f"checkpoint's file name (env {ENV['variant']})")
+    parser.add_argument("--upsampler", default=defaults.upsampler,
+                        help="the x2 spatial latent upsampler of the two-stage pipeline: auto (the tiny preset's, or "
+                             "ltx-2-spatial-upscaler-x2-1.0.safetensors in --models-dir when present), none "
+                             f"(one-stage only), or a file (env {ENV['upsampler']})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")

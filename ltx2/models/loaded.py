@@ -25,10 +25,29 @@ class ModelDefaults:
     num_inference_steps: int
     guidance_scale: float
     distilled: bool  # a distilled checkpoint uses its trained sigma schedule at its trained step count
+    # The reference's multi-modal guider (ltx-pipelines' LTX_2_PARAMS for dev checkpoints); neutral
+    # values mean one transformer pass per step.
+    audio_guidance_scale: float | None = None  # None: the same as guidance_scale
+    stg_scale: float = 0.0
+    audio_stg_scale: float = 0.0
+    modality_scale: float = 1.0
+    audio_modality_scale: float = 1.0
+    guidance_rescale: float = 0.0
+    audio_guidance_rescale: float = 0.0
+    stg_blocks: tuple[int, ...] = (29,)  # the reference's STG block for LTX-2.0 (of 48)
+
+    def as_dict(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                "audio_guidance_scale": self.audio_guidance_scale, "stg_scale": self.stg_scale,
+                "audio_stg_scale": self.audio_stg_scale, "modality_scale": self.modality_scale,
+                "audio_modality_scale": self.audio_modality_scale, "guidance_rescale": self.guidance_rescale,
+                "audio_guidance_rescale": self.audio_guidance_rescale, "stg_blocks": list(self.stg_blocks)}
 
 
 DISTILLED_DEFAULTS = ModelDefaults(num_inference_steps=8, guidance_scale=1.0, distilled=True)
-DEV_DEFAULTS = ModelDefaults(num_inference_steps=40, guidance_scale=3.0, distilled=False)
+DEV_DEFAULTS = ModelDefaults(num_inference_steps=40, guidance_scale=3.0, distilled=False, audio_guidance_scale=7.0,
+                             stg_scale=1.0, audio_stg_scale=1.0, modality_scale=3.0, audio_modality_scale=3.0,
+                             guidance_rescale=0.7, audio_guidance_rescale=0.7)
 
 
 @dataclass
@@ -49,11 +68,18 @@ class LoadedModel:
     # (digest, scale) of the LoRAs adapting the text connectors while a request runs; () otherwise.
     # Prompt embeddings depend on them: a prompt cache keys on this as well as on the prompts.
     text_adapters: tuple = ()
+    # The x2 spatial latent upsampler of the two-stage pipeline; None: one-stage only.
+    upsampler: torch.nn.Module | None = field(default=None, repr=False)
+    upsampler_file: str | None = None  # where it came from ("tiny" for the tiny preset)
 
     def __post_init__(self) -> None:
         if self.placement is None:
-            self.placement = Placement(pipe_components(self.pipe), "resident", self.device,
+            self.placement = Placement(self.components(), "resident", self.device,
                                        reason="resident: where the loader put it")
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        """Every weight-carrying component by the name the stages use (the upsampler too, when loaded)."""
+        return {**pipe_components(self.pipe), **({"upsampler": self.upsampler} if self.upsampler is not None else {})}
 
     @property
     def vocoder_rate(self) -> int:
@@ -66,17 +92,18 @@ class LoadedModel:
             name: "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in getattr(self.pipe, name).parameters()}))
             for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         }
+        if self.upsampler is not None:
+            dtypes["upsampler"] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in self.upsampler.parameters()}))
         return {
             "name": self.name,
             "device": str(self.device),
             "dtypes": dtypes,
-            "defaults": {
-                "num_inference_steps": self.defaults.num_inference_steps,
-                "guidance_scale": self.defaults.guidance_scale,
-            },
+            "defaults": self.defaults.as_dict(),
             "audio_sample_rate": self.vocoder_rate,
             "load_seconds": round(self.load_seconds, 3),
             "checkpoint": self.checkpoint or None,
+            # The two-stage pipeline's upsampler: which file, or null (then use_multiscale defaults to false).
+            "upsampler": self.upsampler_file,
             "memory": self.placement.memory_report(),
         }
 
@@ -100,16 +127,20 @@ def load_model(
     memory_policy: str = "auto",
     fp8_compute: str = "auto",
     variant: str = "auto",
+    upsampler: str = "auto",
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
     `tiny`: the random-weight preset with the real geometry (ltx2.models.tiny), float32.
     Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
     diffusers-format directory; the single file's Gemma 3 comes from `gemma_dir`.
+    `upsampler`: the two-stage pipeline's x2 spatial upsampler: "auto" (the tiny one for `tiny`,
+    else the official file in `models_dir` if it is there), "none", or a file.
     """
     start = time.perf_counter()
     device = torch.device(device) if device is not None else default_device()
     checkpoint: dict = {}
+    upsampler_module, upsampler_file = None, None
     if name == "tiny":
         from . import tiny
 
@@ -117,22 +148,35 @@ def load_model(
         dtype = torch.float32
         defaults = DISTILLED_DEFAULTS
         policy = memory_policy
+        if upsampler == "auto":
+            upsampler_module, upsampler_file = tiny.build_upsampler(seed=seed).to(device), "tiny"
     else:
         from . import loading
+        from .upsampler import load_upsampler, resolve_upsampler_path
 
         dtype = default_dtype(device)
+        upsampler_file = resolve_upsampler_path(upsampler, models_dir)  # before the long load: fail fast
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
-            memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
+            memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant, upsampler_path=upsampler_file,
         )
         checkpoint = report
         defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
+        if upsampler_file is not None:  # loaded on the host; the placement moves it where the policy says
+            upsampler_module = load_upsampler(upsampler_file, "cpu", dtype)
+            channels, latent = upsampler_module.config.in_channels, components["vae"].config.latent_channels
+            if channels != latent:
+                from .configs import CheckpointError
+
+                raise CheckpointError(f"{upsampler_file}: the upsampler works on {channels} latent channels; the video "
+                                      f"VAE has {latent}: it belongs to another model")
     pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=None)
     if name == "tiny":
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint)
-    model.placement = place(pipe_components(pipe), device, policy, reason=checkpoint.pop("memory_reason", None))
+    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint,
+                        upsampler=upsampler_module, upsampler_file=upsampler_file)
+    model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.load_seconds = time.perf_counter() - start
     log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
              model.placement.policy)
@@ -144,6 +188,7 @@ def load_from_settings(settings) -> LoadedModel:
     model = load_model(
         settings.model, device=settings.device, models_dir=settings.models_dir, gemma_dir=settings.resolved_gemma_dir,
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
+        upsampler=settings.upsampler,
     )
     model.prompt_expansion_tokens = settings.prompt_expansion_tokens
     return model
