@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
@@ -366,13 +366,19 @@ class GenerateRequest(BaseModel):
 
 
 class StageTimings(BaseModel):
+    """Seconds per stage that ran; a stage the pipeline did not run is left out (not null, not 0)."""
+
+    @model_serializer(mode="wrap")
+    def _only_stages_that_ran(self, handler):
+        return {name: value for name, value in handler(self).items() if value is not None}
+
     expand_prompt: float = Field(default=0.0, description="Seconds Gemma 3 spent expanding the prompt (0 when off).")
     encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
     encode_conditioning: float = Field(
         default=0.0, description="Seconds spent encoding image_start/image_end (video VAE) and audio (audio VAE).")
     prepare_latents: float = Field(description="Seconds spent drawing the initial noise.")
-    denoise: float = Field(description="Seconds spent in the denoising loop (all transformer passes; both stages "
-                                       "of the two-stage pipeline).")
+    denoise: float | None = Field(default=None, description="One-stage: seconds spent in the denoising loop (all "
+                                                            "transformer passes). Two-stage reports its stages below.")
     stage1_denoise: float | None = Field(default=None, description="Two-stage: seconds denoising at half size.")
     upsample: float | None = Field(default=None, description="Two-stage: seconds in the x2 spatial latent upsampler.")
     stage2_denoise: float | None = Field(default=None, description="Two-stage: seconds refining at full size.")

@@ -65,7 +65,8 @@ def test_default_on_a_model_with_an_upsampler_is_two_stage(traced):
     assert result.frames.shape == (9, 64, 128, 3)
     assert (result.model_width, result.model_height) == (128, 64)
     assert result.transformer_passes == 8 + 3  # 8 distilled steps at half size, 3 at full size
-    assert {"stage1_denoise", "upsample", "stage2_denoise", "denoise"} <= set(result.timings)
+    assert {"stage1_denoise", "upsample", "stage2_denoise"} <= set(result.timings)
+    assert "denoise" not in result.timings  # the stages' times do not overlap: they add up to the call
 
 
 def test_stage_sizes_and_sigmas(traced):
@@ -253,3 +254,23 @@ def test_a_models_dir_with_the_upsampler_serves_two_stage(tmp_path):
         load_model("ltx-2-19b-distilled", device="cpu", models_dir=str(tmp_path), gemma_dir=str(gemma),
                    upsampler="missing.safetensors")
 
+
+
+def test_jobs_of_both_pipelines_count_in_the_stage_metrics(client):
+    import time
+
+    def finish(body):
+        job = client.post("/jobs", json=body).json()
+        deadline = time.monotonic() + 120
+        while (view := client.get(f"/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, view
+            time.sleep(0.05)
+        return view
+
+    one = finish({**REQUEST, "use_multiscale": False, "num_inference_steps": 1})
+    two = finish({**REQUEST, "use_multiscale": True, "num_inference_steps": 1})
+    assert one["status"] == two["status"] == "succeeded", (one, two)
+    assert "upsample" not in one["timings"] and two["timings"]["upsample"] > 0  # no nulls in a job's record
+    metrics = client.get("/metrics").text
+    assert 'ltx2_stage_seconds_count{stage="upsample"}' in metrics
+    assert 'ltx2_stage_seconds_count{stage="denoise"}' in metrics

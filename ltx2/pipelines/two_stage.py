@@ -58,7 +58,6 @@ def two_stage(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> G
     # 8. Stage 2: refine video and audio together at full size.
     with run.stage("stage2_denoise"):
         video, audio = stages.denoise(run, video, audio, prompt, refine, full, UNGUIDED)
-    run.watch.timings["denoise"] = run.watch.timings["stage1_denoise"] + run.watch.timings["stage2_denoise"]
     # 9. Decode the video, cropped to the requested frame, and 10. the soundtrack.
     with run.stage("decode_video"):
         frames, video_latents = stages.decode_video(model, video, full, plan.width, plan.height)
