@@ -259,3 +259,162 @@ def test_guidance_knobs_are_checked(client):
         r = client.post("/generate", json={"prompt": "x", field: value})
         assert r.status_code == 422 and r.json()["field"] == field and phrase in r.json()["error"], r.json()
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Rule 3: the video encoder's spatial padding comes from `spatial_padding_mode` (ltx-core's
+# configurator reads that key first for the flat LTX-2 config), then `encoder_spatial_padding_mode`.
+
+@pytest.mark.parametrize("keys, expected", [
+    ({"spatial_padding_mode": "reflect"}, "reflect"),
+    ({"encoder_spatial_padding_mode": "replicate"}, "replicate"),
+    ({"spatial_padding_mode": "reflect", "encoder_spatial_padding_mode": "zeros"}, "reflect"),
+    ({}, "zeros"),
+])
+def test_encoder_padding_follows_the_references_keys(keys, expected):
+    import miniature
+
+    from ltx2.models.configs import video_vae_config
+
+    vae = {k: v for k, v in miniature.MINI_CONFIG["vae"].items()
+           if k not in ("spatial_padding_mode", "encoder_spatial_padding_mode")}
+    config = video_vae_config({**miniature.MINI_CONFIG, "vae": {**vae, **keys}})
+    assert config["encoder_spatial_padding_mode"] == expected
+    assert config["decoder_spatial_padding_mode"] == keys.get("spatial_padding_mode", "reflect")
+
+
+def test_a_reflect_checkpoint_encodes_with_reflect_padding(tmp_path):
+    """The miniature file's metadata says "reflect" (and no encoder key): its encoder pads by reflection."""
+    import miniature
+
+    from ltx2.models.loading import load_single_file
+
+    assert miniature.MINI_CONFIG["vae"]["spatial_padding_mode"] == "reflect"
+    assert "encoder_spatial_padding_mode" not in miniature.MINI_CONFIG["vae"]
+    modules = miniature.build_components(seed=1)
+    miniature.write_checkpoint(tmp_path / "ltx-2-19b-distilled.safetensors", modules)
+    loaded, _ = load_single_file(str(tmp_path / "ltx-2-19b-distilled.safetensors"), dtype=torch.float32)
+    assert loaded["vae"].config.encoder_spatial_padding_mode == "reflect"
+    # Every padded convolution of the encoder pads by reflection (the old reading gave zeros).
+    modes = {m.padding_mode for m in loaded["vae"].encoder.modules() if isinstance(m, torch.nn.Conv3d)}
+    assert modes == {"reflect"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Rule 4: a conditioning image is cropped to even dimensions, sent through H.264 (libx264, CRF 33,
+# veryfast, yuv420p), then resized bilinearly without antialiasing to cover, center-cropped, [-1, 1].
+
+def numpy_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Half-pixel-centre bilinear resampling (align_corners=False, no antialiasing), from its definition."""
+    in_h, in_w = img.shape[:2]
+
+    def axis(out_n, in_n):
+        x = (np.arange(out_n) + 0.5) * (in_n / out_n) - 0.5
+        x = np.clip(x, 0, None)
+        lo = np.minimum(np.floor(x).astype(int), in_n - 1)
+        hi = np.minimum(lo + 1, in_n - 1)
+        return lo, hi, x - lo
+
+    y0, y1, wy = axis(out_h, in_h)
+    x0, x1, wx = axis(out_w, in_w)
+    img = img.astype(np.float64)
+    top = img[y0][:, x0] * (1 - wx)[None, :, None] + img[y0][:, x1] * wx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - wx)[None, :, None] + img[y1][:, x1] * wx[None, :, None]
+    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+
+
+def reference_round_trip(rgb: np.ndarray) -> np.ndarray:
+    """The rule's H.264 round trip, written with PyAV here: even crop, libx264 CRF 33 veryfast, yuv420p."""
+    import io
+
+    import av
+
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=1, options={"crf": "33", "preset": "veryfast"})
+        stream.width, stream.height = w, h
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24").reformat(format="yuv420p")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf) as inp:
+        return next(inp.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def test_bilinear_cover_resize_matches_its_definition():
+    from ltx2.media.conditioning_image import cover_bilinear
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    got = cover_bilinear(rgb, 64, 32).numpy().transpose(1, 2, 0)
+    # scale = max(32/37, 64/50) = 1.28: 37x50 -> ceil 47.36 = 48 x 64, then rows (48-32)//2 = 8.. cut out.
+    expected = numpy_bilinear(rgb, 48, 64)[8:40]
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_conditioning_image_is_round_tripped_then_resized(model):
+    from ltx2.pipelines.conditioning import image_pixels
+
+    odd = gradient(width=161, height=91)  # odd sides: the round trip crops to 160x90 first
+    rgb = np.asarray(odd)
+    trip = reference_round_trip(rgb)
+    assert trip.shape == (90, 160, 3) and not np.array_equal(trip, rgb[:90, :160])  # lossy
+    got = image_pixels(odd, 128, 64)[0, :, 0].numpy().transpose(1, 2, 0)
+    # 90x160 -> scale max(64/90, 128/160) = 0.8 -> 72x128, rows (72-64)//2 = 4.. kept.
+    expected = numpy_bilinear(trip, 72, 128)[4:68] / 127.5 - 1.0
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    # The old path (Lanczos, no re-encode, rounded to 8 bits) is visibly different.
+    from ltx2.media.inputs import fit_image
+
+    old = fit_image(odd, 128, 64).astype(np.float64) / 127.5 - 1.0
+    assert np.abs(old - got).max() > 0.02
+
+
+# ------------------------------------------------------------------------------------------------
+# Rule 5: a timestep-conditioned decoder decodes at t = 0.05 after 2.5% noise in the normalised latent.
+
+def _timestep_vae():
+    from diffusers import AutoencoderKLLTX2Video
+
+    from ltx2.models import tiny
+
+    plain = tiny.build_video_vae()
+    config = {**dict(plain.config), "timestep_conditioning": True}
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTX2Video(**config)
+    vae.use_framewise_encoding = vae.use_framewise_decoding = False
+    g = torch.Generator().manual_seed(2)
+    vae.latents_mean.copy_(torch.randn(vae.latents_mean.shape, generator=g))
+    vae.latents_std.copy_(torch.rand(vae.latents_std.shape, generator=g) + 0.5)
+    return vae.eval()
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_decode_noise_and_timestep(model, monkeypatch, conditioned):
+    vae = _timestep_vae() if conditioned else model.pipe.vae
+    seen = {}
+    real_decode = vae.decode
+
+    def spy(z, temb=None, *args, **kwargs):
+        seen["z"], seen["temb"] = z.clone(), temb
+        return real_decode(z, temb, *args, **kwargs)
+
+    monkeypatch.setattr(vae, "decode", spy)
+    monkeypatch.setattr(model.pipe, "vae", vae) if conditioned else None
+    monkeypatch.setitem(model.placement.components, "vae", vae)
+    grid = stages.LatentGrid(2, 2, 2, 2, 16, 9, 25)
+    z = torch.randn(1, 8, 128, generator=torch.Generator().manual_seed(7))  # normalised tokens
+    stream = stages.Stream(z.clone(), torch.zeros(1), 8)
+    frames, latents = stages.decode_video(model, stream, grid, 64, 48, torch.Generator().manual_seed(9))
+    mean, std = vae.latents_mean.view(1, -1, 1, 1, 1), vae.latents_std.view(1, -1, 1, 1, 1)
+    unpacked = z.reshape(1, 2, 2, 2, 128).permute(0, 4, 1, 2, 3)  # (1, C, F, H, W)
+    torch.testing.assert_close(latents, unpacked * std + mean)  # what the model made, reported as is
+    if conditioned:
+        noise = torch.randn(unpacked.shape, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(seen["z"], (0.975 * unpacked + 0.025 * noise) * std + mean)
+        assert seen["temb"].tolist() == [pytest.approx(0.05)]
+    else:
+        torch.testing.assert_close(seen["z"], unpacked * std + mean)
+        assert seen["temb"] is None
+    assert frames.shape == (9, 48, 64, 3)  # 64x64 decoded, center-cropped

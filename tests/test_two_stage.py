@@ -274,3 +274,22 @@ def test_jobs_of_both_pipelines_count_in_the_stage_metrics(client):
     metrics = client.get("/metrics").text
     assert 'ltx2_stage_seconds_count{stage="upsample"}' in metrics
     assert 'ltx2_stage_seconds_count{stage="denoise"}' in metrics
+
+
+def test_the_memory_policy_counts_the_upsampler():
+    from ltx2.models.memory import choose_policy, peak_bytes, rests_on_compute
+
+    gb = 10**9
+    sizes = {"transformer": 19 * gb, "text_encoder": 24 * gb, "connectors": 3 * gb, "vae": 2 * gb,
+             "audio_vae": gb // 10, "vocoder": gb // 10}
+    with_upsampler = {**sizes, "upsampler": gb}
+    work = 8 * gb
+    # Resident: every weight plus the workspace, the upsampler's gigabyte included.
+    assert peak_bytes("resident", with_upsampler, work) == peak_bytes("resident", sizes, work) + gb
+    # Sequential: it visits for its own stage only, so it adds nothing while the transformer is larger.
+    assert not rests_on_compute("sequential", "upsampler") and rests_on_compute("offload-text-encoder", "upsampler")
+    assert peak_bytes("sequential", with_upsampler, work) == peak_bytes("sequential", sizes, work)
+    # A card on which everything but the upsampler would fit resident drops to the next policy.
+    free = peak_bytes("resident", sizes, work) + gb // 2
+    assert choose_policy("auto", free, sizes, work)[0] == "resident"
+    assert choose_policy("auto", free, with_upsampler, work)[0] == "offload-text-encoder"

@@ -74,12 +74,12 @@ def frames_for_duration(seconds: float, fps: int) -> int:
 
 
 def image_pixels(image: Image.Image, width: int, height: int) -> torch.Tensor:
-    """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1]."""
-    from ..media.inputs import fit_image
+    """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1],
+    prepared as the reference prepares it (an H.264 round trip, then a bilinear resize)."""
+    from ..media.conditioning_image import conditioning_pixels
 
-    array = fit_image(image, width, height)  # (H, W, 3) uint8
-    pixels = torch.from_numpy(np.array(array, copy=True)).float().div(127.5).sub(1.0)
-    return pixels.permute(2, 0, 1)[:, None][None]  # (1, 3, 1, H, W)
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+    return conditioning_pixels(rgb, width, height)  # (1, 3, 1, H, W)
 
 
 def keyframe_coords(rope, latent_height: int, latent_width: int, pixel_frame: int, fps: float,

@@ -566,27 +566,42 @@ class OutputRejected(RuntimeError):
     """The model produced something that is not a video (NaN, or nothing but black): a failure."""
 
 
-def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int, height: int
-                 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Tokens -> frames: unpack, undo the latent normalisation, run the VAE decoder, and center-crop
-    to (width, height). Returns uint8 frames (F, height, width, 3) and the VAE-space latents."""
+# A timestep-conditioned decoder (ltx-core's ConvVideoDecoder) decodes at t = 0.05 after mixing
+# 2.5% noise into the normalised latent; one that is not conditioned decodes the latent as it is.
+DECODE_TIMESTEP = 0.05
+DECODE_NOISE_SCALE = 0.025
+
+
+def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int, height: int,
+                 generator: torch.Generator | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Tokens -> frames: unpack, (for a timestep-conditioned decoder: mix in the decode noise,)
+    undo the latent normalisation, run the VAE decoder, and center-crop to (width, height).
+    Returns uint8 frames (F, height, width, 3) and the VAE-space latents the model made."""
     pipe = model.pipe
     vae = pipe.vae
     with model.placement.use("vae"):
         latents = video.latents[:, : video.own_tokens]  # keyframe tokens guided the video; they are not frames
         latents = pipe._unpack_latents(latents, grid.frames, grid.height, grid.width,
                                        pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
-        video_latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-        pixels = vae_decode(vae, video_latents)
+        denormalize = lambda x: pipe._denormalize_latents(  # noqa: E731
+            x, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        video_latents = denormalize(latents)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+            latents = noise * DECODE_NOISE_SCALE + latents * (1 - DECODE_NOISE_SCALE)
+            timestep = torch.full((latents.shape[0],), DECODE_TIMESTEP, device=latents.device)
+        pixels = vae_decode(vae, denormalize(latents) if timestep is not None else video_latents, timestep)
         _check_output(video_latents, pixels)
         frames = center_crop(_to_uint8_frames(pixels[0]), width, height)
     return frames, video_latents
 
 
-def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """The video VAE's decoder on (1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1]."""
-    decode_timestep = torch.zeros(1, device=latents.device) if vae.config.timestep_conditioning else None
-    return vae.decode(latents.to(vae.dtype), decode_timestep, return_dict=False)[0]
+def vae_decode(vae, latents: torch.Tensor, timestep: torch.Tensor | None = None) -> torch.Tensor:
+    """The video VAE's decoder on (1, C, F, H, W) raw latents -> (1, 3, frames, H', W') in [-1, 1].
+    `timestep` (a timestep-conditioned decoder only) is in 0..1; the decoder scales it by its own
+    multiplier (1000)."""
+    return vae.decode(latents.to(vae.dtype), timestep, return_dict=False)[0]
 
 
 def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid
