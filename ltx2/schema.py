@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
@@ -89,14 +89,16 @@ class GenerateRequest(BaseModel):
     )
     negative_prompt: str = Field(
         default=DEFAULT_NEGATIVE_PROMPT,
-        description="What to avoid. Used only when guidance_scale > 1 (classifier-free guidance).",
+        description="What to avoid. Used only with classifier-free guidance (guidance_scale or audio_guidance_scale "
+        "above 1).",
         max_length=10_000,
         examples=[DEFAULT_NEGATIVE_PROMPT],
     )
     width: int = Field(
         default=288, ge=SIZE_MIN, le=SIZE_MAX, multiple_of=2,
         description="Frame width in pixels, any even number. 288x512 is 9:16 portrait; 768x432 and 1920x1080 are "
-        "16:9. The model runs at the nearest multiple of 32 at least as large and the frames are center-cropped "
+        "16:9. The model runs at the nearest multiple of 32 (of 64 for two-stage) at least as large and the frames "
+        "are center-cropped "
         "to exactly this size; the response's model_resolution says which.",
         examples=[288],
     )
@@ -118,11 +120,65 @@ class GenerateRequest(BaseModel):
         "Empty: the loaded model's default (1.0 for distilled checkpoints, 3.0 for dev ones).",
         examples=[1.0],
     )
+    audio_guidance_scale: float | None = Field(
+        default=None, ge=1.0, le=20.0,
+        description="Classifier-free guidance scale of the soundtrack. Empty: the loaded model's default (7.0 for dev "
+        "checkpoints; for distilled ones it follows guidance_scale).",
+        examples=[7.0],
+    )
+    stg_scale: float | None = Field(
+        default=None, ge=0.0, le=10.0,
+        description="Spatio-temporal guidance of the video: steers away from a pass with self-attention skipped in "
+        "stg_blocks. 0 turns it off (one pass fewer per step). Empty: the model's default (1.0 dev, 0 distilled).",
+        examples=[1.0],
+    )
+    audio_stg_scale: float | None = Field(
+        default=None, ge=0.0, le=10.0,
+        description="Spatio-temporal guidance of the soundtrack (as stg_scale). Empty: the model's default.",
+        examples=[1.0],
+    )
+    modality_scale: float | None = Field(
+        default=None, ge=1.0, le=10.0,
+        description="Modality guidance of the video: steers away from a pass without audio<->video cross-attention, "
+        "tightening audio-video sync. 1 turns it off. Empty: the model's default (3.0 dev, 1 distilled).",
+        examples=[3.0],
+    )
+    audio_modality_scale: float | None = Field(
+        default=None, ge=1.0, le=10.0,
+        description="Modality guidance of the soundtrack (as modality_scale). Empty: the model's default.",
+        examples=[3.0],
+    )
+    guidance_rescale: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="How far the guided video prediction is rescaled back to the spread of the plain one (0: not "
+        "at all). Empty: the model's default (0.7 dev, 0 distilled).",
+        examples=[0.7],
+    )
+    audio_guidance_rescale: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="The same rescale for the soundtrack. Empty: the model's default.",
+        examples=[0.7],
+    )
+    stg_blocks: list[int] | None = Field(
+        default=None, min_length=1, max_length=8,
+        description="Transformer blocks (0-based) whose self-attention the STG pass skips. Empty: the model's "
+        "default (block 29 for LTX-2 19B, the reference's choice).",
+        examples=[[29]],
+    )
     num_inference_steps: int | None = Field(
         default=None, ge=1, le=100,
         description="Denoising steps. Empty: the loaded model's default (8 for distilled checkpoints, with their "
         "trained sigma schedule; 40 for dev ones).",
         examples=[8],
+    )
+    use_multiscale: bool | None = Field(
+        default=None,
+        description="true: the two-stage pipeline Lightricks runs the distilled model with: the video is made at half "
+        "the width and height, upsampled x2 in latent space by the spatial upsampler, and refined at full size in 3 "
+        "more steps (better detail for about the same time). It runs at multiples of 64 and crops to your size. "
+        "false: one stage at full size. Empty: true when the server has the upsampler loaded (GET /health, "
+        "model.upsampler) and the checkpoint is distilled, else false.",
+        examples=[True],
     )
     seed: int | None = Field(
         default=None, ge=0, le=MAX_SEED,
@@ -235,10 +291,30 @@ class GenerateRequest(BaseModel):
     )
 
     @field_validator("width", "height", "num_frames", "fps", "num_inference_steps", "seed", "guidance_scale",
-                     "image_strength", "end_image_strength", "audio_strength", "camera_lora_scale", mode="before")
+                     "image_strength", "end_image_strength", "audio_strength", "camera_lora_scale",
+                     "audio_guidance_scale", "stg_scale", "audio_stg_scale", "modality_scale", "audio_modality_scale",
+                     "guidance_rescale", "audio_guidance_rescale", mode="before")
     @classmethod
     def _a_json_number(cls, value: Any, info) -> Any:
         return _json_number(value, info.field_name)
+
+    @field_validator("stg_blocks", mode="before")
+    @classmethod
+    def _block_indices(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise ValueError(f"stg_blocks must be a list of block numbers (integers), got {value!r}")
+        if any(v < 0 for v in value):
+            raise ValueError(f"stg_blocks must be block numbers from 0, got {value!r}")
+        return value
+
+    @field_validator("use_multiscale", mode="before")
+    @classmethod
+    def _a_json_boolean_or_null(cls, value: Any, info) -> Any:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{info.field_name} must be true or false, got {value!r}")
+        return value
 
     @field_validator("include_audio", "match_audio_length", "preprocess_audio", "enable_prompt_expansion",
                      mode="before")
@@ -290,12 +366,22 @@ class GenerateRequest(BaseModel):
 
 
 class StageTimings(BaseModel):
+    """Seconds per stage that ran; a stage the pipeline did not run is left out (not null, not 0)."""
+
+    @model_serializer(mode="wrap")
+    def _only_stages_that_ran(self, handler):
+        return {name: value for name, value in handler(self).items() if value is not None}
+
     expand_prompt: float = Field(default=0.0, description="Seconds Gemma 3 spent expanding the prompt (0 when off).")
     encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
     encode_conditioning: float = Field(
         default=0.0, description="Seconds spent encoding image_start/image_end (video VAE) and audio (audio VAE).")
     prepare_latents: float = Field(description="Seconds spent drawing the initial noise.")
-    denoise: float = Field(description="Seconds spent in the denoising loop (all transformer passes).")
+    denoise: float | None = Field(default=None, description="One-stage: seconds spent in the denoising loop (all "
+                                                            "transformer passes). Two-stage reports its stages below.")
+    stage1_denoise: float | None = Field(default=None, description="Two-stage: seconds denoising at half size.")
+    upsample: float | None = Field(default=None, description="Two-stage: seconds in the x2 spatial latent upsampler.")
+    stage2_denoise: float | None = Field(default=None, description="Two-stage: seconds refining at full size.")
     decode_video: float = Field(description="Seconds spent in the video VAE decoder.")
     decode_audio: float = Field(description="Seconds spent in the audio VAE decoder and the vocoder.")
     mux: float = Field(default=0.0, description="Seconds spent encoding H.264/AAC and writing the MP4.")
@@ -336,11 +422,26 @@ class GenerateResponse(BaseModel):
     num_frames: int = Field(description="Frames in the video.", examples=[49])
     num_inference_steps: int = Field(description="Denoising steps actually run.", examples=[8])
     guidance_scale: float = Field(description="Guidance scale actually used.", examples=[1.0])
+    audio_guidance_scale: float = Field(description="Audio guidance scale actually used.", examples=[1.0])
+    stg_scale: float = Field(description="Video STG scale actually used.", examples=[0.0])
+    audio_stg_scale: float = Field(description="Audio STG scale actually used.", examples=[0.0])
+    modality_scale: float = Field(description="Video modality guidance scale actually used.", examples=[1.0])
+    audio_modality_scale: float = Field(description="Audio modality guidance scale actually used.", examples=[1.0])
+    guidance_rescale: float = Field(description="Video guidance rescale actually used.", examples=[0.0])
+    audio_guidance_rescale: float = Field(description="Audio guidance rescale actually used.", examples=[0.0])
+    stg_blocks: list[int] = Field(description="Blocks the STG pass perturbs (used only when an STG scale is "
+                                              "not 0).", examples=[[29]])
+    transformer_passes: int = Field(description="Samples run through the transformer, all steps together: steps "
+                                                "x passes per step (1 without guidance).", examples=[8])
     model: str = Field(description="The loaded model variant.", examples=["tiny"])
     model_resolution: str = Field(
         description="WIDTHxHEIGHT the model ran at (its last stage): the requested size rounded up to a multiple of "
-        "32; the frames are its center crop.", examples=["288x512"])
-    pipeline: str = Field(description='The pipeline that made the video: "one-stage".', examples=["one-stage"])
+        "32 (of 64 for two-stage); the frames are its center crop.", examples=["320x512"])
+    pipeline: str = Field(description='The pipeline that made the video: "one-stage" (every step at full size) or '
+                                      '"two-stage" (half size, x2 latent upsampler, 3 refining steps at full size).',
+                          examples=["two-stage"])
+    use_multiscale: bool = Field(description="Whether the two-stage pipeline ran (the request's use_multiscale, or "
+                                             "its default for the loaded model).", examples=[True])
     loras: list[AppliedLora] = Field(default_factory=list,
                                      description="The LoRAs applied (loras, then camera_lora), in request order.")
     expanded_prompt: str | None = Field(default=None, description="The prompt Gemma 3 wrote when "

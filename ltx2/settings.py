@@ -30,6 +30,7 @@ class Settings:
     attention: str = "auto"  # attention kernel (ltx2.models.speed.ATTENTION_CHOICES)
     compile: str = "auto"  # regional torch.compile of the transformer block: on, off; auto = on for CUDA
     prompt_cache_mb: float = 512.0  # text embeddings of recent prompts kept, at most; 0 turns the cache off
+    upsampler: str = "auto"  # the two-stage x2 upsampler: auto (tiny's, or the official file in models_dir), none, a path
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
@@ -81,6 +82,7 @@ ENV = {
     "attention": "LTX2_ATTENTION",
     "compile": "LTX2_COMPILE",
     "prompt_cache_mb": "LTX2_PROMPT_CACHE_MB",
+    "upsampler": "LTX2_UPSAMPLER",
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
@@ -169,6 +171,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
     parser.add_argument("--prompt-cache-mb", dest="prompt_cache_mb", type=float, default=defaults.prompt_cache_mb,
                         help="megabytes of recent prompts' text embeddings to keep (a repeat skips Gemma); 0: off "
                              f"(env {ENV['prompt_cache_mb']})")
+    parser.add_argument("--upsampler", default=defaults.upsampler,
+                        help="the x2 spatial latent upsampler of the two-stage pipeline: auto (the tiny preset's, or "
+                             "ltx-2-spatial-upscaler-x2-1.0.safetensors in --models-dir when present), none "
+                             f"(one-stage only), or a file (env {ENV['upsampler']})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")

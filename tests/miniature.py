@@ -213,3 +213,36 @@ def write_checkpoint(path, modules: dict[str, torch.nn.Module], config: dict | N
     tensors = official_tensors(modules, dtype=dtype, fp8=fp8) if tensors is None else tensors
     save_file(tensors, str(path), metadata={"config": json.dumps(config or MINI_CONFIG)})
     return tensors
+
+
+# The x2 spatial latent upsampler (ltx-2-spatial-upscaler-x2-1.0.safetensors), at a tiny width.
+UPSAMPLER_CONFIG = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels": 32,
+                    "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": True, "temporal_upsample": False,
+                    "spatial_scale": 2.0, "rational_resampler": False}
+
+
+def upsampler_shapes(config: dict = UPSAMPLER_CONFIG) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of ltx-core's `LatentUpsampler` (spatial x2, 3-D convolutions, no
+    rational resampler), written out from its module definition rather than taken from diffusers."""
+    c, m = config["in_channels"], config["mid_channels"]
+    conv3 = lambda o, i: {"weight": (o, i, 3, 3, 3), "bias": (o,)}  # noqa: E731
+    norm = {"weight": (m,), "bias": (m,)}
+    parts: dict[str, dict] = {"initial_conv": conv3(m, c), "initial_norm": norm}
+    for stage in ("res_blocks", "post_upsample_res_blocks"):
+        for i in range(config["num_blocks_per_stage"]):
+            parts.update({f"{stage}.{i}.conv1": conv3(m, m), f"{stage}.{i}.norm1": norm,
+                          f"{stage}.{i}.conv2": conv3(m, m), f"{stage}.{i}.norm2": norm})
+    parts["upsampler.0"] = {"weight": (4 * m, m, 3, 3), "bias": (4 * m,)}  # Conv2d, then PixelShuffle(2)
+    parts["final_conv"] = conv3(c, m)
+    return {f"{module}.{name}": shape for module, tensors in parts.items() for name, shape in tensors.items()}
+
+
+def write_upsampler(path, config: dict = UPSAMPLER_CONFIG, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
+                    tensors: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """An upsampler file in the official layout; returns the tensors written (tests edit and rewrite them)."""
+    if tensors is None:
+        gen = torch.Generator().manual_seed(seed)
+        tensors = {name: (torch.randn(shape, generator=gen) * 0.05).to(dtype)
+                   for name, shape in upsampler_shapes(config).items()}
+    save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    return tensors

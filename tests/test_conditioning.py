@@ -18,7 +18,7 @@ from ltx2.models.geometry import audio_latent_frames
 from ltx2.media.encode import probe_mp4
 
 BASE = {"prompt": "a lighthouse on a cliff, waves crashing", "width": 128, "height": 64, "num_frames": 17,
-        "num_inference_steps": 3}
+        "num_inference_steps": 3, "use_multiscale": False}
 
 
 def png_uri(image: Image.Image) -> str:

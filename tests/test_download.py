@@ -73,6 +73,7 @@ REPOS = {
     "Lightricks/LTX-2": {
         DEFAULT_CKPT: blob(DEFAULT_CKPT, 4096),
         "ltx-2-19b-dev.safetensors": blob("dev", 4096),
+        "ltx-2-spatial-upscaler-x2-1.0.safetensors": blob("upsampler", 2048),
         "README.md": b"# LTX-2\n",
     },
     GEMMA: {**GEMMA_WANTED, **GEMMA_UNWANTED},
@@ -241,7 +242,7 @@ def runs(tmp_path_factory):
             "loras": launch(main_hub, base / "loras", ["--models-dir", str(base / "loras" / "models"), "--skip-gemma",
                                                        "--skip-checkpoint", "--camera-loras", "--distilled-lora"]),
             "no_token": launch(gated_hub, base / "gated", ["--models-dir", str(base / "gated" / "models"),
-                                                            "--skip-checkpoint"]),
+                                                            "--skip-checkpoint", "--skip-upsampler"]),
         }
         results = {name: finish(s) for name, s in started.items()}
         # As inside the Docker image: HF_HUB_OFFLINE=1 in the environment.
@@ -264,6 +265,9 @@ def test_download_puts_the_served_files_where_the_server_looks(runs):
     assert run.rc == 0, run.err
     ckpt = models / DEFAULT_CKPT
     assert ckpt.read_bytes() == REPOS["Lightricks/LTX-2"][DEFAULT_CKPT]
+    # The two-stage pipeline's upsampler, where LTX2_UPSAMPLER=auto looks for it.
+    upsampler = models / "ltx-2-spatial-upscaler-x2-1.0.safetensors"
+    assert upsampler.read_bytes() == REPOS["Lightricks/LTX-2"][upsampler.name]
     gemma = models / GEMMA_DIRNAME
     for name, data in GEMMA_WANTED.items():
         assert (gemma / name).read_bytes() == data, name
@@ -287,7 +291,8 @@ def test_only_what_loading_needs_is_downloaded(runs):
     on_disk = {p.relative_to(models / GEMMA_DIRNAME).as_posix()
                for p in (models / GEMMA_DIRNAME).rglob("*") if p.is_file() and ".cache" not in p.parts}
     assert on_disk == set(GEMMA_WANTED)
-    assert {p.name for p in models.iterdir()} <= {DEFAULT_CKPT, GEMMA_DIRNAME, ".cache"}
+    assert {p.name for p in models.iterdir()} <= {DEFAULT_CKPT, "ltx-2-spatial-upscaler-x2-1.0.safetensors",
+                                                  GEMMA_DIRNAME, ".cache"}
 
 
 def test_second_run_downloads_nothing_again(runs):

@@ -9,7 +9,8 @@ from ltx2 import generate
 from ltx2.media.encode import probe_mp4
 from ltx2.pipelines.stages import center_crop, model_size
 
-FAST = {"prompt": "a harbour at dawn, gulls calling", "num_frames": 9, "num_inference_steps": 2, "seed": 21}
+FAST = {"prompt": "a harbour at dawn, gulls calling", "num_frames": 9, "num_inference_steps": 2, "seed": 21,
+        "use_multiscale": False}
 
 
 def test_model_size_rounds_up_to_the_multiple():
@@ -41,14 +42,20 @@ def test_a_size_off_the_grid_is_the_crop_of_the_covering_size(model):
     assert (full.model_width, full.model_height) == (96, 96)
 
 
-@pytest.mark.parametrize("width, height, model_resolution", [(768, 432, "768x448"), (1920, 1080, "1920x1088")])
-def test_the_file_has_exactly_the_requested_size(client, width, height, model_resolution):
-    r = client.post("/generate", json={**FAST, "num_inference_steps": 1, "width": width, "height": height})
+@pytest.mark.parametrize("width, height, multiscale, model_resolution, pipeline", [
+    (768, 432, False, "768x448", "one-stage"),
+    (768, 432, None, "768x448", "two-stage"),  # the tiny preset's default: it has an upsampler
+    (1920, 1080, None, "1920x1088", "two-stage"),
+    (1000, 562, None, "1024x576", "two-stage"),  # multiples of 64 for two-stage (992x576 would do for one stage)
+])
+def test_the_file_has_exactly_the_requested_size(client, width, height, multiscale, model_resolution, pipeline):
+    body = {**FAST, "num_inference_steps": 1, "width": width, "height": height, "use_multiscale": multiscale}
+    r = client.post("/generate", json={k: v for k, v in body.items() if v is not None})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["resolution"] == f"{width}x{height}"
     assert body["model_resolution"] == model_resolution
-    assert body["pipeline"] == "one-stage"
+    assert body["pipeline"] == pipeline and body["use_multiscale"] == (pipeline == "two-stage")
     info = probe_mp4(base64.b64decode(body["video"].split(",", 1)[1]))
     assert (info["video"]["width"], info["video"]["height"], info["video"]["frames"]) == (width, height, 9)
 

@@ -10,7 +10,9 @@ from ltx2 import GenerateRequest, generate
 from ltx2.pipelines.schedules import DISTILLED_SIGMAS, shifted_sigmas, sigmas_for
 from ltx2.schema import InvalidRequest
 
-BASE = {"prompt": "A cat playing piano, gentle music", "width": 288, "height": 512, "num_frames": 49, "fps": 25}
+# One stage: these pin the one-stage pipeline (tests/test_two_stage.py has the other).
+BASE = {"prompt": "A cat playing piano, gentle music", "width": 288, "height": 512, "num_frames": 49, "fps": 25,
+        "use_multiscale": False}
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,8 @@ def test_health_reports_variant_dtypes_device_policy_and_memory(distilled_fp8):
     assert model["checkpoint"]["fp8_compute"] == "upcast"
     assert model["device"] == "cpu" and model["dtypes"]["transformer"] == "float32+float8_e4m3fn"
     assert model["memory"]["policy"] == "resident"
-    assert model["defaults"] == {"num_inference_steps": 8, "guidance_scale": 1.0}
+    assert model["defaults"]["num_inference_steps"] == 8 and model["defaults"]["guidance_scale"] == 1.0
+    assert model["defaults"]["stg_scale"] == 0.0 and model["defaults"]["modality_scale"] == 1.0
 
 
 def test_cli_generates_from_a_checkpoint_offline(models_dir, tmp_path):

@@ -22,7 +22,7 @@ from ltx2.serving.worker import make_handler
 
 # Small enough for a fraction of a second on CPU; 4 steps so progress is checked off the default.
 REQUEST = {"prompt": "a red ball bouncing, a thud", "width": 64, "height": 64, "num_frames": 9, "seed": 7,
-           "num_inference_steps": 4}
+           "num_inference_steps": 4, "use_multiscale": False}
 
 
 @pytest.fixture(scope="module")

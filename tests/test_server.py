@@ -104,7 +104,11 @@ def test_health(client):
     body = client.get("/health").json()
     assert body["status"] == "healthy"
     assert body["model"]["name"] == "tiny" and body["model"]["device"] == "cpu"
-    assert body["model"]["defaults"] == {"num_inference_steps": 8, "guidance_scale": 1.0}
+    # A distilled model: one pass per step, every guidance knob neutral (audio guidance follows guidance_scale).
+    assert body["model"]["defaults"] == {
+        "num_inference_steps": 8, "guidance_scale": 1.0, "audio_guidance_scale": None, "stg_scale": 0.0,
+        "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0, "guidance_rescale": 0.0,
+        "audio_guidance_rescale": 0.0, "stg_blocks": [29]}
 
 
 def test_index_describes_api_and_effective_defaults(client):

@@ -239,7 +239,9 @@ def video_vae_config(config: dict) -> dict:
         "resnet_norm_eps": 1e-6,
         "encoder_causal": True,
         "decoder_causal": bool(v.get("causal_decoder", False)),
-        "encoder_spatial_padding_mode": v.get("encoder_spatial_padding_mode", "zeros"),
+        # As ltx-core's encoder configurator reads the flat LTX-2 config: the shared
+        # `spatial_padding_mode` first, then `encoder_spatial_padding_mode`, then zeros.
+        "encoder_spatial_padding_mode": v.get("spatial_padding_mode", v.get("encoder_spatial_padding_mode", "zeros")),
         "decoder_spatial_padding_mode": v.get("spatial_padding_mode", "reflect"),
         "spatial_compression_ratio": spatial,
         "temporal_compression_ratio": temporal,

@@ -1,4 +1,5 @@
-"""`ltx2 download`: fetch the official LTX-2 checkpoint and the Gemma 3 text encoder into the models directory.
+"""`ltx2 download`: fetch the official LTX-2 checkpoint, its x2 spatial upsampler (two-stage pipeline) and
+the Gemma 3 text encoder into the models directory.
 
 Run once with internet access; afterwards the server loads everything from disk with HF_HUB_OFFLINE=1.
 huggingface_hub does the transfers, so a second run only asks the hub for metadata and skips complete files.
@@ -11,6 +12,7 @@ import json
 import os
 
 from ..settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
+from .upsampler import UPSAMPLER_FILE
 
 CHECKPOINT_REPO = "Lightricks/LTX-2"
 CHECKPOINTS = (
@@ -95,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     parser.add_argument("--distilled-lora", action="store_true",
                         help=f"also fetch {DISTILLED_LORA} into <models-dir>/{LORAS_DIR}/ (the dev checkpoint's "
                              "two-stage pipeline refines its second stage with it)")
+    parser.add_argument("--skip-upsampler", action="store_true",
+                        help=f"don't download the two-stage pipeline's x2 spatial upsampler ({UPSAMPLER_FILE})")
 
 
 def offline_mode() -> bool:
@@ -191,8 +195,9 @@ def missing_gemma_files(path: str) -> list[str]:
 
 def main(args: argparse.Namespace) -> None:
     extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False)
-    if args.skip_checkpoint and args.skip_gemma and not extras:
-        raise SystemExit("ltx2 download: nothing to do with both --skip-checkpoint and --skip-gemma")
+    skip_upsampler = getattr(args, "skip_upsampler", False)
+    if args.skip_checkpoint and args.skip_gemma and skip_upsampler and not extras:
+        raise SystemExit("ltx2 download: nothing to do with --skip-checkpoint, --skip-gemma and --skip-upsampler")
     models_dir = os.path.abspath(os.path.expanduser(args.models_dir))
     gemma_dir = os.path.abspath(os.path.expanduser(args.gemma_dir or os.path.join(models_dir, DEFAULT_GEMMA_NAME)))
     filename = checkpoint_filename(args.checkpoint)  # also validates names set by callers other than argparse
@@ -205,6 +210,10 @@ def main(args: argparse.Namespace) -> None:
         path = download_checkpoint(filename, models_dir, args.token)
         print(f"checkpoint: {path}", flush=True)
         env_lines.append(f"{ENV['model']}={path}")
+    if not skip_upsampler:  # in the models directory, where the server's LTX2_UPSAMPLER=auto finds it
+        print(f"Downloading {CHECKPOINT_REPO}/{UPSAMPLER_FILE} to {models_dir}", flush=True)
+        path = download_checkpoint(UPSAMPLER_FILE, models_dir, args.token)
+        print(f"upsampler: {path}", flush=True)
     if not args.skip_gemma:
         print(f"Downloading {GEMMA_REPO} to {gemma_dir}", flush=True)
         path = download_gemma(gemma_dir, args.token)

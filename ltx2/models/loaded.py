@@ -25,10 +25,29 @@ class ModelDefaults:
     num_inference_steps: int
     guidance_scale: float
     distilled: bool  # a distilled checkpoint uses its trained sigma schedule at its trained step count
+    # The reference's multi-modal guider (ltx-pipelines' LTX_2_PARAMS for dev checkpoints); neutral
+    # values mean one transformer pass per step.
+    audio_guidance_scale: float | None = None  # None: the same as guidance_scale
+    stg_scale: float = 0.0
+    audio_stg_scale: float = 0.0
+    modality_scale: float = 1.0
+    audio_modality_scale: float = 1.0
+    guidance_rescale: float = 0.0
+    audio_guidance_rescale: float = 0.0
+    stg_blocks: tuple[int, ...] = (29,)  # the reference's STG block for LTX-2.0 (of 48)
+
+    def as_dict(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                "audio_guidance_scale": self.audio_guidance_scale, "stg_scale": self.stg_scale,
+                "audio_stg_scale": self.audio_stg_scale, "modality_scale": self.modality_scale,
+                "audio_modality_scale": self.audio_modality_scale, "guidance_rescale": self.guidance_rescale,
+                "audio_guidance_rescale": self.audio_guidance_rescale, "stg_blocks": list(self.stg_blocks)}
 
 
 DISTILLED_DEFAULTS = ModelDefaults(num_inference_steps=8, guidance_scale=1.0, distilled=True)
-DEV_DEFAULTS = ModelDefaults(num_inference_steps=40, guidance_scale=3.0, distilled=False)
+DEV_DEFAULTS = ModelDefaults(num_inference_steps=40, guidance_scale=3.0, distilled=False, audio_guidance_scale=7.0,
+                             stg_scale=1.0, audio_stg_scale=1.0, modality_scale=3.0, audio_modality_scale=3.0,
+                             guidance_rescale=0.7, audio_guidance_rescale=0.7)
 
 
 @dataclass
@@ -51,11 +70,18 @@ class LoadedModel:
     text_adapters: tuple = ()
     # Start-up speed choices for /health: attention kernel, compilation, Gemma's weight dtype (ltx2.models.speed).
     speed: dict = field(default_factory=dict)
+    # The x2 spatial latent upsampler of the two-stage pipeline; None: one-stage only.
+    upsampler: torch.nn.Module | None = field(default=None, repr=False)
+    upsampler_file: str | None = None  # where it came from ("tiny" for the tiny preset)
 
     def __post_init__(self) -> None:
         if self.placement is None:
-            self.placement = Placement(pipe_components(self.pipe), "resident", self.device,
+            self.placement = Placement(self.components(), "resident", self.device,
                                        reason="resident: where the loader put it")
+
+    def components(self) -> dict[str, torch.nn.Module]:
+        """Every weight-carrying component by the name the stages use (the upsampler too, when loaded)."""
+        return {**pipe_components(self.pipe), **({"upsampler": self.upsampler} if self.upsampler is not None else {})}
 
     @property
     def vocoder_rate(self) -> int:
@@ -68,17 +94,18 @@ class LoadedModel:
             name: "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in getattr(self.pipe, name).parameters()}))
             for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         }
+        if self.upsampler is not None:
+            dtypes["upsampler"] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in self.upsampler.parameters()}))
         return {
             "name": self.name,
             "device": str(self.device),
             "dtypes": dtypes,
-            "defaults": {
-                "num_inference_steps": self.defaults.num_inference_steps,
-                "guidance_scale": self.defaults.guidance_scale,
-            },
+            "defaults": self.defaults.as_dict(),
             "audio_sample_rate": self.vocoder_rate,
             "load_seconds": round(self.load_seconds, 3),
             "checkpoint": self.checkpoint or None,
+            # The two-stage pipeline's upsampler: which file, or null (then use_multiscale defaults to false).
+            "upsampler": self.upsampler_file,
             "memory": self.placement.memory_report(),
             "attention": self.speed.get("attention"),
             "compile": self.speed.get("compile", {"enabled": False}),
@@ -112,6 +139,7 @@ def load_model(
     attention: str = "auto",
     compile: str = "off",
     prompt_cache_mb: float = 512.0,
+    upsampler: str = "auto",
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
@@ -123,6 +151,8 @@ def load_model(
     `text_encoder_dtype` fp8 stores Gemma's linears in FP8 (auto: only when nothing fits otherwise);
     `attention` and `compile` are ltx2.models.speed's choices. A compiled model is warmed up by
     ltx2.pipelines.warmup, not here.
+    `upsampler`: the two-stage pipeline's x2 spatial upsampler: "auto" (the tiny one for `tiny`,
+    else the official file in `models_dir` if it is there), "none", or a file.
     """
     from . import random19b
 
@@ -131,6 +161,7 @@ def load_model(
     if layers is not None and name != random19b.NAME:
         raise ValueError(f"--layers builds a shallower {random19b.NAME}; it does not apply to model {name!r}")
     checkpoint: dict = {}
+    upsampler_module, upsampler_file = None, None
     if name == "tiny":
         from . import tiny
 
@@ -138,6 +169,8 @@ def load_model(
         dtype = torch.float32
         defaults = DISTILLED_DEFAULTS
         policy = memory_policy
+        if upsampler == "auto":
+            upsampler_module, upsampler_file = tiny.build_upsampler(seed=seed).to(device), "tiny"
     elif name == random19b.NAME:
         dtype = torch.bfloat16  # the real model's dtype on every device: bf16 matmuls are native on recent CPUs too
         components, checkpoint, policy = random19b.load(
@@ -146,15 +179,25 @@ def load_model(
         defaults = DISTILLED_DEFAULTS
     else:
         from . import loading
+        from .upsampler import load_upsampler, resolve_upsampler_path
 
         dtype = default_dtype(device)
+        upsampler_file = resolve_upsampler_path(upsampler, models_dir)  # before the long load: fail fast
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
             memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
-            text_encoder_dtype=text_encoder_dtype,
+            text_encoder_dtype=text_encoder_dtype, upsampler_path=upsampler_file,
         )
         checkpoint = report
         defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
+        if upsampler_file is not None:  # loaded on the host; the placement moves it where the policy says
+            upsampler_module = load_upsampler(upsampler_file, "cpu", dtype)
+            channels, latent = upsampler_module.config.in_channels, components["vae"].config.latent_channels
+            if channels != latent:
+                from .configs import CheckpointError
+
+                raise CheckpointError(f"{upsampler_file}: the upsampler works on {channels} latent channels; the video "
+                                      f"VAE has {latent}: it belongs to another model")
     text_encoder_choice = checkpoint.pop("text_encoder_dtype", None)
     if text_encoder_choice is None:  # tiny: nothing to fit on a CPU, quantize only when asked
         text_encoder_choice = quantize_text_encoder(components["text_encoder"], text_encoder_dtype, fp8_compute,
@@ -163,8 +206,9 @@ def load_model(
     if name == "tiny":
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint)
-    model.placement = place(pipe_components(pipe), device, policy, reason=checkpoint.pop("memory_reason", None))
+    model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint,
+                        upsampler=upsampler_module, upsampler_file=upsampler_file)
+    model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.speed["text_encoder_dtype"] = text_encoder_choice
     model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
     apply_speed_settings(model, attention, compile)
@@ -204,7 +248,7 @@ def load_from_settings(settings) -> LoadedModel:
         settings.model, device=settings.device, models_dir=settings.models_dir, gemma_dir=settings.resolved_gemma_dir,
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
         layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
-        compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb,
+        compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb, upsampler=settings.upsampler,
     )
     model.prompt_expansion_tokens = settings.prompt_expansion_tokens
     return model

@@ -257,6 +257,7 @@ def estimated_bytes(header: Header, dtype: torch.dtype) -> dict[str, int]:
 def load_pipeline_components(
     name: str, device: torch.device, dtype: torch.dtype, *, models_dir: str | None, gemma_dir: str | None,
     memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto", text_encoder_dtype: str = "auto",
+    upsampler_path: str | None = None,
 ) -> tuple[dict, dict, str]:
     """Everything `LTX2Pipeline` needs, loaded where the memory policy wants it to rest.
 
@@ -281,6 +282,10 @@ def load_pipeline_components(
     gemma_files = validate_gemma_dir(Path(gemma_dir))
     sizes = estimated_bytes(header, dtype)
     sizes["text_encoder"] = sum(f.stat().st_size for f in gemma_files) * torch.tensor([], dtype=dtype).element_size() // 2
+    if upsampler_path is not None:
+        from .upsampler import upsampler_bytes
+
+        sizes["upsampler"] = upsampler_bytes(upsampler_path, dtype)
     fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] - gemma_linear_elements(gemma_files) * (
         torch.tensor([], dtype=dtype).element_size() - 1))
     free = memory.device_memory(device)[0] if device.type == "cuda" else 0

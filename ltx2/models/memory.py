@@ -33,6 +33,7 @@ POLICIES = ("resident", "offload-text-encoder", "sequential")
 STAGES: dict[str, tuple[str, ...]] = {
     "encode_prompt": ("text_encoder", "connectors"),
     "denoise": ("transformer",),
+    "upsample": ("upsampler",),  # two-stage only: the x2 spatial latent upsampler
     "decode_video": ("vae",),
     "decode_audio": ("audio_vae", "vocoder"),
 }

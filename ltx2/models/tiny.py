@@ -21,6 +21,7 @@ from diffusers import (
     LTX2VideoTransformer3DModel,
 )
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, GemmaTokenizer
 
@@ -230,6 +231,14 @@ def build_vocoder() -> LTX2Vocoder:
     )
 
 
+def build_upsampler(seed: int = 0) -> LTX2LatentUpsamplerModel:
+    """The x2 spatial latent upsampler at tiny width: the real 128 latent channels in and out."""
+    torch.manual_seed(seed + len(_BUILDERS))  # after every pipeline component's seed: changes none of them
+    model = LTX2LatentUpsamplerModel(in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                                     spatial_upsample=True, temporal_upsample=False, use_rational_resampler=False)
+    return model.eval().requires_grad_(False)
+
+
 def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
     # Sigmas are computed by ltx2.pipelines.schedules and passed in as they are: no shift here.
     return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
@@ -238,14 +247,8 @@ def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
 def build_components(seed: int = 0) -> dict:
     """All components of the tiny preset, each seeded on its own so adding one changes no other."""
     tokenizer = build_tokenizer()
-    builders = {
-        "text_encoder": lambda: build_text_encoder(len(tokenizer)),
-        "connectors": build_connectors,
-        "transformer": build_transformer,
-        "vae": build_video_vae,
-        "audio_vae": build_audio_vae,
-        "vocoder": build_vocoder,
-    }
+    builders = {name: (lambda: build_text_encoder(len(tokenizer))) if name == "text_encoder" else build
+                for name, build in _BUILDERS.items()}
     components = {"tokenizer": tokenizer, "scheduler": build_scheduler()}
     for offset, (name, build) in enumerate(builders.items()):
         torch.manual_seed(seed + offset)
@@ -253,6 +256,16 @@ def build_components(seed: int = 0) -> dict:
         _randomize_zero_init(module, seed + offset)
         components[name] = module.eval().requires_grad_(False)
     return components
+
+
+_BUILDERS = {
+    "text_encoder": build_text_encoder,  # needs the tokenizer's size: bound in build_components
+    "connectors": build_connectors,
+    "transformer": build_transformer,
+    "vae": build_video_vae,
+    "audio_vae": build_audio_vae,
+    "vocoder": build_vocoder,
+}
 
 
 def _randomize_zero_init(module: torch.nn.Module, seed: int) -> None:

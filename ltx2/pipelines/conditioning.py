@@ -3,9 +3,9 @@
 The wrappers decode what the user sent (`decode_conditioning`, before the job takes the GPU);
 `generate()` encodes it with the VAEs and holds it in the latents. The semantics follow the
 reference model: a conditioned token's strength `s` is kept as a mask; the token starts at noise
-level (1 - s) of the schedule, its timestep is scaled by (1 - s), and after every step its clean
-prediction is blended back towards the condition by `s`. At s = 1 the token never moves; at s = 0
-the condition is dropped altogether, which is the same as sending none.
+level (1 - s) of the schedule, its timestep is scaled by (1 - s), its clean estimate is taken at
+that timestep, and after every step it is blended back towards the condition by `s`. At s = 1 the
+token never moves; at s = 0 the condition is dropped altogether, which is the same as sending none.
 """
 
 from __future__ import annotations
@@ -74,12 +74,12 @@ def frames_for_duration(seconds: float, fps: int) -> int:
 
 
 def image_pixels(image: Image.Image, width: int, height: int) -> torch.Tensor:
-    """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1]."""
-    from ..media.inputs import fit_image
+    """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1],
+    prepared as the reference prepares it (an H.264 round trip, then a bilinear resize)."""
+    from ..media.conditioning_image import conditioning_pixels
 
-    array = fit_image(image, width, height)  # (H, W, 3) uint8
-    pixels = torch.from_numpy(np.array(array, copy=True)).float().div(127.5).sub(1.0)
-    return pixels.permute(2, 0, 1)[:, None][None]  # (1, 3, 1, H, W)
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+    return conditioning_pixels(rgb, width, height)  # (1, 3, 1, H, W)
 
 
 def keyframe_coords(rope, latent_height: int, latent_width: int, pixel_frame: int, fps: float,
@@ -98,17 +98,23 @@ def keyframe_coords(rope, latent_height: int, latent_width: int, pixel_frame: in
 
 def blend_velocity(velocity: torch.Tensor, latents: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
                    sigma: float) -> torch.Tensor:
-    """The step's velocity with each token's clean prediction pulled towards its condition by `mask`.
+    """The step's velocity with each token's clean estimate pulled towards its condition by `mask`.
 
-    In x0 terms: x0 = x0_model * (1 - m) + clean * m. Written on the velocity so that tokens with
-    m = 0 keep the model's velocity bit for bit.
+    As the reference (ltx-core's X0Model and post_process_latent): a token of strength m was told
+    its noise level is (1 - m) sigma, so its clean estimate is x0 = x - (1 - m) sigma v; then
+    x0' = x0 (1 - m) + clean m, and the Euler step moves along (x - x0') / sigma, which is
+    v (1 - m)^2 + (x - clean) m / sigma. Written on the velocity so that tokens with m = 0 keep
+    the model's velocity bit for bit.
     """
     towards_clean = (latents - clean) / sigma
-    return velocity * (1 - mask) + towards_clean * mask
+    keep = 1 - mask
+    return velocity * (keep * keep) + towards_clean * mask
 
 
-def start_from(noise: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, sigma0: float) -> torch.Tensor:
-    """Initial latents: conditioned tokens noised only to (1 - strength) of the first sigma."""
+def start_from(noise: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, sigma0: float,
+               free: torch.Tensor | None = None) -> torch.Tensor:
+    """Initial latents: conditioned tokens noised only to (1 - strength) of the first sigma; the
+    others are `free` (the noise itself when not given)."""
     level = (1 - mask) * sigma0
     mixed = noise * level + clean * (1 - level)
-    return torch.where(mask > 0, mixed, noise)
+    return torch.where(mask > 0, mixed, noise if free is None else free)

@@ -1,8 +1,9 @@
 """`generate()`: decode the inputs if the caller has not, plan the request against the loaded
 model, and run the pipeline that serves it.
 
-The pipelines are compositions of the stages in `stages.py`: `one_stage.py` today; more (two-stage,
-LoRA stages) pick the same blocks with other sizes and sigmas.
+The pipelines are compositions of the stages in `stages.py`: `one_stage.py` and `two_stage.py`
+(the request's `use_multiscale`); more (LoRA stages, the dev two-stage) pick the same blocks with
+other sizes and sigmas.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .conditioning import Conditioning, decode_conditioning
 from .expansion import expand_plan
 from .loras import resolve as resolve_loras
 from .one_stage import one_stage
+from .two_stage import two_stage
 from .result import GenerationResult
 from .stages import OutputRejected, StepCallback, fit_length, plan_generation
 
@@ -50,7 +52,8 @@ def generate(
         plan = plan_generation(model, request, conditioning)
         # Before every pipeline: what is encoded (and any prompt cache's key) is the expanded prompt.
         plan, expanded, seconds = expand_plan(model, plan)
-        result = one_stage(model, plan, on_step)
+        pipeline = two_stage if plan.use_multiscale else one_stage
+        result = pipeline(model, plan, on_step)
     result.timings = {"expand_prompt": seconds, **result.timings}
     result.expanded_prompt = expanded
     result.loras = [adapter.report(scale) for adapter, scale in adapters]

@@ -1,15 +1,19 @@
 """The one-stage pipeline: every step at the size the model runs at, then a center crop to the
-requested frame. Text, image and audio conditioning all go through the same stages."""
+requested frame. Text, image and audio conditioning all go through the same stages. Its two
+halves, `make_latents` and `decode`, are also the two-stage pipeline's first and last blocks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from ..models.loaded import LoadedModel
 from . import stages
 from .result import GenerationResult, result_of
 from .schedules import sigmas_for
-from .stages import Plan, Run, StepCallback
+from .stages import Conditions, LatentGrid, Plan, PromptEmbeddings, Run, StepCallback, Stream
 
 NAME = "one-stage"
 
@@ -19,15 +23,24 @@ def size_multiple(model: LoadedModel) -> int:
     return model.pipe.vae_spatial_compression_ratio
 
 
-def one_stage(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> GenerationResult:
-    run = Run(model, on_step, total_steps=plan.steps)
-    width, height = stages.model_size(plan.width, plan.height, size_multiple(model))
-    grid = stages.latent_grid(model, plan, width, height)
+@dataclass
+class Latents:
+    """What `make_latents` leaves for the stages after it."""
 
+    prompt: PromptEmbeddings
+    conditions: Conditions
+    generator: torch.Generator  # the seed's generator, part-way through its draws
+    video: Stream
+    audio: Stream
+
+
+def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int,
+                 denoise_stage: str = "denoise") -> Latents:
+    model = run.model
     # 1. Encode the prompt (and the negative one, with guidance).
     with run.stage("encode_prompt"):
         prompt = stages.prompt_embeddings(run, plan.request.prompt, plan.request.negative_prompt, plan.guided)
-    # 2. Encode the conditions: images with the video VAE, the soundtrack with the audio VAE.
+    # 2. Encode the conditions: images with the video VAE at this size, the soundtrack with the audio VAE.
     with run.stage("encode_conditioning"):
         conditions = stages.encode_conditions(model, plan, grid, width, height)
     # 3. Prepare latents: seeded noise, conditioned tokens started at their condition.
@@ -35,13 +48,27 @@ def one_stage(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> G
         sigmas = sigmas_for(plan.steps, num_tokens=grid.video_tokens, distilled=model.defaults.distilled)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         video, audio = stages.prepare_latents(model, plan, grid, conditions, sigmas[0], generator)
-    # 4. Denoise video and audio jointly.
-    with run.stage("denoise"):
+    # 4. Denoise video and audio jointly, with the request's guidance.
+    with run.stage(denoise_stage):
         video, audio = stages.denoise(run, video, audio, prompt, sigmas, grid, plan.guidance)
-    # 5. Decode the video, cropped to the requested frame, and 6. the soundtrack.
+    return Latents(prompt, conditions, generator, video, audio)
+
+
+def decode(run: Run, plan: Plan, latents: Latents, grid: LatentGrid
+           ) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor, torch.Tensor]:
+    """5. The video, cropped to the requested frame, and 6. the soundtrack."""
     with run.stage("decode_video"):
-        frames, video_latents = stages.decode_video(model, video, grid, plan.width, plan.height)
+        frames, video_latents = stages.decode_video(run.model, latents.video, grid, plan.width, plan.height,
+                                                    latents.generator)
     with run.stage("decode_audio"):
-        waveform, audio_latents = stages.decode_audio(model, plan, audio, grid)
-    return result_of(run, plan, NAME, (width, height), frames, waveform, video_latents, audio_latents,
-                     has_audio_input=conditions.audio is not None)
+        waveform, audio_latents = stages.decode_audio(run.model, plan, latents.audio, grid)
+    return frames, waveform, video_latents, audio_latents
+
+
+def one_stage(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> GenerationResult:
+    run = Run(model, on_step, total_steps=plan.steps)
+    width, height = stages.model_size(plan.width, plan.height, size_multiple(model))
+    grid = stages.latent_grid(model, plan, width, height)
+    latents = make_latents(run, plan, grid, width, height)
+    return result_of(run, plan, NAME, (width, height), *decode(run, plan, latents, grid),
+                     has_audio_input=latents.conditions.audio is not None)

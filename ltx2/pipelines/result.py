@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .guidance import Guidance
 from .stages import Plan, Run
 
 
@@ -27,6 +28,8 @@ class GenerationResult:
     model_width: int = 0  # the size the model ran at (its last stage); the frames are its center crop
     model_height: int = 0
     pipeline: str = "one-stage"
+    use_multiscale: bool = False
+    guidance: Guidance | None = None  # every knob of the guider, as used
     transformer_passes: int = 0  # samples through the transformer, all steps and stages together
     prompt_cache_hits: int = 0  # prompts served from the prompt cache (Gemma not run for them)
     host_device_bytes: int = 0  # weight bytes the memory policy copied onto the device (0 under resident)
@@ -54,7 +57,8 @@ def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], 
         audio_latents=audio_latents.float().cpu(),
         seed=plan.seed,
         num_inference_steps=plan.steps,
-        guidance_scale=plan.guidance,
+        guidance_scale=plan.guidance.video.cfg,
+        guidance=plan.guidance,
         num_frames=request.num_frames,
         fps=request.fps,
         width=plan.width,
@@ -62,6 +66,7 @@ def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], 
         model_width=model_size[0],
         model_height=model_size[1],
         pipeline=pipeline,
+        use_multiscale=plan.use_multiscale,
         transformer_passes=run.transformer_passes,
         prompt_cache_hits=run.prompt_cache_hits,
         host_device_bytes=run.host_device_bytes,

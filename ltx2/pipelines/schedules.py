@@ -12,6 +12,9 @@ import math
 # The distilled model's trained schedule (the terminal 0 is appended by the scheduler).
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
 
+# The two-stage pipeline's refinement at full size: the distilled schedule's last three sigmas.
+STAGE_2_SIGMAS = (0.909375, 0.725, 0.421875)
+
 BASE_SHIFT, MAX_SHIFT = 0.95, 2.05
 BASE_TOKENS, MAX_TOKENS = 1024, 4096
 TERMINAL = 0.1

@@ -12,6 +12,8 @@ Hooks other pipelines and features use:
   `PromptEmbeddings` may be cached under them.
 - `decode_video` calls `vae_decode` for the VAE itself, the one place a tiled decoder replaces.
 - `transformer_pass` is the only call of the transformer: `Run.transformer_passes` counts there.
+- `denoise` is the one loop: any sigmas, any conditioning, any guidance (`guidance.py`); a second
+  stage calls it again on the upsampled latents.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..schema import GenerateRequest, InvalidRequest
 from .conditioning import Conditioning, blend_velocity, frames_for_duration, image_pixels, keyframe_coords, start_from
+from .guidance import Guidance, ModalityGuidance, combine
+from .passes import Perturbation, gate_timesteps, reference_semantics
 
 StepCallback = Callable[[int, int], None]
 """Called as `on_step(step, total)` after each denoising step. Raising from it stops the job."""
@@ -70,16 +74,18 @@ class Plan:
     conditioning: Conditioning
     seed: int
     steps: int
-    guidance: float
+    guidance: Guidance
     width: int  # what the file holds
     height: int
     first: ImageCondition | None  # the image held at the first frame (after interpolation_direction)
     last: ImageCondition | None  # the image appended as a keyframe at the last frame
     audio: np.ndarray | None  # the soundtrack to condition on, at the audio VAE's rate
+    use_multiscale: bool = False  # the two-stage pipeline
 
     @property
     def guided(self) -> bool:
-        return self.guidance > 1.0
+        """Whether the negative prompt is needed (classifier-free guidance of either stream)."""
+        return self.guidance.needs_negative_prompt
 
     @property
     def keep_input_audio(self) -> bool:
@@ -90,8 +96,8 @@ class Plan:
 def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditioning) -> Plan:
     """Validate what depends on the model and the inputs; fill the model's defaults and the seed."""
     request = _resolve_size_and_length(request, cond)
-    guidance = request.guidance_scale if request.guidance_scale is not None else model.defaults.guidance_scale
-    check_prompt_lengths(model.pipe, request, guidance > 1.0)
+    guidance = resolve_guidance(model, request)
+    check_prompt_lengths(model.pipe, request, guidance.needs_negative_prompt)
     # The first and the last frame's image, by direction; a condition at strength 0 is no condition.
     first = (cond.image_start, request.image_strength)
     last = (cond.image_end, request.end_image_strength)
@@ -102,13 +108,30 @@ def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditio
         conditioning=cond,
         seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
         steps=request.num_inference_steps or model.defaults.num_inference_steps,
-        guidance=float(guidance),
+        guidance=guidance,
         width=request.width,
         height=request.height,
         first=ImageCondition(*first) if first[0] is not None and first[1] > 0 else None,
         last=ImageCondition(*last) if last[0] is not None and last[1] > 0 else None,
         audio=cond.audio_for_vae if cond.audio_for_vae is not None and request.audio_strength > 0 else None,
+        use_multiscale=resolve_multiscale(model, request),
     )
+
+
+def resolve_multiscale(model: LoadedModel, request: GenerateRequest) -> bool:
+    """Two-stage by default where it can run: a distilled checkpoint with its upsampler loaded."""
+    possible = model.upsampler is not None and model.defaults.distilled
+    if request.use_multiscale is None:
+        return possible
+    if request.use_multiscale and model.upsampler is None:
+        raise InvalidRequest("use_multiscale", "use_multiscale needs the spatial upsampler, and this server has none "
+                                               "loaded (LTX2_UPSAMPLER; `ltx2 download` fetches it): send false or "
+                                               "leave it out")
+    if request.use_multiscale and not model.defaults.distilled:
+        raise InvalidRequest("use_multiscale", "the two-stage pipeline refines with the distilled model's sigmas; a dev "
+                                               "checkpoint would need the distilled LoRA, which this build does not "
+                                               "load: send false or leave it out")
+    return request.use_multiscale
 
 
 def _resolve_size_and_length(request: GenerateRequest, cond: Conditioning) -> GenerateRequest:
@@ -125,6 +148,36 @@ def _resolve_size_and_length(request: GenerateRequest, cond: Conditioning) -> Ge
                                                        "send audio or leave match_audio_length out")
         update["num_frames"] = frames_for_duration(cond.audio_seconds, request.fps)
     return request.model_copy(update=update) if update else request
+
+
+def resolve_guidance(model: LoadedModel, request: GenerateRequest) -> Guidance:
+    """The guider's knobs: the request's where given, the loaded model's defaults elsewhere."""
+    defaults = model.defaults
+
+    def pick(name: str) -> float:
+        value = getattr(request, name)
+        return float(value if value is not None else getattr(defaults, name))
+
+    cfg = pick("guidance_scale")
+    if request.audio_guidance_scale is not None:
+        audio_cfg = float(request.audio_guidance_scale)
+    else:
+        audio_cfg = float(defaults.audio_guidance_scale if defaults.audio_guidance_scale is not None else cfg)
+    num_blocks = len(model.pipe.transformer.transformer_blocks)
+    if request.stg_blocks is not None:
+        blocks = tuple(request.stg_blocks)
+        if max(blocks) >= num_blocks:
+            raise InvalidRequest("stg_blocks", f"stg_blocks must be block numbers below {num_blocks} (the loaded "
+                                               f"transformer has {num_blocks} blocks), got {list(blocks)}")
+    else:  # the reference's block, or the last one of a smaller model (the tiny preset)
+        blocks = tuple(min(b, num_blocks - 1) for b in defaults.stg_blocks)
+    return Guidance(
+        video=ModalityGuidance(cfg=cfg, stg=pick("stg_scale"), modality=pick("modality_scale"),
+                               rescale=pick("guidance_rescale")),
+        audio=ModalityGuidance(cfg=audio_cfg, stg=pick("audio_stg_scale"), modality=pick("audio_modality_scale"),
+                               rescale=pick("audio_guidance_rescale")),
+        stg_blocks=blocks,
+    )
 
 
 def check_prompt_lengths(pipe, request: GenerateRequest, guided: bool) -> None:
@@ -345,12 +398,23 @@ class Stream:
     own_tokens: int  # tokens that are the video (or audio) itself; the rest are keyframe tokens
     clean: torch.Tensor | None = None  # conditioned tokens' clean latents (zeros elsewhere)
     strength: torch.Tensor | None = None  # (1, tokens, 1): 1 holds a token, 0 leaves it free
+    frozen: bool = False  # every token held (a soundtrack at strength 1): the stream's sigma counts as 0
+
+    def token_sigma(self, sigma: float) -> torch.Tensor | float:
+        """Each token's own noise level: the step's sigma times one minus its strength."""
+        return sigma if self.strength is None else sigma * (1 - self.strength)
 
 
 def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions: Conditions, sigma0: float,
-                    generator: torch.Generator) -> tuple[Stream, Stream]:
+                    generator: torch.Generator, video_start: torch.Tensor | None = None,
+                    audio_start: torch.Tensor | None = None) -> tuple[Stream, Stream]:
     """Seeded noise, drawn on the CPU so a seed means the same video on any device; conditioned
-    tokens start nearer their condition, keyframe tokens are appended at the end."""
+    tokens start nearer their condition, keyframe tokens are appended at the end.
+
+    Without a start the free tokens are pure noise (sigma0 is 1). With one (a second stage: the
+    upsampled video, the first stage's audio) they are re-noised to sigma0,
+    (1 - sigma0) start + sigma0 noise, while conditioned tokens restart from their clean latents.
+    """
     pipe, device = model.pipe, model.device
     patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
     video_noise = torch.randn((1, pipe.transformer.config.in_channels, grid.frames, grid.height, grid.width),
@@ -359,9 +423,12 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
                               generator=generator)
     latents = pipe._pack_latents(video_noise, patch, patch_t).to(device)
     audio_latents = pipe._pack_audio_latents(audio_noise).to(device)
-    video = Stream(latents, pipe.transformer.rope.prepare_video_coords(
+    video_base = None if video_start is None else renoise(video_start, latents, sigma0)
+    audio_base = None if audio_start is None else renoise(audio_start, audio_latents, sigma0)
+    video = Stream(latents if video_base is None else video_base, pipe.transformer.rope.prepare_video_coords(
         1, grid.frames, grid.height, grid.width, device, fps=grid.fps), latents.shape[1])
-    audio = Stream(audio_latents, pipe.transformer.audio_rope.prepare_audio_coords(1, grid.audio_frames, device),
+    audio = Stream(audio_latents if audio_base is None else audio_base,
+                   pipe.transformer.audio_rope.prepare_audio_coords(1, grid.audio_frames, device),
                    audio_latents.shape[1])
 
     if conditions.first is not None or conditions.last is not None:
@@ -375,52 +442,83 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
             tokens = conditions.last
             extra_noise = torch.randn(tokens.shape, generator=generator).to(device)
             latents = torch.cat([latents, extra_noise], dim=1)
+            if video_base is not None:
+                video_base = torch.cat([video_base, extra_noise], dim=1)
             clean = torch.cat([clean, tokens], dim=1)
             mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), plan.last.strength, device=device)], dim=1)
             coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,
                                      grid.fps, device)
             video.coords = torch.cat([video.coords, coords], dim=2)
-        video.latents = start_from(latents, clean, mask, sigma0)
+        video.latents = start_from(latents, clean, mask, sigma0, video_base)
         video.clean, video.strength = clean, mask
     if conditions.audio is not None:
         audio.strength = torch.full((1, audio.latents.shape[1], 1), float(plan.request.audio_strength), device=device)
         audio.clean = conditions.audio
-        audio.latents = start_from(audio.latents, audio.clean, audio.strength, sigma0)
+        audio.latents = start_from(audio_latents, audio.clean, audio.strength, sigma0, audio_base)
+        audio.frozen = plan.request.audio_strength == 1.0
     return video, audio
+
+
+def renoise(start: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Latents brought back to noise level `sigma`: (1 - sigma) start + sigma noise."""
+    return start * (1 - sigma) + noise * sigma
+
+
+# ---------------------------------------------------------------------------------------- upsample
+
+def upsample(model: LoadedModel, video: Stream, grid: LatentGrid) -> torch.Tensor:
+    """The video's tokens at twice the width and height, through the x2 spatial latent upsampler.
+
+    The upsampler works on raw VAE latents: un-normalise with the VAE's per-channel statistics,
+    upsample, normalise again (ltx-core's `upsample_video`). Keyframe tokens are left behind; the
+    next stage appends them again at its own size. Returns packed tokens.
+    """
+    pipe, upsampler = model.pipe, model.upsampler
+    vae = pipe.vae
+    patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+    with model.placement.use("upsampler"):
+        latents = pipe._unpack_latents(video.latents[:, : video.own_tokens], grid.frames, grid.height, grid.width,
+                                       patch, patch_t)
+        raw = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        weight = next(upsampler.parameters())
+        larger = upsampler(raw.to(weight.device, weight.dtype)).float().to(latents.device)
+        latents = pipe._normalize_latents(larger, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    return pipe._pack_latents(latents, patch, patch_t)
 
 
 # ----------------------------------------------------------------------------------------- denoise
 
 def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, sigmas: list[float],
-            grid: LatentGrid, guidance: float) -> tuple[Stream, Stream]:
+            grid: LatentGrid, guidance: Guidance) -> tuple[Stream, Stream]:
     """The one denoising loop: video and audio jointly, every kind of conditioning, any sigmas.
 
-    One transformer call per step; with classifier-free guidance it is one batch of two passes
-    [negative, positive]. Reports progress after every step.
+    One transformer call per step, a batch of the passes the guidance asks for (one without
+    guidance). A token conditioned with strength s turns velocity into a clean estimate at its own
+    sigma, x0 = x - (1 - s) sigma v, and that estimate is pulled to its condition by s. Reports
+    progress after every step.
     """
     model = run.model
     pipe, device = model.pipe, model.device
-    guided = guidance > 1.0
-    context = TextContext.cat(prompt.negative, prompt.positive) if guided else prompt.positive
+    passes = guidance.passes
+    by_pass = {"cond": prompt.positive, "uncond": prompt.negative, "ptb": prompt.positive, "mod": prompt.positive}
+    context = TextContext.cat(*(by_pass[p] for p in passes)) if len(passes) > 1 else prompt.positive
     if bool(context.mask.all()):
         # The connectors replace padding with registers, so the mask masks nothing; passed on it would be an
         # all-zero additive bias that keeps fused attention kernels (flash) from running. None is the same math.
         context = TextContext(context.video, context.audio, None)
-    batch = context.video.shape[0]
+    perturbations = [Perturbation(skip_video_self_attention=p == "ptb" and guidance.video.stg != 0,
+                                  skip_audio_self_attention=p == "ptb" and guidance.audio.stg != 0,
+                                  isolate_modalities=p == "mod") for p in passes]
     with model.placement.use("transformer"):
         video_scheduler = copy.deepcopy(pipe.scheduler)
         video_scheduler.set_timesteps(sigmas=sigmas, device=device)
         audio_scheduler = copy.deepcopy(video_scheduler)  # schedulers keep a step index: one per stream
         for step, t in enumerate(video_scheduler.timesteps):
-            timestep = t.expand(batch)
-            video_velocity, audio_velocity = transformer_pass(
-                run, video.latents, audio.latents, _token_timesteps(timestep, video), _token_timesteps(timestep, audio),
-                video.coords, audio.coords, context, grid,
-            )
-            if guided:
-                video_velocity = _guide(video_velocity, guidance)
-                audio_velocity = _guide(audio_velocity, guidance)
             sigma = float(video_scheduler.sigmas[step])
+            video_out, audio_out = transformer_pass(run, video, audio, t, sigma, context, grid, perturbations,
+                                                    guidance.stg_blocks)
+            video_velocity = _guided(guidance.video, passes, video_out, video, sigma)
+            audio_velocity = _guided(guidance.audio, passes, audio_out, audio, sigma)
             if video.strength is not None:
                 video_velocity = blend_velocity(video_velocity, video.latents, video.clean, video.strength, sigma)
             if audio.strength is not None:
@@ -431,6 +529,17 @@ def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, si
     return video, audio
 
 
+def _guided(knobs: ModalityGuidance, passes: tuple[str, ...], output: torch.Tensor, stream: Stream,
+            sigma: float) -> torch.Tensor:
+    if len(passes) == 1:
+        return output
+    outputs = dict(zip(passes, output.chunk(len(passes))))
+    token_sigma = stream.token_sigma(sigma)
+    if not torch.is_tensor(token_sigma):
+        token_sigma = torch.full((1, 1, 1), token_sigma, device=output.device)
+    return combine(knobs, outputs, stream.latents, token_sigma)
+
+
 def _token_timesteps(timestep: torch.Tensor, stream: Stream) -> torch.Tensor:
     """A conditioned token is told it is less noisy, in proportion to its strength."""
     if stream.strength is None:
@@ -438,40 +547,44 @@ def _token_timesteps(timestep: torch.Tensor, stream: Stream) -> torch.Tensor:
     return timestep[:, None] * (1 - stream.strength[..., 0])
 
 
-def transformer_pass(run: Run, video: torch.Tensor, audio: torch.Tensor, video_t: torch.Tensor,
-                     audio_t: torch.Tensor, video_coords: torch.Tensor, audio_coords: torch.Tensor,
-                     context: TextContext, grid: LatentGrid) -> tuple[torch.Tensor, torch.Tensor]:
-    """One call of the transformer on a batch as wide as `context`: the velocities, in float32."""
+def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, sigma: float, context: TextContext,
+                     grid: LatentGrid, perturbations: list[Perturbation] | None = None,
+                     stg_blocks: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """One call of the transformer on a batch as wide as `context` (one sample per pass): the
+    velocities, in float32. The audio<->video gates and the perturbations follow ltx-core (`passes.py`)."""
     pipe, dtype = run.model.pipe, run.model.dtype
+    transformer = pipe.transformer
     batch = context.video.shape[0]
     widen = (lambda x: torch.cat([x] * batch)) if batch > 1 else (lambda x: x)
-    video_velocity, audio_velocity = pipe.transformer(
-        hidden_states=widen(video).to(dtype),
-        audio_hidden_states=widen(audio).to(dtype),
-        encoder_hidden_states=context.video,
-        audio_encoder_hidden_states=context.audio,
-        timestep=video_t,
-        audio_timestep=audio_t,
-        encoder_attention_mask=context.mask,
-        audio_encoder_attention_mask=context.mask,
-        num_frames=grid.frames,
-        height=grid.height,
-        width=grid.width,
-        fps=grid.fps,
-        audio_num_frames=grid.audio_frames,
-        video_coords=widen(video_coords),
-        audio_coords=widen(audio_coords),
-        use_cross_timestep=False,  # LTX-2.0 semantics
-        return_dict=False,
-    )
+    timestep = t.expand(batch)
+    sigmas = torch.full((batch,), sigma, device=timestep.device)
+    # A stream held fixed counts as sigma 0 for the other stream's gate.
+    video_sigma = torch.zeros_like(sigmas) if video.frozen else sigmas
+    audio_sigma = torch.zeros_like(sigmas) if audio.frozen else sigmas
+    with reference_semantics(transformer, video_gate=gate_timesteps(transformer, audio_sigma),
+                             audio_gate=gate_timesteps(transformer, video_sigma),
+                             perturbations=perturbations or [Perturbation()] * batch, stg_blocks=stg_blocks):
+        video_velocity, audio_velocity = transformer(
+            hidden_states=widen(video.latents).to(dtype),
+            audio_hidden_states=widen(audio.latents).to(dtype),
+            encoder_hidden_states=context.video,
+            audio_encoder_hidden_states=context.audio,
+            timestep=_token_timesteps(timestep, video),
+            audio_timestep=_token_timesteps(timestep, audio),
+            encoder_attention_mask=context.mask,
+            audio_encoder_attention_mask=context.mask,
+            num_frames=grid.frames,
+            height=grid.height,
+            width=grid.width,
+            fps=grid.fps,
+            audio_num_frames=grid.audio_frames,
+            video_coords=widen(video.coords),
+            audio_coords=widen(audio.coords),
+            use_cross_timestep=False,  # scale/shift from each stream's own timesteps; the gates are hooked
+            return_dict=False,
+        )
     run.transformer_passes += batch
     return video_velocity.float(), audio_velocity.float()
-
-
-def _guide(velocity: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance on a [uncond, cond] batch."""
-    uncond, cond = velocity.chunk(2)
-    return uncond + scale * (cond - uncond)
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -480,29 +593,46 @@ class OutputRejected(RuntimeError):
     """The model produced something that is not a video (NaN, or nothing but black): a failure."""
 
 
-def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int, height: int
-                 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Tokens -> frames: unpack, undo the latent normalisation, run the VAE decoder, and center-crop
-    to (width, height). Returns uint8 frames (F, height, width, 3) and the VAE-space latents."""
+# A timestep-conditioned decoder (ltx-core's ConvVideoDecoder) decodes at t = 0.05 after mixing
+# 2.5% noise into the normalised latent; one that is not conditioned decodes the latent as it is.
+DECODE_TIMESTEP = 0.05
+DECODE_NOISE_SCALE = 0.025
+
+
+def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int, height: int,
+                 generator: torch.Generator | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Tokens -> frames: unpack, (for a timestep-conditioned decoder: mix in the decode noise,)
+    undo the latent normalisation, run the VAE decoder, and center-crop to (width, height).
+    Returns uint8 frames (F, height, width, 3) and the VAE-space latents the model made."""
     pipe = model.pipe
     vae = pipe.vae
     with model.placement.use("vae"):
         latents = video.latents[:, : video.own_tokens]  # keyframe tokens guided the video; they are not frames
         latents = pipe._unpack_latents(latents, grid.frames, grid.height, grid.width,
                                        pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
-        video_latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-        pixels = vae_decode(vae, video_latents)
+        denormalize = lambda x: pipe._denormalize_latents(  # noqa: E731
+            x, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        video_latents = denormalize(latents)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+            latents = noise * DECODE_NOISE_SCALE + latents * (1 - DECODE_NOISE_SCALE)
+            timestep = torch.full((latents.shape[0],), DECODE_TIMESTEP, device=latents.device)
+        pixels = vae_decode(vae, denormalize(latents) if timestep is not None else video_latents, timestep)
         _check_output(video_latents, pixels)
         frames = center_crop(_to_uint8_frames(pixels[0]), width, height)
     return frames, video_latents
 
 
-def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """The video VAE's decoder on (1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1]; in
-    overlapping tiles when the whole video would not fit in the device's free memory (`tiling`)."""
+def vae_decode(vae, latents: torch.Tensor, timestep: torch.Tensor | None = None) -> torch.Tensor:
+    """The video VAE's decoder on (1, C, F, H, W) raw latents -> (1, 3, frames, H', W') in [-1, 1]; in
+    overlapping tiles when the whole video would not fit in the device's free memory (`tiling`).
+    `timestep` (a timestep-conditioned decoder only) is in 0..1; the decoder scales it by its own
+    multiplier (1000)."""
     from . import tiling
 
-    return tiling.decode(vae, latents, tiling.plan_for(vae, latents.shape, tiling.free_bytes(latents.device)))
+    plan = tiling.plan_for(vae, latents.shape, tiling.free_bytes(latents.device))
+    return tiling.decode(vae, latents, plan, timestep)
 
 
 def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid

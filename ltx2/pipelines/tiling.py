@@ -106,9 +106,12 @@ def temporal_tiles(latent_frames: int, tile_frames: int) -> list[tuple[int, int]
     return [(start, min(start + tile_frames, latent_frames)) for start in range(0, latent_frames - OVERLAP, stride)]
 
 
-def decode(vae, latents: torch.Tensor, plan: TilePlan | None) -> torch.Tensor:
-    """(1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1], whole or in `plan`'s tiles."""
-    decode_timestep = torch.zeros(1, device=latents.device) if vae.config.timestep_conditioning else None
+def decode(vae, latents: torch.Tensor, plan: TilePlan | None, timestep: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, C, F, H, W) latents -> (1, 3, frames, H', W') in [-1, 1], whole or in `plan`'s tiles, every
+    tile at the same decode `timestep` (a timestep-conditioned decoder only; default 0)."""
+    decode_timestep = timestep
+    if decode_timestep is None and vae.config.timestep_conditioning:
+        decode_timestep = torch.zeros(1, device=latents.device)
     latents = latents.to(vae.dtype)
     if plan is None:
         return vae.decode(latents, decode_timestep, return_dict=False)[0]

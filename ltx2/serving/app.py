@@ -427,8 +427,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                     if not f.is_required() and f.get_default(call_default_factory=True) is not None}
         defaults["seed"] = "random (returned in the response)"
         if state.model is not None:
-            defaults["num_inference_steps"] = state.model.defaults.num_inference_steps
-            defaults["guidance_scale"] = state.model.defaults.guidance_scale
+            defaults.update(state.model.defaults.as_dict())
         return {
             "name": "ltx2",
             "version": __version__,

@@ -321,7 +321,8 @@ class JobManager:
                 fh.write(mp4)
             os.replace(path + ".part", path)  # never a half-written file under the served name
             job.video_path = path
-            job.timings = result.get("timings", {})
+            # Stages a pipeline did not run (two-stage's, for a one-stage video) are null in the response.
+            job.timings = {k: v for k, v in result.get("timings", {}).items() if v is not None}
             self._finish(job, SUCCEEDED, result=result)
         finally:
             free_gpu_memory()  # after a failure especially: the next job starts with the memory back
