@@ -68,11 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         import base64
 
         from .models.loaded import load_from_settings
+        from .pipelines.loras import LoraPolicy
         from .schema import GenerateRequest
         from .serving.service import render
 
         request = GenerateRequest.model_validate(json.loads(args.request))
-        response = render(load_from_settings(settings), request)
+        response = render(load_from_settings(settings), request, lora_policy=LoraPolicy.from_settings(settings))
         with open(args.output, "wb") as fh:
             fh.write(base64.b64decode(response.video.split(",", 1)[1]))
         summary = response.model_dump(exclude={"video"})

@@ -9,16 +9,22 @@ import pytest
 from ltx2.media.encode import probe_mp4
 
 
-def test_generate_to_a_file(tmp_path):
+def test_generate_to_a_file(tmp_path, model):
+    from lora_files import write_lora
+
     out = tmp_path / "cat.mp4"
+    (tmp_path / "loras").mkdir()
+    write_lora(tmp_path / "loras" / "style.safetensors", model)  # the CLI's tiny model has the same layers
+    request = {"prompt": "a cat", "num_frames": 9, "seed": 3, "loras": [{"path": "style", "scale": 0.5}]}
     proc = subprocess.run(
-        [sys.executable, "-m", "ltx2.cli", "generate", "--model", "tiny", "--device", "cpu",
-         "--request", json.dumps({"prompt": "a cat", "num_frames": 9, "seed": 3}), "-o", str(out)],
+        [sys.executable, "-m", "ltx2.cli", "generate", "--model", "tiny", "--device", "cpu", "--models-dir",
+         str(tmp_path), "--request", json.dumps(request), "-o", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["seed"] == 3 and summary["output"] == str(out)
+    assert [(x["path"], x["scale"]) for x in summary["loras"]] == [("style", 0.5)]
     assert probe_mp4(out.read_bytes())["video"]["frames"] == 9
 
 

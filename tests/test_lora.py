@@ -285,6 +285,11 @@ def test_camera_loras_apply_by_their_official_names_and_combine_with_loras(model
     assert caught.value.field == "camera_lora"
     assert "ltx-2-19b-lora-camera-control-dolly-left.safetensors" in message and "ltx2 download --camera-loras" in message
     write_lora(models_dir / "loras" / "ltx-2-19b-lora-camera-control-dolly-left.safetensors", model, seed=9)
+    for move, style in (("jib_up", "kohya"), ("static", "diffusers"), ("dolly_out", "comfyui")):
+        write_lora(models_dir / "loras" / f"ltx-2-19b-lora-camera-control-{move.replace('_', '-')}.safetensors", model,
+                   style=style, seed=10, alpha=2.0)
+        (adapter, scale), = resolve(model, GenerateRequest(**CHEAP, camera_lora=move), policy)
+        assert adapter.style == {"comfyui": "ltx"}.get(style, style) and len(adapter.layers) == len(attention_layers(model))
     bare = run(model, policy)
     moved = run(model, policy, camera_lora="dolly_left", camera_lora_scale=0.5)
     both = run(model, policy, camera_lora="dolly_left", camera_lora_scale=0.5, loras=[{"path": "style"}])
@@ -330,3 +335,15 @@ def test_side_paths_nest_and_unwind_in_order(model):
         assert torch.equal(module(x), bare)
     (down_o, up_o), (down_i, up_i) = outer.layers[layer], inner.layers[layer]
     assert torch.allclose(both, bare + x @ (up_o @ down_o + up_i @ down_i).T, atol=1e-5)
+
+
+def test_the_runpod_handler_takes_loras_from_the_same_request_model(model, models_dir, monkeypatch, client):
+    from ltx2.serving.worker import make_handler
+
+    monkeypatch.setenv("LTX2_MODELS_DIR", str(models_dir))
+    handler = make_handler(model, send_progress=lambda job, progress: None)
+    out = handler({"id": "j", "input": {**CHEAP, "loras": [{"path": "style", "scale": 0.7}]}})
+    assert [(x["path"], x["scale"], x["layers"]) for x in out["loras"]] == [("style", 0.7, len(attention_layers(model)))]
+    refused = handler({"id": "j", "input": {**CHEAP, "loras": [{"path": "nowhere"}]}})
+    served = client.post("/generate", json={**CHEAP, "loras": [{"path": "nowhere"}]}).json()
+    assert refused == served and refused["field"] == "loras.0.path"
