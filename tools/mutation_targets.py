@@ -94,6 +94,13 @@ PLANTED: list[dict] = [
         "tests": ["tests/test_audio_features.py"],
     },
     {
+        "kind": "/metrics served without the API key",
+        "file": "ltx2/serving/security.py",
+        "old": 'open_paths = {"/health"}',
+        "new": 'open_paths = {"/health", "/metrics"}',
+        "tests": ["tests/test_auth_routes.py"],
+    },
+    {
         "kind": "audio-length +1 lost (mel frames)",
         "file": "ltx2/media/audio_features.py",
         "old": "return 1 + samples // cfg.hop_length",
