@@ -87,6 +87,13 @@ PLANTED: list[dict] = [
         "tests": ["tests/test_audio_features.py"],
     },
     {
+        "kind": "8k+1 frames loosened to 4k+1",
+        "file": "ltx2/schema.py",
+        "old": "if (value - 1) % 8:",
+        "new": "if (value - 1) % 4:",
+        "tests": ["tests/test_request_rules.py"],
+    },
+    {
         "kind": "/metrics served without the API key",
         "file": "ltx2/serving/security.py",
         "old": 'open_paths = {"/health"}',
