@@ -13,6 +13,7 @@ from ltx2.media.audio_features import (
     hz_to_mel,
     log_mel,
     mel_to_hz,
+    samples_for_latents,
     slaney_mel_filterbank,
 )
 from ltx2.models.geometry import audio_latent_frames
@@ -258,3 +259,50 @@ def test_follows_the_vaes_dtype(audio_vae):
     vae = copy.deepcopy(audio_vae).to(torch.bfloat16)
     latents = encode_audio(vae, torch.from_numpy(chirp(0.5)), 12)
     assert latents.dtype == torch.bfloat16 and latents.shape == (1, 8, 12, 16)
+
+
+def test_too_short_message_names_the_limit():
+    with pytest.raises(ValueError, match=r"^waveform has 512 samples; reflect padding needs more than 512$"):
+        log_mel(torch.zeros(2, 512))
+    assert log_mel(torch.zeros(2, 513)).shape[2] == 4
+
+
+def test_samples_per_latent_frame():
+    # 4 mel frames of 160 samples per latent frame: 640 samples, 40 ms at 16 kHz
+    assert samples_for_latents(49, MelConfig()) == 31360
+    assert samples_for_latents(1, MelConfig(hop_length=100), compression=2) == 200
+
+
+class _ShortVAE(torch.nn.Module):
+    """An audio VAE whose encoder gives `frames` latent frames, whatever it is fed."""
+
+    def __init__(self, frames: int):
+        super().__init__()
+        self.frames = frames
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.temporal_compression_ratio = 4
+        self.config = type("Config", (), {"sample_rate": 16000, "mel_hop_length": 160, "mel_bins": 64, "in_channels": 2})
+
+    def encode(self, mel):
+        mean = torch.zeros(1, 8, self.frames, 16)
+        return type("Out", (), {"latent_dist": type("Dist", (), {"mean": mean})})
+
+
+def test_a_vae_that_gives_too_few_latents_is_an_error_not_a_short_soundtrack():
+    assert encode_audio(_ShortVAE(10), torch.zeros(2, 16000), 10).shape == (1, 8, 10, 16)
+    with pytest.raises(RuntimeError, match="audio VAE gave 9 latent frames for 6400 samples, fewer than the 10"):
+        encode_audio(_ShortVAE(9), torch.zeros(2, 16000), 10)
+
+
+@pytest.mark.parametrize("frames", [0, -3])
+def test_no_latent_frames_is_refused(frames):
+    with pytest.raises(ValueError, match=f"latent_frames must be at least 1, got {frames}"):
+        encode_audio(_ShortVAE(1), torch.zeros(2, 16000), frames)
+
+
+def test_a_waveform_must_be_two_dimensional(audio_vae):
+    for bad in (torch.zeros(16000), torch.zeros(1, 2, 16000)):
+        with pytest.raises(ValueError, match="waveform must be \\(channels, samples\\)"):
+            encode_audio(audio_vae, bad, 5)
+        with pytest.raises(ValueError, match="waveform must be \\(channels, samples\\)"):
+            log_mel(bad)

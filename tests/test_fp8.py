@@ -502,3 +502,52 @@ def test_tiny_transformer_to_bf16_keeps_fp8(tiny_transformer):
     err = max(rel_err(a.float(), b) for a, b in zip(out16, out32))
     print(f"tiny transformer bf16 vs float32 (both fp8 weights): rel err {err:.4f}")
     assert err < 0.05
+
+
+# --- which devices get FP8 matmul: the rule, on reported capabilities ------------------------------
+
+
+@pytest.mark.parametrize(("capability", "hip", "expected"), [
+    ((8, 9), None, True),  # Ada
+    ((9, 0), None, True),  # Hopper
+    ((10, 0), None, True),  # Blackwell
+    ((8, 6), None, False),  # Ampere: no FP8 tensor cores
+    ((7, 5), None, False),
+    ((9, 4), "6.2", False),  # ROCm wants e4m3fnuz, not the checkpoint's e4m3fn
+])
+def test_scaled_mm_support_follows_compute_capability(monkeypatch, capability, hip, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert scaled_mm_supported("cuda") is expected
+    assert scaled_mm_supported(torch.device("cuda", 1)) is expected
+    assert scaled_mm_supported("cpu") is False and scaled_mm_supported(None) is False
+    assert resolve_compute("auto", "cuda") == ("scaled-mm" if expected else "upcast")
+    assert resolve_compute("upcast", "cuda") == "upcast"
+    if expected:
+        assert resolve_compute("scaled-mm", "cuda") == "scaled-mm"
+    else:
+        with pytest.raises(ValueError, match="needs FP8 matmul support"):
+            resolve_compute("scaled-mm", "cuda")
+
+
+def test_no_cuda_means_no_scaled_mm(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert scaled_mm_supported("cuda") is False
+
+
+@pytest.mark.parametrize(("shape", "mode"), [((16, 16), "scaled-mm"), ((32, 48), "scaled-mm"), ((40, 16), "upcast"),
+                                             ((16, 40), "upcast"), ((8, 8), "upcast")])
+def test_scaled_mm_needs_both_dims_multiples_of_16(shape, mode):
+    assert FP8Linear(*shape, compute="scaled-mm", device="meta").compute == mode
+    assert FP8Linear(*shape, compute="upcast", device="meta").compute == "upcast"
+
+
+def test_swap_refuses_the_model_itself_and_keeps_the_bias_dtype():
+    model = nn.Sequential(Block()).to(torch.float16)
+    with pytest.raises(KeyError, match="no such module"):
+        swap_in_fp8_linears(model, [""], "upcast", set())
+    swap_in_fp8_linears(model, ["0.to_q"], "upcast", set())
+    assert model[0].to_q.bias.dtype == torch.float16

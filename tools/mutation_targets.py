@@ -80,18 +80,25 @@ PLANTED: list[dict] = [
         "tests": ["tests/test_fp8.py"],
     },
     {
-        "kind": "no clamp before the FP8 cast (quantize)",
-        "file": "ltx2/models/fp8.py",
-        "old": "q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)",
-        "new": "q = (w / scale).to(FP8_DTYPE)",
-        "tests": ["tests/test_fp8.py"],
-    },
-    {
         "kind": "mono not duplicated (audio VAE input)",
         "file": "ltx2/media/audio_features.py",
         "old": "    if wave.shape[0] == 1 and channels == 2:\n        wave = wave.expand(2, -1)\n",
         "new": "    if wave.shape[0] == 1 and channels == 2:\n        wave = torch.cat([wave, torch.zeros_like(wave)])\n",
         "tests": ["tests/test_audio_features.py"],
+    },
+    {
+        "kind": "8k+1 frames loosened to 4k+1",
+        "file": "ltx2/schema.py",
+        "old": "if (value - 1) % 8:",
+        "new": "if (value - 1) % 4:",
+        "tests": ["tests/test_request_rules.py"],
+    },
+    {
+        "kind": "/metrics served without the API key",
+        "file": "ltx2/serving/security.py",
+        "old": 'open_paths = {"/health"}',
+        "new": 'open_paths = {"/health", "/metrics"}',
+        "tests": ["tests/test_auth_routes.py"],
     },
     {
         "kind": "audio-length +1 lost (mel frames)",
