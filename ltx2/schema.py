@@ -248,6 +248,7 @@ class GenerateRequest(BaseModel):
         "pick the nearest size in multiples of 32 with about width x height pixels. Empty: width and height "
         "as given.",
         examples=["landscape_16_9"],
+        json_schema_extra={"x-sizes": {name: f"{w}x{h}" for name, (w, h) in VIDEO_SIZE_PRESETS.items()}},
     )
 
     preprocess_audio: bool = Field(

@@ -74,6 +74,7 @@ def test_generate_in_the_playground(page, live_server, tmp_path):
     duration = page.evaluate("document.getElementById('video').duration")
     assert duration == pytest.approx(49 / 25, abs=0.05)
     assert page.is_visible("#download") and page.get_attribute("#download", "download").endswith(".mp4")
+    assert page.is_hidden("#result-image") and page.is_hidden("#unplayable")
     assert page.is_hidden("#error")
     assert "A lighthouse at dusk" in page.inner_text("#recent")
 
@@ -83,6 +84,64 @@ def test_generate_in_the_playground(page, live_server, tmp_path):
     colours = image.getcolors(maxcolors=1 << 20)
     assert len(colours) > 50  # text, controls and the video frame, not a blank page
     assert max(count for count, _ in colours) < 0.9 * image.width * image.height
+    assert_only_this_server(page, live_server)
+
+
+def gif_bytes(size=(40, 24)) -> bytes:
+    """A two-frame animated GIF."""
+    frames = [Image.new("RGB", size, colour) for colour in ((200, 40, 40), (40, 40, 200))]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    return out.getvalue()
+
+
+def test_sizes_offer_16_9_and_the_named_presets(page, live_server):
+    page.goto(f"{live_server}/playground")
+    page.wait_for_selector("#size optgroup + optgroup option", state="attached")  # the schema's named sizes
+    options = dict(page.eval_on_selector_all("#size option", "nodes => nodes.map(n => [n.value, n.textContent])"))
+    for size in ("768x432", "432x768", "1280x720", "1920x1080", "512x288", "288x512"):
+        assert size in options, options
+    from ltx2.schema import VIDEO_SIZE_PRESETS
+
+    for name, (width, height) in VIDEO_SIZE_PRESETS.items():  # every named size, with its pixels
+        assert options[name] == f"{name}, {width}x{height}"
+    assert page.input_value("#size") == "288x512"  # the server's default is preselected
+
+
+def test_a_named_size_is_sent_as_video_size_and_each_result_type_is_shown_by_what_it_is(page, live_server):
+    """The size goes as `video_size`. The result is shown by its Content-Type: an image (a GIF) in <img>,
+    where a <video> could not play it; a video this browser cannot play (ProRes in MOV) as a note and its
+    download link. The server makes MP4 only (the other formats are video_output_type's, not here yet), so
+    the browser is handed those files for the jobs' own: the page goes by the Content-Type alone."""
+    served = [("image/gif", gif_bytes()), ("video/quicktime", b"\x00\x00\x00\x14ftypqt  ")]
+    page.route("**/jobs/*/video", lambda route: route.fulfill(
+        status=200, body=served[0][1], content_type=served[0][0]))
+    page.goto(f"{live_server}/playground")
+    page.wait_for_selector("#size option[value='square']", state="attached")
+    page.fill("#prompt", "A red ball bouncing, a thud")
+    page.select_option("#size", "square")
+    page.select_option("#length", "9")
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/jobs")) as posted:
+        page.click("#submit")
+    body = posted.value.post_data_json
+    assert body["video_size"] == "square" and "width" not in body and "height" not in body
+    image = "document.getElementById('result-image')"
+    page.wait_for_function(f"{image}.complete && {image}.naturalWidth > 0", timeout=120_000)
+    assert page.evaluate(f"[{image}.naturalWidth, {image}.naturalHeight]") == [40, 24]
+    assert page.is_visible("#result-image") and page.is_hidden("#video") and page.is_hidden("#unplayable")
+    assert page.get_attribute("#download", "download").endswith(".gif")
+    assert page.inner_text("#result-info").startswith("512x512, 0.36 s")  # the job the server ran
+
+    served.pop(0)
+    page.select_option("#size", "512x288")
+    page.click("#submit")
+    page.wait_for_selector("#unplayable", state="visible", timeout=120_000)
+    assert page.is_hidden("#video") and page.is_hidden("#result-image")
+    assert page.get_attribute("#download", "download").endswith(".mov")
+    assert page.inner_text("#result-info").startswith("512x288, 0.36 s")
+    assert page.is_hidden("#error")
     assert_only_this_server(page, live_server)
 
 

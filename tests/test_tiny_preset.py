@@ -85,6 +85,75 @@ def test_tokenizer_is_local_gemma_with_bos():
     assert tok.decode(ids, skip_special_tokens=True) == "A cat playing the piano"
 
 
+# English prompts of the kind people send, written for this test (none was used to choose tiny_vocab's
+# words). Gemma 3's 262k vocabulary holds almost every common English word whole, with its leading space
+# ("▁camera"), splits rarer words into a few pieces and digits one by one: about 1.3 tokens per word on
+# English prose (its tokenizer docs show "Derinkuyu is an underground city." as 8 tokens for 5 words,
+# the rare name in 3 pieces).
+ENGLISH = [
+    "Ocean waves crashing on a rocky shore at sunset, camera pans slowly",
+    "A red fox trotting through fresh snow, soft crunching steps",
+    "A cat sitting calmly on a cushion, soft lighting, gentle purring sounds",
+    "Two children build a sandcastle on a crowded beach while their father reads a newspaper under a striped "
+    "umbrella. Seagulls circle above, and the sound of waves and distant laughter carries on the breeze. The "
+    "camera slowly moves in on the sandcastle as a wave reaches it.",
+    "A vintage red convertible drives along a winding mountain road in autumn. Orange and yellow leaves swirl "
+    "behind the car. The shot is wide and steady, then cuts to the driver, an older man in sunglasses who taps "
+    "the wheel to an old jazz song on the radio.",
+    "In a dim workshop, a carpenter planes a long board of pale wood. Curls of shavings fall to the floor and "
+    "dust floats in a beam of light from a high window. We hear the scrape of the plane, his slow breathing, and "
+    "rain against the roof.",
+    "A street musician plays violin in a subway station during rush hour. Commuters hurry past; a small girl "
+    "stops, holding her mother's hand, and listens. The camera stays at her eye level. The music echoes off the "
+    "tiled walls over the noise of an arriving train.",
+    "Most people who try the service for the first time want to know how long it takes and what it costs. The "
+    "short answer is that it depends on the size of the video and the number of steps, but a typical clip is "
+    "ready in about a minute on a modern graphics card.",
+]
+
+
+def tokens_per_word(tok, text: str) -> float:
+    return len(tok(text, add_special_tokens=False).input_ids) / len(text.split())
+
+
+def test_tokenizer_counts_english_about_as_gemma_does():
+    """~1.3 tokens per word, as Gemma 3 (the old tiny vocabulary of single letters took ~4.5). The range
+    leaves room for the tiny vocabulary's few thousand words against Gemma's 262k, not for letters."""
+    tok = tiny.build_tokenizer()
+    rates = [tokens_per_word(tok, text) for text in ENGLISH]
+    assert all(0.9 <= rate <= 1.9 for rate in rates), rates  # short prompts swing with one rare word
+    long_ones = [rate for text, rate in zip(ENGLISH, rates) if len(text.split()) >= 40]
+    assert all(1.0 <= rate <= 1.6 for rate in long_ones), long_ones
+    total = sum(len(tok(text, add_special_tokens=False).input_ids) for text in ENGLISH)
+    assert 1.15 <= total / sum(len(text.split()) for text in ENGLISH) <= 1.45
+    # Common words are one token with their space, as in Gemma; the first word has no space.
+    assert tok.tokenize("The camera slowly moves in") == ["The", "▁camera", "▁slowly", "▁moves", "▁in"]
+    assert tok.tokenize("A quiet street at night") == ["A", "▁quiet", "▁street", "▁at", "▁night"]
+
+
+def test_a_prompt_gemma_reads_whole_is_not_refused_on_tiny(model):
+    """About 700 words is ~900 Gemma tokens, under the 1024 the text encoder reads: tiny agrees."""
+    from ltx2.pipelines.stages import check_prompt_lengths
+    from ltx2.schema import GenerateRequest
+
+    words: list[str] = []
+    while len(words) < 700:
+        words += " ".join(ENGLISH[3:]).split()
+    prompt = " ".join(words[:700])
+    check_prompt_lengths(model.pipe, GenerateRequest(prompt=prompt), guided=False)  # raises if refused
+    count = len(model.pipe.tokenizer(prompt).input_ids)
+    assert 800 <= count <= model.pipe.tokenizer_max_length == tiny.PROMPT_TOKENS, count
+
+
+def test_tokenizer_falls_back_to_bytes_and_round_trips():
+    tok = tiny.build_tokenizer()
+    text = "Ünïcode café 日本, 1920x1080 at 25 fps"
+    ids = tok(text).input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.unk_token_id not in ids  # byte fallback, never <unk>
+    assert tiny.build_tokenizer().get_vocab() == tok.get_vocab()  # deterministic
+
+
 def test_build_is_deterministic():
     a = tiny.build_components(seed=0)["transformer"].state_dict()
     b = tiny.build_components(seed=0)["transformer"].state_dict()

@@ -53,7 +53,7 @@ STATUS = {QUEUED: "queued", RUNNING: "in_progress", SUCCEEDED: "completed", FAIL
 
 class OpenAIErrorDetail(BaseModel):
     message: str = Field(description="This server's error sentence, naming the field and the rule.",
-                         examples=["size: height must be a multiple of 32, got 300"])
+                         examples=["size: height must be an even number, got 301"])
     type: str = Field(examples=["invalid_request_error"])
     param: str | None = Field(description="The field at fault.", examples=["size"])
     code: str | None = Field(description="This server's error code.", examples=["invalid_request"])

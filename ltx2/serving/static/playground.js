@@ -4,17 +4,22 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const FPS = 25;
+  // Any even size works (the model runs at the next multiple of 32 and the frames are cropped to it).
   const SIZES = [
-    ["288x512", "9:16 portrait, 288x512"], ["512x288", "16:9 landscape, 512x288"],
-    ["512x512", "1:1 square, 512x512"], ["384x672", "9:16 portrait HD, 384x672"],
-    ["768x448", "16:9 landscape, 768x448"],
+    ["512x288", "16:9 landscape, 512x288"], ["288x512", "9:16 portrait, 288x512"],
+    ["768x432", "16:9 landscape, 768x432"], ["432x768", "9:16 portrait, 432x768"],
+    ["1280x720", "16:9 landscape 720p, 1280x720"], ["720x1280", "9:16 portrait 720p, 720x1280"],
+    ["1920x1080", "16:9 landscape 1080p, 1920x1080"], ["1080x1920", "9:16 portrait 1080p, 1080x1920"],
+    ["512x512", "1:1 square, 512x512"],
   ];
+  const DEFAULT_SIZE = "288x512"; // the server's default
   const FRAMES = [9, 25, 49, 73, 97, 121, 161, 241];
   const DEFAULT_FRAMES = 49;
   // Which control shows an error about which request field.
   const CONTROL = {
     prompt: "prompt", seed: "seed", num_inference_steps: "steps", image_start: "image-drop", audio: "audio-drop",
-    width: "size", height: "size", num_frames: "length", video_output_type: "format", body: "prompt",
+    width: "size", height: "size", video_size: "size", num_frames: "length", video_output_type: "format",
+    body: "prompt",
   };
   const RECENT_KEY = "ltx2-playground-recent";
   const EXTENSIONS = { "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "image/gif": "gif" };
@@ -33,30 +38,40 @@
     return Object.assign(key ? { Authorization: `Bearer ${key}` } : {}, extra || {});
   }
 
-  // Output formats come from the server's own schema, so the picker offers exactly what it accepts.
-  async function loadFormats() {
-    const select = $("format");
+  // The output formats and the named sizes come from the server's own schema, so the pickers offer
+  // exactly what it accepts.
+  async function loadSchema() {
+    let request = null;
     try {
       const spec = await (await fetch("openapi.json", { headers: headers() })).json();
       const schemas = spec.components.schemas;
-      let prop = schemas.GenerateRequest.properties.video_output_type;
+      request = schemas.GenerateRequest.properties;
       const resolve = (p) => (p && p.$ref ? schemas[p.$ref.split("/").pop()] : p);
-      prop = resolve(prop);
-      const values = prop ? prop.enum || (prop.anyOf || []).flatMap((p) => resolve(p).enum || []) : [];
-      if (values.length) {
-        values.forEach((v) => option(select, v, v, v === prop.default));
-        return;
+      const choices = (prop) => (prop ? prop.enum || (prop.anyOf || []).flatMap((p) => resolve(p).enum || []) : []);
+      const format = resolve(request.video_output_type);
+      const formats = choices(format);
+      if (formats.length) formats.forEach((v) => option($("format"), v, v, v === format.default));
+      const named = request.video_size || {};
+      const presets = named["x-sizes"] || {};
+      const group = document.createElement("optgroup");
+      group.label = "Named sizes (the hosted API's video_size)";
+      for (const name of choices(resolve(named)).filter((n) => n in presets)) {
+        option(group, name, `${name}, ${presets[name]}`, false);
       }
+      if (group.children.length) $("size").appendChild(group);
     } catch (err) {
-      console.warn("could not read the server's formats", err);
+      console.warn("could not read the server's schema", err);
     }
-    option(select, "", "MP4 (H.264 + AAC)", true);
+    if (!$("format").options.length) option($("format"), "", "MP4 (H.264 + AAC)", true);
   }
 
   function setup() {
-    SIZES.forEach(([value, text], i) => option($("size"), value, text, i === 0));
+    const sizes = document.createElement("optgroup");
+    sizes.label = "Width x height";
+    SIZES.forEach(([value, text]) => option(sizes, value, text, value === DEFAULT_SIZE));
+    $("size").appendChild(sizes);
     FRAMES.forEach((n) => option($("length"), n, `${(n / FPS).toFixed(2)} s (${n} frames)`, n === DEFAULT_FRAMES));
-    loadFormats();
+    loadSchema();
     for (const kind of ["image", "audio"]) {
       const drop = $(`${kind}-drop`);
       const input = $(kind);
@@ -114,9 +129,10 @@
     ev.preventDefault();
     clearError();
     $("result").hidden = true;
-    const [width, height] = $("size").value.split("x").map(Number);
-    const body = { prompt: $("prompt").value, width, height, num_frames: Number($("length").value),
-                   response_format: "url" };
+    const body = { prompt: $("prompt").value, num_frames: Number($("length").value), response_format: "url" };
+    const size = $("size").value;
+    if (/^\d+x\d+$/.test(size)) [body.width, body.height] = size.split("x").map(Number);
+    else body.video_size = size; // a named size: the server sets width and height
     if ($("format").value) body.video_output_type = $("format").value;
     if ($("seed").value.trim()) body.seed = asNumber($("seed").value);
     if ($("steps").value.trim()) body.num_inference_steps = asNumber($("steps").value);
@@ -189,14 +205,23 @@
     await showVideo(final, request);
   }
 
+  // The result is shown by what it is (the Content-Type): a video plays in <video>, an image (an
+  // animated GIF) shows in <img>; a video this browser cannot play (ProRes) gets its download link.
   async function showVideo(view, request) {
     const response = await fetch(view.links.video, { headers: headers() });
     if (!response.ok) { showError(await response.json().catch(() => null), response.status); return; }
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
-    const ext = EXTENSIONS[blob.type] || "mp4";
+    const type = blob.type.split(";")[0];
+    const ext = EXTENSIONS[type] || "mp4";
     const result = view.result;
-    $("video").src = url;
+    const asImage = type.startsWith("image/");
+    const playable = !asImage && $("video").canPlayType(type || "video/mp4") !== "";
+    $("video").hidden = !playable;
+    $("result-image").hidden = !asImage;
+    if (playable) $("video").src = url; else $("video").removeAttribute("src");
+    if (asImage) $("result-image").src = url; else $("result-image").removeAttribute("src");
+    $("unplayable").hidden = asImage || playable;
     $("download").href = url;
     $("download").download = `ltx2-${view.id}.${ext}`;
     $("download").textContent = `Download (${(blob.size / 1e6).toFixed(1)} MB, .${ext})`;
