@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         from .serving.service import render
 
         request = GenerateRequest.model_validate(json.loads(args.request))
-        response = render(load_from_settings(settings), request, lora_policy=LoraPolicy.from_settings(settings))
+        response = render(load_from_settings(settings), request, lora_policy=LoraPolicy.from_settings(settings),
+                          encode_threads=settings.encode_threads)
         with open(args.output, "wb") as fh:
             fh.write(base64.b64decode(response.video.split(",", 1)[1]))
         summary = response.model_dump(exclude={"video"})

@@ -28,6 +28,13 @@ VIDEO_SIZE_PRESETS = {
 VideoSize = Literal["auto", "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3",
                     "landscape_16_9"]
 
+# Output formats: seed 004's names and values. What each maps to is ltx2.media.encode's tables.
+VideoOutputType = Literal["X264 (.mp4)", "VP9 (.webm)", "PRORES4444 (.mov)", "GIF (.gif)"]
+VideoQuality = Literal["low", "medium", "high", "maximum"]
+VideoWriteMode = Literal["fast", "balanced", "small"]
+DEFAULT_OUTPUT_TYPE = "X264 (.mp4)"
+GIF_MAX_FPS = 50  # GIF delays are in 1/100 s and browsers slow down frames shorter than 2/100 s
+
 
 def _json_number(value: Any, name: str) -> Any:
     # JSON true/false and "7" are not numbers; pydantic would coerce them, the schema says no.
@@ -188,7 +195,8 @@ class GenerateRequest(BaseModel):
     )
     include_audio: bool = Field(
         default=True,
-        description="Put the generated soundtrack (AAC stereo) in the MP4. false: a video-only MP4.",
+        description="Put the generated soundtrack in the file (stereo AAC in MP4 and MOV, Opus in WebM; a GIF has "
+        "no audio). false: a video-only file.",
         examples=[True],
     )
 
@@ -283,11 +291,36 @@ class GenerateRequest(BaseModel):
         "Seeded by seed, returned as expanded_prompt. Off by default: the prompt then means exactly what you sent.",
         examples=[False],
     )
+    video_output_type: VideoOutputType = Field(
+        default=DEFAULT_OUTPUT_TYPE,
+        description='The file to make. "X264 (.mp4)": H.264 + AAC in MP4, plays everywhere. "VP9 (.webm)": VP9 + '
+        'Opus in WebM, smaller, for browsers. "PRORES4444 (.mov)": ProRes 4444 (10-bit 4:4:4) + AAC in QuickTime, '
+        'for editing; large. "GIF (.gif)": an animated GIF with one palette of up to 255 colours and no audio '
+        "(has_audio is false), at most 50 fps. MP4 and MOV have their index first (faststart), so playback starts "
+        "before the download ends.",
+        examples=[DEFAULT_OUTPUT_TYPE],
+    )
+    video_quality: VideoQuality = Field(
+        default="high",
+        description="low, medium, high or maximum: the codec's quality control. H.264 CRF 28/23/18/12 (18 is visually "
+        "lossless), VP9 CRF 42/36/31/20, ProRes quantiser 12/6/3/1, GIF palette of 32/64/128/255 colours; audio "
+        "AAC 96/128/192/256 kb/s or Opus 64/96/128/192 kb/s.",
+        examples=["high"],
+    )
+    video_write_mode: VideoWriteMode = Field(
+        default="balanced",
+        description="fast, balanced or small: the encoder's speed preset, trading encoding time for file size. H.264: "
+        "x264 preset superfast/veryfast/medium. VP9: libvpx realtime cpu-used 8 / good 5 / good 2. ProRes: no "
+        "effect (intra-only, one speed). GIF: no dithering and a quicker palette / Floyd-Steinberg dithering / no "
+        "dithering, so still areas stay unchanged and only the changed rectangle of each frame is stored.",
+        examples=["balanced"],
+    )
 
     response_format: Literal["data_uri", "url"] | None = Field(
         default=None,
-        description='How the MP4 comes back: "data_uri" (base64 in the response; the default for /generate) or '
-        '"url" (a link to GET /jobs/{id}/video, kept for the server\'s result time-to-live; the default for /jobs).',
+        description='How the file comes back: "data_uri" (base64 in the response; the default for /generate) or '
+        '"url" (a link to GET /jobs/{id}/video.<ext>, kept for the server\'s result time-to-live; the default for '
+        "/jobs).",
         examples=["data_uri"],
     )
 
@@ -359,6 +392,15 @@ class GenerateRequest(BaseModel):
         if preset is not None and None not in size and size != preset:
             raise ValueError(f"video_size {value!r} is {preset[0]}x{preset[1]}; leave width and height out or make "
                              f"them match, got {size[0]}x{size[1]}")
+        return value
+
+    @field_validator("video_output_type")
+    @classmethod
+    def _gif_frame_rate(cls, value: str, info) -> str:
+        fps = info.data.get("fps")
+        if value == "GIF (.gif)" and isinstance(fps, int) and fps > GIF_MAX_FPS:
+            raise ValueError(f'video_output_type "GIF (.gif)" plays at most {GIF_MAX_FPS} fps (browsers slow down '
+                             f"faster GIFs), got fps {fps}; lower fps or choose another video_output_type")
         return value
 
     @property
@@ -572,6 +614,7 @@ def request_rules() -> dict[str, str]:
 
 __all__ = [
     "DEFAULT_NEGATIVE_PROMPT",
+    "DEFAULT_OUTPUT_TYPE",
     "ErrorResponse",
     "GenerateRequest",
     "GenerateResponse",

@@ -53,6 +53,8 @@ class Settings:
     lora_cache_mb: float = 4096.0
     lora_disk_cache_gb: float = 20.0
     prompt_expansion_tokens: int = 512  # the most tokens enable_prompt_expansion lets Gemma write
+    # Encoding: the file's bytes depend on the thread count, so a fixed count keeps same seed = same bytes.
+    encode_threads: int = 0  # 0: the CPUs this process may use, at most 8
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -103,8 +105,9 @@ ENV = {
     "lora_cache_mb": "LTX2_LORA_CACHE_MB",
     "lora_disk_cache_gb": "LTX2_LORA_DISK_CACHE_GB",
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
+    "encode_threads": "LTX2_ENCODE_THREADS",
 }
-_INTS = {"port", "queue_size", "prompt_expansion_tokens", "layers"}
+_INTS = {"port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
 _FLOATS = {"prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
@@ -178,6 +181,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")
+    parser.add_argument("--encode-threads", dest="encode_threads", type=int, default=defaults.encode_threads,
+                        help="threads that encode the video file; the same seed gives the same bytes for the same "
+                             f"count; 0: the CPUs, at most 8 (env {ENV['encode_threads']})")
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:

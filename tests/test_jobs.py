@@ -54,7 +54,7 @@ def test_async_job_runs_and_serves_its_video(make_client):
     assert view["position"] is None and view["step"] == view["total"] == 2 and view["error"] is None
     assert set(view["timings"]) >= {"encode_prompt", "denoise", "decode_video", "mux"}
     result = view["result"]
-    assert result["video"].endswith(f"/jobs/{job['id']}/video") and result["num_frames"] == 9
+    assert result["video"].endswith(f"/jobs/{job['id']}/video.mp4") and result["num_frames"] == 9
     video = client.get(f"/jobs/{job['id']}/video")
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     assert video.content[4:8] == b"ftyp"
@@ -78,7 +78,7 @@ def test_events_stream_progress_then_the_result(make_client):
     assert kinds[-1] == "result" and set(kinds[:-1]) <= {"progress"}
     steps = [data["step"] for _, data in events]
     assert steps == sorted(steps) and events[-1][1]["status"] == "succeeded"
-    assert events[-1][1]["result"]["video"].endswith("/video")
+    assert events[-1][1]["result"]["video"].endswith("/video.mp4")
 
 
 def test_cancel_a_queued_job_and_a_running_one(make_client):

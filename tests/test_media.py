@@ -85,8 +85,8 @@ def test_refuses_odd_sizes_and_wrong_dtype():
 
 
 def test_same_seed_same_file(model):
-    # Byte-identical MP4s for the same request: x264 runs one thread, since frame threads made
-    # the bitstream depend on timing.
+    # Byte-identical MP4s for the same request (tests/test_formats.py holds it for every format, after
+    # other encodes, with threads).
     request = GenerateRequest(prompt="a bell ringing", num_frames=9, seed=21)
     files = {render(model, request).video for _ in range(4)}
     assert len(files) == 1

@@ -46,6 +46,7 @@ OPERATIONS = [
     "GET /jobs/{job_id}",
     "DELETE /jobs/{job_id}",
     "GET /jobs/{job_id}/video",
+    "GET /jobs/{job_id}/video.{extension}",
     "GET /jobs/{job_id}/events",
     "GET /health",
     "GET /metrics",
@@ -107,6 +108,10 @@ def cheap(body, path="/generate"):
         body["video_size"] = None
     if body.get("video_size") not in (None, "auto"):
         body["video_size"] = None  # a named size is up to 1024x1024: too slow here (tested in test_server.py)
+    # And one between two fields: a GIF plays at most 50 fps.
+    value = _whole(body.get("fps"))
+    if body.get("video_output_type") == "GIF (.gif)" and value is not None and 50 < value <= 60:
+        body["fps"] = 50
     value = _whole(body.get("num_inference_steps"))
     if value is not None and 1 <= value <= 100:
         body["num_inference_steps"] = min(value, 2)
@@ -198,7 +203,8 @@ def test_operation_conforms_to_the_schema(api_schema, finished_job, label, mode)
     statuses: dict[int, int] = {}
     if "{job_id}" in label:
         # First the real, finished job (generated ids are unknown ones: 404).
-        response = operation.Case(path_parameters={"job_id": finished_job}).call_and_validate()
+        real = {"job_id": finished_job, **({"extension": "mp4"} if "{extension}" in label else {})}
+        response = operation.Case(path_parameters=real).call_and_validate()
         statuses[response.status_code] = 1
     strategy = operation.as_strategy(generation_mode=mode)
 
@@ -226,6 +232,7 @@ JOB_ROUTE_STATUSES = {
     "GET /jobs/{job_id}": {"404", "503"},
     "DELETE /jobs/{job_id}": {"404", "409", "503"},
     "GET /jobs/{job_id}/video": {"404", "409", "410", "503"},
+    "GET /jobs/{job_id}/video.{extension}": {"404", "409", "410", "503"},
     "GET /jobs/{job_id}/events": {"404", "503"},
     # A job that timed out answers 504, one out of memory 507 (ltx2/jobs.py, error_status).
     "POST /generate": {"504", "507"},

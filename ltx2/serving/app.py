@@ -40,7 +40,7 @@ from .jobs import (
     QueueFull,
     ShuttingDown,
 )
-from ..media.encode import to_data_uri
+from ..media.encode import FORMATS, output_format, to_data_uri
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
 from ..media.samples import sample_audio_uri, sample_image_uri
@@ -66,8 +66,9 @@ log = logging.getLogger("ltx2.server")
 DESCRIPTION = """Generate video with synchronized audio from a text prompt with Lightricks' LTX-2.
 
 `POST /generate` with a JSON body (only `prompt` is required) returns the MP4 (H.264 + AAC stereo)
-as a base64 data URI. Empty `num_inference_steps` and `guidance_scale` take the loaded model's
-defaults, reported in the response. Errors are JSON: `{"error": "...", "code": "...", "field": "..."}`.
+as a base64 data URI; `video_output_type` asks for a WebM (VP9 + Opus), a ProRes 4444 MOV or a GIF.
+Empty `num_inference_steps` and `guidance_scale` take the loaded model's defaults, reported in the
+response. Errors are JSON: `{"error": "...", "code": "...", "field": "..."}`.
 
 Try it in a browser: [the playground](/playground). The same server also speaks the OpenAI Videos
 API (`/v1/videos`) and the LTX API (`/v1/generations/...`), below.
@@ -92,6 +93,15 @@ REQUEST_EXAMPLES = {
     "silent": {
         "summary": "Video only (no audio stream)",
         "value": {"prompt": "A timelapse of clouds over mountains", "include_audio": False},
+    },
+    "webm": {
+        "summary": "A WebM (VP9 + Opus) for the web, medium quality, fast to encode",
+        "value": {"prompt": "A paper boat drifting on a pond, water lapping", "video_output_type": "VP9 (.webm)",
+                  "video_quality": "medium", "video_write_mode": "fast"},
+    },
+    "gif": {
+        "summary": "An animated GIF (no audio), 1 second",
+        "value": {"prompt": "A cat blinking slowly", "num_frames": 25, "video_output_type": "GIF (.gif)"},
     },
     "image_to_video": {
         "summary": "Animate a picture: image_start held as the first frame",
@@ -183,8 +193,8 @@ class _State:
 
     def _run_job(self, job: Job, on_step):
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
-                              lora_policy=self.lora_policy)
-        return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
+                              lora_policy=self.lora_policy, encode_threads=self.settings.encode_threads)
+        return rendered.response(video="").model_dump(exclude={"video"}), rendered.data
 
     def begin_shutdown(self) -> None:
         """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds."""
@@ -264,10 +274,11 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
 
     def video_field(job: Job, http: Request, fmt: str) -> str:
-        if fmt == "url":
-            return str(http.url_for("job_video", job_id=job.id))
+        video = output_format(job.request.video_output_type)
+        if fmt == "url":  # the file's extension in the URL, for clients that go by it
+            return str(http.url_for("job_video_file", job_id=job.id, extension=video.extension[1:]))
         with open(job.video_path, "rb") as fh:
-            return to_data_uri(fh.read())
+            return to_data_uri(fh.read(), video.mime)
 
     def job_view(job: Job, http: Request) -> dict:
         view = job.view(state.manager.position(job.id))
@@ -347,24 +358,36 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             await asyncio.to_thread(job.done.wait, 60)  # it stops at the next denoising step
         return JSONResponse(job_view(job, http))
 
-    @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
-             response_class=FileResponse,
-             responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
-                        409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
-                                                              "is not ready", "not_ready"),
-                        410: _doc("The video has expired.", "the video of job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
-                                                            "expired (kept 86400 s)", "expired")})
+    video_responses = {200: {"content": {f.mime: {} for f in FORMATS.values()}}, **JOB_RESPONSES,
+                       409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
+                                                             "is not ready", "not_ready"),
+                       410: _doc("The video has expired.", "the video of job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
+                                                           "expired (kept 86400 s)", "expired")}
+
+    @app.get("/jobs/{job_id}/video", name="job_video", response_class=FileResponse, responses=video_responses,
+             summary="The finished video file (MP4, WebM, MOV or GIF, as the request's video_output_type)")
     async def job_video(job_id: str):
+        return serve_video(job_id)
+
+    @app.get("/jobs/{job_id}/video.{extension}", name="job_video_file", response_class=FileResponse,
+             responses=video_responses, summary="The finished video file, by a URL ending in its extension")
+    async def job_video_file(job_id: str, extension: str):
+        return serve_video(job_id, extension)
+
+    def serve_video(job_id: str, extension: str | None = None):
         job = find(job_id)
         if isinstance(job, JSONResponse):
             return job
+        video = output_format(job.request.video_output_type)
+        if extension is not None and f".{extension}" != video.extension:
+            return _error(404, f"job {job_id}'s video is a {video.extension} file, not .{extension}", "not_found")
         if job.status not in TERMINAL:
             return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
         if job.status != SUCCEEDED:
             return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
         if state.manager.video_expired(job) or not job.video_path or not os.path.exists(job.video_path):
             return _error(410, f"the video of job {job_id} has expired (kept {settings.result_ttl:.0f} s)", "expired")
-        return FileResponse(job.video_path, media_type="video/mp4", filename=f"{job_id}.mp4")
+        return FileResponse(job.video_path, media_type=video.mime, filename=f"{job_id}{video.extension}")
 
     @app.get("/jobs/{job_id}/events", name="job_events", summary="Server-sent events: progress, then the result",
              responses={200: {"content": {"text/event-stream": {}}}, **JOB_RESPONSES})

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
+from ..media.encode import output_format
 from ..pipelines.generate import OutputRejected
 from ..schema import (
     ErrorResponse,
@@ -316,7 +317,7 @@ class JobManager:
                 log.exception("job %s failed", job.id)
                 self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
         else:
-            path = os.path.join(self.videos, f"{job.id}.mp4")
+            path = os.path.join(self.videos, job.id + output_format(job.request.video_output_type).extension)
             with open(path + ".part", "wb") as fh:
                 fh.write(mp4)
             os.replace(path + ".part", path)  # never a half-written file under the served name

@@ -1,15 +1,16 @@
-"""From a validated request to the contract's response: generate, mux, deliver. Shared by the
-HTTP server, the job queue and the RunPod handler, so all answer a request with the same bytes."""
+"""From a validated request to the contract's response: generate, encode the file, deliver. Shared by
+the HTTP server, the job queue and the RunPod handler, so all answer a request with the same bytes."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..pipelines.conditioning import decode_conditioning
+from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_uri
 from ..media.inputs import InputLimits
-from ..media.encode import encode_mp4, to_data_uri
 from ..models.loaded import LoadedModel, load_from_settings
+from ..pipelines.conditioning import decode_conditioning
 from ..pipelines.generate import StepCallback, generate
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
@@ -27,11 +28,16 @@ def load_for_serving(settings) -> LoadedModel:
 
 @dataclass
 class Rendered:
-    """A finished video: the MP4 and every response field but `video` (which depends on delivery)."""
+    """A finished video: the file (`data`, in `format`) and every response field but `video` (which
+    depends on delivery)."""
 
-    mp4: bytes
+    data: bytes
+    format: OutputFormat
     fields: dict
     started: float  # perf_counter at the start, for generation_time_seconds
+
+    def data_uri(self) -> str:
+        return to_data_uri(self.data, self.format.mime)
 
     def response(self, video: str, extra_timings: dict[str, float] | None = None) -> GenerateResponse:
         timings = {**self.fields["timings"], **(extra_timings or {})}
@@ -41,9 +47,17 @@ class Rendered:
 
 
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-               limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None) -> Rendered:
+               limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None,
+               encode_threads: int = 0, on_stage: Callable[[str], None] | None = None) -> Rendered:
+    """Generate and encode the file the request asks for (`video_output_type`; the name is historical).
+    `on_stage(name)` hears where the work is, for a progress display."""
     start = time.perf_counter()
+    on_stage = on_stage or (lambda name: None)
+    fmt = output_format(request.video_output_type)
+    if fmt.audio_codec is None and request.include_audio:
+        request = request.model_copy(update={"include_audio": False})  # no track to put it in: don't decode it
     # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
+    on_stage("decoding inputs" if request.image_start or request.image_end or request.audio else "encoding the prompt")
     conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
                                        limits, fetch_policy)
     adapters = resolve_loras(model, request, lora_policy)
@@ -51,7 +65,13 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
     timings = dict(result.timings)
 
     t = time.perf_counter()
-    mp4 = encode_mp4(result.frames, result.fps, result.waveform, result.sample_rate)
+    on_stage(f"encoding {fmt.output_type}")
+    with VideoEncoder(result.width, result.height, result.fps, output_type=fmt.output_type,
+                      quality=request.video_quality, write_mode=request.video_write_mode,
+                      audio_rate=result.sample_rate if result.waveform is not None else None,
+                      threads=encode_threads or None) as encoder:
+        encoder.write(result.frames)
+        data = encoder.finish(result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
     timings.update(transformer_passes=result.transformer_passes, host_device_bytes=result.host_device_bytes,
                    prompt_cache_hits=result.prompt_cache_hits)
@@ -61,7 +81,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         resolution=f"{result.width}x{result.height}",
         fps=result.fps,
         seed=result.seed,
-        has_audio=result.waveform is not None,
+        has_audio=encoder.has_audio and result.waveform is not None,
         has_image_start=result.has_image_start,
         has_image_end=result.has_image_end,
         num_frames=result.num_frames,
@@ -78,13 +98,14 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         audio_preprocessing=conditioning.audio_preprocessing,
         expanded_prompt=result.expanded_prompt,
     )
-    return Rendered(mp4=mp4, fields=fields, started=start)
+    return Rendered(data=data, format=fmt, fields=fields, started=start)
 
 
 def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-           limits: InputLimits | None = None, lora_policy: LoraPolicy | None = None) -> GenerateResponse:
-    """The seed's response: the MP4 as a base64 data URI."""
-    rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy)
+           limits: InputLimits | None = None, lora_policy: LoraPolicy | None = None,
+           encode_threads: int = 0) -> GenerateResponse:
+    """The seed's response: the file as a base64 data URI of its own MIME type."""
+    rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy, encode_threads=encode_threads)
     t = time.perf_counter()
-    video = to_data_uri(rendered.mp4)
+    video = rendered.data_uri()
     return rendered.response(video, {"encode_base64": time.perf_counter() - t})

@@ -22,12 +22,14 @@ from pydantic import ValidationError
 from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..models.loaded import LoadedModel
 from ..schema import (
+    DEFAULT_OUTPUT_TYPE,
     ErrorResponse,
     GenerateRequest,
     InvalidRequest,
     generation_failed_body,
     validation_error_body,
 )
+from ..media.encode import FORMATS, OutputFormat
 from .service import load_for_serving, render, render_mp4
 from ..settings import Settings, configure_logging
 
@@ -80,23 +82,23 @@ def bucket_configured() -> bool:
     return all(os.environ.get(name) for name in BUCKET_ENV)
 
 
-def upload_video(mp4: bytes, job_id: str) -> str:
-    """Upload the MP4 with the SDK's helper; returns its presigned URL (valid 7 days, the SDK's choice)."""
+def upload_video(data: bytes, job_id: str, video: OutputFormat = FORMATS[DEFAULT_OUTPUT_TYPE]) -> str:
+    """Upload the video file with the SDK's helper; returns its presigned URL (valid 7 days, the SDK's choice)."""
     from runpod.serverless.utils import rp_upload
 
     # The SDK's key is <prefix>/<file_name> in a bucket named after the month (its default): keep the
     # job id as the folder so a bucket listing maps back to jobs, and a random name so a retried job
     # never overwrites the first attempt's video.
     prefix = re.sub(r"[^A-Za-z0-9._-]", "_", str(job_id or "job"))[:128]
-    name = f"ltx2-{uuid.uuid4().hex}.mp4"
+    name = f"ltx2-{uuid.uuid4().hex}{video.extension}"
     with tempfile.TemporaryDirectory(prefix="ltx2-upload-") as tmp:
         path = os.path.join(tmp, name)
         with open(path, "wb") as f:
-            f.write(mp4)
+            f.write(data)
         try:
             url = rp_upload.upload_file_to_bucket(
                 file_name=name, file_location=path, prefix=prefix,
-                extra_args={"ContentType": "video/mp4"},  # so a browser plays the URL instead of downloading it
+                extra_args={"ContentType": video.mime},  # so a browser plays the URL instead of downloading it
             )
         except Exception as exc:
             # boto3 names the local temporary file in its message: of no use to the client.
@@ -137,7 +139,8 @@ def wants_upload(request: GenerateRequest) -> bool:
     return fmt != "data_uri" and bucket_configured()
 
 
-def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None) -> Callable[[dict], dict]:
+def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None,
+                 encode_threads: int = 0) -> Callable[[dict], dict]:
     send_progress = send_progress or runpod_progress_sender()
 
     def handler(job: dict) -> dict:
@@ -155,7 +158,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             upload = wants_upload(request)
             # The server's own render() when the answer is base64, so both give the same response.
             produce = render_mp4 if upload else render
-            rendered = produce(model, request, on_step=on_step)
+            rendered = produce(model, request, on_step=on_step, encode_threads=encode_threads)
         except InvalidRequest as exc:
             return exc.body()
         except Exception as exc:
@@ -177,7 +180,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
 
         if upload:
             try:
-                url = upload_video(rendered.mp4, job.get("id"))
+                url = upload_video(rendered.data, job.get("id"), rendered.format)
             except UploadFailed as exc:
                 log.error("upload failed: %s", exc)
                 return ErrorResponse(error=f"uploading the video failed: {exc}", code="upload_failed").model_dump()
@@ -204,4 +207,4 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings)
     model = load_for_serving(settings)
-    runpod.serverless.start({"handler": make_handler(model)})
+    runpod.serverless.start({"handler": make_handler(model, encode_threads=settings.encode_threads)})
