@@ -8,6 +8,7 @@ GPU (ltx2.serving.jobs): `POST /generate` waits for its job, `POST /jobs` return
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ from .jobs import (
     JobStore,
     QueueFull,
     ShuttingDown,
+    StorageError,
+    STORAGE_ERROR_STATUS,
 )
 from ..media.encode import to_data_uri
 from .metrics import Metrics
@@ -130,27 +133,17 @@ def _doc(description: str, error: str | None = None, code: str | None = None, fi
 
 
 ERROR_RESPONSES = {
-    401: _doc("An API key is required and was missing or wrong.", MISSING_KEY, "unauthorized"),
-    409: _doc("The job was cancelled before it finished.",
-              "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 was cancelled before it finished", "cancelled"),
-    413: _doc("The request body or an image or audio input is over its size limit (the image's pixel count "
-              "included).", "image_start is 31.4 MB; the limit is 20 MB", "payload_too_large", "image_start"),
-    422: _doc("A field breaks a rule, or an image or audio input cannot be used; the message names the field "
-              "and the rule.", "num_frames must be of the form 8k+1 (e.g. 49 or 57), got 50", "invalid_request",
-              "num_frames"),
-    429: _doc("The queue is full; retry after the Retry-After header's seconds.", str(QueueFull(42, 8)),
-              "queue_full"),
-    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving.",
-              "the model produced NaN or infinite values (a numerical failure, e.g. in reduced precision); "
-              "no video was made", "invalid_output"),
-    503: _doc("The model is loading, failed to load, or the server is shutting down.",
-              "the model is still loading", "model_not_loaded"),
-    504: _doc("The job ran longer than the server's job timeout.",
-              "the job ran longer than 1800 s (LTX2_JOB_TIMEOUT) and was stopped", "timeout"),
-    507: _doc("Out of GPU memory; lower num_frames or the resolution.",
-              "out of GPU memory generating 241 frames at 768x1344: lower num_frames (a shorter video) or the "
-              "resolution (width/height) and retry (CUDA out of memory. Tried to allocate 9.00 GiB)",
-              "out_of_memory"),
+    401: _doc("An API key is required and was missing or wrong."),
+    409: _doc("The job was cancelled before it finished."),
+    413: _doc("The request body or an image or audio input is over its size limit."),
+    429: _doc("The queue is full; retry after the Retry-After header's seconds."),
+    504: _doc("The job ran longer than the server's job timeout."),
+    507: _doc("Out of GPU memory (lower num_frames or the resolution), or the server could not store the job "
+              "or its video (code storage_error)."),
+    422: {"model": ErrorResponse, "description": "A field breaks a rule, or an image or audio input cannot be used; "
+                                                 "the message names the field and the rule."},
+    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving."),
+    503: _doc("The model is loading, failed to load, or the server is shutting down."),
 }
 JOB_RESPONSES = {
     401: ERROR_RESPONSES[401],
@@ -211,6 +204,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.error(json.dumps({"event": "model_load_failed", "error": state.load_error}))
         if state.model is not None:
+            # The model's hundreds of thousands of Python objects live as long as the server: keep them
+            # out of every future garbage collection, which otherwise takes ~0.5 s with the GIL held.
+            gc.collect()
+            gc.freeze()
             state.start_jobs()
         yield
         if state.manager is not None:
@@ -262,6 +259,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         except ShuttingDown as exc:
             state.metrics.job_rejected("shutting_down")
             return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
+        except StorageError as exc:
+            state.metrics.job_rejected("storage_error")
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
 
     def video_field(job: Job, http: Request, fmt: str) -> str:
         if fmt == "url":
@@ -269,19 +269,28 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         with open(job.video_path, "rb") as fh:
             return to_data_uri(fh.read())
 
+    def expired_error(job: Job) -> JSONResponse:
+        return _error(410, f"the video of job {job.id} has expired (kept {settings.result_ttl:.0f} s, at most "
+                           f"{settings.output_max_gb:g} GB of videos)", "expired")
+
     def job_view(job: Job, http: Request) -> dict:
         view = job.view(state.manager.position(job.id))
         view["links"] = {"self": str(http.url_for("get_job", job_id=job.id)),
                          "events": str(http.url_for("job_events", job_id=job.id)),
                          "video": str(http.url_for("job_video", job_id=job.id))}
         if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
-            view["result"] = {"video": video_field(job, http, job.request.response_format or "url"), **view["result"]}
+            try:
+                video = video_field(job, http, job.request.response_format or "url")
+            except OSError:  # expired since the check: say so in the view instead of failing the request
+                view["video_available"] = False
+            else:
+                view["result"] = {"video": video, **view["result"]}
         return view
 
     def find(job_id: str) -> Job | JSONResponse:
         if (refusal := unavailable()) is not None:
             return refusal
-        job = state.manager.jobs.get(job_id)
+        job = state.manager.get(job_id)
         return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
 
     @app.post(
@@ -309,7 +318,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if job.status != SUCCEEDED:
             return JSONResponse(status_code=job.error_status or 500, content=job.error)
         start = time.perf_counter()
-        video = video_field(job, http, request.response_format or "data_uri")
+        try:
+            video = video_field(job, http, request.response_format or "data_uri")
+        except OSError:  # removed (time-to-live, size cap) between finishing and this answer
+            return expired_error(job)
         timings = {**job.result["timings"], "encode_base64": round(time.perf_counter() - start, 4)}
         # Accepted to ready, as the field says: the time in the queue counts.
         waited = round(job.finished - job.created, 3)
@@ -362,8 +374,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
         if job.status != SUCCEEDED:
             return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
-        if state.manager.video_expired(job) or not job.video_path or not os.path.exists(job.video_path):
-            return _error(410, f"the video of job {job_id} has expired (kept {settings.result_ttl:.0f} s)", "expired")
+        if job.expired or not job.video_path or not os.path.exists(job.video_path):
+            return expired_error(job)
         return FileResponse(job.video_path, media_type="video/mp4", filename=f"{job_id}.mp4")
 
     @app.get("/jobs/{job_id}/events", name="job_events", summary="Server-sent events: progress, then the result",
@@ -389,13 +401,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    # The other protocols: their own routes over the same request model, queue and errors.
-    protocols = ProtocolContext(settings=settings, model=lambda: state.model, unavailable=unavailable,
-                                submit=submit, find=find, video=job_video, manager=lambda: state.manager)
-    openai_api.install(app, protocols)
-    ltx_api.install(app, protocols)
-
-    @app.get("/health", summary="Liveness, the loaded model and the queue")
+    @app.get("/health", summary="Liveness, the loaded model, the worker, storage and the queue",
+             responses={503: {"description": "Jobs cannot run now: the model is loading or failed to load, the "
+                                             "GPU worker is down or stuck, or storage is failing (`problems`)."}})
     async def health() -> JSONResponse:
         if state.load_error is not None:
             return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
@@ -404,8 +412,13 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         manager = state.manager
         running = manager.running
         progress = {"job": running.id, "step": running.step, "total": running.total} if running else None
-        return JSONResponse({
-            "status": "healthy" if manager.accepting else "shutting_down",
+        checks = manager.health()
+        status = "shutting_down" if not manager.accepting else "healthy" if checks["ready"] else "unavailable"
+        return JSONResponse(status_code=200 if status != "unavailable" else 503, content={
+            "status": status,
+            "problems": checks["problems"],
+            "worker": checks["worker"],
+            "storage": checks["storage"],
             "model": state.model.describe(),
             "jobs_waiting_or_running": manager.depth + (1 if running else 0),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
