@@ -40,6 +40,7 @@ class Settings:
     allow_private_urls: bool = False  # let image/audio URLs point at loopback/private addresses
     url_timeout: float = 30.0  # seconds to fetch one image/audio URL
     shutdown_grace: float = 120.0  # seconds SIGTERM waits for the running job
+    record_ttl: float = 604800.0  # seconds a finished job's record is kept (at least result_ttl)
     # LoRAs: URL ones may be turned off; each bounded in size; bound adapters cached in memory and on disk.
     allow_lora_urls: bool = True
     max_lora_mb: float = 2048.0
@@ -85,6 +86,7 @@ ENV = {
     "allow_private_urls": "LTX2_ALLOW_PRIVATE_URLS",
     "url_timeout": "LTX2_URL_TIMEOUT",
     "shutdown_grace": "LTX2_SHUTDOWN_GRACE",
+    "record_ttl": "LTX2_RECORD_TTL",
     "allow_lora_urls": "LTX2_ALLOW_LORA_URLS",
     "max_lora_mb": "LTX2_MAX_LORA_MB",
     "lora_cache_mb": "LTX2_LORA_CACHE_MB",
@@ -92,7 +94,7 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
 }
 _INTS = {"port", "queue_size", "prompt_expansion_tokens"}
-_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+_FLOATS = {"record_ttl", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
@@ -168,6 +170,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -
         "allow_private_urls": "let image/audio URLs point at loopback or private addresses (true/false)",
         "url_timeout": "seconds to fetch one image/audio URL",
         "shutdown_grace": "seconds SIGTERM lets the running job finish",
+        "record_ttl": "seconds a finished job's record is kept (at least --result-ttl); then it is deleted",
         "allow_lora_urls": "let requests name LoRAs by http(s) URL (true/false); files in <models-dir>/loras always work",
         "max_lora_mb": "the largest LoRA a URL may deliver",
         "lora_cache_mb": "LoRAs kept loaded in memory between requests (least recently used go first)",

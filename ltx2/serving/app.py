@@ -12,11 +12,10 @@ import gc
 import json
 import logging
 import os
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Body, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -43,7 +42,8 @@ from .jobs import (
     StorageError,
     STORAGE_ERROR_STATUS,
 )
-from ..media.encode import to_data_uri
+from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
+from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
 from .metrics import Metrics
 from ..models.loaded import LoadedModel, load_from_settings
 from ..media.samples import sample_audio_uri, sample_image_uri
@@ -153,7 +153,8 @@ JOB_RESPONSES = {
 
 
 class _State:
-    """What the server knows: the model (or why it is missing), the job manager, the metrics."""
+    """What the server knows: the model (or why it is missing), the job manager, the metrics; and the
+    job API every route uses (`submit`, `find`, `view`), whatever protocol it speaks."""
 
     def __init__(self, model: LoadedModel | None, settings: Settings):
         self.model = model
@@ -163,19 +164,23 @@ class _State:
         self.metrics = Metrics()
         self.fetch_policy = FetchPolicy.from_settings(settings)  # --url-timeout, --allow-private-urls
         self.lora_policy = LoraPolicy.from_settings(settings)  # --models-dir, --allow-lora-urls, --max-lora-mb...
+        self.changes = Changes()
+        self.body_slots = asyncio.Semaphore(MAX_BODIES_IN_FLIGHT)
 
     def start_jobs(self) -> None:
         settings = self.settings
         store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
         self.manager = JobManager(
             store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
-            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl,
+            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
             output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
+            on_change=self.changes.notify,
         )
         self.manager.start()
 
     def _run_job(self, job: Job, on_step):
-        rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
+        request = self.manager.full_request(job)
+        rendered = render_mp4(self.model, request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=self.lora_policy)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
 
@@ -184,10 +189,79 @@ class _State:
         if self.manager is not None:
             self.manager.accepting = False
 
+    # -- the job API, for every route ------------------------------------------------------------
+
+    def unavailable(self) -> JSONResponse | None:
+        """Why no job can be submitted or looked up now, or None."""
+        if self.load_error is not None:
+            return _error(503, f"the model failed to load: {self.load_error}", "model_load_failed")
+        if self.manager is None:
+            return _error(503, "the model is still loading", "model_not_loaded")
+        return None
+
+    async def submit(self, request: GenerateRequest, http: Request) -> Job | JSONResponse:
+        """Queue `request` for the caller; a Job, or the error response to send. From a SubmitRoute the
+        queue slot is already held; anywhere else one is taken here."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        reservation = getattr(http.state, "ltx2_reservation", None)
+        try:
+            return await asyncio.to_thread(self.manager.submit, request, None, reservation)
+        except QueueFull as exc:
+            self.metrics.job_rejected("queue_full")
+            return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
+        except ShuttingDown as exc:
+            self.metrics.job_rejected("shutting_down")
+            return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
+        except StorageError as exc:
+            self.metrics.job_rejected("storage_error")
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+
+    async def find(self, job_id: str, http: Request) -> Job | JSONResponse:
+        """The caller's job with this id, or the error response (404 for an unknown id)."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        try:
+            job = await asyncio.to_thread(self.manager.get, job_id)
+        except StorageError as exc:
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+        return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
+
+    def links(self, job: Job, http: Request) -> dict[str, str]:
+        return {"self": str(http.url_for("get_job", job_id=job.id)),
+                "events": str(http.url_for("job_events", job_id=job.id)),
+                "video": str(http.url_for("job_video", job_id=job.id))}
+
+    def view(self, job: Job, http: Request) -> dict:
+        """GET /jobs/{id}'s body. A data_uri result's video is the VIDEO placeholder, for `respond`."""
+        view = job.view(self.manager.position(job.id))
+        view["links"] = self.links(job, http)
+        if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
+            fmt = job.request.response_format or "url"
+            video = self.links(job, http)["video"] if fmt == "url" else VIDEO
+            view["result"] = {"video": video, **view["result"]}
+        return view
+
+    def gone(self, job: Job) -> JSONResponse:
+        settings = self.settings
+        return _error(410, f"the video of job {job.id} has expired (kept {settings.result_ttl:.0f} s, at most "
+                           f"{settings.output_max_gb:g} GB of videos)", "expired")
+
+    async def respond(self, content, job: Job, status_code: int = 200, headers: dict | None = None):
+        """JSON for `content`, its video (if any) streamed from the file."""
+        return await json_response(content, job, status_code, headers, gone=self.gone)
+
 
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=ErrorResponse(error=message, code=code).model_dump(),
                         headers=headers)
+
+
+async def _disconnected(http: Request) -> None:
+    """Returns when the client goes away. Only once the body has been read: then the server's receive()
+    has nothing left to deliver but the disconnect."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
@@ -197,6 +271,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.changes.bind(asyncio.get_running_loop())
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_from_settings, settings)
@@ -208,7 +283,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             # out of every future garbage collection, which otherwise takes ~0.5 s with the GIL held.
             gc.collect()
             gc.freeze()
-            state.start_jobs()
+            await asyncio.to_thread(state.start_jobs)  # recovery and sweeps read the disk
         yield
         if state.manager is not None:
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
@@ -241,59 +316,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
         return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
 
-    def unavailable() -> JSONResponse | None:
-        if state.load_error is not None:
-            return _error(503, f"the model failed to load: {state.load_error}", "model_load_failed")
-        if state.manager is None:
-            return _error(503, "the model is still loading", "model_not_loaded")
-        return None
+    # Routes that queue a job: capacity is checked before their bodies are read (ltx2.serving.intake).
+    submits = APIRouter(route_class=SubmitRoute)
 
-    def submit(request: GenerateRequest) -> Job | JSONResponse:
-        if (refusal := unavailable()) is not None:
-            return refusal
-        try:
-            return state.manager.submit(request)
-        except QueueFull as exc:
-            state.metrics.job_rejected("queue_full")
-            return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
-        except ShuttingDown as exc:
-            state.metrics.job_rejected("shutting_down")
-            return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
-        except StorageError as exc:
-            state.metrics.job_rejected("storage_error")
-            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
-
-    def video_field(job: Job, http: Request, fmt: str) -> str:
-        if fmt == "url":
-            return str(http.url_for("job_video", job_id=job.id))
-        with open(job.video_path, "rb") as fh:
-            return to_data_uri(fh.read())
-
-    def expired_error(job: Job) -> JSONResponse:
-        return _error(410, f"the video of job {job.id} has expired (kept {settings.result_ttl:.0f} s, at most "
-                           f"{settings.output_max_gb:g} GB of videos)", "expired")
-
-    def job_view(job: Job, http: Request) -> dict:
-        view = job.view(state.manager.position(job.id))
-        view["links"] = {"self": str(http.url_for("get_job", job_id=job.id)),
-                         "events": str(http.url_for("job_events", job_id=job.id)),
-                         "video": str(http.url_for("job_video", job_id=job.id))}
-        if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
-            try:
-                video = video_field(job, http, job.request.response_format or "url")
-            except OSError:  # expired since the check: say so in the view instead of failing the request
-                view["video_available"] = False
-            else:
-                view["result"] = {"video": video, **view["result"]}
-        return view
-
-    def find(job_id: str) -> Job | JSONResponse:
-        if (refusal := unavailable()) is not None:
-            return refusal
-        job = state.manager.get(job_id)
-        return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
-
-    @app.post(
+    @submits.post(
         "/generate",
         response_model=GenerateResponse,
         responses=ERROR_RESPONSES,
@@ -302,102 +328,149 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def generate_video(
         http: Request,
         request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
-    ) -> GenerateResponse | JSONResponse:
-        job = submit(request)
+    ):
+        job = await state.submit(request, http)
         if isinstance(job, JSONResponse):
             return job
-        # Wait for the job; a client that goes away cancels it, so it does not hold the GPU.
-        while not job.done.is_set():
-            if await http.is_disconnected():
-                state.manager.cancel(job.id)
-                log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
-                return _error(499, "the client closed the connection; the job was cancelled", "client_closed")
-            await asyncio.sleep(0.05)
+        # Wait for the job, woken when it ends; a client that goes away cancels it, so it does not hold the GPU.
+        done = asyncio.ensure_future(state.changes.until_done(job))
+        gone = asyncio.ensure_future(_disconnected(http))
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (done, gone):
+            task.cancel()
+        if not job.done.is_set():
+            state.manager.cancel(job.id)
+            log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
+            return _error(499, "the client closed the connection; the job was cancelled", "client_closed")
         if job.status == CANCELLED:  # by DELETE /jobs/{id}, or by a shutdown past its grace
             return _error(409, f"job {job.id} was cancelled before it finished", "cancelled")
         if job.status != SUCCEEDED:
             return JSONResponse(status_code=job.error_status or 500, content=job.error)
-        start = time.perf_counter()
-        try:
-            video = video_field(job, http, request.response_format or "data_uri")
-        except OSError:  # removed (time-to-live, size cap) between finishing and this answer
-            return expired_error(job)
-        timings = {**job.result["timings"], "encode_base64": round(time.perf_counter() - start, 4)}
+        if job.expired or not job.video_path:
+            return state.gone(job)
+        fmt = request.response_format or "data_uri"
+        video = VIDEO if fmt == "data_uri" else state.links(job, http)["video"]
         # Accepted to ready, as the field says: the time in the queue counts.
         waited = round(job.finished - job.created, 3)
-        return GenerateResponse(video=video, **{**job.result, "timings": timings, "generation_time_seconds": waited})
+        content = GenerateResponse(video=video, **{**job.result, "generation_time_seconds": waited}).model_dump(
+            mode="json")
+        if fmt == "data_uri":  # measured while the video streams out, and written after it
+            content["timings"]["encode_base64"] = ENCODE_SECONDS
+        return await state.respond(content, job)
 
-    @app.post("/jobs", status_code=202, summary="Queue a video (asynchronous); poll or stream its progress",
-              responses={k: v for k, v in ERROR_RESPONSES.items() if k not in (409, 504, 507)})
+    @submits.post("/jobs", status_code=202, summary="Queue a video (asynchronous); poll or stream its progress",
+                  responses={k: v for k, v in ERROR_RESPONSES.items() if k not in (409, 504)})
     async def create_job(
         http: Request,
         request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
     ) -> JSONResponse:
-        job = submit(request)
+        job = await state.submit(request, http)
         if isinstance(job, JSONResponse):
             return job
-        return JSONResponse(status_code=202, content=job_view(job, http),
-                            headers={"Location": str(http.url_for("get_job", job_id=job.id))})
+        return JSONResponse(status_code=202, content=state.view(job, http),
+                            headers={"Location": state.links(job, http)["self"]})
+
+    app.include_router(submits)
 
     @app.get("/jobs/{job_id}", name="get_job", summary="A job's status, position, progress, timings and result",
              responses=JOB_RESPONSES)
-    async def get_job(job_id: str, http: Request) -> JSONResponse:
-        job = find(job_id)
-        return job if isinstance(job, JSONResponse) else JSONResponse(job_view(job, http))
+    async def get_job(job_id: str, http: Request):
+        job = await state.find(job_id, http)
+        if isinstance(job, JSONResponse):
+            return job
+        view = state.view(job, http)
+        response = await state.respond(view, job)
+        if response.status_code == 410:  # expired since the view was made: say so in the view instead
+            view["video_available"], view["result"] = False, job.result
+            return JSONResponse(view)
+        return response
 
     @app.delete("/jobs/{job_id}", summary="Cancel a job: a queued one is removed, a running one stops at its next step",
                 responses={**JOB_RESPONSES, 409: _doc("The job has already finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
                                                                        "already succeeded", "conflict")})
     async def cancel_job(job_id: str, http: Request) -> JSONResponse:
-        job = find(job_id)
+        job = await state.find(job_id, http)
         if isinstance(job, JSONResponse):
             return job
         if job.status in TERMINAL:
             return _error(409, f"job {job_id} has already {job.status}", "conflict")
         state.manager.cancel(job_id)
-        if job.status == RUNNING:
-            await asyncio.to_thread(job.done.wait, 60)  # it stops at the next denoising step
-        return JSONResponse(job_view(job, http))
+        if job.status == RUNNING:  # it stops at its next step or stage boundary
+            try:
+                await asyncio.wait_for(state.changes.until_done(job), 60)
+            except TimeoutError:
+                pass
+        return JSONResponse(state.view(job, http))
 
-    @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
-             response_class=FileResponse,
-             responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
-                        409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
-                                                              "is not ready", "not_ready"),
-                        410: _doc("The video has expired.", "the video of job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
-                                                            "expired (kept 86400 s)", "expired")})
-    async def job_video(job_id: str):
-        job = find(job_id)
+    async def video_response(job_id: str, http: Request, head: bool):
+        job = await state.find(job_id, http)
         if isinstance(job, JSONResponse):
             return job
         if job.status not in TERMINAL:
             return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
         if job.status != SUCCEEDED:
             return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
-        if job.expired or not job.video_path or not os.path.exists(job.video_path):
-            return expired_error(job)
-        return FileResponse(job.video_path, media_type="video/mp4", filename=f"{job_id}.mp4")
+        if job.expired or not job.video_path:
+            return state.gone(job)
+        try:
+            fh = await asyncio.to_thread(open, job.video_path, "rb")
+        except OSError:
+            return state.gone(job)
+        size = os.fstat(fh.fileno()).st_size
+        name = os.path.basename(job.video_path)
+        headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'}
+        if head:
+            fh.close()
+            return Response(status_code=200, media_type=video_mime(job.video_path), headers=headers)
+
+        async def chunks():
+            try:
+                while chunk := await asyncio.to_thread(fh.read, 256 * 1024):
+                    yield chunk
+            finally:
+                fh.close()
+
+        return StreamingResponse(chunks(), media_type=video_mime(job.video_path), headers=headers)
+
+    @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
+             response_class=FileResponse,
+             responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
+                        409: _doc("The job has not finished."), 410: _doc("The video has expired.")})
+    async def job_video(job_id: str, http: Request):
+        return await video_response(job_id, http, head=False)
+
+    @app.head("/jobs/{job_id}/video", include_in_schema=False)
+    async def job_video_head(job_id: str, http: Request):
+        return await video_response(job_id, http, head=True)
 
     @app.get("/jobs/{job_id}/events", name="job_events", summary="Server-sent events: progress, then the result",
              responses={200: {"content": {"text/event-stream": {}}}, **JOB_RESPONSES})
     async def job_events(job_id: str, http: Request):
-        job = find(job_id)
+        job = await state.find(job_id, http)
         if isinstance(job, JSONResponse):
             return job
 
         async def stream():
+            # Woken by the worker on each change (no polling); a comment every 15 s keeps proxies from
+            # closing an idle stream and finds clients that left.
             seen = -1
             while True:
                 if job.version != seen:
                     seen = job.version
-                    view = job_view(job, http)
                     kind = "result" if job.status in TERMINAL else "progress"
-                    yield f"event: {kind}\ndata: {json.dumps(view)}\n\n"
+                    body = StreamedJSON(state.view(job, http), job.video_path)
+                    try:
+                        await body.open()
+                    except OSError:  # expired between the view and now
+                        body = StreamedJSON({**state.view(job, http), "video_available": False}, None)
+                    yield f"event: {kind}\ndata: ".encode()
+                    async for part in body.parts():
+                        yield part
+                    yield b"\n\n"
                     if kind == "result":
                         return
-                if await http.is_disconnected():
-                    return
-                await asyncio.sleep(0.1)
+                if not await state.changes.changed(job, seen, 15):
+                    yield b": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -424,6 +497,11 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
         })
+
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        answer = await health()
+        return Response(status_code=answer.status_code, media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

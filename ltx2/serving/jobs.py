@@ -3,16 +3,27 @@
 Every video, synchronous (`POST /generate`) or not (`POST /jobs`), is a job. A job is recorded in
 SQLite (standard library) under the output directory the moment it is accepted, so nothing
 accepted is lost: after a restart, jobs that were queued run, a job that was running is reported
-failed with the reason, and finished videos stay downloadable until their time-to-live.
+failed with the reason, and finished videos stay downloadable until their time-to-live. A job's
+inputs (images, audio: up to ~100 MB of base64) wait in a file of their own, not in the database
+and not in memory, and are deleted when the job ends.
 
-One worker thread runs jobs one at a time (the transformer's activations for one video fill the
-GPU). Waiting jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of
-when to retry. A running job is cancelled at its next denoising step.
+Only active jobs (queued, preparing, running) live in memory; finished ones are read back from the
+database when asked for, and pruned from it `record_ttl` seconds after they end. Videos go after
+`result_ttl` seconds, or sooner when they exceed `output_max_bytes` (oldest first).
+
+A job has two stages. A preparing thread fetches and decodes its inputs (`prepare_job`, given by the
+app; it runs them in a sandboxed child process), off the GPU worker and ahead of it. The GPU worker
+runs prepared jobs, one at a time (the transformer's activations for one video fill the GPU), in
+queue order; a job whose inputs are still being fetched does not hold up the ones behind it. Waiting
+jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of when to retry.
+`cancel` and the job time limit reach every stage: the sandbox is killed, the denoising loop stops at
+its next step, and the stages without steps (VAE decode, mux) are followed by a check.
 
 The worker never dies silently: whatever goes wrong in a job (the model, the disk, the database, our
 own code) fails that job with a JSON error and the worker takes the next one. A supervisor thread
-restarts a worker that died anyway (a BaseException) and replaces one stuck past its job's deadline,
-and `health()` says whether jobs can run at all.
+restarts a worker that died anyway (a BaseException), replaces one stuck past its job's deadline,
+notices a database file deleted under it, and sweeps old videos and records; `health()` says whether
+jobs can run at all.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ log = logging.getLogger("ltx2.jobs")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+INPUT_FIELDS = ("image_start", "image_end", "audio")
 
 
 class QueueFull(Exception):
@@ -55,7 +67,7 @@ class ShuttingDown(Exception):
 
 
 class JobCancelled(Exception):
-    """Raised from the step callback: the job stops at the next denoising step."""
+    """Raised from the step callback (or any stage's check): the job stops there."""
 
 
 class JobTimedOut(Exception):
@@ -90,31 +102,44 @@ RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.E
                    errno.EPERM, errno.ENOTDIR, errno.EIO}
 
 
+def timeout_body(limit: float) -> dict:
+    return ErrorResponse(error=f"the job ran longer than {limit:.0f} s (LTX2_JOB_TIMEOUT) and was stopped",
+                         code="timeout").model_dump()
+
+
 @dataclass
 class Job:
     id: str
-    request: GenerateRequest
+    request: GenerateRequest  # without its inputs once they are stored (see `inputs_path`)
+    owner: str | None = None  # the name of the API key that submitted it; None on a server without keys
     status: str = QUEUED
     created: float = field(default_factory=time.time)
-    started: float | None = None
+    started: float | None = None  # when it took the GPU
     finished: float | None = None
     step: int = 0
     total: int = 0
+    stage: str | None = None  # what an active job is doing: preparing_inputs, generating, storing
     timings: dict[str, float] = field(default_factory=dict)
     error: dict | None = None  # ErrorResponse body
     error_status: int | None = None  # the HTTP status /generate answers with for this error
     result: dict | None = None  # the response without the video
     video_path: str | None = None
     expired: bool = False
+    inputs_path: str | None = None  # the file holding image_start/image_end/audio until the job ends
+    input_fields: tuple[str, ...] = ()  # which of them the request had
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
     version: int = 0  # bumped on every change, for event streams
+    prepared: Any = field(default=None, repr=False)  # decoded inputs, in memory only, until it runs
+    ready: bool = False  # inputs decoded (or none to decode): the GPU may take it
+    worked: float = 0.0  # seconds spent preparing; they count against the job time limit
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
         return {
             "id": self.id,
             "status": self.status,
+            "stage": self.stage,
             "position": position,
             "step": self.step,
             "total": self.total,
@@ -128,112 +153,341 @@ class Job:
         }
 
 
+# ---------------------------------------------------------------------------------------------- records
+
+# Column -> SQLite type. Columns a newer version adds are added to an older file at start-up; a row
+# that cannot be read (another version's, or damaged) is skipped with a log line, never fatal.
+COLUMNS = {
+    "id": "TEXT PRIMARY KEY", "status": "TEXT", "created": "REAL", "started": "REAL", "finished": "REAL",
+    "request": "TEXT", "step": "INTEGER", "total": "INTEGER", "timings": "TEXT", "error": "TEXT",
+    "error_status": "INTEGER", "result": "TEXT", "video_path": "TEXT", "expired": "INTEGER DEFAULT 0",
+    "owner": "TEXT", "inputs_path": "TEXT", "input_fields": "TEXT",
+}
+_NAMES = tuple(COLUMNS)
+_INSERT = f"INSERT OR REPLACE INTO jobs ({', '.join(_NAMES)}) VALUES ({', '.join('?' for _ in _NAMES)})"
+_ACTIVE = "status IN ('queued', 'running')"
+_ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
+
+
 class JobStore:
-    """SQLite records of every job. Writes are few (state changes, not every step) and serialised."""
+    """SQLite records of every job. Writes are few (state changes, not every step) and serialised.
+
+    The file is checked at start-up: one SQLite cannot read is moved aside (`jobs.sqlite3.corrupt-<time>`)
+    with an error in the log, and a fresh one started. Before each write the file is checked to still be
+    the one open: if it was deleted (or replaced) while running, it is recreated from the open copy, so
+    queued jobs do not vanish at the next start. Free pages are given back to the file system
+    (incremental auto-vacuum), and the write-ahead log is truncated after each sweep.
+    """
 
     def __init__(self, path: str):
+        self.path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")  # a reader never waits for the worker's write
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT, created REAL, started REAL,"
-            " finished REAL, request TEXT, step INTEGER, total INTEGER, timings TEXT, error TEXT,"
-            " error_status INTEGER, result TEXT, video_path TEXT, expired INTEGER DEFAULT 0)"
-        )
         self._lock = threading.Lock()
+        self._db = self._open()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file, or at the VACUUM below
+        db.execute("PRAGMA journal_mode=WAL")  # a reader never waits for the worker's write
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back to 1 MB after a checkpoint
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        db = None
+        try:
+            db = self._connect()
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            self._move_aside(".corrupt", f"it could not be read ({exc})")
+            db = self._connect()
+            self._migrate(db)
+        self._inode = os.stat(self.path).st_ino
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
+        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, finished)")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before: convert it once
+            db.execute("VACUUM")
+
+    def _move_aside(self, suffix: str, why: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = f"{self.path}{suffix}-{stamp}"
+        for tail in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + tail):
+                os.replace(self.path + tail, moved + tail)
+        log.error(json.dumps({"event": "job_database_moved_aside", "path": self.path, "moved_to": moved,
+                              "why": why, "action": "started a fresh job database; the old one is kept for "
+                                                     "inspection"}))
+
+    def _check_file(self) -> None:
+        """Recreate the file if it was deleted or replaced while open (SQLite would go on writing to
+        the deleted inode, and every record would be gone at the next start)."""
+        try:
+            same = os.stat(self.path).st_ino == self._inode
+        except FileNotFoundError:
+            same = False
+        if same:
+            return
+        if os.path.exists(self.path):
+            self._move_aside(".replaced", "another file took its place while the server ran")
+        for tail in ("-wal", "-shm"):  # a stale log must never be replayed into the new file
+            try:
+                os.remove(self.path + tail)
+            except FileNotFoundError:
+                pass
+        fresh = self._connect()
+        self._db.backup(fresh)  # the open connection still reads the deleted file: copy it all
+        self._migrate(fresh)
+        self._db.close()
+        self._db = fresh
+        self._inode = os.stat(self.path).st_ino
+        log.error(json.dumps({"event": "job_database_recreated", "path": self.path,
+                              "why": "the file was deleted or replaced while the server ran; its records were "
+                                     "copied from the open database"}))
+
+    # -- reading and writing -----------------------------------------------------------------
 
     def save(self, job: Job) -> None:
         row = (job.id, job.status, job.created, job.started, job.finished,
                job.request.model_dump_json(), job.step, job.total, json.dumps(job.timings),
                json.dumps(job.error) if job.error else None, job.error_status,
-               json.dumps(job.result) if job.result else None, job.video_path, int(job.expired))
+               json.dumps(job.result) if job.result else None, job.video_path, int(job.expired),
+               job.owner, job.inputs_path, ",".join(job.input_fields) or None)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self._check_file()
+            self._db.execute(_INSERT, row)
 
-    def load_all(self) -> list[Job]:
+    def check(self) -> None:
+        """The periodic check: recreate a deleted file even when no job is being written."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created").fetchall()
+            self._check_file()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def load(self, job_id: str) -> Job | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
+
+    def load_active(self) -> list[Job]:
+        """Jobs that were queued or running, oldest first; unreadable rows are skipped and logged."""
         jobs = []
-        for r in rows:
-            job = Job(id=r[0], request=GenerateRequest.model_validate_json(r[5]), status=r[1], created=r[2],
-                      started=r[3], finished=r[4], step=r[6] or 0, total=r[7] or 0,
-                      timings=json.loads(r[8] or "{}"), error=json.loads(r[9]) if r[9] else None,
-                      error_status=r[10], result=json.loads(r[11]) if r[11] else None, video_path=r[12],
-                      expired=bool(r[13]))
-            if job.status in TERMINAL:
-                job.done.set()
-            jobs.append(job)
+        for row in self._rows(f"SELECT * FROM jobs WHERE {_ACTIVE} ORDER BY created"):
+            job = _job_from_row(row)
+            if job is not None:
+                jobs.append(job)
         return jobs
 
-    def delete(self, job_id: str) -> None:
+    def list(self, owner: str | None, limit: int, before: float | None = None, everyone: bool = False) -> list[Job]:
+        """The newest jobs of `owner` (all owners with `everyone`), created before `before`."""
+        where, args = [], []
+        if not everyone:
+            where.append("owner IS ?")
+            args.append(owner)
+        if before is not None:
+            where.append("created < ?")
+            args.append(before)
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._rows(sql + " ORDER BY created DESC LIMIT ?", (*args, limit))
+        return [job for job in map(_job_from_row, rows) if job is not None]
+
+    def videos(self) -> list[tuple[str, str, float]]:
+        """(id, path, finished) of every video still served, oldest first."""
+        rows = self._rows("SELECT id, video_path, finished FROM jobs WHERE status = 'succeeded' AND expired = 0 "
+                          "AND video_path IS NOT NULL ORDER BY finished")
+        return [(r["id"], r["video_path"], r["finished"] or 0.0) for r in rows]
+
+    def mark_expired(self, job_ids: list[str]) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._check_file()
+            self._db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(i,) for i in job_ids])
+
+    def prune(self, ended_before: float) -> int:
+        """Delete the records of jobs that ended before `ended_before`; returns how many."""
+        with self._lock:
+            self._check_file()
+            cursor = self._db.execute(f"DELETE FROM jobs WHERE {_ENDED} AND COALESCE(finished, created) < ?",
+                                      (ended_before,))
+            return cursor.rowcount
+
+    def compact(self) -> None:
+        """Give free pages back to the file system and truncate the write-ahead log."""
+        with self._lock:
+            # executescript steps it to the end; execute() would free one page per call.
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def known_ids(self) -> set[str]:
+        return {r["id"] for r in self._rows("SELECT id FROM jobs")}
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-class JobManager:
-    """The queue, the worker thread, its supervisor and the records. `run_job(job, on_step)` does the
-    work and returns (result dict without the video, MP4 bytes); it is given by the app (and by tests)."""
+def _job_from_row(row: sqlite3.Row) -> Job | None:
+    try:
+        job = Job(id=row["id"], request=GenerateRequest.model_validate_json(row["request"]), status=row["status"],
+                  created=row["created"], started=row["started"], finished=row["finished"], step=row["step"] or 0,
+                  total=row["total"] or 0, timings=json.loads(row["timings"] or "{}"),
+                  error=json.loads(row["error"]) if row["error"] else None, error_status=row["error_status"],
+                  result=json.loads(row["result"]) if row["result"] else None, video_path=row["video_path"],
+                  expired=bool(row["expired"]), owner=row["owner"], inputs_path=row["inputs_path"],
+                  input_fields=tuple(f for f in (row["input_fields"] or "").split(",") if f))
+        if job.status not in (QUEUED, RUNNING, *TERMINAL) or not isinstance(job.created, (int, float)):
+            raise ValueError(f"status {job.status!r}, created {job.created!r}")
+    except Exception as exc:  # noqa: BLE001 - one bad row (another version's, damaged) must not stop the server
+        log.error(json.dumps({"event": "job_record_skipped", "job": str(row["id"]),
+                              "error": f"{type(exc).__name__}: {exc}"[:300]}))
+        return None
+    if job.status in TERMINAL:
+        job.done.set()
+    return job
 
-    def __init__(self, store: JobStore, output_dir: str, run_job, *, queue_size: int = 8,
+
+# ---------------------------------------------------------------------------------------------- the manager
+
+
+class Reservation:
+    """A queue slot held for a submission whose body is still being read (`JobManager.reservation`)."""
+
+    def __init__(self, manager: JobManager):
+        self._manager = manager
+        self.held = True
+
+    def consume(self) -> None:
+        """The job took its place in the queue (call under the manager's lock)."""
+        if self.held:
+            self.held = False
+            self._manager._reserved -= 1
+
+    def release(self) -> None:
+        with self._manager._cv:
+            self.consume()
+
+
+class JobManager:
+    """The queue, the preparing thread, the GPU worker, their supervisor and the records.
+
+    `run_job(job, on_step)` does the GPU work and returns (result dict without the video, MP4 bytes);
+    `prepare_job(job, check)` fetches and decodes the job's inputs (None when it has none to decode)
+    and must call `check()` often, or stop when `job.cancel` is set. Both are given by the app (and by
+    tests). `on_change(job)` is called from the worker threads after every change of a job (progress,
+    status): the app wakes event streams with it.
+    """
+
+    def __init__(self, store: JobStore, output_dir: str, run_job, *, prepare_job=None, queue_size: int = 8,
                  job_timeout: float = 1800.0, result_ttl: float = 86400.0, output_max_bytes: int = 20 * 10**9,
-                 on_finished=None, stuck_grace: float = 300.0, supervise_every: float = 1.0):
+                 record_ttl: float = 7 * 86400.0, on_finished=None, on_change=None, stuck_grace: float = 300.0,
+                 supervise_every: float = 1.0, sweep_every: float = 60.0, prepare_ahead: int = 1):
         self.store = store
         self.videos = os.path.join(output_dir, "videos")
+        self.inputs = os.path.join(output_dir, "inputs")
         os.makedirs(self.videos, exist_ok=True)
+        os.makedirs(self.inputs, exist_ok=True)
         self.run_job = run_job
+        self.prepare_job = prepare_job
         self.queue_size = queue_size
         self.job_timeout = job_timeout
         self.result_ttl = result_ttl
         self.output_max_bytes = output_max_bytes
+        self.record_ttl = max(record_ttl, result_ttl)  # a record outlives its video
         self.on_finished = on_finished  # metrics hook: on_finished(job)
+        self.on_change = on_change
         # A job still inside a stage this long after its deadline is stuck there (a hung driver call,
         # a network file system that stopped answering): the supervisor fails it and replaces the worker.
         self.stuck_grace = stuck_grace
         self.supervise_every = supervise_every
-        self.jobs: dict[str, Job] = {}
+        self.sweep_every = sweep_every
+        self.prepare_ahead = prepare_ahead  # decoded inputs held for jobs not yet on the GPU
+        self.jobs: dict[str, Job] = {}  # active jobs only
         self.waiting: deque[str] = deque()
         self.running: Job | None = None
+        self.preparing: Job | None = None
         self.accepting = True
         self.restarts = 0  # workers replaced by the supervisor, since start
         self.storage_problem: str | None = None  # the last write that failed, until a probe succeeds
         self._failed_write_bytes = 0  # how much the failed write needed: the probe asks for as much
-        self._unsaved: set[str] = set()  # jobs whose latest state is not in the database yet
+        self._unsaved: dict[str, Job] = {}  # ended jobs whose final state is not in the database yet
+        self._reserved = 0  # submissions let in whose bodies are still being read
         self._cv = threading.Condition()
         self._durations: deque[float] = deque(maxlen=20)
         self._thread: threading.Thread | None = None
+        self._preparer: threading.Thread | None = None
         self._abandoned: list[threading.Thread] = []  # stuck workers, left to finish on their own
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._last_sweep = 0.0
         self._recover()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Load the records: queued jobs queue again; a job that was running did not finish."""
-        for job in self.store.load_all():
-            self.jobs[job.id] = job
+        """Load the active records: queued jobs queue again; a job that was running did not finish.
+        Then sweep what no record claims: half-written and orphan videos, orphan input files."""
+        for job in self.store.load_active():
             if job.status == RUNNING:
                 self._finish(job, FAILED, error=ErrorResponse(
                     error="the server stopped while this job was running (restart or crash); submit it again",
                     code="interrupted").model_dump(), error_status=500)
-            elif job.status == QUEUED:
+            else:
+                inline = tuple(name for name in INPUT_FIELDS if getattr(job.request, name) is not None)
+                job.input_fields = job.input_fields or inline  # a record from before inputs had files
+                job.ready = not job.input_fields or self.prepare_job is None
+                job.stage = "queued"
+                self.jobs[job.id] = job
                 self.waiting.append(job.id)
-        if self.jobs:
-            log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting), "known": len(self.jobs)}))
+        self._sweep_orphans()
+        self.sweep()
+        if self.waiting:
+            log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting)}))
+
+    def _sweep_orphans(self) -> None:
+        served = {job_id for job_id, _, _ in self.store.videos()}
+        active = set(self.jobs)
+        removed = 0
+        for folder, keep in ((self.videos, served), (self.inputs, active)):
+            for entry in os.scandir(folder):
+                job_id = entry.name.split(".", 1)[0]
+                if entry.name.endswith(".part") or entry.name.startswith(".") or job_id not in keep:
+                    try:
+                        os.remove(entry.path)
+                        removed += 1
+                    except OSError:
+                        pass
+        if removed:
+            log.info(json.dumps({"event": "orphan_files_swept", "files": removed}))
 
     def start(self) -> None:
         self._start_worker()
+        self._start_preparer()
         self._supervisor = threading.Thread(target=self._supervise, name="ltx2-supervisor", daemon=True)
         self._supervisor.start()
 
     def _start_worker(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="ltx2-gpu", daemon=True)
         self._thread.start()
+
+    def _start_preparer(self) -> None:
+        self._preparer = threading.Thread(target=self._prepare_loop, name="ltx2-prepare", daemon=True)
+        self._preparer.start()
 
     def stop(self, grace: float) -> None:
         """Refuse new jobs, let the running one finish for up to `grace` seconds, then cancel it.
@@ -242,51 +496,122 @@ class JobManager:
             self.accepting = False
             self._cv.notify_all()
         self._stopping.set()
+        preparing = self.preparing
+        if preparing is not None:
+            preparing.cancel.set()  # its preparation is redone at the next start; the job stays queued
         running = self.running
         if running is not None and not running.done.wait(grace):
             log.warning(json.dumps({"event": "job_cancelled_at_shutdown", "job": running.id}))
             running.cancel.set()
             running.done.wait(30)
-        if self._thread is not None:
-            self._thread.join(5)
-        if self._supervisor is not None:
-            self._supervisor.join(5)
+        for thread in (self._thread, self._preparer, self._supervisor):
+            if thread is not None:
+                thread.join(5)
         self._save_unsaved()
 
-    # -- submitting and cancelling ----------------------------------------------------------
+    # -- submitting, finding and cancelling ---------------------------------------------------
 
-    def submit(self, request: GenerateRequest) -> Job:
+    def reservation(self) -> Reservation:
+        """Hold a queue slot while a submission's body is read: raises QueueFull (or ShuttingDown)
+        before any of it is, so a full queue costs a large upload nothing. Pass it to `submit`, and
+        release it in any case (a no-op once `submit` has used it)."""
         with self._cv:
-            if not self.accepting:
-                raise ShuttingDown("the server is shutting down; retry on another instance or later")
-            if self.storage_problem is not None and not self._probe_storage():
-                raise StorageError("accept the job", self.storage_problem or "storage is failing")
-            if len(self.waiting) >= self.queue_size:
-                raise QueueFull(self.retry_after(), len(self.waiting))
-            job = Job(id=uuid.uuid4().hex, request=request)
+            self._check_open(1)
+            self._reserved += 1
+            return Reservation(self)
+
+    def _check_open(self, extra: int) -> None:
+        """Raise unless `extra` more jobs fit behind the waiting ones and the reserved slots."""
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down; retry on another instance or later")
+        if len(self.waiting) + self._reserved + extra > self.queue_size:
+            raise QueueFull(self.retry_after(), len(self.waiting))
+
+    def submit(self, request: GenerateRequest, owner: str | None = None,
+               reservation: Reservation | None = None) -> Job:
+        """Queue a job; its inputs go to a file first (blocking: call it from a thread). Raises QueueFull,
+        ShuttingDown or StorageError. `owner`: the API key's name; `reservation`: a slot already held."""
+        if reservation is None or not reservation.held:
+            reservation = self.reservation()
+        try:
+            with self._cv:
+                self._check_open(0)  # the slot is counted; only a shutdown can refuse now
+                if self.storage_problem is not None and not self._probe_storage():
+                    raise StorageError("accept the job", self.storage_problem or "storage is failing")
+            job = Job(id=uuid.uuid4().hex, request=request, owner=owner)
+            inputs = {name: getattr(request, name) for name in INPUT_FIELDS if getattr(request, name) is not None}
             try:
+                if inputs:
+                    job.inputs_path = self._write_inputs(job.id, inputs)
+                    job.input_fields = tuple(inputs)
+                    job.request = request.model_copy(update=dict.fromkeys(inputs))
                 self.store.save(job)  # recorded before it is accepted: nothing accepted is lost
             except (sqlite3.Error, OSError) as exc:
+                self._remove(job.inputs_path)
                 self._storage_failed("record a job", exc)
                 raise StorageError("record the job", exc) from exc
-            self.jobs[job.id] = job
-            self.waiting.append(job.id)
-            self._cv.notify_all()
+            with self._cv:
+                self.jobs[job.id] = job
+                self.waiting.append(job.id)
+                reservation.consume()  # in the same step as the append: the count never dips
+                job.ready = not job.input_fields or self.prepare_job is None
+                job.stage = "queued"
+                self._cv.notify_all()
+        finally:
+            reservation.release()
         log.info(json.dumps({"event": "job_queued", "job": job.id, "position": self.position(job.id)}))
         return job
 
+    def _write_inputs(self, job_id: str, inputs: dict[str, str]) -> str:
+        path = os.path.join(self.inputs, f"{job_id}.json")
+        with open(path + ".part", "w") as fh:
+            json.dump(inputs, fh)
+        os.replace(path + ".part", path)
+        return path
+
+    def inputs_of(self, job: Job) -> dict[str, str]:
+        """The job's image_start/image_end/audio, from its inputs file (or its record, if it is older)."""
+        inline = {name: getattr(job.request, name) for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        if not job.inputs_path:
+            return inline
+        try:
+            with open(job.inputs_path) as fh:
+                return {**json.load(fh), **inline}
+        except (OSError, ValueError) as exc:
+            raise StorageError("read the job's inputs back", exc) from exc
+
+    def full_request(self, job: Job) -> GenerateRequest:
+        """The request as submitted, inputs included."""
+        return job.request.model_copy(update=self.inputs_of(job))
+
     def get(self, job_id: str) -> Job | None:
-        """The job with this id, or None."""
-        return self.jobs.get(job_id)
+        """The job with this id: an active one from memory, an ended one from its record; else None."""
+        job = self.jobs.get(job_id) or self._unsaved.get(job_id)
+        if job is not None:
+            return job
+        try:
+            return self.store.load(job_id)
+        except sqlite3.Error as exc:
+            self._storage_failed("read a job record", exc)
+            raise StorageError("read the job's record", exc) from exc
+
+    def list(self, owner: str | None, limit: int = 20, before: float | None = None,
+             everyone: bool = False) -> list[Job]:
+        """The newest jobs of one owner (or of all), active ones with their live state."""
+        jobs = self.store.list(owner, limit, before, everyone)
+        return [self.jobs.get(job.id) or self._unsaved.get(job.id) or job for job in jobs]
 
     def cancel(self, job_id: str) -> Job:
+        """Cancel an active job. A queued one ends at once (its preparation, if any, is killed); a
+        running one stops at its next step or stage boundary."""
         with self._cv:
-            job = self.jobs[job_id]
+            job = self.jobs.get(job_id)
+            if job is None:  # ended already
+                return self.get(job_id)
+            job.cancel.set()
             if job.status == QUEUED:
                 self.waiting.remove(job_id)
                 self._finish(job, CANCELLED)
-            elif job.status == RUNNING:
-                job.cancel.set()  # the worker stops it at the next step
         log.info(json.dumps({"event": "job_cancel_requested", "job": job_id, "status": job.status}))
         return job
 
@@ -325,15 +650,15 @@ class JobManager:
         return len(self.waiting)
 
     def health(self) -> dict[str, Any]:
-        """Whether jobs can run now, and if not, why: the worker's liveness and the storage's state."""
-        worker = self._thread
-        alive = worker is not None and worker.is_alive()
+        """Whether jobs can run now, and if not, why: the workers' liveness and the storage's state."""
+        alive = self._thread is not None and self._thread.is_alive()
+        preparer = self._preparer is not None and self._preparer.is_alive()
         running = self.running
         stuck = self._stuck_threads()
         busy = round(time.time() - running.started, 1) if running is not None and running.started else None
         problems = []
-        if not alive and not self._stopping.is_set():
-            problems.append("the GPU worker is not running (the supervisor restarts it within seconds)")
+        if not (alive and preparer) and not self._stopping.is_set():
+            problems.append("a worker thread is not running (the supervisor restarts it within seconds)")
         if stuck:
             problems.append("a job is stuck past its deadline and still holds its thread; new jobs wait for it")
         if self.storage_problem is not None:
@@ -341,26 +666,125 @@ class JobManager:
         return {
             "ready": not problems and self.accepting,
             "problems": problems,
-            "worker": {"alive": alive, "restarts": self.restarts, "busy_seconds": busy, "stuck_threads": len(stuck)},
+            "worker": {"alive": alive, "preparer_alive": preparer, "restarts": self.restarts, "busy_seconds": busy,
+                       "stage": running.stage if running is not None else None, "stuck_threads": len(stuck)},
             "storage": {"ok": self.storage_problem is None, "error": self.storage_problem},
         }
 
-    # -- the worker -------------------------------------------------------------------------
+    def _changed(self, job: Job) -> None:
+        job.version += 1
+        if self.on_change is not None:
+            try:
+                self.on_change(job)
+            except Exception:  # noqa: BLE001 - a listener must not fail a job
+                log.exception("on_change hook failed for job %s", job.id)
+
+    # -- preparing: fetch and decode inputs, ahead of the GPU ---------------------------------
+
+    def _prepare_loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cv:
+                while self.accepting and self._preparer is me and (job := self._next_to_prepare()) is None:
+                    self._cv.wait(timeout=5)
+                if not self.accepting or self._preparer is not me:
+                    return
+                self.preparing = job
+                job.stage = "preparing_inputs"
+            self._changed(job)
+            try:
+                self._prepare(job)
+            except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the thread goes on
+                log.exception("job %s: preparing it failed", job.id)
+                self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+            with self._cv:
+                if self.preparing is job:
+                    self.preparing = None
+                self._cv.notify_all()
+
+    def _next_to_prepare(self) -> Job | None:
+        """The first waiting job with inputs still to decode, while fewer than `prepare_ahead` prepared
+        jobs wait for the GPU (each holds its decoded inputs in memory)."""
+        ahead = 0
+        for job_id in self.waiting:
+            job = self.jobs[job_id]
+            if job.ready:
+                ahead += bool(job.input_fields)
+            elif ahead < self.prepare_ahead:
+                return job
+            else:
+                return None
+        return None
+
+    def _prepare(self, job: Job) -> None:
+        start = time.monotonic()
+        deadline = start + self.job_timeout
+
+        def check() -> None:
+            if job.cancel.is_set():
+                raise JobCancelled()
+            if time.monotonic() > deadline:
+                raise JobTimedOut()
+
+        try:
+            check()
+            prepared = self.prepare_job(job, check)
+            check()
+        except JobCancelled:
+            if self._stopping.is_set():  # shutting down: the job stays queued for the next start
+                return
+            self._end_queued(job, CANCELLED)
+        except JobTimedOut:
+            self._end_queued(job, FAILED, error=timeout_body(self.job_timeout), error_status=504)
+        except InvalidRequest as exc:  # a bad input: the client hears at once, without waiting for the GPU
+            self._end_queued(job, FAILED, error=exc.body(), error_status=exc.status)
+        except StorageError as exc:
+            self._end_queued(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("job %s: preparing its inputs failed", job.id)
+            self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+        else:
+            with self._cv:
+                if job.status == QUEUED:
+                    job.prepared, job.ready, job.stage = prepared, True, "waiting_for_gpu"
+                    job.worked = time.monotonic() - start
+                self._cv.notify_all()
+            self._changed(job)
+
+    def _end_queued(self, job: Job, status: str, **kw) -> None:
+        with self._cv:
+            if job.status != QUEUED:
+                return
+            try:
+                self.waiting.remove(job.id)
+            except ValueError:
+                pass
+            self._finish(job, status, **kw)
+            self._cv.notify_all()
+
+    # -- the GPU worker ----------------------------------------------------------------------
+
+    def _next_to_run(self) -> Job | None:
+        """The first waiting job whose inputs are ready: one still fetching does not hold up the rest."""
+        for job_id in self.waiting:
+            job = self.jobs[job_id]
+            if job.ready:
+                return job
+        return None
 
     def _loop(self) -> None:
         me = threading.current_thread()
         while True:
             with self._cv:
-                while self.accepting and (not self.waiting or self._stuck_threads()):
-                    self._cv.wait(timeout=60 if not self._stuck_threads() else 1)
-                    if not self.waiting:
-                        self._cleanup_safely()
+                while self.accepting and self._thread is me and (self._stuck_threads() or
+                                                                 (job := self._next_to_run()) is None):
+                    self._cv.wait(timeout=1 if self._stuck_threads() else 60)
                 if not self.accepting or self._thread is not me:
                     return
-                job = self.jobs[self.waiting.popleft()]
-                job.status, job.started = RUNNING, time.time()
+                self.waiting.remove(job.id)
+                job.status, job.started, job.stage = RUNNING, time.time(), "generating"
                 self.running = job
-                job.version += 1
+            self._changed(job)
             try:
                 self._save(job)
                 log.info(json.dumps({"event": "job_started", "job": job.id}))
@@ -374,13 +798,13 @@ class JobManager:
                 if self.running is job:
                     self.running = None
                 self._cv.notify_all()
+            self._last_sweep = 0.0  # the supervisor sweeps within a second: the size cap sees the new video
             if self._thread is not me:  # replaced by the supervisor while stuck in this job
                 log.warning(json.dumps({"event": "stuck_worker_returned", "job": job.id}))
                 return
-            self._cleanup_safely()
 
     def _run(self, job: Job) -> None:
-        deadline = job.started + self.job_timeout
+        deadline = job.started + self.job_timeout - job.worked
 
         def on_step(step: int, total: int) -> None:
             if job.cancel.is_set():
@@ -388,15 +812,13 @@ class JobManager:
             if time.time() > deadline:
                 raise JobTimedOut()
             job.step, job.total = step, total
-            job.version += 1
+            self._changed(job)
 
         failed = True
         try:
             result, mp4 = self.run_job(job, on_step)
-            if job.cancel.is_set():  # a stage without steps (the VAE decode, the mux) ran past a cancel
-                raise JobCancelled()
-            if time.time() > deadline:
-                raise JobTimedOut()
+            on_step(job.step, job.total)  # a stage without steps (the VAE decode, the mux) ran past a stop
+            job.stage = "storing"
             job.video_path = self._store_video(job.id, mp4)
             job.timings = result.get("timings", {})
             self._finish(job, SUCCEEDED, result=result)
@@ -404,9 +826,7 @@ class JobManager:
         except JobCancelled:
             self._finish(job, CANCELLED)
         except JobTimedOut:
-            self._finish(job, FAILED, error=ErrorResponse(
-                error=f"the job ran longer than {self.job_timeout:.0f} s (LTX2_JOB_TIMEOUT) and was stopped",
-                code="timeout").model_dump(), error_status=504)
+            self._finish(job, FAILED, error=timeout_body(self.job_timeout), error_status=504)
         except InvalidRequest as exc:
             self._finish(job, FAILED, error=exc.body(), error_status=exc.status)
         except StorageError as exc:
@@ -448,10 +868,7 @@ class JobManager:
                 fh.write(mp4)
             os.replace(part, path)
         except OSError as exc:
-            try:
-                os.remove(part)
-            except OSError:
-                pass
+            self._remove(part)
             self._failed_write_bytes = len(mp4)
             self._storage_failed("store the finished video", exc)
             raise StorageError("store the finished video", exc) from exc
@@ -464,17 +881,21 @@ class JobManager:
         and its record is written once the database takes writes again."""
         if job.status in TERMINAL:  # ended already (a stuck job the supervisor failed, then it returned)
             return
-        # A finished job is never run again: drop its inputs (up to ~100 MB of base64) from memory and disk.
-        inputs = {name: None for name in ("image_start", "image_end", "audio") if getattr(job.request, name)}
-        if inputs:
-            job.request = job.request.model_copy(update=inputs)
-        job.status, job.finished = status, time.time()
+        # A finished job is never run again: drop its inputs from memory and disk.
+        inline = {name: None for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        if inline:
+            job.request = job.request.model_copy(update=inline)
+        self._remove(job.inputs_path)
+        job.inputs_path, job.prepared = None, None
+        job.status, job.finished, job.stage = status, time.time(), None
         job.error, job.error_status, job.result = error, error_status, result
-        job.version += 1
         if job.started is not None and status == SUCCEEDED:
             self._durations.append(job.finished - job.started)
-        self._save(job)
+        if not self._save(job):
+            self._unsaved[job.id] = job  # kept in memory until its record is written
+        self.jobs.pop(job.id, None)
         job.done.set()
+        self._changed(job)
         log.info(json.dumps({"event": f"job_{status}", "job": job.id,
                              "seconds": round(job.finished - (job.started or job.created), 3),
                              **({"error": error.get("error")} if error else {})}))
@@ -486,22 +907,28 @@ class JobManager:
 
     # -- storage ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _remove(path: str | None) -> None:
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
     def _save(self, job: Job) -> bool:
-        """Write a job's record; on failure remember it for a retry and report storage as failing."""
+        """Write a job's record; on failure, report storage as failing (the caller keeps the job)."""
         try:
             self.store.save(job)
         except (sqlite3.Error, OSError) as exc:
-            self._unsaved.add(job.id)
             self._storage_failed("save a job record", exc)
             return False
-        self._unsaved.discard(job.id)
         return True
 
     def _save_unsaved(self) -> None:
-        for job_id in list(self._unsaved):
-            job = self.jobs.get(job_id)
-            if job is None or not self._save(job):
+        for job in list(self._unsaved.values()):
+            if not self._save(job):
                 break
+            self._unsaved.pop(job.id, None)
 
     def _storage_failed(self, action: str, exc: BaseException) -> None:
         problem = f"could not {action}: {_reason(exc)}"
@@ -526,7 +953,8 @@ class JobManager:
             finally:
                 os.close(fd)
                 os.remove(probe)
-        except OSError as exc:
+            self.store.check()
+        except (OSError, sqlite3.Error) as exc:
             self._storage_failed("write to the output directory", exc)
             return False
         self._save_unsaved()
@@ -539,14 +967,26 @@ class JobManager:
 
     def _supervise(self) -> None:
         while not self._stopping.wait(self.supervise_every):
-            try:
-                self._check_worker()
-                if self.storage_problem is not None:
-                    self._probe_storage()
-            except Exception:  # noqa: BLE001 - the supervisor itself must outlive any one check
-                log.exception("supervisor check failed")
+            for check in (self._check_workers, self._check_storage, self._maybe_sweep):
+                try:
+                    check()
+                except Exception:  # noqa: BLE001 - the supervisor itself must outlive any one check
+                    log.exception("supervisor check %s failed", check.__name__)
 
-    def _check_worker(self) -> None:
+    def _check_storage(self) -> None:
+        if self.storage_problem is not None:
+            self._probe_storage()
+        else:
+            try:
+                self.store.check()  # a database deleted while idle is recreated before it is needed
+            except (sqlite3.Error, OSError) as exc:
+                self._storage_failed("recreate the job database", exc)
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._last_sweep >= self.sweep_every:
+            self.sweep()
+
+    def _check_workers(self) -> None:
         with self._cv:
             if not self.accepting:
                 return
@@ -575,6 +1015,18 @@ class JobManager:
                           "time limit and was abandoned; submit it again", code="timeout").model_dump(),
                     error_status=504)
                 self._start_worker()
+            preparer, job = self._preparer, self.preparing
+            if preparer is not None and not preparer.is_alive():
+                self.preparing = None
+                self.restarts += 1
+                log.error(json.dumps({"event": "preparer_died", "job": job.id if job else None}))
+                if job is not None and job.status == QUEUED:
+                    if job.id in self.waiting:
+                        self.waiting.remove(job.id)
+                    self._finish(job, FAILED, error=ErrorResponse(
+                        error="preparing this job's inputs stopped unexpectedly; submit the job again",
+                        code="worker_crashed").model_dump(), error_status=500)
+                self._start_preparer()
             self._cv.notify_all()
 
     def _stuck_threads(self) -> list[threading.Thread]:
@@ -582,46 +1034,50 @@ class JobManager:
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         return self._abandoned
 
-    # -- files --------------------------------------------------------------------------------
+    # -- sweeping videos and records ------------------------------------------------------------
 
-    def _cleanup_safely(self) -> None:
-        try:
-            self.cleanup()
-        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next one
-            log.exception("cleaning up old videos failed")
-
-    def cleanup(self, now: float | None = None) -> None:
-        """Remove videos past their time-to-live, then the oldest while over the size cap."""
+    def sweep(self, now: float | None = None) -> None:
+        """Expire videos past their time-to-live, then the oldest while over the size cap; prune records
+        past `record_ttl`; give the database's free pages back. Runs in the supervisor (never in a
+        request), every `sweep_every` seconds and after each job."""
+        self._last_sweep = time.monotonic()
         now = time.time() if now is None else now
-        kept = []
-        for job in list(self.jobs.values()):
-            if job.status != SUCCEEDED or job.expired or not job.video_path:
-                continue
-            if job.finished is not None and now - job.finished > self.result_ttl:
-                self._expire(job)
-            elif os.path.exists(job.video_path):
-                kept.append(job)
-            else:
-                self._expire(job)
-        kept.sort(key=lambda j: j.finished or 0)
-        total = sum(os.path.getsize(j.video_path) for j in kept)
-        while kept and total > self.output_max_bytes:
-            oldest = kept.pop(0)
-            total -= os.path.getsize(oldest.video_path)
-            self._expire(oldest)
+        try:
+            videos = self.store.videos()
+            expired, kept = [], []
+            for job_id, path, finished in videos:
+                if now - finished > self.result_ttl or not os.path.exists(path):
+                    expired.append((job_id, path))
+                else:
+                    kept.append((job_id, path, os.path.getsize(path)))
+            total = sum(size for _, _, size in kept)
+            while kept and total > self.output_max_bytes:
+                job_id, path, size = kept.pop(0)
+                total -= size
+                expired.append((job_id, path))
+            for job_id, path in expired:
+                self._remove(path)
+            if expired:
+                self.store.mark_expired([job_id for job_id, _ in expired])
+                for job_id, _ in expired:
+                    job = self._unsaved.get(job_id)
+                    if job is not None:
+                        job.expired = True
+                log.info(json.dumps({"event": "job_videos_expired", "jobs": len(expired)}))
+            pruned = self.store.prune(now - self.record_ttl)
+            if pruned or expired:
+                self.store.compact()
+            if pruned:
+                log.info(json.dumps({"event": "job_records_pruned", "records": pruned}))
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed("sweep old videos and records", exc)
 
-    def video_expired(self, job: Job) -> bool:
-        """Checked when a video is served: past its time-to-live it expires now, not at the next sweep."""
-        if not job.expired and job.finished is not None and time.time() - job.finished > self.result_ttl:
-            self._expire(job)
-        return job.expired
+    # Kept for callers of the first version: a sweep.
+    cleanup = sweep
 
-    def _expire(self, job: Job) -> None:
-        if job.video_path:
-            # The sweep (worker thread) and a download (event loop) may both get here.
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(job.video_path)
-        job.expired = True
-        job.version += 1
-        self._save(job)
-        log.info(json.dumps({"event": "job_video_expired", "job": job.id}))
+
+__all__ = [
+    "CANCELLED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Job", "JobCancelled", "JobManager",
+    "JobStore", "JobTimedOut", "QueueFull", "ShuttingDown", "StorageError", "STORAGE_ERROR_STATUS",
+]
+
