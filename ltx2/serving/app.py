@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 from typing import Annotated
 
 from fastapi import APIRouter, Body, FastAPI, Request, Response
@@ -29,13 +30,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..media.fetch import FetchPolicy
 from ..pipelines.loras import LoraPolicy
+from ..media.inputs import InputLimits
+from ..media.sandbox import Sandbox, SandboxLimits, Stopped
+from ..pipelines.conditioning import decode_conditioning
 from .jobs import (
     CANCELLED,
     RUNNING,
     SUCCEEDED,
     TERMINAL,
     Job,
+    JobCancelled,
     JobManager,
+    JobTimedOut,
     JobStore,
     QueueFull,
     ShuttingDown,
@@ -54,13 +60,7 @@ from ..schema import (
     request_rules,
     validation_error_body,
 )
-from . import ltx_api, openai_api
-from .docs import PAGES as DOCS_PAGES
-from .docs import install_docs
-from .playground import PAGES as PLAYGROUND_PAGES
-from .playground import install_playground
-from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
-from .security import MISSING_KEY, install_security
+from .security import caller_of, install_security
 from .service import render_mp4
 from ..settings import Settings
 
@@ -166,6 +166,9 @@ class _State:
         self.lora_policy = LoraPolicy.from_settings(settings)  # --models-dir, --allow-lora-urls, --max-lora-mb...
         self.changes = Changes()
         self.body_slots = asyncio.Semaphore(MAX_BODIES_IN_FLIGHT)
+        self.sandbox = Sandbox(SandboxLimits.from_settings(settings))  # --decode-memory-mb, --decode-timeout
+        self.public_url = _public_url(settings.public_url)  # --public-url: links don't trust the Host header
+        self.keys_configured = False  # set by create_app once the keys are read
 
     def start_jobs(self) -> None:
         settings = self.settings
@@ -174,14 +177,35 @@ class _State:
             store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
             job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
             output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
-            on_change=self.changes.notify,
+            on_change=self.changes.notify, prepare_job=self._prepare_job,
         )
         self.manager.start()
 
+    def _prepare_job(self, job: Job, check):
+        """Fetch and decode the job's inputs in the sandbox, off the GPU worker; killed when `check` says
+        the job was cancelled or ran out of time."""
+        inputs = self.manager.inputs_of(job)
+        if not inputs:
+            return None
+
+        def should_stop():
+            try:
+                check()
+            except (JobCancelled, JobTimedOut) as exc:
+                return exc
+            return None
+
+        try:
+            return decode_conditioning(job.request, self.model.pipe.audio_vae.config.sample_rate,
+                                       self.model.vocoder_rate, InputLimits.from_env(), self.fetch_policy,
+                                       inputs=inputs, sandbox=self.sandbox, should_stop=should_stop)
+        except Stopped as exc:
+            raise exc.why from None
+
     def _run_job(self, job: Job, on_step):
-        request = self.manager.full_request(job)
-        rendered = render_mp4(self.model, request, on_step, fetch_policy=self.fetch_policy,
-                              lora_policy=self.lora_policy)
+        # A job with inputs comes prepared; one without needs nothing decoded.
+        rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
+                              lora_policy=self.lora_policy, conditioning=job.prepared, check=job.check)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.mp4
 
     def begin_shutdown(self) -> None:
@@ -206,7 +230,7 @@ class _State:
             return refusal
         reservation = getattr(http.state, "ltx2_reservation", None)
         try:
-            return await asyncio.to_thread(self.manager.submit, request, None, reservation)
+            return await asyncio.to_thread(self.manager.submit, request, caller_of(http).name, reservation)
         except QueueFull as exc:
             self.metrics.job_rejected("queue_full")
             return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
@@ -225,12 +249,21 @@ class _State:
             job = await asyncio.to_thread(self.manager.get, job_id)
         except StorageError as exc:
             return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
-        return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
+        # Another key's job is answered exactly as a job that does not exist: its id tells nothing.
+        if job is None or not caller_of(http).sees(job.owner, self.keys_configured):
+            return _error(404, f"no job {job_id!r}", "not_found")
+        return job
+
+    def url(self, http: Request, name: str, **params) -> str:
+        """An absolute link: under --public-url when it is set, else from the request's Host header."""
+        if self.public_url is None:
+            return str(http.url_for(name, **params))
+        return self.public_url + str(http.app.url_path_for(name, **params))
 
     def links(self, job: Job, http: Request) -> dict[str, str]:
-        return {"self": str(http.url_for("get_job", job_id=job.id)),
-                "events": str(http.url_for("job_events", job_id=job.id)),
-                "video": str(http.url_for("job_video", job_id=job.id))}
+        return {"self": self.url(http, "get_job", job_id=job.id),
+                "events": self.url(http, "job_events", job_id=job.id),
+                "video": self.url(http, "job_video", job_id=job.id)}
 
     def view(self, job: Job, http: Request) -> dict:
         """GET /jobs/{id}'s body. A data_uri result's video is the VIDEO placeholder, for `respond`."""
@@ -250,6 +283,17 @@ class _State:
     async def respond(self, content, job: Job, status_code: int = 200, headers: dict | None = None):
         """JSON for `content`, its video (if any) streamed from the file."""
         return await json_response(content, job, status_code, headers, gone=self.gone)
+
+
+def _public_url(value: str | None) -> str | None:
+    """--public-url without its trailing slash, checked: links are built on it."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"LTX2_PUBLIC_URL must be an http(s) URL without a query, like https://video.example.com "
+                         f"or https://example.com/ltx2, got {value!r}")
+    return value.rstrip("/")
 
 
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
@@ -288,14 +332,11 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if state.manager is not None:
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
             state.manager.store.close()
+        state.sandbox.close()
 
-    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from a package.
-    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
-    install_docs(app)
-    install_playground(app)
-    # API key and body limit, checked before any body is read.
-    install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES)
+    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # API keys and body limit, checked before any body is read.
+    state.keys_configured = bool(install_security(app, settings))
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
@@ -477,14 +518,16 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @app.get("/health", summary="Liveness, the loaded model, the worker, storage and the queue",
              responses={503: {"description": "Jobs cannot run now: the model is loading or failed to load, the "
                                              "GPU worker is down or stuck, or storage is failing (`problems`)."}})
-    async def health() -> JSONResponse:
+    async def health(http: Request) -> JSONResponse:
         if state.load_error is not None:
             return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
         if state.model is None or state.manager is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
         manager = state.manager
         running = manager.running
-        progress = {"job": running.id, "step": running.step, "total": running.total} if running else None
+        progress = {"step": running.step, "total": running.total} if running else None
+        if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
+            progress["job"] = running.id
         checks = manager.health()
         status = "shutting_down" if not manager.accepting else "healthy" if checks["ready"] else "unavailable"
         return JSONResponse(status_code=200 if status != "unavailable" else 503, content={
@@ -499,8 +542,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         })
 
     @app.head("/health", include_in_schema=False)
-    async def health_head() -> Response:
-        answer = await health()
+    async def health_head(http: Request) -> Response:
+        answer = await health(http)
         return Response(status_code=answer.status_code, media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -133,6 +133,7 @@ class Job:
     prepared: Any = field(default=None, repr=False)  # decoded inputs, in memory only, until it runs
     ready: bool = False  # inputs decoded (or none to decode): the GPU may take it
     worked: float = 0.0  # seconds spent preparing; they count against the job time limit
+    check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
@@ -806,18 +807,22 @@ class JobManager:
     def _run(self, job: Job) -> None:
         deadline = job.started + self.job_timeout - job.worked
 
-        def on_step(step: int, total: int) -> None:
+        def check() -> None:
             if job.cancel.is_set():
                 raise JobCancelled()
             if time.time() > deadline:
                 raise JobTimedOut()
+
+        def on_step(step: int, total: int) -> None:
+            check()
             job.step, job.total = step, total
             self._changed(job)
 
         failed = True
+        job.check = check  # for the stages without steps: run_job calls it between them (and per muxed frame)
         try:
             result, mp4 = self.run_job(job, on_step)
-            on_step(job.step, job.total)  # a stage without steps (the VAE decode, the mux) ran past a stop
+            check()  # a stage without steps (the VAE decode, the mux) ran past a stop
             job.stage = "storing"
             job.video_path = self._store_video(job.id, mp4)
             job.timings = result.get("timings", {})
@@ -886,7 +891,7 @@ class JobManager:
         if inline:
             job.request = job.request.model_copy(update=inline)
         self._remove(job.inputs_path)
-        job.inputs_path, job.prepared = None, None
+        job.inputs_path, job.prepared, job.check = None, None, None
         job.status, job.finished, job.stage = status, time.time(), None
         job.error, job.error_status, job.result = error, error_status, result
         if job.started is not None and status == SUCCEEDED:

@@ -4,9 +4,12 @@ HTTP server, the job queue and the RunPod handler, so all answer a request with 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..pipelines.conditioning import decode_conditioning
+import numpy as np
+
+from ..pipelines.conditioning import Conditioning, decode_conditioning
 from ..media.inputs import InputLimits
 from ..media.encode import encode_mp4, to_data_uri
 from ..models.loaded import LoadedModel
@@ -32,17 +35,26 @@ class Rendered:
 
 
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
-               limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None) -> Rendered:
+               limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None,
+               conditioning: Conditioning | None = None, check: Callable[[], None] | None = None) -> Rendered:
+    """`conditioning`: the inputs, already decoded (the job queue decodes them before the job takes the
+    GPU); else they are decoded here. `check()` raises to stop the job: it is called between stages and
+    before each frame is muxed, so a cancel or time limit stops a long mux within a frame."""
     start = time.perf_counter()
     # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
-    conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
-                                       limits, fetch_policy)
+    if conditioning is None:
+        conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
+                                           limits, fetch_policy)
     adapters = resolve_loras(model, request, lora_policy)
     result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
     timings = dict(result.timings)
 
     t = time.perf_counter()
-    mp4 = encode_mp4(result.frames, result.fps, result.waveform, result.sample_rate)
+    frames = result.frames
+    if check is not None:
+        check()  # the VAE decode has no steps: a cancel that came during it stops the job here
+        frames = _checked(frames, check)
+    mp4 = encode_mp4(frames, result.fps, result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
 
     fields = dict(
@@ -65,6 +77,23 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         expanded_prompt=result.expanded_prompt,
     )
     return Rendered(mp4=mp4, fields=fields, started=start)
+
+
+class _CheckedFrames(np.ndarray):
+    """Video frames whose every single-frame read first calls `_check`: the muxer reads them one by one."""
+
+    _check: Callable[[], None] | None = None
+
+    def __getitem__(self, key):
+        if self._check is not None and isinstance(key, (int, np.integer)):
+            self._check()
+        return np.ndarray.__getitem__(self.view(np.ndarray), key)
+
+
+def _checked(frames: np.ndarray, check: Callable[[], None]) -> np.ndarray:
+    view = frames.view(_CheckedFrames)
+    view._check = check
+    return view
 
 
 def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
