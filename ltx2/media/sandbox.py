@@ -88,8 +88,12 @@ class Sandbox:
         self._closed = False
 
     def _spawn(self) -> subprocess.Popen:
+        # One thread: every thread's stack and arena counts against the limit. The package is found where
+        # this one was loaded from, whatever the working directory.
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "MALLOC_ARENA_MAX": "2"}  # one thread: every thread's stack and arena counts against the limit
+               "MALLOC_ARENA_MAX": "2",
+               "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         return subprocess.Popen(
             [sys.executable, "-m", "ltx2.media.sandbox", str(int(self.limits.memory_mb * MB)),
              str(int(self.limits.timeout) + 30)],
