@@ -244,3 +244,29 @@ def test_a_video_that_expires_before_generate_answers_is_a_json_410(make_client,
     assert response.status_code == 410 and response.json()["code"] == "expired", response.text
     monkeypatch.undo()
     assert client.post("/generate", json=CHEAP).status_code == 200  # still serving
+
+
+def test_a_successful_job_costs_no_full_garbage_collection(make_client, model, monkeypatch):
+    """A full collection holds the interpreter lock for about half a second with the model loaded, which
+    stalls the event loop: it runs only after a failed job, whose traceback may hold tensors in cycles,
+    and the model's own objects are frozen out of collections at start-up."""
+    import gc
+
+    import torch
+
+    from ltx2.serving import jobs
+
+    client = make_client()
+    assert gc.get_freeze_count() > 100_000  # the model's objects, set aside for good
+    calls = []
+    monkeypatch.setattr(jobs, "free_gpu_memory", lambda: calls.append(1))
+    assert client.post("/generate", json=CHEAP).status_code == 200
+    assert calls == []
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.pipe.transformer, "forward", out_of_memory)
+        assert client.post("/generate", json=CHEAP).status_code == 507
+    assert calls == [1]

@@ -254,6 +254,18 @@ class _State:
             return _error(404, f"no job {job_id!r}", "not_found")
         return job
 
+    async def list_jobs(self, http: Request, limit: int = 20, before: float | None = None) -> list[Job] | JSONResponse:
+        """The caller's newest jobs, created before `before` (every job for the admin key, or on a
+        server without keys); or the error response to send."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        caller = caller_of(http)
+        try:
+            return await asyncio.to_thread(self.manager.list, caller.name, limit, before,
+                                           caller.admin or not self.keys_configured)
+        except StorageError as exc:
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+
     def url(self, http: Request, name: str, **params) -> str:
         """An absolute link: under --public-url when it is set, else from the request's Host header."""
         if self.public_url is None:

@@ -599,7 +599,11 @@ class JobManager:
     def list(self, owner: str | None, limit: int = 20, before: float | None = None,
              everyone: bool = False) -> list[Job]:
         """The newest jobs of one owner (or of all), active ones with their live state."""
-        jobs = self.store.list(owner, limit, before, everyone)
+        try:
+            jobs = self.store.list(owner, limit, before, everyone)
+        except sqlite3.Error as exc:
+            self._storage_failed("read job records", exc)
+            raise StorageError("list the jobs", exc) from exc
         return [self.jobs.get(job.id) or self._unsaved.get(job.id) or job for job in jobs]
 
     def cancel(self, job_id: str) -> Job:
