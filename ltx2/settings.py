@@ -118,8 +118,9 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
 }
 _INTS = {"max_connections", "port", "queue_size", "prompt_expansion_tokens"}
-_FLOATS = {"max_header_kb", "keep_alive", "min_body_kbps", "body_timeout", "header_timeout", "decode_timeout", "decode_memory_mb", "record_ttl", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
-           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
+_FLOATS = {"job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout",
+           "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
 

@@ -46,7 +46,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     Fetching and decoding run in a child process with hard memory and time limits (ltx2.media.sandbox;
     `sandbox`, else the process's default one), killed as soon as `should_stop()` returns an exception
     (then raised as `Stopped`). `inputs` overrides the request's own image_start/image_end/audio."""
-    from ..media.fetch import FetchPolicy, is_url
+    from ..media.fetch import FetchPolicy, is_url, refuse_other_schemes
     from ..media.sandbox import default_sandbox
 
     out = Conditioning(vae_rate=vae_rate)
@@ -55,6 +55,9 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
                   if getattr(request, name) is not None}
     if not inputs:
         return out
+    for name, value in inputs.items():
+        if not is_url(value):
+            refuse_other_schemes(value, name)  # file://, ftp://...: say which schemes work
     decoded = (sandbox or default_sandbox()).decode(
         inputs, vae_rate, output_rate, limits or InputLimits.from_env(), fetch_policy or FetchPolicy.from_env(),
         should_stop=should_stop, url_count=sum(map(is_url, inputs.values())))

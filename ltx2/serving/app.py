@@ -60,7 +60,13 @@ from ..schema import (
     request_rules,
     validation_error_body,
 )
-from .security import caller_of, install_security
+from . import ltx_api, openai_api
+from .docs import PAGES as DOCS_PAGES
+from .docs import install_docs
+from .playground import PAGES as PLAYGROUND_PAGES
+from .playground import install_playground
+from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
+from .security import MISSING_KEY, caller_of, install_security
 from .service import render_mp4
 from ..settings import Settings
 
@@ -133,17 +139,28 @@ def _doc(description: str, error: str | None = None, code: str | None = None, fi
 
 
 ERROR_RESPONSES = {
-    401: _doc("An API key is required and was missing or wrong."),
-    409: _doc("The job was cancelled before it finished."),
-    413: _doc("The request body or an image or audio input is over its size limit."),
-    429: _doc("The queue is full; retry after the Retry-After header's seconds."),
-    504: _doc("The job ran longer than the server's job timeout."),
-    507: _doc("Out of GPU memory (lower num_frames or the resolution), or the server could not store the job "
-              "or its video (code storage_error)."),
-    422: {"model": ErrorResponse, "description": "A field breaks a rule, or an image or audio input cannot be used; "
-                                                 "the message names the field and the rule."},
-    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving."),
-    503: _doc("The model is loading, failed to load, or the server is shutting down."),
+    401: _doc("An API key is required and was missing or wrong.", MISSING_KEY, "unauthorized"),
+    409: _doc("The job was cancelled before it finished.",
+              "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 was cancelled before it finished", "cancelled"),
+    413: _doc("The request body or an image or audio input is over its size limit (the image's pixel count "
+              "included).", "image_start is 31.4 MB; the limit is 20 MB", "payload_too_large", "image_start"),
+    422: _doc("A field breaks a rule, or an image or audio input cannot be used; the message names the field "
+              "and the rule.", "num_frames must be of the form 8k+1 (e.g. 49 or 57), got 50", "invalid_request",
+              "num_frames"),
+    429: _doc("The queue is full; retry after the Retry-After header's seconds.", str(QueueFull(42, 8)),
+              "queue_full"),
+    500: _doc("Generation failed (or produced NaN / an all-black video); the server keeps serving.",
+              "the model produced NaN or infinite values (a numerical failure, e.g. in reduced precision); "
+              "no video was made", "invalid_output"),
+    503: _doc("The model is loading, failed to load, or the server is shutting down.",
+              "the model is still loading", "model_not_loaded"),
+    504: _doc("The job ran longer than the server's job timeout.",
+              "the job ran longer than 1800 s (LTX2_JOB_TIMEOUT) and was stopped", "timeout"),
+    507: _doc("Out of GPU memory (lower num_frames or the resolution), or the server could not store the job or "
+              "its video (code storage_error).",
+              "out of GPU memory generating 241 frames at 768x1344: lower num_frames (a shorter video) or the "
+              "resolution (width/height) and retry (CUDA out of memory. Tried to allocate 9.00 GiB)",
+              "out_of_memory"),
 }
 JOB_RESPONSES = {
     401: ERROR_RESPONSES[401],
@@ -254,15 +271,16 @@ class _State:
             return _error(404, f"no job {job_id!r}", "not_found")
         return job
 
-    async def list_jobs(self, http: Request, limit: int = 20, before: float | None = None) -> list[Job] | JSONResponse:
-        """The caller's newest jobs, created before `before` (every job for the admin key, or on a
-        server without keys); or the error response to send."""
+    async def list_jobs(self, http: Request, limit: int = 20, after: float | None = None,
+                        order: str = "desc") -> list[Job] | JSONResponse:
+        """The caller's jobs (every job for the admin key, or on a server without keys), newest first
+        (`order` "asc": oldest first), beyond the one created at `after`; or the error response to send."""
         if (refusal := self.unavailable()) is not None:
             return refusal
         caller = caller_of(http)
         try:
-            return await asyncio.to_thread(self.manager.list, caller.name, limit, before,
-                                           caller.admin or not self.keys_configured)
+            return await asyncio.to_thread(self.manager.list, caller.name, limit, after,
+                                           caller.admin or not self.keys_configured, order)
         except StorageError as exc:
             return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
 
@@ -346,9 +364,13 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             state.manager.store.close()
         state.sandbox.close()
 
-    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from a package.
+    app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_docs(app)
+    install_playground(app)
     # API keys and body limit, checked before any body is read.
-    state.keys_configured = bool(install_security(app, settings))
+    state.keys_configured = bool(install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES))
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
@@ -463,7 +485,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
         if job.status != SUCCEEDED:
             return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
-        if job.expired or not job.video_path:
+        if state.manager.video_expired(job) or not job.video_path:
             return state.gone(job)
         try:
             fh = await asyncio.to_thread(open, job.video_path, "rb")
@@ -488,7 +510,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @app.get("/jobs/{job_id}/video", name="job_video", summary="The finished MP4",
              response_class=FileResponse,
              responses={200: {"content": {"video/mp4": {}}}, **JOB_RESPONSES,
-                        409: _doc("The job has not finished."), 410: _doc("The video has expired.")})
+                        409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
+                                                              "is not ready", "not_ready"),
+                        410: _doc("The video has expired.", "the video of job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
+                                                            "expired (kept 86400 s)", "expired")})
     async def job_video(job_id: str, http: Request):
         return await video_response(job_id, http, head=False)
 
@@ -522,10 +547,19 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                     yield b"\n\n"
                     if kind == "result":
                         return
+                    await asyncio.sleep(0.1)  # at most ~10 progress events a second; the result is never late
                 if not await state.changes.changed(job, seen, 15):
                     yield b": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    # The other protocols: their own routes over the same request model, queue, ownership and errors.
+    protocols = ProtocolContext(settings=settings, model=lambda: state.model, unavailable=state.unavailable,
+                                submit=state.submit, find=state.find,
+                                video=lambda job_id, http: video_response(job_id, http, head=False),
+                                list_jobs=state.list_jobs, url=state.url, manager=lambda: state.manager)
+    openai_api.install(app, protocols)
+    ltx_api.install(app, protocols)
 
     @app.get("/health", summary="Liveness, the loaded model, the worker, storage and the queue",
              responses={503: {"description": "Jobs cannot run now: the model is loading or failed to load, the "

@@ -84,6 +84,8 @@ class SubmitRoute(APIRoute):
 
     def get_route_handler(self) -> Callable:
         inner = super().get_route_handler()
+        if "POST" not in (self.methods or ()):  # a router's other routes (GET, DELETE) pass as they are
+            return inner
 
         async def handler(request: Request) -> Response:
             state = request.app.state.ltx2

@@ -296,18 +296,26 @@ class JobStore:
                 jobs.append(job)
         return jobs
 
-    def list(self, owner: str | None, limit: int, before: float | None = None, everyone: bool = False) -> list[Job]:
-        """The newest jobs of `owner` (all owners with `everyone`), created before `before`."""
+    def list(self, owner: str | None, limit: int, after: float | None = None, everyone: bool = False,
+             order: str = "desc") -> list[Job]:
+        """Jobs of `owner` (all owners with `everyone`), newest first ("asc": oldest first), beyond the
+        one created at `after` in that order."""
+        newest = order != "asc"
         where, args = [], []
         if not everyone:
             where.append("owner IS ?")
             args.append(owner)
-        if before is not None:
-            where.append("created < ?")
-            args.append(before)
+        if after is not None:
+            where.append("created < ?" if newest else "created > ?")
+            args.append(after)
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._rows(sql + " ORDER BY created DESC LIMIT ?", (*args, limit))
+        rows = self._rows(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT ?", (*args, limit))
         return [job for job in map(_job_from_row, rows) if job is not None]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._check_file()
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def videos(self) -> list[tuple[str, str, float]]:
         """(id, path, finished) of every video still served, oldest first."""
@@ -596,15 +604,40 @@ class JobManager:
             self._storage_failed("read a job record", exc)
             raise StorageError("read the job's record", exc) from exc
 
-    def list(self, owner: str | None, limit: int = 20, before: float | None = None,
-             everyone: bool = False) -> list[Job]:
-        """The newest jobs of one owner (or of all), active ones with their live state."""
+    def list(self, owner: str | None, limit: int = 20, after: float | None = None,
+             everyone: bool = False, order: str = "desc") -> list[Job]:
+        """The jobs of one owner (or of all), newest first (see JobStore.list); active ones with their
+        live state."""
         try:
-            jobs = self.store.list(owner, limit, before, everyone)
+            jobs = self.store.list(owner, limit, after, everyone, order)
         except sqlite3.Error as exc:
             self._storage_failed("read job records", exc)
             raise StorageError("list the jobs", exc) from exc
         return [self.jobs.get(job.id) or self._unsaved.get(job.id) or job for job in jobs]
+
+    def delete(self, job_id: str) -> None:
+        """Forget an ended job: its record and its video go (DELETE /v1/videos/{id}). Blocking."""
+        job = self.get(job_id)
+        if job is None or job.status not in TERMINAL:
+            raise ValueError(f"job {job_id} is not an ended job")
+        self._unsaved.pop(job_id, None)
+        self._remove(job.video_path)
+        try:
+            self.store.delete(job_id)
+        except sqlite3.Error as exc:
+            self._storage_failed("delete a job record", exc)
+            raise StorageError("delete the job's record", exc) from exc
+
+    def video_expired(self, job: Job) -> bool:
+        """Checked when a video is served: past its time-to-live it expires now, not at the next sweep."""
+        if not job.expired and job.finished is not None and time.time() - job.finished > self.result_ttl:
+            self._remove(job.video_path)
+            job.expired = True
+            try:
+                self.store.mark_expired([job.id])
+            except sqlite3.Error as exc:
+                self._storage_failed("mark a video expired", exc)
+        return job.expired
 
     def cancel(self, job_id: str) -> Job:
         """Cancel an active job. A queued one ends at once (its preparation, if any, is killed); a
@@ -619,15 +652,6 @@ class JobManager:
                 self._finish(job, CANCELLED)
         log.info(json.dumps({"event": "job_cancel_requested", "job": job_id, "status": job.status}))
         return job
-
-    def delete(self, job_id: str) -> None:
-        """Forget a finished job: its record and its video go (DELETE /v1/videos/{id})."""
-        with self._cv:
-            job = self.jobs.pop(job_id)
-        if job.video_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(job.video_path)
-        self.store.delete(job_id)
 
     def position(self, job_id: str) -> int | None:
         """0 for the running job, 1.. for waiting ones, None when finished."""

@@ -256,14 +256,15 @@ async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-def install_security(app: FastAPI, settings: Settings) -> dict[bytes, Caller]:
+def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset()) -> dict[bytes, Caller]:
     """Add the middleware and, with keys, describe them in the OpenAPI schema (Swagger's Authorize
-    button). Returns the keys (empty: an open server)."""
+    button). `pages`: the pages for people and their files (/docs, /playground), open like /docs.
+    Returns the keys (empty: an open server)."""
     keys = load_keys(settings)
     open_paths = {"/health"}
     if settings.docs_public:
         open_paths |= {p for p in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
-                                   app.redoc_url) if p}
+                                   app.redoc_url) if p} | pages
     app.add_middleware(SecurityMiddleware, keys=keys, max_body_mb=settings.max_body_mb,
                        open_paths=frozenset(open_paths))
     if keys:
