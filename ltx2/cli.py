@@ -14,6 +14,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from .serving.app import create_app
+    from .serving.connections import uvicorn_config
 
     configure_logging(settings)
     app = create_app(settings)
@@ -23,8 +24,8 @@ def serve(settings: Settings) -> None:
             app.state.ltx2.begin_shutdown()  # refuse new jobs from this moment; the running one finishes
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace))
+    # uvicorn with every connection limit in place (header size and time, body rate, keep-alive, cap).
+    config = uvicorn_config(app, settings, timeout_graceful_shutdown=int(settings.shutdown_grace))
     Server(config).run()
 
 

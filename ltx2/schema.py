@@ -509,6 +509,10 @@ class ErrorResponse(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # Validation errors as sentences that name the field and the rule.
 
+MAX_LISTED_ERRORS = 20  # a body with a million unknown fields gets a short answer, not a 200 MB one
+MAX_MESSAGE_CHARS = 300  # each message, with the value it quotes
+
+
 def _field_name(loc: tuple) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) if parts else "body"
@@ -521,6 +525,8 @@ def describe_error(err: dict) -> dict[str, Any]:
     ctx = err.get("ctx") or {}
     got = err.get("input")
     got_text = repr(got) if isinstance(got, str) else got
+    if len(str(got_text)) > 60:  # quote the start of a long value, not all of it
+        got_text = f"{str(got_text)[:60]}... ({len(got) if isinstance(got, (str, list, dict)) else 'long'} long)"
     if kind == "multiple_of" and ctx.get("multiple_of") == 2:
         message = f"{field} must be an even number, got {got_text}"
     elif kind == "multiple_of":
@@ -561,13 +567,20 @@ def describe_error(err: dict) -> dict[str, Any]:
         message = str(ctx.get("error", err.get("msg")))
     else:
         message = f"{field}: {err.get('msg')}"
-    return {"field": field, "message": message}
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS - 3] + "..."
+    return {"field": field[:100], "message": message}
 
 
 def validation_error_body(errors: list[dict]) -> dict[str, Any]:
-    described = [describe_error(e) for e in errors]
+    """The 422 body: every problem named, up to MAX_LISTED_ERRORS of them (then how many more)."""
+    described = [describe_error(e) for e in errors[:MAX_LISTED_ERRORS]]
     first = described[0] if described else {"field": None, "message": "invalid request"}
-    message = "; ".join(d["message"] for d in described) or first["message"]
+    message = "; ".join(d["message"] for d in described[:5]) or first["message"]
+    if len(errors) > 5:
+        message += f"; and {len(errors) - 5} more problems"
+    if len(errors) > MAX_LISTED_ERRORS:
+        described.append({"field": None, "message": f"{len(errors) - MAX_LISTED_ERRORS} more problems not listed"})
     return ErrorResponse(error=message, code="invalid_request", field=first["field"], errors=described).model_dump()
 
 

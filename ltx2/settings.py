@@ -47,6 +47,19 @@ class Settings:
     allow_private_urls: bool = False  # let image/audio URLs point at loopback/private addresses
     url_timeout: float = 30.0  # seconds to fetch one image/audio URL
     shutdown_grace: float = 120.0  # seconds SIGTERM waits for the running job
+    max_connections: int = 1000  # open connections at most (and below the descriptor limit)
+    header_timeout: float = 10.0  # seconds for a request's line and headers to arrive
+    body_timeout: float = 30.0  # seconds a body may take, plus 1 s per min_body_kbps KB
+    min_body_kbps: float = 64.0  # slowest body rate accepted past body_timeout, KB/s
+    keep_alive: float = 5.0  # seconds an idle connection is kept between requests
+    max_header_kb: float = 32.0  # request line and headers at most, KB
+    api_keys: str | None = None  # "name:key,name:key": more keys, each owning its jobs
+    api_keys_file: str | None = None  # a file of name:key lines
+    admin_key: str | None = None  # the operators' key: sees and cancels every job
+    public_url: str | None = None  # the server's public base URL, for links (else the Host header)
+    decode_memory_mb: float = 2048.0  # memory a decoding child may add (MB)
+    decode_timeout: float = 60.0  # seconds a decoding child may run
+    record_ttl: float = 604800.0  # seconds a finished job's record is kept (at least result_ttl)
     # LoRAs: URL ones may be turned off; each bounded in size; bound adapters cached in memory and on disk.
     allow_lora_urls: bool = True
     max_lora_mb: float = 2048.0
@@ -100,6 +113,19 @@ ENV = {
     "allow_private_urls": "LTX2_ALLOW_PRIVATE_URLS",
     "url_timeout": "LTX2_URL_TIMEOUT",
     "shutdown_grace": "LTX2_SHUTDOWN_GRACE",
+    "max_connections": "LTX2_MAX_CONNECTIONS",
+    "header_timeout": "LTX2_HEADER_TIMEOUT",
+    "body_timeout": "LTX2_BODY_TIMEOUT",
+    "min_body_kbps": "LTX2_MIN_BODY_KBPS",
+    "keep_alive": "LTX2_KEEP_ALIVE",
+    "max_header_kb": "LTX2_MAX_HEADER_KB",
+    "api_keys": "LTX2_API_KEYS",
+    "api_keys_file": "LTX2_API_KEYS_FILE",
+    "admin_key": "LTX2_ADMIN_KEY",
+    "public_url": "LTX2_PUBLIC_URL",
+    "decode_memory_mb": "LTX2_DECODE_MEMORY_MB",
+    "decode_timeout": "LTX2_DECODE_TIMEOUT",
+    "record_ttl": "LTX2_RECORD_TTL",
     "allow_lora_urls": "LTX2_ALLOW_LORA_URLS",
     "max_lora_mb": "LTX2_MAX_LORA_MB",
     "lora_cache_mb": "LTX2_LORA_CACHE_MB",
@@ -107,9 +133,10 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
     "encode_threads": "LTX2_ENCODE_THREADS",
 }
-_INTS = {"port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
+_INTS = {"max_connections", "port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
 _FLOATS = {"prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
-           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb"}
+           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout",
+           "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
 
@@ -207,6 +234,19 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -
         "allow_private_urls": "let image/audio URLs point at loopback or private addresses (true/false)",
         "url_timeout": "seconds to fetch one image/audio URL",
         "shutdown_grace": "seconds SIGTERM lets the running job finish",
+        "max_connections": "open connections at most; more are answered 503 and closed",
+        "header_timeout": "seconds a request line and headers may take to arrive",
+        "body_timeout": "seconds a request body may take, plus one per --min-body-kbps KB received",
+        "min_body_kbps": "slowest request-body rate (KB/s) accepted after --body-timeout",
+        "keep_alive": "seconds an idle keep-alive connection is kept",
+        "max_header_kb": "largest request line and headers, KB (431 beyond)",
+        "api_keys": "more API keys, name:key,name:key; each key sees only its own jobs",
+        "api_keys_file": "a file of API keys, one name:key a line",
+        "admin_key": "the operators' key: sees, downloads and cancels every job",
+        "public_url": "base URL for links in responses (e.g. https://video.example.com); default: the request's Host",
+        "decode_memory_mb": "memory (MB) the child process decoding an image or audio input may use",
+        "decode_timeout": "seconds to decode one job's inputs (each URL adds --url-timeout)",
+        "record_ttl": "seconds a finished job's record is kept (at least --result-ttl); then it is deleted",
         "allow_lora_urls": "let requests name LoRAs by http(s) URL (true/false); files in <models-dir>/loras always work",
         "max_lora_mb": "the largest LoRA a URL may deliver",
         "lora_cache_mb": "LoRAs kept loaded in memory between requests (least recently used go first)",

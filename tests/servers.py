@@ -20,10 +20,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(output_dir, log_path, *args: str) -> tuple[subprocess.Popen, str]:
-    """Start a tiny-preset server on a free loopback port; do not wait for it (see `wait_healthy`)."""
+def launch(output_dir, log_path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a tiny-preset server on a free loopback port; do not wait for it (see `wait_healthy`).
+    `env` adds environment variables (limits, keys) to this process's own."""
     port = free_port()
-    env = {**os.environ, "LTX2_DEVICE": "cpu"}
+    env = {**os.environ, "LTX2_DEVICE": "cpu", **(env or {})}
     with open(log_path, "a") as log:  # a file, not a pipe: a pipe nobody reads blocks the server once full
         proc = subprocess.Popen(
             [sys.executable, "server.py", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
@@ -48,8 +49,9 @@ def wait_healthy(proc: subprocess.Popen, base: str, log_path, timeout: float = 1
     raise RuntimeError(f"server did not become healthy within {timeout:.0f} s:\n{Path(log_path).read_text()[-4000:]}")
 
 
-def start_server(output_dir, log_path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    proc, base = launch(output_dir, log_path, *args)
+def start_server(output_dir, log_path, *args: str, env: dict | None = None,
+                 timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    proc, base = launch(output_dir, log_path, *args, env=env)
     wait_healthy(proc, base, log_path, timeout)
     return proc, base
 

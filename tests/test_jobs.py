@@ -223,7 +223,7 @@ def test_videos_expire_after_their_ttl_and_under_the_size_cap(make_client):
     wait_for(client, first, ("succeeded",))
     second = client.post("/jobs", json={**CHEAP, "seed": 2}).json()["id"]
     wait_for(client, second, ("succeeded",))
-    size = os.path.getsize(manager.jobs[second].video_path)
+    size = os.path.getsize(manager.get(second).video_path)
     manager.output_max_bytes = size + 1  # room for one video: the older one goes
     manager.cleanup()
     assert client.get(f"/jobs/{first}/video").status_code == 410
@@ -231,7 +231,7 @@ def test_videos_expire_after_their_ttl_and_under_the_size_cap(make_client):
     assert client.get(f"/jobs/{first}").json()["video_available"] is False
     manager.cleanup(now=time.time() + manager.result_ttl + 1)  # a day later
     assert client.get(f"/jobs/{second}/video").status_code == 410
-    assert not os.path.exists(manager.jobs[second].video_path)
+    assert not os.path.exists(manager.get(second).video_path)
 
 
 def test_every_job_event_is_one_json_log_line_with_the_job_id(make_client, caplog):

@@ -46,12 +46,15 @@ class InputLimits:
       before decoding (decompression-bomb guard); larger gives 413. Pillow's own guard refuses
       anything over ~179 MP (2 x Image.MAX_IMAGE_PIXELS) whatever this says.
     - LTX2_MAX_AUDIO_SECONDS (default 60): longest audio accepted; longer gives 422.
+    - LTX2_MAX_JPEG_SCANS (default 100): most scans a (progressive) JPEG may have, counted before
+      decoding; each scan makes the decoder visit every pixel again. Encoders write 1 to ~20.
     """
 
     max_image_bytes: int = 20 * MB
     max_audio_bytes: int = 50 * MB
     max_image_pixels: int = 50_000_000
     max_audio_seconds: float = 60.0
+    max_jpeg_scans: int = 100
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> InputLimits:
@@ -74,6 +77,7 @@ class InputLimits:
             max_audio_bytes=int(read("LTX2_MAX_AUDIO_MB", cls.max_audio_bytes / MB) * MB),
             max_image_pixels=int(read("LTX2_MAX_IMAGE_MEGAPIXELS", cls.max_image_pixels / 1e6) * 1e6),
             max_audio_seconds=read("LTX2_MAX_AUDIO_SECONDS", cls.max_audio_seconds),
+            max_jpeg_scans=int(read("LTX2_MAX_JPEG_SCANS", cls.max_jpeg_scans)),
         )
 
 
@@ -182,6 +186,8 @@ def load_image(data: bytes, field: str, declared_mime: str | None, limits: Input
         img = Image.open(io.BytesIO(data), formats=SUPPORTED_IMAGE_FORMATS)  # reads the header only
     except Image.DecompressionBombError as exc:  # Pillow's own guard, above ~179 MP
         raise _bomb(exc, field, limits) from None
+    except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
+        raise
     except Exception as exc:  # Pillow raises many types on hostile headers; all mean "not a usable image"
         other = next((name for sig, name in _OTHER_IMAGE_SIGNATURES if sig.match(data[:64])), None)
         if other:
@@ -198,14 +204,54 @@ def load_image(data: bytes, field: str, declared_mime: str | None, limits: Input
     if width * height > limits.max_image_pixels:
         raise InvalidRequest(field, f"{field} is {width}x{height} pixels; the limit is "
                              f"{limits.max_image_pixels / 1e6:g} megapixels", status=413)
+    if found == "JPEG" and jpeg_scans(data, limits.max_jpeg_scans) > limits.max_jpeg_scans:
+        raise InvalidRequest(field, f"{field} is a JPEG of more than {limits.max_jpeg_scans} scans, the limit "
+                             "(LTX2_MAX_JPEG_SCANS); encoders write at most a few dozen")
     try:
         img.load()  # truncated files raise here: LOAD_TRUNCATED_IMAGES stays off on purpose
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
     except Image.DecompressionBombError as exc:  # a GIF frame may be larger than the GIF's header says
         raise _bomb(exc, field, limits) from None
+    except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
+        raise
     except Exception as exc:
         raise InvalidRequest(field, f"{field} could not be decoded: {exc}") from None
+
+
+def jpeg_scans(data: bytes, limit: int) -> int:
+    """How many scans (SOS segments) a JPEG has, counted by walking its segments without decoding;
+    counting stops once past `limit`. Entropy-coded data is skipped with bytes.find: a 0xFF in it is
+    always followed by 0x00 (stuffing), a restart marker or a fill byte, so the next other marker
+    ends it."""
+    scans, i, end = 0, 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            i += 1  # junk between segments, which decoders skip too
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte, or a marker without length
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > limit:
+            break
+        while True:  # to the end of this scan's entropy-coded data
+            j = data.find(b"\xff", i)
+            if j < 0 or j + 1 >= end:
+                return scans
+            after = data[j + 1]
+            if after == 0x00 or after == 0xFF or 0xD0 <= after <= 0xD7:
+                i = j + 1
+                continue
+            i = j
+            break
+    return scans
 
 
 def _bomb(exc: Exception, field: str, limits: InputLimits) -> InvalidRequest:
@@ -275,6 +321,9 @@ _FAMILY_NAMES = {"wav": "WAV", "mp3": "MP3", "ogg": "OGG", "flac": "FLAC", "aac"
                  "mp4": "MP4/M4A", "webm": "WebM/Matroska"}
 _DEMUXER_WHITELIST = "wav,mp3,ogg,flac,aac,mov,matroska"
 DURATION_TOLERANCE_S = 0.1  # encoder padding/priming (AAC, MP3, Opus) may add a few ms past the content
+# No recording is sampled slower than telephone-grade 8 kHz; 4 kHz leaves room. A lower rate means a
+# file built to make the resampler multiply a few samples into gigabytes (a 55-byte FLAC at 1 Hz).
+MIN_AUDIO_RATE = 4000
 HEADER_SLACK = 0.1  # a header's estimate may be off (e.g. VBR MP3); refuse on it only when clearly over
 
 
@@ -293,6 +342,8 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
         container = av.open(io.BytesIO(data), mode="r", options={"format_whitelist": _DEMUXER_WHITELIST})
     except av.error.ArgumentError:  # FFmpeg found a format, but not one on the whitelist
         raise InvalidRequest(field, f"{field} is not in a supported audio format; send {AUDIO_FORMATS_TEXT}") from None
+    except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
+        raise
     except Exception as exc:
         raise InvalidRequest(field, f"{field} is not a readable audio file ({_reason(exc)}); send "
                              f"{AUDIO_FORMATS_TEXT}") from None
@@ -303,6 +354,7 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
         if not container.streams.audio:
             raise InvalidRequest(field, f"{field} holds no audio stream")
         stream = container.streams.audio[0]
+        _check_rate(stream.codec_context.sample_rate or stream.sample_rate, field)
 
         declared = None
         if stream.duration and stream.time_base:
@@ -320,6 +372,13 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
         resampler = None
         try:
             for frame in _decoded_then_flush(container, stream):
+                if frame is not None:
+                    # What this frame becomes once resampled, refused before the resampler allocates it.
+                    _check_rate(frame.sample_rate, field)
+                    if not frame.sample_rate:
+                        raise InvalidRequest(field, f"{field} has audio frames without a sample rate")
+                    if total + math.ceil(frame.samples * sample_rate / frame.sample_rate) > stop_after:
+                        raise InvalidRequest(field, f"{field} is longer than {max_s:g} s, the limit")
                 if resampler is None and frame is not None:
                     layout = "mono" if frame.layout.nb_channels == 1 else "stereo"
                     resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
@@ -333,6 +392,8 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
                     raise InvalidRequest(field, f"{field} is longer than {max_s:g} s, the limit")
         except InvalidRequest:
             raise
+        except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
+            raise
         except Exception as exc:
             raise InvalidRequest(field, f"{field} could not be decoded: {_reason(exc)}") from None
 
@@ -343,6 +404,12 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
         wave = np.repeat(wave, 2, axis=0)
     # Lossy decoders overshoot slightly past full scale, and float WAVs may hold NaN or inf.
     return np.clip(np.nan_to_num(wave, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
+def _check_rate(rate: int | None, field: str) -> None:
+    if rate and rate < MIN_AUDIO_RATE:
+        raise InvalidRequest(field, f"{field} has a sample rate of {rate} Hz; the lowest accepted is "
+                             f"{MIN_AUDIO_RATE} Hz")
 
 
 def _reason(exc: Exception) -> str:

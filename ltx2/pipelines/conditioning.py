@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..media.audio_prep import preprocess_audio
-from ..media.inputs import InputLimits, decode_base64_field, load_audio, load_image
+from ..media.inputs import InputLimits
 from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 
 
@@ -38,32 +38,34 @@ class Conditioning:
 
 
 def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: int,
-                        limits: InputLimits | None = None, fetch_policy=None) -> Conditioning:
+                        limits: InputLimits | None = None, fetch_policy=None, *, inputs: dict[str, str] | None = None,
+                        sandbox=None, should_stop=None) -> Conditioning:
     """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `fetch_policy`,
-    by default the one the environment sets); bad input raises InvalidRequest naming the field."""
-    from ..media.fetch import FetchPolicy, fetch, is_url, refuse_other_schemes
+    by default the one the environment sets); bad input raises InvalidRequest naming the field.
 
-    limits = limits or InputLimits.from_env()
+    Fetching and decoding run in a child process with hard memory and time limits (ltx2.media.sandbox;
+    `sandbox`, else the process's default one), killed as soon as `should_stop()` returns an exception
+    (then raised as `Stopped`). `inputs` overrides the request's own image_start/image_end/audio."""
+    from ..media.fetch import FetchPolicy, is_url, refuse_other_schemes
+    from ..media.sandbox import default_sandbox
+
     out = Conditioning(vae_rate=vae_rate)
-
-    def read(value: str, field: str, max_bytes: int, kind: str) -> tuple[bytes, str | None]:
-        if is_url(value):
-            return fetch(value, field, max_bytes, fetch_policy or FetchPolicy.from_env())
-        refuse_other_schemes(value, field)
-        return decode_base64_field(value, field, max_bytes, kind)
-
-    for field in ("image_start", "image_end"):
-        value = getattr(request, field)
-        if value is not None:
-            data, mime = read(value, field, limits.max_image_bytes, "image")
-            setattr(out, field, load_image(data, field, mime, limits))
-    if request.audio is not None:
-        data, mime = read(request.audio, "audio", limits.max_audio_bytes, "audio")
-        out.audio_for_vae = load_audio(data, "audio", mime, limits, vae_rate)
-        out.audio_for_output = load_audio(data, "audio", mime, limits, output_rate)
-        if request.preprocess_audio:
-            out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
-                out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
+    if inputs is None:
+        inputs = {name: getattr(request, name) for name in ("image_start", "image_end", "audio")
+                  if getattr(request, name) is not None}
+    if not inputs:
+        return out
+    for name, value in inputs.items():
+        if not is_url(value):
+            refuse_other_schemes(value, name)  # file://, ftp://...: say which schemes work
+    decoded = (sandbox or default_sandbox()).decode(
+        inputs, vae_rate, output_rate, limits or InputLimits.from_env(), fetch_policy or FetchPolicy.from_env(),
+        should_stop=should_stop, url_count=sum(map(is_url, inputs.values())))
+    out.image_start, out.image_end = decoded.images.get("image_start"), decoded.images.get("image_end")
+    out.audio_for_vae, out.audio_for_output = decoded.audio_for_vae, decoded.audio_for_output
+    if out.audio_for_vae is not None and request.preprocess_audio:
+        out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
+            out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
     return out
 
 

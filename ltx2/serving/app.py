@@ -8,14 +8,15 @@ GPU (ltx2.serving.jobs): `POST /generate` waits for its job, `POST /jobs` return
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
-import time
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 from typing import Annotated
 
-from fastapi import Body, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -29,18 +30,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..media.fetch import FetchPolicy
 from ..pipelines.loras import LoraPolicy
+from ..media.inputs import InputLimits
+from ..media.sandbox import Sandbox, SandboxLimits, Stopped
+from ..pipelines.conditioning import decode_conditioning
 from .jobs import (
     CANCELLED,
     RUNNING,
     SUCCEEDED,
     TERMINAL,
     Job,
+    JobCancelled,
     JobManager,
+    JobTimedOut,
     JobStore,
     QueueFull,
     ShuttingDown,
+    StorageError,
+    STORAGE_ERROR_STATUS,
 )
-from ..media.encode import FORMATS, output_format, to_data_uri
+from ..media.encode import FORMATS, output_format
+from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
+from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
 from ..media.samples import sample_audio_uri, sample_image_uri
@@ -57,7 +67,7 @@ from .docs import install_docs
 from .playground import PAGES as PLAYGROUND_PAGES
 from .playground import install_playground
 from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
-from .security import MISSING_KEY, install_security
+from .security import MISSING_KEY, caller_of, install_security
 from .service import load_for_serving, render_mp4
 from ..settings import Settings
 
@@ -157,7 +167,8 @@ ERROR_RESPONSES = {
               "the model is still loading", "model_not_loaded"),
     504: _doc("The job ran longer than the server's job timeout.",
               "the job ran longer than 1800 s (LTX2_JOB_TIMEOUT) and was stopped", "timeout"),
-    507: _doc("Out of GPU memory; lower num_frames or the resolution.",
+    507: _doc("Out of GPU memory (lower num_frames or the resolution), or the server could not store the job or "
+              "its video (code storage_error).",
               "out of GPU memory generating 241 frames at 768x1344: lower num_frames (a shorter video) or the "
               "resolution (width/height) and retry (CUDA out of memory. Tried to allocate 9.00 GiB)",
               "out_of_memory"),
@@ -170,7 +181,8 @@ JOB_RESPONSES = {
 
 
 class _State:
-    """What the server knows: the model (or why it is missing), the job manager, the metrics."""
+    """What the server knows: the model (or why it is missing), the job manager, the metrics; and the
+    job API every route uses (`submit`, `find`, `view`), whatever protocol it speaks."""
 
     def __init__(self, model: LoadedModel | None, settings: Settings):
         self.model = model
@@ -180,20 +192,49 @@ class _State:
         self.metrics = Metrics()
         self.fetch_policy = FetchPolicy.from_settings(settings)  # --url-timeout, --allow-private-urls
         self.lora_policy = LoraPolicy.from_settings(settings)  # --models-dir, --allow-lora-urls, --max-lora-mb...
+        self.changes = Changes()
+        self.body_slots = asyncio.Semaphore(MAX_BODIES_IN_FLIGHT)
+        self.sandbox = Sandbox(SandboxLimits.from_settings(settings))  # --decode-memory-mb, --decode-timeout
+        self.public_url = _public_url(settings.public_url)  # --public-url: links don't trust the Host header
+        self.keys_configured = False  # set by create_app once the keys are read
 
     def start_jobs(self) -> None:
         settings = self.settings
         store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
         self.manager = JobManager(
             store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
-            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl,
+            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
             output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
+            on_change=self.changes.notify, prepare_job=self._prepare_job,
         )
         self.manager.start()
 
+    def _prepare_job(self, job: Job, check):
+        """Fetch and decode the job's inputs in the sandbox, off the GPU worker; killed when `check` says
+        the job was cancelled or ran out of time."""
+        inputs = self.manager.inputs_of(job)
+        if not inputs:
+            return None
+
+        def should_stop():
+            try:
+                check()
+            except (JobCancelled, JobTimedOut) as exc:
+                return exc
+            return None
+
+        try:
+            return decode_conditioning(job.request, self.model.pipe.audio_vae.config.sample_rate,
+                                       self.model.vocoder_rate, InputLimits.from_env(), self.fetch_policy,
+                                       inputs=inputs, sandbox=self.sandbox, should_stop=should_stop)
+        except Stopped as exc:
+            raise exc.why from None
+
     def _run_job(self, job: Job, on_step):
+        # A job with inputs comes prepared; one without needs nothing decoded.
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
-                              lora_policy=self.lora_policy, encode_threads=self.settings.encode_threads)
+                              lora_policy=self.lora_policy, conditioning=job.prepared, check=job.check,
+                              encode_threads=self.settings.encode_threads)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.data
 
     def begin_shutdown(self) -> None:
@@ -201,10 +242,117 @@ class _State:
         if self.manager is not None:
             self.manager.accepting = False
 
+    # -- the job API, for every route ------------------------------------------------------------
+
+    def unavailable(self) -> JSONResponse | None:
+        """Why no job can be submitted or looked up now, or None."""
+        if self.load_error is not None:
+            return _error(503, f"the model failed to load: {self.load_error}", "model_load_failed")
+        if self.manager is None:
+            return _error(503, "the model is still loading", "model_not_loaded")
+        return None
+
+    async def submit(self, request: GenerateRequest, http: Request) -> Job | JSONResponse:
+        """Queue `request` for the caller; a Job, or the error response to send. From a SubmitRoute the
+        queue slot is already held; anywhere else one is taken here."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        reservation = getattr(http.state, "ltx2_reservation", None)
+        try:
+            return await asyncio.to_thread(self.manager.submit, request, caller_of(http).name, reservation)
+        except QueueFull as exc:
+            self.metrics.job_rejected("queue_full")
+            return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
+        except ShuttingDown as exc:
+            self.metrics.job_rejected("shutting_down")
+            return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
+        except StorageError as exc:
+            self.metrics.job_rejected("storage_error")
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+
+    async def find(self, job_id: str, http: Request) -> Job | JSONResponse:
+        """The caller's job with this id, or the error response (404 for an unknown id)."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        try:
+            job = await asyncio.to_thread(self.manager.get, job_id)
+        except StorageError as exc:
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+        # Another key's job is answered exactly as a job that does not exist: its id tells nothing.
+        if job is None or not caller_of(http).sees(job.owner, self.keys_configured):
+            return _error(404, f"no job {job_id!r}", "not_found")
+        return job
+
+    async def list_jobs(self, http: Request, limit: int = 20, after: float | None = None,
+                        order: str = "desc") -> list[Job] | JSONResponse:
+        """The caller's jobs (every job for the admin key, or on a server without keys), newest first
+        (`order` "asc": oldest first), beyond the one created at `after`; or the error response to send."""
+        if (refusal := self.unavailable()) is not None:
+            return refusal
+        caller = caller_of(http)
+        try:
+            return await asyncio.to_thread(self.manager.list, caller.name, limit, after,
+                                           caller.admin or not self.keys_configured, order)
+        except StorageError as exc:
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
+
+    def url(self, http: Request, name: str, **params) -> str:
+        """An absolute link: under --public-url when it is set, else from the request's Host header."""
+        if self.public_url is None:
+            return str(http.url_for(name, **params))
+        return self.public_url + str(http.app.url_path_for(name, **params))
+
+    def links(self, job: Job, http: Request) -> dict[str, str]:
+        return {"self": self.url(http, "get_job", job_id=job.id),
+                "events": self.url(http, "job_events", job_id=job.id),
+                "video": self.url(http, "job_video", job_id=job.id)}
+
+    def video_url(self, job: Job, http: Request) -> str:
+        """The video's link ending in its format's extension, for clients that go by it."""
+        extension = output_format(job.request.video_output_type).extension[1:]
+        return self.url(http, "job_video_file", job_id=job.id, extension=extension)
+
+    def view(self, job: Job, http: Request) -> dict:
+        """GET /jobs/{id}'s body. A data_uri result's video is the VIDEO placeholder, for `respond`."""
+        view = job.view(self.manager.position(job.id))
+        view["links"] = self.links(job, http)
+        if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
+            fmt = job.request.response_format or "url"
+            video = self.video_url(job, http) if fmt == "url" else VIDEO
+            view["result"] = {"video": video, **view["result"]}
+        return view
+
+    def gone(self, job: Job) -> JSONResponse:
+        settings = self.settings
+        return _error(410, f"the video of job {job.id} has expired (kept {settings.result_ttl:.0f} s, at most "
+                           f"{settings.output_max_gb:g} GB of videos)", "expired")
+
+    async def respond(self, content, job: Job, status_code: int = 200, headers: dict | None = None):
+        """JSON for `content`, its video (if any) streamed from the file."""
+        return await json_response(content, job, status_code, headers, gone=self.gone)
+
+
+def _public_url(value: str | None) -> str | None:
+    """--public-url without its trailing slash, checked: links are built on it."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"LTX2_PUBLIC_URL must be an http(s) URL without a query, like https://video.example.com "
+                         f"or https://example.com/ltx2, got {value!r}")
+    return value.rstrip("/")
+
 
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=ErrorResponse(error=message, code=code).model_dump(),
                         headers=headers)
+
+
+async def _disconnected(http: Request) -> None:
+    """Returns when the client goes away. Only once the body has been read: then the server's receive()
+    has nothing left to deliver but the disconnect."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
@@ -214,6 +362,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.changes.bind(asyncio.get_running_loop())
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_for_serving, settings)
@@ -221,19 +370,24 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.error(json.dumps({"event": "model_load_failed", "error": state.load_error}))
         if state.model is not None:
-            state.start_jobs()
+            # The model's hundreds of thousands of Python objects live as long as the server: keep them
+            # out of every future garbage collection, which otherwise takes ~0.5 s with the GIL held.
+            gc.collect()
+            gc.freeze()
+            await asyncio.to_thread(state.start_jobs)  # recovery and sweeps read the disk
         yield
         if state.manager is not None:
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
             state.manager.store.close()
+        state.sandbox.close()
 
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from a package.
     app = FastAPI(title="ltx2", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     install_docs(app)
     install_playground(app)
-    # API key and body limit, checked before any body is read.
-    install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES)
+    # API keys and body limit, checked before any body is read.
+    state.keys_configured = bool(install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES))
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
@@ -254,48 +408,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
         return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
 
-    def unavailable() -> JSONResponse | None:
-        if state.load_error is not None:
-            return _error(503, f"the model failed to load: {state.load_error}", "model_load_failed")
-        if state.manager is None:
-            return _error(503, "the model is still loading", "model_not_loaded")
-        return None
+    # Routes that queue a job: capacity is checked before their bodies are read (ltx2.serving.intake).
+    submits = APIRouter(route_class=SubmitRoute)
 
-    def submit(request: GenerateRequest) -> Job | JSONResponse:
-        if (refusal := unavailable()) is not None:
-            return refusal
-        try:
-            return state.manager.submit(request)
-        except QueueFull as exc:
-            state.metrics.job_rejected("queue_full")
-            return _error(429, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after)})
-        except ShuttingDown as exc:
-            state.metrics.job_rejected("shutting_down")
-            return _error(503, str(exc), "shutting_down", headers={"Retry-After": "30"})
-
-    def video_field(job: Job, http: Request, fmt: str) -> str:
-        video = output_format(job.request.video_output_type)
-        if fmt == "url":  # the file's extension in the URL, for clients that go by it
-            return str(http.url_for("job_video_file", job_id=job.id, extension=video.extension[1:]))
-        with open(job.video_path, "rb") as fh:
-            return to_data_uri(fh.read(), video.mime)
-
-    def job_view(job: Job, http: Request) -> dict:
-        view = job.view(state.manager.position(job.id))
-        view["links"] = {"self": str(http.url_for("get_job", job_id=job.id)),
-                         "events": str(http.url_for("job_events", job_id=job.id)),
-                         "video": str(http.url_for("job_video", job_id=job.id))}
-        if job.status == SUCCEEDED and view["video_available"] and view["result"] is not None:
-            view["result"] = {"video": video_field(job, http, job.request.response_format or "url"), **view["result"]}
-        return view
-
-    def find(job_id: str) -> Job | JSONResponse:
-        if (refusal := unavailable()) is not None:
-            return refusal
-        job = state.manager.jobs.get(job_id)
-        return job if job is not None else _error(404, f"no job {job_id!r}", "not_found")
-
-    @app.post(
+    @submits.post(
         "/generate",
         response_model=GenerateResponse,
         responses=ERROR_RESPONSES,
@@ -304,59 +420,112 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def generate_video(
         http: Request,
         request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
-    ) -> GenerateResponse | JSONResponse:
-        job = submit(request)
+    ):
+        job = await state.submit(request, http)
         if isinstance(job, JSONResponse):
             return job
-        # Wait for the job; a client that goes away cancels it, so it does not hold the GPU.
-        while not job.done.is_set():
-            if await http.is_disconnected():
-                state.manager.cancel(job.id)
-                log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
-                return _error(499, "the client closed the connection; the job was cancelled", "client_closed")
-            await asyncio.sleep(0.05)
+        # Wait for the job, woken when it ends; a client that goes away cancels it, so it does not hold the GPU.
+        done = asyncio.ensure_future(state.changes.until_done(job))
+        gone = asyncio.ensure_future(_disconnected(http))
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (done, gone):
+            task.cancel()
+        if not job.done.is_set():
+            state.manager.cancel(job.id)
+            log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
+            return _error(499, "the client closed the connection; the job was cancelled", "client_closed")
         if job.status == CANCELLED:  # by DELETE /jobs/{id}, or by a shutdown past its grace
             return _error(409, f"job {job.id} was cancelled before it finished", "cancelled")
         if job.status != SUCCEEDED:
             return JSONResponse(status_code=job.error_status or 500, content=job.error)
-        start = time.perf_counter()
-        video = video_field(job, http, request.response_format or "data_uri")
-        timings = {**job.result["timings"], "encode_base64": round(time.perf_counter() - start, 4)}
+        if job.expired or not job.video_path:
+            return state.gone(job)
+        fmt = request.response_format or "data_uri"
+        video = VIDEO if fmt == "data_uri" else state.video_url(job, http)
         # Accepted to ready, as the field says: the time in the queue counts.
         waited = round(job.finished - job.created, 3)
-        return GenerateResponse(video=video, **{**job.result, "timings": timings, "generation_time_seconds": waited})
+        content = GenerateResponse(video=video, **{**job.result, "generation_time_seconds": waited}).model_dump(
+            mode="json")
+        if fmt == "data_uri":  # measured while the video streams out, and written after it
+            content["timings"]["encode_base64"] = ENCODE_SECONDS
+        return await state.respond(content, job)
 
-    @app.post("/jobs", status_code=202, summary="Queue a video (asynchronous); poll or stream its progress",
-              responses={k: v for k, v in ERROR_RESPONSES.items() if k not in (409, 504, 507)})
+    @submits.post("/jobs", status_code=202, summary="Queue a video (asynchronous); poll or stream its progress",
+                  responses={k: v for k, v in ERROR_RESPONSES.items() if k not in (409, 504)})
     async def create_job(
         http: Request,
         request: Annotated[GenerateRequest, Body(openapi_examples=REQUEST_EXAMPLES)],
     ) -> JSONResponse:
-        job = submit(request)
+        job = await state.submit(request, http)
         if isinstance(job, JSONResponse):
             return job
-        return JSONResponse(status_code=202, content=job_view(job, http),
-                            headers={"Location": str(http.url_for("get_job", job_id=job.id))})
+        return JSONResponse(status_code=202, content=state.view(job, http),
+                            headers={"Location": state.links(job, http)["self"]})
+
+    app.include_router(submits)
 
     @app.get("/jobs/{job_id}", name="get_job", summary="A job's status, position, progress, timings and result",
              responses=JOB_RESPONSES)
-    async def get_job(job_id: str, http: Request) -> JSONResponse:
-        job = find(job_id)
-        return job if isinstance(job, JSONResponse) else JSONResponse(job_view(job, http))
+    async def get_job(job_id: str, http: Request):
+        job = await state.find(job_id, http)
+        if isinstance(job, JSONResponse):
+            return job
+        view = state.view(job, http)
+        response = await state.respond(view, job)
+        if response.status_code == 410:  # expired since the view was made: say so in the view instead
+            view["video_available"], view["result"] = False, job.result
+            return JSONResponse(view)
+        return response
 
     @app.delete("/jobs/{job_id}", summary="Cancel a job: a queued one is removed, a running one stops at its next step",
                 responses={**JOB_RESPONSES, 409: _doc("The job has already finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 has "
                                                                        "already succeeded", "conflict")})
     async def cancel_job(job_id: str, http: Request) -> JSONResponse:
-        job = find(job_id)
+        job = await state.find(job_id, http)
         if isinstance(job, JSONResponse):
             return job
         if job.status in TERMINAL:
             return _error(409, f"job {job_id} has already {job.status}", "conflict")
         state.manager.cancel(job_id)
-        if job.status == RUNNING:
-            await asyncio.to_thread(job.done.wait, 60)  # it stops at the next denoising step
-        return JSONResponse(job_view(job, http))
+        if job.status == RUNNING:  # it stops at its next step or stage boundary
+            try:
+                await asyncio.wait_for(state.changes.until_done(job), 60)
+            except TimeoutError:
+                pass
+        return JSONResponse(state.view(job, http))
+
+    async def video_response(job_id: str, http: Request, head: bool, extension: str | None = None):
+        job = await state.find(job_id, http)
+        if isinstance(job, JSONResponse):
+            return job
+        suffix = output_format(job.request.video_output_type).extension
+        if extension is not None and f".{extension}" != suffix:
+            return _error(404, f"job {job_id}'s video is a {suffix} file, not .{extension}", "not_found")
+        if job.status not in TERMINAL:
+            return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
+        if job.status != SUCCEEDED:
+            return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
+        if state.manager.video_expired(job) or not job.video_path:
+            return state.gone(job)
+        try:
+            fh = await asyncio.to_thread(open, job.video_path, "rb")
+        except OSError:
+            return state.gone(job)
+        size = os.fstat(fh.fileno()).st_size
+        name = os.path.basename(job.video_path)
+        headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"'}
+        if head:
+            fh.close()
+            return Response(status_code=200, media_type=video_mime(job.video_path), headers=headers)
+
+        async def chunks():
+            try:
+                while chunk := await asyncio.to_thread(fh.read, 256 * 1024):
+                    yield chunk
+            finally:
+                fh.close()
+
+        return StreamingResponse(chunks(), media_type=video_mime(job.video_path), headers=headers)
 
     video_responses = {200: {"content": {f.mime: {} for f in FORMATS.values()}}, **JOB_RESPONSES,
                        409: _doc("The job has not finished.", "job 3f2c9a4e5b6d4c1e8f0a7b2c3d4e5f60 is running; its video "
@@ -366,74 +535,92 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     @app.get("/jobs/{job_id}/video", name="job_video", response_class=FileResponse, responses=video_responses,
              summary="The finished video file (MP4, WebM, MOV or GIF, as the request's video_output_type)")
-    async def job_video(job_id: str):
-        return serve_video(job_id)
+    async def job_video(job_id: str, http: Request):
+        return await video_response(job_id, http, head=False)
+
+    @app.head("/jobs/{job_id}/video", include_in_schema=False)
+    async def job_video_head(job_id: str, http: Request):
+        return await video_response(job_id, http, head=True)
 
     @app.get("/jobs/{job_id}/video.{extension}", name="job_video_file", response_class=FileResponse,
              responses=video_responses, summary="The finished video file, by a URL ending in its extension")
-    async def job_video_file(job_id: str, extension: str):
-        return serve_video(job_id, extension)
+    async def job_video_file(job_id: str, extension: str, http: Request):
+        return await video_response(job_id, http, head=False, extension=extension)
 
-    def serve_video(job_id: str, extension: str | None = None):
-        job = find(job_id)
-        if isinstance(job, JSONResponse):
-            return job
-        video = output_format(job.request.video_output_type)
-        if extension is not None and f".{extension}" != video.extension:
-            return _error(404, f"job {job_id}'s video is a {video.extension} file, not .{extension}", "not_found")
-        if job.status not in TERMINAL:
-            return _error(409, f"job {job_id} is {job.status}; its video is not ready", "not_ready")
-        if job.status != SUCCEEDED:
-            return _error(404, f"job {job_id} {job.status}; it has no video", "no_video")
-        if state.manager.video_expired(job) or not job.video_path or not os.path.exists(job.video_path):
-            return _error(410, f"the video of job {job_id} has expired (kept {settings.result_ttl:.0f} s)", "expired")
-        return FileResponse(job.video_path, media_type=video.mime, filename=f"{job_id}{video.extension}")
+    @app.head("/jobs/{job_id}/video.{extension}", include_in_schema=False)
+    async def job_video_file_head(job_id: str, extension: str, http: Request):
+        return await video_response(job_id, http, head=True, extension=extension)
 
     @app.get("/jobs/{job_id}/events", name="job_events", summary="Server-sent events: progress, then the result",
              responses={200: {"content": {"text/event-stream": {}}}, **JOB_RESPONSES})
     async def job_events(job_id: str, http: Request):
-        job = find(job_id)
+        job = await state.find(job_id, http)
         if isinstance(job, JSONResponse):
             return job
 
         async def stream():
+            # Woken by the worker on each change (no polling); a comment every 15 s keeps proxies from
+            # closing an idle stream and finds clients that left.
             seen = -1
             while True:
                 if job.version != seen:
                     seen = job.version
-                    view = job_view(job, http)
                     kind = "result" if job.status in TERMINAL else "progress"
-                    yield f"event: {kind}\ndata: {json.dumps(view)}\n\n"
+                    body = StreamedJSON(state.view(job, http), job.video_path)
+                    try:
+                        await body.open()
+                    except OSError:  # expired between the view and now
+                        body = StreamedJSON({**state.view(job, http), "video_available": False}, None)
+                    yield f"event: {kind}\ndata: ".encode()
+                    async for part in body.parts():
+                        yield part
+                    yield b"\n\n"
                     if kind == "result":
                         return
-                if await http.is_disconnected():
-                    return
-                await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.1)  # at most ~10 progress events a second; the result is never late
+                if not await state.changes.changed(job, seen, 15):
+                    yield b": keep-alive\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    # The other protocols: their own routes over the same request model, queue and errors.
-    protocols = ProtocolContext(settings=settings, model=lambda: state.model, unavailable=unavailable,
-                                submit=submit, find=find, video=job_video, manager=lambda: state.manager)
+    # The other protocols: their own routes over the same request model, queue, ownership and errors.
+    protocols = ProtocolContext(settings=settings, model=lambda: state.model, unavailable=state.unavailable,
+                                submit=state.submit, find=state.find,
+                                video=lambda job_id, http: video_response(job_id, http, head=False),
+                                list_jobs=state.list_jobs, url=state.url, manager=lambda: state.manager)
     openai_api.install(app, protocols)
     ltx_api.install(app, protocols)
 
-    @app.get("/health", summary="Liveness, the loaded model and the queue")
-    async def health() -> JSONResponse:
+    @app.get("/health", summary="Liveness, the loaded model, the worker, storage and the queue",
+             responses={503: {"description": "Jobs cannot run now: the model is loading or failed to load, the "
+                                             "GPU worker is down or stuck, or storage is failing (`problems`)."}})
+    async def health(http: Request) -> JSONResponse:
         if state.load_error is not None:
             return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
         if state.model is None or state.manager is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
         manager = state.manager
         running = manager.running
-        progress = {"job": running.id, "step": running.step, "total": running.total} if running else None
-        return JSONResponse({
-            "status": "healthy" if manager.accepting else "shutting_down",
+        progress = {"step": running.step, "total": running.total} if running else None
+        if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
+            progress["job"] = running.id
+        checks = manager.health()
+        status = "shutting_down" if not manager.accepting else "healthy" if checks["ready"] else "unavailable"
+        return JSONResponse(status_code=200 if status != "unavailable" else 503, content={
+            "status": status,
+            "problems": checks["problems"],
+            "worker": checks["worker"],
+            "storage": checks["storage"],
             "model": state.model.describe(),
             "jobs_waiting_or_running": manager.depth + (1 if running else 0),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
         })
+
+    @app.head("/health", include_in_schema=False)
+    async def health_head(http: Request) -> Response:
+        answer = await health(http)
+        return Response(status_code=answer.status_code, media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -3,16 +3,32 @@
 Every video, synchronous (`POST /generate`) or not (`POST /jobs`), is a job. A job is recorded in
 SQLite (standard library) under the output directory the moment it is accepted, so nothing
 accepted is lost: after a restart, jobs that were queued run, a job that was running is reported
-failed with the reason, and finished videos stay downloadable until their time-to-live.
+failed with the reason, and finished videos stay downloadable until their time-to-live. A job's
+inputs (images, audio: up to ~100 MB of base64) wait in a file of their own, not in the database
+and not in memory, and are deleted when the job ends.
 
-One worker thread runs jobs one at a time (the transformer's activations for one video fill the
-GPU). Waiting jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of
-when to retry. A running job is cancelled at its next denoising step.
+Only active jobs (queued, preparing, running) live in memory; finished ones are read back from the
+database when asked for, and pruned from it `record_ttl` seconds after they end. Videos go after
+`result_ttl` seconds, or sooner when they exceed `output_max_bytes` (oldest first).
+
+A job has two stages. A preparing thread fetches and decodes its inputs (`prepare_job`, given by the
+app; it runs them in a sandboxed child process), off the GPU worker and ahead of it. The GPU worker
+runs prepared jobs, one at a time (the transformer's activations for one video fill the GPU), in
+queue order; a job whose inputs are still being fetched does not hold up the ones behind it. Waiting
+jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of when to retry.
+`cancel` and the job time limit reach every stage: the sandbox is killed, the denoising loop stops at
+its next step, and the stages without steps (VAE decode, mux) are followed by a check.
+
+The worker never dies silently: whatever goes wrong in a job (the model, the disk, the database, our
+own code) fails that job with a JSON error and the worker takes the next one. A supervisor thread
+restarts a worker that died anyway (a BaseException), replaces one stuck past its job's deadline,
+notices a database file deleted under it, and sweeps old videos and records; `health()` says whether
+jobs can run at all.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import logging
 import os
@@ -38,6 +54,7 @@ log = logging.getLogger("ltx2.jobs")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+INPUT_FIELDS = ("image_start", "image_end", "audio")
 
 
 class QueueFull(Exception):
@@ -51,38 +68,80 @@ class ShuttingDown(Exception):
 
 
 class JobCancelled(Exception):
-    """Raised from the step callback: the job stops at the next denoising step."""
+    """Raised from the step callback (or any stage's check): the job stops there."""
 
 
 class JobTimedOut(Exception):
     pass
 
 
+class StorageError(Exception):
+    """The output directory or the job database refused a write: a full disk, a read-only or missing
+    folder, no file descriptors left. `action` says what could not be done, for the client."""
+
+    def __init__(self, action: str, cause: BaseException | str):
+        self.action = action
+        self.reason = cause if isinstance(cause, str) else _reason(cause)
+        super().__init__(f"{action}: {self.reason}")
+
+    def body(self) -> dict:
+        return ErrorResponse(error=f"the server could not {self.action} ({self.reason}); retry when its storage "
+                             "is fixed (GET /health says when)", code="storage_error").model_dump()
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS or SQLite error without the server's paths: the client needs the kind, not our layout."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    return f"{type(exc).__name__}: {exc}"
+
+
+STORAGE_ERROR_STATUS = 507  # Insufficient Storage
+# Errors of the machine, not of the job or the model: wherever they strike (writing the video, or a
+# library opening a file mid-generation), the job fails as a storage error naming the resource.
+RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.EACCES,
+                   errno.EPERM, errno.ENOTDIR, errno.EIO}
+
+
+def timeout_body(limit: float) -> dict:
+    return ErrorResponse(error=f"the job ran longer than {limit:.0f} s (LTX2_JOB_TIMEOUT) and was stopped",
+                         code="timeout").model_dump()
+
+
 @dataclass
 class Job:
     id: str
-    request: GenerateRequest
+    request: GenerateRequest  # without its inputs once they are stored (see `inputs_path`)
+    owner: str | None = None  # the name of the API key that submitted it; None on a server without keys
     status: str = QUEUED
     created: float = field(default_factory=time.time)
-    started: float | None = None
+    started: float | None = None  # when it took the GPU
     finished: float | None = None
     step: int = 0
     total: int = 0
+    stage: str | None = None  # what an active job is doing: preparing_inputs, generating, storing
     timings: dict[str, float] = field(default_factory=dict)
     error: dict | None = None  # ErrorResponse body
     error_status: int | None = None  # the HTTP status /generate answers with for this error
     result: dict | None = None  # the response without the video
     video_path: str | None = None
     expired: bool = False
+    inputs_path: str | None = None  # the file holding image_start/image_end/audio until the job ends
+    input_fields: tuple[str, ...] = ()  # which of them the request had
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
     version: int = 0  # bumped on every change, for event streams
+    prepared: Any = field(default=None, repr=False)  # decoded inputs, in memory only, until it runs
+    ready: bool = False  # inputs decoded (or none to decode): the GPU may take it
+    worked: float = 0.0  # seconds spent preparing; they count against the job time limit
+    check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
         return {
             "id": self.id,
             "status": self.status,
+            "stage": self.stage,
             "position": position,
             "step": self.step,
             "total": self.total,
@@ -96,96 +155,349 @@ class Job:
         }
 
 
+# ---------------------------------------------------------------------------------------------- records
+
+# Column -> SQLite type. Columns a newer version adds are added to an older file at start-up; a row
+# that cannot be read (another version's, or damaged) is skipped with a log line, never fatal.
+COLUMNS = {
+    "id": "TEXT PRIMARY KEY", "status": "TEXT", "created": "REAL", "started": "REAL", "finished": "REAL",
+    "request": "TEXT", "step": "INTEGER", "total": "INTEGER", "timings": "TEXT", "error": "TEXT",
+    "error_status": "INTEGER", "result": "TEXT", "video_path": "TEXT", "expired": "INTEGER DEFAULT 0",
+    "owner": "TEXT", "inputs_path": "TEXT", "input_fields": "TEXT",
+}
+_NAMES = tuple(COLUMNS)
+_INSERT = f"INSERT OR REPLACE INTO jobs ({', '.join(_NAMES)}) VALUES ({', '.join('?' for _ in _NAMES)})"
+_ACTIVE = "status IN ('queued', 'running')"
+_ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
+
+
 class JobStore:
-    """SQLite records of every job. Writes are few (state changes, not every step) and serialised."""
+    """SQLite records of every job. Writes are few (state changes, not every step) and serialised.
+
+    The file is checked at start-up: one SQLite cannot read is moved aside (`jobs.sqlite3.corrupt-<time>`)
+    with an error in the log, and a fresh one started. Before each write the file is checked to still be
+    the one open: if it was deleted (or replaced) while running, it is recreated from the open copy, so
+    queued jobs do not vanish at the next start. Free pages are given back to the file system
+    (incremental auto-vacuum), and the write-ahead log is truncated after each sweep.
+    """
 
     def __init__(self, path: str):
+        self.path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")  # a reader never waits for the worker's write
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT, created REAL, started REAL,"
-            " finished REAL, request TEXT, step INTEGER, total INTEGER, timings TEXT, error TEXT,"
-            " error_status INTEGER, result TEXT, video_path TEXT, expired INTEGER DEFAULT 0)"
-        )
         self._lock = threading.Lock()
+        self._db = self._open()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file, or at the VACUUM below
+        db.execute("PRAGMA journal_mode=WAL")  # a reader never waits for the worker's write
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back to 1 MB after a checkpoint
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        db = None
+        try:
+            db = self._connect()
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            self._move_aside(".corrupt", f"it could not be read ({exc})")
+            db = self._connect()
+            self._migrate(db)
+        self._inode = os.stat(self.path).st_ino
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
+        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, finished)")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before: convert it once
+            db.execute("VACUUM")
+
+    def _move_aside(self, suffix: str, why: str) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = f"{self.path}{suffix}-{stamp}"
+        for tail in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + tail):
+                os.replace(self.path + tail, moved + tail)
+        log.error(json.dumps({"event": "job_database_moved_aside", "path": self.path, "moved_to": moved,
+                              "why": why, "action": "started a fresh job database; the old one is kept for "
+                                                     "inspection"}))
+
+    def _check_file(self) -> None:
+        """Recreate the file if it was deleted or replaced while open (SQLite would go on writing to
+        the deleted inode, and every record would be gone at the next start)."""
+        try:
+            same = os.stat(self.path).st_ino == self._inode
+        except FileNotFoundError:
+            same = False
+        if same:
+            return
+        if os.path.exists(self.path):
+            self._move_aside(".replaced", "another file took its place while the server ran")
+        for tail in ("-wal", "-shm"):  # a stale log must never be replayed into the new file
+            try:
+                os.remove(self.path + tail)
+            except FileNotFoundError:
+                pass
+        fresh = self._connect()
+        self._db.backup(fresh)  # the open connection still reads the deleted file: copy it all
+        self._migrate(fresh)
+        self._db.close()
+        self._db = fresh
+        self._inode = os.stat(self.path).st_ino
+        log.error(json.dumps({"event": "job_database_recreated", "path": self.path,
+                              "why": "the file was deleted or replaced while the server ran; its records were "
+                                     "copied from the open database"}))
+
+    # -- reading and writing -----------------------------------------------------------------
 
     def save(self, job: Job) -> None:
         row = (job.id, job.status, job.created, job.started, job.finished,
                job.request.model_dump_json(), job.step, job.total, json.dumps(job.timings),
                json.dumps(job.error) if job.error else None, job.error_status,
-               json.dumps(job.result) if job.result else None, job.video_path, int(job.expired))
+               json.dumps(job.result) if job.result else None, job.video_path, int(job.expired),
+               job.owner, job.inputs_path, ",".join(job.input_fields) or None)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self._check_file()
+            self._db.execute(_INSERT, row)
 
-    def load_all(self) -> list[Job]:
+    def check(self) -> None:
+        """The periodic check: recreate a deleted file even when no job is being written."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created").fetchall()
+            self._check_file()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def load(self, job_id: str) -> Job | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
+
+    def load_active(self) -> list[Job]:
+        """Jobs that were queued or running, oldest first; unreadable rows are skipped and logged."""
         jobs = []
-        for r in rows:
-            job = Job(id=r[0], request=GenerateRequest.model_validate_json(r[5]), status=r[1], created=r[2],
-                      started=r[3], finished=r[4], step=r[6] or 0, total=r[7] or 0,
-                      timings=json.loads(r[8] or "{}"), error=json.loads(r[9]) if r[9] else None,
-                      error_status=r[10], result=json.loads(r[11]) if r[11] else None, video_path=r[12],
-                      expired=bool(r[13]))
-            if job.status in TERMINAL:
-                job.done.set()
-            jobs.append(job)
+        for row in self._rows(f"SELECT * FROM jobs WHERE {_ACTIVE} ORDER BY created"):
+            job = _job_from_row(row)
+            if job is not None:
+                jobs.append(job)
         return jobs
+
+    def list(self, owner: str | None, limit: int, after: float | None = None, everyone: bool = False,
+             order: str = "desc") -> list[Job]:
+        """Jobs of `owner` (all owners with `everyone`), newest first ("asc": oldest first), beyond the
+        one created at `after` in that order."""
+        newest = order != "asc"
+        where, args = [], []
+        if not everyone:
+            where.append("owner IS ?")
+            args.append(owner)
+        if after is not None:
+            where.append("created < ?" if newest else "created > ?")
+            args.append(after)
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._rows(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT ?", (*args, limit))
+        return [job for job in map(_job_from_row, rows) if job is not None]
 
     def delete(self, job_id: str) -> None:
         with self._lock:
+            self._check_file()
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def videos(self) -> list[tuple[str, str, float]]:
+        """(id, path, finished) of every video still served, oldest first."""
+        rows = self._rows("SELECT id, video_path, finished FROM jobs WHERE status = 'succeeded' AND expired = 0 "
+                          "AND video_path IS NOT NULL ORDER BY finished")
+        return [(r["id"], r["video_path"], r["finished"] or 0.0) for r in rows]
+
+    def mark_expired(self, job_ids: list[str]) -> None:
+        with self._lock:
+            self._check_file()
+            self._db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(i,) for i in job_ids])
+
+    def prune(self, ended_before: float) -> int:
+        """Delete the records of jobs that ended before `ended_before`; returns how many."""
+        with self._lock:
+            self._check_file()
+            cursor = self._db.execute(f"DELETE FROM jobs WHERE {_ENDED} AND COALESCE(finished, created) < ?",
+                                      (ended_before,))
+            return cursor.rowcount
+
+    def compact(self) -> None:
+        """Give free pages back to the file system and truncate the write-ahead log."""
+        with self._lock:
+            # executescript steps it to the end; execute() would free one page per call.
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def known_ids(self) -> set[str]:
+        return {r["id"] for r in self._rows("SELECT id FROM jobs")}
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-class JobManager:
-    """The queue, the worker thread and the records. `run_job(job, on_step)` does the work and
-    returns (result dict without the video, MP4 bytes); it is given by the app (and by tests)."""
+def _job_from_row(row: sqlite3.Row) -> Job | None:
+    try:
+        job = Job(id=row["id"], request=GenerateRequest.model_validate_json(row["request"]), status=row["status"],
+                  created=row["created"], started=row["started"], finished=row["finished"], step=row["step"] or 0,
+                  total=row["total"] or 0, timings=json.loads(row["timings"] or "{}"),
+                  error=json.loads(row["error"]) if row["error"] else None, error_status=row["error_status"],
+                  result=json.loads(row["result"]) if row["result"] else None, video_path=row["video_path"],
+                  expired=bool(row["expired"]), owner=row["owner"], inputs_path=row["inputs_path"],
+                  input_fields=tuple(f for f in (row["input_fields"] or "").split(",") if f))
+        if job.status not in (QUEUED, RUNNING, *TERMINAL) or not isinstance(job.created, (int, float)):
+            raise ValueError(f"status {job.status!r}, created {job.created!r}")
+    except Exception as exc:  # noqa: BLE001 - one bad row (another version's, damaged) must not stop the server
+        log.error(json.dumps({"event": "job_record_skipped", "job": str(row["id"]),
+                              "error": f"{type(exc).__name__}: {exc}"[:300]}))
+        return None
+    if job.status in TERMINAL:
+        job.done.set()
+    return job
 
-    def __init__(self, store: JobStore, output_dir: str, run_job, *, queue_size: int = 8,
+
+# ---------------------------------------------------------------------------------------------- the manager
+
+
+class Reservation:
+    """A queue slot held for a submission whose body is still being read (`JobManager.reservation`)."""
+
+    def __init__(self, manager: JobManager):
+        self._manager = manager
+        self.held = True
+
+    def consume(self) -> None:
+        """The job took its place in the queue (call under the manager's lock)."""
+        if self.held:
+            self.held = False
+            self._manager._reserved -= 1
+
+    def release(self) -> None:
+        with self._manager._cv:
+            self.consume()
+
+
+class JobManager:
+    """The queue, the preparing thread, the GPU worker, their supervisor and the records.
+
+    `run_job(job, on_step)` does the GPU work and returns (result dict without the video, MP4 bytes);
+    `prepare_job(job, check)` fetches and decodes the job's inputs (None when it has none to decode)
+    and must call `check()` often, or stop when `job.cancel` is set. Both are given by the app (and by
+    tests). `on_change(job)` is called from the worker threads after every change of a job (progress,
+    status): the app wakes event streams with it.
+    """
+
+    def __init__(self, store: JobStore, output_dir: str, run_job, *, prepare_job=None, queue_size: int = 8,
                  job_timeout: float = 1800.0, result_ttl: float = 86400.0, output_max_bytes: int = 20 * 10**9,
-                 on_finished=None):
+                 record_ttl: float = 7 * 86400.0, on_finished=None, on_change=None, stuck_grace: float = 300.0,
+                 supervise_every: float = 1.0, sweep_every: float = 60.0, prepare_ahead: int = 1):
         self.store = store
         self.videos = os.path.join(output_dir, "videos")
+        self.inputs = os.path.join(output_dir, "inputs")
         os.makedirs(self.videos, exist_ok=True)
+        os.makedirs(self.inputs, exist_ok=True)
         self.run_job = run_job
+        self.prepare_job = prepare_job
         self.queue_size = queue_size
         self.job_timeout = job_timeout
         self.result_ttl = result_ttl
         self.output_max_bytes = output_max_bytes
+        self.record_ttl = max(record_ttl, result_ttl)  # a record outlives its video
         self.on_finished = on_finished  # metrics hook: on_finished(job)
-        self.jobs: dict[str, Job] = {}
+        self.on_change = on_change
+        # A job still inside a stage this long after its deadline is stuck there (a hung driver call,
+        # a network file system that stopped answering): the supervisor fails it and replaces the worker.
+        self.stuck_grace = stuck_grace
+        self.supervise_every = supervise_every
+        self.sweep_every = sweep_every
+        self.prepare_ahead = prepare_ahead  # decoded inputs held for jobs not yet on the GPU
+        self.jobs: dict[str, Job] = {}  # active jobs only
         self.waiting: deque[str] = deque()
         self.running: Job | None = None
+        self.preparing: Job | None = None
         self.accepting = True
+        self.restarts = 0  # workers replaced by the supervisor, since start
+        self.storage_problem: str | None = None  # the last write that failed, until a probe succeeds
+        self._failed_write_bytes = 0  # how much the failed write needed: the probe asks for as much
+        self._unsaved: dict[str, Job] = {}  # ended jobs whose final state is not in the database yet
+        self._reserved = 0  # submissions let in whose bodies are still being read
         self._cv = threading.Condition()
         self._durations: deque[float] = deque(maxlen=20)
         self._thread: threading.Thread | None = None
+        self._preparer: threading.Thread | None = None
+        self._abandoned: list[threading.Thread] = []  # stuck workers, left to finish on their own
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._last_sweep = 0.0
         self._recover()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Load the records: queued jobs queue again; a job that was running did not finish."""
-        for job in self.store.load_all():
-            self.jobs[job.id] = job
+        """Load the active records: queued jobs queue again; a job that was running did not finish.
+        Then sweep what no record claims: half-written and orphan videos, orphan input files."""
+        for job in self.store.load_active():
             if job.status == RUNNING:
                 self._finish(job, FAILED, error=ErrorResponse(
                     error="the server stopped while this job was running (restart or crash); submit it again",
                     code="interrupted").model_dump(), error_status=500)
-            elif job.status == QUEUED:
+            else:
+                inline = tuple(name for name in INPUT_FIELDS if getattr(job.request, name) is not None)
+                job.input_fields = job.input_fields or inline  # a record from before inputs had files
+                job.ready = not job.input_fields or self.prepare_job is None
+                job.stage = "queued"
+                self.jobs[job.id] = job
                 self.waiting.append(job.id)
-        if self.jobs:
-            log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting), "known": len(self.jobs)}))
+        self._sweep_orphans()
+        self.sweep()
+        if self.waiting:
+            log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting)}))
+
+    def _sweep_orphans(self) -> None:
+        served = {job_id for job_id, _, _ in self.store.videos()}
+        active = set(self.jobs)
+        removed = 0
+        for folder, keep in ((self.videos, served), (self.inputs, active)):
+            for entry in os.scandir(folder):
+                job_id = entry.name.split(".", 1)[0]
+                if entry.name.endswith(".part") or entry.name.startswith(".") or job_id not in keep:
+                    try:
+                        os.remove(entry.path)
+                        removed += 1
+                    except OSError:
+                        pass
+        if removed:
+            log.info(json.dumps({"event": "orphan_files_swept", "files": removed}))
 
     def start(self) -> None:
+        self._start_worker()
+        self._start_preparer()
+        self._supervisor = threading.Thread(target=self._supervise, name="ltx2-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _start_worker(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="ltx2-gpu", daemon=True)
         self._thread.start()
+
+    def _start_preparer(self) -> None:
+        self._preparer = threading.Thread(target=self._prepare_loop, name="ltx2-prepare", daemon=True)
+        self._preparer.start()
 
     def stop(self, grace: float) -> None:
         """Refuse new jobs, let the running one finish for up to `grace` seconds, then cancel it.
@@ -193,49 +505,154 @@ class JobManager:
         with self._cv:
             self.accepting = False
             self._cv.notify_all()
+        self._stopping.set()
+        preparing = self.preparing
+        if preparing is not None:
+            preparing.cancel.set()  # its preparation is redone at the next start; the job stays queued
         running = self.running
         if running is not None and not running.done.wait(grace):
             log.warning(json.dumps({"event": "job_cancelled_at_shutdown", "job": running.id}))
             running.cancel.set()
             running.done.wait(30)
-        if self._thread is not None:
-            self._thread.join(5)
+        for thread in (self._thread, self._preparer, self._supervisor):
+            if thread is not None:
+                thread.join(5)
+        self._save_unsaved()
 
-    # -- submitting and cancelling ----------------------------------------------------------
+    # -- submitting, finding and cancelling ---------------------------------------------------
 
-    def submit(self, request: GenerateRequest) -> Job:
+    def reservation(self) -> Reservation:
+        """Hold a queue slot while a submission's body is read: raises QueueFull (or ShuttingDown)
+        before any of it is, so a full queue costs a large upload nothing. Pass it to `submit`, and
+        release it in any case (a no-op once `submit` has used it)."""
         with self._cv:
-            if not self.accepting:
-                raise ShuttingDown("the server is shutting down; retry on another instance or later")
-            if len(self.waiting) >= self.queue_size:
-                raise QueueFull(self.retry_after(), len(self.waiting))
-            job = Job(id=uuid.uuid4().hex, request=request)
-            self.jobs[job.id] = job
-            self.store.save(job)
-            self.waiting.append(job.id)
-            self._cv.notify_all()
+            self._check_open(1)
+            self._reserved += 1
+            return Reservation(self)
+
+    def _check_open(self, extra: int) -> None:
+        """Raise unless `extra` more jobs fit behind the waiting ones and the reserved slots."""
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down; retry on another instance or later")
+        if len(self.waiting) + self._reserved + extra > self.queue_size:
+            raise QueueFull(self.retry_after(), len(self.waiting))
+
+    def submit(self, request: GenerateRequest, owner: str | None = None,
+               reservation: Reservation | None = None) -> Job:
+        """Queue a job; its inputs go to a file first (blocking: call it from a thread). Raises QueueFull,
+        ShuttingDown or StorageError. `owner`: the API key's name; `reservation`: a slot already held."""
+        if reservation is None or not reservation.held:
+            reservation = self.reservation()
+        try:
+            with self._cv:
+                self._check_open(0)  # the slot is counted; only a shutdown can refuse now
+                if self.storage_problem is not None and not self._probe_storage():
+                    raise StorageError("accept the job", self.storage_problem or "storage is failing")
+            job = Job(id=uuid.uuid4().hex, request=request, owner=owner)
+            inputs = {name: getattr(request, name) for name in INPUT_FIELDS if getattr(request, name) is not None}
+            try:
+                if inputs:
+                    job.inputs_path = self._write_inputs(job.id, inputs)
+                    job.input_fields = tuple(inputs)
+                    job.request = request.model_copy(update=dict.fromkeys(inputs))
+                self.store.save(job)  # recorded before it is accepted: nothing accepted is lost
+            except (sqlite3.Error, OSError) as exc:
+                self._remove(job.inputs_path)
+                self._storage_failed("record a job", exc)
+                raise StorageError("record the job", exc) from exc
+            with self._cv:
+                self.jobs[job.id] = job
+                self.waiting.append(job.id)
+                reservation.consume()  # in the same step as the append: the count never dips
+                job.ready = not job.input_fields or self.prepare_job is None
+                job.stage = "queued"
+                self._cv.notify_all()
+        finally:
+            reservation.release()
         log.info(json.dumps({"event": "job_queued", "job": job.id, "position": self.position(job.id)}))
         return job
 
+    def _write_inputs(self, job_id: str, inputs: dict[str, str]) -> str:
+        path = os.path.join(self.inputs, f"{job_id}.json")
+        with open(path + ".part", "w") as fh:
+            json.dump(inputs, fh)
+        os.replace(path + ".part", path)
+        return path
+
+    def inputs_of(self, job: Job) -> dict[str, str]:
+        """The job's image_start/image_end/audio, from its inputs file (or its record, if it is older)."""
+        inline = {name: getattr(job.request, name) for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        if not job.inputs_path:
+            return inline
+        try:
+            with open(job.inputs_path) as fh:
+                return {**json.load(fh), **inline}
+        except (OSError, ValueError) as exc:
+            raise StorageError("read the job's inputs back", exc) from exc
+
+    def full_request(self, job: Job) -> GenerateRequest:
+        """The request as submitted, inputs included."""
+        return job.request.model_copy(update=self.inputs_of(job))
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id: an active one from memory, an ended one from its record; else None."""
+        job = self.jobs.get(job_id) or self._unsaved.get(job_id)
+        if job is not None:
+            return job
+        try:
+            return self.store.load(job_id)
+        except sqlite3.Error as exc:
+            self._storage_failed("read a job record", exc)
+            raise StorageError("read the job's record", exc) from exc
+
+    def list(self, owner: str | None, limit: int = 20, after: float | None = None,
+             everyone: bool = False, order: str = "desc") -> list[Job]:
+        """The jobs of one owner (or of all), newest first (see JobStore.list); active ones with their
+        live state."""
+        try:
+            jobs = self.store.list(owner, limit, after, everyone, order)
+        except sqlite3.Error as exc:
+            self._storage_failed("read job records", exc)
+            raise StorageError("list the jobs", exc) from exc
+        return [self.jobs.get(job.id) or self._unsaved.get(job.id) or job for job in jobs]
+
+    def delete(self, job_id: str) -> None:
+        """Forget an ended job: its record and its video go (DELETE /v1/videos/{id}). Blocking."""
+        job = self.get(job_id)
+        if job is None or job.status not in TERMINAL:
+            raise ValueError(f"job {job_id} is not an ended job")
+        self._unsaved.pop(job_id, None)
+        self._remove(job.video_path)
+        try:
+            self.store.delete(job_id)
+        except sqlite3.Error as exc:
+            self._storage_failed("delete a job record", exc)
+            raise StorageError("delete the job's record", exc) from exc
+
+    def video_expired(self, job: Job) -> bool:
+        """Checked when a video is served: past its time-to-live it expires now, not at the next sweep."""
+        if not job.expired and job.finished is not None and time.time() - job.finished > self.result_ttl:
+            self._remove(job.video_path)
+            job.expired = True
+            try:
+                self.store.mark_expired([job.id])
+            except sqlite3.Error as exc:
+                self._storage_failed("mark a video expired", exc)
+        return job.expired
+
     def cancel(self, job_id: str) -> Job:
+        """Cancel an active job. A queued one ends at once (its preparation, if any, is killed); a
+        running one stops at its next step or stage boundary."""
         with self._cv:
-            job = self.jobs[job_id]
+            job = self.jobs.get(job_id)
+            if job is None:  # ended already
+                return self.get(job_id)
+            job.cancel.set()
             if job.status == QUEUED:
                 self.waiting.remove(job_id)
                 self._finish(job, CANCELLED)
-            elif job.status == RUNNING:
-                job.cancel.set()  # the worker stops it at the next step
         log.info(json.dumps({"event": "job_cancel_requested", "job": job_id, "status": job.status}))
         return job
-
-    def delete(self, job_id: str) -> None:
-        """Forget a finished job: its record and its video go (DELETE /v1/videos/{id})."""
-        with self._cv:
-            job = self.jobs.pop(job_id)
-        if job.video_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(job.video_path)
-        self.store.delete(job_id)
 
     def position(self, job_id: str) -> int | None:
         """0 for the running job, 1.. for waiting ones, None when finished."""
@@ -262,51 +679,201 @@ class JobManager:
     def depth(self) -> int:
         return len(self.waiting)
 
-    # -- the worker -------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Whether jobs can run now, and if not, why: the workers' liveness and the storage's state."""
+        alive = self._thread is not None and self._thread.is_alive()
+        preparer = self._preparer is not None and self._preparer.is_alive()
+        running = self.running
+        stuck = self._stuck_threads()
+        busy = round(time.time() - running.started, 1) if running is not None and running.started else None
+        problems = []
+        if not (alive and preparer) and not self._stopping.is_set():
+            problems.append("a worker thread is not running (the supervisor restarts it within seconds)")
+        if stuck:
+            problems.append("a job is stuck past its deadline and still holds its thread; new jobs wait for it")
+        if self.storage_problem is not None:
+            problems.append(f"storage is failing: {self.storage_problem}")
+        return {
+            "ready": not problems and self.accepting,
+            "problems": problems,
+            "worker": {"alive": alive, "preparer_alive": preparer, "restarts": self.restarts, "busy_seconds": busy,
+                       "stage": running.stage if running is not None else None, "stuck_threads": len(stuck)},
+            "storage": {"ok": self.storage_problem is None, "error": self.storage_problem},
+        }
 
-    def _loop(self) -> None:
+    def _changed(self, job: Job) -> None:
+        job.version += 1
+        if self.on_change is not None:
+            try:
+                self.on_change(job)
+            except Exception:  # noqa: BLE001 - a listener must not fail a job
+                log.exception("on_change hook failed for job %s", job.id)
+
+    # -- preparing: fetch and decode inputs, ahead of the GPU ---------------------------------
+
+    def _prepare_loop(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cv:
-                while not self.waiting and self.accepting:
-                    self._cv.wait(timeout=60)
-                    if not self.waiting:
-                        self.cleanup()
-                if not self.accepting:
+                while self.accepting and self._preparer is me and (job := self._next_to_prepare()) is None:
+                    self._cv.wait(timeout=5)
+                if not self.accepting or self._preparer is not me:
                     return
-                job = self.jobs[self.waiting.popleft()]
-                job.status, job.started = RUNNING, time.time()
-                self.running = job
-                job.version += 1
-            self.store.save(job)
-            log.info(json.dumps({"event": "job_started", "job": job.id}))
+                self.preparing = job
+                job.stage = "preparing_inputs"
+            self._changed(job)
             try:
+                self._prepare(job)
+            except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the thread goes on
+                log.exception("job %s: preparing it failed", job.id)
+                self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+            with self._cv:
+                if self.preparing is job:
+                    self.preparing = None
+                self._cv.notify_all()
+
+    def _next_to_prepare(self) -> Job | None:
+        """The first waiting job with inputs still to decode, while fewer than `prepare_ahead` prepared
+        jobs wait for the GPU (each holds its decoded inputs in memory)."""
+        ahead = 0
+        for job_id in self.waiting:
+            job = self.jobs[job_id]
+            if job.ready:
+                ahead += bool(job.input_fields)
+            elif ahead < self.prepare_ahead:
+                return job
+            else:
+                return None
+        return None
+
+    def _prepare(self, job: Job) -> None:
+        start = time.monotonic()
+        deadline = start + self.job_timeout
+
+        def check() -> None:
+            if job.cancel.is_set():
+                raise JobCancelled()
+            if time.monotonic() > deadline:
+                raise JobTimedOut()
+
+        try:
+            check()
+            prepared = self.prepare_job(job, check)
+            check()
+        except JobCancelled:
+            if self._stopping.is_set():  # shutting down: the job stays queued for the next start
+                return
+            self._end_queued(job, CANCELLED)
+        except JobTimedOut:
+            self._end_queued(job, FAILED, error=timeout_body(self.job_timeout), error_status=504)
+        except InvalidRequest as exc:  # a bad input: the client hears at once, without waiting for the GPU
+            self._end_queued(job, FAILED, error=exc.body(), error_status=exc.status)
+        except StorageError as exc:
+            self._end_queued(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("job %s: preparing its inputs failed", job.id)
+            self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+        else:
+            with self._cv:
+                if job.status == QUEUED:
+                    job.prepared, job.ready, job.stage = prepared, True, "waiting_for_gpu"
+                    job.worked = time.monotonic() - start
+                self._cv.notify_all()
+            self._changed(job)
+
+    def _end_queued(self, job: Job, status: str, **kw) -> None:
+        with self._cv:
+            if job.status != QUEUED:
+                return
+            try:
+                self.waiting.remove(job.id)
+            except ValueError:
+                pass
+            self._finish(job, status, **kw)
+            self._cv.notify_all()
+
+    # -- the GPU worker ----------------------------------------------------------------------
+
+    def _next_to_run(self) -> Job | None:
+        """The first waiting job whose inputs are ready: one still fetching does not hold up the rest."""
+        for job_id in self.waiting:
+            job = self.jobs[job_id]
+            if job.ready:
+                return job
+        return None
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cv:
+                while self.accepting and self._thread is me and (self._stuck_threads() or
+                                                                 (job := self._next_to_run()) is None):
+                    self._cv.wait(timeout=1 if self._stuck_threads() else 60)
+                if not self.accepting or self._thread is not me:
+                    return
+                self.waiting.remove(job.id)
+                job.status, job.started, job.stage = RUNNING, time.time(), "generating"
+                self.running = job
+            self._changed(job)
+            try:
+                self._save(job)
+                log.info(json.dumps({"event": "job_started", "job": job.id}))
                 self._run(job)
-            finally:
-                with self._cv:
+            except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the worker goes on
+                log.exception("job %s: handling it failed", job.id)
+                self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
+            # Not in a `finally`: a BaseException that ends this thread leaves `running` set, so the
+            # supervisor knows which job died with it.
+            with self._cv:
+                if self.running is job:
                     self.running = None
-                self.cleanup()
+                self._cv.notify_all()
+            self._last_sweep = 0.0  # the supervisor sweeps within a second: the size cap sees the new video
+            if self._thread is not me:  # replaced by the supervisor while stuck in this job
+                log.warning(json.dumps({"event": "stuck_worker_returned", "job": job.id}))
+                return
 
     def _run(self, job: Job) -> None:
-        deadline = job.started + self.job_timeout
+        deadline = job.started + self.job_timeout - job.worked
 
-        def on_step(step: int, total: int) -> None:
+        def check() -> None:
             if job.cancel.is_set():
                 raise JobCancelled()
             if time.time() > deadline:
                 raise JobTimedOut()
-            job.step, job.total = step, total
-            job.version += 1
 
+        def on_step(step: int, total: int) -> None:
+            check()
+            job.step, job.total = step, total
+            self._changed(job)
+
+        failed = True
+        job.check = check  # for the stages without steps: run_job calls it between them (and per muxed frame)
         try:
             result, mp4 = self.run_job(job, on_step)
+            check()  # a stage without steps (the VAE decode, the mux) ran past a stop
+            job.stage = "storing"
+            job.video_path = self._store_video(job, mp4)
+            # Stages a pipeline did not run (two-stage's, for a one-stage video) are null in the response.
+            job.timings = {k: v for k, v in result.get("timings", {}).items() if v is not None}
+            self._finish(job, SUCCEEDED, result=result)
+            failed = False
         except JobCancelled:
             self._finish(job, CANCELLED)
         except JobTimedOut:
-            self._finish(job, FAILED, error=ErrorResponse(
-                error=f"the job ran longer than {self.job_timeout:.0f} s (LTX2_JOB_TIMEOUT) and was stopped",
-                code="timeout").model_dump(), error_status=504)
+            self._finish(job, FAILED, error=timeout_body(self.job_timeout), error_status=504)
         except InvalidRequest as exc:
             self._finish(job, FAILED, error=exc.body(), error_status=exc.status)
+        except StorageError as exc:
+            self._finish(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
+        except OSError as exc:
+            if exc.errno not in RESOURCE_ERRNOS:
+                log.exception("job %s failed", job.id)
+                self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
+            else:
+                self._storage_failed("run the job", exc)
+                self._finish(job, FAILED, error=StorageError("run the job", exc).body(),
+                             error_status=STORAGE_ERROR_STATUS)
         except OutputRejected as exc:
             self._finish(job, FAILED, error=ErrorResponse(error=str(exc), code="invalid_output").model_dump(),
                          error_status=500)
@@ -316,71 +883,237 @@ class JobManager:
             else:
                 log.exception("job %s failed", job.id)
                 self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
-        else:
-            path = os.path.join(self.videos, job.id + output_format(job.request.video_output_type).extension)
-            with open(path + ".part", "wb") as fh:
-                fh.write(mp4)
-            os.replace(path + ".part", path)  # never a half-written file under the served name
-            job.video_path = path
-            # Stages a pipeline did not run (two-stage's, for a one-stage video) are null in the response.
-            job.timings = {k: v for k, v in result.get("timings", {}).items() if v is not None}
-            self._finish(job, SUCCEEDED, result=result)
-        finally:
-            free_gpu_memory()  # after a failure especially: the next job starts with the memory back
+        if failed:
+            # A failed job's traceback may hold its tensors in reference cycles: collect them so the next
+            # job starts with the memory back. A success frees its tensors by reference counting alone, so
+            # it pays for no full collection (hundreds of ms holding the interpreter lock).
+            free_gpu_memory()
+
+    def _store_video(self, job: Job, data: bytes) -> str:
+        """Write the file under its served name (with its format's extension), never half-written; a
+        failed write leaves nothing behind."""
+        path = os.path.join(self.videos, job.id + output_format(job.request.video_output_type).extension)
+        part = path + ".part"
+        try:
+            try:
+                fh = open(part, "wb")
+            except FileNotFoundError:  # the folder was removed under us: make it again
+                os.makedirs(self.videos, exist_ok=True)
+                fh = open(part, "wb")
+            with fh:
+                fh.write(data)
+            os.replace(part, path)
+        except OSError as exc:
+            self._remove(part)
+            self._failed_write_bytes = len(data)
+            self._storage_failed("store the finished video", exc)
+            raise StorageError("store the finished video", exc) from exc
+        self._storage_ok()
+        return path
 
     def _finish(self, job: Job, status: str, *, error: dict | None = None, error_status: int | None = None,
                 result: dict | None = None) -> None:
-        # A finished job is never run again: drop its inputs (up to ~100 MB of base64) from memory and disk.
-        inputs = {name: None for name in ("image_start", "image_end", "audio") if getattr(job.request, name)}
-        if inputs:
-            job.request = job.request.model_copy(update=inputs)
-        job.status, job.finished = status, time.time()
+        """Record how a job ended. Never raises: a job that cannot be saved is still finished in memory,
+        and its record is written once the database takes writes again."""
+        if job.status in TERMINAL:  # ended already (a stuck job the supervisor failed, then it returned)
+            return
+        # A finished job is never run again: drop its inputs from memory and disk.
+        inline = {name: None for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        if inline:
+            job.request = job.request.model_copy(update=inline)
+        self._remove(job.inputs_path)
+        job.inputs_path, job.prepared, job.check = None, None, None
+        job.status, job.finished, job.stage = status, time.time(), None
         job.error, job.error_status, job.result = error, error_status, result
-        job.version += 1
         if job.started is not None and status == SUCCEEDED:
             self._durations.append(job.finished - job.started)
-        self.store.save(job)
+        if not self._save(job):
+            self._unsaved[job.id] = job  # kept in memory until its record is written
+        self.jobs.pop(job.id, None)
         job.done.set()
+        self._changed(job)
         log.info(json.dumps({"event": f"job_{status}", "job": job.id,
                              "seconds": round(job.finished - (job.started or job.created), 3),
                              **({"error": error.get("error")} if error else {})}))
         if self.on_finished is not None:
-            self.on_finished(job)
+            try:
+                self.on_finished(job)
+            except Exception:  # noqa: BLE001 - metrics must not fail a job
+                log.exception("on_finished hook failed for job %s", job.id)
 
-    # -- files --------------------------------------------------------------------------------
+    # -- storage ------------------------------------------------------------------------------
 
-    def cleanup(self, now: float | None = None) -> None:
-        """Remove videos past their time-to-live, then the oldest while over the size cap."""
+    @staticmethod
+    def _remove(path: str | None) -> None:
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def _save(self, job: Job) -> bool:
+        """Write a job's record; on failure, report storage as failing (the caller keeps the job)."""
+        try:
+            self.store.save(job)
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed("save a job record", exc)
+            return False
+        return True
+
+    def _save_unsaved(self) -> None:
+        for job in list(self._unsaved.values()):
+            if not self._save(job):
+                break
+            self._unsaved.pop(job.id, None)
+
+    def _storage_failed(self, action: str, exc: BaseException) -> None:
+        problem = f"could not {action}: {_reason(exc)}"
+        if problem != self.storage_problem:
+            log.error(json.dumps({"event": "storage_error", "error": problem}))
+        self.storage_problem = problem
+
+    def _storage_ok(self) -> None:
+        if self.storage_problem is not None:
+            log.info(json.dumps({"event": "storage_recovered", "was": self.storage_problem}))
+        self.storage_problem = None
+
+    def _probe_storage(self) -> bool:
+        """After a failed write: can the videos folder take a file as big as the one that failed, and the
+        database its pending records? (fallocate asks the file system for the space without writing it.)"""
+        probe = os.path.join(self.videos, ".probe")
+        try:
+            os.makedirs(self.videos, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, max(self._failed_write_bytes, 4096))
+            finally:
+                os.close(fd)
+                os.remove(probe)
+            self.store.check()
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed("write to the output directory", exc)
+            return False
+        self._save_unsaved()
+        if self._unsaved:
+            return False
+        self._storage_ok()
+        return True
+
+    # -- the supervisor -----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(self.supervise_every):
+            for check in (self._check_workers, self._check_storage, self._maybe_sweep):
+                try:
+                    check()
+                except Exception:  # noqa: BLE001 - the supervisor itself must outlive any one check
+                    log.exception("supervisor check %s failed", check.__name__)
+
+    def _check_storage(self) -> None:
+        if self.storage_problem is not None:
+            self._probe_storage()
+        else:
+            try:
+                self.store.check()  # a database deleted while idle is recreated before it is needed
+            except (sqlite3.Error, OSError) as exc:
+                self._storage_failed("recreate the job database", exc)
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._last_sweep >= self.sweep_every:
+            self.sweep()
+
+    def _check_workers(self) -> None:
+        with self._cv:
+            if not self.accepting:
+                return
+            worker, job = self._thread, self.running
+            if worker is not None and not worker.is_alive():
+                # Only a BaseException (or a bug in the loop) gets here: every job error is caught.
+                self.running = None
+                self.restarts += 1
+                log.error(json.dumps({"event": "worker_died", "job": job.id if job else None,
+                                      "restarts": self.restarts}))
+                if job is not None:
+                    self._finish(job, FAILED, error=ErrorResponse(
+                        error="the GPU worker stopped unexpectedly while running this job; it was restarted: "
+                              "submit the job again", code="worker_crashed").model_dump(), error_status=500)
+                self._start_worker()
+            elif job is not None and job.started is not None and \
+                    time.time() > job.started + self.job_timeout + self.stuck_grace:
+                # Past its deadline and the grace a stage without steps may need: stuck. Fail the job,
+                # leave its thread to return on its own, and give the queue a fresh worker.
+                self.running = None
+                self.restarts += 1
+                self._abandoned.append(worker)
+                log.error(json.dumps({"event": "worker_stuck", "job": job.id, "restarts": self.restarts}))
+                self._finish(job, FAILED, error=ErrorResponse(
+                    error=f"the job was stuck for {self.stuck_grace:.0f} s past its {self.job_timeout:.0f} s "
+                          "time limit and was abandoned; submit it again", code="timeout").model_dump(),
+                    error_status=504)
+                self._start_worker()
+            preparer, job = self._preparer, self.preparing
+            if preparer is not None and not preparer.is_alive():
+                self.preparing = None
+                self.restarts += 1
+                log.error(json.dumps({"event": "preparer_died", "job": job.id if job else None}))
+                if job is not None and job.status == QUEUED:
+                    if job.id in self.waiting:
+                        self.waiting.remove(job.id)
+                    self._finish(job, FAILED, error=ErrorResponse(
+                        error="preparing this job's inputs stopped unexpectedly; submit the job again",
+                        code="worker_crashed").model_dump(), error_status=500)
+                self._start_preparer()
+            self._cv.notify_all()
+
+    def _stuck_threads(self) -> list[threading.Thread]:
+        """Abandoned workers still running: they may hold the GPU, so a new job waits for them."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return self._abandoned
+
+    # -- sweeping videos and records ------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> None:
+        """Expire videos past their time-to-live, then the oldest while over the size cap; prune records
+        past `record_ttl`; give the database's free pages back. Runs in the supervisor (never in a
+        request), every `sweep_every` seconds and after each job."""
+        self._last_sweep = time.monotonic()
         now = time.time() if now is None else now
-        kept = []
-        for job in list(self.jobs.values()):
-            if job.status != SUCCEEDED or job.expired or not job.video_path:
-                continue
-            if job.finished is not None and now - job.finished > self.result_ttl:
-                self._expire(job)
-            elif os.path.exists(job.video_path):
-                kept.append(job)
-            else:
-                self._expire(job)
-        kept.sort(key=lambda j: j.finished or 0)
-        total = sum(os.path.getsize(j.video_path) for j in kept)
-        while kept and total > self.output_max_bytes:
-            oldest = kept.pop(0)
-            total -= os.path.getsize(oldest.video_path)
-            self._expire(oldest)
+        try:
+            videos = self.store.videos()
+            expired, kept = [], []
+            for job_id, path, finished in videos:
+                if now - finished > self.result_ttl or not os.path.exists(path):
+                    expired.append((job_id, path))
+                else:
+                    kept.append((job_id, path, os.path.getsize(path)))
+            total = sum(size for _, _, size in kept)
+            while kept and total > self.output_max_bytes:
+                job_id, path, size = kept.pop(0)
+                total -= size
+                expired.append((job_id, path))
+            for job_id, path in expired:
+                self._remove(path)
+            if expired:
+                self.store.mark_expired([job_id for job_id, _ in expired])
+                for job_id, _ in expired:
+                    job = self._unsaved.get(job_id)
+                    if job is not None:
+                        job.expired = True
+                log.info(json.dumps({"event": "job_videos_expired", "jobs": len(expired)}))
+            pruned = self.store.prune(now - self.record_ttl)
+            if pruned or expired:
+                self.store.compact()
+            if pruned:
+                log.info(json.dumps({"event": "job_records_pruned", "records": pruned}))
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed("sweep old videos and records", exc)
 
-    def video_expired(self, job: Job) -> bool:
-        """Checked when a video is served: past its time-to-live it expires now, not at the next sweep."""
-        if not job.expired and job.finished is not None and time.time() - job.finished > self.result_ttl:
-            self._expire(job)
-        return job.expired
+    # Kept for callers of the first version: a sweep.
+    cleanup = sweep
 
-    def _expire(self, job: Job) -> None:
-        if job.video_path:
-            # The sweep (worker thread) and a download (event loop) may both get here.
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(job.video_path)
-        job.expired = True
-        job.version += 1
-        self.store.save(job)
-        log.info(json.dumps({"event": "job_video_expired", "job": job.id}))
+
+__all__ = [
+    "CANCELLED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Job", "JobCancelled", "JobManager",
+    "JobStore", "JobTimedOut", "QueueFull", "ShuttingDown", "StorageError", "STORAGE_ERROR_STATUS",
+]
+

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..schema import ErrorResponse
+from .intake import SubmitRoute
 from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from .protocol import (
     ProtocolContext,
@@ -130,7 +131,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         summary = summarize(job, ctx.model())
         return Generation(
             id=job.id, status=STATUS[job.status],
-            video_url=str(http.url_for("job_video", job_id=job.id)) if summary.succeeded else None,
+            video_url=ctx.url(http, "job_video", job_id=job.id) if summary.succeeded else None,
             duration=summary.seconds, model=summary.model, resolution=summary.size, error=summary.error,
         ).model_dump()
 
@@ -149,22 +150,24 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                         update={"num_frames": frames_for_seconds(duration, request.fps, "duration")})
             except ProtocolError as exc:
                 return exc.response
-            job = ctx.submit(request)
+            job = await ctx.submit(request, http)
             if isinstance(job, JSONResponse):
                 return job
             return JSONResponse(status_code=202, content=view(job, http),
-                                headers={"Location": str(http.url_for("get_generation", generation_id=job.id))})
+                                headers={"Location": ctx.url(http, "get_generation", generation_id=job.id)})
 
-        app.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
+        submits.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
                  responses=errors, openapi_extra=_request_body_doc(mode),
                  summary=f"Queue a {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
 
+    submits = APIRouter(route_class=SubmitRoute)  # capacity before the body (intake)
     for mode in MODES:
         route(mode)
+    app.include_router(submits)
 
     @app.get("/v1/generations/{generation_id}", name="get_generation", tags=[TAG], response_model=Generation,
              responses={status: {"model": ErrorResponse} for status in (401, 404, 503)},
              summary="Poll a generation (LTX API)")
     async def get_generation(generation_id: str, http: Request):
-        job = ctx.find(generation_id)
+        job = await ctx.find(generation_id, http)
         return job if isinstance(job, JSONResponse) else view(job, http)

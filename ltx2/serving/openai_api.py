@@ -29,10 +29,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from ..schema import validation_error_body
+from .intake import SubmitRoute
 from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job
 from .protocol import (
     ProtocolContext,
@@ -78,7 +78,7 @@ def as_openai_error(response: Response) -> Response:
     return JSONResponse(status_code=response.status_code, content={"error": detail}, headers=headers)
 
 
-class OpenAIRoute(APIRoute):
+class OpenAIRoute(SubmitRoute):  # POST /v1/videos: capacity before the body (intake)
     def get_route_handler(self):
         handler = super().get_route_handler()
 
@@ -219,49 +219,53 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                 request = request.model_copy(update={"num_frames": frames})
         except ProtocolError as exc:
             return exc.response
-        job = ctx.submit(request)
+        job = await ctx.submit(request, http)
         return job if isinstance(job, JSONResponse) else JSONResponse(view(job))
 
     @router.get("/v1/videos", summary="List videos, newest first (OpenAI Videos API)",
              response_model=VideoList, responses={401: {"model": OpenAIError}, 503: {"model": OpenAIError}})
-    async def list_videos(after: str | None = None, limit: int = Query(20, ge=1, le=100),
+    async def list_videos(http: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
                           order: Literal["asc", "desc"] = "desc"):
         if (refusal := ctx.unavailable()) is not None:
             return refusal
-        manager = ctx.manager()
-        jobs = sorted(manager.jobs.values(), key=lambda j: j.created, reverse=order == "desc")
-        if after is not None:
-            ids = [j.id for j in jobs]
-            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        cursor = None
+        if after is not None:  # the page after one of the caller's videos; after an unknown one, none
+            anchor = await ctx.find(after, http)
+            if isinstance(anchor, JSONResponse):
+                return {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+            cursor = anchor.created
+        jobs = await ctx.list_jobs(http, limit + 1, cursor, order)  # one more: is there a next page?
+        if isinstance(jobs, JSONResponse):
+            return jobs
         page = [view(j) for j in jobs[:limit]]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit}
 
     @router.get("/v1/videos/{video_id}", summary="A video's status and progress (OpenAI Videos API)",
              response_model=Video, responses=found)
-    async def retrieve_video(video_id: str):
-        job = ctx.find(video_id)
+    async def retrieve_video(video_id: str, http: Request):
+        job = await ctx.find(video_id, http)
         return job if isinstance(job, JSONResponse) else view(job)
 
     @router.get("/v1/videos/{video_id}/content", summary="Download the MP4 (OpenAI Videos API)",
              responses={200: {"content": {"video/mp4": {}}}, **found,
                         409: {"model": OpenAIError, "description": "Not finished yet."},
                         410: {"model": OpenAIError, "description": "Expired."}})
-    async def video_content(video_id: str, variant: Literal["video"] = Query(
+    async def video_content(video_id: str, http: Request, variant: Literal["video"] = Query(
             "video", description="Only the MP4 is kept: no thumbnail or spritesheet.")):
-        return await ctx.video(video_id)
+        return await ctx.video(video_id, http)
 
     @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=found,
                 summary="Delete a video: an unfinished one is cancelled first (OpenAI Videos API)")
-    async def delete_video(video_id: str):
-        job = ctx.find(video_id)
+    async def delete_video(video_id: str, http: Request):
+        job = await ctx.find(video_id, http)
         if isinstance(job, JSONResponse):
             return job
         manager = ctx.manager()
         if job.status not in TERMINAL:
             manager.cancel(job.id)
             await asyncio.to_thread(job.done.wait, 60)  # a running job stops at its next step
-        manager.delete(job.id)
+        await asyncio.to_thread(manager.delete, job.id)  # its record and its file
         return {"id": job.id, "object": "video.deleted", "deleted": True}
 
     app.include_router(router)

@@ -9,6 +9,7 @@ own field, and the model names a protocol may ask for.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from ..models.loaded import LoadedModel
 from ..pipelines.conditioning import frames_for_duration
 from ..schema import FRAME_MAX, FRAME_MIN, ErrorResponse, GenerateRequest, validation_error_body
 from ..settings import Settings
+from .intake import BodyRefused, parse_json_body
 from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
 
 JSON_TYPES = ("application/json",)
@@ -40,10 +42,14 @@ class ProtocolContext:
     settings: Settings
     model: Callable[[], LoadedModel | None]
     unavailable: Callable[[], JSONResponse | None]  # the 503 while the model loads or failed to
-    submit: Callable[[GenerateRequest], Job | JSONResponse]  # 429/503 answered as on /jobs
-    find: Callable[[str], Job | JSONResponse]  # 404/503 answered as on /jobs
-    video: Callable[[str], Awaitable[Any]]  # GET /jobs/{id}/video: the file, or 409/410/404
-    manager: Callable[[], JobManager | None]  # the queue itself: cancel, delete, every known job
+    # The caller's key owns what it submits and sees only that (404 for another key's job), so each of
+    # these takes the request. Routes that submit use intake.SubmitRoute: capacity before the body.
+    submit: Callable[[GenerateRequest, Request], Awaitable[Job | JSONResponse]]  # 429/503/507 as on /jobs
+    find: Callable[[str, Request], Awaitable[Job | JSONResponse]]  # 404/503 answered as on /jobs
+    video: Callable[[str, Request], Awaitable[Any]]  # GET /jobs/{id}/video: the file, or 409/410/404
+    list_jobs: Callable[..., Awaitable[list[Job] | JSONResponse]]  # (request, limit, after, order): newest first
+    url: Callable[..., str]  # an absolute link to a named route, under --public-url when it is set
+    manager: Callable[[], JobManager | None]  # the queue itself: cancel, delete
 
 
 class ProtocolError(Exception):
@@ -122,10 +128,10 @@ async def read_body(http: Request) -> dict[str, Any]:
     kind = content_type(http)
     if kind in JSON_TYPES or kind.endswith("+json"):
         raw = await http.body()
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ProtocolError("body", f"the request body is not valid JSON: {exc}") from None
+        try:  # parsed off the event loop with the shape limits (SubmitRoute has done it already)
+            data = http._json if hasattr(http, "_json") else await asyncio.to_thread(parse_json_body, raw)
+        except BodyRefused as exc:
+            raise ProtocolError("body", body=exc.body) from None
         if not isinstance(data, dict):
             raise ProtocolError("body", "the request body must be a JSON object")
         return data

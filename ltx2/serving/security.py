@@ -1,7 +1,13 @@
-"""Access and size limits at the door: an API key and a request-body cap, as pure ASGI middleware.
+"""Access and size limits at the door: API keys and a request-body cap, as pure ASGI middleware.
 
 Pure ASGI (not BaseHTTPMiddleware) because both checks must answer before the body is read: an
 unauthenticated or oversized upload is refused from its headers alone, and nothing here buffers a body.
+
+Keys are named: `--api-key` (one key, named "default"), `--api-keys-file` / LTX2_API_KEYS (many, one
+`name:key` each) and `--admin-key` (the operators' key, named "admin", which sees every job). A request
+carries exactly one credential: several (a key-guessing oracle if any match passed) are refused. The
+caller's identity goes into the request's scope (`scope["state"]["ltx2_caller"]`), where the job routes
+read it: a job belongs to the key that submitted it, and other keys get 404 for it.
 """
 
 from __future__ import annotations
@@ -9,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,7 +30,75 @@ Message = dict[str, Any]
 
 MISSING_KEY = "this server needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 INVALID_KEY = "the API key is not valid"
+ONE_KEY = "send exactly one credential (one Authorization: Bearer header or one X-API-Key header), not {n}"
 MB = 1024 * 1024
+NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+log = logging.getLogger("ltx2.security")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the name of its key (None on a server without keys), and whether it is the
+    admin key. Anonymous callers of open routes (/health) are Caller(None, False)."""
+
+    name: str | None
+    admin: bool = False
+
+    def sees(self, owner: str | None, keys_configured: bool) -> bool:
+        """Whether this caller may see a job submitted by `owner`."""
+        return not keys_configured or self.admin or (self.name is not None and self.name == owner)
+
+
+ANONYMOUS = Caller(None)
+
+
+def parse_keys(text: str, source: str) -> dict[str, str]:
+    """`name:key` entries, one per line or comma-separated; blank lines and # comments are skipped."""
+    keys: dict[str, str] = {}
+    for number, raw in enumerate(re.split(r"[\n,]", text), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, key = (part.strip() for part in line.partition(":"))
+        if not sep or not NAME.match(name) or not key or any(c.isspace() for c in key):
+            raise ValueError(f"{source}: entry {number} must be name:key (a name of letters, digits, _.@-, and a "
+                             "key without spaces)")
+        if name in keys:
+            raise ValueError(f"{source}: the name {name!r} appears twice")
+        keys[name] = key
+    return keys
+
+
+def load_keys(settings: Settings) -> dict[bytes, Caller]:
+    """Every configured key, by its SHA-256 digest. Empty: the server is open."""
+    named: dict[str, tuple[str, bool]] = {}
+
+    def add(name: str, key: str, admin: bool, source: str) -> None:
+        if name in named:
+            raise ValueError(f"{source}: the key name {name!r} is already used")
+        if any(key == other for other, _ in named.values()):
+            raise ValueError(f"{source}: the key named {name!r} is the same as another key")
+        if len(key) < 16:
+            log.warning(json.dumps({"event": "short_api_key", "name": name, "length": len(key),
+                                    "advice": "use 16 or more random characters"}))
+        named[name] = (key, admin)
+
+    if settings.api_key:
+        add("default", settings.api_key, False, ENV["api_key"])
+    if settings.api_keys:
+        for name, key in parse_keys(settings.api_keys, ENV["api_keys"]).items():
+            add(name, key, False, ENV["api_keys"])
+    if settings.api_keys_file:
+        try:
+            with open(settings.api_keys_file) as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ValueError(f"{ENV['api_keys_file']}: cannot read {settings.api_keys_file}: {exc.strerror}") from None
+        for name, key in parse_keys(text, settings.api_keys_file).items():
+            add(name, key, False, settings.api_keys_file)
+    if settings.admin_key:
+        add("admin", settings.admin_key, True, ENV["admin_key"])
+    return {_digest(key.encode()): Caller(name, admin) for name, (key, admin) in named.items()}
 
 
 def _error_body(error: str, code: str) -> bytes:
@@ -46,9 +123,11 @@ class SecurityMiddleware:
     """Checks the API key (when one is set), then the body size, before the app sees the request."""
 
     def __init__(self, app, api_key: str | None = None, max_body_mb: float | None = None,
-                 open_paths: frozenset[str] = frozenset()) -> None:
+                 open_paths: frozenset[str] = frozenset(), keys: dict[bytes, Caller] | None = None) -> None:
         self.app = app
-        self.key_digest = _digest(api_key.encode()) if api_key else None  # "" counts as no key, like the env
+        self.keys = dict(keys or {})
+        if api_key:  # "" counts as no key, like the env
+            self.keys[_digest(api_key.encode())] = Caller("default")
         self.max_body_mb = max_body_mb
         self.max_body_bytes = None if max_body_mb is None else int(max_body_mb * MB)
         self.open_paths = open_paths
@@ -58,9 +137,10 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)  # lifespan
             return
         headers = scope.get("headers") or []
-        if self.key_digest is not None and _route_path(scope) not in self.open_paths:
-            problem = self._key_problem(headers)
-            if problem is not None:
+        if self.keys:
+            caller, problem = self._identify(headers)
+            scope.setdefault("state", {})["ltx2_caller"] = caller
+            if problem is not None and _route_path(scope) not in self.open_paths:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008, "reason": problem})  # policy violation
                     return
@@ -80,8 +160,9 @@ class SecurityMiddleware:
             return
         await _CountingRequest(self, scope, receive, send).run()
 
-    def _key_problem(self, headers: list[tuple[bytes, bytes]]) -> str | None:
-        """None when a presented key matches; otherwise why the request is refused."""
+    def _identify(self, headers: list[tuple[bytes, bytes]]) -> tuple[Caller, str | None]:
+        """(the caller, None) when exactly one credential is sent and it is a configured key; otherwise
+        (ANONYMOUS, why the request is refused)."""
         presented: list[bytes] = []
         for name, value in headers:
             name = name.lower()
@@ -92,12 +173,15 @@ class SecurityMiddleware:
             elif name == b"x-api-key":
                 presented.append(value.strip())
         if not presented:
-            return MISSING_KEY
-        # Every candidate is compared (no early exit), each in constant time.
-        matched = False
-        for token in presented:
-            matched |= hmac.compare_digest(_digest(token), self.key_digest)
-        return None if matched else INVALID_KEY
+            return ANONYMOUS, MISSING_KEY
+        if len(presented) > 1:  # several guesses in one request would each be tried: refuse them all
+            return ANONYMOUS, ONE_KEY.format(n=len(presented))
+        # Every configured key is compared (no early exit), each in constant time.
+        digest, found = _digest(presented[0]), None
+        for key, caller in self.keys.items():
+            if hmac.compare_digest(digest, key):
+                found = caller
+        return (found, None) if found is not None else (ANONYMOUS, INVALID_KEY)
 
 
 class _CountingRequest:
@@ -172,17 +256,26 @@ async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset()) -> None:
-    """Add the middleware and, with a key, describe it in the OpenAPI schema (Swagger's Authorize button).
-    `pages`: the pages for people and their files (/docs, /playground), open like /docs."""
+def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset()) -> dict[bytes, Caller]:
+    """Add the middleware and, with keys, describe them in the OpenAPI schema (Swagger's Authorize
+    button). `pages`: the pages for people and their files (/docs, /playground), open like /docs.
+    Returns the keys (empty: an open server)."""
+    keys = load_keys(settings)
     open_paths = {"/health"}
     if settings.docs_public:
         open_paths |= {p for p in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
                                    app.redoc_url) if p} | pages
-    app.add_middleware(SecurityMiddleware, api_key=settings.api_key, max_body_mb=settings.max_body_mb,
+    app.add_middleware(SecurityMiddleware, keys=keys, max_body_mb=settings.max_body_mb,
                        open_paths=frozenset(open_paths))
-    if settings.api_key:
+    if keys:
         _document_key(app)
+    return keys
+
+
+def caller_of(scope_or_request) -> Caller:
+    """The caller the middleware identified (ANONYMOUS on an open server or an open route)."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    return scope.get("state", {}).get("ltx2_caller", ANONYMOUS)
 
 
 def _document_key(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_uri
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
-from ..pipelines.conditioning import decode_conditioning
+from ..pipelines.conditioning import Conditioning, decode_conditioning
 from ..pipelines.generate import StepCallback, generate
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
@@ -24,6 +24,10 @@ def load_for_serving(settings) -> LoadedModel:
     model = load_from_settings(settings)
     warm_up(model)
     return model
+
+
+# Frames handed to the encoder at a time: a stop is noticed within about this many frames' encoding.
+ENCODE_CHUNK = 4
 
 
 @dataclass
@@ -48,29 +52,39 @@ class Rendered:
 
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
                limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None,
-               encode_threads: int = 0, on_stage: Callable[[str], None] | None = None) -> Rendered:
+               encode_threads: int = 0, on_stage: Callable[[str], None] | None = None,
+               conditioning: Conditioning | None = None, check: Callable[[], None] | None = None) -> Rendered:
     """Generate and encode the file the request asks for (`video_output_type`; the name is historical).
-    `on_stage(name)` hears where the work is, for a progress display."""
+    `on_stage(name)` hears where the work is, for a progress display. `conditioning`: the inputs,
+    already decoded (the job queue decodes them before the job takes the GPU); else they are decoded
+    here. `check()` raises to stop the job: it is called between stages and between the chunks of
+    frames handed to the encoder, so a cancel or time limit stops a long encode within a few frames."""
     start = time.perf_counter()
     on_stage = on_stage or (lambda name: None)
     fmt = output_format(request.video_output_type)
     if fmt.audio_codec is None and request.include_audio:
         request = request.model_copy(update={"include_audio": False})  # no track to put it in: don't decode it
     # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
-    on_stage("decoding inputs" if request.image_start or request.image_end or request.audio else "encoding the prompt")
-    conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
-                                       limits, fetch_policy)
+    if conditioning is None:
+        on_stage("decoding inputs" if request.image_start or request.image_end or request.audio else "encoding the prompt")
+        conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
+                                           limits, fetch_policy)
     adapters = resolve_loras(model, request, lora_policy)
     result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
     timings = dict(result.timings)
 
     t = time.perf_counter()
     on_stage(f"encoding {fmt.output_type}")
+    if check is not None:
+        check()  # the VAE decode has no steps: a cancel that came during it stops the job here
     with VideoEncoder(result.width, result.height, result.fps, output_type=fmt.output_type,
                       quality=request.video_quality, write_mode=request.video_write_mode,
                       audio_rate=result.sample_rate if result.waveform is not None else None,
                       threads=encode_threads or None) as encoder:
-        encoder.write(result.frames)
+        for start in range(0, len(result.frames), ENCODE_CHUNK):
+            if check is not None:
+                check()
+            encoder.write(result.frames[start:start + ENCODE_CHUNK])
         data = encoder.finish(result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
     timings.update(transformer_passes=result.transformer_passes, host_device_bytes=result.host_device_bytes,

@@ -1,0 +1,298 @@
+"""Fetching and decoding untrusted images and audio in a child process with hard limits.
+
+Why a process, not a thread or in-process checks. Decoding runs in C (Pillow's libjpeg, FFmpeg),
+where Python can neither stop it nor bound what it allocates: a 370 KB progressive JPEG with
+thousands of scans holds a thread for minutes, and a 55-byte FLAC declaring a 1 Hz sample rate has
+the resampler allocate gigabytes in one call. `inputs.py` refuses every such parameter it can read
+before decoding (sample rates, samples x resample ratio, pixel counts, JPEG scan counts), and this
+module is the backstop for whatever it cannot foresee:
+
+- the child sets its own address-space limit (RLIMIT_AS, the budget on top of what it uses after
+  importing its libraries): any allocation past it fails, in C as in Python, and the field is refused;
+- the parent kills it (SIGKILL) at the wall-clock limit, or at once when the job is cancelled or
+  reaches its deadline; RLIMIT_CPU stops a child whose parent is gone;
+- it may write no file (RLIMIT_FSIZE 0), open few descriptors, and dumps no core.
+
+The child is a fresh interpreter (`python -m ltx2.media.sandbox`), not a fork of the server: it has
+no model, no GPU context and no server threads, and it imports numpy, Pillow and PyAV only. One is
+started ahead of need, so a job does not wait for the imports. It reads one task (the input fields,
+the limits and the URL policy, as JSON on stdin), fetches URLs (with the same SSRF guard), decodes,
+and writes the decoded images (RGB) and audio (float32) back on stdout, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..schema import InvalidRequest
+from .fetch import FetchPolicy
+from .inputs import InputLimits
+
+MB = 1024 * 1024
+FIELD_MARK = "ltx2-field:"  # the child says which input it is working on, on stderr
+
+
+@dataclass
+class SandboxLimits:
+    """Hard limits on one decoding child. `from_env()` reads LTX2_DECODE_MEMORY_MB (default 2048: the
+    address space the child may add to what it uses after importing its libraries) and
+    LTX2_DECODE_TIMEOUT (default 60 s of wall clock for decoding; fetching URLs adds `--url-timeout`
+    for each URL)."""
+
+    memory_mb: float = 2048.0
+    timeout: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings) -> SandboxLimits:
+        for name in ("decode_memory_mb", "decode_timeout"):
+            value = getattr(settings, name)
+            if not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        return cls(memory_mb=settings.decode_memory_mb, timeout=settings.decode_timeout)
+
+
+@dataclass
+class DecodedInputs:
+    images: dict[str, Image.Image] = field(default_factory=dict)  # field -> RGB image at its own size
+    audio_for_vae: np.ndarray | None = None  # (2, samples) float32
+    audio_for_output: np.ndarray | None = None
+
+
+class Stopped(Exception):
+    """The caller's `should_stop()` said so (a cancelled job, or one past its deadline)."""
+
+    def __init__(self, why):
+        super().__init__(str(why))
+        self.why = why
+
+
+class Sandbox:
+    """Runs decoding tasks in child processes, one at a time per caller, with one child kept ready."""
+
+    def __init__(self, limits: SandboxLimits | None = None):
+        self.limits = limits or SandboxLimits()
+        self._spare: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _spawn(self) -> subprocess.Popen:
+        # One thread: every thread's stack and arena counts against the limit. The package is found where
+        # this one was loaded from, whatever the working directory.
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "MALLOC_ARENA_MAX": "2",
+               "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+        return subprocess.Popen(
+            [sys.executable, "-m", "ltx2.media.sandbox", str(int(self.limits.memory_mb * MB)),
+             str(int(self.limits.timeout) + 30)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
+            start_new_session=True,  # a signal to the server's process group does not reach it
+        )
+
+    def _take(self) -> subprocess.Popen:
+        with self._lock:
+            child, self._spare = self._spare, None
+        if child is None or child.poll() is not None:
+            child = self._spawn()
+        self._refill()
+        return child
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare = self._spawn()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _kill(spare)
+
+    def decode(self, inputs: dict[str, str], vae_rate: int, output_rate: int, limits: InputLimits,
+               policy: FetchPolicy, should_stop=None, url_count: int = 0) -> DecodedInputs:
+        """Fetch and decode `inputs` ({field: base64, data URI or URL}) in a child. Bad input raises
+        InvalidRequest naming the field; `should_stop()` returning an exception kills the child and
+        raises it."""
+        task = {"inputs": inputs, "vae_rate": vae_rate, "output_rate": output_rate, "limits": asdict(limits),
+                "policy": asdict(policy)}
+        wall = self.limits.timeout + url_count * policy.timeout
+        child = self._take()
+        try:
+            out, err, code = self._run(child, json.dumps(task).encode(), wall, should_stop)
+        finally:
+            _kill(child)
+        return self._result(out, err, code, wall)
+
+    def _run(self, child: subprocess.Popen, task: bytes, wall: float, should_stop):
+        deadline = time.monotonic() + wall
+        out, err = bytearray(), bytearray()
+        with selectors.DefaultSelector() as sel:
+            os.set_blocking(child.stdin.fileno(), False)
+            sel.register(child.stdin, selectors.EVENT_WRITE)
+            sel.register(child.stdout, selectors.EVENT_READ)
+            sel.register(child.stderr, selectors.EVENT_READ)
+            sent, open_streams = 0, 2
+            while open_streams:
+                if should_stop is not None and (why := should_stop()) is not None:
+                    raise Stopped(why)
+                if time.monotonic() > deadline:
+                    return out, err, "timeout"
+                for key, _ in sel.select(timeout=0.05):
+                    if key.fileobj is child.stdin:
+                        try:
+                            sent += os.write(child.stdin.fileno(), task[sent:sent + 1024 * 1024])
+                        except BlockingIOError:
+                            pass
+                        except BrokenPipeError:  # it stopped reading (it failed): its answer says why
+                            sent = len(task)
+                        if sent >= len(task):
+                            sel.unregister(child.stdin)
+                            child.stdin.close()
+                    else:
+                        chunk = os.read(key.fileobj.fileno(), 4 * MB)
+                        if not chunk:
+                            sel.unregister(key.fileobj)
+                            open_streams -= 1
+                        elif key.fileobj is child.stdout:
+                            out += chunk
+                        elif len(err) < MB:
+                            err += chunk
+        try:
+            code = child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return out, err, "timeout"
+        return out, err, code
+
+    def _result(self, out: bytearray, err: bytearray, code, wall: float) -> DecodedInputs:
+        fields = [line[len(FIELD_MARK):] for line in err.decode(errors="replace").splitlines()
+                  if line.startswith(FIELD_MARK)]
+        current = fields[-1] if fields else "input"
+        if code == "timeout":
+            raise InvalidRequest(current, f"{current} took longer than {wall:g} s to fetch and decode "
+                                          "(LTX2_DECODE_TIMEOUT); send a smaller or simpler file")
+        header_end = out.find(b"\n")
+        if header_end < 0:
+            how = f"signal {-code}" if isinstance(code, int) and code < 0 else f"exit status {code}"
+            raise InvalidRequest(current, f"{current} could not be decoded: the decoder stopped ({how})")
+        header = json.loads(out[:header_end])
+        if "error" in header:
+            e = header["error"]
+            raise InvalidRequest(e["field"], e["message"], e["status"])
+        decoded, offset = DecodedInputs(), header_end + 1
+        for item in header["items"]:
+            data = memoryview(out)[offset:offset + item["bytes"]]
+            offset += item["bytes"]
+            if item["kind"] == "image":
+                width, height = item["size"]
+                decoded.images[item["name"]] = Image.frombytes("RGB", (width, height), bytes(data))
+            else:
+                array = np.frombuffer(data, dtype=np.float32).reshape(item["shape"]).copy()
+                setattr(decoded, item["name"], array)
+        return decoded
+
+
+def _kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            child.kill()
+    for stream in (child.stdin, child.stdout, child.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def default_sandbox() -> Sandbox:
+    """The process's sandbox with the environment's limits (the RunPod handler and the CLI use it)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from ..settings import Settings
+
+            _default = Sandbox(SandboxLimits.from_settings(Settings.from_env()))
+        return _default
+
+
+# ---------------------------------------------------------------------------------------------- the child
+
+
+def _limit_self(memory_bytes: int, cpu_seconds: int) -> None:
+    with open("/proc/self/statm") as fh:
+        used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + memory_bytes, used + memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+
+def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
+    from .fetch import fetch, is_url
+    from .inputs import decode_base64_field, load_audio, load_image
+
+    _limit_self(memory_bytes, cpu_seconds)
+    task = json.loads(sys.stdin.buffer.read())  # waits here, limited, until there is work
+    limits, policy = InputLimits(**task["limits"]), FetchPolicy(**task["policy"])
+    items, blobs, name = [], [], "input"
+    try:
+        for name, value in task["inputs"].items():
+            print(FIELD_MARK + name, file=sys.stderr, flush=True)
+            kind = "audio" if name == "audio" else "image"
+            max_bytes = limits.max_audio_bytes if kind == "audio" else limits.max_image_bytes
+            data, mime = fetch(value, name, max_bytes, policy) if is_url(value) else \
+                decode_base64_field(value, name, max_bytes, kind)
+            if kind == "image":
+                image = load_image(data, name, mime, limits)
+                blobs.append(image.tobytes())
+                items.append({"kind": "image", "name": name, "size": list(image.size), "bytes": len(blobs[-1])})
+                del image
+            else:
+                for target, rate in (("audio_for_vae", task["vae_rate"]), ("audio_for_output", task["output_rate"])):
+                    wave = np.ascontiguousarray(load_audio(data, name, mime, limits, rate), dtype=np.float32)
+                    blobs.append(wave.tobytes())
+                    items.append({"kind": "audio", "name": target, "shape": list(wave.shape), "bytes": len(blobs[-1])})
+                    del wave
+            del data
+    except InvalidRequest as exc:
+        header = {"error": {"field": exc.field, "message": exc.message, "status": exc.status}}
+        blobs = []
+    except MemoryError:
+        header = {"error": {"field": name, "status": 413, "message": (
+            f"{name} needs more than {memory_bytes / MB:g} MB of memory to decode (LTX2_DECODE_MEMORY_MB); "
+            "send a smaller file")}}
+        blobs = []
+    else:
+        header = {"items": items}
+    out = sys.stdout.buffer
+    out.write(json.dumps(header).encode() + b"\n")
+    for blob in blobs:
+        out.write(blob)
+    out.flush()
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))
