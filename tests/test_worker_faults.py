@@ -234,8 +234,8 @@ def test_a_video_that_expires_before_generate_answers_is_a_json_410(make_client,
     manager = client.app.state.ltx2.manager
     store = manager._store_video
 
-    def stored_then_swept(job_id, mp4):
-        path = store(job_id, mp4)
+    def stored_then_swept(job, data):
+        path = store(job, data)
         os.remove(path)  # the size cap or time-to-live took it before the answer could be sent
         return path
 
