@@ -22,12 +22,19 @@ PEOPLE_PAGES = ("/docs", "/openapi.json", "/redoc", "/playground")  # prefixes o
 
 
 def routes(app) -> list[tuple[str, str]]:
+    return _routes(app.routes, "")
+
+
+def _routes(table, prefix: str) -> list[tuple[str, str]]:
     out = []
-    for route in app.routes:
-        if isinstance(route, Mount):
-            out.append(("GET", route.path.rstrip("/") + "/x"))
+    for route in table:
+        included = getattr(route, "original_router", None)  # FastAPI 0.16x keeps an included router whole
+        if included is not None:
+            out += _routes(included.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, Mount):
+            out.append(("GET", prefix + route.path.rstrip("/") + "/x"))
         elif isinstance(route, Route):
-            path = re.sub(r"\{[^}]+\}", "0" * 32, route.path)  # a job id or a file name that is not there
+            path = re.sub(r"\{[^}]+\}", "0" * 32, prefix + route.path)  # a job id or a file name that is not there
             for method in sorted(route.methods or {"GET"}):
                 if method != "HEAD":
                     out.append((method, path))

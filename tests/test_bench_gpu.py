@@ -23,9 +23,13 @@ def test_gpu_benchmark_smoke_runs_every_section(tmp_path):
     assert ("transformer", "FP8 scaled-mm") in items  # n/a on a CPU, with the reason
     assert ("attention", "sdpa") in items and ("attention", "fastest here") in items
     e2e = [r for r in rows if r["section"] == "e2e" and str(r["value"]).endswith(" s")]
-    assert len(e2e) == 4 and all("denoise" in r["note"] and "mux" in r["note"] for r in e2e)
-    # Each size twice: a new prompt runs Gemma, the same prompt again is the prompt cache's hit.
-    assert ["prompt_cache_hits 0" in r["note"] for r in e2e] == [True, False, True, False]
+    # Two sizes in one stage and one in two stages, each twice.
+    assert len(e2e) == 6 and all("denoise" in r["note"] and "mux" in r["note"] for r in e2e)
+    assert [r["item"].endswith("two-stage (new prompt)") for r in e2e] == [False] * 4 + [True, False]
+    assert ["transformer_passes 1," in r["note"] for r in e2e] == [True] * 4 + [False] * 2  # 1 step, one stage
+    assert all("transformer_passes 4," in r["note"] for r in e2e[4:])  # 1 step + stage 2's 3
+    # A new prompt runs Gemma, the same prompt again is the prompt cache's hit.
+    assert ["prompt_cache_hits 0" in r["note"] for r in e2e] == [True, False] * 3
     assert all("prompt_cache_hits 1" in r["note"] for r in e2e[1::2])
     assert ("vae decode", "tiled") in {(r["section"], r["item"]) for r in rows}
     assert any(r["item"] == "compiled s/step" for r in rows)
