@@ -180,11 +180,12 @@ class GenerateRequest(BaseModel):
     )
     use_multiscale: bool | None = Field(
         default=None,
-        description="true: the two-stage pipeline Lightricks runs the distilled model with: the video is made at half "
+        description="true: the two-stage pipeline Lightricks runs the 19B with: the video is made at half "
         "the width and height, upsampled x2 in latent space by the spatial upsampler, and refined at full size in 3 "
         "more steps (better detail for about the same time). It runs at multiples of 64 and crops to your size. "
+        "A dev checkpoint guides stage 1 and refines with its distilled LoRA (GET /health, model.distilled_lora). "
         "false: one stage at full size. Empty: true when the server has the upsampler loaded (GET /health, "
-        "model.upsampler) and the checkpoint is distilled, else false.",
+        "model.upsampler) and the checkpoint is distilled or has the distilled LoRA, else false.",
         examples=[True],
     )
     seed: int | None = Field(
@@ -486,7 +487,8 @@ class GenerateResponse(BaseModel):
     use_multiscale: bool = Field(description="Whether the two-stage pipeline ran (the request's use_multiscale, or "
                                              "its default for the loaded model).", examples=[True])
     loras: list[AppliedLora] = Field(default_factory=list,
-                                     description="The LoRAs applied (loras, then camera_lora), in request order.")
+                                     description="The LoRAs applied (loras, then camera_lora), in request order; "
+                                     'then, for the dev two-stage pipeline, the distilled LoRA (stage "stage2").')
     expanded_prompt: str | None = Field(default=None, description="The prompt Gemma 3 wrote when "
                                         "enable_prompt_expansion was on; it is what the video was made from.")
     audio_preprocessing: dict[str, float] | None = Field(

@@ -31,6 +31,7 @@ class Settings:
     compile: str = "auto"  # regional torch.compile of the transformer block: on, off; auto = on for CUDA
     prompt_cache_mb: float = 512.0  # text embeddings of recent prompts kept, at most; 0 turns the cache off
     upsampler: str = "auto"  # the two-stage x2 upsampler: auto (tiny's, or the official file in models_dir), none, a path
+    distilled_lora: str = "auto"  # a dev checkpoint's two-stage stage-2 LoRA: auto (tiny's, or the official file), none, a path
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
@@ -98,6 +99,7 @@ ENV = {
     "compile": "LTX2_COMPILE",
     "prompt_cache_mb": "LTX2_PROMPT_CACHE_MB",
     "upsampler": "LTX2_UPSAMPLER",
+    "distilled_lora": "LTX2_DISTILLED_LORA",
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
@@ -205,6 +207,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
                         help="the x2 spatial latent upsampler of the two-stage pipeline: auto (the tiny preset's, or "
                              "ltx-2-spatial-upscaler-x2-1.0.safetensors in --models-dir when present), none "
                              f"(one-stage only), or a file (env {ENV['upsampler']})")
+    parser.add_argument("--distilled-lora", dest="distilled_lora", default=defaults.distilled_lora,
+                        help="the distilled LoRA a dev checkpoint's two-stage pipeline refines stage 2 with: auto (the "
+                             "tiny preset's with --variant dev, or ltx-2-19b-distilled-lora-384.safetensors in "
+                             "--models-dir or its loras/ when present), none (a dev checkpoint runs one stage), or a "
+                             f"file (env {ENV['distilled_lora']})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")

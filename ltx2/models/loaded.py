@@ -3,6 +3,7 @@ helpers), where they live, and the defaults that depend on which checkpoint was 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
-from .lora import AdapterCache
+from .lora import Adapter, AdapterCache
 from .memory import Placement, pipe_components, place
 
 log = logging.getLogger("ltx2")
@@ -73,6 +74,10 @@ class LoadedModel:
     # The x2 spatial latent upsampler of the two-stage pipeline; None: one-stage only.
     upsampler: torch.nn.Module | None = field(default=None, repr=False)
     upsampler_file: str | None = None  # where it came from ("tiny" for the tiny preset)
+    # A dev checkpoint's two-stage pipeline refines stage 2 with Lightricks' distilled LoRA, bound at
+    # start-up; None: a dev checkpoint runs one stage (a distilled checkpoint never needs it).
+    distilled_lora: Adapter | None = field(default=None, repr=False)
+    distilled_lora_file: str | None = None  # where it came from ("tiny" for the tiny preset)
 
     def __post_init__(self) -> None:
         if self.placement is None:
@@ -106,6 +111,8 @@ class LoadedModel:
             "checkpoint": self.checkpoint or None,
             # The two-stage pipeline's upsampler: which file, or null (then use_multiscale defaults to false).
             "upsampler": self.upsampler_file,
+            # The dev two-stage pipeline's distilled LoRA: which file, or null (a dev checkpoint runs one stage).
+            "distilled_lora": self.distilled_lora_file,
             "memory": self.placement.memory_report(),
             "attention": self.speed.get("attention"),
             "compile": self.speed.get("compile", {"enabled": False}),
@@ -140,6 +147,7 @@ def load_model(
     compile: str = "off",
     prompt_cache_mb: float = 512.0,
     upsampler: str = "auto",
+    distilled_lora: str = "auto",
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
@@ -153,6 +161,9 @@ def load_model(
     ltx2.pipelines.warmup, not here.
     `upsampler`: the two-stage pipeline's x2 spatial upsampler: "auto" (the tiny one for `tiny`,
     else the official file in `models_dir` if it is there), "none", or a file.
+    `distilled_lora`: what a dev checkpoint's two-stage pipeline refines stage 2 with: "auto" (the tiny
+    one for `tiny --variant dev`, else the official file in `models_dir` or its loras/ if it is there),
+    "none", or a file. Bound only for a dev checkpoint with an upsampler.
     """
     from . import random19b
 
@@ -162,12 +173,17 @@ def load_model(
         raise ValueError(f"--layers builds a shallower {random19b.NAME}; it does not apply to model {name!r}")
     checkpoint: dict = {}
     upsampler_module, upsampler_file = None, None
+    lora_file = None  # the distilled LoRA's file, resolved before the long load: fail fast
+    if name not in ("tiny", random19b.NAME) and variant != "distilled":
+        from .lora import resolve_distilled_lora_path
+
+        lora_file = resolve_distilled_lora_path(distilled_lora, models_dir)
     if name == "tiny":
         from . import tiny
 
         components = tiny.build_components(seed=seed)
         dtype = torch.float32
-        defaults = DISTILLED_DEFAULTS
+        defaults = DEV_DEFAULTS if variant == "dev" else DISTILLED_DEFAULTS  # `--variant dev`: the dev pipelines
         policy = memory_policy
         if upsampler == "auto":
             upsampler_module, upsampler_file = tiny.build_upsampler(seed=seed).to(device), "tiny"
@@ -186,7 +202,7 @@ def load_model(
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
             memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
-            text_encoder_dtype=text_encoder_dtype, upsampler_path=upsampler_file,
+            text_encoder_dtype=text_encoder_dtype, upsampler_path=upsampler_file, lora_path=lora_file,
         )
         checkpoint = report
         defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
@@ -211,11 +227,36 @@ def load_model(
     model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.speed["text_encoder_dtype"] = text_encoder_choice
     model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
+    if not defaults.distilled and model.upsampler is not None:  # only the dev two-stage pipeline uses it
+        attach_distilled_lora(model, distilled_lora, lora_file, seed)
     apply_speed_settings(model, attention, compile)
     model.load_seconds = time.perf_counter() - start
     log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
              model.placement.policy)
     return model
+
+
+def attach_distilled_lora(model: LoadedModel, setting: str, path: str | None, seed: int) -> None:
+    """Bind the distilled LoRA to a dev model: the file at `path`, or for the tiny preset with "auto"
+    the tiny one (`tiny.build_distilled_lora`)."""
+    from .lora import bind_distilled_lora, load_distilled_lora, resolve_distilled_lora_path
+
+    if model.name == "tiny":
+        if setting == "auto":
+            from .tiny import build_distilled_lora
+
+            tensors = build_distilled_lora(model.pipe.transformer, seed=seed)
+            digest = hashlib.sha256()  # of its content, as a file's would be
+            for key in sorted(tensors):
+                digest.update(key.encode() + tensors[key].numpy().tobytes())
+            model.distilled_lora = bind_distilled_lora(model, tensors, {}, label="tiny", digest=digest.hexdigest())
+            model.distilled_lora_file = "tiny"
+            return
+        path = resolve_distilled_lora_path(setting, None)
+    if path is not None:
+        model.distilled_lora = load_distilled_lora(model, path)
+        model.distilled_lora_file = path
+        log.info("distilled LoRA %s: %d layers for the dev two-stage pipeline", path, len(model.distilled_lora.layers))
 
 
 def quantize_text_encoder(text_encoder, setting: str, fp8_compute: str, device: torch.device) -> dict:
@@ -249,6 +290,7 @@ def load_from_settings(settings) -> LoadedModel:
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
         layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
         compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb, upsampler=settings.upsampler,
+        distilled_lora=settings.distilled_lora,
     )
     model.prompt_expansion_tokens = settings.prompt_expansion_tokens
     return model

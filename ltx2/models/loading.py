@@ -257,7 +257,7 @@ def estimated_bytes(header: Header, dtype: torch.dtype) -> dict[str, int]:
 def load_pipeline_components(
     name: str, device: torch.device, dtype: torch.dtype, *, models_dir: str | None, gemma_dir: str | None,
     memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto", text_encoder_dtype: str = "auto",
-    upsampler_path: str | None = None,
+    upsampler_path: str | None = None, lora_path: str | None = None,
 ) -> tuple[dict, dict, str]:
     """Everything `LTX2Pipeline` needs, loaded where the memory policy wants it to rest.
 
@@ -286,6 +286,12 @@ def load_pipeline_components(
         from .upsampler import upsampler_bytes
 
         sizes["upsampler"] = upsampler_bytes(upsampler_path, dtype)
+    # The dev two-stage's distilled LoRA (bound only for a dev checkpoint with the upsampler) rests
+    # where the transformer rests.
+    if lora_path is not None and upsampler_path is not None and configs.detect_kind(path, variant)[0] == "dev":
+        from .lora import lora_bytes
+
+        sizes["transformer"] = sizes.get("transformer", 0) + lora_bytes(lora_path, dtype)
     fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] - gemma_linear_elements(gemma_files) * (
         torch.tensor([], dtype=dtype).element_size() - 1))
     free = memory.device_memory(device)[0] if device.type == "cuda" else 0

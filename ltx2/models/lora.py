@@ -288,7 +288,8 @@ def side_paths(model, adapters: Sequence[tuple[Adapter, float]]) -> Iterator[int
             continue
         for layer, (down, up) in adapter.layers.items():
             downs, ups = stacked.setdefault(layer, ([], []))
-            downs.append(down.to(device) * scale)
+            down = down.to(device)
+            downs.append(down if scale == 1 else down * scale)  # no copy at 1: the distilled LoRA is 7.4 GB
             ups.append(up.to(device))
     handles = []
     # What the text connectors run with: prompt embeddings made under these are not the bare model's,
@@ -314,3 +315,76 @@ def _hook(down: torch.Tensor, up: torch.Tensor):
         return output + F.linear(F.linear(args[0].to(down.dtype), down), up).to(output.dtype)
 
     return add_side_path
+
+
+# ------------------------------------------------------------------------------------ the distilled LoRA
+
+# The strength ltx-pipelines gives `--distilled-lora` when none is written after the path
+# (`DEFAULT_LORA_STRENGTH`); the dev two-stage pipeline applies it to stage 2 only.
+DISTILLED_LORA_STRENGTH = 1.0
+
+
+def resolve_distilled_lora_path(setting: str, models_dir: str | None) -> str | None:
+    """`--distilled-lora`: "none"; "auto" (the official file in `<models dir>/loras/`, where
+    `ltx2 download --distilled-lora` puts it, or in the models directory itself, if it is there);
+    or a path, which must exist."""
+    from .configs import CheckpointError
+    from .download import DISTILLED_LORA, LORAS_DIR
+
+    if setting == "none":
+        return None
+    if setting == "auto":
+        candidates = [os.path.join(models_dir, LORAS_DIR, DISTILLED_LORA), os.path.join(models_dir, DISTILLED_LORA)] \
+            if models_dir else []
+        return next((c for c in candidates if os.path.isfile(c)), None)
+    candidates = [setting] + ([os.path.join(models_dir, setting)] if models_dir and not os.path.isabs(setting) else [])
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise CheckpointError(f"distilled LoRA {setting!r}: no file at {' or '.join(candidates)}; fetch it with "
+                          f"`ltx2 download --distilled-lora` ({DISTILLED_LORA}) or set LTX2_DISTILLED_LORA=none "
+                          "(a dev checkpoint then runs one stage only)")
+
+
+def lora_bytes(path: str, dtype: torch.dtype) -> int:
+    """What a LoRA file occupies once bound in `dtype`, from its header (for the memory policy)."""
+    width = torch.tensor([], dtype=dtype).element_size()
+    return sum(math.prod(info.shape) * width for key, info in read_header(path).tensors.items()
+               if not key.endswith(_ALPHA))
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bind_distilled_lora(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, label: str,
+                        digest: str, where: str | None = None) -> Adapter:
+    """The distilled LoRA bound once at start-up, where request LoRAs are kept (on the device unless the
+    memory policy is sequential). A file that does not fit the checkpoint fails loading, naming it."""
+    from .configs import CheckpointError
+
+    home = model.device if model.placement.policy != "sequential" else torch.device("cpu")
+    try:
+        return bind(model, tensors, metadata, field="distilled_lora", label=label, digest=digest, device=home,
+                    dtype=model.dtype)
+    except InvalidRequest as exc:
+        raise CheckpointError(f"{where or label}: the distilled LoRA does not fit this checkpoint: {exc.message}") \
+            from None
+
+
+def load_distilled_lora(model, path: str) -> Adapter:
+    """The official distilled LoRA file (any key style `bind` reads), read and bound to `model`."""
+    from .configs import CheckpointError
+
+    try:
+        tensors, metadata = read_lora(path, "distilled_lora", path)
+    except InvalidRequest as exc:
+        raise CheckpointError(exc.message) from None
+    return bind_distilled_lora(model, tensors, metadata, label=os.path.basename(path), digest=file_sha256(path),
+                               where=path)

@@ -253,6 +253,25 @@ def build_upsampler(seed: int = 0) -> LTX2LatentUpsamplerModel:
     return model.eval().requires_grad_(False)
 
 
+def build_distilled_lora(transformer: LTX2VideoTransformer3DModel, seed: int = 0, rank: int = 4,
+                         magnitude: float = 0.1) -> dict[str, torch.Tensor]:
+    """A tiny stand-in for `ltx-2-19b-distilled-lora-384.safetensors`, so the dev two-stage pipeline runs
+    on CPU: a random rank-`rank` update of every linear in the transformer blocks, keyed as the
+    official file is (Lightricks' trainer style, `diffusion_model.<ltx-core name>.lora_A.weight` /
+    `.lora_B.weight`, no alpha) and bound through the same name mapping as any LoRA file."""
+    from . import layout
+
+    gen = torch.Generator().manual_seed(seed + len(_BUILDERS) + 1)  # after the upsampler's seed
+    tensors = {}
+    for name, module in transformer.named_modules():
+        if not (isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.")):
+            continue
+        stem = layout.file_key("transformer", name + ".weight").removesuffix(".weight").removeprefix("model.")
+        tensors[f"{stem}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen) * magnitude
+        tensors[f"{stem}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=gen) * magnitude
+    return tensors
+
+
 def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
     # Sigmas are computed by ltx2.pipelines.schedules and passed in as they are: no shift here.
     return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)

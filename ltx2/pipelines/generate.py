@@ -2,8 +2,8 @@
 model, and run the pipeline that serves it.
 
 The pipelines are compositions of the stages in `stages.py`: `one_stage.py` and `two_stage.py`
-(the request's `use_multiscale`); more (LoRA stages, the dev two-stage) pick the same blocks with
-other sizes and sigmas.
+(the request's `use_multiscale`; for a dev checkpoint, its stage 2 with the distilled LoRA); more
+pick the same blocks with other sizes and sigmas.
 """
 
 from __future__ import annotations
@@ -56,5 +56,6 @@ def generate(
         result = pipeline(model, plan, on_step)
     result.timings = {"expand_prompt": seconds, **result.timings}
     result.expanded_prompt = expanded
-    result.loras = [adapter.report(scale) for adapter, scale in adapters]
+    # The request's LoRAs, then any a pipeline adds for one stage (the dev two-stage's distilled LoRA).
+    result.loras = [adapter.report(scale) for adapter, scale in adapters] + result.loras
     return result

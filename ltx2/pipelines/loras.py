@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..media.fetch import FetchPolicy, fetch, is_url
 from ..models.download import LORAS_DIR, camera_lora_file
-from ..models.lora import Adapter, bind, read_lora
+from ..models.lora import Adapter, bind, file_sha256, read_lora
 from ..schema import GenerateRequest, InvalidRequest
 
 MB = 1024 * 1024
@@ -198,11 +198,7 @@ def _digest(path: str) -> str:
     name = os.path.basename(path).removesuffix(SUFFIX)
     if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
         return name  # a cached URL file is named by its hash
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 * MB):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 __all__ = ["LoraPolicy", "Wanted", "load_adapters", "requested", "resolve"]

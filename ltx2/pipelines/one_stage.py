@@ -35,7 +35,7 @@ class Latents:
 
 
 def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int,
-                 denoise_stage: str = "denoise") -> Latents:
+                 denoise_stage: str = "denoise", sigmas: list[float] | None = None) -> Latents:
     model = run.model
     # 1. Encode the prompt (and the negative one, with guidance).
     with run.stage("encode_prompt"):
@@ -45,7 +45,8 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
         conditions = stages.encode_conditions(model, plan, grid, width, height)
     # 3. Prepare latents: seeded noise, conditioned tokens started at their condition.
     with run.stage("prepare_latents"):
-        sigmas = sigmas_for(plan.steps, num_tokens=grid.video_tokens, distilled=model.defaults.distilled)
+        if sigmas is None:
+            sigmas = sigmas_for(plan.steps, num_tokens=grid.video_tokens, distilled=model.defaults.distilled)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         video, audio = stages.prepare_latents(model, plan, grid, conditions, sigmas[0], generator)
     # 4. Denoise video and audio jointly, with the request's guidance.

@@ -43,6 +43,12 @@ def shifted_sigmas(steps: int, num_tokens: int, terminal: float = TERMINAL) -> l
     return [1.0 - m / scale for m in one_minus]
 
 
+def unsized_sigmas(steps: int) -> list[float]:
+    """The schedule ltx-pipelines' two-stage dev pipeline gives stage 1: `LTX2Scheduler` called without a
+    latent shifts for its default token count (the upper anchor, MAX_TOKENS), whatever the size."""
+    return shifted_sigmas(steps, MAX_TOKENS)
+
+
 def sigmas_for(steps: int, num_tokens: int, distilled: bool) -> list[float]:
     if distilled and steps == len(DISTILLED_SIGMAS):
         return list(DISTILLED_SIGMAS)

@@ -31,6 +31,7 @@ import torch
 
 from ..media.audio_features import encode_audio
 from ..media.inputs import auto_size
+from ..models.download import DISTILLED_LORA
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..schema import GenerateRequest, InvalidRequest
@@ -119,18 +120,21 @@ def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditio
 
 
 def resolve_multiscale(model: LoadedModel, request: GenerateRequest) -> bool:
-    """Two-stage by default where it can run: a distilled checkpoint with its upsampler loaded."""
-    possible = model.upsampler is not None and model.defaults.distilled
+    """Two-stage by default where it can run: the upsampler loaded, and a distilled checkpoint or a
+    dev one with the distilled LoRA its stage 2 refines with."""
+    refines = model.defaults.distilled or model.distilled_lora is not None
+    possible = model.upsampler is not None and refines
     if request.use_multiscale is None:
         return possible
     if request.use_multiscale and model.upsampler is None:
         raise InvalidRequest("use_multiscale", "use_multiscale needs the spatial upsampler, and this server has none "
                                                "loaded (LTX2_UPSAMPLER; `ltx2 download` fetches it): send false or "
                                                "leave it out")
-    if request.use_multiscale and not model.defaults.distilled:
-        raise InvalidRequest("use_multiscale", "the two-stage pipeline refines with the distilled model's sigmas; a dev "
-                                               "checkpoint would need the distilled LoRA, which this build does not "
-                                               "load: send false or leave it out")
+    if request.use_multiscale and not refines:
+        raise InvalidRequest("use_multiscale", f"use_multiscale on a dev checkpoint refines stage 2 with the distilled "
+                                               f"LoRA ({DISTILLED_LORA}), and this server has none loaded "
+                                               "(LTX2_DISTILLED_LORA / --distilled-lora; `ltx2 download "
+                                               "--distilled-lora` fetches it): send false or leave it out")
     return request.use_multiscale
 
 
