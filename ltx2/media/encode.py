@@ -35,7 +35,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 from PIL import Image
 
-from ..schema import DEFAULT_OUTPUT_TYPE, VideoOutputType
+from ..schema import DEFAULT_OUTPUT_TYPE
 
 
 @dataclass(frozen=True)
