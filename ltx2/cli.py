@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from . import cli_generate
 from .models.download import add_arguments as add_download_arguments
 from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> None:
 
     sub.add_parser("worker", help="run the RunPod serverless worker (reads LTX2_* env variables)")
 
-    p_gen = sub.add_parser("generate", help="generate one video to a file, no server")
-    add_arguments(p_gen, defaults)
-    p_gen.add_argument("--request", required=True, help='request JSON, e.g. \'{"prompt": "a cat"}\'')
-    p_gen.add_argument("--output", "-o", default="output.mp4")
+    p_gen = sub.add_parser("generate", help="generate one video to a file, no server", allow_abbrev=False,
+                           description="Generate one video to a file with the model loaded here (no server).\n"
+                                       "Every field of the API's request is a flag.")
+    cli_generate.add_arguments(p_gen, defaults)
 
     p_dl = sub.add_parser("download", help="fetch the official LTX-2 checkpoint and Gemma 3 into --models-dir")
     add_download_arguments(p_dl, defaults)
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *rest]  # the RunPod SDK parses its own flags (--test_input ...)
         worker_main()
         return
+    if rest and args.command == "generate":
+        cli_generate.reject_unknown(p_gen, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "download":
@@ -61,22 +63,12 @@ def main(argv: list[str] | None = None) -> None:
 
         download_main(args)
         return
+    if args.command == "generate":
+        cli_generate.run(args, defaults)
+        return
     settings = settings_from_args(args, defaults)
     if args.command == "serve":
         serve(settings)
-    else:
-        import base64
-
-        from .models.loaded import load_from_settings
-        from .schema import GenerateRequest
-        from .serving.service import render
-
-        request = GenerateRequest.model_validate(json.loads(args.request))
-        response = render(load_from_settings(settings), request, encode_threads=settings.encode_threads)
-        with open(args.output, "wb") as fh:
-            fh.write(base64.b64decode(response.video.split(",", 1)[1]))
-        summary = response.model_dump(exclude={"video"})
-        print(json.dumps({"output": args.output, **summary}, indent=2))
 
 
 if __name__ == "__main__":
