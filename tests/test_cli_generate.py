@@ -1,5 +1,5 @@
 """`ltx2 generate`: flags made from the request model, the API's errors on one line, -o checked before
-anything loads, default names per format, progress on a terminal only, and its help."""
+anything loads, default names per format, progress on a terminal only, and the help of generate and worker."""
 
 import argparse
 import base64
@@ -262,3 +262,15 @@ def test_server_flags_are_not_in_generate_help(capsys):
 
 
     assert set(cli_generate.GENERATE_SETTINGS) <= set(Settings.__dataclass_fields__)  # each one a real setting
+
+
+def test_worker_help_lists_the_runpod_sdks_flags(capsys, monkeypatch):
+    def start_worker():
+        raise AssertionError("--help started the worker")
+
+    monkeypatch.setattr("ltx2.serving.worker.main", start_worker)
+    code, out, _ = run_cli(["worker", "--help"], capsys)
+    assert code == 0
+    for flag in ("--rp_serve_api", "--rp_api_port", "--rp_api_host", "--test_input", "--rp_log_level"):
+        assert flag in out, flag
+    assert "LTX2_" in out and "POST /runsync" in out
