@@ -335,14 +335,16 @@ def reject_unknown(parser: argparse.ArgumentParser, rest: list[str]) -> typing.N
     known = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and a.help != argparse.SUPPRESS]
     settings = {f.name for f in fields(Settings)}
 
-    def hint(arg: str) -> str:
+    def hint(arg: str, before: str) -> str:
         name = arg.split("=")[0]
         if name[2:].replace("-", "_") in settings and name.startswith("--"):
             return f"{arg} (a setting of `ltx2 serve`)"
-        match = difflib.get_close_matches(name, known, 1) if name.startswith("-") else []
+        if not name.startswith("-"):  # the value of an unknown flag before it, or of none
+            return arg if before.startswith("-") else f"{arg} (a value with no flag; the prompt is --prompt TEXT)"
+        match = difflib.get_close_matches(name, known, 1)
         return f"{arg} (did you mean {match[0]}?)" if match else arg
 
-    hints = [hint(r) for r in rest]
+    hints = [hint(arg, before) for arg, before in zip(rest, ["", *rest])]
     fail(f"unrecognized arguments: {' '.join(hints)}; `ltx2 generate --help` lists the flags")
 
 
