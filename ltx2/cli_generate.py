@@ -166,11 +166,18 @@ def read_input(flag: RequestFlag, value: str) -> str:
     """A media flag's file, as the base64 the field takes; a URL or data URI is passed as it is."""
     if value[:5].lower() == "data:" or value[:8].lower().startswith(("http://", "https://")):
         return value
+    from .media.inputs import InputLimits
+
+    limits = InputLimits.from_env()
+    largest = max(limits.max_image_bytes, limits.max_audio_bytes)  # the field's own limit is checked later
     try:
         with open(value, "rb") as fh:
-            data = fh.read()
+            data = fh.read(largest + 1)  # never more than any input may be
     except OSError as exc:
         raise UsageError(f"{flag.flag} {value}: cannot read the file: {exc.strerror or exc}") from None
+    if len(data) > largest:
+        raise UsageError(f"{flag.flag} {value}: the file is larger than any input may be "
+                         f"({largest / 2**20:g} MB; LTX2_MAX_IMAGE_MB, LTX2_MAX_AUDIO_MB)")
     if not data:
         raise UsageError(f"{flag.flag} {value}: the file is empty")
     return base64.b64encode(data).decode("ascii")

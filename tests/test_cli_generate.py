@@ -157,6 +157,19 @@ def test_the_messages_are_the_servers_422(client, capsys, no_loading):
         assert code == 2 and err == f"ltx2 generate: error: {answer.json()['error']}\n"
 
 
+def test_an_input_file_is_read_no_further_than_any_input_may_be(tmp_path, capsys, no_loading, monkeypatch):
+    monkeypatch.setenv("LTX2_MAX_IMAGE_MB", "1")
+    monkeypatch.setenv("LTX2_MAX_AUDIO_MB", "2")
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * (2 * 2**20 + 1))
+    code, _, err = run_cli(["generate", "--prompt", "cat", "--audio", str(big)], capsys)
+    assert code == 2 and err == f"ltx2 generate: error: --audio {big}: the file is larger than any input may be " \
+                                "(2 MB; LTX2_MAX_IMAGE_MB, LTX2_MAX_AUDIO_MB)\n"
+    big.write_bytes(b"\0" * (2 * 2**20))  # at the limit it is read, and the field's own rule comes later
+    assert cli_generate.read_input(cli_generate.RequestFlag("audio", "file"), str(big)) == \
+        base64.b64encode(big.read_bytes()).decode()
+
+
 def test_unwritable_output_directory(tmp_path, capsys, no_loading):
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")
