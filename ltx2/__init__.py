@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["GenerateRequest", "GenerateResponse", "GenerationResult", "LoadedModel", "generate", "load_model"]
+__all__ = ["Client", "GenerateRequest", "GenerateResponse", "GenerationResult", "LoadedModel", "generate", "load_model"]
 __version__ = "0.1.0"
 
 # Imported on first use: `ltx2 download --help` and the settings should not wait for torch.
 _WHERE = {
+    "Client": "client",
     "GenerateRequest": "schema", "GenerateResponse": "schema", "GenerationResult": "pipelines.generate",
     "generate": "pipelines.generate", "LoadedModel": "models.loaded", "load_model": "models.loaded",
 }
@@ -22,6 +23,7 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
+    from .client import Client
     from .models.loaded import LoadedModel, load_model
     from .pipelines.generate import GenerationResult, generate
     from .schema import GenerateRequest, GenerateResponse

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from . import cli_generate
 from .models.download import add_arguments as add_download_arguments
 from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
@@ -29,6 +29,33 @@ def serve(settings: Settings) -> None:
     Server(config).run()
 
 
+WORKER_HELP = """\
+usage: ltx2 worker [RunPod SDK flags]
+
+Run the RunPod serverless worker: load the model once (the LTX2_* environment variables; `ltx2 serve --help`
+lists them), then hand each job's input (the body of POST /generate) to the RunPod SDK's loop. On RunPod it
+takes jobs from the platform; on your machine the SDK's own flags run it locally:
+
+  LTX2_MODEL=tiny ltx2 worker --test_input '{"input": {"prompt": "a cat", "num_frames": 9}}'
+      one job, printed, then exit (`python handler.py` reads test_input.json)
+  LTX2_MODEL=tiny ltx2 worker --rp_serve_api --rp_api_port 8010
+      RunPod's job API on http://localhost:8010: POST /run, POST /runsync, POST /status/{id}
+
+The RunPod SDK's flags (read by the SDK, not by ltx2):
+"""
+
+
+def worker_help() -> str:
+    """WORKER_HELP and the flags the installed RunPod SDK reads, from its own parser, so they never drift."""
+    try:
+        from runpod.serverless import parser as sdk
+    except Exception as exc:  # noqa: BLE001 - help must print whatever the SDK does
+        return WORKER_HELP + f"  (the RunPod SDK could not be imported: {exc})"
+    formatter = argparse.HelpFormatter("ltx2 worker")
+    formatter.add_arguments([a for a in sdk._actions if a.option_strings and "--help" not in a.option_strings])
+    return WORKER_HELP + formatter.format_help().rstrip()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     defaults = Settings.from_env()
@@ -38,23 +65,28 @@ def main(argv: list[str] | None = None) -> None:
     p_serve = sub.add_parser("serve", help="run the HTTP server")
     add_arguments(p_serve, defaults)
 
-    sub.add_parser("worker", help="run the RunPod serverless worker (reads LTX2_* env variables)")
+    sub.add_parser("worker", help="run the RunPod serverless worker (reads LTX2_* env variables)", add_help=False)
 
-    p_gen = sub.add_parser("generate", help="generate one video to a file, no server")
-    add_arguments(p_gen, defaults)
-    p_gen.add_argument("--request", required=True, help='request JSON, e.g. \'{"prompt": "a cat"}\'')
-    p_gen.add_argument("--output", "-o", default="output.mp4")
+    p_gen = sub.add_parser("generate", help="generate one video to a file, no server", allow_abbrev=False,
+                           description="Generate one video to a file with the model loaded here (no server).\n"
+                                       "Every field of the API's request is a flag.")
+    cli_generate.add_arguments(p_gen, defaults)
 
     p_dl = sub.add_parser("download", help="fetch the official LTX-2 checkpoint and Gemma 3 into --models-dir")
     add_download_arguments(p_dl, defaults)
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "worker":
+        if {"-h", "--help"} & set(rest):
+            print(worker_help())
+            return
         from .serving.worker import main as worker_main
 
         sys.argv = [sys.argv[0], *rest]  # the RunPod SDK parses its own flags (--test_input ...)
         worker_main()
         return
+    if rest and args.command == "generate":
+        cli_generate.reject_unknown(p_gen, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "download":
@@ -62,24 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
         download_main(args)
         return
+    if args.command == "generate":
+        cli_generate.run(args, defaults)
+        return
     settings = settings_from_args(args, defaults)
     if args.command == "serve":
         serve(settings)
-    else:
-        import base64
-
-        from .models.loaded import load_from_settings
-        from .pipelines.loras import LoraPolicy
-        from .schema import GenerateRequest
-        from .serving.service import render
-
-        request = GenerateRequest.model_validate(json.loads(args.request))
-        response = render(load_from_settings(settings), request, lora_policy=LoraPolicy.from_settings(settings),
-                          encode_threads=settings.encode_threads)
-        with open(args.output, "wb") as fh:
-            fh.write(base64.b64decode(response.video.split(",", 1)[1]))
-        summary = response.model_dump(exclude={"video"})
-        print(json.dumps({"output": args.output, **summary}, indent=2))
 
 
 if __name__ == "__main__":

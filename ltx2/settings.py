@@ -227,8 +227,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     add_serving_arguments(parser, defaults)
 
 
-def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
-    """Jobs, delivery, limits and access: one flag per setting, named after it."""
+def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, only: tuple[str, ...] | None = None
+                          ) -> None:
+    """Jobs, delivery, limits and access: one flag per setting, named after it (`only`: just these settings)."""
     helps = {
         "output_dir": "job records and finished videos",
         "queue_size": "jobs that may wait behind the running one; beyond it, 429",
@@ -261,6 +262,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings) -
         "prompt_expansion_tokens": "the most tokens Gemma 3 may write for enable_prompt_expansion",
     }
     for name, text in helps.items():
+        if only is not None and name not in only:
+            continue
         kind = int if name in _INTS else float if name in _FLOATS else _bool_flag if name in _BOOLS else str
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(defaults, name),
                             help=f"{text} (env {ENV[name]})")
