@@ -6,7 +6,7 @@ clients (curl, the Python and bash snippets in llms.txt) work unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
@@ -166,10 +166,11 @@ class GenerateRequest(BaseModel):
         description="The same rescale for the soundtrack. Empty: the model's default.",
         examples=[0.7],
     )
-    stg_blocks: list[int] | None = Field(
+    stg_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None, min_length=1, max_length=8,
-        description="Transformer blocks (0-based) whose self-attention the STG pass skips. Empty: the model's "
-        "default (block 29 for LTX-2 19B, the reference's choice).",
+        description="Transformer blocks (0-based) whose self-attention the STG pass skips, each below the loaded "
+        "model's block count (48 for LTX-2 19B; /health says). Empty: the model's default (block 29 for LTX-2 "
+        "19B, the reference's choice).",
         examples=[[29]],
     )
     num_inference_steps: int | None = Field(

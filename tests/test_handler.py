@@ -26,8 +26,10 @@ def test_good_input(handler_and_updates):
     assert "error" not in out
     assert out["video"].startswith("data:video/mp4;base64,")
     assert out["seed"] == 4 and out["resolution"] == "288x512" and out["has_audio"] is True
-    assert [p["step"] for _, p in updates] == list(range(1, 9))
-    assert all(job_id == "job-1" and p["total"] == 8 for job_id, p in updates)
+    # Two-stage (the tiny preset's default): the 8 distilled steps, then stage 2's 3.
+    assert out["pipeline"] == "two-stage"
+    assert [p["step"] for _, p in updates] == list(range(1, 12))
+    assert all(job_id == "job-1" and p["total"] == 11 for job_id, p in updates)
 
 
 def test_same_response_as_the_server(handler_and_updates, client):

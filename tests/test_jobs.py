@@ -51,8 +51,10 @@ def test_async_job_runs_and_serves_its_video(make_client):
     job = response.json()
     assert job["status"] in ("queued", "running") and response.headers["location"].endswith(f"/jobs/{job['id']}")
     view = wait_for(client, job["id"], ("succeeded",))
-    assert view["position"] is None and view["step"] == view["total"] == 2 and view["error"] is None
-    assert set(view["timings"]) >= {"encode_prompt", "denoise", "decode_video", "mux"}
+    # Two-stage (the tiny preset's default): 2 steps, then stage 2's 3.
+    assert view["position"] is None and view["step"] == view["total"] == 2 + 3 and view["error"] is None
+    assert set(view["timings"]) >= {"encode_prompt", "stage1_denoise", "upsample", "stage2_denoise", "decode_video",
+                                    "mux"}
     result = view["result"]
     assert result["video"].endswith(f"/jobs/{job['id']}/video.mp4") and result["num_frames"] == 9
     video = client.get(f"/jobs/{job['id']}/video")

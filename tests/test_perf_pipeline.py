@@ -34,8 +34,8 @@ def test_second_identical_request_makes_no_gemma_call_and_the_same_bytes(tmp_pat
         metrics = client.get("/metrics").text
         health = client.get("/health").json()["model"]["prompt_cache"]
     assert after_first == 1 and len(calls) == after_first  # the second request never ran Gemma
-    # The same video: the frames and the soundtrack byte for byte. (The MP4s are compared once muxing is
-    # deterministic within a process, issue 13's muxing item; today x264 carries state between encodes.)
+    # The same video: the MP4 byte for byte, and the frames and the soundtrack of another seed.
+    assert second["video"] == first["video"]
     request = {**body, "seed": 12}
     fresh, cached = generate(model, request), generate(model, request)
     assert cached.prompt_cache_hits == 1 and len(calls) == after_first
@@ -44,7 +44,7 @@ def test_second_identical_request_makes_no_gemma_call_and_the_same_bytes(tmp_pat
     assert second["seed"] == first["seed"] and second["duration_seconds"] == first["duration_seconds"]
     assert first["timings"]["prompt_cache_hits"] == 0 and second["timings"]["prompt_cache_hits"] == 1
     assert "ltx2_prompt_cache_hits_total 1" in metrics
-    assert "ltx2_transformer_passes_total 4" in metrics  # 2 steps x 2 requests, no guidance
+    assert "ltx2_transformer_passes_total 10" in metrics  # (2 steps + stage 2's 3) x 2 requests, no guidance
     assert "ltx2_host_device_bytes_total 0" in metrics  # resident: nothing moves
     assert health["entries"] == 1 and health["hits"] == 1 and health["misses"] == 1
 
@@ -57,8 +57,9 @@ def test_the_cache_key_is_the_prompt_pair_and_the_negative_only_matters_with_gui
     generate(model, {**base, "negative_prompt": "dark"})  # unguided: the negative prompt is not encoded
     assert len(calls) == 1
     guided = generate(model, {**base, "negative_prompt": "blurry", "guidance_scale": 3.0})
-    # Guided: Gemma runs once per prompt (the prompt and the negative one), two samples per step.
-    assert len(calls) == 3 and guided.prompt_cache_hits == 0 and guided.transformer_passes == 2
+    # Guided: Gemma runs once per prompt (the prompt and the negative one), two samples per stage-1 step
+    # (stage 2's 3 steps are unguided, one each).
+    assert len(calls) == 3 and guided.prompt_cache_hits == 0 and guided.transformer_passes == 2 + 3
     again = generate(model, {**base, "negative_prompt": "dark", "guidance_scale": 3.0})
     assert len(calls) == 5 and again.prompt_cache_hits == 0  # another negative prompt: another entry
     assert generate(model, {**base, "negative_prompt": "blurry", "guidance_scale": 3.0}).prompt_cache_hits == 1

@@ -80,6 +80,7 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_segments(sandbox):
 
 
 def test_the_wall_clock_limit_kills_a_decode_that_runs_long(sandbox):
+    others = set(sandbox_children(sandbox))  # other tests' sandboxes in this process (their spares) stay
     box = Sandbox(SandboxLimits(memory_mb=512, timeout=1.0))
     try:
         start = time.monotonic()
@@ -87,7 +88,7 @@ def test_the_wall_clock_limit_kills_a_decode_that_runs_long(sandbox):
             decode(box, {"image_start": b64(hostile.jpeg_scan_bomb(3000))}, InputLimits(max_jpeg_scans=10**6))
         took = time.monotonic() - start
         assert "took longer than 1 s" in info.value.message and took < 5, took
-        assert sandbox_children(box) == []  # killed and reaped
+        assert set(sandbox_children(box)) <= others  # killed and reaped
     finally:
         box.close()
 
@@ -108,13 +109,14 @@ def test_the_memory_limit_refuses_what_needs_more_than_it(sandbox):
 
 
 def test_should_stop_kills_the_child_at_once(sandbox):
+    others = set(sandbox_children(sandbox))  # other tests' sandboxes in this process (their spares) stay
     start = time.monotonic()
     stop = RuntimeError("cancelled")
     with pytest.raises(Stopped) as info:
         decode(sandbox, {"image_start": b64(hostile.jpeg_scan_bomb(3000))}, InputLimits(max_jpeg_scans=10**6),
                should_stop=lambda: stop if time.monotonic() - start > 0.5 else None)
     assert info.value.why is stop and time.monotonic() - start < 2
-    assert sandbox_children(sandbox) == []
+    assert set(sandbox_children(sandbox)) <= others
 
 
 def test_decoded_images_and_audio_come_back_exactly(sandbox):

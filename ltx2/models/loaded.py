@@ -80,6 +80,10 @@ class LoadedModel:
     distilled_lora_file: str | None = None  # where it came from ("tiny" for the tiny preset)
 
     def __post_init__(self) -> None:
+        # The video VAE's per-channel latent statistics, copied once: the upsample stage un-normalises
+        # with them while the VAE itself may rest off the device (they are 2 x 128 numbers).
+        vae = self.pipe.vae
+        self.video_latent_stats = (vae.latents_mean.detach().clone(), vae.latents_std.detach().clone())
         if self.placement is None:
             self.placement = Placement(self.components(), "resident", self.device,
                                        reason="resident: where the loader put it")

@@ -162,6 +162,8 @@ def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
     resting = sum(size for name, size in sizes.items() if memory.rests_on_compute(policy, name))
     peaks = {}
     for stage, names in memory.STAGES.items():
+        if not all(name in sizes for name in names):
+            continue  # a stage of a pipeline these modules do not make (two-stage's upsample, without an upsampler)
         visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
         peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
     return peaks

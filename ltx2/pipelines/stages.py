@@ -478,15 +478,15 @@ def upsample(model: LoadedModel, video: Stream, grid: LatentGrid) -> torch.Tenso
     next stage appends them again at its own size. Returns packed tokens.
     """
     pipe, upsampler = model.pipe, model.upsampler
-    vae = pipe.vae
+    (mean, std), scaling = model.video_latent_stats, pipe.vae.config.scaling_factor  # not the VAE: it may be off
     patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
     with model.placement.use("upsampler"):
         latents = pipe._unpack_latents(video.latents[:, : video.own_tokens], grid.frames, grid.height, grid.width,
                                        patch, patch_t)
-        raw = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        raw = pipe._denormalize_latents(latents, mean, std, scaling)
         weight = next(upsampler.parameters())
         larger = upsampler(raw.to(weight.device, weight.dtype)).float().to(latents.device)
-        latents = pipe._normalize_latents(larger, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+        latents = pipe._normalize_latents(larger, mean, std, scaling)
     return pipe._pack_latents(latents, patch, patch_t)
 
 

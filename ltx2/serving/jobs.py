@@ -99,6 +99,8 @@ def _reason(exc: BaseException) -> str:
 STORAGE_ERROR_STATUS = 507  # Insufficient Storage
 # Errors of the machine, not of the job or the model: wherever they strike (writing the video, or a
 # library opening a file mid-generation), the job fails as a storage error naming the resource.
+# Room the storage probe asks for after a failed write whose size is not known: a long 1080p clip.
+UNKNOWN_WRITE_BYTES = 64 * 1024 * 1024
 RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.EACCES,
                    errno.EPERM, errno.ENOTDIR, errno.EIO}
 
@@ -871,6 +873,8 @@ class JobManager:
                 log.exception("job %s failed", job.id)
                 self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
             else:
+                # A write of unknown size failed (the encoder's file, say): the probe asks for a long clip's room.
+                self._failed_write_bytes = max(self._failed_write_bytes, UNKNOWN_WRITE_BYTES)
                 self._storage_failed("run the job", exc)
                 self._finish(job, FAILED, error=StorageError("run the job", exc).body(),
                              error_status=STORAGE_ERROR_STATUS)
