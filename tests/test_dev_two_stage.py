@@ -203,3 +203,21 @@ def test_a_dev_checkpoint_finds_the_distilled_lora_file_in_its_models_dir(tmp_pa
     write_lora(path, weights={layer: (a[:, :3], b) for layer, (a, b) in wrong.items()})
     with pytest.raises(CheckpointError, match=f"{DISTILLED_LORA}: the distilled LoRA does not fit"):
         load_model("ltx-2-19b-dev", **kw)
+
+
+def test_one_stage_dev_takes_the_4096_token_shift_whatever_the_size(dev, monkeypatch):
+    """ltx-pipelines 1.2.0's one-stage pipeline builds its schedule without a latent, as stage 1 above:
+    at 64x64 (4 latent tokens per frame) the shift is still the one for 4096 tokens."""
+    seen = []
+    real_denoise = stages.denoise
+
+    def denoise(run, video, audio, prompt, sigmas, grid, guidance):
+        seen.append((list(sigmas), grid.video_tokens))
+        return real_denoise(run, video, audio, prompt, sigmas, grid, guidance)
+
+    monkeypatch.setattr(stages, "denoise", denoise)
+    result = generate(dev, {**REQUEST, "num_inference_steps": 3, "use_multiscale": False})
+    assert result.pipeline == "one-stage"
+    (sigmas, tokens), = seen
+    assert tokens < 100 and sigmas == pytest.approx(reference_sigmas(3, 4096), abs=1e-12)
+    assert sigmas != pytest.approx(reference_sigmas(3, tokens), abs=1e-6)  # the sized shift differs here

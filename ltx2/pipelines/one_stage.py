@@ -12,7 +12,7 @@ import torch
 from ..models.loaded import LoadedModel
 from . import stages
 from .result import GenerationResult, result_of
-from .schedules import sigmas_for
+from .schedules import MAX_TOKENS, sigmas_for
 from .stages import Conditions, LatentGrid, Plan, PromptEmbeddings, Run, StepCallback, Stream
 
 NAME = "one-stage"
@@ -46,7 +46,9 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
     # 3. Prepare latents: seeded noise, conditioned tokens started at their condition.
     with run.stage("prepare_latents"):
         if sigmas is None:
-            sigmas = sigmas_for(plan.steps, num_tokens=grid.video_tokens, distilled=model.defaults.distilled)
+            # ltx-pipelines' one-stage pipeline calls its scheduler without a latent: the dev schedule's
+            # shift is the one for its default 4096 tokens whatever the video's size (as two-stage's stage 1).
+            sigmas = sigmas_for(plan.steps, num_tokens=MAX_TOKENS, distilled=model.defaults.distilled)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         video, audio = stages.prepare_latents(model, plan, grid, conditions, sigmas[0], generator)
     # 4. Denoise video and audio jointly, with the request's guidance.
