@@ -116,11 +116,13 @@ def test_random_19b_with_2_layers_serves_through_the_server(tmp_path):
         assert model["memory"]["weights_bytes"] > 8e9  # full widths: ~9.7 GB even at 2 layers
         assert model["attention"]["backend"] == "sdpa" and model["compile"]["enabled"] is False
         assert model["text_encoder_dtype"]["dtype"] == "bf16"
+        assert model["upsampler"] == "random-19b"  # a random x2 upsampler at the official size: two-stage runs
         r = httpx.post(f"{base}/generate", json={"prompt": "a red fox in snow", "width": 64, "height": 64,
                                                  "num_frames": 9, "num_inference_steps": 1, "seed": 5}, timeout=900)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model"] == "random-19b" and body["num_inference_steps"] == 1
+        assert body["pipeline"] == "two-stage" and body["transformer_passes"] == 1 + 3
         info = probe_mp4(base64.b64decode(body["video"].split(",", 1)[1]))
         assert info["video"]["frames"] == 9 and info["audio"]["channels"] == 2
     finally:

@@ -195,7 +195,10 @@ def load_model(
         dtype = torch.bfloat16  # the real model's dtype on every device: bf16 matmuls are native on recent CPUs too
         components, checkpoint, policy = random19b.load(
             device, dtype, layers=random19b.FULL_LAYERS if layers is None else layers, seed=seed,
-            memory_policy=memory_policy, fp8_compute=fp8_compute, text_encoder_dtype=text_encoder_dtype)
+            memory_policy=memory_policy, fp8_compute=fp8_compute, text_encoder_dtype=text_encoder_dtype,
+            upsampler=upsampler == "auto")  # a random one at the official size: two-stage runs and is benchmarked
+        if (upsampler_module := components.pop("upsampler", None)) is not None:
+            upsampler_file = random19b.NAME
         defaults = DISTILLED_DEFAULTS
     else:
         from . import loading

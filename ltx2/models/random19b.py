@@ -248,15 +248,28 @@ def fp8_text_encoder_saving(text_encoder: nn.Module, dtype: torch.dtype) -> int:
     return sum(text_encoder.get_submodule(name).weight.numel() for name in gemma_linear_names(text_encoder)) * (width - 1)
 
 
+def meta_upsampler() -> nn.Module:
+    """The x2 spatial latent upsampler at the official file's size (ltx-core's configurator defaults), on meta."""
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    from .upsampler import upsampler_config
+
+    with torch.device("meta"):
+        return LTX2LatentUpsamplerModel(**upsampler_config({"config": "{}"}, NAME))
+
+
 def load(device: torch.device, dtype: torch.dtype, *, layers: int = FULL_LAYERS, seed: int = 0,
          memory_policy: str = "auto", fp8_compute: str = "auto", text_encoder_dtype: str = "auto",
-         workspace_bytes: int | None = None) -> tuple[dict, dict, str]:
+         workspace_bytes: int | None = None, upsampler: bool = False) -> tuple[dict, dict, str]:
     """Choose the memory policy and Gemma's dtype from the sizes counted on meta, then build every
-    component where the policy rests it. Returns (components, report for /health, policy)."""
+    component where the policy rests it. Returns (components, report for /health, policy); with
+    `upsampler`, components include a random full-size x2 upsampler for the two-stage pipeline."""
     from . import memory
 
     compute = fp8.resolve_compute(fp8_compute, device)
     modules = build_meta(layers, "bf16", compute)
+    if upsampler:
+        modules["upsampler"] = meta_upsampler()
     sizes = {name: weight_bytes(module, dtype) for name, module in modules.items()}
     fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] - fp8_text_encoder_saving(modules["text_encoder"], dtype))
     free = memory.device_memory(device)[0] if device.type == "cuda" else 0
