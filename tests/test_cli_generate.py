@@ -253,7 +253,7 @@ def test_progress_on_a_terminal(quiet, tmp_path, monkeypatch, capsys, tiny_loade
               "encoding X264 (.mp4)", "writing", "done"]
     positions = [shown.find(s) for s in stages]
     assert -1 not in positions and positions == sorted(positions), shown
-    assert "3/3" in shown and "\r" in shown  # a bar redrawn in place
+    assert "6/6" in shown and "\r" in shown  # a bar redrawn in place: 3 steps, then two-stage's 3 at full size
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+step/s\]", shown), shown  # elapsed<ETA, rate
 
 

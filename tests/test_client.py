@@ -19,7 +19,7 @@ def test_generate_follows_the_job_and_saves_the_video(live_server, tmp_path):
     video = probe_video((tmp_path / "fox.webm").read_bytes())["video"]
     assert (video["codec"], video["width"], video["height"], video["frames"]) == ("vp9", 64, 64, 9)
     # The callback heard the job as it went, from the event stream: steps in order, then the end.
-    assert seen[-1]["status"] == "succeeded" and seen[-1]["step"] == seen[-1]["total"] == 2
+    assert seen[-1]["status"] == "succeeded" and seen[-1]["step"] == seen[-1]["total"] == 2 + 3
     steps = [job["step"] for job in seen]
     assert steps == sorted(steps) and all(job["id"] == result["id"] for job in seen)
     assert len({(job["status"], job["step"]) for job in seen}) == len(seen)  # each call is news
