@@ -94,7 +94,8 @@ def linear_macs(model, request) -> dict:
 
 
 def request_table(args) -> None:
-    model = load_model("tiny", device=args.device)
+    # random-19b: the real widths (so the real LoRA shapes) with --layers blocks, random weights.
+    model = load_model(args.model, device=args.device, layers=args.layers if args.model == "random-19b" else None)
     request = GenerateRequest(prompt="A cat playing piano, studio lighting, gentle music", width=args.width,
                               height=args.height, num_frames=args.num_frames, num_inference_steps=args.steps, seed=1,
                               use_multiscale=False)  # one stage: one denoise time per row, at the requested size
@@ -213,6 +214,9 @@ def main() -> None:
     parser.add_argument("--width-19b", type=int, default=4096, help="the 19B's hidden width, for the layer table")
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--model", default="tiny", choices=("tiny", "random-19b"),
+                        help="the request table's model: the tiny preset, or LTX-2 19B at full width (random weights)")
+    parser.add_argument("--layers", type=int, default=2, help="random-19b: transformer blocks to build")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check that everything runs")
     args = parser.parse_args()
     if args.smoke:
@@ -220,7 +224,8 @@ def main() -> None:
         args.width_19b, args.tokens = 256, 16
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"machine: {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}")
-    print(f"request: tiny preset, {args.width}x{args.height}, {args.num_frames} frames, {args.steps} steps, "
+    model = "tiny preset" if args.model == "tiny" else f"random-19b, {args.layers} blocks at full width"
+    print(f"request: {model}, {args.width}x{args.height}, {args.num_frames} frames, {args.steps} steps, "
           f"rank-{args.rank} LoRAs on every transformer-block linear, fastest of {args.runs} (round robin)\n")
     request_table(args)
     full_size_table()
