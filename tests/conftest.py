@@ -21,6 +21,27 @@ def client(model, tmp_path_factory):
         yield test_client
 
 
+@pytest.fixture
+def make_client(model, tmp_path):
+    """In-process apps on the session's model, each with its own settings, all sharing one output folder
+    (a second client is the same server restarted); each is closed after the test."""
+    from fastapi.testclient import TestClient
+
+    from ltx2.serving.app import create_app
+    from ltx2.settings import Settings
+
+    clients = []
+
+    def make(**settings):
+        client = TestClient(create_app(Settings(output_dir=str(tmp_path / "out"), **settings), model=model))
+        clients.append(client.__enter__())
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """A real `python server.py` process on loopback, as a user starts it."""

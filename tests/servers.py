@@ -63,3 +63,19 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+JOB_ENDS = ("succeeded", "failed", "cancelled")
+
+
+def wait_for_job(http, job_id: str, statuses=JOB_ENDS, seconds: float = 120) -> dict:
+    """Poll GET /jobs/{id} (an httpx client on a real server, or a TestClient) until the job's status is
+    one of `statuses`; its view then. Past `seconds` it is a test failure that shows the last view."""
+    deadline = time.monotonic() + seconds
+    while True:
+        view = http.get(f"/jobs/{job_id}").json()
+        if view["status"] in statuses:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} never reached {statuses} in {seconds:g} s: {view}")
+        time.sleep(0.05)

@@ -14,6 +14,7 @@ import hostile
 import httpx
 import pytest
 from servers import start_server, stop_server
+from servers import wait_for_job as wait_for
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1, "seed": 1}
 LONG = {"prompt": "a long boat", "num_frames": 121, "num_inference_steps": 1, "seed": 4}  # ~8 MB of noise
@@ -26,15 +27,6 @@ def server(tmp_path_factory):
     with httpx.Client(base_url=base, timeout=120) as http:
         yield proc, base, http
     stop_server(proc)
-
-
-def wait_for(http, job_id, statuses=("succeeded", "failed", "cancelled"), seconds=120):
-    deadline = time.monotonic() + seconds
-    while True:
-        view = http.get(f"/jobs/{job_id}").json()
-        if view["status"] in statuses or time.monotonic() > deadline:
-            return view
-        time.sleep(0.05)
 
 
 def test_slow_readers_of_a_data_uri_result_share_the_file(server):

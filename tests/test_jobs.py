@@ -8,9 +8,9 @@ import socket
 import time
 
 import httpx
-import pytest
 import torch
 from fastapi.testclient import TestClient
+from servers import wait_for_job as wait_for
 
 from ltx2.serving.app import create_app
 from ltx2.settings import Settings
@@ -18,30 +18,6 @@ from ltx2.settings import Settings
 CHEAP = {"prompt": "a boat on a lake", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 2, "seed": 1}
 SLOW = {"prompt": "a boat on a lake", "width": 288, "height": 512, "num_frames": 49, "num_inference_steps": 100,
         "seed": 2}
-
-
-@pytest.fixture
-def make_client(model, tmp_path):
-    clients = []
-
-    def make(**settings):
-        client = TestClient(create_app(Settings(output_dir=str(tmp_path / "out"), **settings), model=model))
-        clients.append(client.__enter__())
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-def wait_for(client, job_id, statuses, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = client.get(f"/jobs/{job_id}").json()
-        if view["status"] in statuses:
-            return view
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {view}")
 
 
 def test_async_job_runs_and_serves_its_video(make_client):

@@ -11,41 +11,14 @@ import time
 
 import hostile
 import httpx
-import pytest
-from fastapi.testclient import TestClient
 from servers import start_server, stop_server
+from servers import wait_for_job as wait_for
 
 from ltx2.schema import GenerateRequest
-from ltx2.serving.app import create_app
 from ltx2.serving.jobs import JobManager, JobStore
-from ltx2.settings import Settings
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1, "seed": 1}
 SLOW = {"prompt": "a slow boat", "width": 288, "height": 512, "num_frames": 49, "num_inference_steps": 100, "seed": 2}
-
-
-@pytest.fixture
-def make_client(model, tmp_path):
-    clients = []
-
-    def make(**settings):
-        client = TestClient(create_app(Settings(output_dir=str(tmp_path / "out"), **settings), model=model))
-        clients.append(client.__enter__())
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-def wait_for(client, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = client.get(f"/jobs/{job_id}").json()
-        if view["status"] in statuses:
-            return view
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {view}")
 
 
 def db_files(out) -> dict[str, int]:

@@ -12,6 +12,7 @@ import hostile
 import httpx
 import pytest
 from servers import start_server, stop_server
+from servers import wait_for_job as wait_for
 
 from ltx2.media.fetch import FetchPolicy
 from ltx2.media.inputs import InputLimits
@@ -144,15 +145,6 @@ def server(tmp_path_factory):
     with httpx.Client(base_url=base, timeout=60) as http:
         yield proc, http
     stop_server(proc)
-
-
-def wait_for(http, job_id, statuses=("succeeded", "failed", "cancelled"), seconds=60):
-    deadline = time.monotonic() + seconds
-    while True:
-        view = http.get(f"/jobs/{job_id}").json()
-        if view["status"] in statuses or time.monotonic() > deadline:
-            return view
-        time.sleep(0.05)
 
 
 def test_a_slow_decode_holds_up_neither_the_gpu_nor_a_cancel(server):

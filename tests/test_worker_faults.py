@@ -14,24 +14,12 @@ import time
 import hostile
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from servers import start_server, stop_server
-
-from ltx2.serving.app import create_app
-from ltx2.settings import Settings
+from servers import wait_for_job as wait_for
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1, "seed": 1}
 BIG = {"prompt": "a boat", "num_frames": 49, "num_inference_steps": 1, "seed": 3}  # 288x512: a ~3 MB MP4
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def wait_for(http, job_id: str, statuses=TERMINAL, seconds: float = 60) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        view = http.get(f"/jobs/{job_id}").json()
-        if view["status"] in statuses or time.monotonic() > deadline:
-            return view
-        time.sleep(0.05)
 
 
 def wait_health(http, status: int, seconds: float = 10) -> dict:
@@ -134,20 +122,6 @@ def test_idle_connections_cannot_take_the_descriptors_a_job_needs(server):
 
 # ---------------------------------------------------------------------------------------------
 # The supervisor, in process
-
-
-@pytest.fixture
-def make_client(model, tmp_path):
-    clients = []
-
-    def make(**settings):
-        client = TestClient(create_app(Settings(output_dir=str(tmp_path / "out"), **settings), model=model))
-        clients.append(client.__enter__())
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death is the point
