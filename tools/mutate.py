@@ -315,8 +315,13 @@ def execute(name: str, fresh: bool, deadline: float | None) -> None:
             code = 2
         except KeyboardInterrupt:
             code = 130
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()  # e.g. cosmic-ray not installed: say so instead of a bare "stopped"
         finally:
             sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
     try:

@@ -12,6 +12,9 @@ PLANTED: the bug kinds issue 14 names (and a few like them), each a one-line edi
 could make, with the tests that must kill it. `tools/mutate --planted` plants them one at a time.
 """
 
+# test_fetch.py's tests that need no model (the rest build a server on the tiny preset).
+FETCH_FAST = "not server_fetches and not other_url_schemes"
+
 TARGETS: dict[str, dict] = {
     "schedules": {
         "module": "ltx2/pipelines/schedules.py",
@@ -36,6 +39,15 @@ TARGETS: dict[str, dict] = {
     "fp8": {
         "module": "ltx2/models/fp8.py",
         "stages": [["tests/test_fp8.py"], ["tests/test_loading.py"]],
+    },
+    "security": {
+        "module": "ltx2/serving/security.py",
+        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py", "tests/test_auth_routes.py"]],
+    },
+    "fetch": {
+        "module": "ltx2/media/fetch.py",
+        "stages": [["tests/test_fetch.py", "-k", FETCH_FAST],
+                   ["tests/test_fetch.py", "-k", f"not ({FETCH_FAST})"]],
     },
 }
 

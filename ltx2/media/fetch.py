@@ -172,6 +172,10 @@ def _get_once(url: str, field: str, max_bytes: int, policy: FetchPolicy, deadlin
             raise
         except (OSError, http.client.HTTPException) as exc:  # truncated body, bad chunking, reset...
             raise InvalidRequest(field, f"{field} URL could not be read: {_reason(exc)}") from None
+        if length is not None and length.strip().isdigit() and len(body) < int(length):
+            # read1() ends quietly when the server hangs up early: a cut-off file is not a file.
+            raise InvalidRequest(field, f"{field} URL could not be read: the body ended after {len(body)} of "
+                                 f"{int(length)} bytes")
         return response.status, response.headers, bytes(body)
     finally:
         if response is not None:  # http.client detaches a "Connection: close" response from its connection
