@@ -49,6 +49,15 @@ TARGETS: dict[str, dict] = {
         "stages": [["tests/test_fetch.py", "-k", FETCH_FAST],
                    ["tests/test_fetch.py", "-k", f"not ({FETCH_FAST})"]],
     },
+    "guidance": {
+        "module": "ltx2/pipelines/guidance.py",
+        "stages": [["tests/test_guidance_rules.py"], ["tests/test_reference_rules.py", "-k", "guider or cfg or passes"]],
+    },
+    "conditioning": {
+        "module": "ltx2/pipelines/conditioning.py",
+        "stages": [["tests/test_guidance_rules.py"],
+                   ["tests/test_conditioning.py", "tests/test_fetch.py", "-k", "conditioning"]],
+    },
 }
 
 # CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
