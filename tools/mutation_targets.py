@@ -58,6 +58,10 @@ TARGETS: dict[str, dict] = {
         "stages": [["tests/test_guidance_rules.py"],
                    ["tests/test_conditioning.py", "tests/test_fetch.py", "-k", "conditioning"]],
     },
+    "schema": {
+        "module": "ltx2/schema.py",
+        "stages": [["tests/test_schema_rules.py", "tests/test_request_rules.py"]],
+    },
 }
 
 # CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
