@@ -146,4 +146,32 @@ PLANTED: list[dict] = [
         "new": "return num_frames // temporal + 1, height // spatial, width // spatial",
         "tests": ["tests/test_geometry.py"],
     },
+    {
+        "kind": "classifier-free guidance with cond and uncond swapped",
+        "file": "ltx2/pipelines/guidance.py",
+        "old": 'pred = pred + (knobs.cfg - 1) * (cond - outputs["uncond"])',
+        "new": 'pred = pred + (knobs.cfg - 1) * (outputs["uncond"] - cond)',
+        "tests": ["tests/test_guidance_rules.py"],
+    },
+    {
+        "kind": "end keyframe placed one frame late",
+        "file": "ltx2/pipelines/stages.py",
+        "old": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,",
+        "new": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames,",
+        "tests": ["tests/test_conditioning.py", "-k", "end_keyframe"],
+    },
+    {
+        "kind": "conditioned token's starting noise from the wrong side of its strength",
+        "file": "ltx2/pipelines/conditioning.py",
+        "old": "level = (1 - mask) * sigma0",
+        "new": "level = mask * sigma0",
+        "tests": ["tests/test_guidance_rules.py"],
+    },
+    {
+        "kind": "image pixels scaled to [0, 1] instead of [-1, 1]",
+        "file": "ltx2/media/conditioning_image.py",
+        "old": "return (pixels / 127.5 - 1.0)[None, :, None]",
+        "new": "return (pixels / 255.0)[None, :, None]",
+        "tests": ["tests/test_guidance_rules.py"],
+    },
 ]
