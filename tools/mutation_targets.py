@@ -15,6 +15,10 @@ could make, with the tests that must kill it. `tools/mutate --planted` plants th
 # test_fetch.py's tests that need no model (the rest build a server on the tiny preset).
 FETCH_FAST = "not server_fetches and not other_url_schemes"
 
+# test_formats.py's and test_media.py's tests that encode without generating (the rest need the tiny model).
+ENCODE_NO_MODEL = ("not generate_returns and not job_serves and not same_clip and not same_seed and not not_included "
+                   "and not video_stream and not audio_stream and not exactly_one")
+
 TARGETS: dict[str, dict] = {
     "schedules": {
         "module": "ltx2/pipelines/schedules.py",
@@ -61,6 +65,10 @@ TARGETS: dict[str, dict] = {
     "schema": {
         "module": "ltx2/schema.py",
         "stages": [["tests/test_schema_rules.py", "tests/test_request_rules.py"]],
+    },
+    "encode": {
+        "module": "ltx2/media/encode.py",
+        "stages": [["tests/test_encode_rules.py"], ["tests/test_formats.py", "tests/test_media.py", "-k", ENCODE_NO_MODEL]],
     },
 }
 
