@@ -78,6 +78,8 @@ SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
 EQUIVALENT: dict[str, list[dict]] = {
     "schedules": [
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
+         "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
 }
 
