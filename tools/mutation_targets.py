@@ -46,7 +46,7 @@ TARGETS: dict[str, dict] = {
     },
     "security": {
         "module": "ltx2/serving/security.py",
-        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py", "tests/test_auth_routes.py"]],
+        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py"]],
     },
     "fetch": {
         "module": "ltx2/media/fetch.py",
@@ -133,7 +133,7 @@ PLANTED: list[dict] = [
         "file": "ltx2/serving/security.py",
         "old": 'open_paths = {"/health"}',
         "new": 'open_paths = {"/health", "/metrics"}',
-        "tests": ["tests/test_auth_routes.py"],
+        "tests": ["tests/test_security_rules.py"],
     },
     {
         "kind": "audio-length +1 lost (mel frames)",
