@@ -76,6 +76,14 @@ TARGETS: dict[str, dict] = {
 SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
 
 EQUIVALENT: dict[str, list[dict]] = {
+    "audio_features": [
+        {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "hz >= _MIN_LOG_HZ",
+         "why": "Slaney's mel scale is continuous at its break: at exactly 1000 Hz both branches give 15 mels"},
+        {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "mel >= _MIN_LOG_MEL",
+         "why": "continuous at the break: at exactly 15 mels both branches give 1000 Hz"},
+        {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "freqs = np.arange(cfg.n_fft // 2 + 1)",
+         "why": "n_fft is even, so np.arange(n_fft / 2 + 1) holds the same values (as floats, multiplied into floats)"},
+    ],
     "schedules": [
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
