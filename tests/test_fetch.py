@@ -133,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
                     piece = b"c" * min(300, n - start)
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 self.wfile.write(b"0\r\n\r\n")
+            elif path.startswith("/redirect/"):  # /redirect/CODE: that status, to the PNG
+                self.send(int(path[10:]), location="/image.png")
             elif path.startswith("/status/"):
                 self.send(int(path[8:]), b"body")
             elif path == "/close-png":
@@ -506,6 +508,16 @@ def test_only_2xx_is_a_body(base):
         assert refusal(f"{base}/status/{code}").message == f"image_start URL answered {code}"
 
 
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_every_redirect_status_is_followed(base, code):
+    assert fetch(f"{base}/redirect/{code}", "image_start", 10**6, ALLOW) == (PNG, "image/png")
+
+
+@pytest.mark.parametrize("code", [300, 304, 305, 306, 309])
+def test_other_3xx_statuses_are_not_redirects(base, code):
+    assert refusal(f"{base}/redirect/{code}").message == f"image_start URL answered {code}"
+
+
 def test_redirect_limit_is_named_in_the_refusal(base):
     error = refusal(f"{base}/r/3", policy=FetchPolicy(allow_private=True, max_redirects=2))
     assert error.message == "image_start URL redirected more than 2 times"
@@ -523,6 +535,9 @@ def test_the_request_target_is_the_path_and_query_percent_encoded(base):
     assert target(f"{base}/echo/a b?q=1 2&x=%41") == "/echo/a%20b?q=1%202&x=%41"
     assert target(f"{base}/echo/\u00e9") == "/echo/%C3%A9"
     assert target(f"{base}/echo/plain") == "/echo/plain"
+    # Printable ASCII from '!' to '~' goes as sent; space, DEL and the rest are percent-encoded.
+    assert target(f"{base}/echo/!$'()*+,;=:@~") == "/echo/!$'()*+,;=:@~"
+    assert target(f"{base}/echo/a\x7fb") == "/echo/a%7Fb"
 
 
 @pytest.fixture

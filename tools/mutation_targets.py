@@ -6,7 +6,9 @@ only if the mutant survived the one before, so put the fast tests that should ki
 and the slow ones that check the call sites after.
 
 EQUIVALENT: name -> mutants that cannot change behaviour, matched by operator and by a piece of the
-source line they sit on, each with why. They are left out of the score and listed by `--survivors`.
+source line they sit on (and, with "mutant", a piece of the mutated line, where only some of an operator's
+mutants on that line are equivalent), each with why. They are left out of the score and listed by
+`--survivors`.
 
 PLANTED: the bug kinds issue 14 names (and a few like them), each a one-line edit that a developer
 could make, with the tests that must kill it. `tools/mutate --planted` plants them one at a time.
@@ -88,6 +90,15 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
+    ],
+    "fetch": [
+        {"operator": "NumberReplacer", "line": "value[:8].lower()", "mutant": "value[: 9]",
+         "why": "a 9-character prefix starts with http:// or https:// exactly when the 8-character one does"},
+        {"operator": "NumberReplacer", "line": "CHUNK = 64 * 1024",
+         "why": "the read size only sets how far one read may run past max_bytes before the count refuses it; "
+                "the bytes returned and the refusals are the same"},
+        {"operator": "ReplaceBinaryOperator_Mul_Add", "line": "CHUNK = 64 * 1024",
+         "why": "the read size only sets how far one read may run past max_bytes before the count refuses it"},
     ],
 }
 
