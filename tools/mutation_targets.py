@@ -92,6 +92,10 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "fetch": [
+        {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": 'settings.url_timeout < float("inf")',
+         "mutant": '!= float("inf")',
+         "why": "for a number above 0, being below infinity and being other than infinity are the same (NaN fails "
+                "the 0 < first)"},
         {"operator": "NumberReplacer", "line": "value[:8].lower()", "mutant": "value[: 9]",
          "why": "a 9-character prefix starts with http:// or https:// exactly when the 8-character one does"},
         {"operator": "NumberReplacer", "line": "CHUNK = 64 * 1024",
