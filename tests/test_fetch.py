@@ -518,6 +518,12 @@ def test_other_3xx_statuses_are_not_redirects(base, code):
     assert refusal(f"{base}/redirect/{code}").message == f"image_start URL answered {code}"
 
 
+@pytest.mark.parametrize("url, scheme", [("ftp://example.com/a.png", "ftp"), ("//example.com/a.png", "schemeless"),
+                                         ("FILE:///etc/passwd", "file")])
+def test_another_scheme_is_named_in_the_refusal(url, scheme, no_connections):
+    assert refusal(url, policy=FetchPolicy()).message == f"image_start URL must be http or https, not {scheme}"
+
+
 def test_redirect_limit_is_named_in_the_refusal(base):
     error = refusal(f"{base}/r/3", policy=FetchPolicy(allow_private=True, max_redirects=2))
     assert error.message == "image_start URL redirected more than 2 times"

@@ -92,6 +92,12 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "fetch": [
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'scheme == "https"', "mutant": 'scheme >= "https"',
+         "why": 'the scheme is "http" or "https" here (others were refused above), and "http" < "https"'},
+        {"operator": "NumberReplacer", "line": "if response.status in REDIRECT_STATUSES or not 200 <= response.status",
+         "mutant": "199 <=",
+         "why": "only skips reading the body of a 1xx final answer, which has none (http.client sets its length to 0); "
+                "fetch() then refuses the status the same way"},
         {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": 'settings.url_timeout < float("inf")',
          "mutant": '!= float("inf")',
          "why": "for a number above 0, being below infinity and being other than infinity are the same (NaN fails "
