@@ -135,6 +135,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             elif path.startswith("/redirect/"):  # /redirect/CODE: that status, to the PNG
                 self.send(int(path[10:]), location="/image.png")
+            elif path.startswith("/big-status/"):  # an error or 3xx page larger than any limit here
+                self.send(int(path[12:]), b"p" * (LIMIT * 3), "text/html")
             elif path.startswith("/status/"):
                 self.send(int(path[8:]), b"body")
             elif path == "/close-png":
@@ -524,6 +526,12 @@ def test_another_scheme_is_named_in_the_refusal(url, scheme, no_connections):
     assert refusal(url, policy=FetchPolicy()).message == f"image_start URL must be http or https, not {scheme}"
 
 
+@pytest.mark.parametrize("code", [300, 404, 500])
+def test_the_body_of_an_error_page_is_not_read(base, code):
+    # The status is the answer: a 3 kB error page against a 1 kB limit is "answered", not "too large".
+    assert refusal(f"{base}/big-status/{code}").message == f"image_start URL answered {code}"
+
+
 def test_redirect_limit_is_named_in_the_refusal(base):
     error = refusal(f"{base}/r/3", policy=FetchPolicy(allow_private=True, max_redirects=2))
     assert error.message == "image_start URL redirected more than 2 times"
@@ -653,6 +661,9 @@ def test_a_slow_resolver_is_cut_at_the_deadline(monkeypatch):
         assert refusal("http://slow-dns.example/", policy=FetchPolicy(timeout=0.3)).message == (
             "image_start URL timed out after 0.3 s")
         assert time.monotonic() - start < 1.5
+        # The resolver still waiting is a daemon thread: it cannot hold the process open at exit.
+        waiting = [t for t in threading.enumerate() if t.name == "ltx2-resolve"]
+        assert waiting and all(t.daemon for t in waiting)
         start = time.monotonic()
         with pytest.raises(TimeoutError):  # a deadline already past: no wait at all
             fetch_module._resolve("slow-dns.example", 80, "audio", time.monotonic() - 10)
@@ -678,3 +689,21 @@ def test_the_deadline_sets_each_socket_timeout_to_the_time_left():
 ])
 def test_more_address_classification(address, refused):
     assert fetch_module._refused(address) is refused
+
+
+@pytest.mark.parametrize("address", ["1000::1", "e000::1", "4000::1", "fec0::1", "feff::1"])
+def test_reserved_and_site_local_ipv6_ranges_that_count_as_global_are_refused(address):
+    # fec0::/10 (site-local, deprecated) was fetched until this test: ipaddress counts it as global.
+    assert fetch_module._refused(address) is True
+
+
+@pytest.mark.parametrize("address, inner", [
+    ("64:ff9b::808:809", "8.8.8.9"), ("64:ff9b::c000:2ab", "192.0.2.171"), ("::ffff:10.1.2.3", "10.1.2.3"),
+    ("2002:808:809::1", "8.8.8.9"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),  # Teredo: the client, stored inverted
+])
+def test_an_ipv6_address_is_judged_by_the_ipv4_address_inside(monkeypatch, address, inner):
+    real, seen = fetch_module._refused, []
+    monkeypatch.setattr(fetch_module, "_refused", lambda a: seen.append(a) or real(a))
+    real(address)
+    assert seen == [inner]

@@ -92,6 +92,20 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "fetch": [
+        {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": "len(body) < int(length)",
+         "why": "http.client stops reading at Content-Length, so the body is never longer: != and < agree"},
+        {"operator": "NumberReplacer", "line": "thread.join(max(0.0,", "mutant": "max( -1.0",
+         "why": "Thread.join treats a negative timeout as 0"},
+        {"operator": "NumberReplacer", "line": 'address.split("%", 1)[0]',
+         "why": "only the part before the first % is kept whatever the split count; and with no split at all "
+                "ipaddress (3.9+) parses the zone itself and judges the address without it"},
+        {"operator": "ReplaceOrWithAnd", "line": "ip.is_private or ip.is_loopback or ip.is_link_local",
+         "mutant": "ip.is_private and ip.is_loopback",
+         "why": "private, loopback and link-local addresses are all non-global in ipaddress's tables, so "
+                "`not ip.is_global` already refuses them: and-ing two of those terms changes nothing"},
+        {"operator": "ReplaceOrWithAnd", "line": "ip.is_private or ip.is_loopback or ip.is_link_local",
+         "mutant": "ip.is_loopback and ip.is_link_local",
+         "why": "loopback and link-local addresses are non-global: `not ip.is_global` already refuses them"},
         {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'scheme == "https"', "mutant": 'scheme >= "https"',
          "why": 'the scheme is "http" or "https" here (others were refused above), and "http" < "https"'},
         {"operator": "NumberReplacer", "line": "if response.status in REDIRECT_STATUSES or not 200 <= response.status",
