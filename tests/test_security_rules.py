@@ -97,6 +97,15 @@ def test_caller_sees_jobs_by_owner_admin_or_open_server():
     assert not ANONYMOUS.sees(None, True)  # a keyed server's anonymous caller owns nothing, not even None's jobs
     assert ANONYMOUS.sees("bob", False) and alice.sees("bob", False)  # an open server: everyone sees everything
     assert ANONYMOUS == Caller(None, False)
+    assert not Caller("bob").sees("alice", True) and not Caller("alice").sees("bob", True)  # no ordering
+    assert alice.sees("".join(["al", "ice"]), True)  # equal names, not the same string object
+    assert not alice.sees(None, True)
+
+
+def test_a_caller_is_an_immutable_value():
+    assert hash(Caller("a")) == hash(Caller("a")) and len({Caller("a"), Caller("a"), Caller("a", True)}) == 2
+    with pytest.raises(AttributeError):
+        Caller("a").admin = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +168,7 @@ def test_load_keys_refuses_reused_names_and_keys(tmp_path):
 
 def test_keys_shorter_than_16_characters_are_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="ltx2.security"):
-        load_keys(Settings(api_keys="long:" + "x" * 16))
+        load_keys(Settings(api_keys="long:" + "x" * 16 + ",longer:" + "z" * 40))
     assert not caplog.records
     with caplog.at_level(logging.WARNING, logger="ltx2.security"):
         load_keys(Settings(api_keys="short:" + "y" * 15))
@@ -237,6 +246,7 @@ def test_the_401_closes_the_connection_only_when_a_body_follows():
     ("/health", "", True), ("/health/", "", False), ("/healthz", "", False), ("/metrics", "", False),
     ("/api/health", "/api", True), ("/api/metrics", "/api", False), ("/apihealth", "/api", False),
     ("/api", "/api", False), ("/health", "/api", True), ("/x/api/health", "/api", False),
+    ("/xyz/health", "/api", False), ("/", "", False),
 ])
 def test_open_paths_match_exactly_after_the_root_path(path, root_path, open_):
     app = App()

@@ -91,6 +91,10 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
+    "security": [
+        {"operator": "NumberReplacer", "line": 'raw.split("#", 1)[0]', "mutant": 'split("#", 2)',
+         "why": "only the part before the first # is kept, whatever the split count past 1"},
+    ],
     "fetch": [
         {"operator": "ReplaceAndWithOr", "line": "if self._closed and self._readers == 0:",
          "why": "a connection carries one request: closing the socket when its one reader closes rather than at "
