@@ -76,6 +76,9 @@ TARGETS: dict[str, dict] = {
 
 # CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
 SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
+# security._route_path cuts a proxy's root_path off the path only at a "/".
+CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
+            "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
 
 EQUIVALENT: dict[str, list[dict]] = {
     "audio_features": [
@@ -92,6 +95,16 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "security": [
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "path[len(root)] == \"/\"", "mutant": "path >= root",
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "path[len(root)] == \"/\"", "mutant": "path <= root",
+         "why": "path starts with root here, so path <= root only when path == root"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "path[len(root)] == \"/\"", "mutant": '>= "/"',
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "path[len(root)] == \"/\"", "mutant": '<= "/"',
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "path[len(root)] == \"/\"", "mutant": 'is "/"',
+         "why": "CPython keeps one object per one-character string: `is` and `==` agree for \"/\""},
         {"operator": "NumberReplacer", "line": 'raw.split("#", 1)[0]', "mutant": 'split("#", 2)',
          "why": "only the part before the first # is kept, whatever the split count past 1"},
     ],
