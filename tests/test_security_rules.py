@@ -66,7 +66,8 @@ def call(mw, headers=(), chunks=(b"",), path="/generate", root_path="", kind="ht
     async def send(message):
         sent.append(message)
 
-    scope = {"type": kind, "path": path, "root_path": root_path, "headers": list(headers)}
+    # The type rebuilt, as a server hands it over: equal to the literal, not necessarily the same object.
+    scope = {"type": "".join(list(kind)), "path": path, "root_path": root_path, "headers": list(headers)}
     asyncio.run(mw(scope, receive, send))
     return sent, scope
 

@@ -76,6 +76,8 @@ TARGETS: dict[str, dict] = {
 
 # CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
 SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
+SCOPE_TYPES = ('the scope type is "http" or "websocket" on this line (lifespan returned earlier), and "http" < '
+               '"websocket": the ordering comparison and the equality agree')
 # security._route_path cuts a proxy's root_path off the path only at a "/".
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
@@ -95,6 +97,9 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "security": [
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if scope["type"] == "websocket":',
+         "why": SCOPE_TYPES},
+        {"operator": "ReplaceComparisonOperator_NotEq_Gt", "line": 'if scope["type"] != "http" or', "why": SCOPE_TYPES},
         {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "path[len(root)] == \"/\"", "mutant": "path >= root",
          "why": CUT_ROOT},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "path[len(root)] == \"/\"", "mutant": "path <= root",
