@@ -188,6 +188,8 @@ def test_keys_shorter_than_16_characters_are_warned_about(caplog):
     [(b"x-api-key", KEY.encode())],
     [(b"X-Api-Key", b" " + KEY.encode() + b" ")],
     [(b"accept", b"*/*"), (b"x-api-key", KEY.encode()), (b"authorization", b"Basic Zm9vOmJhcg==")],
+    [(b"accept", b"Bearer x"), (b"x-api-key", KEY.encode()), (b"x-request-id", b"r1"), (b"x-real-ip", b"1.2.3.4"),
+     (b"zz-token", KEY.encode()), (b"api-key", b"other")],  # only the two credential headers count
 ])
 def test_the_right_key_passes_in_either_header(headers):
     app = App()
@@ -201,6 +203,8 @@ def test_the_right_key_passes_in_either_header(headers):
     ([(b"authorization", b"Basic " + KEY.encode())], MISSING_KEY),  # another scheme is no credential
     ([(b"authorization", b"Bearer" + KEY.encode())], MISSING_KEY),
     ([(b"x-api-key", b"wrong")], INVALID_KEY),
+    ([(b"accept", b"Bearer " + KEY.encode()), (b"a-key", KEY.encode())], MISSING_KEY),  # other headers are no key
+    ([(b"x-real-ip", KEY.encode()), (b"x-z", b"Bearer " + KEY.encode())], MISSING_KEY),
     ([(b"authorization", b"Bearer " + KEY.upper().encode())], INVALID_KEY),
     ([(b"x-api-key", KEY.encode()), (b"x-api-key", KEY.encode())],
      "send exactly one credential (one Authorization: Bearer header or one X-API-Key header), not 2"),

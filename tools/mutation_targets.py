@@ -97,6 +97,10 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "security": [
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "if len(presented) > 1:",
+         "why": "no credential at all returned just before, so the count here is at least 1: != 1 and > 1 agree"},
+        {"operator": "NumberReplacer", "line": "_digest(presented[0])", "mutant": "presented[ -1]",
+         "why": "exactly one credential is left here: the first is the last"},
         {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if scope["type"] == "websocket":',
          "why": SCOPE_TYPES},
         {"operator": "ReplaceComparisonOperator_NotEq_Gt", "line": 'if scope["type"] != "http" or', "why": SCOPE_TYPES},
