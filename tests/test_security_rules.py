@@ -238,6 +238,9 @@ def test_an_empty_api_key_means_an_open_server():
 def test_the_401_closes_the_connection_only_when_a_body_follows():
     mw = SecurityMiddleware(App(), api_key=KEY)
     for headers, closes in (([], False), ([(b"content-length", b"0")], False), ([(b"content-length", b" ")], False),
+                            ([(b"host", b"x"), (b"user-agent", b"curl/8"), (b"x-api-key", b"bad"), (b"via", b"1.1")],
+                             False),
+                            ([(b"cookie", b"a=1"), (b"content-type", b"application/json")], False),
                             ([(b"content-length", b"12")], True), ([(b"Content-Length", b"1")], True),
                             ([(b"Transfer-Encoding", b"chunked")], True)):
         sent, _ = call(mw, headers)
@@ -341,8 +344,9 @@ def test_a_malformed_or_small_declared_length_is_still_counted():
 def test_other_messages_pass_and_are_not_counted():
     app = App()
     sent, _ = call(SecurityMiddleware(app, max_body_mb=1), [], chunks=[b"a" * MB],
-                   extra_messages=[{"type": "http.custom", "body": b"z" * (MB + 1)}])
-    assert status(sent) == 200 and app.messages[0]["type"] == "http.custom" and len(app.messages) == 2
+                   extra_messages=[{"type": "http.custom", "body": b"z" * (MB + 1)},
+                                   {"type": "http.trailers", "body": b"z" * (MB + 1)}])
+    assert status(sent) == 200 and [m["type"] for m in app.messages] == ["http.custom", "http.trailers", "http.request"]
 
 
 def test_an_app_that_answered_first_keeps_its_reply_and_gets_no_more_body():

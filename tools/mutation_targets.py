@@ -78,6 +78,8 @@ TARGETS: dict[str, dict] = {
 SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
 SCOPE_TYPES = ('the scope type is "http" or "websocket" on this line (lifespan returned earlier), and "http" < '
                '"websocket": the ordering comparison and the equality agree')
+APP_STARTS = ("an app's response messages are http.response.start first, then http.response.body: whichever of "
+              "them first sets app_started, it is set from the start message on, as with ==")
 # security._route_path cuts a proxy's root_path off the path only at a "/".
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
@@ -97,6 +99,13 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "security": [
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if message["type"] == "http.response.start":',
+         "why": APP_STARTS},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if message["type"] == "http.response.start":',
+         "why": APP_STARTS},
+        {"operator": "ReplaceComparisonOperator_Eq_IsNot", "line": 'if message["type"] == "http.response.start":',
+         "why": "differs only if the app sends the very string object of this line's literal; an app builds its own "
+                "(rebuilt strings make `is not` true for the start message too), and the start always comes first"},
         {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "if len(presented) > 1:",
          "why": "no credential at all returned just before, so the count here is at least 1: != 1 and > 1 agree"},
         {"operator": "NumberReplacer", "line": "_digest(presented[0])", "mutant": "presented[ -1]",
