@@ -99,6 +99,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "security": [
+        {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
+         "why": "every call of _respond passes close itself: the default is never used"},
         {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if message["type"] == "http.response.start":',
          "why": APP_STARTS},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if message["type"] == "http.response.start":',
