@@ -98,6 +98,15 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
+    "guidance": [
+        {"operator": "ReplaceComparisonOperator_Gt_GtE", "line": "safe = torch.where(token_sigma > 0",
+         "why": "`safe` only keeps the division of held tokens (sigma 0) finite in the branch the torch.where "
+                "on the next line throws away"},
+        {"operator": "NumberReplacer", "line": "safe = torch.where(token_sigma > 0", "mutant": "token_sigma > -1",
+         "why": "as for >= 0: the values it changes are those of held tokens, which the next line replaces by 0"},
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(token_sigma > 0",
+         "why": "a token's sigma is never negative (the step's sigma times one minus a strength in [0, 1])"},
+    ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
          "why": "every call of _respond passes close itself: the default is never used"},
