@@ -107,6 +107,10 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(token_sigma > 0",
          "why": "a token's sigma is never negative (the step's sigma times one minus a strength in [0, 1])"},
     ],
+    "conditioning": [
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(mask > 0",
+         "why": "a strength is never negative (the request bounds it to [0, 1])"},
+    ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
          "why": "every call of _respond passes close itself: the default is never used"},
