@@ -142,6 +142,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "only the part before the first # is kept, whatever the split count past 1"},
     ],
     "fetch": [
+        {"operator": "NumberReplacer", "line": "_SAFE_IN_TARGET = ", "mutant": "range(33, 126)",
+         "why": "the one character it drops, ~ (126), is always safe for urllib.parse.quote"},
         {"operator": "ReplaceAndWithOr", "line": "if self._closed and self._readers == 0:",
          "why": "a connection carries one request: closing the socket when its one reader closes rather than at "
                 "conn.close() changes nothing observable"},
