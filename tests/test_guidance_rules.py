@@ -52,6 +52,16 @@ def test_passes_are_the_union_of_both_modalities_in_the_references_order(video, 
     assert guidance.needs_negative_prompt is ("uncond" in passes)
 
 
+def test_guidance_is_an_immutable_value():
+    # One Guidance is resolved per request and read by every step: nothing may change it on the way.
+    guidance = Guidance(ModalityGuidance(cfg=3.0), ModalityGuidance(), stg_blocks=(29,))
+    assert hash(guidance) == hash(Guidance(ModalityGuidance(cfg=3.0), ModalityGuidance(), stg_blocks=(29,)))
+    with pytest.raises(AttributeError):
+        guidance.video.cfg = 1.0
+    with pytest.raises(AttributeError):
+        guidance.stg_blocks = ()
+
+
 def test_knobs_report_each_request_field_from_its_modality():
     guidance = Guidance(ModalityGuidance(cfg=3.0, stg=1.5, modality=2.5, rescale=0.25),
                         ModalityGuidance(cfg=7.0, stg=0.5, modality=4.0, rescale=0.75), stg_blocks=(28, 29))
