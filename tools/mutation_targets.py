@@ -99,6 +99,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
     ],
     "guidance": [
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if knobs.rescale == 0.0:",
+         "why": "a rescale is never negative (the request bounds it to [0, 1])"},
         {"operator": "ReplaceComparisonOperator_Gt_GtE", "line": "safe = torch.where(token_sigma > 0",
          "why": "`safe` only keeps the division of held tokens (sigma 0) finite in the branch the torch.where "
                 "on the next line throws away"},
