@@ -192,7 +192,27 @@ def test_frames_for_duration_is_the_nearest_valid_count(seconds, fps):
 
 def test_audio_seconds_is_samples_over_the_vae_rate():
     assert Conditioning().audio_seconds == 0.0
-    assert Conditioning(audio_for_vae=np.zeros((2, 24_000), np.float32), vae_rate=16_000).audio_seconds == 1.5
+    assert Conditioning(audio_for_vae=np.zeros((2, 24_000), np.float32), vae_rate=24_000).audio_seconds == 1.0
+    # Without a rate: LTX-2's audio VAE rate, 16 kHz.
+    assert Conditioning(audio_for_vae=np.zeros((2, 24_000), np.float32)).audio_seconds == 1.5
+
+
+def test_a_request_without_inputs_decodes_to_nothing_and_starts_no_sandbox():
+    from ltx2.media.fetch import FetchPolicy
+    from ltx2.media.inputs import InputLimits
+    from ltx2.pipelines.conditioning import decode_conditioning
+    from ltx2.schema import GenerateRequest
+
+    class NoSandbox:
+        def decode(self, *args, **kwargs):
+            raise AssertionError("nothing to decode, yet the sandbox was asked")
+
+    out = decode_conditioning(GenerateRequest(prompt="x"), 16_000, 24_000, limits=InputLimits(),
+                              fetch_policy=FetchPolicy(), sandbox=NoSandbox())
+    assert (out.image_start, out.image_end, out.audio_for_vae, out.audio_preprocessing) == (None, None, None, None)
+    out = decode_conditioning(GenerateRequest(prompt="x", image_start="aGk="), 22_050, 24_000, inputs={},
+                              sandbox=NoSandbox())  # inputs given (none left): the request's own are not read
+    assert out.image_start is None and out.vae_rate == 22_050
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
