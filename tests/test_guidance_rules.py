@@ -215,6 +215,21 @@ def test_a_request_without_inputs_decodes_to_nothing_and_starts_no_sandbox():
     assert out.image_start is None and out.vae_rate == 22_050
 
 
+@pytest.mark.parametrize("field", ["image_start", "image_end", "audio"])
+def test_another_schemes_url_is_refused_by_name_before_the_sandbox(field):
+    from ltx2.pipelines.conditioning import decode_conditioning
+    from ltx2.schema import GenerateRequest, InvalidRequest
+
+    class NoSandbox:
+        def decode(self, *args, **kwargs):
+            raise AssertionError("refused inputs must not reach the sandbox")
+
+    request = GenerateRequest(prompt="x", **{field: "ftp://example.com/a"})
+    with pytest.raises(InvalidRequest) as info:
+        decode_conditioning(request, 16_000, 24_000, sandbox=NoSandbox())
+    assert info.value.field == field and info.value.message.startswith(f"{field} is a ftp:// URL")
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
 def test_image_pixels_are_in_minus_one_to_one(mode):
     # Left half black, right half white: the VAE's input range is [-1, 1], so black is -1 and white +1.

@@ -110,6 +110,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "a token's sigma is never negative (the step's sigma times one minus a strength in [0, 1])"},
     ],
     "conditioning": [
+        {"operator": "ReplaceComparisonOperator_NotEq_IsNot", "line": 'image.convert("RGB") if image.mode != "RGB"',
+         "why": "when it differs, an RGB image is converted to RGB: a copy with the same pixels"},
         {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(mask > 0",
          "why": "a strength is never negative (the request bounds it to [0, 1])"},
     ],
