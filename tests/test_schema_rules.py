@@ -6,6 +6,9 @@ every mutant, after test_request_rules.py's whole-range properties.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ltx2.schema import (
@@ -144,6 +147,26 @@ def test_gif_is_limited_to_50_fps():
     body = refusal(video_output_type="GIF (.gif)", fps=51)
     assert body["field"] == "video_output_type" and body["error"].startswith(
         'video_output_type "GIF (.gif)" plays at most 50 fps (browsers slow down faster GIFs), got fps 51')
+
+
+def test_the_docs_example_request_is_test_input_json():
+    # README, llms.txt, the OpenAPI examples and test_input.json say the same thing.
+    example = GenerateRequest.model_config["json_schema_extra"]["examples"][0]
+    test_input = json.loads((Path(__file__).resolve().parent.parent / "test_input.json").read_text())["input"]
+    assert example == {k: v for k, v in test_input.items() if k in example}
+    assert GenerateRequest.model_validate(example).num_frames == test_input["num_frames"]
+
+
+@pytest.mark.parametrize("name", sorted(GenerateRequest.model_fields))
+def test_every_fields_example_is_a_valid_value(name):
+    for example in GenerateRequest.model_fields[name].examples or []:
+        GenerateRequest.model_validate({"prompt": "x", name: example})  # raises if /docs shows a refused value
+
+
+def test_every_lora_example_is_valid():
+    for name, field in LoraInput.model_fields.items():
+        for example in field.examples or []:
+            LoraInput.model_validate({"path": "a.safetensors", name: example})
 
 
 def test_duration_by_hand():

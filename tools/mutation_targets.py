@@ -115,6 +115,12 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(mask > 0",
          "why": "a strength is never negative (the request bounds it to [0, 1])"},
     ],
+    "schema": [
+        {"operator": "NumberReplacer", "line": "examples=[",
+         "why": "an example value shown in /docs, not a rule (test_schema_rules checks every example is valid)"},
+        {"operator": "RemoveDecorator", "line": "@classmethod",
+         "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
+    ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
          "why": "every call of _respond passes close itself: the default is never used"},
