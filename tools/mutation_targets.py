@@ -118,6 +118,10 @@ EQUIVALENT: dict[str, list[dict]] = {
     "schema": [
         {"operator": "NumberReplacer", "line": "examples=[",
          "why": "an example value shown in /docs, not a rule (test_schema_rules checks every example is valid)"},
+        {"operator": "ReplaceTrueWithFalse", "line": "examples=[True]",
+         "why": "an example value shown in /docs, not a rule; both booleans are valid"},
+        {"operator": "ReplaceFalseWithTrue", "line": "examples=[False]",
+         "why": "an example value shown in /docs, not a rule; both booleans are valid"},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
