@@ -139,10 +139,15 @@ def test_a_named_size_sets_width_and_height():
     assert (auto.video_size, auto.width, auto.height) == ("auto", 640, 512)
     assert refusal(video_size="square", width=640)["error"] == (
         "video_size 'square' is 512x512; leave width and height out or make them match, got 640x512")
+    assert refusal(video_size="portrait_16_9", width=256, height=512)["error"] == (  # smaller is no match either
+        "video_size 'portrait_16_9' is 576x1024; leave width and height out or make them match, got 256x512")
 
 
 def test_gif_is_limited_to_50_fps():
     assert GenerateRequest(prompt="x", video_output_type="GIF (.gif)", fps=50).fps == 50
+    assert GenerateRequest(prompt="x", video_output_type="GIF (.gif)", fps=25).fps == 25
+    with pytest.raises(ValidationError, match="plays at most 50 fps"):  # the type as JSON brings it: a new string
+        GenerateRequest.model_validate_json('{"prompt": "x", "video_output_type": "GIF (.gif)", "fps": 51}')
     assert GenerateRequest(prompt="x", video_output_type="X264 (.mp4)", fps=60).fps == 60
     body = refusal(video_output_type="GIF (.gif)", fps=51)
     assert body["field"] == "video_output_type" and body["error"].startswith(
@@ -262,4 +267,5 @@ def test_stage_timings_leave_out_stages_that_did_not_run():
     timings = StageTimings(encode_prompt=1.0, prepare_latents=0.5, denoise=2.0, decode_video=3.0, decode_audio=4.0)
     dumped = timings.model_dump()
     assert "stage1_denoise" not in dumped and "upsample" not in dumped and dumped["denoise"] == 2.0
-    assert dumped["expand_prompt"] == 0.0 and dumped["transformer_passes"] == 0
+    assert dumped["expand_prompt"] == dumped["encode_conditioning"] == dumped["mux"] == dumped["encode_base64"] == 0.0
+    assert dumped["transformer_passes"] == dumped["host_device_bytes"] == dumped["prompt_cache_hits"] == 0

@@ -122,6 +122,11 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "an example value shown in /docs, not a rule; both booleans are valid"},
         {"operator": "ReplaceFalseWithTrue", "line": "examples=[False]",
          "why": "an example value shown in /docs, not a rule; both booleans are valid"},
+        {"operator": "NumberReplacer", "line": "below = (value - 1) // 8 * 8 + 1", "mutant": "(value - 2)",
+         "why": "value is not 8k+1 here, so value - 1 is not a multiple of 8 and (value - 2) // 8 == (value - 1) // 8"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if value == "GIF (.gif)" and',
+         "why": 'the other output types ("PRORES4444 (.mov)", "VP9 (.webm)", "X264 (.mp4)") all sort after '
+                '"GIF (.gif)", so <= holds for the GIF alone'},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
