@@ -80,6 +80,7 @@ SCOPE_TYPES = ('the scope type is "http" or "websocket" on this line (lifespan r
                '"websocket": the ordering comparison and the equality agree')
 APP_STARTS = ("an app's response messages are http.response.start first, then http.response.body: whichever of "
               "them first sets app_started, it is set from the start message on, as with ==")
+MULTIPLE_OF_CTX = "pydantic puts multiple_of in the context of multiple_of errors only, so the second test decides"
 # security._route_path cuts a proxy's root_path off the path only at a "/".
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
@@ -127,6 +128,14 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if value == "GIF (.gif)" and',
          "why": 'the other output types ("PRORES4444 (.mov)", "VP9 (.webm)", "X264 (.mp4)") all sort after '
                 '"GIF (.gif)", so <= holds for the GIF alone'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if kind == "multiple_of" and ctx.get("multiple_of") == 2',
+         "mutant": 'kind >= "multiple_of"', "why": MULTIPLE_OF_CTX},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if kind == "multiple_of" and ctx.get("multiple_of") == 2',
+         "mutant": 'kind <= "multiple_of"', "why": MULTIPLE_OF_CTX},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'op = ">=" if kind == "greater_than_equal"',
+         "why": 'kind is greater_than_equal or greater_than here, and "greater_than" sorts before it'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'op = "<=" if kind == "less_than_equal"',
+         "why": 'kind is less_than_equal or less_than here, and "less_than" sorts before it'},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
