@@ -250,6 +250,7 @@ def test_the_422_body_names_five_problems_and_lists_twenty():
                    "code": "invalid_request", "field": "f0", "errors": [{"field": "f0", "message": one["error"]}]}
     five = validation_error_body(errors(5))
     assert five["error"].count("is not a field") == 5 and "more problems" not in five["error"]
+    assert five["field"] == "f0" and [e["field"] for e in five["errors"]] == ["f0", "f1", "f2", "f3", "f4"]
     six = validation_error_body(errors(6))
     assert six["error"].endswith("; and 1 more problems") and six["error"].count("is not a field") == 5
     twenty = validation_error_body(errors(20))
@@ -267,6 +268,7 @@ def test_invalid_request_bodies_and_codes():
     assert error.body() == {"error": "audio is too long", "code": "invalid_request", "field": "audio",
                             "errors": [{"field": "audio", "message": "audio is too long"}]}
     assert InvalidRequest("audio", "big", status=413).code == "payload_too_large"
+    assert InvalidRequest("audio", "odd", status=400).code == "invalid_request"  # only 413 is about size
     assert generation_failed_body(RuntimeError("out of memory")) == {
         "error": "generation failed: RuntimeError: out of memory", "code": "generation_failed", "field": None,
         "errors": []}

@@ -81,6 +81,7 @@ SCOPE_TYPES = ('the scope type is "http" or "websocket" on this line (lifespan r
 APP_STARTS = ("an app's response messages are http.response.start first, then http.response.body: whichever of "
               "them first sets app_started, it is set from the start message on, as with ==")
 MULTIPLE_OF_CTX = "pydantic puts multiple_of in the context of multiple_of errors only, so the second test decides"
+ONLY_EVEN = "the request model's only multipleOf is 2 (width, height): the other branch is never taken"
 # security._route_path cuts a proxy's root_path off the path only at a "/".
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
@@ -136,6 +137,15 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": 'kind is greater_than_equal or greater_than here, and "greater_than" sorts before it'},
         {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'op = "<=" if kind == "less_than_equal"',
          "why": 'kind is less_than_equal or less_than here, and "less_than" sorts before it'},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'if value == "GIF (.gif)" and',
+         "why": "pydantic hands the validator the Literal's own value object, which is this constant, even for a "
+                "type that came in as JSON (checked by test_gif_is_limited_to_50_fps)"},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'kind.startswith("int_") or kind == "int_from_float"',
+         "why": 'kind.startswith("int_") already covers "int_from_float": the second test never decides'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceBinaryOperator_Add_Mul", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceBinaryOperator_Add_Sub", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
