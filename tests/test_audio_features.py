@@ -122,8 +122,17 @@ def test_frame_count_is_centred_framing(samples, frames):
 
 
 def test_too_short_for_reflect_padding_is_refused():
-    with pytest.raises(ValueError, match="reflect"):
-        log_mel(torch.zeros(2, 512))
+    for samples in (1, 100, 512):  # reflect padding of n_fft / 2 = 512 needs more than 512 samples
+        with pytest.raises(ValueError, match="reflect"):
+            log_mel(torch.zeros(2, samples))
+    assert log_mel(torch.zeros(2, 513)).shape[2] == 1 + 513 // 160
+
+
+def test_the_mel_config_is_a_frozen_hashable_value():
+    cfg = MelConfig()
+    assert hash(cfg) == hash(MelConfig()) and cfg == MelConfig()  # usable as a cache key
+    with pytest.raises(AttributeError):
+        cfg.n_mels = 80
 
 
 # --- the filterbank ---------------------------------------------------------------------------

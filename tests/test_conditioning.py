@@ -107,6 +107,28 @@ def test_keyframe_tokens_sit_at_the_last_frame_in_time(model):
     torch.testing.assert_close(coords[0, 1:], grid[0, 1:])  # the video's own spatial grid
 
 
+@pytest.mark.parametrize("num_frames, fps", [(17, 25), (49, 24)])
+def test_the_end_keyframe_is_placed_at_the_last_pixel_frame(model, num_frames, fps):
+    """The call site, not the helper: prepare_latents appends the end image's tokens in time at the pixel
+    frame [num_frames - 1, num_frames), in seconds (the last frame is frame num_frames - 1, counting from 0)."""
+    from types import SimpleNamespace
+
+    from ltx2.pipelines import stages
+
+    channels = model.pipe.transformer.config.in_channels
+    latent_frames = (num_frames - 1) // 8 + 1
+    grid = stages.LatentGrid(latent_frames, 2, 4, 5, 16, num_frames, fps)
+    plan = SimpleNamespace(first=None, last=SimpleNamespace(strength=1.0), request=SimpleNamespace(audio_strength=1.0))
+    end_tokens = torch.randn(1, 8, channels)
+    video, _ = stages.prepare_latents(model, plan, grid, stages.Conditions(last=end_tokens), 1.0,
+                                      torch.Generator().manual_seed(0))
+    assert video.own_tokens == latent_frames * 8 and video.latents.shape[1] == video.own_tokens + 8
+    keyframe_time = video.coords[0, 0, video.own_tokens:]
+    assert torch.all(keyframe_time[:, 0] == (num_frames - 1) / fps) and torch.all(keyframe_time[:, 1] == num_frames / fps)
+    torch.testing.assert_close(video.latents[0, video.own_tokens:], end_tokens[0])  # strength 1: starts on it
+    assert torch.all(video.strength[0, : video.own_tokens] == 0) and torch.all(video.strength[0, video.own_tokens:] == 1)
+
+
 def test_audio_at_full_strength_is_held_and_is_the_soundtrack(model):
     from ltx2.pipelines.conditioning import decode_conditioning
     from ltx2.schema import GenerateRequest

@@ -120,6 +120,40 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(302)
             elif path == "/empty":
                 self.send(200, b"", "image/png")
+            elif path == "/" or path.startswith(("/?", "/echo")):  # the request target as the server got it
+                self.send(200, path.encode(), "text/plain")
+            elif path.startswith("/exact/"):  # /exact/N: N bytes with their Content-Length
+                self.send(200, b"e" * int(path[7:]))
+            elif path.startswith("/chunked/"):  # /chunked/N: N bytes in chunks, no Content-Length
+                n = int(path[9:])
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for start in range(0, n, 300):
+                    piece = b"c" * min(300, n - start)
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            elif path.startswith("/redirect/"):  # /redirect/CODE: that status, to the PNG
+                self.send(int(path[10:]), location="/image.png")
+            elif path.startswith("/big-status/"):  # an error or 3xx page larger than any limit here
+                self.send(int(path[12:]), b"p" * (LIMIT * 3), "text/html")
+            elif path.startswith("/status/"):
+                self.send(int(path[8:]), b"body")
+            elif path == "/close-png":
+                self.send(200, PNG, "image/png", connection="close")
+                self.close_connection = True
+            elif path == "/chunked-truncated":  # one chunk of 300 bytes, then the connection ends
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"12c\r\n" + b"c" * 300 + b"\r\n")
+                self.close_connection = True
+            elif path == "/truncated":  # promises 100 bytes, sends 10, hangs up
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"t" * 10)
+                self.close_connection = True
             else:
                 self.send(404)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
@@ -428,3 +462,248 @@ def test_other_url_schemes_say_which_are_accepted(client, field, url):
     scheme = url.split(":")[0].lower()
     assert r.json()["error"] == (f"{field} is a {scheme}:// URL; accepted are http:// and https:// URLs, a data URI "
                                  "(data:<type>;base64,...) or bare base64")
+
+
+# ---------------------------------------------------------------------------------------------- rules at their edges
+# Each rule of ltx2/media/fetch.py checked at its boundary (tools/mutate fetch runs these for every mutant).
+
+@pytest.mark.parametrize("content_type, declared", [
+    ("image/png", "image/png"), ("IMAGE/PNG; charset=binary", "image/png"), (" audio/wav ;x=1", "audio/wav"),
+    ("video/mp4", "video/mp4"), ("application/ogg", "application/ogg"), ("application/octet-stream", None),
+    ("binary/octet-stream", None), ("text/plain", None), ("application/json", None), ("", None), (None, None),
+])
+def test_declared_mime_keeps_only_media_types(content_type, declared):
+    assert fetch_module._declared_mime(content_type) == declared
+
+
+def test_other_schemes_are_refused_by_name_and_the_rest_left_alone():
+    for value in ("http://x/a.png", "HTTPS://x", "data:image/png;base64,AAAA", "iVBORw0KGgo=", None, b"ftp://x"):
+        fetch_module.refuse_other_schemes(value, "image_start")  # not another scheme's URL: no refusal
+    for value, scheme in (("file:///etc/passwd", "file"), ("S3://bucket/a.wav", "s3"), ("git+ssh://h/r", "git+ssh")):
+        with pytest.raises(InvalidRequest) as info:
+            fetch_module.refuse_other_schemes(value, "audio")
+        assert info.value.field == "audio" and info.value.message.startswith(f"audio is a {scheme}:// URL; accepted")
+
+
+def test_policy_timeout_must_be_positive_and_finite():
+    from types import SimpleNamespace
+
+    assert FetchPolicy.from_settings(SimpleNamespace(url_timeout=0.01, allow_private_urls=True)) == FetchPolicy(
+        timeout=0.01, allow_private=True)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="LTX2_URL_TIMEOUT"):
+            FetchPolicy.from_settings(SimpleNamespace(url_timeout=bad, allow_private_urls=False))
+
+
+def test_exactly_the_limit_is_accepted_with_or_without_a_length(base):
+    assert fetch(f"{base}/exact/{LIMIT}", "image_start", LIMIT, ALLOW) == (b"e" * LIMIT, None)
+    assert fetch(f"{base}/chunked/{LIMIT}", "image_start", LIMIT, ALLOW) == (b"c" * LIMIT, None)
+    assert refusal(f"{base}/exact/{LIMIT + 1}").status == 413
+    error = refusal(f"{base}/chunked/{LIMIT + 1}")
+    assert error.status == 413 and error.message == "image_start URL is larger than the limit of 1000 bytes"
+
+
+def test_only_2xx_is_a_body(base):
+    assert fetch(f"{base}/status/299", "image_start", LIMIT, ALLOW) == (b"body", None)
+    assert fetch(f"{base}/status/200", "image_start", LIMIT, ALLOW) == (b"body", None)
+    for code in (199, 300, 304, 400, 500):
+        assert refusal(f"{base}/status/{code}").message == f"image_start URL answered {code}"
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_every_redirect_status_is_followed(base, code):
+    assert fetch(f"{base}/redirect/{code}", "image_start", 10**6, ALLOW) == (PNG, "image/png")
+
+
+@pytest.mark.parametrize("code", [300, 304, 305, 306, 309])
+def test_other_3xx_statuses_are_not_redirects(base, code):
+    assert refusal(f"{base}/redirect/{code}").message == f"image_start URL answered {code}"
+
+
+@pytest.mark.parametrize("url, scheme", [("ftp://example.com/a.png", "ftp"), ("//example.com/a.png", "schemeless"),
+                                         ("FILE:///etc/passwd", "file")])
+def test_another_scheme_is_named_in_the_refusal(url, scheme, no_connections):
+    assert refusal(url, policy=FetchPolicy()).message == f"image_start URL must be http or https, not {scheme}"
+
+
+@pytest.mark.parametrize("code", [300, 404, 500])
+def test_the_body_of_an_error_page_is_not_read(base, code):
+    # The status is the answer: a 3 kB error page against a 1 kB limit is "answered", not "too large".
+    assert refusal(f"{base}/big-status/{code}").message == f"image_start URL answered {code}"
+
+
+def test_redirect_limit_is_named_in_the_refusal(base):
+    error = refusal(f"{base}/r/3", policy=FetchPolicy(allow_private=True, max_redirects=2))
+    assert error.message == "image_start URL redirected more than 2 times"
+    assert refusal(f"{base}/no-location").message == "image_start URL answered 302 without a Location"
+    assert refusal(f"{base}/r/1", policy=FetchPolicy(allow_private=True, max_redirects=0)).message == (
+        "image_start URL redirected more than 0 times")
+
+
+def test_the_request_target_is_the_path_and_query_percent_encoded(base):
+    def target(url):
+        return fetch(url, "image_start", LIMIT, ALLOW)[0].decode()
+
+    assert target(base) == "/"
+    assert target(f"{base}?q=1") == "/?q=1"
+    assert target(f"{base}/echo/a b?q=1 2&x=%41") == "/echo/a%20b?q=1%202&x=%41"
+    assert target(f"{base}/echo/\u00e9") == "/echo/%C3%A9"
+    assert target(f"{base}/echo/plain") == "/echo/plain"
+    # Printable ASCII from '!' to '~' goes as sent; space, DEL and the rest are percent-encoded.
+    assert target(f"{base}/echo/!$'()*+,;=:@~") == "/echo/!$'()*+,;=:@~"
+    assert target(f"{base}/echo/a\x7fb") == "/echo/a%7Fb"
+
+
+@pytest.fixture
+def connects(monkeypatch):
+    """Every (address, port) connected to, with the sockets made; `refuse` makes a connection fail."""
+    record = {"to": [], "sockets": [], "refuse": set(), "timeout": set()}
+    real = socket.create_connection
+
+    def create_connection(address, *args, **kwargs):
+        record["to"].append(address)
+        if address[0] in record["timeout"]:
+            raise TimeoutError("timed out")
+        if address[0] in record["refuse"]:
+            raise ConnectionRefusedError(111, "Connection refused")
+        sock = real(address, *args, **kwargs)
+        record["sockets"].append(sock)
+        return sock
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return record
+
+
+def test_default_ports_are_80_and_443(monkeypatch, connects):
+    fake_dns(monkeypatch, {"plain.example": ["203.0.113.7"]})
+    connects["refuse"].add("203.0.113.7")
+    for url, port in (("http://plain.example/a", 80), ("https://plain.example/a", 443),
+                      ("http://plain.example:8080/a", 8080), ("HTTPS://plain.example:8443", 8443)):
+        error = refusal(url, policy=ALLOW)
+        assert error.message == "image_start URL could not be fetched: Connection refused"
+        assert connects["to"][-1] == ("203.0.113.7", port)
+
+
+def test_every_checked_address_is_tried_in_order_until_one_connects(base, monkeypatch, connects):
+    port = int(base.rsplit(":", 1)[1])
+    fake_dns(monkeypatch, {"two.example": ["127.0.0.2", "127.0.0.3", "127.0.0.1"]})
+    connects["refuse"] |= {"127.0.0.2", "127.0.0.3"}
+    assert fetch(f"http://two.example:{port}/image.png", "image_start", 10**6, ALLOW) == (PNG, "image/png")
+    assert connects["to"] == [("127.0.0.2", port), ("127.0.0.3", port), ("127.0.0.1", port)]
+
+
+def test_a_connect_timeout_ends_the_fetch_without_trying_more_addresses(monkeypatch, connects):
+    fake_dns(monkeypatch, {"slow.example": ["203.0.113.8", "203.0.113.9"]})
+    connects["timeout"].add("203.0.113.8")
+    assert refusal("http://slow.example/a").message == "image_start URL timed out after 5 s"
+    assert connects["to"] == [("203.0.113.8", 80)]
+
+
+def test_a_truncated_body_is_a_read_error_naming_what_was_missing(base):
+    # Found by this test: read1() returned the 10 bytes as if they were the whole file.
+    assert refusal(f"{base}/truncated").message == "image_start URL could not be read: the body ended after 10 of 100 bytes"
+    assert refusal(f"{base}/chunked-truncated").message.startswith(
+        "image_start URL could not be read: IncompleteRead(")  # http.client's own words for a cut chunk
+
+
+@pytest.mark.parametrize("path", ["/image.png", "/close-png", "/big", "/chunked/1001", "/missing", "/r/1",
+                                  "/truncated"])
+def test_every_socket_is_closed_when_the_fetch_ends(base, path, connects):
+    try:
+        fetch(f"{base}{path}", "image_start", LIMIT if path != "/image.png" else 10**6, ALLOW)
+    except InvalidRequest:
+        pass
+    assert connects["sockets"] and all(s.fileno() == -1 for s in connects["sockets"])
+
+
+def test_a_failed_tls_handshake_closes_its_socket(base, connects):
+    # An https URL at a plain-HTTP server: the handshake fails, and the socket must not leak.
+    assert "could not be fetched" in refusal(base.replace("http://", "https://") + "/image.png").message
+    assert len(connects["sockets"]) == 1 and connects["sockets"][0].fileno() == -1
+
+
+@pytest.fixture
+def thread_errors(monkeypatch):
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_type))
+    return errors
+
+
+@pytest.mark.parametrize("failure", [socket.gaierror(-2, "Name or service not known"), UnicodeError("label too long"),
+                                     None])
+def test_a_name_that_does_not_resolve_is_422_and_no_thread_error(monkeypatch, thread_errors, failure):
+    def getaddrinfo(*args, **kwargs):
+        if failure is None:
+            return []
+        raise failure
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert refusal("http://gone.example/a").message == "image_start URL's host gone.example could not be resolved"
+    assert thread_errors == []
+
+
+def test_resolving_gives_each_address_once_in_resolver_order(monkeypatch):
+    fake_dns(monkeypatch, {"many.example": ["203.0.113.5", "2001:db8::5", "203.0.113.5", "203.0.113.4"]})
+    addresses = fetch_module._resolve("many.example", 80, "audio", time.monotonic() + 5)
+    assert addresses == ["203.0.113.5", "2001:db8::5", "203.0.113.4"]
+
+
+def test_a_slow_resolver_is_cut_at_the_deadline(monkeypatch):
+    release = threading.Event()
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        release.wait(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        start = time.monotonic()
+        assert refusal("http://slow-dns.example/", policy=FetchPolicy(timeout=0.3)).message == (
+            "image_start URL timed out after 0.3 s")
+        assert time.monotonic() - start < 1.5
+        # The resolver still waiting is a daemon thread: it cannot hold the process open at exit.
+        waiting = [t for t in threading.enumerate() if t.name == "ltx2-resolve"]
+        assert waiting and all(t.daemon for t in waiting)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):  # a deadline already past: no wait at all
+            fetch_module._resolve("slow-dns.example", 80, "audio", time.monotonic() - 10)
+        assert time.monotonic() - start < 0.5
+    finally:
+        release.set()
+
+
+def test_the_deadline_sets_each_socket_timeout_to_the_time_left():
+    with pytest.raises(TimeoutError):
+        fetch_module._remaining(time.monotonic() - 0.001)
+    assert 9.0 < fetch_module._remaining(time.monotonic() + 10) <= 10.0
+
+
+@pytest.mark.parametrize("address, refused", [
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo
+    ("2002:808:808::1", False),  # 6to4 wrapping 8.8.8.8, itself public
+    ("2002:a00:1::", True),  # 6to4 wrapping 10.0.0.1
+    ("::ffff:169.254.169.254", True), ("64:ff9b::7f00:1", True), ("64:ff9b::a00:1", True),
+    ("1.1.1.1", False), ("172.15.255.255", False), ("172.16.0.0", True), ("172.31.255.255", True),
+    ("172.32.0.0", False), ("192.0.2.1", True), ("198.18.0.1", True), ("169.254.1.1", True), ("127.255.255.254", True),
+    ("0.0.0.0", True), ("239.255.255.255", True), ("223.255.255.255", False), ("fe80::1", True), ("ff0e::1", True),
+])
+def test_more_address_classification(address, refused):
+    assert fetch_module._refused(address) is refused
+
+
+@pytest.mark.parametrize("address", ["1000::1", "e000::1", "4000::1", "fec0::1", "feff::1"])
+def test_reserved_and_site_local_ipv6_ranges_that_count_as_global_are_refused(address):
+    # fec0::/10 (site-local, deprecated) was fetched until this test: ipaddress counts it as global.
+    assert fetch_module._refused(address) is True
+
+
+@pytest.mark.parametrize("address, inner", [
+    ("64:ff9b::808:809", "8.8.8.9"), ("64:ff9b::c000:2ab", "192.0.2.171"), ("::ffff:10.1.2.3", "10.1.2.3"),
+    ("2002:808:809::1", "8.8.8.9"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),  # Teredo: the client, stored inverted
+])
+def test_an_ipv6_address_is_judged_by_the_ipv4_address_inside(monkeypatch, address, inner):
+    real, seen = fetch_module._refused, []
+    monkeypatch.setattr(fetch_module, "_refused", lambda a: seen.append(a) or real(a))
+    real(address)
+    assert seen == [inner]

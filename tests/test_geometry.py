@@ -50,6 +50,18 @@ def test_hand_computed_shapes():
     assert latent_video_shape(17, 64, 64, 32, 4) == (5, 2, 2)
 
 
+@pytest.mark.parametrize("frames, fps, latents", [
+    (49, 10, 123), (153, 30, 127), (201, 10, 503), (249, 50, 125), (337, 10, 843), (377, 10, 943), (465, 50, 233),
+    (473, 50, 237),
+])
+def test_audio_latent_frames_where_the_float_order_decides_a_half(frames, fps, latents):
+    # Every request (8k+1 frames, 1..60 fps) whose exact count ends in .5 and where the two float orders
+    # disagree, found by scanning the range; the expected counts are ltx-core's order, duration times
+    # latents per second: round((frames / fps) * (16000 / 160 / 4)) in float64. Exact arithmetic would
+    # round half to even, and frames / fps * 16000 / 160 / 4 lands on the other side.
+    assert audio_latent_frames(frames, fps, 16000, 160, 4) == latents
+
+
 def test_audio_latent_frames_hand_computed():
     assert audio_latent_frames(49, 25, 16000, 160, 4) == 49  # 1.96 s x 25 per second
     assert audio_latent_frames(121, 24, 16000, 160, 4) == 126  # 5.0417 s -> 126.04

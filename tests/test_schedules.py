@@ -15,10 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ltx2.pipelines.schedules import DISTILLED_SIGMAS, shifted_sigmas, sigmas_for, token_shift
+from ltx2.pipelines.schedules import DISTILLED_SIGMAS, STAGE_2_SIGMAS, shifted_sigmas, sigmas_for, token_shift
 
 # ltx-pipelines' constants.py, without the scheduler's terminal 0.
 REFERENCE_DISTILLED = [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875]
+# ltx-pipelines' stage-2 refinement sigmas (diffusers' STAGE_2_DISTILLED_SIGMA_VALUES), without the 0.
+REFERENCE_STAGE_2 = [0.909375, 0.725, 0.421875]
 
 # The request's ranges: 1..100 steps; latent tokens = latent frames x (H / 32) x (W / 32) with
 # 9..481 frames (2..61 latent frames) and 64..3840 pixels a side (2..120 latents).
@@ -45,6 +47,7 @@ def reference_sigmas(steps: int, tokens: int, terminal: str = "0.1") -> list[flo
 
 def test_distilled_schedule_is_the_reference_one():
     assert list(DISTILLED_SIGMAS) == REFERENCE_DISTILLED
+    assert list(STAGE_2_SIGMAS) == REFERENCE_STAGE_2
     assert sigmas_for(8, 1008, distilled=True) == REFERENCE_DISTILLED
     # the trained schedule is for 8 steps only; another count gets the shifted schedule
     assert sigmas_for(12, 1008, distilled=True) == pytest.approx(reference_sigmas(12, 1008), abs=1e-12)

@@ -202,6 +202,13 @@ def _fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def module_fingerprint(target: dict) -> str:
+    """What the set of mutants depends on: the module's text and the operators kept (not the rest of
+    this tool, so that improving it does not throw away hours of results)."""
+    return hashlib.sha256((_fingerprint([ROOT / target["module"]]) + repr(sorted(KEEP_BINARY.items()))).encode()
+                          ).hexdigest()
+
+
 def _test_files(target: dict) -> list[Path]:
     files = {ROOT / t.split("::")[0] for stage in target["stages"] for t in stage}
     files |= {ROOT / "tests" / "conftest.py", ROOT / "tests" / "miniature.py", ROOT / "tests" / "servers.py"}
@@ -239,8 +246,22 @@ def _equivalent_reason(name: str, module_lines: list[str], spec, annotations) ->
     text = module_lines[line - 1] if 0 < line <= len(module_lines) else ""
     for entry in EQUIVALENT.get(name, ()):
         if entry["operator"] == spec.operator_name.removeprefix("core/") and entry["line"] in text:
+            if "mutant" in entry and entry["mutant"] not in _mutated_line(module_lines, spec):
+                continue  # the same operator on this line, but another of its mutants (e.g. +1, not -1)
             return entry["why"]
     return None
+
+
+def _mutated_line(module_lines: list[str], spec) -> str:
+    """The mutant's version of the line it changes (for EQUIVALENT entries that name the mutated text)."""
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import mutate_code
+
+    operator = cosmic_ray.plugins.get_operator(spec.operator_name)(**(getattr(spec, "operator_args", None) or {}))
+    mutated = mutate_code("\n".join(module_lines) + "\n", operator, spec.occurrence)
+    lines = (mutated or "").splitlines()
+    line = tuple(spec.start_pos)[0]
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def init_session(name: str, target: dict, workdir: Path, tree: Path) -> None:
@@ -281,7 +302,7 @@ def prepare(name: str, fresh: bool) -> tuple[Path, Path, dict]:
     workdir.mkdir(parents=True, exist_ok=True)
     refresh_tree(tree)
     state = load_state(workdir)
-    module_fp = _fingerprint([ROOT / target["module"], Path(__file__).resolve()])
+    module_fp = module_fingerprint(target)
     tests_fp = _fingerprint(_test_files(target) + [Path(__file__).resolve().with_name("mutation_targets.py")])
     db_path = workdir / "session.sqlite"
     if fresh or state.get("module") != module_fp or not db_path.exists():
@@ -315,8 +336,13 @@ def execute(name: str, fresh: bool, deadline: float | None) -> None:
             code = 2
         except KeyboardInterrupt:
             code = 130
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()  # e.g. cosmic-ray not installed: say so instead of a bare "stopped"
         finally:
             sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
     try:

@@ -6,11 +6,20 @@ only if the mutant survived the one before, so put the fast tests that should ki
 and the slow ones that check the call sites after.
 
 EQUIVALENT: name -> mutants that cannot change behaviour, matched by operator and by a piece of the
-source line they sit on, each with why. They are left out of the score and listed by `--survivors`.
+source line they sit on (and, with "mutant", a piece of the mutated line, where only some of an operator's
+mutants on that line are equivalent), each with why. They are left out of the score and listed by
+`--survivors`.
 
 PLANTED: the bug kinds issue 14 names (and a few like them), each a one-line edit that a developer
 could make, with the tests that must kill it. `tools/mutate --planted` plants them one at a time.
 """
+
+# test_fetch.py's tests that need no model (the rest build a server on the tiny preset).
+FETCH_FAST = "not server_fetches and not other_url_schemes"
+
+# test_formats.py's and test_media.py's tests that encode without generating (the rest need the tiny model).
+ENCODE_NO_MODEL = ("not generate_returns and not job_serves and not same_clip and not same_seed and not not_included "
+                   "and not video_stream and not audio_stream and not exactly_one")
 
 TARGETS: dict[str, dict] = {
     "schedules": {
@@ -37,14 +46,189 @@ TARGETS: dict[str, dict] = {
         "module": "ltx2/models/fp8.py",
         "stages": [["tests/test_fp8.py"], ["tests/test_loading.py"]],
     },
+    "security": {
+        "module": "ltx2/serving/security.py",
+        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py"]],
+    },
+    "fetch": {
+        "module": "ltx2/media/fetch.py",
+        "stages": [["tests/test_fetch.py", "-k", FETCH_FAST],
+                   ["tests/test_fetch.py", "-k", f"not ({FETCH_FAST})"]],
+    },
+    "guidance": {
+        "module": "ltx2/pipelines/guidance.py",
+        "stages": [["tests/test_guidance_rules.py"], ["tests/test_reference_rules.py", "-k", "guider or cfg or passes"]],
+    },
+    "conditioning": {
+        "module": "ltx2/pipelines/conditioning.py",
+        "stages": [["tests/test_guidance_rules.py"],
+                   ["tests/test_conditioning.py", "tests/test_fetch.py", "-k", "conditioning"]],
+    },
+    "schema": {
+        "module": "ltx2/schema.py",
+        "stages": [["tests/test_schema_rules.py", "tests/test_request_rules.py"]],
+    },
+    "encode": {
+        "module": "ltx2/media/encode.py",
+        "stages": [["tests/test_encode_rules.py"], ["tests/test_formats.py", "tests/test_media.py", "-k", ENCODE_NO_MODEL]],
+    },
 }
 
 # CPython keeps one object for each int in -5..256, so `is` and `==` agree on small counts.
 SMALL_INT_IS = "CPython caches small ints: `is` and `==` agree for this count"
+SCOPE_TYPES = ('the scope type is "http" or "websocket" on this line (lifespan returned earlier), and "http" < '
+               '"websocket": the ordering comparison and the equality agree')
+APP_STARTS = ("an app's response messages are http.response.start first, then http.response.body: whichever of "
+              "them first sets app_started, it is set from the start message on, as with ==")
+MULTIPLE_OF_CTX = "pydantic puts multiple_of in the context of multiple_of errors only, so the second test decides"
+ONLY_EVEN = "the request model's only multipleOf is 2 (width, height): the other branch is never taken"
+# security._route_path cuts a proxy's root_path off the path only at a "/".
+CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
+            "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
 
 EQUIVALENT: dict[str, list[dict]] = {
+    "audio_features": [
+        {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "hz >= _MIN_LOG_HZ",
+         "why": "Slaney's mel scale is continuous at its break: at exactly 1000 Hz both branches give 15 mels"},
+        {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "mel >= _MIN_LOG_MEL",
+         "why": "continuous at the break: at exactly 15 mels both branches give 1000 Hz"},
+        {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "freqs = np.arange(cfg.n_fft // 2 + 1)",
+         "why": "n_fft is even, so np.arange(n_fft / 2 + 1) holds the same values (as floats, multiplied into floats)"},
+    ],
     "schedules": [
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
+         "why": "steps < 1 was refused on the line before, so `<= 1` and `== 1` take the same steps"},
+    ],
+    "guidance": [
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if knobs.rescale == 0.0:",
+         "why": "a rescale is never negative (the request bounds it to [0, 1])"},
+        {"operator": "ReplaceComparisonOperator_Gt_GtE", "line": "safe = torch.where(token_sigma > 0",
+         "why": "`safe` only keeps the division of held tokens (sigma 0) finite in the branch the torch.where "
+                "on the next line throws away"},
+        {"operator": "NumberReplacer", "line": "safe = torch.where(token_sigma > 0", "mutant": "token_sigma > -1",
+         "why": "as for >= 0: the values it changes are those of held tokens, which the next line replaces by 0"},
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(token_sigma > 0",
+         "why": "a token's sigma is never negative (the step's sigma times one minus a strength in [0, 1])"},
+    ],
+    "conditioning": [
+        {"operator": "ReplaceComparisonOperator_NotEq_IsNot", "line": 'image.convert("RGB") if image.mode != "RGB"',
+         "why": "when it differs, an RGB image is converted to RGB: a copy with the same pixels"},
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "torch.where(mask > 0",
+         "why": "a strength is never negative (the request bounds it to [0, 1])"},
+    ],
+    "schema": [
+        {"operator": "NumberReplacer", "line": "examples=[",
+         "why": "an example value shown in /docs, not a rule (test_schema_rules checks every example is valid)"},
+        {"operator": "ReplaceTrueWithFalse", "line": "examples=[True]",
+         "why": "an example value shown in /docs, not a rule; both booleans are valid"},
+        {"operator": "ReplaceFalseWithTrue", "line": "examples=[False]",
+         "why": "an example value shown in /docs, not a rule; both booleans are valid"},
+        {"operator": "NumberReplacer", "line": "below = (value - 1) // 8 * 8 + 1", "mutant": "(value - 2)",
+         "why": "value is not 8k+1 here, so value - 1 is not a multiple of 8 and (value - 2) // 8 == (value - 1) // 8"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if value == "GIF (.gif)" and',
+         "why": 'the other output types ("PRORES4444 (.mov)", "VP9 (.webm)", "X264 (.mp4)") all sort after '
+                '"GIF (.gif)", so <= holds for the GIF alone'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if kind == "multiple_of" and ctx.get("multiple_of") == 2',
+         "mutant": 'kind >= "multiple_of"', "why": MULTIPLE_OF_CTX},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if kind == "multiple_of" and ctx.get("multiple_of") == 2',
+         "mutant": 'kind <= "multiple_of"', "why": MULTIPLE_OF_CTX},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'op = ">=" if kind == "greater_than_equal"',
+         "why": 'kind is greater_than_equal or greater_than here, and "greater_than" sorts before it'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'op = "<=" if kind == "less_than_equal"',
+         "why": 'kind is less_than_equal or less_than here, and "less_than" sorts before it'},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'if value == "GIF (.gif)" and',
+         "why": "pydantic hands the validator the Literal's own value object, which is this constant, even for a "
+                "type that came in as JSON (checked by test_gif_is_limited_to_50_fps)"},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'kind.startswith("int_") or kind == "int_from_float"',
+         "why": 'kind.startswith("int_") already covers "int_from_float": the second test never decides'},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceBinaryOperator_Add_Mul", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "ReplaceBinaryOperator_Add_Sub", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": "RemoveDecorator", "line": "@classmethod",
+         "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
+    ],
+    "security": [
+        {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
+         "why": "every call of _respond passes close itself: the default is never used"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if message["type"] == "http.response.start":',
+         "why": APP_STARTS},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if message["type"] == "http.response.start":',
+         "why": APP_STARTS},
+        {"operator": "ReplaceComparisonOperator_Eq_IsNot", "line": 'if message["type"] == "http.response.start":',
+         "why": "differs only if the app sends the very string object of this line's literal; an app builds its own "
+                "(rebuilt strings make `is not` true for the start message too), and the start always comes first"},
+        {"operator": "ReplaceComparisonOperator_Gt_NotEq", "line": "if len(presented) > 1:",
+         "why": "no credential at all returned just before, so the count here is at least 1: != 1 and > 1 agree"},
+        {"operator": "NumberReplacer", "line": "_digest(presented[0])", "mutant": "presented[ -1]",
+         "why": "exactly one credential is left here: the first is the last"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if scope["type"] == "websocket":',
+         "why": SCOPE_TYPES},
+        {"operator": "ReplaceComparisonOperator_NotEq_Gt", "line": 'if scope["type"] != "http" or', "why": SCOPE_TYPES},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "path[len(root)] == \"/\"", "mutant": "path >= root",
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "path[len(root)] == \"/\"", "mutant": "path <= root",
+         "why": "path starts with root here, so path <= root only when path == root"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "path[len(root)] == \"/\"", "mutant": '>= "/"',
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "path[len(root)] == \"/\"", "mutant": '<= "/"',
+         "why": CUT_ROOT},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "path[len(root)] == \"/\"", "mutant": 'is "/"',
+         "why": "CPython keeps one object per one-character string: `is` and `==` agree for \"/\""},
+        {"operator": "NumberReplacer", "line": 'raw.split("#", 1)[0]', "mutant": 'split("#", 2)',
+         "why": "only the part before the first # is kept, whatever the split count past 1"},
+    ],
+    "fetch": [
+        {"operator": "NumberReplacer", "line": "_SAFE_IN_TARGET = ", "mutant": "range(33, 126)",
+         "why": "the one character it drops, ~ (126), is always safe for urllib.parse.quote"},
+        {"operator": "ReplaceAndWithOr", "line": "if self._closed and self._readers == 0:",
+         "why": "a connection carries one request: closing the socket when its one reader closes rather than at "
+                "conn.close() changes nothing observable"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "if self._closed and self._readers == 0:",
+         "why": "http.client makes one reader per connection here, so after its close the count is 0: >= 0 and "
+                "== 0 agree"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if self._closed and self._readers == 0:",
+         "why": "the reader count never goes below 0"},
+        {"operator": "ReplaceComparisonOperator_LtE_Lt", "line": "if left <= 0:",
+         "why": "differs only when deadline - monotonic() is exactly 0.0, a float equality no clock reading hits "
+                "in practice (the next call, a moment later, is past the deadline either way)"},
+        {"operator": "ReplaceFalseWithTrue", "line": "self._readers, self._closed = 0, False",
+         "why": "a connection carries one request: the socket then closes when the response's reader does rather "
+                "than at conn.close() a moment later, and nothing reads or writes in between"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if self._readers == 0:",
+         "why": "the reader count never goes below 0 (one decrement per makefile() reader, on its first close)"},
+        {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": "len(body) < int(length)",
+         "why": "http.client stops reading at Content-Length, so the body is never longer: != and < agree"},
+        {"operator": "NumberReplacer", "line": "thread.join(max(0.0,", "mutant": "max( -1.0",
+         "why": "Thread.join treats a negative timeout as 0"},
+        {"operator": "NumberReplacer", "line": 'address.split("%", 1)[0]',
+         "why": "only the part before the first % is kept whatever the split count; and with no split at all "
+                "ipaddress (3.9+) parses the zone itself and judges the address without it"},
+        {"operator": "ReplaceOrWithAnd", "line": "ip.is_private or ip.is_loopback or ip.is_link_local",
+         "mutant": "ip.is_private and ip.is_loopback",
+         "why": "private, loopback and link-local addresses are all non-global in ipaddress's tables, so "
+                "`not ip.is_global` already refuses them: and-ing two of those terms changes nothing"},
+        {"operator": "ReplaceOrWithAnd", "line": "ip.is_private or ip.is_loopback or ip.is_link_local",
+         "mutant": "ip.is_loopback and ip.is_link_local",
+         "why": "loopback and link-local addresses are non-global: `not ip.is_global` already refuses them"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'scheme == "https"', "mutant": 'scheme >= "https"',
+         "why": 'the scheme is "http" or "https" here (others were refused above), and "http" < "https"'},
+        {"operator": "NumberReplacer", "line": "if response.status in REDIRECT_STATUSES or not 200 <= response.status",
+         "mutant": "199 <=",
+         "why": "only skips reading the body of a 1xx final answer, which has none (http.client sets its length to 0); "
+                "fetch() then refuses the status the same way"},
+        {"operator": "ReplaceComparisonOperator_Lt_NotEq", "line": 'settings.url_timeout < float("inf")',
+         "mutant": '!= float("inf")',
+         "why": "for a number above 0, being below infinity and being other than infinity are the same (NaN fails "
+                "the 0 < first)"},
+        {"operator": "NumberReplacer", "line": "value[:8].lower()", "mutant": "value[: 9]",
+         "why": "a 9-character prefix starts with http:// or https:// exactly when the 8-character one does"},
+        {"operator": "NumberReplacer", "line": "CHUNK = 64 * 1024",
+         "why": "the read size only sets how far one read may run past max_bytes before the count refuses it; "
+                "the bytes returned and the refusals are the same"},
+        {"operator": "ReplaceBinaryOperator_Mul_Add", "line": "CHUNK = 64 * 1024",
+         "why": "the read size only sets how far one read may run past max_bytes before the count refuses it"},
     ],
 }
 
@@ -98,7 +282,7 @@ PLANTED: list[dict] = [
         "file": "ltx2/serving/security.py",
         "old": 'open_paths = {"/health"}',
         "new": 'open_paths = {"/health", "/metrics"}',
-        "tests": ["tests/test_auth_routes.py"],
+        "tests": ["tests/test_security_rules.py"],
     },
     {
         "kind": "audio-length +1 lost (mel frames)",
@@ -120,5 +304,33 @@ PLANTED: list[dict] = [
         "old": "return (num_frames - 1) // temporal + 1, height // spatial, width // spatial",
         "new": "return num_frames // temporal + 1, height // spatial, width // spatial",
         "tests": ["tests/test_geometry.py"],
+    },
+    {
+        "kind": "classifier-free guidance with cond and uncond swapped",
+        "file": "ltx2/pipelines/guidance.py",
+        "old": 'pred = pred + (knobs.cfg - 1) * (cond - outputs["uncond"])',
+        "new": 'pred = pred + (knobs.cfg - 1) * (outputs["uncond"] - cond)',
+        "tests": ["tests/test_guidance_rules.py"],
+    },
+    {
+        "kind": "end keyframe placed one frame late",
+        "file": "ltx2/pipelines/stages.py",
+        "old": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,",
+        "new": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames,",
+        "tests": ["tests/test_conditioning.py", "-k", "end_keyframe"],
+    },
+    {
+        "kind": "conditioned token's starting noise from the wrong side of its strength",
+        "file": "ltx2/pipelines/conditioning.py",
+        "old": "level = (1 - mask) * sigma0",
+        "new": "level = mask * sigma0",
+        "tests": ["tests/test_guidance_rules.py"],
+    },
+    {
+        "kind": "image pixels scaled to [0, 1] instead of [-1, 1]",
+        "file": "ltx2/media/conditioning_image.py",
+        "old": "return (pixels / 127.5 - 1.0)[None, :, None]",
+        "new": "return (pixels / 255.0)[None, :, None]",
+        "tests": ["tests/test_guidance_rules.py"],
     },
 ]

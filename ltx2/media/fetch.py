@@ -172,6 +172,10 @@ def _get_once(url: str, field: str, max_bytes: int, policy: FetchPolicy, deadlin
             raise
         except (OSError, http.client.HTTPException) as exc:  # truncated body, bad chunking, reset...
             raise InvalidRequest(field, f"{field} URL could not be read: {_reason(exc)}") from None
+        if length is not None and length.strip().isdigit() and len(body) < int(length):
+            # read1() ends quietly when the server hangs up early: a cut-off file is not a file.
+            raise InvalidRequest(field, f"{field} URL could not be read: the body ended after {len(body)} of "
+                                 f"{int(length)} bytes")
         return response.status, response.headers, bytes(body)
     finally:
         if response is not None:  # http.client detaches a "Connection: close" response from its connection
@@ -217,9 +221,10 @@ def _refused(address: str) -> bool:
         embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is not None and _refused(str(embedded)):
             return True
-    # is_global alone misses multicast (224/4 counts as global) and some reserved IPv6 ranges.
+    # is_global alone misses multicast (224/4 counts as global), some reserved IPv6 ranges and the
+    # deprecated IPv6 site-local range fec0::/10, which some internal networks still route.
     return (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified)
+            or ip.is_reserved or ip.is_unspecified or getattr(ip, "is_site_local", False))
 
 
 class _PinnedConnection(http.client.HTTPConnection):

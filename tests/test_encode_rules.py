@@ -1,0 +1,270 @@
+"""The rules of ltx2/media/encode.py on tiny clips (64x64, 9 frames), read back with PyAV: what goes into
+the file (tracks, rates, channels, colour tags, codec settings, the index position) and what the encoder
+refuses. Expected values come from the README's format tables and from the inputs built here. Fast:
+`tools/mutate encode` runs it for every mutant, before test_formats.py.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import av
+import numpy as np
+import pytest
+
+from ltx2.media import encode
+from ltx2.media.encode import FORMATS, VideoEncoder, encode_video, output_format, probe_video, to_data_uri
+
+W, H, N, FPS, RATE = 64, 64, 9, 25, 24_000
+
+
+def frames(n: int = N, width: int = W, height: int = H) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    out = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        out[i, ..., 0] = (x * 4 + i * 8) % 256
+        out[i, ..., 1] = (y * 4) % 256
+        out[i, ..., 2] = 100
+    return out
+
+
+def tone(seconds: float, rate: int = RATE, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_the_format_table_is_the_readmes():
+    table = {name: (f.container, f.extension, f.mime, f.video_codec, f.pix_fmt, f.audio_codec, f.faststart)
+             for name, f in FORMATS.items()}
+    assert table == {
+        "X264 (.mp4)": ("mp4", ".mp4", "video/mp4", "libx264", "yuv420p", "aac", True),
+        "VP9 (.webm)": ("webm", ".webm", "video/webm", "libvpx-vp9", "yuv420p", "libopus", False),
+        "PRORES4444 (.mov)": ("mov", ".mov", "video/quicktime", "prores_ks", "yuv444p10le", "aac", True),
+        "GIF (.gif)": ("gif", ".gif", "image/gif", "gif", "pal8", None, False),
+    }
+    assert output_format(None) is FORMATS["X264 (.mp4)"] and output_format("GIF (.gif)") is FORMATS["GIF (.gif)"]
+
+
+@pytest.mark.parametrize("rate, expected", [(8000, 8000), (12000, 12000), (16000, 16000), (24000, 24000),
+                                            (48000, 48000), (44100, 48000), (22050, 48000), (32000, 48000)])
+def test_opus_takes_its_five_rates_and_everything_else_at_48k(rate, expected):
+    assert encode._audio_rate("libopus", rate) == expected
+    assert encode._audio_rate("aac", rate) == rate
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 1), (3, 3), (8, 8), (9, 8), (64, 8), (0, 1)])
+def test_default_threads_are_the_usable_cpus_up_to_8(monkeypatch, cpus, expected):
+    monkeypatch.setattr(encode.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert encode.default_threads() == expected
+
+
+def test_default_threads_without_affinity_use_the_cpu_count(monkeypatch):
+    monkeypatch.delattr(encode.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(encode.os, "cpu_count", lambda: 12)
+    assert encode.default_threads() == 8
+    monkeypatch.setattr(encode.os, "cpu_count", lambda: None)
+    assert encode.default_threads() == 1
+
+
+@pytest.mark.parametrize("width, height", [(65, 64), (64, 63), (0, 64), (64, 0), (-2, 64), (64, -2)])
+def test_the_encoder_needs_positive_even_sizes(width, height):
+    with pytest.raises(ValueError, match=f"video frames need even dimensions, got {width}x{height}"):
+        VideoEncoder(width, height, FPS)
+
+
+def test_write_checks_each_chunk_and_counts_frames():
+    with VideoEncoder(W, H, FPS, output_type="VP9 (.webm)") as encoder:
+        for bad, message in ((np.zeros((2, H, W, 3), np.float32), "must be uint8"),
+                             (np.zeros((2, H, W, 4), np.uint8), "must be uint8"),
+                             (np.zeros((H, W), np.uint8), "must be uint8"),
+                             (np.zeros((1, 2, H, W, 3), np.uint8), "must be uint8"),
+                             (np.zeros((2, H, W + 2, 3), np.uint8), f"frames are {W + 2}x{H}, the video is {W}x{H}"),
+                             (np.zeros((2, H + 2, W, 3), np.uint8), f"frames are {W}x{H + 2}, the video is {W}x{H}")):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                encoder.write(bad)
+        clip = frames(5)
+        encoder.write(clip[0])  # one (H, W, 3) frame
+        encoder.write(clip[1:3])
+        encoder.write(clip[3:])
+        assert encoder.frames_written == 5
+        data = encoder.finish()
+        with pytest.raises(RuntimeError, match="finished"):
+            encoder.finish()
+        with pytest.raises(RuntimeError, match="finished"):
+            encoder.write(clip)
+    info = probe_video(data)
+    assert info["video"]["frames"] == 5 and info["audio"] is None
+
+
+@pytest.mark.parametrize("output_type, codec, audio", [("X264 (.mp4)", "h264", "aac"), ("VP9 (.webm)", "vp9", "opus"),
+                                                       ("PRORES4444 (.mov)", "prores", "aac"), ("GIF (.gif)", "gif", None)])
+def test_each_format_holds_its_tracks(output_type, codec, audio):
+    data = encode_video(frames(), FPS, np.stack([tone(N / FPS)] * 2), RATE, output_type=output_type, threads=1)
+    info = probe_video(data)
+    assert info["container"].split(",")[0] in {"mov", "matroska", "gif"}
+    assert info["video"]["codec"] == codec and info["video"]["frames"] == N
+    assert (info["video"]["width"], info["video"]["height"]) == (W, H)
+    assert info["video"]["fps"] == pytest.approx(FPS)
+    if audio is None:
+        assert info["audio"] is None
+    else:
+        assert info["audio"]["codec"] == audio and info["audio"]["channels"] == 2
+        assert info["audio"]["sample_rate"] == (48_000 if audio == "opus" else RATE)  # Opus always decodes at 48k
+
+
+def test_no_waveform_means_no_audio_track_and_one_is_stereo():
+    assert probe_video(encode_video(frames(), FPS, None, threads=1))["audio"] is None
+    with VideoEncoder(W, H, FPS, audio_rate=RATE, threads=1) as encoder:
+        assert encoder.has_audio
+        encoder.write(frames())
+        data = encoder.finish(np.stack([tone(N / FPS)] * 2))
+    with av.open(io.BytesIO(data)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.streams.audio[0].codec_context.layout.name == "stereo"
+    with VideoEncoder(W, H, FPS, output_type="GIF (.gif)", audio_rate=RATE) as gif:
+        assert not gif.has_audio
+
+
+def peak_hz(channel: np.ndarray, rate: int) -> float:
+    """The loudest frequency of a half second from the middle of a channel (past the codec's start-up)."""
+    n = rate // 2
+    middle = channel[len(channel) // 2 - n // 2: len(channel) // 2 + n // 2]
+    return float(np.argmax(np.abs(np.fft.rfft(middle)))) * rate / len(middle)
+
+
+def rms(channel: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(channel[len(channel) // 4: 3 * len(channel) // 4] ** 2)))
+
+
+@pytest.mark.parametrize("shape", ["(1, n)", "(n,)"])
+def test_mono_is_duplicated_to_both_channels(shape):
+    wave = tone(1.0)  # 440 Hz at 0.5: rms 0.354
+    data = encode_video(frames(25), FPS, wave[None] if shape == "(1, n)" else wave, RATE, threads=1)
+    left, right = probe_video(data)["audio"]["samples"]
+    for channel in (left, right):  # the tone in both, not silence in one
+        assert peak_hz(channel, RATE) == pytest.approx(440, abs=4)
+        assert rms(channel) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+def test_left_and_right_stay_apart_and_extra_channels_are_dropped():
+    left_in, right_in = tone(1.0, freq=330), tone(1.0, freq=550)
+    wave = np.stack([left_in, right_in, np.ones_like(left_in)])
+    left, right = probe_video(encode_video(frames(25), FPS, wave, RATE, threads=1))["audio"]["samples"]
+    assert peak_hz(left, RATE) == pytest.approx(330, abs=4) and peak_hz(right, RATE) == pytest.approx(550, abs=4)
+    assert rms(left) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)  # no third channel mixed in
+
+
+def test_samples_beyond_full_scale_are_clipped():
+    loud = tone(1.0, amplitude=4.0)
+    data = encode_video(frames(25), FPS, np.stack([loud, loud]), RATE, threads=1)
+    left = probe_video(data)["audio"]["samples"][0]
+    # Clipped to +-1 before the encoder: a near-square wave of rms ~0.9 (unclipped it would be ~2.8).
+    assert 0.8 < rms(left) < 1.1
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "VP9 (.webm)"])
+def test_a_waveform_at_another_rate_is_resampled_to_the_tracks(output_type):
+    # The track runs at the encoder's audio_rate (24 kHz); a 16 kHz waveform is resampled, keeping its
+    # length in seconds and its pitch. Opus decodes at 48 kHz whatever it was encoded at.
+    with VideoEncoder(W, H, FPS, output_type=output_type, audio_rate=24_000, threads=1) as encoder:
+        encoder.write(frames(25))
+        data = encoder.finish(np.stack([tone(1.0, 16_000)] * 2), 16_000)
+    audio = probe_video(data)["audio"]
+    rate = audio["sample_rate"]
+    assert rate == (24_000 if output_type == "X264 (.mp4)" else 48_000)
+    assert audio["samples"].shape[1] == pytest.approx(rate, rel=0.06)
+    assert peak_hz(audio["samples"][0], rate) == pytest.approx(440, abs=4)
+
+
+def test_opus_at_an_odd_rate_is_resampled_to_48k():
+    data = encode_video(frames(25), FPS, np.stack([tone(1.0, 44_100)] * 2), 44_100, output_type="VP9 (.webm)",
+                        threads=1)
+    audio = probe_video(data)["audio"]
+    assert audio["samples"].shape[1] == pytest.approx(48_000, rel=0.06)
+    assert peak_hz(audio["samples"][0], 48_000) == pytest.approx(440, abs=4)
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "PRORES4444 (.mov)"])
+def test_mp4_and_mov_put_the_index_first_and_no_version_string(output_type):
+    data = encode_video(frames(), FPS, np.stack([tone(N / FPS)] * 2), RATE, output_type=output_type, threads=1)
+    assert 0 <= data.find(b"moov") < data.find(b"mdat")
+    assert b"Lavf" not in data
+
+
+def test_webm_is_bit_exact():
+    data = encode_video(frames(), FPS, np.stack([tone(N / FPS)] * 2), RATE, output_type="VP9 (.webm)", threads=1)
+    assert re.search(rb"Lav[fc]\d", data) is None  # no library version
+    assert data == encode_video(frames(), FPS, np.stack([tone(N / FPS)] * 2), RATE, output_type="VP9 (.webm)",
+                                threads=1)
+
+
+def x264_settings(data: bytes) -> str:
+    return re.search(rb"x264 - core .*?options: ([^\x00]*)", data).group(1).decode()
+
+
+@pytest.mark.parametrize("quality, crf", [("low", 28), ("medium", 23), ("high", 18), ("maximum", 12)])
+def test_x264_quality_is_its_crf(quality, crf):
+    settings = x264_settings(encode_video(frames(), FPS, quality=quality, threads=1))
+    assert f" crf={crf}.0 " in settings
+
+
+def test_videos_are_tagged_bt709_limited_range():
+    for output_type in ("X264 (.mp4)", "VP9 (.webm)", "PRORES4444 (.mov)"):
+        with av.open(io.BytesIO(encode_video(frames(), FPS, output_type=output_type, threads=1))) as container:
+            ctx = container.streams.video[0].codec_context
+            assert (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range) == (1, 1, 1, 1), output_type
+
+
+def test_frames_come_back_as_sent_in_every_format():
+    clip = np.zeros((N, H, W, 3), np.uint8)
+    clip[:, :, : W // 2] = (200, 40, 40)
+    clip[:, :, W // 2:] = (40, 40, 200)
+    for output_type in FORMATS:
+        info = probe_video(encode_video(clip, FPS, output_type=output_type, threads=1))
+        for frame in (info["video"]["first_frame"], info["video"]["last_frame"]):
+            assert np.abs(frame.astype(int) - clip[0].astype(int)).mean() < 6, output_type
+
+
+def test_prores_quality_is_its_fixed_quantiser():
+    sizes = [len(encode_video(frames(), FPS, output_type="PRORES4444 (.mov)", quality=q, threads=1))
+             for q in ("low", "maximum")]
+    assert sizes[0] < sizes[1]
+    with av.open(io.BytesIO(encode_video(frames(), FPS, output_type="PRORES4444 (.mov)", threads=1))) as container:
+        assert container.streams.video[0].codec_context.profile == "4444"
+        assert container.streams.video[0].codec_tag == "ap4h"
+
+
+@pytest.mark.parametrize("quality, colours", [("low", 32), ("maximum", 255)])
+def test_gif_palette_has_the_qualitys_colours_and_one_transparent_entry(quality, colours):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (3, H, W, 3), dtype=np.uint8)  # noise: every palette entry gets used
+    image = Image.open(io.BytesIO(encode_video(clip, 10, output_type="GIF (.gif)", quality=quality)))
+    assert image.mode == "P" and len(np.unique(np.asarray(image))) == colours
+
+
+@pytest.mark.parametrize("width, tiles", [(64, 0), (512, 1), (1024, 2), (2048, 3), (3840, 3)])
+def test_vp9_tile_columns_follow_the_width(width, tiles):
+    # log2 of the width in 256-pixel columns, floored: 512 -> 1, 1024 -> 2, 3840 (15 columns) -> 3.
+    with VideoEncoder(width, 64, FPS, output_type="VP9 (.webm)", threads=1) as encoder:
+        assert encoder._video.stream.options["tile-columns"] == str(tiles)
+        assert encoder._video.stream.options["crf"] == "31" and encoder._video.stream.options["b"] == "0"
+        assert (encoder._video.stream.options["deadline"], encoder._video.stream.options["cpu-used"]) == ("good", "5")
+
+
+def test_data_uri():
+    assert to_data_uri(b"\x00\x01video") == "data:video/mp4;base64,AAF2aWRlbw=="
+    assert to_data_uri(b"GIF", "image/gif") == "data:image/gif;base64,R0lG"
+
+
+def test_an_abandoned_encoder_removes_its_temporary_file():
+    encoder = VideoEncoder(W, H, FPS, threads=1)
+    encoder.write(frames(2))
+    directory = encoder._tmpdir
+    encoder.close()
+    import os
+
+    assert directory is not None and not os.path.exists(directory)
+    assert VideoEncoder(W, H, FPS, output_type="VP9 (.webm)")._tmpdir is None
