@@ -268,3 +268,32 @@ def test_an_abandoned_encoder_removes_its_temporary_file():
 
     assert directory is not None and not os.path.exists(directory)
     assert VideoEncoder(W, H, FPS, output_type="VP9 (.webm)")._tmpdir is None
+
+
+def test_the_quality_and_write_mode_tables_are_the_readmes():
+    # README, "Output formats": video_quality and video_write_mode per codec.
+    assert encode.QUALITY == {
+        "libx264": {"low": 28, "medium": 23, "high": 18, "maximum": 12},
+        "libvpx-vp9": {"low": 42, "medium": 36, "high": 31, "maximum": 20},
+        "prores_ks": {"low": 12, "medium": 6, "high": 3, "maximum": 1},
+        "gif": {"low": 32, "medium": 64, "high": 128, "maximum": 255},
+        "aac": {"low": 96_000, "medium": 128_000, "high": 192_000, "maximum": 256_000},
+        "libopus": {"low": 64_000, "medium": 96_000, "high": 128_000, "maximum": 192_000},
+    }
+    assert encode.WRITE_MODE == {
+        "libx264": {"fast": "superfast", "balanced": "veryfast", "small": "medium"},
+        "libvpx-vp9": {"fast": ("realtime", 8), "balanced": ("good", 5), "small": ("good", 2)},
+    }
+    from PIL import Image
+
+    # GIF: fast does not dither and takes its palette from every 8th frame at 1/4 size; balanced dithers
+    # (Floyd-Steinberg); small does not, both sampling every 4th frame at 1/2 size.
+    assert encode.GIF_MODES == {"fast": (Image.Dither.NONE, 8, 4), "balanced": (Image.Dither.FLOYDSTEINBERG, 4, 2),
+                                "small": (Image.Dither.NONE, 4, 2)}
+    assert encode.MAX_THREADS == 8
+
+
+def test_an_output_format_is_an_immutable_value():
+    with pytest.raises(AttributeError):
+        FORMATS["X264 (.mp4)"].faststart = False
+    assert hash(FORMATS["GIF (.gif)"]) == hash(output_format("GIF (.gif)"))
