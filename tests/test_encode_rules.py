@@ -55,8 +55,11 @@ def test_opus_takes_its_five_rates_and_everything_else_at_48k(rate, expected):
 
 @pytest.mark.parametrize("cpus, expected", [(1, 1), (3, 3), (8, 8), (9, 8), (64, 8), (0, 1)])
 def test_default_threads_are_the_usable_cpus_up_to_8(monkeypatch, cpus, expected):
-    monkeypatch.setattr(encode.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    asked = []
+    monkeypatch.setattr(encode.os, "sched_getaffinity", lambda pid: asked.append(pid) or set(range(cpus)),
+                        raising=False)
     assert encode.default_threads() == expected
+    assert asked == [0]  # this process's CPUs
 
 
 def test_default_threads_without_affinity_use_the_cpu_count(monkeypatch):
@@ -71,6 +74,11 @@ def test_default_threads_without_affinity_use_the_cpu_count(monkeypatch):
 def test_the_encoder_needs_positive_even_sizes(width, height):
     with pytest.raises(ValueError, match=f"video frames need even dimensions, got {width}x{height}"):
         VideoEncoder(width, height, FPS)
+
+
+def test_encoder_options_are_given_by_name():
+    with pytest.raises(TypeError):
+        VideoEncoder(W, H, FPS, "GIF (.gif)")  # a format passed by position is a mistake waiting to happen
 
 
 def test_write_checks_each_chunk_and_counts_frames():

@@ -149,6 +149,14 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
+    "encode": [
+        {"operator": "NumberReplacer", "line": "cpus = os.cpu_count() or 1", "mutant": "or 0",
+         "why": "max(1, ...) on the return line turns 0 CPUs into 1 anyway"},
+        {"operator": "NumberReplacer", "line": "width <= 0 or height <= 0", "mutant": "width <= 1",
+         "why": "a width of 1 is odd and refused by width % 2 first"},
+        {"operator": "NumberReplacer", "line": "width <= 0 or height <= 0", "mutant": "height <= 1",
+         "why": "a height of 1 is odd and refused by height % 2 first"},
+    ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
          "why": "every call of _respond passes close itself: the default is never used"},
