@@ -85,7 +85,11 @@ def test_write_checks_each_chunk_and_counts_frames():
     with VideoEncoder(W, H, FPS, output_type="VP9 (.webm)") as encoder:
         for bad, message in ((np.zeros((2, H, W, 3), np.float32), "must be uint8"),
                              (np.zeros((2, H, W, 4), np.uint8), "must be uint8"),
-                             (np.zeros((H, W), np.uint8), "must be uint8"),
+                             (np.zeros((H, W), np.uint8), f"must be uint8 (F, H, W, 3), got uint8 ({H}, {W})"),
+                             (np.zeros((H, 3), np.uint8), "must be uint8 (F, H, W, 3)"),
+                             (np.zeros((2, H, W, 1), np.uint8), "must be uint8"),
+                             (np.zeros((2, H, W, 3), np.int8), "must be uint8"),
+                             (np.zeros((2, H, W, 3), bool), "must be uint8"),
                              (np.zeros((1, 2, H, W, 3), np.uint8), "must be uint8"),
                              (np.zeros((2, H, W + 2, 3), np.uint8), f"frames are {W + 2}x{H}, the video is {W}x{H}"),
                              (np.zeros((2, H + 2, W, 3), np.uint8), f"frames are {W}x{H + 2}, the video is {W}x{H}")):
@@ -265,6 +269,28 @@ def test_vp9_tile_columns_follow_the_width(width, tiles):
 def test_data_uri():
     assert to_data_uri(b"\x00\x01video") == "data:video/mp4;base64,AAF2aWRlbw=="
     assert to_data_uri(b"GIF", "image/gif") == "data:image/gif;base64,R0lG"
+
+
+def test_a_closed_encoder_takes_nothing_more_and_its_thread_never_holds_the_process():
+    encoder = VideoEncoder(W, H, FPS, output_type="VP9 (.webm)", threads=1)
+    assert encoder._thread.daemon
+    encoder.close()
+    with pytest.raises(RuntimeError, match="finished"):
+        encoder.write(frames(1))
+    with pytest.raises(RuntimeError, match="finished"):
+        encoder.finish()
+
+
+def test_a_failed_start_leaves_no_temporary_directory(monkeypatch, tmp_path):
+    monkeypatch.setattr(encode.tempfile, "tempdir", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(encode.av, "open", refuse)
+    with pytest.raises(OSError):
+        VideoEncoder(W, H, FPS)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_abandoned_encoder_removes_its_temporary_file():
