@@ -92,6 +92,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "Slaney's mel scale is continuous at its break: at exactly 1000 Hz both branches give 15 mels"},
         {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "mel >= _MIN_LOG_MEL",
          "why": "continuous at the break: at exactly 15 mels both branches give 1000 Hz"},
+        {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "if wave.shape[1] <= cfg.n_fft // 2:",
+         "why": "n_fft is even: a sample count compares the same with 512.0 as with 512"},
         {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "freqs = np.arange(cfg.n_fft // 2 + 1)",
          "why": "n_fft is even, so np.arange(n_fft / 2 + 1) holds the same values (as floats, multiplied into floats)"},
     ],
