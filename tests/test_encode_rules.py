@@ -55,8 +55,11 @@ def test_opus_takes_its_five_rates_and_everything_else_at_48k(rate, expected):
 
 @pytest.mark.parametrize("cpus, expected", [(1, 1), (3, 3), (8, 8), (9, 8), (64, 8), (0, 1)])
 def test_default_threads_are_the_usable_cpus_up_to_8(monkeypatch, cpus, expected):
-    monkeypatch.setattr(encode.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    asked = []
+    monkeypatch.setattr(encode.os, "sched_getaffinity", lambda pid: asked.append(pid) or set(range(cpus)),
+                        raising=False)
     assert encode.default_threads() == expected
+    assert asked == [0]  # this process's CPUs
 
 
 def test_default_threads_without_affinity_use_the_cpu_count(monkeypatch):
@@ -73,11 +76,20 @@ def test_the_encoder_needs_positive_even_sizes(width, height):
         VideoEncoder(width, height, FPS)
 
 
+def test_encoder_options_are_given_by_name():
+    with pytest.raises(TypeError):
+        VideoEncoder(W, H, FPS, "GIF (.gif)")  # a format passed by position is a mistake waiting to happen
+
+
 def test_write_checks_each_chunk_and_counts_frames():
     with VideoEncoder(W, H, FPS, output_type="VP9 (.webm)") as encoder:
         for bad, message in ((np.zeros((2, H, W, 3), np.float32), "must be uint8"),
                              (np.zeros((2, H, W, 4), np.uint8), "must be uint8"),
-                             (np.zeros((H, W), np.uint8), "must be uint8"),
+                             (np.zeros((H, W), np.uint8), f"must be uint8 (F, H, W, 3), got uint8 ({H}, {W})"),
+                             (np.zeros((H, 3), np.uint8), "must be uint8 (F, H, W, 3)"),
+                             (np.zeros((2, H, W, 1), np.uint8), "must be uint8"),
+                             (np.zeros((2, H, W, 3), np.int8), "must be uint8"),
+                             (np.zeros((2, H, W, 3), bool), "must be uint8"),
                              (np.zeros((1, 2, H, W, 3), np.uint8), "must be uint8"),
                              (np.zeros((2, H, W + 2, 3), np.uint8), f"frames are {W + 2}x{H}, the video is {W}x{H}"),
                              (np.zeros((2, H + 2, W, 3), np.uint8), f"frames are {W}x{H + 2}, the video is {W}x{H}")):
@@ -259,6 +271,28 @@ def test_data_uri():
     assert to_data_uri(b"GIF", "image/gif") == "data:image/gif;base64,R0lG"
 
 
+def test_a_closed_encoder_takes_nothing_more_and_its_thread_never_holds_the_process():
+    encoder = VideoEncoder(W, H, FPS, output_type="VP9 (.webm)", threads=1)
+    assert encoder._thread.daemon
+    encoder.close()
+    with pytest.raises(RuntimeError, match="finished"):
+        encoder.write(frames(1))
+    with pytest.raises(RuntimeError, match="finished"):
+        encoder.finish()
+
+
+def test_a_failed_start_leaves_no_temporary_directory(monkeypatch, tmp_path):
+    monkeypatch.setattr(encode.tempfile, "tempdir", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(encode.av, "open", refuse)
+    with pytest.raises(OSError):
+        VideoEncoder(W, H, FPS)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_abandoned_encoder_removes_its_temporary_file():
     encoder = VideoEncoder(W, H, FPS, threads=1)
     encoder.write(frames(2))
@@ -268,3 +302,32 @@ def test_an_abandoned_encoder_removes_its_temporary_file():
 
     assert directory is not None and not os.path.exists(directory)
     assert VideoEncoder(W, H, FPS, output_type="VP9 (.webm)")._tmpdir is None
+
+
+def test_the_quality_and_write_mode_tables_are_the_readmes():
+    # README, "Output formats": video_quality and video_write_mode per codec.
+    assert encode.QUALITY == {
+        "libx264": {"low": 28, "medium": 23, "high": 18, "maximum": 12},
+        "libvpx-vp9": {"low": 42, "medium": 36, "high": 31, "maximum": 20},
+        "prores_ks": {"low": 12, "medium": 6, "high": 3, "maximum": 1},
+        "gif": {"low": 32, "medium": 64, "high": 128, "maximum": 255},
+        "aac": {"low": 96_000, "medium": 128_000, "high": 192_000, "maximum": 256_000},
+        "libopus": {"low": 64_000, "medium": 96_000, "high": 128_000, "maximum": 192_000},
+    }
+    assert encode.WRITE_MODE == {
+        "libx264": {"fast": "superfast", "balanced": "veryfast", "small": "medium"},
+        "libvpx-vp9": {"fast": ("realtime", 8), "balanced": ("good", 5), "small": ("good", 2)},
+    }
+    from PIL import Image
+
+    # GIF: fast does not dither and takes its palette from every 8th frame at 1/4 size; balanced dithers
+    # (Floyd-Steinberg); small does not, both sampling every 4th frame at 1/2 size.
+    assert encode.GIF_MODES == {"fast": (Image.Dither.NONE, 8, 4), "balanced": (Image.Dither.FLOYDSTEINBERG, 4, 2),
+                                "small": (Image.Dither.NONE, 4, 2)}
+    assert encode.MAX_THREADS == 8
+
+
+def test_an_output_format_is_an_immutable_value():
+    with pytest.raises(AttributeError):
+        FORMATS["X264 (.mp4)"].faststart = False
+    assert hash(FORMATS["GIF (.gif)"]) == hash(output_format("GIF (.gif)"))

@@ -92,6 +92,8 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "Slaney's mel scale is continuous at its break: at exactly 1000 Hz both branches give 15 mels"},
         {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "mel >= _MIN_LOG_MEL",
          "why": "continuous at the break: at exactly 15 mels both branches give 1000 Hz"},
+        {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "if wave.shape[1] <= cfg.n_fft // 2:",
+         "why": "n_fft is even: a sample count compares the same with 512.0 as with 512"},
         {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "freqs = np.arange(cfg.n_fft // 2 + 1)",
          "why": "n_fft is even, so np.arange(n_fft / 2 + 1) holds the same values (as floats, multiplied into floats)"},
     ],
@@ -148,6 +150,14 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceBinaryOperator_Add_Sub", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
+    ],
+    "encode": [
+        {"operator": "NumberReplacer", "line": "cpus = os.cpu_count() or 1", "mutant": "or 0",
+         "why": "max(1, ...) on the return line turns 0 CPUs into 1 anyway"},
+        {"operator": "NumberReplacer", "line": "width <= 0 or height <= 0", "mutant": "width <= 1",
+         "why": "a width of 1 is odd and refused by width % 2 first"},
+        {"operator": "NumberReplacer", "line": "width <= 0 or height <= 0", "mutant": "height <= 1",
+         "why": "a height of 1 is odd and refused by height % 2 first"},
     ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
