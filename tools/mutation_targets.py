@@ -48,7 +48,7 @@ TARGETS: dict[str, dict] = {
     },
     "security": {
         "module": "ltx2/serving/security.py",
-        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py"]],
+        "stages": [["tests/test_security_rules.py"], ["tests/test_security.py", "tests/test_auth_routes.py"]],
     },
     "fetch": {
         "module": "ltx2/media/fetch.py",
