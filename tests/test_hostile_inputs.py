@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import wave
 import zlib
 
 import pytest
+from hostile import wav
 from PIL import Image
 
 from ltx2.serving.worker import make_handler
@@ -40,16 +40,6 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def wav(seconds: float, rate: int = 16_000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as fh:
-        fh.setnchannels(1)
-        fh.setsampwidth(2)
-        fh.setframerate(rate)
-        fh.writeframes(b"\x10\x00" * int(seconds * rate))
-    return buf.getvalue()
 
 
 CASES = [
