@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,11 @@ def handler_and_updates(model):
 def test_good_input(handler_and_updates):
     handler, updates = handler_and_updates
     updates.clear()
+    start = time.perf_counter()
     out = handler({"id": "job-1", "input": {"prompt": "a cat", "num_frames": 9, "seed": 4}})
+    took = time.perf_counter() - start
     assert "error" not in out
+    assert 0 < out["generation_time_seconds"] <= took + 0.01  # the generation's own time, within the call's
     assert out["video"].startswith("data:video/mp4;base64,")
     assert out["seed"] == 4 and out["resolution"] == "288x512" and out["has_audio"] is True
     # Two-stage (the tiny preset's default): the 8 distilled steps, then stage 2's 3.

@@ -81,10 +81,10 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
                       quality=request.video_quality, write_mode=request.video_write_mode,
                       audio_rate=result.sample_rate if result.waveform is not None else None,
                       threads=encode_threads or None) as encoder:
-        for start in range(0, len(result.frames), ENCODE_CHUNK):
+        for first in range(0, len(result.frames), ENCODE_CHUNK):
             if check is not None:
                 check()
-            encoder.write(result.frames[start:start + ENCODE_CHUNK])
+            encoder.write(result.frames[first:first + ENCODE_CHUNK])
         data = encoder.finish(result.waveform, result.sample_rate)
     timings["mux"] = time.perf_counter() - t
     timings.update(transformer_passes=result.transformer_passes, host_device_bytes=result.host_device_bytes,
