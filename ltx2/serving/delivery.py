@@ -23,13 +23,14 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..media.encode import FORMATS
 from .jobs import Job
 
 VIDEO = "\x00ltx2-video\x00"  # stands for the job's video (as a data URI) in a view until it is streamed
 # Stands for the seconds spent encoding that video, known only once it is streamed (after it in the JSON).
 ENCODE_SECONDS = "\x00ltx2-encode-seconds\x00"
 CHUNK = 3 * 16 * 1024  # a multiple of 3: each chunk's base64 stands alone; small, so a client holds little
-MIMES = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime", ".gif": "image/gif"}
+MIMES = {f.extension: f.mime for f in FORMATS.values()}  # a stored video's type, from its file name
 
 
 def video_mime(path: str) -> str:
