@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from ltx2.models.fp8 import (
     FP8_DTYPE,
     FP8Linear,
     fp8_weight_bytes,
+    quantize_linears,
     quantize_per_tensor,
     resolve_compute,
     scaled_mm_supported,
@@ -511,6 +513,7 @@ def test_tiny_transformer_to_bf16_keeps_fp8(tiny_transformer):
     ((8, 9), None, True),  # Ada
     ((9, 0), None, True),  # Hopper
     ((10, 0), None, True),  # Blackwell
+    ((8, 8), None, False),  # the rule's edge: 8.9 is the first with FP8 tensor cores
     ((8, 6), None, False),  # Ampere: no FP8 tensor cores
     ((7, 5), None, False),
     ((9, 4), "6.2", False),  # ROCm wants e4m3fnuz, not the checkpoint's e4m3fn
@@ -522,6 +525,9 @@ def test_scaled_mm_support_follows_compute_capability(monkeypatch, capability, h
     assert scaled_mm_supported("cuda") is expected
     assert scaled_mm_supported(torch.device("cuda", 1)) is expected
     assert scaled_mm_supported("cpu") is False and scaled_mm_supported(None) is False
+    # Only CUDA devices ask for the capability: other types sort both before and after "cuda".
+    for other in ("meta", "mps", "xpu", "cpu"):
+        assert scaled_mm_supported(torch.device(other)) is False
     assert resolve_compute("auto", "cuda") == ("scaled-mm" if expected else "upcast")
     assert resolve_compute("upcast", "cuda") == "upcast"
     if expected:
@@ -529,6 +535,20 @@ def test_scaled_mm_support_follows_compute_capability(monkeypatch, capability, h
     else:
         with pytest.raises(ValueError, match="needs FP8 matmul support"):
             resolve_compute("scaled-mm", "cuda")
+
+
+def _fresh(text: str) -> str:
+    """The same text as a new string object, as a setting read from the environment or argv is."""
+    return "".join(list(text))
+
+
+def test_settings_are_compared_by_value_not_identity():
+    # LTX2_FP8_COMPUTE arrives as a string object of its own; the literal's identity must not matter.
+    assert _fresh("upcast") is not "upcast"  # noqa: F632 - the point of the helper
+    assert resolve_compute(_fresh("upcast"), "cpu") == "upcast"
+    assert resolve_compute(_fresh("auto"), "cpu") == "upcast"
+    with pytest.raises(ValueError, match="needs FP8 matmul support"):
+        resolve_compute(_fresh("scaled-mm"), "cpu")
 
 
 def test_no_cuda_means_no_scaled_mm(monkeypatch):
@@ -551,3 +571,110 @@ def test_swap_refuses_the_model_itself_and_keeps_the_bias_dtype():
         swap_in_fp8_linears(model, [""], "upcast", set())
     swap_in_fp8_linears(model, ["0.to_q"], "upcast", set())
     assert model[0].to_q.bias.dtype == torch.float16
+
+
+# --- Gemma's FP8: quantizing layers that hold real weights ----------------------------------------
+
+
+def test_quantize_linears_replaces_each_named_layer_by_its_own_fp8_copy():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16, bias=False))
+    model[0].bias.data = model[0].bias.data.to(torch.bfloat16)
+    originals = {name: model.get_submodule(name).weight.detach().clone() for name in ("0", "2")}
+    bias = model[0].bias.detach().clone()
+    assert quantize_linears(model, ["0", "2", "0"], "upcast") == ["0", "2"]
+    for name, weight in originals.items():
+        layer = model.get_submodule(name)
+        assert isinstance(layer, FP8Linear) and layer.weight.dtype == FP8_DTYPE
+        # One float32 scale per tensor: the largest magnitude lands on e4m3's top, 448 (numpy, not ours).
+        w = weight.numpy().astype(np.float64)
+        assert layer.weight_scale.dtype == torch.float32
+        assert layer.weight_scale.item() == pytest.approx(np.abs(w).max() / 448.0, rel=1e-6)
+        deq = layer.weight.float().numpy() * layer.weight_scale.item()
+        assert np.abs(deq - w).max() <= np.abs(w).max() * 2.0**-4
+        # No calibration data: no input scale, so scaled-mm takes one per batch.
+        assert layer.input_scale is None
+        # Frozen like every FP8 layer: nothing here is trained.
+        assert not any(p.requires_grad for p in layer.parameters())
+    assert torch.equal(model[0].bias, bias) and model[0].bias.dtype == torch.bfloat16
+    assert model[2].bias is None
+
+
+def test_quantize_linears_works_on_the_work_device_and_leaves_the_result_home(monkeypatch):
+    from ltx2.models import fp8 as fp8_module
+
+    seen = []
+    real = fp8_module.quantize_per_tensor
+
+    def spy(weight):
+        seen.append(weight.device.type)
+        return real(torch.ones(weight.shape))  # meta tensors hold no values: quantize stand-in ones
+
+    monkeypatch.setattr(fp8_module, "quantize_per_tensor", spy)
+    model = nn.Sequential(nn.Linear(16, 16))
+    quantize_linears(model, ["0"], "upcast", work_device="meta")
+    assert seen == ["meta"] and model[0].weight.device.type == "cpu"
+    quantize_linears(nn.Sequential(nn.Linear(16, 16)), ["0"], "upcast")  # no work device: where it lives
+    assert seen == ["meta", "cpu"]
+
+
+# --- scaled-mm on the settings production resolves ------------------------------------------------
+
+
+def test_layers_made_from_a_resolved_setting_still_upcast_odd_shapes(monkeypatch):
+    # resolve_compute hands back its own "scaled-mm" string; the shape rule must hold for it too.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.version, "hip", None)
+    mode = resolve_compute("auto", "cuda")
+    assert mode == "scaled-mm"
+    assert FP8Linear(40, 16, compute=mode, device="meta").compute == "upcast"
+    assert FP8Linear(32, 16, compute=mode, device="meta").compute == "scaled-mm"
+
+
+def _emulated_scaled_mm(x: torch.Tensor, fp8: FP8Linear, scale: float) -> torch.Tensor:
+    """What the FP8 matmul computes, from its definition: x cast to e4m3 at `scale`, times the
+    dequantized weight, in float64."""
+    qx = (x.double() / scale).clamp(-448, 448).float().to(FP8_DTYPE).double() * scale
+    return qx @ (fp8.weight.double() * fp8.weight_scale.double()).t() + fp8.bias.double()
+
+
+@needs_scaled_mm
+@pytest.mark.parametrize("magnitude", [1e-3, 0.5, 3.0, 200.0])
+def test_dynamic_input_scale_is_the_batchs_absmax_over_448(linear, magnitude):
+    # Small activations (below 1) show whether the scale is really amax / 448: at scale 1 they would
+    # fall into e4m3's subnormals and lose most of their bits.
+    torch.manual_seed(5)
+    x = torch.randn(6, 256)
+    x = x / x.abs().max() * magnitude
+    fp8 = make_fp8(linear, compute="scaled-mm", input_scale=None)
+    with torch.no_grad():
+        out = fp8(x).double()
+    expected = _emulated_scaled_mm(x, fp8, x.abs().max().item() / 448.0)
+    assert rel_err(out, expected) < 1e-5
+
+
+@needs_scaled_mm
+def test_dynamic_scale_of_an_all_zero_batch_gives_the_bias(linear):
+    fp8 = make_fp8(linear, compute="scaled-mm", input_scale=None)
+    with torch.no_grad():
+        out = fp8(torch.zeros(3, 256))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, linear.bias.detach().expand(3, -1))
+
+
+@needs_scaled_mm
+def test_scaled_mm_asks_for_fast_accumulation(linear, monkeypatch):
+    # cuBLASLt's fast FP8 accumulation is the speed setting on the GPU (CPU _scaled_mm ignores it, so
+    # the call itself is what can be checked here).
+    calls = []
+    real = torch._scaled_mm
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("use_fast_accum"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    with torch.no_grad():
+        make_fp8(linear, compute="scaled-mm", input_scale=5.0 / 448)(torch.randn(2, 256))
+    assert calls == [True]
