@@ -6,8 +6,12 @@ refuses. Expected values come from the README's format tables and from the input
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import threading
+import time
 
 import av
 import numpy as np
@@ -257,9 +261,11 @@ def test_gif_palette_has_the_qualitys_colours_and_one_transparent_entry(quality,
     assert image.mode == "P" and len(np.unique(np.asarray(image))) == colours
 
 
-@pytest.mark.parametrize("width, tiles", [(64, 0), (512, 1), (1024, 2), (2048, 3), (3840, 3)])
+@pytest.mark.parametrize("width, tiles", [(64, 0), (510, 0), (512, 1), (1024, 2), (2048, 3), (3840, 3),
+                                          (16384, 6), (32768, 6)])
 def test_vp9_tile_columns_follow_the_width(width, tiles):
-    # log2 of the width in 256-pixel columns, floored: 512 -> 1, 1024 -> 2, 3840 (15 columns) -> 3.
+    # log2 of the width in whole 256-pixel columns, floored: 510 (one column) -> 0, 512 -> 1, 1024 -> 2,
+    # 3840 (15 columns) -> 3; libvpx takes at most 6 (64 columns), reached at 16384.
     with VideoEncoder(width, 64, FPS, output_type="VP9 (.webm)", threads=1) as encoder:
         assert encoder._video.stream.options["tile-columns"] == str(tiles)
         assert encoder._video.stream.options["crf"] == "31" and encoder._video.stream.options["b"] == "0"
@@ -331,3 +337,175 @@ def test_an_output_format_is_an_immutable_value():
     with pytest.raises(AttributeError):
         FORMATS["X264 (.mp4)"].faststart = False
     assert hash(FORMATS["GIF (.gif)"]) == hash(output_format("GIF (.gif)"))
+
+
+# --- the encoding thread: its bound, and failures reaching the caller -------------------------------
+
+
+def _in_thread(target, *args) -> tuple[threading.Thread, dict]:
+    """Run target(*args) on a daemon thread (a hung encoder must not hold the test process); the
+    result or the exception lands in the dict."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = target(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _hold_first_chunk(encoder: VideoEncoder, then) -> tuple[threading.Event, threading.Event]:
+    """Make the encoding thread stop inside its first chunk until released, then call `then(chunk)`."""
+    busy, release = threading.Event(), threading.Event()
+    real = encoder._video.encode
+
+    def held(chunk):
+        if not busy.is_set():
+            busy.set()
+            release.wait(20)
+            return then(chunk)
+        return real(chunk)
+
+    encoder._video.encode = held
+    return busy, release
+
+
+def test_at_most_two_chunks_wait_for_the_encoder():
+    encoder = VideoEncoder(W, H, FPS, output_type="VP9 (.webm)", threads=1)
+    busy, release = _hold_first_chunk(encoder, encoder._video.encode)
+    written = []
+
+    def writer():
+        for _ in range(5):
+            encoder.write(frames(1))
+            written.append(1)
+
+    thread, outcome = _in_thread(writer)
+    try:
+        assert busy.wait(10)
+        deadline = time.monotonic() + 10
+        while len(written) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # room for a fourth write to get through, if it could
+        # One chunk in the encoder's hands and two waiting: the fourth write waits for room.
+        assert len(written) == 3 and thread.is_alive()
+    finally:
+        release.set()
+    thread.join(20)
+    assert not thread.is_alive() and "error" not in outcome and len(written) == 5
+    assert probe_video(encoder.finish())["video"]["frames"] == 5
+
+
+def test_a_failed_chunk_fails_the_encode_even_with_writers_waiting_behind_it():
+    encoder = VideoEncoder(W, H, FPS, output_type="VP9 (.webm)", threads=1)
+
+    def broken(chunk):
+        raise RuntimeError("the codec broke")
+
+    busy, release = _hold_first_chunk(encoder, broken)
+    encoder.write(frames(1))
+    assert busy.wait(10)
+    encoder.write(frames(1))
+    encoder.write(frames(1))  # the queue is full now
+    blocked, blocked_outcome = _in_thread(encoder.write, frames(1))
+    time.sleep(0.2)
+    release.set()
+    blocked.join(10)
+    assert not blocked.is_alive(), "a writer waiting for room was left waiting after the encoder failed"
+    finishing, outcome = _in_thread(encoder.finish)
+    finishing.join(10)
+    assert not finishing.is_alive(), "finish() hung after a failed chunk"
+    assert isinstance(outcome.get("error"), RuntimeError) and "the codec broke" in str(outcome["error"])
+    with pytest.raises(RuntimeError, match="finished"):
+        encoder.write(frames(1))
+
+
+def test_a_failed_flush_fails_finish_instead_of_returning_a_short_file():
+    encoder = VideoEncoder(W, H, FPS, threads=1)
+
+    def broken_flush():
+        raise RuntimeError("flush failed")
+
+    encoder._video.flush = broken_flush
+    encoder.write(frames(3))
+    finishing, outcome = _in_thread(encoder.finish)
+    finishing.join(20)
+    assert not finishing.is_alive()
+    assert isinstance(outcome.get("error"), RuntimeError) and "flush failed" in str(outcome["error"])
+    assert "value" not in outcome
+
+
+def _open_paths() -> list[str]:
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_an_abandoned_encoder_closes_its_file():
+    encoder = VideoEncoder(W, H, FPS, threads=1)  # MP4: written to a temporary file, then read back
+    directory = encoder._tmpdir
+    deadline = time.monotonic() + 20
+    while not any(path.startswith(directory) for path in _open_paths()):  # opened at the first packet
+        assert time.monotonic() < deadline, "the encoder never opened its file"
+        encoder.write(frames(8))
+        time.sleep(0.05)
+    encoder.close()
+    assert not any(directory in path for path in _open_paths())
+
+
+class _CloseFails:
+    """A container whose close fails, as on a disk that filled up while the index was written."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def close(self):
+        self._inner.close()
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failing_close_still_removes_the_temporary_file(monkeypatch):
+    real_open = encode.av.open
+    monkeypatch.setattr(encode.av, "open", lambda *args, **kwargs: _CloseFails(real_open(*args, **kwargs)))
+    finished = VideoEncoder(W, H, FPS, threads=1)
+    finished.write(frames(2))
+    with pytest.raises(OSError, match="No space left"):
+        finished.finish()
+    assert not os.path.exists(finished._tmpdir)
+    abandoned = VideoEncoder(W, H, FPS, threads=1)
+    abandoned.write(frames(2))
+    abandoned.close()  # abandoning is best effort: it never raises
+    assert not os.path.exists(abandoned._tmpdir)
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "VP9 (.webm)", "PRORES4444 (.mov)", "GIF (.gif)"])
+def test_the_first_frame_is_shown_at_time_zero(output_type):
+    # A video that starts a frame late plays a frame behind its soundtrack.
+    with av.open(io.BytesIO(encode_video(frames(), FPS, output_type=output_type, threads=1))) as container:
+        times = [frame.time for frame in container.decode(container.streams.video[0])]
+    assert times[0] == 0.0
+    assert times == pytest.approx([i / FPS for i in range(N)])
+
+
+def test_gif_colours_are_the_centres_of_their_5_bit_buckets():
+    # The palette is chosen at 5 bits a channel, each value standing for the middle of its bucket of
+    # 8: a flat colour comes back as (c // 8) * 8 + 4 in each channel.
+    colours = np.array([(37, 200, 90), (3, 130, 250), (77, 11, 164)], np.uint8)
+    clip = np.empty((N, H, W, 3), np.uint8)
+    for i, colour in enumerate(colours):
+        clip[:, :, i * W // 3:(i + 1) * W // 3] = colour
+    clip[:, :, 3 * (W // 3):] = colours[-1]
+    info = probe_video(encode_video(clip, 10, output_type="GIF (.gif)", write_mode="small"))
+    expected = (clip[0].astype(int) // 8) * 8 + 4
+    for frame in (info["video"]["first_frame"], info["video"]["last_frame"]):
+        assert np.array_equal(frame.astype(int), expected)

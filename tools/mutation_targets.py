@@ -86,6 +86,9 @@ ONLY_EVEN = "the request model's only multipleOf is 2 (width, height): the other
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
 
+SAME_MODULE_CONSTANT = ("the codec name is FORMATS' own constant from this module, and CPython compiles equal string "
+                        "constants of one module to one object: `is` and `==` agree")
+
 EQUIVALENT: dict[str, list[dict]] = {
     "audio_features": [
         {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "hz >= _MIN_LOG_HZ",
@@ -189,6 +192,24 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "a width of 1 is odd and refused by width % 2 first"},
         {"operator": "NumberReplacer", "line": "width <= 0 or height <= 0", "mutant": "height <= 1",
          "why": "a height of 1 is odd and refused by height % 2 first"},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'if codec == "gif":', "why": SAME_MODULE_CONSTANT},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'if codec == "libx264":', "why": SAME_MODULE_CONSTANT},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'elif codec == "libvpx-vp9":', "why": SAME_MODULE_CONSTANT},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if codec == "gif":',
+         "why": 'the video codecs are gif, libvpx-vp9, libx264 and prores_ks: only "gif" sorts at or before "gif"'},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'elif codec == "libvpx-vp9":',
+         "why": 'gif and libx264 took the branches before, and "prores_ks" sorts after "libvpx-vp9"'},
+        {"operator": "NumberReplacer", "line": "tiles = max(0, min(int(np.log2(", "mutant": "max( -1,",
+         "why": "the log2 of a number of at least 1 is never negative: the floor of 0 or -1 is never reached"},
+        {"operator": "ReplaceBinaryOperator_FloorDiv_Div", "line": "tiles = max(0, min(int(np.log2(",
+         "why": "for x >= 1, floor(log2(x)) == floor(log2(floor(x))) (the powers of two are whole numbers), and "
+                "both forms are raised to 1 below one column"},
+        {"operator": "NumberReplacer", "line": "self.time_base = Fraction(1, encoder.fps)", "mutant": "Fraction( 0,",
+         "why": "PyAV takes a frame's zero time base as unset and uses the stream's, which is 1/fps as well "
+                "(checked: the same timestamps in all four formats)"},
+        {"operator": "NumberReplacer", "line": "sample = np.concatenate(", "mutant": "axis= 1",
+         "why": "median cut depends only on how often each colour occurs, not on where: side by side or stacked, "
+                "the sample holds the same pixels"},
     ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
