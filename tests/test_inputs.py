@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 
 from ltx2.media import inputs
+from ltx2.media.conditioning_image import cover_bilinear
 from ltx2.media.inputs import (
     InputLimits,
     auto_size,
     decode_base64_field,
-    fit_image,
     load_audio,
     load_image,
 )
@@ -193,8 +193,8 @@ def test_each_format_decodes_and_cover_crop_keeps_red_left(fmt, mime, kw):
     img = load_image(raw, "image_start", declared, LIMITS)
     assert img.mode == "RGB" and img.size == (200, 100)
     # Cover a square: scale to 128 tall (256 wide), crop the middle 128 -> left half red, right half blue.
-    out = fit_image(img, 128, 128)
-    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    out = cover(img, 128, 128)
+    assert out.shape == (128, 128, 3)
     assert np.abs(out[:, :56].astype(int) - (255, 0, 0)).max() < 40
     assert np.abs(out[:, -56:].astype(int) - (0, 0, 255)).max() < 40
 
@@ -256,24 +256,29 @@ def test_exif_orientation_is_applied():
     assert bottom[2] > 200 and bottom[0] < 60
 
 
-def test_fit_image_never_stretches():
-    # A circle-free check: a 300x100 image with a 100x100 white square in the middle, covered into
-    # 64x64, fills it exactly -- any stretch would pull in the black sides.
+def cover(img: Image.Image, width: int, height: int) -> np.ndarray:
+    """The resize conditioning images get (ltx-core's bilinear cover and centre crop), as (H, W, 3)."""
+    return cover_bilinear(np.array(img), width, height).permute(1, 2, 0).numpy()
+
+
+def test_the_cover_resize_never_stretches():
+    # A 300x100 image with a 100x100 white square in the middle, covered into 64x64, fills it
+    # exactly: any stretch would pull in the black sides.
     arr = np.zeros((100, 300, 3), np.uint8)
     arr[:, 100:200] = 255
-    out = fit_image(Image.fromarray(arr), 64, 64)
+    out = cover(Image.fromarray(arr), 64, 64)
     assert out.shape == (64, 64, 3) and out[:, 2:-2].min() > 240
     # Portrait target from a landscape image: height matches, sides cropped.
-    out = fit_image(red_left_blue_right(200, 100), 32, 96)
+    out = cover(red_left_blue_right(200, 100), 32, 96)
     assert out.shape == (96, 32, 3)
-    assert np.abs(out[:, :12].astype(int) - (255, 0, 0)).max() < 40  # middle 1/6 of the width, left of centre
-    assert np.abs(out[:, -12:].astype(int) - (0, 0, 255)).max() < 40
-    # A large downscale (Pillow reduces in integer steps first) stays centred and sharp-edged.
-    out = fit_image(red_left_blue_right(3000, 1500), 64, 64)
-    assert np.abs(out[:, :30].astype(int) - (255, 0, 0)).max() < 40
-    assert np.abs(out[:, -30:].astype(int) - (0, 0, 255)).max() < 40
+    assert np.abs(out[:, :12] - (255, 0, 0)).max() < 40  # middle 1/6 of the width, left of centre
+    assert np.abs(out[:, -12:] - (0, 0, 255)).max() < 40
+    # A large downscale stays centred.
+    out = cover(red_left_blue_right(3000, 1500), 64, 64)
+    assert np.abs(out[:, :30] - (255, 0, 0)).max() < 40
+    assert np.abs(out[:, -30:] - (0, 0, 255)).max() < 40
     # Upscaling a tiny image works too.
-    assert fit_image(Image.new("RGB", (3, 2), (9, 9, 9)), 96, 64).shape == (64, 96, 3)
+    assert cover(Image.new("RGB", (3, 2), (9, 9, 9)), 96, 64).shape == (64, 96, 3)
 
 
 def test_auto_size():

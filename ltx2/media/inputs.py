@@ -276,21 +276,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, RGBA-over-white...
 
 
-def fit_image(img: Image.Image, width: int, height: int) -> np.ndarray:
-    """Scale to cover width x height (aspect kept, never stretched), centre-crop; uint8 (height, width, 3)."""
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    src_w, src_h = img.size
-    scale = max(width / src_w, height / src_h)
-    # The centred source region that maps exactly onto the target; resizing just that box avoids a
-    # second rounding step and a resize of pixels that would be cropped away.
-    box_w, box_h = width / scale, height / scale
-    left, top = (src_w - box_w) / 2, (src_h - box_h) / 2
-    out = img.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h),
-                     reducing_gap=3.0)  # shrink in integer steps first: fast on huge images, still sharp
-    return np.asarray(out, dtype=np.uint8)
-
-
 def auto_size(img_w: int, img_h: int, target_pixels: int, multiple: int = 32,
               min_size: int = SIZE_MIN, max_size: int = SIZE_MAX) -> tuple[int, int]:
     """A (width, height) in multiples of `multiple`, about `target_pixels`, with the image's aspect ratio."""
@@ -427,7 +412,6 @@ __all__ = [
     "InputLimits",
     "auto_size",
     "decode_base64_field",
-    "fit_image",
     "load_audio",
     "load_image",
 ]
