@@ -509,3 +509,25 @@ def test_gif_colours_are_the_centres_of_their_5_bit_buckets():
     expected = (clip[0].astype(int) // 8) * 8 + 4
     for frame in (info["video"]["first_frame"], info["video"]["last_frame"]):
         assert np.array_equal(frame.astype(int), expected)
+
+
+@pytest.fixture
+def fresh_x264_flags():
+    encode._x264_cpu_flags.cache_clear()
+    yield
+    encode._x264_cpu_flags.cache_clear()  # the next encode detects again, on the real machine
+
+
+def test_x264_chooses_its_own_routines_when_its_library_cannot_be_asked(monkeypatch, fresh_x264_flags):
+    import ctypes.util
+
+    monkeypatch.setattr(encode.platform, "machine", lambda: "x86_64")
+    # Not loadable; loadable but without x264_cpu_detect; not found at all: no flags, no error.
+    for found in ("/nonexistent/libx264.so.164", ctypes.util.find_library("c"), None):
+        monkeypatch.setattr(encode, "_find_libx264", lambda found=found: found)
+        encode._x264_cpu_flags.cache_clear()
+        assert encode._x264_cpu_flags() is None, found
+    monkeypatch.setattr(encode.platform, "machine", lambda: "aarch64")  # x264's AVX-512 is x86 only
+    monkeypatch.setattr(encode, "_find_libx264", lambda: pytest.fail("looked for x264 on ARM"))
+    encode._x264_cpu_flags.cache_clear()
+    assert encode._x264_cpu_flags() is None

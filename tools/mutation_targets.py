@@ -210,6 +210,33 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "NumberReplacer", "line": "sample = np.concatenate(", "mutant": "axis= 1",
          "why": "median cut depends only on how often each colour occurs, not on where: side by side or stacked, "
                 "the sample holds the same pixels"},
+        {"operator": "NumberReplacer", "line": "rgb = np.asarray(palette.getpalette()[: 3 * 256]",
+         "why": "the palette holds at most 255 colours (the 256th index is the transparent one): any cut from 255 "
+                "entries up keeps them all, and numpy infers a negative reshape size whatever its value"},
+        {"operator": "NumberReplacer", "line": "argb[: len(rgb), 0], argb[: len(rgb), 1:] = 255, rgb",
+         "why": "FFmpeg's GIF encoder takes the entry with the smallest alpha below 128 as the transparent one; "
+                "an alpha of 254 or 255 is opaque either way"},
+        {"operator": "NumberReplacer", "line": "argb[self.colours:] = 0",
+         "why": "alpha 1 is still the smallest and below 128, so the same entry is the transparent one; the "
+                "entries past it are never used by a pixel"},
+        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if codec == "libopus" and rate not in',
+         "why": 'the audio codecs are aac and libopus, and "aac" sorts before "libopus"'},
+        {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'if codec == "libopus" and rate not in',
+         "why": SAME_MODULE_CONSTANT},
+        {"operator": "NumberReplacer", "line": 'if codec == "libopus" and rate not in', "mutant": "47999)",
+         "why": "48 kHz taken out of the list is sent to 48 kHz: itself"},
+        {"operator": "NumberReplacer", "line": 'if codec == "libopus" and rate not in', "mutant": "48001)",
+         "why": "48 kHz taken out of the list is sent to 48 kHz: itself"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if wave.ndim == 1:",
+         "why": "a 0-d waveform fails either way (no channels to index, or no samples to encode)"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if wave.shape[0] == 1:",
+         "why": "a waveform of 0 channels repeated is still 0 channels: it fails the stereo frame either way"},
+        {"operator": "NumberReplacer", "line": "wave = np.repeat(wave, 2, axis=0)",
+         "why": "only the first two channels are kept on the next line: three copies of mono keep the same two"},
+        {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
+         "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
+        {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",
+         "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
     ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",

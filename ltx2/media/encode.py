@@ -340,29 +340,13 @@ def _encode_audio(container, stream, waveform: np.ndarray, sample_rate: int) -> 
     if wave.shape[0] == 1:
         wave = np.repeat(wave, 2, axis=0)
     wave = np.ascontiguousarray(np.clip(wave[:2], -1.0, 1.0))
-    planar = stream.codec_context.codec.audio_formats[0].is_planar
-    resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=stream.rate) \
-        if sample_rate != stream.rate else None
-    # Frames of the encoder's frame size (1024 for AAC, 20 ms for Opus); the last may be short.
-    chunk = stream.codec_context.frame_size or 1024
-    if resampler is not None:
-        chunk = 1024
-    for start in range(0, wave.shape[1], chunk):
-        piece = wave[:, start : start + chunk]
-        if planar:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout="stereo")
-        else:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece.T).reshape(1, -1), format="flt",
-                                               layout="stereo")
-        frame.sample_rate, frame.pts = sample_rate, start
-        for out in resampler.resample(frame) if resampler else [frame]:
-            for packet in stream.encode(out):
-                container.mux(packet)
-    if resampler is not None:
-        for out in resampler.resample(None):
-            for packet in stream.encode(out):
-                container.mux(packet)
-    for packet in stream.encode():
+    # One frame for the whole soundtrack: PyAV's encoder converts it to the codec's sample format and
+    # rate and cuts it into the codec's frame size (1024 samples for AAC, 20 ms for Opus) itself.
+    frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
+    frame.sample_rate, frame.pts = sample_rate, 0
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():  # flushes the conversion, then the codec
         container.mux(packet)
 
 
