@@ -85,13 +85,13 @@ def test_what_missing_transformer_keys_mean():
 def test_transformer_values_follow_the_file():
     config = copy.deepcopy(REAL)
     config["transformer"].update(in_channels=64, out_channels=32, audio_in_channels=16, audio_out_channels=8,
-                                 positional_embedding_max_pos=[7, 300, 500], audio_positional_embedding_max_pos=[9],
+                                 positional_embedding_max_pos=[7, 300, 500], audio_positional_embedding_max_pos=[9, 999],
                                  positional_embedding_theta=500.0, frequencies_precision="float32",
                                  causal_temporal_positioning=False, timestep_scale_multiplier=10,
                                  av_ca_timestep_scale_multiplier=3, norm_eps=1e-5, connector_num_layers=5,
                                  connector_num_attention_heads=3, connector_attention_head_dim=7,
                                  connector_num_learnable_registers=16, audio_connector_num_layers=4,
-                                 connector_positional_embedding_max_pos=[77])
+                                 connector_positional_embedding_max_pos=[77, 999])
     config["audio_vae"]["model"]["params"]["ddconfig"]["ch_mult"] = [1, 2, 2, 4]
     config["audio_vae"]["model"]["params"]["sampling_rate"] = 22050
     out = translate(config)
@@ -109,7 +109,7 @@ def test_transformer_values_follow_the_file():
     assert c["connector_rope_base_seq_len"] == 77 and c["text_proj_in_factor"] == 49
 
 
-@pytest.mark.parametrize("shape", [None, (3840,), (3840, 3840 * 49 + 1), (3840, 100, 3)])
+@pytest.mark.parametrize("shape", [None, (3840,), (3840, 3840 * 49 + 1), (3840, 100, 3), (3840, 3840 * 49, 1)])
 def test_projection_shape_must_be_caption_times_layers(shape):
     with pytest.raises(CheckpointError, match=r"text_embedding_projection\.aggregate_embed\.weight has shape"):
         configs.connectors_config(REAL, shape)
@@ -178,6 +178,8 @@ def test_vae_defaults_of_ltx_core():
     ([["res_x", 1], ["res_x", 1], ["res_x", 1]], "['res_x']"),
     ([["compress_all_res", {}], ["compress_all_res", {}], ["res_x", 1]], "['compress_all_res']"),
     ([["res_x", 1], ["compress_all", {}], ["res_x", 1]], "['compress_all']"),  # a decoder block in the encoder
+    ([["res_x", 1], ["compress_all_res", {}], ["res_x_y", 1]], "['res_x_y']"),  # LTX-Video's other res block
+    ([["res_x", 1], ["compress_all_res", {}], ["res_x", 1], ["compress_all_res", {}]], "an even count"),
 ])
 def test_encoder_blocks_must_alternate(blocks, bad):
     config = copy.deepcopy(REAL)
@@ -196,9 +198,10 @@ def test_a_block_is_a_name_and_params(entry):
 
 def test_another_vae_class_is_refused():
     config = copy.deepcopy(REAL)
-    config["vae"]["_class_name"] = "VideoAutoencoder"
-    with pytest.raises(CheckpointError, match="_class_name is 'VideoAutoencoder'; LTX-2 19B uses CausalVideoAutoencoder"):
-        configs.video_vae_config(config)
+    for other in ("VideoAutoencoder", "AutoencoderKLLTX2Video"):  # sorting after and before the right one
+        config["vae"]["_class_name"] = other
+        with pytest.raises(CheckpointError, match=f"_class_name is '{other}'; LTX-2 19B uses CausalVideoAutoencoder"):
+            configs.video_vae_config(config)
     del config["vae"]["_class_name"]  # absent: the LTX-2 class
     assert configs.video_vae_config(config)["latent_channels"] == 128
 
@@ -255,7 +258,8 @@ def test_vocoder_defaults_and_values():
     assert (v["final_act_fn"], v["final_bias"], v["output_sampling_rate"], v["resnet_dilations"]) == (None, False, 48000, [[2, 4]])
 
 
-@pytest.mark.parametrize("vocoder", [{"resblock": "2"}, {"stereo": False}, {"resblock": "AMP1"}])
+@pytest.mark.parametrize("vocoder", [{"resblock": "2"}, {"stereo": False}, {"resblock": "AMP1"}, {"resblock": "0"},
+                                     {"resblock": 1}])
 def test_a_vocoder_that_is_not_19b_is_refused(vocoder):
     with pytest.raises(CheckpointError, match="is not LTX-2 19B's stereo HiFi-GAN"):
         configs.vocoder_config({"vocoder": vocoder}, 64)

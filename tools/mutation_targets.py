@@ -131,6 +131,13 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'or n == ""]',
          "why": 'no string sorts before "": <= "" holds for "" alone'},
     ],
+    "configs": [
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if len(blocks) % 2 == 0 or bad:",
+         "why": "a count modulo 2 is never negative: <= 0 and == 0 agree"},
+        {"operator": "ReplaceComparisonOperator_NotEq_IsNot", "line": 'if c.get("resblock", "1") != "1"',
+         "why": 'CPython keeps one object per one-character string, so a "1" read from the file is this "1": '
+                '`is not` and `!=` agree (and any other value differs either way)'},
+    ],
     "schedules": [
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": "steps == len(DISTILLED_SIGMAS)", "why": SMALL_INT_IS},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if steps == 1:",
