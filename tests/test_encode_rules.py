@@ -531,3 +531,79 @@ def test_x264_chooses_its_own_routines_when_its_library_cannot_be_asked(monkeypa
     monkeypatch.setattr(encode, "_find_libx264", lambda: pytest.fail("looked for x264 on ARM"))
     encode._x264_cpu_flags.cache_clear()
     assert encode._x264_cpu_flags() is None
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "VP9 (.webm)", "PRORES4444 (.mov)"])
+def test_the_soundtrack_starts_with_the_first_frame(output_type):
+    data = encode_video(frames(), FPS, np.stack([tone(N / FPS)] * 2), RATE, output_type=output_type, threads=1)
+    with av.open(io.BytesIO(data)) as container:
+        first_audio = next(container.decode(container.streams.audio[0])).time
+    with av.open(io.BytesIO(data)) as container:
+        first_video = next(container.decode(container.streams.video[0])).time
+    assert first_audio == first_video == 0.0
+
+
+def test_encode_video_takes_keywords_and_a_24khz_soundtrack_by_default():
+    # The vocoder's rate is the default: a waveform given without its rate is taken as 24 kHz.
+    data = encode_video(frames=frames(25), fps=FPS, waveform=np.stack([tone(1.0)] * 2), threads=1)
+    audio = probe_video(data)["audio"]
+    assert audio["sample_rate"] == 24_000
+    assert peak_hz(audio["samples"][0], 24_000) == pytest.approx(440, abs=4)
+
+
+@pytest.mark.parametrize("clip", [
+    np.zeros((H, W, 3), np.uint8),  # one frame without the frame axis
+    np.zeros((1, N, H, W, 3), np.uint8),  # a batch of clips
+    np.zeros((N, H, W, 4), np.uint8),  # RGBA
+    np.zeros((N, H, W, 2), np.uint8),
+    np.zeros((N, H, W, 3), np.float32),  # floats in [0, 1], not bytes
+    np.zeros((N, H, W, 3), np.int8),
+])
+def test_encode_video_takes_uint8_rgb_clips_only(clip):
+    with pytest.raises(ValueError, match=r"frames must be uint8 \(F, H, W, 3\)"):
+        encode_video(clip, FPS, threads=1)
+
+
+class _FakeX264:
+    def __init__(self, flags: int):
+        self.x264_cpu_detect = lambda: flags
+
+
+@pytest.mark.parametrize("detected, expected", [
+    ((1 << 16) | (1 << 15) | 0b111, (1 << 15) | 0b111),  # AVX-512 found: everything but AVX-512
+    ((1 << 15) | 0b111, None),  # no AVX-512: x264 detects for itself
+])
+def test_x264_flags_drop_avx512_only(monkeypatch, fresh_x264_flags, detected, expected):
+    monkeypatch.setattr(encode.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(encode, "_find_libx264", lambda: "/opt/libx264.so.164")
+    monkeypatch.setattr(encode.ctypes, "CDLL", lambda path: _FakeX264(detected))
+    assert encode._x264_cpu_flags() == expected
+
+
+def test_the_libx264_is_the_one_loaded_even_in_a_folder_with_spaces(monkeypatch):
+    maps = ("7f0000000000-7f0000001000 r--p 00000000 08:01 42 /usr/lib/libc.so.6\n"
+            "7f0000002000-7f0000003000 r-xp 00001000 08:01 43 /opt/my libs/libx264.so.164\n")
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/self/maps"
+        return io.StringIO(maps)
+
+    monkeypatch.setattr(encode, "open", fake_open, raising=False)
+    assert encode._find_libx264() == "/opt/my libs/libx264.so.164"
+
+
+def test_without_proc_the_libx264_bundled_with_pyav_is_used(monkeypatch):
+    def no_proc(path, *args, **kwargs):
+        raise OSError(2, "No such file or directory", path)
+
+    asked = []
+
+    def fake_glob(pattern):
+        asked.append(os.path.basename(pattern))
+        return ["/w/av.libs/libx264-b.so.164", "/w/av.libs/libx264-a.so.164"] if "av.libs" in pattern else []
+
+    monkeypatch.setattr(encode, "open", no_proc, raising=False)
+    monkeypatch.setattr(encode.glob, "glob", fake_glob)
+    monkeypatch.setattr(encode.ctypes.util, "find_library", lambda name: pytest.fail("looked past PyAV's own"))
+    assert encode._find_libx264() == "/w/av.libs/libx264-a.so.164"  # the first by name: the same every run
+    assert asked == ["libx264*"]

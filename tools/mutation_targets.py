@@ -240,6 +240,9 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "a waveform of 0 channels repeated is still 0 channels: it fails the stereo frame either way"},
         {"operator": "NumberReplacer", "line": "wave = np.repeat(wave, 2, axis=0)",
          "why": "only the first two channels are kept on the next line: three copies of mono keep the same two"},
+        {"operator": "ReplaceTrueWithFalse", "line": "ctx.qscale = True",
+         "why": "prores_ks takes global_quality as its quantiser with or without the flag (checked: the same file "
+                "sizes at all four qualities either way); the flag states the intent"},
         {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
          "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
         {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",
