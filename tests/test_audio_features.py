@@ -285,15 +285,18 @@ def test_samples_per_latent_frame():
 class _ShortVAE(torch.nn.Module):
     """An audio VAE whose encoder gives `frames` latent frames, whatever it is fed."""
 
-    def __init__(self, frames: int):
+    def __init__(self, frames: int, in_channels: int = 2):
         super().__init__()
         self.frames = frames
-        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # trainable, as a module's parameters are by default
         self.temporal_compression_ratio = 4
-        self.config = type("Config", (), {"sample_rate": 16000, "mel_hop_length": 160, "mel_bins": 64, "in_channels": 2})
+        self.config = type("Config", (), {"sample_rate": 16000, "mel_hop_length": 160, "mel_bins": 64,
+                                          "in_channels": in_channels})
+        self.seen: list[tuple[int, ...]] = []
 
     def encode(self, mel):
-        mean = torch.zeros(1, 8, self.frames, 16)
+        self.seen.append(tuple(mel.shape))
+        mean = torch.zeros(1, 8, self.frames, 16) + self.weight * mel.mean()
         return type("Out", (), {"latent_dist": type("Dist", (), {"mean": mean})})
 
 
@@ -315,3 +318,34 @@ def test_a_waveform_must_be_two_dimensional(audio_vae):
             encode_audio(audio_vae, bad, 5)
         with pytest.raises(ValueError, match="waveform must be \\(channels, samples\\)"):
             log_mel(bad)
+
+
+@pytest.mark.parametrize("samples", [1, 3000, 6400, 16000])
+def test_the_mel_front_end_sees_exactly_the_latents_worth_of_samples(samples):
+    # 10 latent frames stand for 10 * 4 * 160 = 6400 samples: longer is cut, shorter padded, to exactly
+    # that, so the mel spectrogram has 1 + 6400 // 160 = 41 frames whatever came in.
+    vae = _ShortVAE(11)
+    encode_audio(vae, torch.ones(2, samples), 10)
+    assert vae.seen == [(1, 2, 41, 64)]
+
+
+def test_encoding_keeps_no_autograd_graph():
+    latents = encode_audio(_ShortVAE(10), torch.ones(2, 6400), 10)
+    assert not latents.requires_grad and latents.grad_fn is None
+
+
+@pytest.mark.parametrize(("in_channels", "given", "message"), [
+    (2, 0, "the audio VAE takes 2 channels, got 0"),
+    (2, 3, "the audio VAE takes 2 channels, got 3"),
+    (3, 1, "the audio VAE takes 3 channels, got 1"),  # mono is duplicated for a stereo VAE only
+    (1, 2, "the audio VAE takes 1 channels, got 2"),
+])
+def test_the_channel_count_must_be_the_vaes(in_channels, given, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        encode_audio(_ShortVAE(10, in_channels), torch.zeros(given, 6400), 10)
+
+
+def test_a_mono_vae_takes_mono_as_it_is():
+    vae = _ShortVAE(10, in_channels=1)
+    encode_audio(vae, torch.zeros(1, 6400), 10)
+    assert vae.seen[0][1] == 1

@@ -91,6 +91,8 @@ SAME_MODULE_CONSTANT = ("the codec name is FORMATS' own constant from this modul
 
 EQUIVALENT: dict[str, list[dict]] = {
     "audio_features": [
+        {"operator": "ReplaceComparisonOperator_NotEq_IsNot", "line": "if wave.shape[0] != channels:",
+         "why": SMALL_INT_IS},
         {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "hz >= _MIN_LOG_HZ",
          "why": "Slaney's mel scale is continuous at its break: at exactly 1000 Hz both branches give 15 mels"},
         {"operator": "ReplaceComparisonOperator_GtE_Gt", "line": "mel >= _MIN_LOG_MEL",
