@@ -607,3 +607,32 @@ def test_without_proc_the_libx264_bundled_with_pyav_is_used(monkeypatch):
     monkeypatch.setattr(encode.ctypes.util, "find_library", lambda name: pytest.fail("looked past PyAV's own"))
     assert encode._find_libx264() == "/w/av.libs/libx264-a.so.164"  # the first by name: the same every run
     assert asked == ["libx264*"]
+
+
+def _phase_at(signal: np.ndarray, rate: int, freq: float) -> float:
+    """The phase of `freq` in the middle half of `signal`, against sin(2 pi f t) from the first sample."""
+    t = np.arange(len(signal)) / rate
+    middle = slice(len(signal) // 4, 3 * len(signal) // 4)
+    return float(np.arctan2(np.sum(signal[middle] * np.cos(2 * np.pi * freq * t[middle])),
+                            np.sum(signal[middle] * np.sin(2 * np.pi * freq * t[middle]))))
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "VP9 (.webm)", "PRORES4444 (.mov)"])
+def test_the_soundtrack_is_sample_aligned(output_type):
+    # One sample early or late is a phase of 2 pi 440 / 24000 = 0.115 rad at 440 Hz; the encoders'
+    # own delay (AAC priming, Opus pre-skip) is taken out by the file's own bookkeeping.
+    data = encode_video(frames(25), FPS, np.stack([tone(1.0)] * 2), RATE, output_type=output_type, threads=1)
+    audio = probe_video(data)["audio"]
+    assert abs(_phase_at(audio["samples"][0], audio["sample_rate"], 440.0)) < 0.03
+
+
+def test_probe_video_reports_the_first_and_last_frames_and_the_duration():
+    clip = np.zeros((N, H, W, 3), np.uint8)
+    clip[:, :, :, 0] = np.arange(N)[:, None, None] * 25  # each frame its own level of red
+    info = probe_video(encode_video(clip, FPS, np.stack([tone(N / FPS)] * 2), RATE, threads=1))
+    video = info["video"]
+    assert (video["frames"], video["width"], video["height"], video["fps"]) == (N, W, H, FPS)
+    assert abs(int(video["first_frame"][..., 0].mean()) - 0) <= 3
+    assert abs(int(video["last_frame"][..., 0].mean()) - (N - 1) * 25) <= 3
+    assert info["duration"] == pytest.approx(N / FPS, rel=1e-9)  # 9 frames at 25 fps: 0.36 s
+    assert info["audio"]["samples"].shape[0] == 2

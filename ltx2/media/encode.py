@@ -160,8 +160,7 @@ class VideoEncoder:
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+        _check_frames(frames)
         if frames.shape[1:3] != (self.height, self.width):
             raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[1]}, the video is {self.width}x{self.height}")
         self._raise_if_failed()
@@ -326,6 +325,11 @@ class _GifPalette:
             yield av.VideoFrame.from_ndarray((indices, argb), format="pal8")
 
 
+def _check_frames(frames: np.ndarray) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+
+
 def _audio_rate(codec: str, rate: int) -> int:
     """Opus takes 8, 12, 16, 24 or 48 kHz (the vocoder's 24 kHz among them); anything else goes to 48 kHz."""
     if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
@@ -398,8 +402,7 @@ def encode_video(frames: np.ndarray, fps: int, waveform: np.ndarray | None = Non
                  threads: int | None = None) -> bytes:
     """Encode (F, H, W, 3) uint8 frames and an optional (channels, samples) float waveform in [-1, 1]
     (it should span F / fps seconds) in one call."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    _check_frames(frames)
     height, width = frames.shape[1:3]
     with VideoEncoder(width, height, fps, output_type=output_type, quality=quality, write_mode=write_mode,
                       audio_rate=sample_rate if waveform is not None else None, threads=threads) as encoder:
