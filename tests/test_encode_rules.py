@@ -636,3 +636,13 @@ def test_probe_video_reports_the_first_and_last_frames_and_the_duration():
     assert abs(int(video["last_frame"][..., 0].mean()) - (N - 1) * 25) <= 3
     assert info["duration"] == pytest.approx(N / FPS, rel=1e-9)  # 9 frames at 25 fps: 0.36 s
     assert info["audio"]["samples"].shape[0] == 2
+    assert info["audio"]["duration"] == pytest.approx(N / FPS, abs=1024 / RATE)  # within one AAC frame
+
+
+@pytest.mark.parametrize("output_type", ["X264 (.mp4)", "VP9 (.webm)"])
+def test_an_empty_waveform_is_refused_in_words(output_type):
+    encoder = VideoEncoder(W, H, FPS, output_type=output_type, audio_rate=RATE, threads=1)
+    encoder.write(frames())
+    with pytest.raises(ValueError, match="the waveform holds no samples"):
+        encoder.finish(np.zeros((2, 0), np.float32))
+    assert encoder._tmpdir is None or not os.path.exists(encoder._tmpdir)

@@ -259,6 +259,9 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": SOUNDTRACK_PLANAR},
         {"operator": "NumberReplacer", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
          "why": SOUNDTRACK_PLANAR},
+        {"operator": "NumberReplacer", "line": 'if chunks else np.zeros((2, 0), np.float32)',
+         "why": "our files never hold an audio stream without samples (an empty waveform is refused, and a "
+                "track with no packets is not written), so probe_video's empty case is never reached"},
         {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
          "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
         {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",

@@ -344,6 +344,8 @@ def _encode_audio(container, stream, waveform: np.ndarray, sample_rate: int) -> 
     if wave.shape[0] == 1:
         wave = np.repeat(wave, 2, axis=0)
     wave = np.ascontiguousarray(np.clip(wave[:2], -1.0, 1.0))
+    if wave.shape[1] == 0:  # said here: FFmpeg's converter would fail on it with "cannot allocate memory"
+        raise ValueError("the waveform holds no samples")
     # One frame for the whole soundtrack: PyAV's encoder converts it to the codec's sample format and
     # rate and cuts it into the codec's frame size (1024 samples for AAC, 20 ms for Opus) itself.
     frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
