@@ -262,6 +262,8 @@ EQUIVALENT: dict[str, list[dict]] = {
         {"operator": "NumberReplacer", "line": 'if chunks else np.zeros((2, 0), np.float32)',
          "why": "our files never hold an audio stream without samples (an empty waveform is refused, and a "
                 "track with no packets is not written), so probe_video's empty case is never reached"},
+        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if wave.shape[1] == 0:",
+         "why": "a sample count is never negative: <= 0 and == 0 agree"},
         {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
          "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
         {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",
