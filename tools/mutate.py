@@ -197,7 +197,8 @@ def run_tests(tree: Path, stages: list[list[str]], timeout: float | None = None)
 def _fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(str(path).encode())
+        # Named relative to the checkout: results stay valid in a clone or a moved checkout.
+        digest.update(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path).encode())
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
     return digest.hexdigest()
 
