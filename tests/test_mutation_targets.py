@@ -30,6 +30,8 @@ def test_each_equivalent_entry_still_matches_a_line_of_its_module(name):
     lines = (ROOT / TARGETS[name]["module"]).read_text().splitlines()
     for entry in EQUIVALENT[name]:
         assert entry["why"].strip(), entry
+        operators = (entry["operator"],) if isinstance(entry["operator"], str) else entry["operator"]
+        assert operators and all(isinstance(op, str) and op for op in operators), entry
         assert any(entry["line"] in line for line in lines), f"{name}: no line holds {entry['line']!r} any more"
 
 

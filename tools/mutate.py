@@ -245,8 +245,10 @@ def _equivalent_reason(name: str, module_lines: list[str], spec, annotations) ->
         return "an annotation, never evaluated (from __future__ import annotations)"
     line = start[0]
     text = module_lines[line - 1] if 0 < line <= len(module_lines) else ""
+    operator = spec.operator_name.removeprefix("core/")
     for entry in EQUIVALENT.get(name, ()):
-        if entry["operator"] == spec.operator_name.removeprefix("core/") and entry["line"] in text:
+        operators = (entry["operator"],) if isinstance(entry["operator"], str) else entry["operator"]
+        if operator in operators and entry["line"] in text:
             if "mutant" in entry and entry["mutant"] not in _mutated_line(module_lines, spec):
                 continue  # the same operator on this line, but another of its mutants (e.g. +1, not -1)
             return entry["why"]

@@ -5,10 +5,10 @@ TARGETS: name -> the module and its tests in stages. Each stage is one pytest ru
 only if the mutant survived the one before, so put the fast tests that should kill everything first
 and the slow ones that check the call sites after.
 
-EQUIVALENT: name -> mutants that cannot change behaviour, matched by operator and by a piece of the
-source line they sit on (and, with "mutant", a piece of the mutated line, where only some of an operator's
-mutants on that line are equivalent), each with why. They are left out of the score and listed by
-`--survivors`.
+EQUIVALENT: name -> mutants that cannot change behaviour, matched by operator (one name, or a tuple of
+names sharing a line and a reason) and by a piece of the source line they sit on (and, with "mutant", a
+piece of the mutated line, where only some of an operator's mutants on that line are equivalent), each
+with why. They are left out of the score and listed by `--survivors`.
 
 PLANTED: the bug kinds issue 14 names (and a few like them), each a one-line edit that a developer
 could make, with the tests that must kill it. `tools/mutate --planted` plants them one at a time.
@@ -189,10 +189,9 @@ EQUIVALENT: dict[str, list[dict]] = {
                 "type that came in as JSON (checked by test_gif_is_limited_to_50_fps)"},
         {"operator": "ReplaceComparisonOperator_Eq_Is", "line": 'kind.startswith("int_") or kind == "int_from_float"',
          "why": 'kind.startswith("int_") already covers "int_from_float": the second test never decides'},
-        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
-        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
-        {"operator": "ReplaceBinaryOperator_Add_Mul", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
-        {"operator": "ReplaceBinaryOperator_Add_Sub", "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
+        {"operator": ("ReplaceComparisonOperator_Eq_GtE", "ReplaceComparisonOperator_Eq_LtE",
+                      "ReplaceBinaryOperator_Add_Mul", "ReplaceBinaryOperator_Add_Sub"),
+         "line": "'even' if prop['multipleOf'] == 2", "why": ONLY_EVEN},
         {"operator": "RemoveDecorator", "line": "@classmethod",
          "why": "pydantic's field_validator and model_validator make the function a classmethod with or without it"},
     ],
@@ -251,31 +250,22 @@ EQUIVALENT: dict[str, list[dict]] = {
          "why": "our files hold one video stream: the first is the last"},
         {"operator": "NumberReplacer", "line": "stream = container.streams.audio[0]",
          "why": "our files hold at most one audio stream: the first is the last"},
-        {"operator": "ReplaceUnaryOperator_Delete_USub", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
-         "why": SOUNDTRACK_PLANAR},
-        {"operator": "ReplaceUnaryOperator_USub_Not", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
-         "why": SOUNDTRACK_PLANAR},
-        {"operator": "ReplaceUnaryOperator_USub_UAdd", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
-         "why": SOUNDTRACK_PLANAR},
-        {"operator": "NumberReplacer", "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T",
-         "why": SOUNDTRACK_PLANAR},
+        {"operator": ("ReplaceUnaryOperator_Delete_USub", "ReplaceUnaryOperator_USub_Not",
+                      "ReplaceUnaryOperator_USub_UAdd", "NumberReplacer"),
+         "line": "f.to_ndarray().reshape(-1, len(f.layout.channels)).T", "why": SOUNDTRACK_PLANAR},
         {"operator": "NumberReplacer", "line": 'if chunks else np.zeros((2, 0), np.float32)',
          "why": "our files never hold an audio stream without samples (an empty waveform is refused, and a "
                 "track with no packets is not written), so probe_video's empty case is never reached"},
         {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": "if wave.shape[1] == 0:",
          "why": "a sample count is never negative: <= 0 and == 0 agree"},
-        {"operator": "RemoveDecorator", "line": "@lru_cache(maxsize=1)",
-         "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
-        {"operator": "NumberReplacer", "line": "@lru_cache(maxsize=1)",
+        {"operator": ("RemoveDecorator", "NumberReplacer"), "line": "@lru_cache(maxsize=1)",
          "why": "the cache only saves asking the library again: the CPU's flags are the same each time"},
     ],
     "security": [
         {"operator": "ReplaceFalseWithTrue", "line": "close: bool = False) -> None:",
          "why": "every call of _respond passes close itself: the default is never used"},
-        {"operator": "ReplaceComparisonOperator_Eq_GtE", "line": 'if message["type"] == "http.response.start":',
-         "why": APP_STARTS},
-        {"operator": "ReplaceComparisonOperator_Eq_LtE", "line": 'if message["type"] == "http.response.start":',
-         "why": APP_STARTS},
+        {"operator": ("ReplaceComparisonOperator_Eq_GtE", "ReplaceComparisonOperator_Eq_LtE"),
+         "line": 'if message["type"] == "http.response.start":', "why": APP_STARTS},
         {"operator": "ReplaceComparisonOperator_Eq_IsNot", "line": 'if message["type"] == "http.response.start":',
          "why": "differs only if the app sends the very string object of this line's literal; an app builds its own "
                 "(rebuilt strings make `is not` true for the start message too), and the start always comes first"},
