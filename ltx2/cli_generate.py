@@ -332,6 +332,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     out.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     load = parser.add_argument_group("the model", "What to load and how (the same settings as `ltx2 serve`).")
     add_model_arguments(load, defaults)
+    load.add_argument("--info", action="store_true",
+                      help="load the model, print what was loaded as JSON (its family, variant, components, "
+                           "defaults, memory) and exit: no prompt needed, nothing generated")
     add_serving_arguments(load, defaults, only=GENERATE_SETTINGS)
     # A mistake in a flag is one line, as every other mistake here (argparse would add its usage).
     parser.error = lambda message: fail(message)  # type: ignore[method-assign]
@@ -355,7 +358,25 @@ def reject_unknown(parser: argparse.ArgumentParser, rest: list[str]) -> typing.N
     fail(f"unrecognized arguments: {' '.join(hints)}; `ltx2 generate --help` lists the flags")
 
 
+def info(args: argparse.Namespace, defaults: Settings) -> None:
+    """`--info`: the loaded model's description, as /health reports it."""
+    from .models.loaded import load_from_settings
+
+    try:
+        settings = settings_from_args(args, defaults)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        model = load_from_settings(settings)
+    except Exception as exc:
+        fail(f"the model failed to load: {exc}", 1)
+    print(json.dumps(model.describe(), indent=2))
+
+
 def run(args: argparse.Namespace, defaults: Settings) -> None:
+    if args.info:
+        info(args, defaults)
+        return
     try:
         request, path = prepare(args)
         settings = settings_from_args(args, defaults)

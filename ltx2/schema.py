@@ -478,7 +478,12 @@ class GenerateResponse(BaseModel):
                                               "not 0).", examples=[[29]])
     transformer_passes: int = Field(description="Samples run through the transformer, all steps together: steps "
                                                 "x passes per step (1 without guidance).", examples=[8])
-    model: str = Field(description="The loaded model variant.", examples=["tiny"])
+    model: str = Field(description="The loaded model: a tiny preset's name or the checkpoint's.", examples=["tiny"])
+    # Defaults: a result stored before families were reported came from an LTX-2 19B.
+    model_family: str = Field(default="ltx-2", description='The model\'s generation: "ltx-2" (LTX-2 19B), '
+                              '"ltx-2.3" or "ltx-2.5" (22B), read from the checkpoint\'s files.', examples=["ltx-2.3"])
+    variant: str | None = Field(default=None, description='"distilled" (8 steps, no guidance) or "dev" (guided, '
+                                "more steps); null in results stored by older versions.", examples=["distilled"])
     model_resolution: str = Field(
         description="WIDTHxHEIGHT the model ran at (its last stage): the requested size rounded up to a multiple of "
         "32 (of 64 for two-stage); the frames are its center crop.", examples=["320x512"])

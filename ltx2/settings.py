@@ -177,8 +177,8 @@ def add_directory_arguments(parser: argparse.ArgumentParser, defaults: Settings)
 def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     """Flags that say what to load and where to find it."""
     parser.add_argument("--model", default=defaults.model,
-                        help="'tiny', a .safetensors checkpoint (path or file name in --models-dir) "
-                             f"or a diffusers directory (env {ENV['model']})")
+                        help="a tiny preset ('tiny': LTX-2 19B, 'tiny-2.3': LTX-2.3), a .safetensors checkpoint "
+                             f"(path or file name in --models-dir) or a diffusers directory (env {ENV['model']})")
     add_directory_arguments(parser, defaults)
     parser.add_argument("--memory-policy", dest="memory_policy", default=defaults.memory_policy,
                         choices=MEMORY_POLICIES, help=f"what stays on the GPU (env {ENV['memory_policy']})")

@@ -12,43 +12,13 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
+from . import families
+from .families import DEV_DEFAULTS, DISTILLED_DEFAULTS, Family, ModelDefaults  # noqa: F401 (re-exported)
 from .lora import Adapter, AdapterCache
 from .memory import Placement, pipe_components, place
 
 log = logging.getLogger("ltx2")
 
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """What an empty request field means for this checkpoint."""
-
-    num_inference_steps: int
-    guidance_scale: float
-    distilled: bool  # a distilled checkpoint uses its trained sigma schedule at its trained step count
-    # The reference's multi-modal guider (ltx-pipelines' LTX_2_PARAMS for dev checkpoints); neutral
-    # values mean one transformer pass per step.
-    audio_guidance_scale: float | None = None  # None: the same as guidance_scale
-    stg_scale: float = 0.0
-    audio_stg_scale: float = 0.0
-    modality_scale: float = 1.0
-    audio_modality_scale: float = 1.0
-    guidance_rescale: float = 0.0
-    audio_guidance_rescale: float = 0.0
-    stg_blocks: tuple[int, ...] = (29,)  # the reference's STG block for LTX-2.0 (of 48)
-
-    def as_dict(self) -> dict:
-        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
-                "audio_guidance_scale": self.audio_guidance_scale, "stg_scale": self.stg_scale,
-                "audio_stg_scale": self.audio_stg_scale, "modality_scale": self.modality_scale,
-                "audio_modality_scale": self.audio_modality_scale, "guidance_rescale": self.guidance_rescale,
-                "audio_guidance_rescale": self.audio_guidance_rescale, "stg_blocks": list(self.stg_blocks)}
-
-
-DISTILLED_DEFAULTS = ModelDefaults(num_inference_steps=8, guidance_scale=1.0, distilled=True)
-DEV_DEFAULTS = ModelDefaults(num_inference_steps=40, guidance_scale=3.0, distilled=False, audio_guidance_scale=7.0,
-                             stg_scale=1.0, audio_stg_scale=1.0, modality_scale=3.0, audio_modality_scale=3.0,
-                             guidance_rescale=0.7, audio_guidance_rescale=0.7)
 
 
 @dataclass
@@ -59,8 +29,11 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     load_seconds: float = 0.0
+    loaded_at: float = field(default_factory=time.time)  # wall clock, for /v1/models' `created`
     # One job at a time per device: the transformer's activations for one video fill the GPU.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # What the stages ask about this generation of the model (its defaults, CRF, vocoder, presets).
+    family: Family = field(default_factory=lambda: families.by_name(families.DEFAULT), repr=False)
     checkpoint: dict = field(default_factory=dict)  # what was loaded from where (empty for tiny)
     # What rests on the device between requests (ltx2.models.memory). None: resident, where the loader put it.
     placement: Placement | None = field(default=None, repr=False)
@@ -107,6 +80,9 @@ class LoadedModel:
             dtypes["upsampler"] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in self.upsampler.parameters()}))
         return {
             "name": self.name,
+            "model_family": self.family.name,
+            "family_title": self.family.title,
+            "variant": "distilled" if self.defaults.distilled else "dev",
             "device": str(self.device),
             "dtypes": dtypes,
             "defaults": self.defaults.as_dict(),
@@ -155,7 +131,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
-    `tiny`: the random-weight preset with the real geometry (ltx2.models.tiny), float32.
+    `tiny`, `tiny-2.3`: a family's random-weight preset with its real geometry (ltx2.models.tiny,
+    ltx2.models.families), float32.
     `random-19b`: LTX-2 19B and Gemma 3 12B at full size (or `layers` deep) with random weights
     (ltx2.models.random19b), bfloat16 with FP8 blocks.
     Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
@@ -178,19 +155,19 @@ def load_model(
     checkpoint: dict = {}
     upsampler_module, upsampler_file = None, None
     lora_file = None  # the distilled LoRA's file, resolved before the long load: fail fast
-    if name not in ("tiny", random19b.NAME) and variant != "distilled":
+    tiny_family = families.preset(name)
+    family = tiny_family or families.by_name(families.DEFAULT)  # a checkpoint's: read from its files below
+    if tiny_family is None and name != random19b.NAME and variant != "distilled":
         from .lora import resolve_distilled_lora_path
 
         lora_file = resolve_distilled_lora_path(distilled_lora, models_dir)
-    if name == "tiny":
-        from . import tiny
-
-        components = tiny.build_components(seed=seed)
+    if tiny_family is not None:
+        components = tiny_family.tiny.components(seed)
         dtype = torch.float32
-        defaults = DEV_DEFAULTS if variant == "dev" else DISTILLED_DEFAULTS  # `--variant dev`: the dev pipelines
+        defaults = tiny_family.defaults(distilled=variant != "dev")  # `--variant dev`: the dev pipelines
         policy = memory_policy
         if upsampler == "auto":
-            upsampler_module, upsampler_file = tiny.build_upsampler(seed=seed).to(device), "tiny"
+            upsampler_module, upsampler_file = tiny_family.tiny.upsampler(seed).to(device), "tiny"
     elif name == random19b.NAME:
         dtype = torch.bfloat16  # the real model's dtype on every device: bf16 matmuls are native on recent CPUs too
         components, checkpoint, policy = random19b.load(
@@ -212,7 +189,8 @@ def load_model(
             text_encoder_dtype=text_encoder_dtype, upsampler_path=upsampler_file, lora_path=lora_file,
         )
         checkpoint = report
-        defaults = DISTILLED_DEFAULTS if report["kind"] == "distilled" else DEV_DEFAULTS
+        family = families.by_name(report["family"])
+        defaults = family.defaults(distilled=report["kind"] == "distilled")
         if upsampler_file is not None:  # loaded on the host; the placement moves it where the policy says
             upsampler_module = load_upsampler(upsampler_file, "cpu", dtype)
             channels, latent = upsampler_module.config.in_channels, components["vae"].config.latent_channels
@@ -226,11 +204,11 @@ def load_model(
         text_encoder_choice = quantize_text_encoder(components["text_encoder"], text_encoder_dtype, fp8_compute,
                                                     device)
     pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=None)
-    if name == "tiny":
+    if tiny_family is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint,
-                        upsampler=upsampler_module, upsampler_file=upsampler_file)
+                        upsampler=upsampler_module, upsampler_file=upsampler_file, family=family)
     model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.speed["text_encoder_dtype"] = text_encoder_choice
     model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
@@ -248,11 +226,9 @@ def attach_distilled_lora(model: LoadedModel, setting: str, path: str | None, se
     the tiny one (`tiny.build_distilled_lora`)."""
     from .lora import bind_distilled_lora, load_distilled_lora, resolve_distilled_lora_path
 
-    if model.name == "tiny":
+    if families.preset(model.name) is not None:
         if setting == "auto":
-            from .tiny import build_distilled_lora
-
-            tensors = build_distilled_lora(model.pipe.transformer, seed=seed)
+            tensors = model.family.tiny.distilled_lora(model.pipe.transformer, seed)
             digest = hashlib.sha256()  # of its content, as a file's would be
             for key in sorted(tensors):
                 digest.update(key.encode() + tensors[key].numpy().tobytes())

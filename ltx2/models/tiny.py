@@ -247,7 +247,7 @@ def build_vocoder() -> LTX2Vocoder:
 
 def build_upsampler(seed: int = 0) -> LTX2LatentUpsamplerModel:
     """The x2 spatial latent upsampler at tiny width: the real 128 latent channels in and out."""
-    torch.manual_seed(seed + len(_BUILDERS))  # after every pipeline component's seed: changes none of them
+    torch.manual_seed(seed + len(BUILDERS))  # after every pipeline component's seed: changes none of them
     model = LTX2LatentUpsamplerModel(in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3,
                                      spatial_upsample=True, temporal_upsample=False, use_rational_resampler=False)
     return model.eval().requires_grad_(False)
@@ -261,7 +261,7 @@ def build_distilled_lora(transformer: LTX2VideoTransformer3DModel, seed: int = 0
     `.lora_B.weight`, no alpha) and bound through the same name mapping as any LoRA file."""
     from . import layout
 
-    gen = torch.Generator().manual_seed(seed + len(_BUILDERS) + 1)  # after the upsampler's seed
+    gen = torch.Generator().manual_seed(seed + len(BUILDERS) + 1)  # after the upsampler's seed
     tensors = {}
     for name, module in transformer.named_modules():
         if not (isinstance(module, torch.nn.Linear) and name.startswith("transformer_blocks.")):
@@ -277,11 +277,12 @@ def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
 
 
-def build_components(seed: int = 0) -> dict:
-    """All components of the tiny preset, each seeded on its own so adding one changes no other."""
+def build_components(seed: int = 0, builders: dict | None = None) -> dict:
+    """All components of the tiny preset, each seeded on its own so adding one changes no other.
+    `builders` replaces `BUILDERS` for another family's tiny preset (the same names, the same order)."""
     tokenizer = build_tokenizer()
     builders = {name: (lambda: build_text_encoder(len(tokenizer))) if name == "text_encoder" else build
-                for name, build in _BUILDERS.items()}
+                for name, build in (builders or BUILDERS).items()}
     components = {"tokenizer": tokenizer, "scheduler": build_scheduler()}
     for offset, (name, build) in enumerate(builders.items()):
         torch.manual_seed(seed + offset)
@@ -291,7 +292,7 @@ def build_components(seed: int = 0) -> dict:
     return components
 
 
-_BUILDERS = {
+BUILDERS = {
     "text_encoder": build_text_encoder,  # needs the tokenizer's size: bound in build_components
     "connectors": build_connectors,
     "transformer": build_transformer,

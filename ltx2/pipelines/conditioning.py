@@ -75,13 +75,14 @@ def frames_for_duration(seconds: float, fps: int) -> int:
     return int(min(max(8 * k + 1, FRAME_MIN), FRAME_MAX))
 
 
-def image_pixels(image: Image.Image, width: int, height: int) -> torch.Tensor:
+def image_pixels(image: Image.Image, width: int, height: int, crf: int = 33) -> torch.Tensor:
     """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1],
-    prepared as the reference prepares it (an H.264 round trip, then a bilinear resize)."""
+    prepared as the reference prepares it (an H.264 round trip at the family's `crf`, then a
+    bilinear resize). 33 is LTX-2.0's and 2.3's CRF."""
     from ..media.conditioning_image import conditioning_pixels
 
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
-    return conditioning_pixels(rgb, width, height)  # (1, 3, 1, H, W)
+    return conditioning_pixels(rgb, width, height, crf)  # (1, 3, 1, H, W)
 
 
 def keyframe_coords(rope, latent_height: int, latent_width: int, pixel_frame: int, fps: float,

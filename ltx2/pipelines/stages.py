@@ -356,9 +356,9 @@ def encode_images(model: LoadedModel, plan: Plan, width: int, height: int) -> Co
     if plan.first or plan.last:
         with model.placement.use("vae"):
             if plan.first:
-                out.first = _encode_image(model.pipe, plan.first.image, width, height)
+                out.first = _encode_image(model, plan.first.image, width, height)
             if plan.last:
-                out.last = _encode_image(model.pipe, plan.last.image, width, height)
+                out.last = _encode_image(model, plan.last.image, width, height)
     return out
 
 
@@ -382,10 +382,11 @@ def encode_conditions(model: LoadedModel, plan: Plan, grid: LatentGrid, width: i
     return conditions
 
 
-def _encode_image(pipe, image, width: int, height: int) -> torch.Tensor:
+def _encode_image(model: LoadedModel, image, width: int, height: int) -> torch.Tensor:
     """One image -> its video-VAE latent (the mode, not a sample), normalised and packed into tokens."""
+    pipe = model.pipe
     vae = pipe.vae
-    pixels = image_pixels(image, width, height).to(device=vae.device, dtype=vae.dtype)
+    pixels = image_pixels(image, width, height, model.family.image_crf).to(device=vae.device, dtype=vae.dtype)
     latent = vae.encode(pixels).latent_dist.mode()
     latent = pipe._normalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
     return pipe._pack_latents(latent.float(), pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
@@ -584,6 +585,10 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
             audio_num_frames=grid.audio_frames,
             video_coords=widen(video.coords),
             audio_coords=widen(audio.coords),
+            # The prompt AdaLN (LTX-2.3 and later) reads each stream's own sigma in timestep units,
+            # 0 for a stream held fixed (ltx-pipelines' modality_from_latent_state); 2.0 ignores it.
+            sigma=video_sigma * transformer.config.timestep_scale_multiplier,
+            audio_sigma=audio_sigma * transformer.config.timestep_scale_multiplier,
             use_cross_timestep=False,  # scale/shift from each stream's own timesteps; the gates are hooked
             return_dict=False,
         )

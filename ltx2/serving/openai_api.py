@@ -40,6 +40,7 @@ from .protocol import (
     body_doc,
     build_request,
     check_model,
+    model_names,
     frames_for_seconds,
     parse_seconds,
     parse_size,
@@ -120,6 +121,19 @@ class VideoList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class ModelCard(BaseModel):
+    id: str = Field(description="A name `model` may take on this server.", examples=["ltx-2-fast"])
+    object: Literal["model"] = "model"
+    created: int = Field(description="When the model was loaded (Unix seconds).")
+    owned_by: str = Field(examples=["lightricks"])
+    model_family: str = Field(description='"ltx-2", "ltx-2.3" or "ltx-2.5".', examples=["ltx-2.3"])
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class VideoDeleted(BaseModel):
@@ -240,6 +254,17 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         page = [view(j) for j in jobs[:limit]]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit}
+
+    @router.get("/v1/models", summary="The loaded model, by each name `model` takes (OpenAI Models API)",
+                response_model=ModelList, responses={401: {"model": OpenAIError}, 503: {"model": OpenAIError}})
+    async def list_models():
+        if (refusal := ctx.unavailable()) is not None:
+            return refusal
+        model = ctx.model()
+        loaded = int(model.loaded_at)
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": loaded, "owned_by": "lightricks",
+             "model_family": model.family.name} for name in model_names(model)]}
 
     @router.get("/v1/videos/{video_id}", summary="A video's status and progress (OpenAI Videos API)",
              response_model=Video, responses=found)

@@ -104,6 +104,8 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         **result.guidance.knobs(),
         transformer_passes=result.transformer_passes,
         model=model.name,
+        model_family=model.family.name,
+        variant="distilled" if model.defaults.distilled else "dev",
         model_resolution=f"{result.model_width}x{result.model_height}",
         pipeline=result.pipeline,
         use_multiscale=result.use_multiscale,
