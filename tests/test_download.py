@@ -79,6 +79,12 @@ REPOS = {
     GEMMA: {**GEMMA_WANTED, **GEMMA_UNWANTED},
 }
 REPOS["Lightricks/LTX-2"][DISTILLED_LORA] = blob(DISTILLED_LORA, 2048)
+# LTX-2.3's repository, under the names of its family description (and one file `ltx2 download` must skip).
+LTX23 = {name: blob(name, 1024) for name in ("ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-22b-dev.safetensors",
+                                              "ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
+                                              "ltx-2.3-spatial-upscaler-x1.5-1.0.safetensors",
+                                              "ltx-2.3-22b-distilled-lora-384-1.1.safetensors")}
+REPOS["Lightricks/LTX-2.3"] = LTX23
 for move in CAMERA_MOVES:
     REPOS[camera_lora_repo(move)] = {camera_lora_file(move): blob(move, 1024), "README.md": b"# camera\n"}
 GATED = {GEMMA}
@@ -244,6 +250,9 @@ def runs(tmp_path_factory):
             "no_token": launch(gated_hub, base / "gated", ["--models-dir", str(base / "gated" / "models"),
                                                             "--skip-checkpoint", "--skip-upsampler"]),
         }
+        started["ltx23"] = launch(main_hub, base / "ltx23", ["--models-dir", str(base / "ltx23" / "models"),
+                                                            "--skip-gemma", "--family", "ltx-2.3", "--checkpoint",
+                                                            "ltx-2.3-22b-dev", "--distilled-lora"])
         results = {name: finish(s) for name, s in started.items()}
         # As inside the Docker image: HF_HUB_OFFLINE=1 in the environment.
         results["offline"] = finish(launch(main_hub, base / "offline",
@@ -357,3 +366,31 @@ def test_camera_and_distilled_loras_land_in_the_lora_directory_under_their_offic
         assert (loras / camera_lora_file(move)).read_bytes() == REPOS[camera_lora_repo(move)][camera_lora_file(move)]
     assert (loras / DISTILLED_LORA).read_bytes() == REPOS["Lightricks/LTX-2"][DISTILLED_LORA]
     assert not (runs["base"] / "loras" / "models" / DEFAULT_CKPT).exists()
+
+
+def test_family_ltx23_fetches_its_own_files_under_their_official_names(runs):
+    run, models = runs["ltx23"], runs["base"] / "ltx23" / "models"
+    assert run.rc == 0, run.err
+    for name in ("ltx-2.3-22b-dev.safetensors", "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"):
+        assert (models / name).read_bytes() == LTX23[name]
+    lora = "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"
+    assert (models / "loras" / lora).read_bytes() == LTX23[lora]
+    # Only what was asked: not the distilled checkpoint, not the x1.5 upscaler, nothing of LTX-2 19B.
+    on_disk = {p.name for p in models.rglob("*.safetensors")}
+    assert on_disk == {"ltx-2.3-22b-dev.safetensors", "ltx-2.3-spatial-upscaler-x2-1.1.safetensors", lora}
+    assert f"LTX2_MODEL={models / 'ltx-2.3-22b-dev.safetensors'}" in run.out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--family", "ltx-2.3", "--checkpoint", "ltx-2-19b-dev"],
+     "unknown checkpoint 'ltx-2-19b-dev' for --family ltx-2.3; known: ltx-2.3-22b-distilled-1.1, ltx-2.3-22b-dev"),
+    (["--family", "ltx-2.3", "--camera-loras"], "camera-control LoRAs are LTX-2 19B's; none is published for LTX-2.3"),
+    (["--family", "ltx-9"], "unknown model family 'ltx-9'"),
+])
+def test_family_mistakes_are_one_line_before_any_download(argv, message, no_hub, tmp_path, capsys):
+    from ltx2.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", "--models-dir", str(tmp_path / "models"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -104,7 +104,7 @@ def test_tiny_23_has_the_23_structure(model23):
     assert connectors.config.per_modality_projections and connectors.video_text_proj_in.bias is not None
     assert connectors.video_text_proj_in.out_features == transformer.config.cross_attention_dim
     assert connectors.audio_text_proj_in.out_features == transformer.config.audio_cross_attention_dim
-    assert type(vocoder).__name__ == "LTX2VocoderWithBWE" and model23.vocoder_rate == 48_000
+    assert type(vocoder).__name__ == "LTX2VocoderWithBWE" and model23.vocoder_rate == model23.family.vocoder_rate == 48_000
     # What stays the 19B's: the latent geometry and the audio VAE's rate.
     assert pipe.vae.config.latent_channels == 128 and pipe.audio_vae.config.sample_rate == 16_000
 

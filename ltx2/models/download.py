@@ -1,5 +1,6 @@
-"""`ltx2 download`: fetch the official LTX-2 checkpoint, its x2 spatial upsampler (two-stage pipeline) and
-the Gemma 3 text encoder into the models directory.
+"""`ltx2 download`: fetch a family's official checkpoint, its x2 spatial upsampler (two-stage pipeline) and
+the Gemma 3 text encoder into the models directory, under the official names (`--family`: LTX-2 19B or
+LTX-2.3; each family's names are in its description, ltx2.models.families).
 
 Run once with internet access; afterwards the server loads everything from disk with HF_HUB_OFFLINE=1.
 huggingface_hub does the transfers, so a second run only asks the hub for metadata and skips complete files.
@@ -10,17 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import typing
 
 from ..settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
+from . import families
 from .upsampler import UPSAMPLER_FILE
 
-CHECKPOINT_REPO = "Lightricks/LTX-2"
-CHECKPOINTS = (
-    "ltx-2-19b-distilled-fp8.safetensors",  # first: the default, the smallest and fastest
-    "ltx-2-19b-distilled.safetensors",
-    "ltx-2-19b-dev.safetensors",
-    "ltx-2-19b-dev-fp8.safetensors",
-)
+# What `ltx2 download` fetches with no --family. LTX-2.5 becomes the default when it loads.
+DEFAULT_FAMILY = families.DEFAULT
+CHECKPOINT_REPO = families.by_name(DEFAULT_FAMILY).files.repo
+CHECKPOINTS = families.by_name(DEFAULT_FAMILY).files.checkpoints
 GEMMA_REPO = f"google/{DEFAULT_GEMMA_NAME}"
 
 # Lightricks' LTX-2 19B LoRAs (LTX-2 repository's model list). They go to <models dir>/loras/.
@@ -61,18 +62,19 @@ GEMMA_FILES = [
 _TRUE = {"1", "on", "yes", "true"}
 
 
-def checkpoint_filename(name: str) -> str:
-    """The official file for NAME, given with or without `.safetensors`."""
+def checkpoint_filename(name: str, family: str = DEFAULT_FAMILY) -> str:
+    """The official file for NAME of FAMILY, given with or without `.safetensors`."""
     filename = name if name.endswith(".safetensors") else f"{name}.safetensors"
-    if filename not in CHECKPOINTS:
-        known = ", ".join(c.removesuffix(".safetensors") for c in CHECKPOINTS)
-        raise ValueError(f"unknown checkpoint {name!r}; known: {known}")
+    offered = families.by_name(family).files.checkpoints
+    if filename not in offered:
+        known = ", ".join(c.removesuffix(".safetensors") for c in offered)
+        raise ValueError(f"unknown checkpoint {name!r} for --family {family}; known: {known}")
     return filename
 
 
-def _checkpoint_arg(name: str) -> str:
+def _family_arg(name: str) -> str:
     try:
-        return checkpoint_filename(name)
+        return families.by_name(name).name
     except ValueError as exc:  # argparse only shows the message of an ArgumentTypeError
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -83,10 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
         f"into --models-dir, so the server can run offline. Gemma is gated: accept Google's license at "
         f"{GEMMA_LICENSE_URL} and pass a token with --token or HF_TOKEN. Re-running skips complete files.")
     add_directory_arguments(parser, defaults)  # the same layout the loader reads
-    parser.add_argument("--checkpoint", type=_checkpoint_arg, default=CHECKPOINTS[0],
-                        help="which official LTX-2 file: "
-                             + ", ".join(c.removesuffix(".safetensors") for c in CHECKPOINTS)
-                             + f" (default {CHECKPOINTS[0].removesuffix('.safetensors')})")
+    parser.add_argument("--family", type=_family_arg, default=DEFAULT_FAMILY,
+                        help=f"which model family: {', '.join(families.FAMILIES)} (default {DEFAULT_FAMILY})")
+    parser.add_argument("--checkpoint", default=None,
+                        help="which official file of the family; " + "; ".join(
+                            f"{f.name}: " + ", ".join(c.removesuffix(".safetensors") for c in f.files.checkpoints)
+                            for f in families.FAMILIES.values()) + " (default: the first)")
     parser.add_argument("--token", default=None,
                         help="Hugging Face token for the gated Gemma repo; default: env HF_TOKEN or `hf auth login`")
     parser.add_argument("--skip-checkpoint", action="store_true", help="don't download the LTX-2 checkpoint")
@@ -95,10 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
                         help=f"also fetch Lightricks' seven LTX-2 19B camera-control LoRAs into <models-dir>/{LORAS_DIR}/ "
                              "(for the request field camera_lora)")
     parser.add_argument("--distilled-lora", action="store_true",
-                        help=f"also fetch {DISTILLED_LORA} into <models-dir>/{LORAS_DIR}/ (the dev checkpoint's "
-                             "two-stage pipeline refines its second stage with it)")
+                        help=f"also fetch the family's distilled LoRA ({DISTILLED_LORA} for ltx-2) into "
+                             f"<models-dir>/{LORAS_DIR}/ (the dev checkpoint's two-stage pipeline refines its second "
+                             "stage with it)")
     parser.add_argument("--skip-upsampler", action="store_true",
-                        help=f"don't download the two-stage pipeline's x2 spatial upsampler ({UPSAMPLER_FILE})")
+                        help=f"don't download the two-stage pipeline's x2 spatial upsampler ({UPSAMPLER_FILE} for "
+                             "ltx-2)")
 
 
 def offline_mode() -> bool:
@@ -149,11 +155,11 @@ def hf_hub_download(*args, **kwargs) -> str:
     return download(*args, **kwargs)
 
 
-def download_checkpoint(filename: str, models_dir: str, token: str | None) -> str:
+def download_checkpoint(filename: str, models_dir: str, token: str | None, repo: str = CHECKPOINT_REPO) -> str:
     try:
-        return hf_hub_download(CHECKPOINT_REPO, filename, local_dir=models_dir, token=token)
+        return hf_hub_download(repo, filename, local_dir=models_dir, token=token)
     except OSError as exc:  # HfHubHTTPError, LocalEntryNotFoundError and disk errors are all OSErrors
-        raise _fail(f"downloading {CHECKPOINT_REPO}/{filename}", CHECKPOINT_REPO, exc) from exc
+        raise _fail(f"downloading {repo}/{filename}", repo, exc) from exc
 
 
 def download_gemma(gemma_dir: str, token: str | None) -> str:
@@ -193,6 +199,12 @@ def missing_gemma_files(path: str) -> list[str]:
     return missing
 
 
+def _usage_error(message: str) -> typing.NoReturn:
+    """A flag that doesn't fit the family: one line and exit 2, as argparse answers, before any download."""
+    print(f"ltx2 download: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(args: argparse.Namespace) -> None:
     extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False)
     skip_upsampler = getattr(args, "skip_upsampler", False)
@@ -200,19 +212,27 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit("ltx2 download: nothing to do with --skip-checkpoint, --skip-gemma and --skip-upsampler")
     models_dir = os.path.abspath(os.path.expanduser(args.models_dir))
     gemma_dir = os.path.abspath(os.path.expanduser(args.gemma_dir or os.path.join(models_dir, DEFAULT_GEMMA_NAME)))
-    filename = checkpoint_filename(args.checkpoint)  # also validates names set by callers other than argparse
+    family = families.by_name(getattr(args, "family", None) or DEFAULT_FAMILY)
+    files = family.files
+    try:  # also validates names set by callers other than argparse
+        filename = checkpoint_filename(args.checkpoint or files.checkpoints[0], family.name)
+    except ValueError as exc:
+        _usage_error(f"--checkpoint: {exc}")
+    if getattr(args, "camera_loras", False) and not files.camera_loras:
+        _usage_error(f"--camera-loras: Lightricks' camera-control LoRAs are LTX-2 19B's; none is published for "
+                     f"{family.title}")
     if offline_mode():
         lift_offline_mode()
 
     env_lines = [f"{ENV['models_dir']}={models_dir}"]
     if not args.skip_checkpoint:
-        print(f"Downloading {CHECKPOINT_REPO}/{filename} to {models_dir}", flush=True)
-        path = download_checkpoint(filename, models_dir, args.token)
+        print(f"Downloading {files.repo}/{filename} to {models_dir}", flush=True)
+        path = download_checkpoint(filename, models_dir, args.token, files.repo)
         print(f"checkpoint: {path}", flush=True)
         env_lines.append(f"{ENV['model']}={path}")
     if not skip_upsampler:  # in the models directory, where the server's LTX2_UPSAMPLER=auto finds it
-        print(f"Downloading {CHECKPOINT_REPO}/{UPSAMPLER_FILE} to {models_dir}", flush=True)
-        path = download_checkpoint(UPSAMPLER_FILE, models_dir, args.token)
+        print(f"Downloading {files.repo}/{files.upsampler} to {models_dir}", flush=True)
+        path = download_checkpoint(files.upsampler, models_dir, args.token, files.repo)
         print(f"upsampler: {path}", flush=True)
     if not args.skip_gemma:
         print(f"Downloading {GEMMA_REPO} to {gemma_dir}", flush=True)
@@ -224,7 +244,7 @@ def main(args: argparse.Namespace) -> None:
     wanted = [(camera_lora_repo(m), camera_lora_file(m)) for m in CAMERA_MOVES] if getattr(args, "camera_loras", False) \
         else []
     if getattr(args, "distilled_lora", False):
-        wanted.append((CHECKPOINT_REPO, DISTILLED_LORA))
+        wanted.append((files.repo, files.distilled_lora))
     for repo, filename in wanted:
         print(f"Downloading {repo}/{filename} to {loras_dir}", flush=True)
         try:

@@ -31,7 +31,6 @@ import torch
 
 from ..media.audio_features import encode_audio
 from ..media.inputs import auto_size
-from ..models.download import DISTILLED_LORA
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..schema import GenerateRequest, InvalidRequest
@@ -132,7 +131,7 @@ def resolve_multiscale(model: LoadedModel, request: GenerateRequest) -> bool:
                                                "leave it out")
     if request.use_multiscale and not refines:
         raise InvalidRequest("use_multiscale", f"use_multiscale on a dev checkpoint refines stage 2 with the distilled "
-                                               f"LoRA ({DISTILLED_LORA}), and this server has none loaded "
+                                               f"LoRA ({model.family.files.distilled_lora}), and this server has none loaded "
                                                "(LTX2_DISTILLED_LORA / --distilled-lora; `ltx2 download "
                                                "--distilled-lora` fetches it): send false or leave it out")
     return request.use_multiscale

@@ -8,9 +8,8 @@ family is one new file beside this one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field, replace
-
-import torch
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class TinyPreset:
 
     name: str  # what --model takes: "tiny", "tiny-2.3"
     components: Callable[[int], dict]  # seed -> the pipeline's components
-    upsampler: Callable[[int], torch.nn.Module]  # seed -> the x2 spatial latent upsampler
+    upsampler: Callable[[int], Any]  # seed -> the x2 spatial latent upsampler
     distilled_lora: Callable[..., dict]  # (transformer, seed) -> LoRA tensors in the official key style
 
 
@@ -68,9 +67,11 @@ class OfficialFiles:
     repo: str  # the Hugging Face repository
     distilled: str
     dev: str
+    checkpoints: tuple[str, ...]  # what `ltx2 download --checkpoint` offers, the default first
     upsampler: str  # spatial x2, the two-stage default
     distilled_lora: str  # what a dev checkpoint's stage 2 refines with
     gemma_repo: str | None = None  # a separate text encoder download (None: bundled with the family)
+    camera_loras: bool = False  # Lightricks' seven camera-control LoRAs are published for this family
 
 
 @dataclass(frozen=True)

@@ -14,85 +14,21 @@ Gemma 3 12B, both VAEs' geometry, the audio latents and the x2 upsampler's shape
 
 from __future__ import annotations
 
-import torch
-from diffusers import LTX2VideoTransformer3DModel
-from diffusers.pipelines.ltx2 import LTX2TextConnectors
-from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
-
-from .. import tiny
 from .base import DISTILLED_DEFAULTS, Family, OfficialFiles, TinyPreset, dev_defaults
 
 VOCODER_RATE = 48_000
 
 
-def build_connectors() -> LTX2TextConnectors:
-    # Widths follow the tiny transformer: video 2 x 16 = 32, audio 2 x 8 = 16.
-    return LTX2TextConnectors(
-        caption_channels=tiny.GEMMA_HIDDEN,
-        text_proj_in_factor=tiny.GEMMA_LAYERS + 1,
-        video_connector_num_attention_heads=2,
-        video_connector_attention_head_dim=16,
-        video_connector_num_layers=1,
-        video_connector_num_learnable_registers=128,
-        video_gated_attn=True,
-        audio_connector_num_attention_heads=2,
-        audio_connector_attention_head_dim=8,
-        audio_connector_num_layers=1,
-        audio_connector_num_learnable_registers=128,
-        audio_gated_attn=True,
-        connector_rope_base_seq_len=4096,
-        rope_theta=10000.0,
-        rope_double_precision=True,
-        causal_temporal_positioning=False,
-        rope_type="split",
-        per_modality_projections=True,  # ltx-core's FeatureExtractorV2
-        video_hidden_dim=32,
-        audio_hidden_dim=16,
-        proj_bias=True,
-    )
+def _tiny():  # the builders import diffusers: only when a tiny preset is asked for
+    from . import tiny23
+
+    return tiny23
 
 
-def build_transformer() -> LTX2VideoTransformer3DModel:
-    base = tiny.build_transformer().config
-    config = {k: v for k, v in base.items() if not k.startswith("_")}
-    config.update(gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
-                  use_prompt_embeddings=False)  # the projection sits in the connectors (V2)
-    return LTX2VideoTransformer3DModel(**config)
+def _tiny_upsampler(seed: int):
+    from .. import tiny
 
-
-def build_vocoder() -> LTX2VocoderWithBWE:
-    """16 kHz from 100 mel frames a second (160x), then the bandwidth extension to 48 kHz."""
-    return LTX2VocoderWithBWE(
-        in_channels=2 * tiny.AUDIO_MEL_BINS,
-        hidden_channels=64,  # halved at each of the six upsampling stages
-        out_channels=2,
-        upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
-        upsample_factors=[5, 2, 2, 2, 2, 2],
-        resnet_kernel_sizes=[3],
-        resnet_dilations=[[1, 3]],
-        bwe_in_channels=2 * tiny.AUDIO_MEL_BINS,
-        bwe_hidden_channels=32,  # halved at each of the five stages
-        bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4],
-        bwe_upsample_factors=[6, 5, 2, 2, 2],
-        bwe_resnet_kernel_sizes=[3],
-        bwe_resnet_dilations=[[1, 3]],
-        hop_length=80,
-        num_mel_channels=tiny.AUDIO_MEL_BINS,
-        input_sampling_rate=tiny.AUDIO_SAMPLE_RATE,
-        output_sampling_rate=VOCODER_RATE,
-    )
-
-
-BUILDERS = {**tiny.BUILDERS, "connectors": build_connectors, "transformer": build_transformer,
-            "vocoder": build_vocoder}
-
-
-def build_components(seed: int = 0) -> dict:
-    return tiny.build_components(seed=seed, builders=BUILDERS)
-
-
-def build_distilled_lora(transformer, seed: int = 0) -> dict[str, torch.Tensor]:
-    return tiny.build_distilled_lora(transformer, seed=seed)
+    return tiny.build_upsampler(seed=seed)
 
 
 FAMILY = Family(
@@ -102,11 +38,12 @@ FAMILY = Family(
     dev=dev_defaults(steps=30, stg_block=28),  # ltx-pipelines' LTX_2_3_PARAMS
     image_crf=33,  # DEFAULT_IMAGE_CRF: 2.3 keeps 2.0's
     vocoder_rate=VOCODER_RATE,
-    tiny=TinyPreset(name="tiny-2.3", components=lambda seed: build_components(seed),
-                    upsampler=lambda seed: tiny.build_upsampler(seed=seed),
-                    distilled_lora=build_distilled_lora),
+    tiny=TinyPreset(name="tiny-2.3", components=lambda seed: _tiny().build_components(seed),
+                    upsampler=_tiny_upsampler,
+                    distilled_lora=lambda transformer, seed: _tiny().build_distilled_lora(transformer, seed)),
     files=OfficialFiles(repo="Lightricks/LTX-2.3", distilled="ltx-2.3-22b-distilled-1.1.safetensors",
                         dev="ltx-2.3-22b-dev.safetensors",
+                        checkpoints=("ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-22b-dev.safetensors"),
                         upsampler="ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
                         distilled_lora="ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
                         gemma_repo="google/gemma-3-12b-it-qat-q4_0-unquantized"),

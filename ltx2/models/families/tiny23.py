@@ -1,0 +1,80 @@
+"""The tiny-2.3 preset: LTX-2.3's structure (see ltx23.py) at tiny widths, random seeded weights."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import LTX2VideoTransformer3DModel
+from diffusers.pipelines.ltx2 import LTX2TextConnectors
+from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
+
+from .. import tiny
+
+
+def build_connectors() -> LTX2TextConnectors:
+    # Widths follow the tiny transformer: video 2 x 16 = 32, audio 2 x 8 = 16.
+    return LTX2TextConnectors(
+        caption_channels=tiny.GEMMA_HIDDEN,
+        text_proj_in_factor=tiny.GEMMA_LAYERS + 1,
+        video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=16,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=128,
+        video_gated_attn=True,
+        audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=128,
+        audio_gated_attn=True,
+        connector_rope_base_seq_len=4096,
+        rope_theta=10000.0,
+        rope_double_precision=True,
+        causal_temporal_positioning=False,
+        rope_type="split",
+        per_modality_projections=True,  # ltx-core's FeatureExtractorV2
+        video_hidden_dim=32,
+        audio_hidden_dim=16,
+        proj_bias=True,
+    )
+
+
+def build_transformer() -> LTX2VideoTransformer3DModel:
+    base = tiny.build_transformer().config
+    config = {k: v for k, v in base.items() if not k.startswith("_")}
+    config.update(gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
+                  use_prompt_embeddings=False)  # the projection sits in the connectors (V2)
+    return LTX2VideoTransformer3DModel(**config)
+
+
+def build_vocoder() -> LTX2VocoderWithBWE:
+    """16 kHz from 100 mel frames a second (160x), then the bandwidth extension to 48 kHz."""
+    return LTX2VocoderWithBWE(
+        in_channels=2 * tiny.AUDIO_MEL_BINS,
+        hidden_channels=64,  # halved at each of the six upsampling stages
+        out_channels=2,
+        upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
+        upsample_factors=[5, 2, 2, 2, 2, 2],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3]],
+        bwe_in_channels=2 * tiny.AUDIO_MEL_BINS,
+        bwe_hidden_channels=32,  # halved at each of the five stages
+        bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4],
+        bwe_upsample_factors=[6, 5, 2, 2, 2],
+        bwe_resnet_kernel_sizes=[3],
+        bwe_resnet_dilations=[[1, 3]],
+        hop_length=80,
+        num_mel_channels=tiny.AUDIO_MEL_BINS,
+        input_sampling_rate=tiny.AUDIO_SAMPLE_RATE,
+        output_sampling_rate=48_000,  # ltx23.VOCODER_RATE (tests hold the two equal)
+    )
+
+
+BUILDERS = {**tiny.BUILDERS, "connectors": build_connectors, "transformer": build_transformer,
+            "vocoder": build_vocoder}
+
+
+def build_components(seed: int = 0) -> dict:
+    return tiny.build_components(seed=seed, builders=BUILDERS)
+
+
+def build_distilled_lora(transformer, seed: int = 0) -> dict[str, torch.Tensor]:
+    return tiny.build_distilled_lora(transformer, seed=seed)
