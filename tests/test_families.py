@@ -244,3 +244,63 @@ def _wav_uri(wave: np.ndarray, rate: int = 16_000) -> str:
         w.setframerate(rate)
         w.writeframes((wave * 32767).astype(np.int16).tobytes())
     return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# ------------------------------------------------------------------------------------ LoRAs per family
+
+def _gate_layers(model):
+    from ltx2.models.lora import layer_index
+
+    return [layer for layer in layer_index(model).modules if layer[1].endswith("attn1.to_gate_logits")]
+
+
+@pytest.mark.parametrize("style", ["ltx", "kohya", "diffusers"])
+def test_a_lora_for_another_family_is_a_422_before_a_tensor_is_read(model, model23, style, tmp_path, monkeypatch):
+    from lora_files import attention_layers, write_lora
+
+    from ltx2.models import lora as lora_module
+    from ltx2.pipelines.loras import LoraPolicy, resolve
+    from ltx2.schema import InvalidRequest
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    # A 2.3 LoRA that adapts the attention gates, which the 19B does not have, in each key style.
+    write_lora(loras / "gates23.safetensors", model23, style=style,
+               layers=_gate_layers(model23) + attention_layers(model23)[:2])
+    reads = []
+    monkeypatch.setattr(lora_module, "read_tensor", lambda *a: reads.append(a) or pytest.fail("a tensor was read"))
+    policy = LoraPolicy(models_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    request = GenerateRequest(prompt="a cat", loras=[{"path": "plain.safetensors", "scale": 1.0},
+                                                     {"path": "gates23.safetensors", "scale": 0.5}])
+    write_lora(loras / "plain.safetensors", model, style=style, layers=attention_layers(model)[:2])
+    with pytest.raises(InvalidRequest) as caught:
+        resolve(model, request, policy)
+    assert caught.value.field == "loras.1.path"  # the request's own field naming (loras[1])
+    assert caught.value.message == ("loras.1.path: LoRA gates23.safetensors is a LoRA for LTX-2.3 22B (it adapts "
+                                    "to_gate_logits, which LTX-2 19B does not have); the loaded model is LTX-2 19B")
+    assert not reads
+
+
+def test_loras_of_shared_layers_fit_either_family_and_19b_only_layers_are_refused_by_23(model, model23, tmp_path):
+    from lora_files import write_lora
+
+    from ltx2.models import families as fam
+    from ltx2.models.lora import layer_index
+    from ltx2.pipelines.loras import LoraPolicy, resolve
+    from ltx2.schema import InvalidRequest
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    ff = [layer for layer in layer_index(model23).modules if layer[1] == "transformer_blocks.0.ff.net.0.proj"]
+    write_lora(loras / "shared.safetensors", model23, layers=ff)
+    policy = LoraPolicy(models_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    for loaded in (model, model23):  # attention and feed-forward layers: the same in 19B and 22B
+        adapters = resolve(loaded, GenerateRequest(prompt="a cat", loras=[{"path": "shared.safetensors"}]), policy)
+        assert len(adapters) == 1 and list(adapters[0][0].layers) == ff
+    caption = [layer for layer in layer_index(model).modules if "caption_projection" in layer[1]]
+    write_lora(loras / "caption19.safetensors", model, layers=caption)
+    with pytest.raises(InvalidRequest, match=r"loras.0.path: LoRA caption19.safetensors is a LoRA for LTX-2 19B "
+                                             r"\(it adapts caption_projection, which LTX-2.3 22B does not have\)"):
+        resolve(model23, GenerateRequest(prompt="a cat", loras=[{"path": "caption19.safetensors"}]), policy)
+    assert [f.name for f in fam.lora_families(["x.to_gate_logits.lora_A.weight"])] == ["ltx-2.3"]
+    assert [f.name for f in fam.lora_families(["x.to_gate_logits.a", "y.caption_projection.b"])] == []

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..schema import InvalidRequest
 from . import layout
+from .families import lora_family_problem
 from .fp8 import FP8Linear
 from .safetensors_io import name_list, read_header, read_tensor
 
@@ -118,12 +119,25 @@ class Adapter:
                 "key_style": self.style, "stage": stage}
 
 
-def read_lora(path: str, field: str, label: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A LoRA safetensors file's tensors and metadata; anything unreadable is a 422 naming it."""
+def _lora_header(path: str, field: str, label: str, family):
     try:
         header = read_header(path)
     except Exception as exc:  # noqa: BLE001 - CheckpointError, or a header with a malformed entry
         raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({_short(exc)})") from None
+    if family is not None and (problem := lora_family_problem(header.tensors, family)) is not None:
+        raise InvalidRequest(field, f"{field}: LoRA {label} {problem}")
+    return header
+
+
+def check_lora_family(path: str, field: str, label: str, family) -> None:
+    """A LoRA for another model family than `family` is a 422 naming both, from the header's names alone."""
+    _lora_header(path, field, label, family)
+
+
+def read_lora(path: str, field: str, label: str, family=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA safetensors file's tensors and metadata; anything unreadable is a 422 naming it, and so is
+    a LoRA for another model family than `family` (from its header's names: before any tensor is read)."""
+    header = _lora_header(path, field, label, family)
     tensors = {}
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -268,6 +282,10 @@ class AdapterCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: tuple) -> bool:  # a look that is neither a hit nor a miss
+        with self._lock:
+            return key in self._items
+
 
 # ---------------------------------------------------------------------------------------------- applying
 
@@ -383,7 +401,7 @@ def load_distilled_lora(model, path: str) -> Adapter:
     from .configs import CheckpointError
 
     try:
-        tensors, metadata = read_lora(path, "distilled_lora", path)
+        tensors, metadata = read_lora(path, "distilled_lora", path, model.family)
     except InvalidRequest as exc:
         raise CheckpointError(exc.message) from None
     return bind_distilled_lora(model, tensors, metadata, label=os.path.basename(path), digest=file_sha256(path),

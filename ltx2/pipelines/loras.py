@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..media.fetch import FetchPolicy, fetch, is_url
 from ..models.download import LORAS_DIR, camera_lora_file
-from ..models.lora import Adapter, bind, file_sha256, read_lora
+from ..models.lora import Adapter, bind, check_lora_family, file_sha256, read_lora
 from ..schema import GenerateRequest, InvalidRequest
 
 MB = 1024 * 1024
@@ -93,12 +93,16 @@ def load_adapters(model, wanted: list[Wanted], policy: LoraPolicy | None = None)
     if policy is not None:
         cache.capacity_bytes = policy.memory_cache_bytes
     home = model.device if model.placement.policy != "sequential" else _cpu()
+    keys = {id(item): (*item.key, str(home), str(model.dtype)) for item in wanted}
+    for item in wanted:  # every LoRA's family from its header, before any LoRA's tensors are read
+        if keys[id(item)] not in cache:
+            check_lora_family(item.path, item.field, item.label, model.family)
     out = []
     for item in wanted:
         key = (*item.key, str(home), str(model.dtype))
         adapter = cache.get(key)
         if adapter is None:
-            tensors, metadata = read_lora(item.path, item.field, item.label)
+            tensors, metadata = read_lora(item.path, item.field, item.label, model.family)
             adapter = bind(model, tensors, metadata, field=item.field, label=item.label, digest=_digest(item.path),
                            device=home, dtype=model.dtype)
             cache.put(key, adapter)

@@ -14,7 +14,7 @@ DEFAULT = ltx2.FAMILY.name
 PRESETS: dict[str, Family] = {f.tiny.name: f for f in FAMILIES.values()}
 
 __all__ = ["DEFAULT", "DEV_DEFAULTS", "DISTILLED_DEFAULTS", "FAMILIES", "PRESETS", "Family", "ModelDefaults",
-           "OfficialFiles", "TinyPreset", "by_name", "preset"]
+           "OfficialFiles", "TinyPreset", "by_name", "lora_families", "lora_family_problem", "preset"]
 
 
 def by_name(name: str) -> Family:
@@ -22,6 +22,25 @@ def by_name(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def lora_families(keys) -> tuple[Family, ...]:
+    """The families whose transformer has every family-particular layer the LoRA `keys` adapt."""
+    markers = set().union(*(f.lora_markers for f in FAMILIES.values()))
+    found = {m for m in markers if any(m in key for key in keys)}
+    return tuple(f for f in FAMILIES.values() if found <= f.lora_markers)
+
+
+def lora_family_problem(keys, loaded: Family) -> str | None:
+    """Why a LoRA with these keys is for another family than `loaded`, in words; None when it may fit."""
+    fits = lora_families(keys)
+    if loaded in fits:
+        return None
+    markers = set().union(*(f.lora_markers for f in FAMILIES.values()))
+    found = sorted(m for m in markers if any(m in key for key in keys))
+    made_for = " or ".join(f.title for f in fits) or "no single model family"
+    return (f"is a LoRA for {made_for} (it adapts {', '.join(found)}, which {loaded.title} does not have); the "
+            f"loaded model is {loaded.title}")
 
 
 def preset(name: str) -> Family | None:

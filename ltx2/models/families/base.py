@@ -86,6 +86,11 @@ class Family:
     vocoder_rate: int  # Hz of the soundtrack the family's vocoder writes
     tiny: TinyPreset
     files: OfficialFiles
+    # Fragments of layer names that this family's transformer has and some other family's lacks (in
+    # ltx-core's and diffusers' names alike). A LoRA key holding one tells which families it can fit;
+    # keys of layers every family shares (attention, feed-forward: the same shapes in 19B and 22B) tell
+    # nothing, so such a LoRA is taken by any family.
+    lora_markers: frozenset[str] = field(default=frozenset())
     notes: tuple[str, ...] = field(default=())
 
     def defaults(self, distilled: bool) -> ModelDefaults:

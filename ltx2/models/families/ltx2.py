@@ -29,4 +29,6 @@ FAMILY = Family(
                         upsampler="ltx-2-spatial-upscaler-x2-1.0.safetensors",
                         distilled_lora="ltx-2-19b-distilled-lora-384.safetensors",
                         gemma_repo="google/gemma-3-12b-it-qat-q4_0-unquantized", camera_loras=True),
+    # The caption projection lives in the 19B's transformer; later families project before the connectors.
+    lora_markers=frozenset({"caption_projection"}),
 )

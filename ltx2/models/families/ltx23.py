@@ -47,4 +47,6 @@ FAMILY = Family(
                         upsampler="ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
                         distilled_lora="ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
                         gemma_repo="google/gemma-3-12b-it-qat-q4_0-unquantized"),
+    # Per-head attention gates and the prompt AdaLN (ltx-core `prompt_adaln_single`, diffusers `prompt_adaln`).
+    lora_markers=frozenset({"to_gate_logits", "prompt_adaln"}),
 )
