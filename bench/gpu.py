@@ -1,28 +1,33 @@
-"""The GPU benchmark: LTX-2 19B at full size (random weights) on one GPU, in one command.
+"""The GPU benchmark: LTX-2 19B (or LTX-2.5 22B) at full size (random weights) on one GPU, in one command.
 
     python bench/gpu.py --out $OUT          # the device machine: about 5 minutes on an H100/H200
+    python bench/gpu.py --model random-22b --out $OUT   # LTX-2.5 + Gemma 4 (bf16; ~67 GiB of weights)
     python bench/gpu.py --smoke             # any machine, CPU included: every row on the tiny preset
+    python bench/gpu.py --model random-22b --smoke      # ... on the tiny-2.5 preset
 
 It prints one table (machine, torch, CUDA; then one section per question) and, with --out, writes
 the same rows as JSON (gpu-bench.json). Sections run in order and each one stands alone: an error
 is a row saying so, and once --budget-s is spent the rest are skipped, so the table always comes
 back inside a device call's 10 minutes.
 
-1. build: random-19b built on the GPU, seconds and GPU memory per component.
+1. build: random-19b (or random-22b) built on the GPU, seconds and GPU memory per component.
 2. e2e: warm end-to-end and per-stage seconds (and peak memory per stage where the pipeline
    reports it) for 288x512x49, 768x512x121 (one stage, 8 steps: SGLang's workload) and
    1024x1536x121 two-stage when the build has it; the prompt cache's second request.
-3. transformer: seconds per step at 768x512x121 for FP8 `_scaled_mm`, FP8 upcast and BF16.
+3. transformer: seconds per step at 768x512x121 for FP8 `_scaled_mm`, FP8 upcast and BF16 (a bf16
+   model, random-22b, gets random-19b's FP8 blocks for the FP8 rows, then goes back to bf16).
 4. attention: seconds per step for each SDPA kernel and each other diffusers backend that runs.
 5. compile: regional compilation, its compile seconds and its seconds per step.
 6. text encoder: Gemma in FP8 against BF16: embedding error, encode seconds, bytes.
-7. vae decode: tiled against untiled at 768x512x121: seconds and peak memory.
+7. vae decode: tiled against untiled at 768x512x121: seconds and peak memory; with LTX-2.5's diffusion
+   decoder, a row for it too (the conv decoder is the tiled/untiled rows).
 8. mux: H.264+AAC of 121 frames at 1920x1088.
 9. memory caps: `set_per_process_memory_fraction` at 48, 32 and 24 GiB: the policy auto picks, does
    768x512x121 finish, its peak and its time.
 
-`--smoke` runs every section on the tiny preset (its block 1 quantized to FP8 so the FP8 rows have
-something to time) at small sizes, on the CPU: CI runs it, so the benchmark cannot rot.
+`--smoke` runs every section on the model's tiny preset (`tiny`, or `tiny-2.5` for random-22b; its
+block 1 quantized to FP8 so the FP8 rows have something to time) at small sizes, on the CPU: CI runs
+it, so the benchmark cannot rot.
 """
 
 from __future__ import annotations
@@ -46,10 +51,11 @@ import torch  # noqa: E402
 
 from ltx2 import load_model  # noqa: E402
 from ltx2.models import fp8 as fp8_module  # noqa: E402
-from ltx2.models import memory, random19b, speed  # noqa: E402
+from ltx2.models import memory, random19b, random22b, speed  # noqa: E402
 from ltx2.schema import GenerateRequest  # noqa: E402
 
 GiB = 1024**3
+MODELS = {random19b.NAME: "tiny", random22b.NAME: "tiny-2.5"}  # each random preset's tiny preset, for --smoke
 PROMPT = "A red fox trotting through fresh snow at dawn, soft light, the crunch of paws on snow"
 
 
@@ -154,17 +160,18 @@ def machine(b: Bench) -> None:
 
 
 def build(b: Bench) -> None:
-    """random-19b resident on the GPU (the smoke run: tiny, with block 1 in FP8)."""
+    """The random preset on the GPU, resident unless --memory-policy says otherwise (the smoke run: its
+    tiny preset, with block 1 in FP8)."""
     start = time.perf_counter()
     if b.args.smoke:
-        model = load_model("tiny", device=b.device, attention="auto", compile="off")
+        model = load_model(MODELS[b.args.model], device=b.device, attention="auto", compile="off")
         transformer = model.pipe.transformer
         names = random19b.fp8_layer_names(transformer, len(transformer.transformer_blocks))
         fp8_module.quantize_linears(transformer, names, fp8_module.resolve_compute("auto", b.device))
         for name, value in (("transformer_fp8_layers", len(names)),):
             b.row("build", name, value, "tiny preset, block 1 quantized")
     else:
-        model = load_model(random19b.NAME, device=b.device, layers=b.args.layers, memory_policy="resident",
+        model = load_model(b.args.model, device=b.device, layers=b.args.layers, memory_policy=b.args.memory_policy,
                            text_encoder_dtype="bf16", attention=b.args.attention, compile="off")
     b.model = model
     b.row("build", "total", f"{time.perf_counter() - start:.1f} s", f"{model.name}, {model.dtype}")
@@ -230,12 +237,15 @@ def transformer_inputs(b: Bench, size: tuple[int, int, int]) -> dict:
                                    pipe.audio_vae_temporal_compression_ratio)
     config = pipe.transformer.config
     gen = torch.Generator().manual_seed(0)
-    caption = config.caption_channels  # the connectors' output width, for video and audio alike
+    # The connectors' output widths: Gemma's for the 19B (its caption projection is inside the transformer),
+    # each stream's own from LTX-2.3 on.
+    video_text, audio_text = ((config.caption_channels,) * 2 if config.use_prompt_embeddings
+                              else (config.cross_attention_dim, config.audio_cross_attention_dim))
     return dict(
         hidden_states=torch.randn(1, t_lat * h_lat * w_lat, config.in_channels, generator=gen).to(device, dtype),
         audio_hidden_states=torch.randn(1, a_frames, config.audio_in_channels, generator=gen).to(device, dtype),
-        encoder_hidden_states=torch.randn(1, 1024, caption, generator=gen).to(device, dtype),
-        audio_encoder_hidden_states=torch.randn(1, 1024, caption, generator=gen).to(device, dtype),
+        encoder_hidden_states=torch.randn(1, 1024, video_text, generator=gen).to(device, dtype),
+        audio_encoder_hidden_states=torch.randn(1, 1024, audio_text, generator=gen).to(device, dtype),
         timestep=torch.full((1,), 500.0, device=device), audio_timestep=torch.full((1,), 500.0, device=device),
         encoder_attention_mask=None, audio_encoder_attention_mask=None,
         num_frames=t_lat, height=h_lat, width=w_lat, fps=25, audio_num_frames=a_frames,
@@ -282,6 +292,12 @@ def transformer_modes(b: Bench) -> None:
     transformer = b.model.pipe.transformer
     label = "x".join(map(str, size))
     results = {}
+    bf16_model = not any(isinstance(m, fp8_module.FP8Linear) for m in transformer.modules())
+    if bf16_model:  # random-22b: random-19b's FP8 blocks for the FP8 rows; back to bf16 after the BF16 row
+        names = random19b.fp8_layer_names(transformer, len(transformer.transformer_blocks))
+        fp8_module.quantize_linears(transformer, names, fp8_module.resolve_compute("auto", b.device),
+                                    work_device=b.device)
+        b.row("transformer", "FP8 layers for the FP8 rows", len(names), "a bf16 model: random-19b's FP8 blocks")
     for mode in ("scaled-mm", "upcast"):
         try:
             compute = fp8_module.resolve_compute(mode, b.device)
@@ -296,11 +312,12 @@ def transformer_modes(b: Bench) -> None:
     try:
         results["bf16"] = step_seconds(b, inputs, repeat)
         b.row("transformer", "BF16 s/step", f"{results['bf16']:.3f}", f"{label}; {len(names)} layers dequantized")
-    finally:  # back to FP8 for the sections after this one
-        fp8_module.quantize_linears(transformer, names, fp8_module.resolve_compute("auto", b.device))
-        for name in names:
-            layer = transformer.get_submodule(name)
-            layer.input_scale = torch.nn.Parameter(torch.ones((), device=layer.weight.device), requires_grad=False)
+    finally:  # back to FP8 for the sections after this one (a bf16 model stays bf16)
+        if not bf16_model:
+            fp8_module.quantize_linears(transformer, names, fp8_module.resolve_compute("auto", b.device))
+            for name in names:
+                layer = transformer.get_submodule(name)
+                layer.input_scale = torch.nn.Parameter(torch.ones((), device=layer.weight.device), requires_grad=False)
 
 
 def attention(b: Bench) -> None:
@@ -402,6 +419,22 @@ def vae_decode(b: Bench) -> None:
             b.peak_reset()
             seconds = b.timed(lambda: tiling.decode(pipe.vae, latents, plan))
             b.row("vae decode", label, f"{seconds:.2f} s", f"{width}x{height}x{frames}; peak {b.peak_gb()} GB; {plan}")
+    if b.model.diffusion_decoder is None:
+        return
+    from ltx2.models.diffusion_decode import diffusion_decode
+
+    # LTX-2.5's diffusion decoder, fed as the decode stage feeds it: denormalised latents, the whole video.
+    mean, std = (s.view(1, -1, 1, 1, 1).to(latents) for s in b.model.video_latent_stats)
+    try:
+        with torch.inference_mode(), b.model.placement.use("diffusion_decoder"):
+            b.peak_reset()
+            seconds = b.timed(lambda: diffusion_decode(b.model.diffusion_decoder, latents * std + mean,
+                                                       torch.Generator(b.device).manual_seed(0)))
+        processor = type(next(iter(b.model.diffusion_decoder.attn_processors.values()))).__name__
+        b.row("vae decode", "diffusion decoder", f"{seconds:.2f} s",
+              f"{width}x{height}x{frames}; peak {b.peak_gb()} GB; whole video; {processor}")
+    except Exception as exc:  # noqa: BLE001 - out of memory, or no neighbourhood-attention kernel here
+        b.row("vae decode", "diffusion decoder", "did not finish", f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def mux(b: Bench) -> None:
@@ -428,7 +461,7 @@ def memory_caps(b: Bench) -> None:
         return
     model = b.model
     total = torch.cuda.get_device_properties(b.device).total_memory
-    components = memory.pipe_components(model.pipe)
+    components = model.components()  # the upsampler and LTX-2.5's diffusion decoder too
     req = request(sizes(False)["sglang"], 8)
     for cap_gib in (48, 32, 24):
         if b.left() < 60:
@@ -463,7 +496,8 @@ SECTIONS = [("machine", machine, 0), ("build", build, 0), ("e2e", e2e, 60), ("tr
 
 
 def print_table(b: Bench) -> None:
-    print(f"\n## GPU benchmark ({'smoke, ' if b.args.smoke else ''}{time.perf_counter() - b.start:.0f} s)\n")
+    model = MODELS[b.args.model] if b.args.smoke else b.args.model
+    print(f"\n## GPU benchmark ({model}, {'smoke, ' if b.args.smoke else ''}{time.perf_counter() - b.start:.0f} s)\n")
     print("| section | item | value | note |")
     print("|---|---|---|---|")
     for r in b.rows:
@@ -474,7 +508,12 @@ def print_table(b: Bench) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny preset, small sizes, any device (CI)")
-    parser.add_argument("--layers", type=int, default=random19b.FULL_LAYERS, help="random-19b depth (default 48)")
+    parser.add_argument("--model", default=random19b.NAME, choices=list(MODELS),
+                        help="random-19b (LTX-2 + Gemma 3, FP8 blocks) or random-22b (LTX-2.5 + Gemma 4, bf16)")
+    parser.add_argument("--layers", type=int, default=None, help="transformer depth (default: the full 48)")
+    parser.add_argument("--memory-policy", dest="memory_policy", default=None,
+                        help="where the build rests (default: resident for random-19b; auto for random-22b, "
+                             "whose ~72 GB of weights fit an H200 but not an H100 resident)")
     parser.add_argument("--attention", default="auto", help="attention setting for the e2e rows")
     parser.add_argument("--device", default=None)
     parser.add_argument("--budget-s", dest="budget_s", type=float, default=None,
@@ -484,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = 300.0 if args.smoke else 420.0
+    if args.memory_policy is None:
+        args.memory_policy = "resident" if args.model == random19b.NAME else "auto"
     b = Bench(args)
     wanted = None if args.only is None else {name.strip() for name in args.only.split(",")}
     for name, fn, needs in SECTIONS:
@@ -499,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "gpu-bench.json"), "w") as fh:
-            json.dump({"smoke": args.smoke, "seconds": time.perf_counter() - b.start, "rows": b.rows}, fh, indent=1)
+            json.dump({"smoke": args.smoke, "model": args.model, "seconds": time.perf_counter() - b.start,
+                       "rows": b.rows}, fh, indent=1)
     return 0 if not any(r["item"] == "error" for r in b.rows) else 1
 
 

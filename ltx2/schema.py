@@ -120,6 +120,13 @@ class GenerateRequest(BaseModel):
         "compresses 8 frames into one latent after the first. 49 frames at 25 fps is 1.96 s.",
         examples=[49],
     )
+    duration: Literal["auto"] | None = Field(
+        default=None,
+        description='"auto": the model picks the clip\'s length from the prompt (LTX-2.5\'s duration head), '
+        "between 1 s and the frame limit; the result's num_frames says what it chose. A model without a duration "
+        'head refuses it. On LTX-2.5 a request without num_frames is "auto" too.',
+        examples=["auto"],
+    )
     fps: int = Field(default=25, ge=1, le=60, description="Frames per second of the output video.", examples=[25])
     guidance_scale: float | None = Field(
         default=None, ge=1.0, le=20.0,
@@ -405,6 +412,14 @@ class GenerateRequest(BaseModel):
                              f"faster GIFs), got fps {fps}; lower fps or choose another video_output_type")
         return value
 
+    @model_validator(mode="after")
+    def _one_length(self) -> GenerateRequest:
+        if self.duration == "auto" and "num_frames" in self.model_fields_set:
+            raise FieldConflict("duration", 'give num_frames or duration "auto", not both')
+        if self.duration == "auto" and self.match_audio_length:
+            raise FieldConflict("duration", 'give match_audio_length or duration "auto", not both')
+        return self
+
     @property
     def duration_seconds(self) -> float:
         return self.num_frames / self.fps
@@ -418,7 +433,9 @@ class StageTimings(BaseModel):
         return {name: value for name, value in handler(self).items() if value is not None}
 
     expand_prompt: float = Field(default=0.0, description="Seconds Gemma 3 spent expanding the prompt (0 when off).")
-    encode_prompt: float = Field(description="Seconds spent in Gemma 3 and the text connectors.")
+    choose_length: float | None = Field(default=None, description='With duration "auto": seconds spent encoding '
+                                        "the prompt and running the duration head (the pipeline reuses the encoding).")
+    encode_prompt: float = Field(description="Seconds spent in Gemma and the text connectors.")
     encode_conditioning: float = Field(
         default=0.0, description="Seconds spent encoding image_start/image_end (video VAE) and audio (audio VAE).")
     prepare_latents: float = Field(description="Seconds spent drawing the initial noise.")
@@ -484,6 +501,11 @@ class GenerateResponse(BaseModel):
                               '"ltx-2.3" or "ltx-2.5" (22B), read from the checkpoint\'s files.', examples=["ltx-2.3"])
     variant: str | None = Field(default=None, description='"distilled" (8 steps, no guidance) or "dev" (guided, '
                                 "more steps); null in results stored by older versions.", examples=["distilled"])
+    length_from: str = Field(default="request", description='Where num_frames came from: "request", "audio" '
+                             '(match_audio_length) or "duration_head" (duration "auto", LTX-2.5).',
+                             examples=["duration_head"])
+    predicted_seconds: float | None = Field(default=None, description="With the duration head: the length it "
+                                            "predicted, in seconds, before the frame grid and the limits.")
     model_resolution: str = Field(
         description="WIDTHxHEIGHT the model ran at (its last stage): the requested size rounded up to a multiple of "
         "32 (of 64 for two-stage); the frames are its center crop.", examples=["320x512"])
@@ -573,6 +595,8 @@ def describe_error(err: dict) -> dict[str, Any]:
         message = f"{field} must be {ctx.get('expected')}, got {got_text}"
     elif kind == "value_error":
         message = str(ctx.get("error", err.get("msg")))
+        if isinstance(ctx.get("error"), FieldConflict):  # a rule across fields names the one it is about
+            field = ctx["error"].field
     else:
         message = f"{field}: {err.get('msg')}"
     if len(message) > MAX_MESSAGE_CHARS:
@@ -590,6 +614,14 @@ def validation_error_body(errors: list[dict]) -> dict[str, Any]:
     if len(errors) > MAX_LISTED_ERRORS:
         described.append({"field": None, "message": f"{len(errors) - MAX_LISTED_ERRORS} more problems not listed"})
     return ErrorResponse(error=message, code="invalid_request", field=first["field"], errors=described).model_dump()
+
+
+class FieldConflict(ValueError):
+    """A rule across several fields, raised from a model validator, naming the field it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidRequest(ValueError):

@@ -14,6 +14,7 @@ DEFAULT_GEMMA_NAME = "gemma-3-12b-it-qat-q4_0-unquantized"
 MEMORY_POLICIES = ("auto", "resident", "offload-text-encoder", "sequential")
 FP8_COMPUTE = ("auto", "scaled-mm", "upcast")
 VARIANTS = ("auto", "distilled", "dev")
+VAE_DECODERS = ("auto", "diffusion", "conv")
 TEXT_ENCODER_DTYPES = ("auto", "bf16", "fp8")
 
 
@@ -25,6 +26,12 @@ class Settings:
     memory_policy: str = "auto"
     fp8_compute: str = "auto"
     variant: str = "auto"  # distilled or dev; auto reads the checkpoint's name
+    vae_decoder: str = "auto"  # LTX-2.5's video decoder: auto (the diffusion one when loaded), diffusion, conv
+    # LTX-2.5's per-component files, overriding what its official layout around --model provides (None: the layout's).
+    text_encoder: str | None = None  # the Gemma 4 + projection file
+    video_vae: str | None = None  # a video VAE file (diffusion or conv; comma-separated for both)
+    audio_vae: str | None = None  # the audio VAE + vocoder file
+    duration_head: str | None = None  # the duration head file
     layers: int | None = None  # random-19b only: transformer blocks and Gemma layers to build (None: 48)
     text_encoder_dtype: str = "auto"  # Gemma's linear weights: bf16, or fp8 (e4m3, per-tensor scales)
     attention: str = "auto"  # attention kernel (ltx2.models.speed.ATTENTION_CHOICES)
@@ -93,6 +100,11 @@ ENV = {
     "memory_policy": "LTX2_MEMORY_POLICY",
     "fp8_compute": "LTX2_FP8_COMPUTE",
     "variant": "LTX2_VARIANT",
+    "vae_decoder": "LTX2_VAE_DECODER",
+    "text_encoder": "LTX2_TEXT_ENCODER",
+    "video_vae": "LTX2_VIDEO_VAE",
+    "audio_vae": "LTX2_AUDIO_VAE",
+    "duration_head": "LTX2_DURATION_HEAD",
     "layers": "LTX2_LAYERS",
     "text_encoder_dtype": "LTX2_TEXT_ENCODER_DTYPE",
     "attention": "LTX2_ATTENTION",
@@ -212,6 +224,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
                              "tiny preset's with --variant dev, or ltx-2-19b-distilled-lora-384.safetensors in "
                              "--models-dir or its loras/ when present), none (a dev checkpoint runs one stage), or a "
                              f"file (env {ENV['distilled_lora']})")
+    parser.add_argument("--vae-decoder", dest="vae_decoder", default=defaults.vae_decoder, choices=VAE_DECODERS,
+                        help="LTX-2.5's video decoder: diffusion (neighbourhood attention, sharper, slower; natten when "
+                             "installed), conv (the convolutional one), or auto: diffusion when its file is loaded "
+                             f"(env {ENV['vae_decoder']})")
+    for flag, what in (("text-encoder", "the Gemma 4 text encoder with its projection"),
+                       ("video-vae", "a video VAE (diffusion or conv; comma-separated for both)"),
+                       ("audio-vae", "the audio VAE and vocoder"), ("duration-head", "the duration head")):
+        dest = flag.replace("-", "_")
+        parser.add_argument(f"--{flag}", dest=dest, default=getattr(defaults, dest),
+                            help=f"LTX-2.5: the file of {what}, instead of the one the official layout around --model "
+                                 f"holds (env {ENV[dest]})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")

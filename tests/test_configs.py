@@ -150,7 +150,9 @@ def test_a_different_vae_layout_counted_by_hand():
     assert v["decoder_block_out_channels"] == (24, 24)  # 8 x 3, then x 1 (the decoder's default)
     assert v["decoder_layers_per_block"] == (2, 4, 1)
     assert v["decoder_inject_noise"] == (True, False, False)
-    assert v["upsample_type"] == ("spatial", "temporal") and v["upsample_residual"] == (True, False)
+    # diffusers reverses every decoder tuple but upsample_type, which it reads latent side first
+    # (tests/test_layout_ltx23.py pins this against LTX-2.3's asymmetric decoder at full size).
+    assert v["upsample_type"] == ("temporal", "spatial") and v["upsample_residual"] == (True, False)
     assert v["upsample_factor"] == (3, 1)
     assert v["spatio_temporal_scaling"] == (True, True) and v["decoder_spatio_temporal_scaling"] == (True, True)
     assert (v["spatial_compression_ratio"], v["temporal_compression_ratio"]) == (4, 2)  # patch 2 x 2; 2
@@ -269,14 +271,15 @@ def test_a_vocoder_that_is_not_19b_is_refused(vocoder):
 
 
 def test_detect_family():
-    assert configs.detect_family(copy.deepcopy(REAL), "x") == "ltx-2-19b"
+    assert configs.detect_family(copy.deepcopy(REAL), "x") == "ltx-2" == configs.LTX2 == configs.LTX2_19B
     for marker in configs.LTX23_MARKERS:
         config = copy.deepcopy(REAL)
-        config["transformer"][marker] = True
-        with pytest.raises(CheckpointError, match=rf"LTX-2\.3 \(22B\) checkpoint \(config\.transformer sets {marker}\)"):
+        config["transformer"][marker] = True  # one 2.3 marker on a 19B config: neither family
+        with pytest.raises(CheckpointError, match=rf"^x: config mixes LTX-2 \(19B\) and LTX-2\.3 \(22B\) parts: "
+                                                  rf"config\.transformer sets {marker}.*; but config\.transformer lacks"):
             configs.detect_family(config, "x")
         config["transformer"][marker] = False  # present but false: still 19B
-        assert configs.detect_family(config, "x") == "ltx-2-19b"
+        assert configs.detect_family(config, "x") == "ltx-2"
     for section in ("vae", "audio_vae", "vocoder"):
         config = copy.deepcopy(REAL)
         config[section] = "nope"
@@ -293,7 +296,7 @@ def test_every_invariant_is_checked_and_a_missing_one_is_allowed():
         with pytest.raises(CheckpointError, match=rf"transformer\.{key} is 'something else' \(LTX-2 19B: {want!r}\)"):
             configs.detect_family(config, "x")
         del config["transformer"][key]
-        assert configs.detect_family(config, "x") == "ltx-2-19b"
+        assert configs.detect_family(config, "x") == "ltx-2"
 
 
 @pytest.mark.parametrize(("path", "kind"), [

@@ -56,10 +56,10 @@ def traced(dev, tmp_path_factory):
     calls, decoded = [], []
     real_denoise, real_decode_audio = stages.denoise, stages.decode_audio
 
-    def denoise(run, video, audio, prompt, sigmas, grid, guidance):
+    def denoise(run, video, audio, prompt, sigmas, grid, guidance, **sampler):
         added = module(probe) - torch.nn.functional.linear(probe, module.weight, module.bias)
         passes = run.transformer_passes
-        video, audio = real_denoise(run, video, audio, prompt, sigmas, grid, guidance)
+        video, audio = real_denoise(run, video, audio, prompt, sigmas, grid, guidance, **sampler)
         calls.append(dict(sigmas=list(sigmas), grid=grid, passes=run.transformer_passes - passes, added=added,
                           audio_out=audio.latents.clone()))
         return video, audio

@@ -85,6 +85,17 @@ LTX23 = {name: blob(name, 1024) for name in ("ltx-2.3-22b-distilled-1.1.safetens
                                               "ltx-2.3-spatial-upscaler-x1.5-1.0.safetensors",
                                               "ltx-2.3-22b-distilled-lora-384-1.1.safetensors")}
 REPOS["Lightricks/LTX-2.3"] = LTX23
+# LTX-2.5's repository: one file per component, in folders.
+LTX25 = {path: blob(path, 512) for path in (
+    "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors",
+    "diffusion_models/ltx-2.5-22b-dev-transformer-bf16.safetensors",
+    "text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors", "vae/ltx-2.5-video-vae-bf16.safetensors",
+    "vae/ltx-2.5-video-vae-conv-bf16.safetensors", "vae/ltx-2.5-audio-vae-bf16.safetensors",
+    "latent_upscale_models/ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors",
+    "latent_upscale_models/ltx-2.5-latent-temporal-upscaler-x2-bf16-1.0.safetensors",
+    "model_patches/ltx-2.5-duration-head-bf16.safetensors",
+    "loras/ltx-2.5-22b-distilled-lora-450-bf16.safetensors")}
+REPOS["Lightricks/LTX-2.5"] = LTX25
 for move in CAMERA_MOVES:
     REPOS[camera_lora_repo(move)] = {camera_lora_file(move): blob(move, 1024), "README.md": b"# camera\n"}
 GATED = {GEMMA}
@@ -242,25 +253,31 @@ def runs(tmp_path_factory):
     try:
         main_hub, gated_hub = hubs
         started = {
-            # Models dir from the environment, token on the command line, default checkpoint.
-            "first": launch(main_hub, base / "main", ["--token", TOKEN],
+            # Models dir from the environment, token on the command line, the family's default checkpoint.
+            "first": launch(main_hub, base / "main", ["--family", "ltx-2", "--token", TOKEN],
                             env={"LTX2_MODELS_DIR": str(base / "main" / "models")}),
-            "loras": launch(main_hub, base / "loras", ["--models-dir", str(base / "loras" / "models"), "--skip-gemma",
+            "loras": launch(main_hub, base / "loras", ["--family", "ltx-2", "--models-dir",
+                                                       str(base / "loras" / "models"), "--skip-gemma",
                                                        "--skip-checkpoint", "--camera-loras", "--distilled-lora"]),
-            "no_token": launch(gated_hub, base / "gated", ["--models-dir", str(base / "gated" / "models"),
+            "no_token": launch(gated_hub, base / "gated", ["--family", "ltx-2", "--models-dir",
+                                                            str(base / "gated" / "models"),
                                                             "--skip-checkpoint", "--skip-upsampler"]),
         }
         started["ltx23"] = launch(main_hub, base / "ltx23", ["--models-dir", str(base / "ltx23" / "models"),
                                                             "--skip-gemma", "--family", "ltx-2.3", "--checkpoint",
                                                             "ltx-2.3-22b-dev", "--distilled-lora"])
+        # No --family: LTX-2.5 is the default.
+        started["ltx25"] = launch(main_hub, base / "ltx25", ["--models-dir", str(base / "ltx25" / "models"),
+                                                            "--distilled-lora"])
         results = {name: finish(s) for name, s in started.items()}
         # As inside the Docker image: HF_HUB_OFFLINE=1 in the environment.
         results["offline"] = finish(launch(main_hub, base / "offline",
-                                           ["--models-dir", str(base / "offline" / "models"), "--skip-gemma"],
+                                           ["--family", "ltx-2", "--models-dir", str(base / "offline" / "models"),
+                                            "--skip-gemma"],
                                            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}))
         # Same files again: the checkpoint named without its suffix, the models dir as a flag, the token from HF_TOKEN.
         results["second"] = finish(launch(main_hub, base / "main",
-                                          ["--models-dir", str(base / "main" / "models"),
+                                          ["--family", "ltx-2", "--models-dir", str(base / "main" / "models"),
                                            "--checkpoint", "ltx-2-19b-distilled-fp8"], env={"HF_TOKEN": TOKEN}))
         results["base"] = base
         yield results
@@ -340,7 +357,8 @@ def test_unknown_checkpoint_lists_the_known_ones(no_hub, tmp_path, capsys):
     from ltx2.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["download", "--models-dir", str(tmp_path / "models"), "--checkpoint", "ltx-2-19b-pro"])
+        main(["download", "--family", "ltx-2", "--models-dir", str(tmp_path / "models"), "--checkpoint",
+              "ltx-2-19b-pro"])
     assert exit_info.value.code != 0
     err = capsys.readouterr().err
     assert "unknown checkpoint 'ltx-2-19b-pro'" in err
@@ -394,3 +412,14 @@ def test_family_mistakes_are_one_line_before_any_download(argv, message, no_hub,
         main(["download", "--models-dir", str(tmp_path / "models"), *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_family_ltx25_fetches_its_components_in_the_official_layout_and_no_gemma_3(runs):
+    run, models = runs["ltx25"], runs["base"] / "ltx25" / "models"
+    assert run.rc == 0, run.err
+    wanted = {path for path in LTX25 if "dev-transformer" not in path and "temporal" not in path}
+    on_disk = {p.relative_to(models).as_posix() for p in models.rglob("*.safetensors")}
+    assert on_disk == wanted  # the distilled transformer, every part, the x2 upscaler, the LoRA: nothing else
+    for path in wanted:
+        assert (models / path).read_bytes() == LTX25[path]
+    assert not (models / GEMMA_DIRNAME).exists() and "LTX2_GEMMA_DIR" not in run.out

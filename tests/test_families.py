@@ -276,8 +276,9 @@ def test_a_lora_for_another_family_is_a_422_before_a_tensor_is_read(model, model
     with pytest.raises(InvalidRequest) as caught:
         resolve(model, request, policy)
     assert caught.value.field == "loras.1.path"  # the request's own field naming (loras[1])
-    assert caught.value.message == ("loras.1.path: LoRA gates23.safetensors is a LoRA for LTX-2.3 22B (it adapts "
-                                    "to_gate_logits, which LTX-2 19B does not have); the loaded model is LTX-2 19B")
+    assert caught.value.message == ("loras.1.path: LoRA gates23.safetensors is a LoRA for LTX-2.3 22B or LTX-2.5 22B "
+                                    "(it adapts to_gate_logits, which LTX-2 19B does not have); the loaded model is "
+                                    "LTX-2 19B")
     assert not reads
 
 
@@ -302,5 +303,61 @@ def test_loras_of_shared_layers_fit_either_family_and_19b_only_layers_are_refuse
     with pytest.raises(InvalidRequest, match=r"loras.0.path: LoRA caption19.safetensors is a LoRA for LTX-2 19B "
                                              r"\(it adapts caption_projection, which LTX-2.3 22B does not have\)"):
         resolve(model23, GenerateRequest(prompt="a cat", loras=[{"path": "caption19.safetensors"}]), policy)
-    assert [f.name for f in fam.lora_families(["x.to_gate_logits.lora_A.weight"])] == ["ltx-2.3"]
+    assert [f.name for f in fam.lora_families(["x.to_gate_logits.lora_A.weight"])] == ["ltx-2.3", "ltx-2.5"]
+    # The prompt AdaLN is 2.3's alone (2.5's prompt modulation is a static table).
+    assert [f.name for f in fam.lora_families(["x.prompt_adaln_single.linear.lora_A.weight"])] == ["ltx-2.3"]
     assert [f.name for f in fam.lora_families(["x.to_gate_logits.a", "y.caption_projection.b"])] == []
+
+
+# ------------------------------------------------------------------------------------ a 2.3 file, end to end
+
+@pytest.fixture(scope="module")
+def models23(tmp_path_factory):
+    """A models directory as `ltx2 download --family ltx-2.3` leaves it (miniature files, official layout)."""
+    import miniature
+
+    from ltx2.models.tiny import build_text_encoder, build_tokenizer
+
+    root = tmp_path_factory.mktemp("models23")
+    modules = miniature.build_components(seed=4, family="ltx-2.3")
+    miniature.round_to(modules, torch.bfloat16)
+    miniature.write_checkpoint(root / "ltx-2.3-22b-dev.safetensors", modules, family="ltx-2.3")
+    latent = modules["vae"].config.latent_channels
+    miniature.write_upsampler(root / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
+                              config={**miniature.UPSAMPLER_CONFIG, "in_channels": latent})
+    tokenizer = build_tokenizer()
+    torch.manual_seed(5)
+    build_text_encoder(len(tokenizer)).save_pretrained(root / "gemma", max_shard_size="200KB")
+    tokenizer.save_pretrained(root / "gemma")
+    return root
+
+
+def test_a_23_file_serves_with_its_familys_defaults_upsampler_and_48k_audio(models23, tmp_path):
+    from ltx2.serving.app import create_app
+    from ltx2.settings import Settings
+
+    model = load_model("ltx-2.3-22b-dev", device="cpu", models_dir=str(models23), gemma_dir=str(models23 / "gemma"),
+                       distilled_lora="none")
+    info = model.describe()
+    assert (info["model_family"], info["variant"], info["checkpoint"]["family"]) == ("ltx-2.3", "dev", "ltx-2.3")
+    assert model.defaults == families.by_name("ltx-2.3").dev  # 30 steps, STG block 28
+    # "auto" found the family's own upsampler file; without the distilled LoRA a dev model runs one stage.
+    assert info["upsampler"] == str(models23 / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors")
+    settings = Settings(model="ltx-2.3-22b-dev", output_dir=str(tmp_path / "out"))
+    with TestClient(create_app(settings, model=model)) as client:
+        answer = client.post("/generate", json={**SMALL, "num_frames": 9, "width": 64, "height": 64,
+                                                 "num_inference_steps": 2})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["model_family"], body["variant"], body["pipeline"], body["stg_blocks"]) == \
+        ("ltx-2.3", "dev", "one-stage", [min(28, model.pipe.transformer.config.num_layers - 1)])
+    assert body["transformer_passes"] == 2 * 4  # cond, uncond, STG, modality per step
+    assert probe_video(base64.b64decode(body["video"].split(",", 1)[1]))["audio"]["sample_rate"] == 48_000
+
+
+def test_a_missing_23_distilled_lora_is_named(models23):
+    from ltx2.models.configs import CheckpointError
+
+    with pytest.raises(CheckpointError, match="ltx-2.3-22b-distilled-lora-384-1.1.safetensors"):
+        load_model("ltx-2.3-22b-dev", device="cpu", models_dir=str(models23), gemma_dir=str(models23 / "gemma"),
+                   distilled_lora="ltx-2.3-22b-distilled-lora-384-1.1.safetensors")

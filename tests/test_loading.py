@@ -103,6 +103,7 @@ RUNNERS = {
 
 def test_bf16_file_reproduces_every_component(source, bf16_file):
     loaded, report = loading.load_single_file(str(bf16_file), dtype=torch.float32)
+    assert report.family == "ltx-2"
     assert report.kind == "distilled" and report.kind_source == "file name"
     assert report.fp8_layers == 0
     for name, run in RUNNERS.items():
@@ -211,11 +212,15 @@ def test_missing_file_is_named(tmp_path):
         (lambda c: c["transformer"].update(rope_type="interleaved"),
          r"config matches no known LTX-2 variant: transformer\.rope_type is 'interleaved' \(LTX-2 19B: 'split'\)"),
         (lambda c: c["transformer"].update(apply_gated_attention=True, caption_proj_before_connector=True),
-         r"LTX-2\.3 \(22B\) checkpoint"),
+         r"config mixes LTX-2 \(19B\) and LTX-2\.3 \(22B\) parts: config\.transformer sets apply_gated_attention, "
+         r"caption_proj_before_connector; but config\.transformer lacks cross_attention_adaln; "
+         r"config\.vocoder is a single HiFi-GAN \(no bwe\)$"),
         (lambda c: c.pop("transformer"), r"no 'transformer' section"),
         (lambda c: c["vae"].update(encoder_blocks=[["res_x", 1], ["attn", 1], ["res_x", 1]]),
          r"config\.vae\.encoder_blocks .*\(unsupported: \['attn'\]\)"),
-        (lambda c: c["vocoder"].update(bwe={"resblock": "AMP1"}), r"bandwidth extension is LTX-2\.3's"),
+        (lambda c: c["vocoder"].update(bwe={"resblock": "AMP1"}),
+         r"config mixes .*: config\.vocoder has a bandwidth extension \(bwe\); but config\.transformer lacks "
+         r"apply_gated_attention, caption_proj_before_connector, cross_attention_adaln$"),
     ],
 )
 def test_unknown_config_is_refused(tensors, tmp_path, edit, message):

@@ -177,7 +177,7 @@ def resident_result(runs):
     return runs["resident"][0]
 
 
-def test_sequential_moves_each_component_for_its_stage_only(runs):
+def test_sequential_moves_each_component_for_its_stage_only(runs, tiny):
     events = runs["sequential"][1]
     assert events == [
         ("use", "text_encoder"), ("use", "connectors"),
@@ -194,7 +194,8 @@ def test_sequential_moves_each_component_for_its_stage_only(runs):
     # The stages' groups are the ones the policy's estimates assume.
     groups = [tuple(name for kind, name in group) for used, group in
               itertools.groupby(events, key=lambda e: e[0] == "use") if used]
-    assert set(groups) == set(STAGES.values())
+    # (Those of the parts this model has: the tiny 19B has no duration head and no diffusion decoder.)
+    assert set(groups) == {names for names in STAGES.values() if set(names) <= set(tiny.components())}
 
 
 def test_offload_text_encoder_moves_only_gemma(runs):
@@ -307,7 +308,7 @@ def test_health_reports_memory(client, model):
     report = client.get("/health").json()["model"]["memory"]
     assert report["policy"] == "resident"
     assert report["compute_device"] == "cpu"
-    assert set(report["components"]) == set(memory.COMPONENTS)
+    assert set(report["components"]) == set(model.components()) <= set(memory.COMPONENTS)
     for name, entry in report["components"].items():
         assert entry == {"bytes": component_bytes(model.components()[name]), "rests_on": "compute", "device": "cpu"}
     assert report["weights_bytes"] == sum(e["bytes"] for e in report["components"].values())

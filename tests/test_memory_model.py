@@ -2,7 +2,7 @@
 
 import torch
 
-from ltx2.models import memory_model
+from ltx2.models import memory_model, random19b, random22b
 
 GiB = 1024**3
 
@@ -36,3 +36,25 @@ def test_768x512x121_fits_24_gib_sequential_with_fp8_gemma():
     assert 0.5 * GiB < acts["denoise"] < 4 * GiB
     # Resident, the same model needs far more than a 24 GB card has.
     assert max(memory_model.stage_peaks(modules, "resident", acts).values()) > 40 * GiB
+
+
+def test_memory_model_counts_the_22b_weights_and_stages():
+    """random-22b on meta: its bytes are numel x element size (bf16), and every stage has a peak."""
+    modules = memory_model.build("bf16", preset=random22b.NAME)
+    for name, module in modules.items():
+        params = list(module.parameters())  # tied ones once
+        assert all(p.dtype.is_floating_point for p in params)
+        weights = random19b.weight_bytes(torch.nn.ParameterList(params), torch.bfloat16)
+        assert weights == sum(p.numel() for p in params) * 2, name  # every weight counted once, in bf16
+        # Plus the buffers (Gemma's layer scalars, the vocoder's STFT bases, the VAE's latent statistics).
+        assert 0 <= random19b.weight_bytes(module, torch.bfloat16) - weights < 2**22, name
+    assert 18.5e9 < sum(p.numel() for p in modules["transformer"].parameters()) < 19.5e9
+    for decoder in ("auto", "conv"):  # auto: the diffusion decoder (its own stage, where memory.STAGES has one)
+        acts = memory_model.activation_bytes(modules, 768, 512, 121, video_decoder=decoder)
+        for policy in ("resident", "offload-text-encoder", "sequential"):
+            peaks = memory_model.stage_peaks(modules, policy, acts, video_decoder=decoder)
+            assert {"encode_prompt", "denoise", "decode_audio"} <= set(peaks), peaks
+            decode = {"diffusion_decode", "decode_video"} & set(peaks) if decoder == "auto" else {"decode_video"}
+            assert len(decode) == 1 and decode <= set(peaks) and set(acts) <= set(peaks), peaks
+        sequential = memory_model.stage_peaks(modules, "sequential", acts, video_decoder=decoder)
+        assert sequential["denoise"] > 36 * GiB  # 35 GiB of bf16 transformer alone

@@ -112,7 +112,7 @@ def test_health_reports_variant_dtypes_device_policy_and_memory(distilled_fp8):
     with TestClient(create_app(model=distilled_fp8)) as client:
         body = client.get("/health").json()
     model = body["model"]
-    assert model["checkpoint"]["family"] == "ltx-2-19b" and model["checkpoint"]["kind"] == "distilled"
+    assert model["checkpoint"]["family"] == "ltx-2" and model["checkpoint"]["kind"] == "distilled"
     assert model["checkpoint"]["fp8_compute"] == "upcast"
     assert model["device"] == "cpu" and model["dtypes"]["transformer"] == "float32+float8_e4m3fn"
     assert model["memory"]["policy"] == "resident"

@@ -361,7 +361,7 @@ PLANTED: list[dict] = [
     },
     {
         "kind": "FP8 scales in the model dtype",
-        "file": "ltx2/models/loading.py",
+        "file": "ltx2/models/components.py",
         "old": 'if key.endswith(("weight_scale", "input_scale")):\n        return torch.float32',
         "new": 'if key.endswith(("weight_scale", "input_scale")):\n        return dtype',
         "tests": ["tests/test_loading.py"],

@@ -282,7 +282,10 @@ def _forward_key(sd_ops, file_key: str) -> str | None:
     return results[0].new_key
 
 
-def build_layout(vae_timestep_conditioning: bool) -> dict:
+def build_layout(vae_timestep_conditioning: bool, base_config: dict | None = None,
+                 gemma_text_config: dict | None = None) -> dict:
+    """Every file tensor (name -> shape) for one config: the 19B one by default; tools/official_layout_ltx23.py
+    passes LTX-2.3's (its V2 text projection and BWE vocoder go through the same inversion)."""
     _stub_torchaudio()
     import torch
     from ltx_core.model.audio_vae.model_configurator import (
@@ -313,25 +316,21 @@ def build_layout(vae_timestep_conditioning: bool) -> dict:
         _create_feature_extractor,
     )
 
-    vae = dict(VAE, timestep_conditioning=vae_timestep_conditioning)
-    config = {
-        "transformer": TRANSFORMER,
-        "vae": vae,
-        "audio_vae": AUDIO_VAE,
-        "vocoder": VOCODER,
-    }
+    base = base_config or {"transformer": TRANSFORMER, "vae": VAE, "audio_vae": AUDIO_VAE, "vocoder": VOCODER}
+    config = dict(base, vae=dict(base["vae"], timestep_conditioning=vae_timestep_conditioning))
     metadata = {"config": config}
+    gemma_dims = gemma_text_config or GEMMA3_12B_TEXT
 
     def embeddings_processor():
         # EmbeddingsProcessorConfigurator reads Gemma's config from disk; build the
         # same three parts directly with the Gemma-3-12B text dimensions.
-        gemma_text = types.SimpleNamespace(**GEMMA3_12B_TEXT)
+        gemma_text = types.SimpleNamespace(**gemma_dims)
         return EmbeddingsProcessor(
             video_connector=Embeddings1DConnectorConfigurator.from_metadata(metadata),
             audio_connector=AudioEmbeddings1DConnectorConfigurator.from_metadata(
                 metadata
             ),
-            feature_extractor=_create_feature_extractor(TRANSFORMER, gemma_text),
+            feature_extractor=_create_feature_extractor(config["transformer"], gemma_text),
         )
 
     components = [
@@ -350,6 +349,15 @@ def build_layout(vae_timestep_conditioning: bool) -> dict:
                     (
                         "feature_extractor.aggregate_embed.",
                         "text_embedding_projection.aggregate_embed.",
+                    ),
+                    # LTX-2.3's V2 extractor: one projection per modality, before the connectors.
+                    (
+                        "feature_extractor.video_aggregate_embed.",
+                        "text_embedding_projection.video_aggregate_embed.",
+                    ),
+                    (
+                        "feature_extractor.audio_aggregate_embed.",
+                        "text_embedding_projection.audio_aggregate_embed.",
                     ),
                     (
                         "video_connector.",
@@ -428,6 +436,28 @@ def build_layout(vae_timestep_conditioning: bool) -> dict:
                 )
 
     return {"config": config, "tensors": tensors, "module_state_entries": per_component}
+
+
+def write_payload(payload: dict, out: Path) -> None:
+    """One line per tensor (diffable), everything else as one sorted JSON line per top-level key."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["{"]
+    top = sorted(payload.items())
+    for index, (key, value) in enumerate(top):
+        comma = "," if index < len(top) - 1 else ""
+        if key in ("tensors",):
+            lines.append(f"{json.dumps(key)}: {{")
+            items = list(value.items())
+            for j, (tkey, shape) in enumerate(items):
+                tail = "," if j < len(items) - 1 else ""
+                lines.append(f"  {json.dumps(tkey)}: {json.dumps(shape)}{tail}")
+            lines.append("}" + comma)
+        else:
+            lines.append(
+                f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)}{comma}"
+            )
+    lines.append("}")
+    out.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -555,24 +585,7 @@ def main() -> None:
     }
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["{"]
-    top = sorted(payload.items())
-    for index, (key, value) in enumerate(top):
-        comma = "," if index < len(top) - 1 else ""
-        if key in ("tensors",):
-            lines.append(f"{json.dumps(key)}: {{")
-            items = list(value.items())
-            for j, (tkey, shape) in enumerate(items):
-                tail = "," if j < len(items) - 1 else ""
-                lines.append(f"  {json.dumps(tkey)}: {json.dumps(shape)}{tail}")
-            lines.append("}" + comma)
-        else:
-            lines.append(
-                f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)}{comma}"
-            )
-    lines.append("}")
-    out.write_text("\n".join(lines) + "\n")
+    write_payload(payload, out)
     print(f"wrote {out}: {len(tensors)} tensors; counts {payload['source']['counts']}")
     print(f"timestep-conditioned decoder would add {len(added)} tensors")
 

@@ -1,34 +1,52 @@
-"""Compare one denoising call of ours with Lightricks' ltx-core 1.2.0 on the same weights (dev tool).
+"""Compare ltx2 with Lightricks' ltx-core 1.2.0 on the same weights (dev tool).
 
 ltx-core is not a dependency (PyPI has 1.0.0 only, and it pins transformers < 5.15); give a checkout
-of the LTX-2 repository and its `packages/ltx-core/src` is imported from there. Its transformer
-needs `einops` (`pip install einops` in a scratch environment).
+of the LTX-2 repository and its `packages/ltx-core/src` is imported from there. It needs `einops` (and
+`scipy`), e.g. `pip install --target /tmp/refdeps einops scipy` and PYTHONPATH=/tmp/refdeps for this run;
+without torchaudio a placeholder module stands in for it (only ltx-core's audio encoder front end uses it).
 
     git clone https://github.com/Lightricks/LTX-2 && git -C LTX-2 checkout v1.2.0
-    python tools/parity_ltx_core.py --ltx-core LTX-2                # a miniature official file, written here
+    python tools/parity_ltx_core.py --ltx-core LTX-2                     # LTX-2 19B miniature, written here
+    python tools/parity_ltx_core.py --ltx-core LTX-2 --family ltx-2.3    # LTX-2.3 (22B) miniature
     python tools/parity_ltx_core.py --ltx-core LTX-2 --checkpoint ltx-2-19b-distilled.safetensors
 
-Both sides load the same official single file (ours through ltx2's strict loader, theirs through
-ltx-core's Builder) and get the same latents, positions, text context and per-token timesteps. The
-table shows the largest difference of the clean estimate x0 = x - sigma_token * v for each case: the
-ltx-core semantics we follow (AV gates, held soundtrack, partial strength, STG and modality passes)
-should agree to float32 rounding; the "diffusers as called" rows show what calling diffusers' own
-forward (`use_cross_timestep=False`, no hooks) gives instead.
+`--family` picks the miniature official file written here; with `--checkpoint` the family comes from the
+file's config metadata. Both sides load the same official single file (ours through ltx2's strict loader,
+theirs through ltx-core's SingleGPUModelBuilder and configurators, which read the same metadata).
+
+1. The transformer: one call, ours through `ltx2.pipelines.stages.transformer_pass` (what the pipelines
+   call: AV gates, per-token timesteps, perturbations, and for 2.3 the prompt AdaLN's sigma), theirs
+   through ltx-core's X0Model, on the same latents, positions, text context and per-token timesteps.
+   The table shows the largest difference of the clean estimate x0 = x - sigma_token * v per case; the
+   "diffusers as called" columns call diffusers' own forward (`use_cross_timestep=False`, no hooks, the
+   step's sigma for the prompt AdaLN) instead.
+2. The text connectors: ltx-core's EmbeddingsProcessor (feature extractor V1 or V2 and both connectors)
+   against ltx2's `connectors(...)` on the same stacked, left-padded hidden states.
+3. The vocoder (2.3: with bandwidth extension): ltx-core's Vocoder / VocoderWithBWE against ltx2's
+   loaded vocoder on the same mel input.
+
+Everything runs on the CPU in float32 (a full-size checkpoint needs the memory for that). The miniature
+is tests/miniature.py's, with three dilations per vocoder residual block (ltx-core's blocks need three).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("ltx-2", "ltx-2.3")
 
 
-def import_ltx_core(checkout: Path):
+def import_ltx_core(checkout: Path) -> dict:
     src = checkout / "packages" / "ltx-core" / "src"
     if not src.is_dir():
         raise SystemExit(f"{checkout}: no packages/ltx-core/src; give the root of an LTX-2 checkout")
@@ -43,38 +61,93 @@ def import_ltx_core(checkout: Path):
     from ltx_core.model.transformer.modality import Modality
     from ltx_core.model.transformer.model import X0Model
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP
+    from ltx_core.text_encoders.gemma.embeddings_connector import (AudioEmbeddings1DConnectorConfigurator,
+                                                                   Embeddings1DConnectorConfigurator)
+    from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
+    from ltx_core.text_encoders.gemma.encoders import encoder_configurator
+
+    try:
+        import torchaudio  # noqa: F401
+        stub = False
+    except ImportError:
+        # ltx-core's audio_vae package imports torchaudio at the top for its waveform -> mel front end
+        # (AudioProcessor), which nothing compared here uses; PyPI has no torchaudio for every torch. A
+        # placeholder stands in while it is imported, and only then (transformers must not see it).
+        import types
+
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        stub = True
+    try:
+        from ltx_core.model.audio_vae.model_configurator import VOCODER_COMFY_KEYS_FILTER, VocoderConfigurator
+    finally:
+        if stub:
+            del sys.modules["torchaudio"]
+
+    class EmbeddingsProcessorFromFile(encoder_configurator.EmbeddingsProcessorConfigurator):
+        """ltx-core's EmbeddingsProcessorConfigurator.from_metadata without the Gemma directory it reads
+        only for Gemma's hidden size and layer count (and a version check); those are set from the file."""
+
+        gemma_text_config = None  # SimpleNamespace(hidden_size, num_hidden_layers), set before building
+
+        @classmethod
+        def from_metadata(cls, metadata: dict) -> EmbeddingsProcessor:
+            transformer_config = metadata.get("config", {}).get("transformer", {})
+            return EmbeddingsProcessor(
+                video_connector=Embeddings1DConnectorConfigurator.from_metadata(metadata),
+                audio_connector=AudioEmbeddings1DConnectorConfigurator.from_metadata(metadata),
+                feature_extractor=encoder_configurator._create_feature_extractor(transformer_config,
+                                                                                 cls.gemma_text_config),
+            )
 
     return dict(Batched=BatchedPerturbationConfig, Perturbation=Perturbation, Config=PerturbationConfig,
                 Type=PerturbationType, Builder=SingleGPUModelBuilder, Modality=Modality, X0Model=X0Model,
-                Configurator=LTXModelConfigurator, sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP, version=version)
+                Configurator=LTXModelConfigurator, sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP,
+                EmbeddingsConfigurator=EmbeddingsProcessorFromFile,
+                embeddings_sd_ops=encoder_configurator.EMBEDDINGS_PROCESSOR_KEY_OPS,
+                VocoderConfigurator=VocoderConfigurator, vocoder_sd_ops=VOCODER_COMFY_KEYS_FILTER, version=version)
 
 
-def miniature_checkpoint(directory: Path) -> Path:
+def miniature_checkpoint(directory: Path, family: str) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     import miniature
 
-    modules = miniature.build_components(seed=3)
-    path = directory / "ltx-2-19b-distilled.safetensors"
-    miniature.write_checkpoint(path, modules, dtype=torch.float32)
+    # tests/miniature.py's config, with three dilations per vocoder residual block: ltx-core's ResBlock1 and
+    # AMPBlock1 have exactly three convolution pairs (the real files' [1, 3, 5]); the miniature's two
+    # ([1, 3]) build in diffusers only.
+    config = copy.deepcopy(miniature.MINI_CONFIGS[family])
+    for generator in ([config["vocoder"]] if family == "ltx-2" else config["vocoder"].values()):
+        generator["resblock_dilation_sizes"] = [[1, 3, 5]] * len(generator["resblock_kernel_sizes"])
+    modules = miniature.build_components(config=config, seed=3)
+    name = "ltx-2.3-22b-distilled.safetensors" if family == "ltx-2.3" else "ltx-2-19b-distilled.safetensors"
+    path = directory / name
+    miniature.write_checkpoint(path, modules, config=config, dtype=torch.float32)
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ltx-core", required=True, type=Path, help="root of an LTX-2 repository checkout (v1.2.0)")
-    parser.add_argument("--checkpoint", type=Path, help="an official single file; default: a miniature one")
-    args = parser.parse_args()
-    core = import_ltx_core(args.ltx_core)
-    sys.path.insert(0, str(ROOT))
-    from ltx2.models.loading import load_single_file
-    from ltx2.pipelines.passes import Perturbation, gate_timesteps, reference_semantics
+def file_family(path: Path) -> str:
+    from ltx2.models import configs
+    from ltx2.models.safetensors_io import read_header
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.checkpoint or miniature_checkpoint(Path(tmp))
-        ours = load_single_file(str(path), dtype=torch.float32)[0]["transformer"]
-        builder = core["Builder"](model_class_configurator=core["Configurator"], model_path=str(path),
-                                  model_sd_ops=core["sd_ops"])
-        theirs = core["X0Model"](builder.build(device=torch.device("cpu"), dtype=torch.float32)).eval()
+    family = configs.detect_family(json.loads(read_header(str(path)).metadata["config"]), str(path))
+    return "ltx-2.3" if family == configs.LTX23 else "ltx-2"
+
+
+def build_theirs(core: dict, path: Path, configurator, sd_ops) -> torch.nn.Module:
+    builder = core["Builder"](model_class_configurator=configurator, model_path=str(path), model_sd_ops=sd_ops)
+    return builder.build(device=torch.device("cpu"), dtype=torch.float32).eval()
+
+
+def largest(a: torch.Tensor, b: torch.Tensor) -> str:
+    if a.shape != b.shape:
+        return f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+    return f"{(a.float() - b.float()).abs().max():.2e}"
+
+
+# ------------------------------------------------------------------------------------------ transformer
+
+def transformer_table(core: dict, ours, theirs, family: str) -> None:
+    from ltx2.pipelines.passes import Perturbation
+    from ltx2.pipelines.stages import LatentGrid, Stream, TextContext, transformer_pass
 
     g = torch.Generator().manual_seed(0)
     frames, h, w, audio_frames, batch = 2, 2, 3, 7, 1
@@ -83,15 +156,21 @@ def main() -> None:
     audio_coords = ours.audio_rope.prepare_audio_coords(batch, audio_frames, torch.device("cpu"))
     x = torch.randn(batch, video_tokens, ours.config.in_channels, generator=g)
     ax = torch.randn(batch, audio_frames, ours.config.audio_in_channels, generator=g)
-    ctx = torch.randn(batch, 16, ours.config.caption_channels, generator=g)
-    actx = torch.randn(batch, 16, ours.config.caption_channels, generator=g)
+    # The text context as the connectors hand it over: the caption width for the 19B (its transformer
+    # projects it), each stream's own width for 2.3 (projected before the connectors).
+    v2 = not ours.config.use_prompt_embeddings
+    video_width = ours.config.num_attention_heads * ours.config.attention_head_dim
+    audio_width = ours.config.audio_num_attention_heads * ours.config.audio_attention_head_dim
+    ctx = torch.randn(batch, 16, video_width if v2 else ours.config.caption_channels, generator=g)
+    actx = torch.randn(batch, 16, audio_width if v2 else ours.config.caption_channels, generator=g)
     sigma = 0.7
+    scale = float(ours.config.timestep_scale_multiplier)
 
     def run_theirs(video_mask, audio_mask, audio_frozen, perturbation=None):
         def modality(latent, mask, positions, context, frozen):
             s = torch.zeros(batch) if frozen else torch.full((batch,), sigma)
-            return core["Modality"](latent=latent, sigma=s, timesteps=(mask * s[:, None])[..., None], positions=positions,
-                                    context=context, context_mask=None)
+            return core["Modality"](latent=latent, sigma=s, timesteps=(mask * s[:, None])[..., None],
+                                    positions=positions, context=context, context_mask=None)
         video = modality(x, video_mask, coords, ctx, False)
         audio = modality(ax, audio_mask, audio_coords, actx, audio_frozen)
         config = None
@@ -101,21 +180,29 @@ def main() -> None:
         with torch.no_grad():
             return theirs(video, audio, config)
 
-    def run_ours(video_mask, audio_mask, audio_frozen, perturbation=Perturbation(), hooks=True, blocks=()):
-        vt, at = video_mask * sigma * 1000, audio_mask * sigma * 1000
-        kwargs = dict(hidden_states=x, audio_hidden_states=ax, encoder_hidden_states=ctx,
-                      audio_encoder_hidden_states=actx, timestep=vt, audio_timestep=at, num_frames=frames,
-                      height=h, width=w, fps=25, audio_num_frames=audio_frames, video_coords=coords,
-                      audio_coords=audio_coords, use_cross_timestep=False, return_dict=False)
+    def run_ours(video_mask, audio_mask, audio_frozen, perturbation=Perturbation(), blocks=()):
+        """Through the pipelines' own transformer_pass (strength = 1 - mask)."""
+        run = SimpleNamespace(model=SimpleNamespace(pipe=SimpleNamespace(transformer=ours), dtype=torch.float32),
+                              transformer_passes=0)
+        video = Stream(x, coords, video_tokens, strength=(1 - video_mask)[..., None])
+        audio = Stream(ax, audio_coords, audio_frames, strength=(1 - audio_mask)[..., None], frozen=audio_frozen)
+        context = TextContext(ctx, actx, torch.ones(batch, ctx.shape[1]))
+        grid = LatentGrid(frames, h, w, audio_frames, 0, 0, 25)
         with torch.no_grad():
-            if hooks:
-                video_sigma = torch.full((batch,), sigma)
-                audio_sigma = torch.zeros(batch) if audio_frozen else video_sigma
-                with reference_semantics(ours, gate_timesteps(ours, audio_sigma), gate_timesteps(ours, video_sigma),
-                                         [perturbation], blocks):
-                    v, a = ours(**kwargs)
-            else:
-                v, a = ours(**kwargs)
+            v, a = transformer_pass(run, video, audio, torch.tensor([sigma * scale]), sigma, context, grid,
+                                    [perturbation], blocks)
+        return x - video_mask[..., None] * sigma * v, ax - audio_mask[..., None] * sigma * a
+
+    def run_diffusers(video_mask, audio_mask):
+        """diffusers' forward as it is: no hooks, each stream's own timesteps, the step's sigma."""
+        s = torch.full((batch,), sigma * scale)
+        kwargs = dict(hidden_states=x, audio_hidden_states=ax, encoder_hidden_states=ctx,
+                      audio_encoder_hidden_states=actx, timestep=video_mask * sigma * scale,
+                      audio_timestep=audio_mask * sigma * scale, num_frames=frames, height=h, width=w, fps=25,
+                      audio_num_frames=audio_frames, video_coords=coords, audio_coords=audio_coords,
+                      sigma=s, audio_sigma=s, use_cross_timestep=False, return_dict=False)
+        with torch.no_grad():
+            v, a = ours(**kwargs)
         return x - video_mask[..., None] * sigma * v, ax - audio_mask[..., None] * sigma * a
 
     ones_v, ones_a = torch.ones(batch, video_tokens), torch.ones(batch, audio_frames)
@@ -139,20 +226,114 @@ def main() -> None:
         ("modality pass (no AV cross-attention)", ones_v, ones_a, False,
          dict(perturbation=Perturbation(isolate_modalities=True)), mod),
     ]
-    print(f"ltx-core {core['version']} from {args.ltx_core}; checkpoint {args.checkpoint or 'miniature (written here)'}")
-    print("\n| case | ours vs ltx-core, video x0 | audio x0 | diffusers as called, video | audio | "
+    print(f"\nTransformer ({family}; ours = stages.transformer_pass), largest |x0| difference:\n")
+    print("| case | ours vs ltx-core, video x0 | audio x0 | diffusers as called, video | audio | "
           "case vs text to video (video x0) |")
     print("|---|---:|---:|---:|---:|---:|")
     baseline = run_theirs(ones_v, ones_a, False)[0]
     for name, vm, am, frozen, extra, perturbation in cases:
         ref_v, ref_a = run_theirs(vm, am, frozen, perturbation)
         ours_v, ours_a = run_ours(vm, am, frozen, **extra)
-        plain_v, plain_a = run_ours(vm, am, frozen, hooks=False) if not extra else (None, None)
-        plain = (f"{(plain_v - ref_v).abs().max():.2e} | {(plain_a - ref_a).abs().max():.2e}" if plain_v is not None
+        plain_v, plain_a = run_diffusers(vm, am) if not extra else (None, None)
+        plain = (f"{largest(plain_v, ref_v)} | {largest(plain_a, ref_a)}" if plain_v is not None
                  else "(one call perturbs every sample) | ")
         effect = (ref_v - baseline).abs().max()  # the case matters: a zero difference above is not vacuous
-        print(f"| {name} | {(ours_v - ref_v).abs().max():.2e} | {(ours_a - ref_a).abs().max():.2e} | {plain} | "
-              f"{effect:.2e} |")
+        print(f"| {name} | {largest(ours_v, ref_v)} | {largest(ours_a, ref_a)} | {plain} | {effect:.2e} |")
+
+
+# ------------------------------------------------------------------------------------------ connectors
+
+def connectors_table(core: dict, path: Path, ours) -> None:
+    caption = ours.config.caption_channels
+    layers = ours.config.text_proj_in_factor  # Gemma's layers + its embeddings
+    configurator = core["EmbeddingsConfigurator"]
+    configurator.gemma_text_config = SimpleNamespace(hidden_size=caption, num_hidden_layers=layers - 1)
+    theirs = build_theirs(core, path, configurator, core["embeddings_sd_ops"])
+
+    g = torch.Generator().manual_seed(1)
+    seq = ours.config.video_connector_num_learnable_registers or 128  # the registers tile the sequence
+    # Two prompts, left-padded as Gemma's tokenizer pads: 37 and `seq` real tokens; layers of unlike scale.
+    hidden = [torch.randn(2, seq, caption, generator=g) * (1 + 3 * i) + i for i in range(layers)]
+    mask = torch.ones(2, seq, dtype=torch.int64)
+    mask[0, : seq - 37] = 0
+    with torch.no_grad():
+        ref = theirs.process_hidden_states(tuple(hidden), mask, padding_side="left")
+        stacked = torch.stack(hidden, dim=-1).flatten(2)  # as diffusers' pipeline hands them over
+        video, audio, out_mask = ours(stacked, mask, padding_side="left")
+    kind = type(theirs.feature_extractor).__name__
+    print(f"\nText connectors (ltx-core EmbeddingsProcessor with {kind} vs ltx2 connectors), 2 prompts of "
+          f"{seq} tokens (one left-padded):\n")
+    print("| output | largest |diff| | largest |value| |")
+    print("|---|---:|---:|")
+    print(f"| video context | {largest(video, ref.video_encoding)} | {ref.video_encoding.abs().max():.2e} |")
+    print(f"| audio context | {largest(audio, ref.audio_encoding)} | {ref.audio_encoding.abs().max():.2e} |")
+    print(f"| mask | {largest(out_mask, ref.attention_mask)} | |")
+
+
+# ------------------------------------------------------------------------------------------ vocoder
+
+def vocoder_table(core: dict, path: Path, ours) -> None:
+    theirs = build_theirs(core, path, core["VocoderConfigurator"], core["vocoder_sd_ops"])
+    # VocoderWithBWE asks for float32 autocast, which the CPU does not have (it warns, runs as it is: fp32).
+    warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
+    g = torch.Generator().manual_seed(2)
+    mel = torch.randn(1, 2, 25, 64, generator=g) * 2 - 4  # (batch, stereo, mel frames, mel bins), log-mel-like
+    with torch.no_grad():
+        ref = theirs(mel)
+        wav = ours(mel)
+    print(f"\nVocoder (ltx-core {type(theirs).__name__} vs ltx2 {type(ours).__name__}), mel {tuple(mel.shape)} "
+          f"-> waveform {tuple(ref.shape)}:\n")
+    print("| output | largest |diff| | largest |value| |")
+    print("|---|---:|---:|")
+    print(f"| waveform | {largest(wav, ref)} | {ref.abs().max():.2e} |")
+    if hasattr(theirs, "bwe_generator"):  # the stages of the bandwidth extension, to place a difference
+        with torch.no_grad():
+            low_ref, low = theirs.vocoder(mel), ours.vocoder(mel)
+            print(f"| stage 1 (16 kHz vocoder) | {largest(low, low_ref)} | {low_ref.abs().max():.2e} |")
+            mel_ref = theirs._compute_mel(low_ref)
+            mel_ours = ours.mel_stft(low_ref.flatten(0, 1))[0].unflatten(0, (low_ref.shape[0], -1))
+            print(f"| log-mel of stage 1 (same input) | {largest(mel_ours, mel_ref)} | {mel_ref.abs().max():.2e} |")
+            res_ref = theirs.bwe_generator(mel_ref.transpose(2, 3))
+            res = ours.bwe_generator(mel_ref.transpose(2, 3))
+            print(f"| BWE generator (same input) | {largest(res, res_ref)} | {res_ref.abs().max():.2e} |")
+            print(f"| resampler (same input) | {largest(ours.resampler(low_ref), theirs.resampler(low_ref))} | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ltx-core", required=True, type=Path, help="root of an LTX-2 repository checkout (v1.2.0)")
+    parser.add_argument("--checkpoint", type=Path, help="an official single file; default: a miniature one")
+    parser.add_argument("--family", choices=FAMILIES,
+                        help="the miniature to write (default ltx-2); with --checkpoint, read from the file")
+    parser.add_argument("--only", choices=("transformer", "connectors", "vocoder"), action="append",
+                        help="compare only these parts (repeatable; default: all three)")
+    args = parser.parse_args()
+    core = import_ltx_core(args.ltx_core)
+    sys.path.insert(0, str(ROOT))
+    from ltx2.models.loading import load_single_file
+
+    parts = args.only or ["transformer", "connectors", "vocoder"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.checkpoint:
+            family = file_family(args.checkpoint)
+            if args.family and args.family != family:
+                raise SystemExit(f"{args.checkpoint}: its config says {family}, not {args.family}")
+            path = args.checkpoint
+        else:
+            family = args.family or "ltx-2"
+            path = miniature_checkpoint(Path(tmp), family)
+        print(f"ltx-core {core['version']} from {args.ltx_core}; {family}; checkpoint "
+              f"{args.checkpoint or 'miniature (written here)'}; CPU, float32")
+        # The kind (distilled or dev) only labels the load report; a file named neither way loads too.
+        ours = load_single_file(str(path), dtype=torch.float32, kind="distilled")[0]
+        if "transformer" in parts:
+            theirs = core["X0Model"](build_theirs(core, path, core["Configurator"], core["sd_ops"])).eval()
+            transformer_table(core, ours["transformer"], theirs, family)
+            del theirs
+        if "connectors" in parts:
+            connectors_table(core, path, ours["connectors"])
+        if "vocoder" in parts:
+            vocoder_table(core, path, ours["vocoder"])
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ from ..settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_argument
 from . import families
 from .upsampler import UPSAMPLER_FILE
 
-# What `ltx2 download` fetches with no --family. LTX-2.5 becomes the default when it loads.
-DEFAULT_FAMILY = families.DEFAULT
-CHECKPOINT_REPO = families.by_name(DEFAULT_FAMILY).files.repo
-CHECKPOINTS = families.by_name(DEFAULT_FAMILY).files.checkpoints
+# What `ltx2 download` fetches with no --family: Lightricks' recommended model.
+DEFAULT_FAMILY = "ltx-2.5"
+# LTX-2 19B's repository and files (the 19B camera LoRAs and the distilled LoRA's constant below are its too).
+CHECKPOINT_REPO = families.by_name("ltx-2").files.repo
+CHECKPOINTS = families.by_name("ltx-2").files.checkpoints
 GEMMA_REPO = f"google/{DEFAULT_GEMMA_NAME}"
 
 # Lightricks' LTX-2 19B LoRAs (LTX-2 repository's model list). They go to <models dir>/loras/.
@@ -66,8 +67,10 @@ def checkpoint_filename(name: str, family: str = DEFAULT_FAMILY) -> str:
     """The official file for NAME of FAMILY, given with or without `.safetensors`."""
     filename = name if name.endswith(".safetensors") else f"{name}.safetensors"
     offered = families.by_name(family).files.checkpoints
+    # LTX-2.5's files sit in folders (diffusion_models/...): the bare file name is enough.
+    filename = next((path for path in offered if path.rsplit("/", 1)[-1] == filename), filename)
     if filename not in offered:
-        known = ", ".join(c.removesuffix(".safetensors") for c in offered)
+        known = ", ".join(c.rsplit("/", 1)[-1].removesuffix(".safetensors") for c in offered)
         raise ValueError(f"unknown checkpoint {name!r} for --family {family}; known: {known}")
     return filename
 
@@ -81,7 +84,8 @@ def _family_arg(name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     parser.description = parser.description or (
-        f"Download an official LTX-2 checkpoint ({CHECKPOINT_REPO}) and the Gemma 3 text encoder ({GEMMA_REPO}) "
+        f"Download a model family's official files (LTX-2.5 by default: its transformer, Gemma 4 text encoder, "
+        f"VAEs and duration head; LTX-2.3 and LTX-2 19B: a checkpoint and the Gemma 3 text encoder, {GEMMA_REPO}) "
         f"into --models-dir, so the server can run offline. Gemma is gated: accept Google's license at "
         f"{GEMMA_LICENSE_URL} and pass a token with --token or HF_TOKEN. Re-running skips complete files.")
     add_directory_arguments(parser, defaults)  # the same layout the loader reads
@@ -89,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
                         help=f"which model family: {', '.join(families.FAMILIES)} (default {DEFAULT_FAMILY})")
     parser.add_argument("--checkpoint", default=None,
                         help="which official file of the family; " + "; ".join(
-                            f"{f.name}: " + ", ".join(c.removesuffix(".safetensors") for c in f.files.checkpoints)
+                            f"{f.name}: " + ", ".join(c.rsplit("/", 1)[-1].removesuffix(".safetensors")
+                                                      for c in f.files.checkpoints)
                             for f in families.FAMILIES.values()) + " (default: the first)")
     parser.add_argument("--token", default=None,
                         help="Hugging Face token for the gated Gemma repo; default: env HF_TOKEN or `hf auth login`")
@@ -234,7 +239,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"Downloading {files.repo}/{files.upsampler} to {models_dir}", flush=True)
         path = download_checkpoint(files.upsampler, models_dir, args.token, files.repo)
         print(f"upsampler: {path}", flush=True)
-    if not args.skip_gemma:
+    for part in files.parts if not args.skip_checkpoint else ():  # LTX-2.5: one file per component
+        print(f"Downloading {files.repo}/{part} to {models_dir}", flush=True)
+        path = download_checkpoint(part, models_dir, args.token, files.repo)
+        print(f"component: {path}", flush=True)
+    if files.gemma_repo is None:
+        pass  # the text encoder came with the family's parts
+    elif not args.skip_gemma:
         print(f"Downloading {GEMMA_REPO} to {gemma_dir}", flush=True)
         path = download_gemma(gemma_dir, args.token)
         print(f"gemma: {path}", flush=True)
@@ -246,9 +257,11 @@ def main(args: argparse.Namespace) -> None:
     if getattr(args, "distilled_lora", False):
         wanted.append((files.repo, files.distilled_lora))
     for repo, filename in wanted:
-        print(f"Downloading {repo}/{filename} to {loras_dir}", flush=True)
+        # A file already in the repository's loras/ folder (LTX-2.5) keeps its path under the models directory.
+        where = models_dir if filename.startswith(f"{LORAS_DIR}/") else loras_dir
+        print(f"Downloading {repo}/{filename} to {where}", flush=True)
         try:
-            path = hf_hub_download(repo, filename, local_dir=loras_dir, token=args.token)
+            path = hf_hub_download(repo, filename, local_dir=where, token=args.token)
         except OSError as exc:
             raise _fail(f"downloading {repo}/{filename}", repo, exc) from exc
         print(f"lora: {path}", flush=True)

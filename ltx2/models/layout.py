@@ -1,22 +1,25 @@
 """The official LTX-2 single-file layout, mapped onto diffusers' components.
 
-One `.safetensors` file (e.g. `ltx-2-19b-distilled-fp8.safetensors`) holds every LTX-2 component
-except Gemma, each under its own prefix, with the model configuration as JSON in the file's
+One `.safetensors` file (e.g. `ltx-2-19b-distilled-fp8.safetensors`, `ltx-2.3-22b-dev.safetensors`) holds
+every LTX-2 component except Gemma, each under its own prefix, with the model configuration as JSON in the file's
 metadata under `config`:
 
     model.diffusion_model.*                              the transformer (ltx-core's LTXModel)
     model.diffusion_model.{video,audio}_embeddings_connector.*   the text connectors
-    text_embedding_projection.*                           Gemma features -> caption width
+    text_embedding_projection.*                           Gemma features -> caption width (19B); 2.3:
+                                                          {video,audio}_aggregate_embed, one per stream
     vae.*                                                 video VAE (encoder, decoder, statistics)
     audio_vae.*                                           audio VAE (encoder, decoder, statistics)
-    vocoder.*                                             HiFi-GAN vocoder
+    vocoder.*                                             HiFi-GAN vocoder (19B); LTX-2.3: vocoder.vocoder.*
+                                                          BigVGAN v2, vocoder.bwe_generator.* + vocoder.mel_stft.*
+                                                          its bandwidth extension to 48 kHz
 
 diffusers names the same tensors differently (e.g. `patchify_proj` is `proj_in`, the VAE's flat
 block list is nested into blocks with down/upsamplers). This module says, for every parameter of a
 diffusers component, which tensor of the official file it comes from (`file_key`). The loader
 inverts that per component, so a file tensor with no owner and an owner with no file tensor are both
-found by set difference, with names. A checked-in list of the real 19B file's tensor names, built
-from Lightricks' reference code (tests/data), pins this mapping at full size.
+found by set difference, with names. Checked-in lists of the real 19B and 2.3 files' tensor names, built
+from Lightricks' reference code (tests/data), pin this mapping at full size.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ _TRANSFORMER_SEGMENTS = {
     "audio_a2v_cross_attn_scale_shift_table": "scale_shift_table_a2v_ca_audio",
     "norm_q": "q_norm",
     "norm_k": "k_norm",
+    # LTX-2.3's prompt AdaLN (timestep -> scale/shift of the text the prompt cross-attention reads).
+    "prompt_adaln": "prompt_adaln_single",
+    "audio_prompt_adaln": "audio_prompt_adaln_single",
 }
 
 _CONNECTOR_SEGMENTS = {
@@ -69,6 +75,13 @@ _VOCODER_SEGMENTS = {
     "resnets": "resblocks",
     "conv_in": "conv_pre",
     "conv_out": "conv_post",
+    "act_out": "act_post",  # LTX-2.3's BigVGAN: its anti-aliased SnakeBeta before conv_post
+}
+# LTX-2.3's text projection (V2): one Linear per stream where the 19B has one shared one.
+_TEXT_PROJECTIONS = {
+    "text_proj_in.": "text_embedding_projection.aggregate_embed.",
+    "video_text_proj_in.": "text_embedding_projection.video_aggregate_embed.",
+    "audio_text_proj_in.": "text_embedding_projection.audio_aggregate_embed.",
 }
 
 _STATISTICS = {"latents_mean": "per_channel_statistics.mean-of-means", "latents_std": "per_channel_statistics.std-of-means"}
@@ -83,11 +96,18 @@ def file_key(component: str, key: str, num_down_blocks: int = 4) -> str:
     if component == "transformer":
         return TRANSFORMER_PREFIX + _rename_segments(key, _TRANSFORMER_SEGMENTS)
     if component == "connectors":
-        if key.startswith("text_proj_in."):
-            return "text_embedding_projection.aggregate_embed." + key.removeprefix("text_proj_in.")
+        for ours, theirs in _TEXT_PROJECTIONS.items():
+            if key.startswith(ours):
+                return theirs + key.removeprefix(ours)
         return TRANSFORMER_PREFIX + _rename_segments(key, _CONNECTOR_SEGMENTS)
     if component == "vocoder":
-        return "vocoder." + _rename_segments(key, _VOCODER_SEGMENTS)
+        # LTX-2.3's vocoder with bandwidth extension nests its parts as ltx-core's VocoderWithBWE does
+        # (vocoder., bwe_generator., mel_stft.), so one prefix serves both files: `vocoder.vocoder.ups.0...`.
+        # ltx-core's anti-aliasing down-sampler keeps its filter one module deeper than diffusers'.
+        renamed = _rename_segments(key, _VOCODER_SEGMENTS)
+        if renamed.endswith(".downsample.filter"):
+            renamed = renamed.removesuffix("filter") + "lowpass.filter"
+        return "vocoder." + renamed
     if component == "audio_vae":
         return "audio_vae." + _STATISTICS.get(key, key)
     if component == "vae":

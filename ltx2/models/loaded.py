@@ -51,6 +51,10 @@ class LoadedModel:
     # start-up; None: a dev checkpoint runs one stage (a distilled checkpoint never needs it).
     distilled_lora: Adapter | None = field(default=None, repr=False)
     distilled_lora_file: str | None = None  # where it came from ("tiny" for the tiny preset)
+    # LTX-2.5's diffusion video decoder (None: the family has none, or it was not loaded) and which
+    # decoder turns latents into frames: "diffusion" or "conv" (the VAE's own).
+    diffusion_decoder: torch.nn.Module | None = field(default=None, repr=False)
+    video_decoder: str = "conv"
 
     def __post_init__(self) -> None:
         # The video VAE's per-channel latent statistics, copied once: the upsample stage un-normalises
@@ -63,7 +67,13 @@ class LoadedModel:
 
     def components(self) -> dict[str, torch.nn.Module]:
         """Every weight-carrying component by the name the stages use (the upsampler too, when loaded)."""
-        return {**pipe_components(self.pipe), **({"upsampler": self.upsampler} if self.upsampler is not None else {})}
+        extra = {"upsampler": self.upsampler, "diffusion_decoder": self.diffusion_decoder}
+        return {**pipe_components(self.pipe), **{name: m for name, m in extra.items() if m is not None}}
+
+    @property
+    def duration_head(self) -> torch.nn.Module | None:
+        """What predicts a clip's length from the prompt (LTX-2.5); None: lengths come from requests."""
+        return getattr(self.pipe, "duration_head", None)
 
     @property
     def vocoder_rate(self) -> int:
@@ -76,8 +86,10 @@ class LoadedModel:
             name: "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in getattr(self.pipe, name).parameters()}))
             for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         }
-        if self.upsampler is not None:
-            dtypes["upsampler"] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in self.upsampler.parameters()}))
+        for name, module in (("upsampler", self.upsampler), ("diffusion_decoder", self.diffusion_decoder),
+                             ("duration_head", self.duration_head)):
+            if module is not None:
+                dtypes[name] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()}))
         return {
             "name": self.name,
             "model_family": self.family.name,
@@ -93,6 +105,10 @@ class LoadedModel:
             "upsampler": self.upsampler_file,
             # The dev two-stage pipeline's distilled LoRA: which file, or null (a dev checkpoint runs one stage).
             "distilled_lora": self.distilled_lora_file,
+            # The video decoder in use ("diffusion" or "conv"), and whether a duration head picks lengths.
+            "video_decoder": self.video_decoder,
+            "decoder_attention": self.speed.get("decoder_attention"),  # natten on a GPU that has it
+            "duration_head": self.duration_head is not None,
             "memory": self.placement.memory_report(),
             "attention": self.speed.get("attention"),
             "compile": self.speed.get("compile", {"enabled": False}),
@@ -128,13 +144,16 @@ def load_model(
     prompt_cache_mb: float = 512.0,
     upsampler: str = "auto",
     distilled_lora: str = "auto",
+    vae_decoder: str = "auto",
+    parts: dict[str, str | None] | None = None,
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
 
-    `tiny`, `tiny-2.3`: a family's random-weight preset with its real geometry (ltx2.models.tiny,
+    `tiny`, `tiny-2.3`, `tiny-2.5`: a family's random-weight preset with its real geometry (ltx2.models.tiny,
     ltx2.models.families), float32.
     `random-19b`: LTX-2 19B and Gemma 3 12B at full size (or `layers` deep) with random weights
-    (ltx2.models.random19b), bfloat16 with FP8 blocks.
+    (ltx2.models.random19b), bfloat16 with FP8 blocks. `random-22b`: LTX-2.5 and Gemma 4 12B likewise
+    (ltx2.models.random22b), bfloat16, with its duration head and diffusion decoder.
     Otherwise `name` is an official LTX-2 single file (a path, or a file name in `models_dir`) or a
     diffusers-format directory; the single file's Gemma 3 comes from `gemma_dir`.
     `text_encoder_dtype` fp8 stores Gemma's linears in FP8 (auto: only when nothing fits otherwise);
@@ -145,22 +164,32 @@ def load_model(
     `distilled_lora`: what a dev checkpoint's two-stage pipeline refines stage 2 with: "auto" (the tiny
     one for `tiny --variant dev`, else the official file in `models_dir` or its loras/ if it is there),
     "none", or a file. Bound only for a dev checkpoint with an upsampler.
+    `vae_decoder`: LTX-2.5's video decoder: "auto" (the diffusion decoder when loaded), "diffusion", "conv".
+    `parts`: LTX-2.5's per-component files ({text_encoder, video_vae, audio_vae, duration_head}), overriding what
+    the official layout around `name` (a 2.5 directory or transformer file) provides; `gemma_dir` is then only
+    where a tokenizer comes from if the text-encoder file embeds none.
     """
-    from . import random19b
+    from . import random19b, random22b
 
+    randoms = {preset.NAME: preset for preset in (random19b, random22b)}
     start = time.perf_counter()
+    if vae_decoder not in ("auto", "diffusion", "conv"):
+        raise ValueError(f"--vae-decoder must be auto, diffusion or conv, got {vae_decoder!r}")
     device = torch.device(device) if device is not None else default_device()
-    if layers is not None and name != random19b.NAME:
-        raise ValueError(f"--layers builds a shallower {random19b.NAME}; it does not apply to model {name!r}")
+    extras: dict = {}  # the family's parts beyond LTX2Pipeline's: duration head, diffusion decoder
+    if layers is not None and name not in randoms:
+        raise ValueError(f"--layers builds a shallower {' or '.join(randoms)}; it does not apply to model {name!r}")
     checkpoint: dict = {}
     upsampler_module, upsampler_file = None, None
     lora_file = None  # the distilled LoRA's file, resolved before the long load: fail fast
     tiny_family = families.preset(name)
     family = tiny_family or families.by_name(families.DEFAULT)  # a checkpoint's: read from its files below
-    if tiny_family is None and name != random19b.NAME and variant != "distilled":
+    if tiny_family is None and name not in randoms:
+        family = checkpoint_family(name, models_dir)  # from the file's metadata: its upsampler's and LoRA's names
+    if tiny_family is None and name not in randoms and variant != "distilled":
         from .lora import resolve_distilled_lora_path
 
-        lora_file = resolve_distilled_lora_path(distilled_lora, models_dir)
+        lora_file = resolve_distilled_lora_path(distilled_lora, models_dir, family.files.distilled_lora)
     if tiny_family is not None:
         components = tiny_family.tiny.components(seed)
         dtype = torch.float32
@@ -168,27 +197,39 @@ def load_model(
         policy = memory_policy
         if upsampler == "auto":
             upsampler_module, upsampler_file = tiny_family.tiny.upsampler(seed).to(device), "tiny"
-    elif name == random19b.NAME:
+        if tiny_family.tiny.extras is not None:
+            extras = {name: module.to(device) for name, module in tiny_family.tiny.extras(seed).items()}
+    elif (random := randoms.get(name)) is not None:
         dtype = torch.bfloat16  # the real model's dtype on every device: bf16 matmuls are native on recent CPUs too
-        components, checkpoint, policy = random19b.load(
-            device, dtype, layers=random19b.FULL_LAYERS if layers is None else layers, seed=seed,
+        components, checkpoint, policy = random.load(
+            device, dtype, layers=random.FULL_LAYERS if layers is None else layers, seed=seed,
             memory_policy=memory_policy, fp8_compute=fp8_compute, text_encoder_dtype=text_encoder_dtype,
-            upsampler=upsampler == "auto")  # a random one at the official size: two-stage runs and is benchmarked
+            upsampler=upsampler == "auto",  # a random one at the official size: two-stage runs and is benchmarked
+            vae_decoder=vae_decoder)
         if (upsampler_module := components.pop("upsampler", None)) is not None:
-            upsampler_file = random19b.NAME
-        defaults = DISTILLED_DEFAULTS
+            upsampler_file = name
+        extras = {key: components.pop(key) for key in ("duration_head", "diffusion_decoder") if key in components}
+        family = families.by_name(checkpoint["family"])
+        defaults = family.defaults(distilled=True)
     else:
         from . import loading
         from .upsampler import load_upsampler, resolve_upsampler_path
 
         dtype = default_dtype(device)
-        upsampler_file = resolve_upsampler_path(upsampler, models_dir)  # before the long load: fail fast
+        upsampler_file = resolve_upsampler_path(upsampler, models_dir, family.files.upsampler)  # fail fast
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
             memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
             text_encoder_dtype=text_encoder_dtype, upsampler_path=upsampler_file, lora_path=lora_file,
+            parts=parts,
         )
         checkpoint = report
+        # LTX-2.5's parts beyond LTX2Pipeline's (None when its file is absent), as the tiny branch's extras.
+        extras = {key: module for key in ("duration_head", "diffusion_decoder")
+                  if (module := components.pop(key, None)) is not None}
+        if vae_decoder == "conv" and "conv" not in report.get("video_decoders", ["conv"]):
+            raise ValueError(f"--vae-decoder conv: model {name} was loaded without the convolutional video VAE file; "
+                             "use auto or diffusion, or pass --video-vae with the conv VAE file")
         family = families.by_name(report["family"])
         defaults = family.defaults(distilled=report["kind"] == "distilled")
         if upsampler_file is not None:  # loaded on the host; the placement moves it where the policy says
@@ -203,12 +244,18 @@ def load_model(
     if text_encoder_choice is None:  # tiny: nothing to fit on a CPU, quantize only when asked
         text_encoder_choice = quantize_text_encoder(components["text_encoder"], text_encoder_dtype, fp8_compute,
                                                     device)
-    pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=None)
+    pipe = LTX2Pipeline(**components, processor=None, prompt_enhancer=None, duration_head=extras.get("duration_head"))
     if tiny_family is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    diffusion_decoder = extras.get("diffusion_decoder")
+    if vae_decoder == "diffusion" and diffusion_decoder is None:
+        raise ValueError(f"--vae-decoder diffusion: model {name} ({family.title}) has no diffusion video decoder "
+                         "loaded; use auto or conv")
     model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint,
-                        upsampler=upsampler_module, upsampler_file=upsampler_file, family=family)
+                        upsampler=upsampler_module, upsampler_file=upsampler_file, family=family,
+                        diffusion_decoder=diffusion_decoder if vae_decoder != "conv" else None,
+                        video_decoder="diffusion" if diffusion_decoder is not None and vae_decoder != "conv" else "conv")
     model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.speed["text_encoder_dtype"] = text_encoder_choice
     model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
@@ -219,6 +266,28 @@ def load_model(
     log.info("loaded model %s on %s in %.2fs (memory policy %s)", name, device, model.load_seconds,
              model.placement.policy)
     return model
+
+
+def checkpoint_family(name: str, models_dir: str | None) -> Family:
+    """The family of checkpoint `name`, read from its header before anything is loaded (a diffusers
+    directory is LTX-2 19B); a missing or unreadable file is left for the loader to report."""
+    import os
+
+    from . import loading
+    from .configs import CheckpointError
+    from .safetensors_io import read_header
+
+    try:
+        path = loading.resolve_checkpoint(name, models_dir)
+        from . import split
+
+        if split.is_split_root(path):  # LTX-2.5's official layout (one file per component)
+            return families.by_name("ltx-2.5")
+        if os.path.isfile(path):
+            return families.by_name(loading.checkpoint_family(read_header(path)))
+    except (CheckpointError, OSError):
+        pass
+    return families.by_name(families.DEFAULT)
 
 
 def attach_distilled_lora(model: LoadedModel, setting: str, path: str | None, seed: int) -> None:
@@ -259,6 +328,8 @@ def apply_speed_settings(model: LoadedModel, attention: str = "auto", compile: s
 
     choice, reason = speed.apply_attention([model.pipe.transformer], attention, model.device, model.dtype)
     model.speed["attention"] = {"backend": choice, "reason": reason}
+    if model.diffusion_decoder is not None:
+        model.speed["decoder_attention"] = speed.apply_decoder_attention(model.diffusion_decoder, model.device)
     enabled = speed.compile_enabled(compile, model.device)
     model.speed["compile"] = {"enabled": enabled, "setting": compile}
     if enabled:
@@ -273,7 +344,10 @@ def load_from_settings(settings) -> LoadedModel:
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
         layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
         compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb, upsampler=settings.upsampler,
-        distilled_lora=settings.distilled_lora,
+        distilled_lora=settings.distilled_lora, vae_decoder=settings.vae_decoder,
+        parts={"text_encoder": getattr(settings, "text_encoder", None), "video_vae": getattr(settings, "video_vae", None),
+               "audio_vae": getattr(settings, "audio_vae", None),
+               "duration_head": getattr(settings, "duration_head", None)},
     )
     model.prompt_expansion_tokens = settings.prompt_expansion_tokens
     return model

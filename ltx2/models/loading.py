@@ -17,28 +17,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import (
-    AutoencoderKLLTX2Audio,
-    AutoencoderKLLTX2Video,
-    LTX2VideoTransformer3DModel,
-)
-from diffusers.pipelines.ltx2 import LTX2TextConnectors
-from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
 
 from . import configs, fp8, layout
+from .components import COMPONENT_CLASSES, build_empty, component_class, finish_loaded  # noqa: F401 (re-exported)
+from .components import target_dtype as _target_dtype
 from .configs import CheckpointError
 from .safetensors_io import Header, TensorInfo, loading_info_problems, name_list, read_header, read_tensor
 
 log = logging.getLogger("ltx2")
-
-COMPONENT_CLASSES = {
-    "transformer": LTX2VideoTransformer3DModel,
-    "connectors": LTX2TextConnectors,
-    "vae": AutoencoderKLLTX2Video,
-    "audio_vae": AutoencoderKLLTX2Audio,
-    "vocoder": LTX2Vocoder,
-}
-
 
 @dataclass
 class LoadReport:
@@ -63,22 +50,32 @@ class LoadReport:
         }
 
 
-def component_configs(header: Header) -> dict[str, dict]:
-    """Every diffusers config, from the file's `config` metadata (and shapes it implies)."""
+def _metadata_config(header: Header) -> dict:
     path = header.path
     if "config" not in header.metadata:
         raise CheckpointError(f"{path}: no 'config' in the safetensors metadata; official LTX-2 files carry one")
     try:
-        config = json.loads(header.metadata["config"])
+        return json.loads(header.metadata["config"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: metadata 'config' is not valid JSON ({exc})") from exc
+
+
+def checkpoint_family(header: Header) -> str:
+    """configs.LTX2 or configs.LTX23, from the file's `config` metadata (refused in one line otherwise)."""
+    return configs.detect_family(_metadata_config(header), header.path)
+
+
+def component_configs(header: Header) -> dict[str, dict]:
+    """Every diffusers config, from the file's `config` metadata (and shapes it implies)."""
+    path = header.path
+    config = _metadata_config(header)
     configs.detect_family(config, path)
     vae = configs.video_vae_config(config)
     if "timestep_conditioning" not in config["vae"]:
         # Older metadata leaves it out; the decoder's timestep embedder in the file says it.
         vae["timestep_conditioning"] = "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight" in header.tensors
     audio = configs.audio_vae_config(config)
-    projection = header.tensors.get("text_embedding_projection.aggregate_embed.weight")
+    projection = header.tensors.get(configs.text_projection_key(config))
     return {
         "transformer": configs.transformer_config(config, vae, audio),
         "connectors": configs.connectors_config(config, projection.shape if projection else None),
@@ -86,17 +83,6 @@ def component_configs(header: Header) -> dict[str, dict]:
         "audio_vae": audio,
         "vocoder": configs.vocoder_config(config, audio["mel_bins"]),
     }
-
-
-def build_empty(name: str, config: dict) -> torch.nn.Module:
-    """A component with its parameters on `meta`: the shapes, no memory, nothing initialised."""
-    with torch.device("meta"):
-        module = COMPONENT_CLASSES[name].from_config(config)
-    if name == "vae":
-        # Loading streams whole videos through the VAE; framewise tiling is a memory choice made later.
-        module.use_framewise_encoding = False
-        module.use_framewise_decoding = False
-    return module
 
 
 def _fp8_layers(header: Header) -> dict[str, bool]:
@@ -128,8 +114,9 @@ def load_single_file(
     device = torch.device(device)
     header = read_header(path)
     cfgs = component_configs(header)
+    family = checkpoint_family(header)
     kind_name, kind_source = configs.detect_kind(path, kind)
-    report = LoadReport(path=path, family=configs.LTX2_19B, kind=kind_name, kind_source=kind_source)
+    report = LoadReport(path=path, family=family, kind=kind_name, kind_source=kind_source)
 
     modules = {name: build_empty(name, cfg) for name, cfg in cfgs.items()}
     num_down = len(cfgs["vae"]["block_out_channels"])
@@ -169,7 +156,7 @@ def load_single_file(
             parts.append(f"{len(missing)} tensor(s) missing from the file: {name_list(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} tensor(s) in the file that no component owns: {name_list(unexpected)}")
-        raise CheckpointError(f"{path}: does not match the LTX-2 19B layout its config describes; " + "; ".join(parts))
+        raise CheckpointError(f"{path}: does not match the {family} layout its config describes; " + "; ".join(parts))
     targets = {name: module.state_dict(keep_vars=True) for name, module in modules.items()}  # meta tensors
     mismatched = []
     for file_key_, (name, key) in owners.items():
@@ -194,16 +181,16 @@ def load_single_file(
             else:
                 tensor = read_tensor(fd, header, file_key_)
             home = (homes or {}).get(name, device)
-            by_component[name][key] = tensor.to(device=home, dtype=_target_dtype(key, target, dtype))
+            # LTX-2.3's vocoder stays float32 whatever `dtype` is: ltx-core runs it in float32 because
+            # bfloat16 error through its ~100 chained convolutions degrades the audio measurably.
+            wanted = torch.float32 if isinstance(modules[name], LTX2VocoderWithBWE) else dtype
+            by_component[name][key] = tensor.to(device=home, dtype=_target_dtype(key, target, wanted))
             del tensor
     finally:
         os.close(fd)
     for name, module in modules.items():
         module.load_state_dict(by_component.pop(name), strict=True, assign=True)
-        module.eval().requires_grad_(False)
-        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-        if left:  # a tensor the model creates itself and no file provides: a bug, not a user error
-            raise RuntimeError(f"{name}: tensors left uninitialised after loading: {name_list(left)}")
+        finish_loaded(name, module, (homes or {}).get(name, device))
     if compute is not None:
         for module in modules.values():
             fp8.set_fp8_compute(module, compute)
@@ -212,16 +199,6 @@ def load_single_file(
     log.info("loaded %s (%s %s, %d FP8 layers, %s) in %.1fs", path, report.family, kind_name, report.fp8_layers,
              compute or "no FP8", report.seconds)
     return modules, report
-
-
-def _target_dtype(key: str, target: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
-    if target.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-        return target.dtype  # FP8 stays FP8
-    if key.endswith(("weight_scale", "input_scale")):
-        return torch.float32
-    if not target.dtype.is_floating_point:
-        return target.dtype
-    return dtype
 
 
 def resolve_checkpoint(name: str, models_dir: str | None) -> str:
@@ -257,7 +234,7 @@ def estimated_bytes(header: Header, dtype: torch.dtype) -> dict[str, int]:
 def load_pipeline_components(
     name: str, device: torch.device, dtype: torch.dtype, *, models_dir: str | None, gemma_dir: str | None,
     memory_policy: str = "auto", fp8_compute: str = "auto", variant: str = "auto", text_encoder_dtype: str = "auto",
-    upsampler_path: str | None = None, lora_path: str | None = None,
+    upsampler_path: str | None = None, lora_path: str | None = None, parts: dict[str, str | None] | None = None,
 ) -> tuple[dict, dict, str]:
     """Everything `LTX2Pipeline` needs, loaded where the memory policy wants it to rest.
 
@@ -271,6 +248,12 @@ def load_pipeline_components(
     from .tiny import build_scheduler
 
     path = resolve_checkpoint(name, models_dir)
+    from . import split
+
+    if split.is_split_root(path) or (os.path.isfile(path) and _is_ltx25_file(path)) or any((parts or {}).values()):
+        return load_split_components(path, device, dtype, parts=parts or {}, memory_policy=memory_policy,
+                                     variant=variant, text_encoder_dtype=text_encoder_dtype, fp8_compute=fp8_compute,
+                                     tokenizer_dir=gemma_dir)
     if os.path.isdir(path):
         return load_diffusers_dir(path, device, dtype, memory_policy=memory_policy, variant=variant,
                                   text_encoder_dtype=text_encoder_dtype, fp8_compute=fp8_compute)
@@ -310,6 +293,68 @@ def load_pipeline_components(
     components = {**modules, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": build_scheduler()}
     return components, {**report.as_dict(), "gemma_dir": str(gemma_dir), "memory_reason": reason,
                         "text_encoder_dtype": te}, policy
+
+
+def _is_ltx25_file(path: str) -> bool:
+    """An LTX-2.5 part (its transformer, say), from the metadata: 2.5 ships one file per component."""
+    from . import split
+
+    header = read_header(path)
+    meta = split.transformer_metadata(header)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return "gemma_config" in header.metadata or configs.is_ltx25(config, meta)
+
+
+def load_split(paths: dict[str, str | None] | str, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.bfloat16, *, kind: str = "auto", homes: dict | None = None,
+               tokenizer_dir: str | None = None) -> tuple[dict, dict]:
+    """LTX-2.5 from its official layout (ltx2.models.split): `paths` is an official-layout directory, a 2.5
+    transformer file (its siblings found by the layout), or {transformer, text_encoder, video_vae, audio_vae,
+    duration_head} (a directory or transformer under "model", the rest overriding what the layout finds).
+    Returns (components incl. text_encoder, tokenizer, diffusion_decoder and duration_head (None when absent),
+    report dict)."""
+    from . import split
+
+    if isinstance(paths, str):
+        paths = {"model": paths}
+    paths = dict(paths)
+    model = paths.pop("model", None) or paths.get("transformer")
+    if model is None:
+        raise CheckpointError("LTX-2.5: no transformer file and no model directory given")
+    files = split.resolve_files(model, paths, variant=kind)
+    modules, report = split.load_split(files, device, dtype, kind=kind, homes=homes, tokenizer_dir=tokenizer_dir)
+    return modules, report.as_dict()
+
+
+def load_split_components(path: str, device: torch.device, dtype: torch.dtype, *, parts: dict, memory_policy: str,
+                          variant: str, text_encoder_dtype: str, fp8_compute: str,
+                          tokenizer_dir: str | None) -> tuple[dict, dict, str]:
+    """`load_pipeline_components` for LTX-2.5's split layout: the memory policy from the files' sizes (bf16 as
+    stored), then every part loaded where it rests."""
+    from . import memory, split
+    from .text_encoder import quantize_gemma
+    from .tiny import build_scheduler
+
+    files = split.resolve_files(path, parts, variant=variant)
+    size = lambda p: os.path.getsize(p) * torch.tensor([], dtype=dtype).element_size() // 2 if p else 0  # noqa: E731
+    sizes = {"transformer": size(files.transformer), "text_encoder": size(files.text_encoder),
+             "vae": size(files.conv_vae or files.diffusion_vae), "audio_vae": size(files.audio_vae),
+             "diffusion_decoder": size(files.diffusion_vae), "duration_head": size(files.duration_head)}
+    free = memory.device_memory(device)[0] if device.type == "cuda" else 0
+    workspace = memory.default_workspace_bytes(device)
+    # Gemma's decoder linears are most of its file: FP8 halves about that much.
+    fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] // 2)
+    te = memory.choose_text_encoder_dtype(text_encoder_dtype, free, sizes, fp8_sizes, workspace, device.type)
+    policy, reason = memory.choose_policy(memory_policy, free, fp8_sizes if te["dtype"] == "fp8" else sizes,
+                                          workspace, device_type=device.type)
+    log.info("memory policy %s; text encoder %s", reason, te["reason"])
+    home = {part: device if memory.rests_on_compute(policy, part) else torch.device("cpu")
+            for part in (*COMPONENT_CLASSES, "text_encoder", "diffusion_decoder", "duration_head")}
+    modules, report = split.load_split(files, device, dtype, kind=variant, homes=home, tokenizer_dir=tokenizer_dir)
+    if te["dtype"] == "fp8":
+        te["fp8_layers"] = quantize_gemma(modules["text_encoder"], fp8_compute, device)
+    components = {**modules, "scheduler": build_scheduler()}
+    return components, {**report.as_dict(), "memory_reason": reason, "text_encoder_dtype": te}, policy
 
 
 def _check_info(where: str, info: dict) -> None:

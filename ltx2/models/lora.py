@@ -342,17 +342,18 @@ def _hook(down: torch.Tensor, up: torch.Tensor):
 DISTILLED_LORA_STRENGTH = 1.0
 
 
-def resolve_distilled_lora_path(setting: str, models_dir: str | None) -> str | None:
-    """`--distilled-lora`: "none"; "auto" (the official file in `<models dir>/loras/`, where
+def resolve_distilled_lora_path(setting: str, models_dir: str | None, official: str | None = None) -> str | None:
+    """`--distilled-lora`: "none"; "auto" (the family's `official` file in `<models dir>/loras/`, where
     `ltx2 download --distilled-lora` puts it, or in the models directory itself, if it is there);
     or a path, which must exist."""
     from .configs import CheckpointError
     from .download import DISTILLED_LORA, LORAS_DIR
 
+    official = (official or DISTILLED_LORA).rsplit("/", 1)[-1]  # LTX-2.5 names it inside loras/ already
     if setting == "none":
         return None
     if setting == "auto":
-        candidates = [os.path.join(models_dir, LORAS_DIR, DISTILLED_LORA), os.path.join(models_dir, DISTILLED_LORA)] \
+        candidates = [os.path.join(models_dir, LORAS_DIR, official), os.path.join(models_dir, official)] \
             if models_dir else []
         return next((c for c in candidates if os.path.isfile(c)), None)
     candidates = [setting] + ([os.path.join(models_dir, setting)] if models_dir and not os.path.isabs(setting) else [])
@@ -360,7 +361,7 @@ def resolve_distilled_lora_path(setting: str, models_dir: str | None) -> str | N
         if os.path.isfile(candidate):
             return candidate
     raise CheckpointError(f"distilled LoRA {setting!r}: no file at {' or '.join(candidates)}; fetch it with "
-                          f"`ltx2 download --distilled-lora` ({DISTILLED_LORA}) or set LTX2_DISTILLED_LORA=none "
+                          f"`ltx2 download --distilled-lora` ({official}) or set LTX2_DISTILLED_LORA=none "
                           "(a dev checkpoint then runs one stage only)")
 
 

@@ -32,9 +32,11 @@ POLICIES = ("resident", "offload-text-encoder", "sequential")
 # estimates read this; the pipeline's `placement.use(...)` calls name the same groups.
 STAGES: dict[str, tuple[str, ...]] = {
     "encode_prompt": ("text_encoder", "connectors"),
+    "choose_length": ("duration_head",),  # LTX-2.5, a request that leaves the length to the model
     "denoise": ("transformer",),
     "upsample": ("upsampler",),  # two-stage only: the x2 spatial latent upsampler
     "decode_video": ("vae",),
+    "diffusion_decode": ("diffusion_decoder",),  # LTX-2.5's diffusion decoder, in place of the VAE's
     "decode_audio": ("audio_vae", "vocoder"),
 }
 COMPONENTS = tuple(name for names in STAGES.values() for name in names)

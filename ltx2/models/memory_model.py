@@ -2,10 +2,13 @@
 
 It is a model, not a measurement. What it counts:
 - weights: every parameter and buffer of random-19b (the official geometry, FP8 blocks, Gemma in
-  bf16 or FP8) built on `meta`, at its own element size. Exact for the weights.
+  bf16 or FP8) or random-22b (LTX-2.5 in bf16, Gemma 4, its duration head and diffusion decoder)
+  built on `meta`, at its own element size. Exact for the weights.
 - activations: each stage's modules run on `meta` inputs of the request's size while a dispatch
   mode adds up the bytes of every storage the ops made that is still referenced, and keeps the peak.
-  Attention is counted as a fused kernel's footprint (flash / cuDNN: the output, nothing N x N).
+  Attention is counted as a fused kernel's footprint (flash / cuDNN: the output, nothing N x N);
+  the diffusion decoder's neighbourhood attention likewise (NATTEN's). LTX-2.5 decodes video with
+  its diffusion decoder, so decode_video counts that one's activations (`video_decoder`).
 What it leaves out: the CUDA context (~0.5 GB), cuBLAS/cuDNN workspaces, and the caching
 allocator's fragmentation; `OVERHEAD_BYTES` stands in for them. bench/gpu.py's capped runs are the
 measurement this model predicts.
@@ -23,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from . import memory, random19b
+from . import memory, random19b, random22b
 from .geometry import audio_latent_frames, latent_video_shape
 
 GiB = 1024**3
@@ -84,6 +87,14 @@ def fused_attention():
         torch.nn.functional.scaled_dot_product_attention = original
 
 
+class _FusedNeighborhoodAttn:
+    """The diffusion decoder's neighbourhood attention as a fused kernel's footprint (q, k, v, the output)."""
+
+    def __call__(self, attn, hidden_states, block_mask=None):
+        query, key, value = attn.project_qkv(hidden_states)
+        return attn.to_out[0](query.new_empty(*hidden_states.shape[:-1], attn.heads * attn.head_dim))
+
+
 def count(fn) -> int:
     """Peak bytes of the tensors `fn` creates, on meta."""
     with torch.no_grad(), fused_attention(), LiveBytes() as tracker:
@@ -92,10 +103,13 @@ def count(fn) -> int:
 
 
 def activation_bytes(modules: dict, width: int, height: int, frames: int, *, guided: bool = False,
-                     decode_frames: int | None = None, dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+                     decode_frames: int | None = None, dtype: torch.dtype = torch.bfloat16,
+                     video_decoder: str = "auto") -> dict[str, int]:
     """Peak activation bytes per stage for one request, counted on meta.
 
     `decode_frames`: latent frames per VAE decode tile (None: the whole video at once).
+    `video_decoder`: "conv" (the VAE's), "diffusion" (LTX-2.5's, whole video), "auto": diffusion when
+    `modules` has one.
     """
     meta = torch.device("meta")
     transformer, vae = modules["transformer"], modules["vae"]
@@ -105,7 +119,11 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
     audio = modules["audio_vae"].config
     a_frames = audio_latent_frames(frames, 25, audio.sample_rate, audio.mel_hop_length, 4)
     batch = 2 if guided else 1
-    tokens, caption = 1024, transformer.config.caption_channels
+    tokens, config = 1024, transformer.config
+    # What the connectors hand the transformer: Gemma's width for the 19B (its caption projection is
+    # inside), each stream's own width from LTX-2.3 on (the projection runs before the connectors).
+    video_text, audio_text = ((config.caption_channels,) * 2 if config.use_prompt_embeddings
+                              else (config.cross_attention_dim, config.audio_cross_attention_dim))
     gemma = modules["text_encoder"]
 
     def encode():
@@ -119,16 +137,30 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
         transformer(
             hidden_states=torch.empty(batch, t_lat * h_lat * w_lat, transformer.config.in_channels, device=meta, dtype=dtype),
             audio_hidden_states=torch.empty(batch, a_frames, transformer.config.audio_in_channels, device=meta, dtype=dtype),
-            encoder_hidden_states=torch.empty(batch, tokens, caption, device=meta, dtype=dtype),
-            audio_encoder_hidden_states=torch.empty(batch, tokens, caption, device=meta, dtype=dtype),
+            encoder_hidden_states=torch.empty(batch, tokens, video_text, device=meta, dtype=dtype),
+            audio_encoder_hidden_states=torch.empty(batch, tokens, audio_text, device=meta, dtype=dtype),
             timestep=torch.empty(batch, device=meta), audio_timestep=torch.empty(batch, device=meta),
             num_frames=t_lat, height=h_lat, width=w_lat, fps=25, audio_num_frames=a_frames,
             video_coords=transformer.rope.prepare_video_coords(batch, t_lat, h_lat, w_lat, "cpu", fps=25).to(meta),
             audio_coords=transformer.audio_rope.prepare_audio_coords(batch, a_frames, "cpu").to(meta),
+            sigma=torch.empty(batch, device=meta), audio_sigma=torch.empty(batch, device=meta),
             use_cross_timestep=False, return_dict=False,
         )
 
     def decode_video():
+        if _diffusion(modules, video_decoder):
+            from .diffusion_decode import min_latent_shape
+
+            decoder = modules["diffusion_decoder"]
+            grid = [max(n, floor) for n, floor in zip((t_lat, h_lat, w_lat), min_latent_shape(decoder.config))]
+            processors = decoder.attn_processors
+            decoder.set_attn_processor(_FusedNeighborhoodAttn())
+            try:
+                decoder.decode(torch.empty(1, decoder.config.latent_channels, *grid, device=meta, dtype=dtype),
+                               return_dict=False)
+            finally:
+                decoder.set_attn_processor(processors)
+            return
         tile = t_lat if decode_frames is None else min(decode_frames, t_lat)
         vae.decode(torch.empty(1, vae.config.latent_channels, tile, h_lat, w_lat, device=meta, dtype=dtype),
                    return_dict=False)
@@ -138,14 +170,20 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
                                                       device=meta, dtype=dtype), return_dict=False)[0]
         modules["vocoder"](mel)
 
-    return {"encode_prompt": count(encode), "denoise": count(denoise), "decode_video": count(decode_video),
-            "decode_audio": count(decode_audio)}
+    return {"encode_prompt": count(encode), "denoise": count(denoise),
+            _decode_stage(_diffusion(modules, video_decoder)): count(decode_video), "decode_audio": count(decode_audio)}
+
+
+PRESETS = {preset.NAME: preset for preset in (random19b, random22b)}
 
 
 def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
-          dtype: torch.dtype = torch.bfloat16) -> dict:
-    """random-19b on meta, in the compute dtype (FP8 weights and float32 scales stay as they are)."""
-    modules = random19b.build_meta(layers, text_encoder_dtype, "upcast")
+          dtype: torch.dtype = torch.bfloat16, preset: str = random19b.NAME) -> dict:
+    """A random preset (random-19b, random-22b) on meta, in the compute dtype (FP8 weights and float32
+    scales stay as they are)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    modules = PRESETS[preset].build_meta(layers, text_encoder_dtype, "upcast")
     for name, module in modules.items():
         if name != "text_encoder":
             module.to(dtype)
@@ -155,15 +193,34 @@ def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
     return modules
 
 
+def _diffusion(modules: dict, video_decoder: str) -> bool:
+    return video_decoder == "diffusion" or (video_decoder == "auto" and "diffusion_decoder" in modules)
+
+
+def _decode_stage(diffusion: bool) -> str:
+    """The stage that decodes video: `memory.STAGES` may give the diffusion decoder its own."""
+    return "diffusion_decode" if diffusion and "diffusion_decode" in memory.STAGES else "decode_video"
+
+
+def stage_components(modules: dict, video_decoder: str = "auto") -> dict[str, tuple[str, ...]]:
+    """The components each stage brings onto the device, among `modules`: video is decoded by one
+    decoder, the one in use (ltx2.pipelines.stages); a stage with none of its components (two-stage's
+    upsample without an upsampler, the other decoder's) is left out."""
+    unused = "vae" if _diffusion(modules, video_decoder) else "diffusion_decoder"
+    found = {}
+    for stage, names in memory.STAGES.items():
+        if present := tuple(name for name in names if name in modules and name != unused):
+            found[stage] = present
+    return found
+
+
 def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
-                dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+                dtype: torch.dtype = torch.bfloat16, video_decoder: str = "auto") -> dict[str, int]:
     """Device bytes at each stage's peak under `policy`: resting weights + visitors + activations + overhead."""
     sizes = {name: random19b.weight_bytes(module, dtype) for name, module in modules.items()}
     resting = sum(size for name, size in sizes.items() if memory.rests_on_compute(policy, name))
     peaks = {}
-    for stage, names in memory.STAGES.items():
-        if not all(name in sizes for name in names):
-            continue  # a stage of a pipeline these modules do not make (two-stage's upsample, without an upsampler)
+    for stage, names in stage_components(modules, video_decoder).items():
         visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
         peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
     return peaks

@@ -130,9 +130,9 @@ def build_meta(layers: int = FULL_LAYERS, text_encoder_dtype: str = "bf16",
     return modules
 
 
-def check_layers(layers: int) -> int:
+def check_layers(layers: int, name: str = NAME) -> int:
     if not isinstance(layers, int) or not 1 <= layers <= FULL_LAYERS:
-        raise ValueError(f"--layers must be between 1 and {FULL_LAYERS} for {NAME}, got {layers!r}")
+        raise ValueError(f"--layers must be between 1 and {FULL_LAYERS} for {name}, got {layers!r}")
     return layers
 
 
@@ -260,16 +260,28 @@ def meta_upsampler() -> nn.Module:
 
 def load(device: torch.device, dtype: torch.dtype, *, layers: int = FULL_LAYERS, seed: int = 0,
          memory_policy: str = "auto", fp8_compute: str = "auto", text_encoder_dtype: str = "auto",
-         workspace_bytes: int | None = None, upsampler: bool = False) -> tuple[dict, dict, str]:
+         workspace_bytes: int | None = None, upsampler: bool = False,
+         vae_decoder: str = "auto") -> tuple[dict, dict, str]:
     """Choose the memory policy and Gemma's dtype from the sizes counted on meta, then build every
     component where the policy rests it. Returns (components, report for /health, policy); with
-    `upsampler`, components include a random full-size x2 upsampler for the two-stage pipeline."""
-    from . import memory
-
+    `upsampler`, components include a random full-size x2 upsampler for the two-stage pipeline.
+    `vae_decoder`: LTX-2 has only the VAE's own decoder; accepted as random-22b's `load` takes it."""
     compute = fp8.resolve_compute(fp8_compute, device)
     modules = build_meta(layers, "bf16", compute)
     if upsampler:
         modules["upsampler"] = meta_upsampler()
+    return place_and_build(modules, device, dtype, compute=compute, layers=layers, seed=seed,
+                           memory_policy=memory_policy, text_encoder_dtype=text_encoder_dtype,
+                           workspace_bytes=workspace_bytes)
+
+
+def place_and_build(modules: dict[str, nn.Module], device: torch.device, dtype: torch.dtype, *, compute: str,
+                    layers: int, seed: int = 0, memory_policy: str = "auto", text_encoder_dtype: str = "auto",
+                    workspace_bytes: int | None = None, about: dict | None = None) -> tuple[dict, dict, str]:
+    """`load` for any random preset's meta `modules` (Gemma in bf16; `text_encoder` among them): the
+    policy and Gemma's dtype from the sizes, then `build`. `about`: the report's preset fields (`build`)."""
+    from . import memory
+
     sizes = {name: weight_bytes(module, dtype) for name, module in modules.items()}
     fp8_sizes = dict(sizes, text_encoder=sizes["text_encoder"] - fp8_text_encoder_saving(modules["text_encoder"], dtype))
     free = memory.device_memory(device)[0] if device.type == "cuda" else 0
@@ -281,16 +293,18 @@ def load(device: torch.device, dtype: torch.dtype, *, layers: int = FULL_LAYERS,
         sizes = fp8_sizes
     policy, reason = memory.choose_policy(memory_policy, free, sizes, workspace, device_type=device.type)
     homes = {name: device if memory.rests_on_compute(policy, name) else torch.device("cpu") for name in modules}
-    components, report = build(modules, device, homes, dtype=dtype, compute=compute, seed=seed, layers=layers)
+    components, report = build(modules, device, homes, dtype=dtype, compute=compute, seed=seed, layers=layers,
+                               about=about)
     return components, {**report, "memory_reason": reason, "text_encoder_dtype": te}, policy
 
 
 def build(modules: dict[str, nn.Module], device: torch.device, homes: dict[str, torch.device], *,
           dtype: torch.dtype = torch.bfloat16, compute: str = "upcast", seed: int = 0,
-          layers: int = FULL_LAYERS) -> tuple[dict, dict]:
+          layers: int = FULL_LAYERS, about: dict | None = None) -> tuple[dict, dict]:
     """Materialize `build_meta`'s components: drawn on `device`, each resting where `homes` says.
 
-    Returns (components for `LTX2Pipeline`, a report for /health).
+    Returns (components for `LTX2Pipeline`, a report for /health). `about`: the preset's name, family
+    and kind_source in the report (default: this preset's).
     """
     from .tiny import build_scheduler, build_tokenizer
 
@@ -306,11 +320,13 @@ def build(modules: dict[str, nn.Module], device: torch.device, homes: dict[str, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds[name] = round(time.perf_counter() - t, 3)
+    about = {"name": NAME, "family": configs.LTX2_19B, "kind_source": f"{NAME} mirrors the distilled FP8 file",
+             **(about or {})}
     report = {
-        "checkpoint": None, "format": "random", "family": configs.LTX2_19B, "kind": "distilled",
-        "kind_source": f"{NAME} mirrors the distilled FP8 file", "layers": layers, "seed": seed,
+        "checkpoint": None, "format": "random", "family": about["family"], "kind": "distilled",
+        "kind_source": about["kind_source"], "layers": layers, "seed": seed,
         "fp8_layers": sum(isinstance(m, fp8.FP8Linear) for m in modules["transformer"].modules()),
         "fp8_compute": compute, "build_seconds": seconds, "load_seconds": round(time.perf_counter() - start, 3),
     }
-    log.info("built %s (%d layers) on %s in %.1fs", NAME, layers, device, report["load_seconds"])
+    log.info("built %s (%d layers) on %s in %.1fs", about["name"], layers, device, report["load_seconds"])
     return {**modules, "tokenizer": build_tokenizer(), "scheduler": build_scheduler()}, report

@@ -116,3 +116,23 @@ def compile_blocks(transformer, **options) -> float:
     start = time.perf_counter()
     transformer.compile_repeated_blocks(**options)
     return time.perf_counter() - start
+
+
+def apply_decoder_attention(decoder, device: torch.device) -> str:
+    """LTX-2.5's diffusion decoder: NATTEN's fused neighbourhood attention on a GPU when natten is
+    installed (diffusers does not pick it by itself), else the processor the decoder came with
+    (diffusers' FlexAttention fallback, or the tiny preset's windowed one). Nothing is fetched."""
+    import importlib.util
+
+    from diffusers.models.autoencoders.ltx2_diffusion_decoder import (
+        LTX2VideoVaeNeighborhoodAttention,
+        LTX2VideoVaeNeighborhoodNattenProcessor,
+    )
+
+    modules = [m for m in decoder.modules() if isinstance(m, LTX2VideoVaeNeighborhoodAttention)]
+    if device.type == "cuda" and importlib.util.find_spec("natten") is not None:
+        for module in modules:
+            module.set_processor(LTX2VideoVaeNeighborhoodNattenProcessor())
+        return "natten"
+    names = {type(m.processor).__name__ for m in modules}
+    return "+".join(sorted(names)) or "none"

@@ -281,15 +281,19 @@ def build_components(seed: int = 0, builders: dict | None = None) -> dict:
     """All components of the tiny preset, each seeded on its own so adding one changes no other.
     `builders` replaces `BUILDERS` for another family's tiny preset (the same names, the same order)."""
     tokenizer = build_tokenizer()
-    builders = {name: (lambda: build_text_encoder(len(tokenizer))) if name == "text_encoder" else build
-                for name, build in (builders or BUILDERS).items()}
     components = {"tokenizer": tokenizer, "scheduler": build_scheduler()}
-    for offset, (name, build) in enumerate(builders.items()):
-        torch.manual_seed(seed + offset)
-        module = build()
-        _randomize_zero_init(module, seed + offset)
-        components[name] = module.eval().requires_grad_(False)
+    for offset, (name, build) in enumerate((builders or BUILDERS).items()):
+        text_encoder = name == "text_encoder"  # its vocabulary is the tokenizer's
+        components[name] = seeded((lambda b=build: b(len(tokenizer))) if text_encoder else build, seed + offset)
     return components
+
+
+def seeded(build, seed: int) -> torch.nn.Module:
+    """`build()` under `seed`, zero-initialised output layers randomised, frozen in eval mode."""
+    torch.manual_seed(seed)
+    module = build()
+    _randomize_zero_init(module, seed)
+    return module.eval().requires_grad_(False)
 
 
 BUILDERS = {

@@ -87,20 +87,20 @@ def load_upsampler(path: str, device: torch.device | str = "cpu", dtype: torch.d
     return model.eval().requires_grad_(False)
 
 
-def resolve_upsampler_path(setting: str, models_dir: str | None) -> str | None:
-    """`--upsampler`: "none"; "auto" (the official file in the models directory, if it is there);
-    or a path, which must exist."""
+def resolve_upsampler_path(setting: str, models_dir: str | None, official: str = UPSAMPLER_FILE) -> str | None:
+    """`--upsampler`: "none"; "auto" (the family's `official` file in the models directory, if it is
+    there); or a path, which must exist."""
     if setting == "none":
         return None
     if setting == "auto":
-        candidate = os.path.join(models_dir, UPSAMPLER_FILE) if models_dir else None
+        candidate = os.path.join(models_dir, official) if models_dir else None
         return candidate if candidate and os.path.isfile(candidate) else None
     candidates = [setting] + ([os.path.join(models_dir, setting)] if models_dir and not os.path.isabs(setting) else [])
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
     raise CheckpointError(f"upsampler {setting!r}: no file at {' or '.join(candidates)}; fetch it with "
-                          f"`ltx2 download` ({UPSAMPLER_FILE}) or set LTX2_UPSAMPLER=none for one-stage only")
+                          f"`ltx2 download` ({official}) or set LTX2_UPSAMPLER=none for one-stage only")
 
 
 def upsampler_bytes(path: str, dtype: torch.dtype) -> int:

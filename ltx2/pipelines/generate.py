@@ -8,6 +8,7 @@ pick the same blocks with other sizes and sigmas.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..models.lora import Adapter, side_paths
 from ..schema import GenerateRequest
 from .conditioning import Conditioning, decode_conditioning
 from .expansion import expand_plan
+from .length import choose_length
 from .loras import resolve as resolve_loras
 from .one_stage import one_stage
 from .two_stage import two_stage
@@ -52,9 +54,13 @@ def generate(
         plan = plan_generation(model, request, conditioning)
         # Before every pipeline: what is encoded (and any prompt cache's key) is the expanded prompt.
         plan, expanded, seconds = expand_plan(model, plan)
+        started = time.perf_counter()
+        plan = choose_length(model, plan)  # LTX-2.5's duration head, when the request leaves the length open
+        length_seconds = time.perf_counter() - started
         pipeline = two_stage if plan.use_multiscale else one_stage
         result = pipeline(model, plan, on_step)
-    result.timings = {"expand_prompt": seconds, **result.timings}
+    chosen = {"choose_length": length_seconds} if plan.length_from == "duration_head" else {}
+    result.timings = {"expand_prompt": seconds, **chosen, **result.timings}
     result.expanded_prompt = expanded
     # The request's LoRAs, then any a pipeline adds for one stage (the dev two-stage's distilled LoRA).
     result.loras = [adapter.report(scale) for adapter, scale in adapters] + result.loras

@@ -39,7 +39,8 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
     model = run.model
     # 1. Encode the prompt (and the negative one, with guidance).
     with run.stage("encode_prompt"):
-        prompt = stages.prompt_embeddings(run, plan.request.prompt, plan.request.negative_prompt, plan.guided)
+        prompt = plan.prompt or stages.prompt_embeddings(run, plan.request.prompt, plan.request.negative_prompt,
+                                                         plan.guided)  # encoded already to choose the length
     # 2. Encode the conditions: images with the video VAE at this size, the soundtrack with the audio VAE.
     with run.stage("encode_conditioning"):
         conditions = stages.encode_conditions(model, plan, grid, width, height)
@@ -51,9 +52,12 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
             sigmas = sigmas_for(plan.steps, num_tokens=MAX_TOKENS, distilled=model.defaults.distilled)
         generator = torch.Generator("cpu").manual_seed(plan.seed)
         video, audio = stages.prepare_latents(model, plan, grid, conditions, sigmas[0], generator)
-    # 4. Denoise video and audio jointly, with the request's guidance.
+    # 4. Denoise video and audio jointly, with the request's guidance; a distilled LTX-2.5 samples this
+    #    first stage with the ancestral sampler (its family says so).
+    ancestral = model.defaults.distilled and model.family.ancestral_first_stage
+    sampler = {"ancestral_seed": plan.seed + stages.ANCESTRAL_NOISE_SEED_OFFSET} if ancestral else {}
     with run.stage(denoise_stage):
-        video, audio = stages.denoise(run, video, audio, prompt, sigmas, grid, plan.guidance)
+        video, audio = stages.denoise(run, video, audio, prompt, sigmas, grid, plan.guidance, **sampler)
     return Latents(prompt, conditions, generator, video, audio)
 
 

@@ -39,6 +39,8 @@ class GenerationResult:
     has_audio_input: bool = False
     loras: list[dict] = field(default_factory=list)  # each LoRA applied: path, scale, layers, ...
     expanded_prompt: str | None = None  # what Gemma wrote, when enable_prompt_expansion was on
+    length_from: str = "request"  # where num_frames came from: request, audio, duration_head
+    predicted_seconds: float | None = None  # the duration head's own answer, before the frame grid
 
     @property
     def duration_seconds(self) -> float:
@@ -74,4 +76,6 @@ def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], 
         has_image_start=plan.conditioning.image_start is not None and request.image_strength > 0,
         has_image_end=plan.conditioning.image_end is not None and request.end_image_strength > 0,
         has_audio_input=has_audio_input,
+        length_from=plan.length_from,
+        predicted_seconds=plan.predicted_seconds,
     )

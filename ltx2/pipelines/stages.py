@@ -31,6 +31,7 @@ import torch
 
 from ..media.audio_features import encode_audio
 from ..media.inputs import auto_size
+from ..models.diffusion_decode import diffusion_decode
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..schema import GenerateRequest, InvalidRequest
@@ -81,6 +82,11 @@ class Plan:
     last: ImageCondition | None  # the image appended as a keyframe at the last frame
     audio: np.ndarray | None  # the soundtrack to condition on, at the audio VAE's rate
     use_multiscale: bool = False  # the two-stage pipeline
+    # Where num_frames came from: "request", "audio" (match_audio_length) or "duration_head" (length.py,
+    # which also leaves the prompt it encoded for the pipeline, and the head's own seconds).
+    length_from: str = "request"
+    prompt: PromptEmbeddings | None = None
+    predicted_seconds: float | None = None
 
     @property
     def guided(self) -> bool:
@@ -115,6 +121,7 @@ def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditio
         last=ImageCondition(*last) if last[0] is not None and last[1] > 0 else None,
         audio=cond.audio_for_vae if cond.audio_for_vae is not None and request.audio_strength > 0 else None,
         use_multiscale=resolve_multiscale(model, request),
+        length_from="audio" if request.match_audio_length else "request",
     )
 
 
@@ -273,7 +280,9 @@ def encode_prompt(model: LoadedModel, prompt: str, negative_prompt: str, guided:
     """
     pipe, device = model.pipe, model.device
     # `device` is explicit: diffusers' default, `_execution_device`, follows where modules rest.
-    with model.placement.use("text_encoder", "connectors"):
+    # Only Gemma's hidden states are used: its output head is asked for one position's logits, not
+    # 1024 x 262k of them (about 1 TMAC and 0.5 GB a prompt that diffusers' call would compute and drop).
+    with model.placement.use("text_encoder", "connectors"), _one_logit(pipe.text_encoder):
         embeds, mask, negative_embeds, negative_mask = pipe.encode_prompt(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -291,6 +300,18 @@ def encode_prompt(model: LoadedModel, prompt: str, negative_prompt: str, guided:
         return PromptEmbeddings(positive=both, negative=None)
     pick = lambda rows: TextContext(both.video[rows], both.audio[rows], both.mask[rows])  # noqa: E731
     return PromptEmbeddings(positive=pick(slice(1, 2)), negative=pick(slice(0, 1)))
+
+
+@contextmanager
+def _one_logit(text_encoder):
+    def pre_hook(module, args, kwargs):
+        return args, {**kwargs, "logits_to_keep": 1}
+
+    handle = text_encoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def prompt_embeddings(run: Run, prompt: str, negative_prompt: str, guided: bool) -> PromptEmbeddings:
@@ -493,13 +514,14 @@ def upsample(model: LoadedModel, video: Stream, grid: LatentGrid) -> torch.Tenso
 # ----------------------------------------------------------------------------------------- denoise
 
 def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, sigmas: list[float],
-            grid: LatentGrid, guidance: Guidance) -> tuple[Stream, Stream]:
+            grid: LatentGrid, guidance: Guidance, ancestral_seed: int | None = None) -> tuple[Stream, Stream]:
     """The one denoising loop: video and audio jointly, every kind of conditioning, any sigmas.
 
     One transformer call per step, a batch of the passes the guidance asks for (one without
     guidance). A token conditioned with strength s turns velocity into a clean estimate at its own
     sigma, x0 = x - (1 - s) sigma v, and that estimate is pulled to its condition by s. Reports
-    progress after every step.
+    progress after every step. Each step is an Euler step, or with `ancestral_seed` an ancestral one
+    (`ancestral_step`) whose noise comes from a generator seeded with it.
     """
     model = run.model
     pipe, device = model.pipe, model.device
@@ -513,6 +535,7 @@ def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, si
     perturbations = [Perturbation(skip_video_self_attention=p == "ptb" and guidance.video.stg != 0,
                                   skip_audio_self_attention=p == "ptb" and guidance.audio.stg != 0,
                                   isolate_modalities=p == "mod") for p in passes]
+    noise = None if ancestral_seed is None else torch.Generator("cpu").manual_seed(ancestral_seed)
     with model.placement.use("transformer"):
         video_scheduler = copy.deepcopy(pipe.scheduler)
         video_scheduler.set_timesteps(sigmas=sigmas, device=device)
@@ -527,10 +550,46 @@ def denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, si
                 video_velocity = blend_velocity(video_velocity, video.latents, video.clean, video.strength, sigma)
             if audio.strength is not None:
                 audio_velocity = blend_velocity(audio_velocity, audio.latents, audio.clean, audio.strength, sigma)
-            video.latents = video_scheduler.step(video_velocity, t, video.latents, return_dict=False)[0]
-            audio.latents = audio_scheduler.step(audio_velocity, t, audio.latents, return_dict=False)[0]
+            if noise is None:
+                video.latents = video_scheduler.step(video_velocity, t, video.latents, return_dict=False)[0]
+                audio.latents = audio_scheduler.step(audio_velocity, t, audio.latents, return_dict=False)[0]
+            else:  # video's noise first, then audio's, from the one generator (ltx-pipelines' order)
+                sigma_next = float(video_scheduler.sigmas[step + 1])
+                video.latents = ancestral_step(video, video_velocity, sigma, sigma_next, noise)
+                audio.latents = ancestral_step(audio, audio_velocity, sigma, sigma_next, noise)
             run.step_done()
     return video, audio
+
+
+ANCESTRAL_ETA = 1.0  # ltx-pipelines' distilled.py: fully ancestral
+ANCESTRAL_S_NOISE = 1.0
+ANCESTRAL_NOISE_SEED_OFFSET = 10_000  # its loop's generator: the request's seed plus this
+
+
+def ancestral_step(stream: Stream, velocity: torch.Tensor, sigma: float, sigma_next: float,
+                   noise: torch.Generator) -> torch.Tensor:
+    """ltx-core's EulerAncestralDiffusionStep (rectified flow, alpha = 1 - sigma) on one stream.
+
+    The clean estimate is x0 = x - sigma v (conditioned tokens already pulled to their condition by
+    `blend_velocity`). A step goes deterministically to sigma_down <= sigma_next, then renoises back
+    up to sigma_next, keeping the variance; a held token is put back to its condition afterwards, as
+    ltx-pipelines' post_process_latent does. At sigma_next = 0 the step is the clean estimate.
+    """
+    x = stream.latents.float()
+    x0 = x - sigma * velocity.float()
+    if sigma_next == 0:
+        return x0.to(stream.latents.dtype)
+    sigma_down = sigma_next * (1.0 + (sigma_next / sigma - 1.0) * ANCESTRAL_ETA)
+    ratio = sigma_down / sigma
+    x_next = ratio * x + (1.0 - ratio) * x0
+    alpha_next, alpha_down = 1.0 - sigma_next, 1.0 - sigma_down
+    renoise = max(sigma_next ** 2 - sigma_down ** 2 * alpha_next ** 2 / alpha_down ** 2, 0.0) ** 0.5
+    drawn = torch.randn(x.shape, generator=noise).to(x.device)  # on the CPU: a seed means the same video anywhere
+    x_next = (alpha_next / alpha_down) * x_next + drawn * ANCESTRAL_S_NOISE * renoise
+    if stream.strength is not None:
+        keep = 1 - stream.strength
+        x_next = x_next * keep + stream.clean.float() * stream.strength
+    return x_next.to(stream.latents.dtype)
 
 
 def _guided(knobs: ModalityGuidance, passes: tuple[str, ...], output: torch.Tensor, stream: Stream,
@@ -614,14 +673,20 @@ def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int
     Returns uint8 frames (F, height, width, 3) and the VAE-space latents the model made."""
     pipe = model.pipe
     vae = pipe.vae
-    with model.placement.use("vae"):
+    diffusion = model.video_decoder == "diffusion"
+    with model.placement.use("diffusion_decoder" if diffusion else "vae"):
         latents = video.latents[:, : video.own_tokens]  # keyframe tokens guided the video; they are not frames
         latents = pipe._unpack_latents(latents, grid.frames, grid.height, grid.width,
                                        pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+        # The VAE's statistics, moved where the latents are (it may rest off the device while the other decodes).
         denormalize = lambda x: pipe._denormalize_latents(  # noqa: E731
             x, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
         video_latents = denormalize(latents)
         timestep = None
+        if diffusion:  # LTX-2.5: the diffusion decoder denoises pixels from noise drawn from the seed's generator
+            pixels = diffusion_decode(model.diffusion_decoder, video_latents, generator).float()
+            _check_output(video_latents, pixels)
+            return center_crop(_to_uint8_frames(pixels[0]), width, height), video_latents
         if vae.config.timestep_conditioning:
             noise = torch.randn(latents.shape, generator=generator).to(latents.device)
             latents = noise * DECODE_NOISE_SCALE + latents * (1 - DECODE_NOISE_SCALE)

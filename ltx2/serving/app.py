@@ -651,6 +651,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "DELETE /jobs/{id}": "cancel a job",
                 "GET /jobs/{id}/video": "the finished MP4",
                 "POST /v1/videos": "OpenAI Videos API: create (JSON or multipart); GET, list, /content, DELETE",
+                "GET /v1/models": "the loaded model by each name `model` takes, with its model_family (OpenAI's list)",
                 "POST /v1/generations/{text,image,audio}-to-video": "the LTX API: queue a generation (JSON or "
                                                                      "multipart); GET /v1/generations/{id} polls",
                 "GET /metrics": "Prometheus metrics",

@@ -269,7 +269,7 @@ class JobStore:
 
     def save(self, job: Job) -> None:
         row = (job.id, job.status, job.created, job.started, job.finished,
-               job.request.model_dump_json(), job.step, job.total, json.dumps(job.timings),
+               job.request.model_dump_json(exclude_unset=True), job.step, job.total, json.dumps(job.timings),
                json.dumps(job.error) if job.error else None, job.error_status,
                json.dumps(job.result) if job.result else None, job.video_path, int(job.expired),
                job.owner, job.inputs_path, ",".join(job.input_fields) or None)

@@ -106,6 +106,8 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         model=model.name,
         model_family=model.family.name,
         variant="distilled" if model.defaults.distilled else "dev",
+        length_from=result.length_from,
+        predicted_seconds=None if result.predicted_seconds is None else round(result.predicted_seconds, 3),
         model_resolution=f"{result.model_width}x{result.model_height}",
         pipeline=result.pipeline,
         use_multiscale=result.use_multiscale,

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from . import ltx2, ltx23
+from . import ltx2, ltx23, ltx25
 from .base import DEV_DEFAULTS, DISTILLED_DEFAULTS, Family, ModelDefaults, OfficialFiles, TinyPreset
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (ltx2.FAMILY, ltx23.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (ltx2.FAMILY, ltx23.FAMILY, ltx25.FAMILY)}
 DEFAULT = ltx2.FAMILY.name
 PRESETS: dict[str, Family] = {f.tiny.name: f for f in FAMILIES.values()}
 

@@ -58,6 +58,8 @@ class TinyPreset:
     components: Callable[[int], dict]  # seed -> the pipeline's components
     upsampler: Callable[[int], Any]  # seed -> the x2 spatial latent upsampler
     distilled_lora: Callable[..., dict]  # (transformer, seed) -> LoRA tensors in the official key style
+    # seed -> the family's optional parts beyond LTX2Pipeline's: "duration_head", "diffusion_decoder"
+    extras: Callable[[int], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class OfficialFiles:
     checkpoints: tuple[str, ...]  # what `ltx2 download --checkpoint` offers, the default first
     upsampler: str  # spatial x2, the two-stage default
     distilled_lora: str  # what a dev checkpoint's stage 2 refines with
+    # The other files a run needs when the family ships one file per component (LTX-2.5), by their
+    # paths in the repository (the models directory keeps the same layout).
+    parts: tuple[str, ...] = ()
     gemma_repo: str | None = None  # a separate text encoder download (None: bundled with the family)
     camera_loras: bool = False  # Lightricks' seven camera-control LoRAs are published for this family
 
@@ -86,6 +91,9 @@ class Family:
     vocoder_rate: int  # Hz of the soundtrack the family's vocoder writes
     tiny: TinyPreset
     files: OfficialFiles
+    # ltx-pipelines samples a distilled model's first stage with the ancestral (SDE) Euler sampler from
+    # LTX-2.5 on (distilled.py: ANCESTRAL_SAMPLER_SINCE_VERSION); earlier generations with plain Euler.
+    ancestral_first_stage: bool = False
     # Fragments of layer names that this family's transformer has and some other family's lacks (in
     # ltx-core's and diffusers' names alike). A LoRA key holding one tells which families it can fit;
     # keys of layers every family shares (attention, feed-forward: the same shapes in 19B and 22B) tell
