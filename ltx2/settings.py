@@ -15,6 +15,7 @@ MEMORY_POLICIES = ("auto", "resident", "offload-text-encoder", "sequential")
 FP8_COMPUTE = ("auto", "scaled-mm", "upcast")
 VARIANTS = ("auto", "distilled", "dev")
 VAE_DECODERS = ("auto", "diffusion", "conv")
+QUANTIZE = ("none", "fp8")
 TEXT_ENCODER_DTYPES = ("auto", "bf16", "fp8")
 
 
@@ -27,6 +28,7 @@ class Settings:
     fp8_compute: str = "auto"
     variant: str = "auto"  # distilled or dev; auto reads the checkpoint's name
     vae_decoder: str = "auto"  # LTX-2.5's video decoder: auto (the diffusion one when loaded), diffusion, conv
+    quantize: str = "none"  # fp8: a bf16 transformer's official FP8 layer set quantized at load
     # LTX-2.5's per-component files, overriding what its official layout around --model provides (None: the layout's).
     text_encoder: str | None = None  # the Gemma 4 + projection file
     video_vae: str | None = None  # a video VAE file (diffusion or conv; comma-separated for both)
@@ -101,6 +103,7 @@ ENV = {
     "fp8_compute": "LTX2_FP8_COMPUTE",
     "variant": "LTX2_VARIANT",
     "vae_decoder": "LTX2_VAE_DECODER",
+    "quantize": "LTX2_QUANTIZE",
     "text_encoder": "LTX2_TEXT_ENCODER",
     "video_vae": "LTX2_VIDEO_VAE",
     "audio_vae": "LTX2_AUDIO_VAE",
@@ -224,6 +227,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
                              "tiny preset's with --variant dev, or ltx-2-19b-distilled-lora-384.safetensors in "
                              "--models-dir or its loras/ when present), none (a dev checkpoint runs one stage), or a "
                              f"file (env {ENV['distilled_lora']})")
+    parser.add_argument("--quantize", default=defaults.quantize, choices=QUANTIZE,
+                        help="fp8: quantize a bf16 transformer (LTX-2.3, LTX-2.5) at load into the scaled-FP8 layers "
+                             "the official 19B FP8 files use (blocks 1 to 42 of 48, per-tensor scales): about half "
+                             f"its memory; an FP8 file stays as it is (env {ENV['quantize']})")
     parser.add_argument("--vae-decoder", dest="vae_decoder", default=defaults.vae_decoder, choices=VAE_DECODERS,
                         help="LTX-2.5's video decoder: diffusion (neighbourhood attention, sharper, slower; natten when "
                              "installed), conv (the convolutional one), or auto: diffusion when its file is loaded "

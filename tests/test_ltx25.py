@@ -245,3 +245,20 @@ def test_cli_on_tiny_25(tmp_path):
     summary = json.loads(made.stdout)
     assert summary["length_from"] == "duration_head"
     assert probe_video(out.read_bytes())["video"]["frames"] == summary["num_frames"]
+
+
+def test_quantize_fp8_makes_the_official_fp8_layer_set_and_keeps_the_video(model25):
+    from ltx2.models.fp8 import FP8Linear, fp8_layer_names
+
+    fp8 = load_model("tiny-2.5", device="cpu", quantize="fp8")
+    transformer = fp8.pipe.transformer
+    expected = fp8_layer_names(model25.pipe.transformer, len(transformer.transformer_blocks))
+    swapped = [name for name, m in transformer.named_modules() if isinstance(m, FP8Linear)]
+    assert swapped == expected and fp8.describe()["quantize"] == {"setting": "fp8", "fp8_layers": len(expected)}
+    assert all(transformer.get_submodule(n).weight.dtype == torch.float8_e4m3fn for n in swapped)
+    request = GenerateRequest(**SMALL, num_frames=9, use_multiscale=False, num_inference_steps=2)
+    full, quantized = generate(model25, request), generate(fp8, request)
+    error = (full.video_latents - quantized.video_latents).abs().mean() / full.video_latents.abs().mean()
+    assert 0 < error < 0.05  # e4m3 with per-tensor scales: a percent or so, not another video
+    with pytest.raises(ValueError, match="--quantize must be none or fp8, got 'int4'"):
+        load_model("tiny-2.5", device="cpu", quantize="int4")

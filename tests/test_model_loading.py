@@ -171,3 +171,10 @@ def test_a_lora_runs_on_the_fp8_transformer_without_touching_its_weights(distill
     for name, p in model.pipe.transformer.named_parameters():
         if name in weights:  # still FP8, and the same bytes
             assert p.dtype == torch.float8_e4m3fn and torch.equal(p.view(torch.uint8), weights[name].view(torch.uint8))
+
+
+def test_quantize_fp8_leaves_an_official_fp8_file_as_it_loaded(models_dir):
+    model = load_model("ltx-2-19b-distilled-fp8", device="cpu", models_dir=str(models_dir), quantize="fp8",
+                       gemma_dir=str(models_dir / "gemma-3-12b-it-qat-q4_0-unquantized"))
+    assert model.describe()["quantize"] == {"setting": "fp8", "fp8_layers": 0}
+    assert sum(p.dtype == torch.float8_e4m3fn for p in model.pipe.transformer.parameters()) == 56

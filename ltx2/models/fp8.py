@@ -309,3 +309,33 @@ def swap_targets(model: nn.Module, layer_names: Iterable[str]) -> list[str]:
     if not_linear:
         raise ValueError(f"can only swap plain nn.Linear layers to FP8; not one: {', '.join(not_linear)}")
     return names
+
+
+FP8_SUFFIXES = ("to_q", "to_k", "to_v", "to_out.0", "net.0.proj", "net.2")
+
+
+def fp8_blocks(layers: int) -> range:
+    """Transformer blocks whose linears are FP8: 1-42 of 48. The first and the last five stay bf16,
+    as in the official file; with fewer than 7 blocks only block 0 does, so FP8 is still exercised."""
+    return range(1, layers - 5) if layers >= 7 else range(1, layers)
+
+
+def fp8_layer_names(transformer: nn.Module, layers: int) -> list[str]:
+    """Every attention projection and feed-forward linear of the FP8 blocks (ltx-core's downcast set)."""
+    return [f"transformer_blocks.{index}.{name}" for index in fp8_blocks(layers)
+            for name, module in transformer.transformer_blocks[index].named_modules()
+            if isinstance(module, nn.Linear) and name.endswith(FP8_SUFFIXES)]
+
+
+def quantize_transformer(transformer: nn.Module, setting: str, fp8_compute: str, device: torch.device) -> int:
+    """`--quantize fp8`: the transformer's official FP8 layer set (`fp8_layer_names`) quantized at load
+    into the same scaled-FP8 layer an official FP8 file loads as, on the compute device, layer by layer.
+    A transformer that came in FP8 already (an official FP8 file) is left as it is. Returns how many."""
+    if setting == "none":
+        return 0
+    if setting != "fp8":
+        raise ValueError(f"--quantize must be none or fp8, got {setting!r}")
+    if any(isinstance(m, FP8Linear) for m in transformer.modules()):
+        return 0
+    names = fp8_layer_names(transformer, len(transformer.transformer_blocks))
+    return len(quantize_linears(transformer, names, resolve_compute(fp8_compute, device), work_device=device))

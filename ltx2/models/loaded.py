@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import LTX2Pipeline
 
-from . import families
+from . import families, fp8
 from .families import DEV_DEFAULTS, DISTILLED_DEFAULTS, Family, ModelDefaults  # noqa: F401 (re-exported)
 from .lora import Adapter, AdapterCache
 from .memory import Placement, pipe_components, place
@@ -106,6 +106,7 @@ class LoadedModel:
             # The dev two-stage pipeline's distilled LoRA: which file, or null (a dev checkpoint runs one stage).
             "distilled_lora": self.distilled_lora_file,
             # The video decoder in use ("diffusion" or "conv"), and whether a duration head picks lengths.
+            "quantize": self.speed.get("quantize", {"setting": "none"}),
             "video_decoder": self.video_decoder,
             "decoder_attention": self.speed.get("decoder_attention"),  # natten on a GPU that has it
             "duration_head": self.duration_head is not None,
@@ -145,6 +146,7 @@ def load_model(
     upsampler: str = "auto",
     distilled_lora: str = "auto",
     vae_decoder: str = "auto",
+    quantize: str = "none",
     parts: dict[str, str | None] | None = None,
 ) -> LoadedModel:
     """Load a model once; every request reuses it. Never downloads.
@@ -173,6 +175,8 @@ def load_model(
 
     randoms = {preset.NAME: preset for preset in (random19b, random22b)}
     start = time.perf_counter()
+    if quantize not in ("none", "fp8"):
+        raise ValueError(f"--quantize must be none or fp8, got {quantize!r}")
     if vae_decoder not in ("auto", "diffusion", "conv"):
         raise ValueError(f"--vae-decoder must be auto, diffusion or conv, got {vae_decoder!r}")
     device = torch.device(device) if device is not None else default_device()
@@ -248,6 +252,10 @@ def load_model(
     if tiny_family is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    quantized = fp8.quantize_transformer(pipe.transformer, quantize, fp8_compute, device)
+    if quantized:
+        checkpoint.pop("memory_reason", None)  # chosen for the bf16 sizes: choose again for the FP8 ones
+        policy = memory_policy
     diffusion_decoder = extras.get("diffusion_decoder")
     if vae_decoder == "diffusion" and diffusion_decoder is None:
         raise ValueError(f"--vae-decoder diffusion: model {name} ({family.title}) has no diffusion video decoder "
@@ -258,6 +266,7 @@ def load_model(
                         video_decoder="diffusion" if diffusion_decoder is not None and vae_decoder != "conv" else "conv")
     model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
     model.speed["text_encoder_dtype"] = text_encoder_choice
+    model.speed["quantize"] = {"setting": quantize, "fp8_layers": quantized}
     model.speed["prompt_cache_mb"] = prompt_cache_mb  # the cache itself: ltx2.pipelines.prompt_cache
     if not defaults.distilled and model.upsampler is not None:  # only the dev two-stage pipeline uses it
         attach_distilled_lora(model, distilled_lora, lora_file, seed)
@@ -344,7 +353,7 @@ def load_from_settings(settings) -> LoadedModel:
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
         layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
         compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb, upsampler=settings.upsampler,
-        distilled_lora=settings.distilled_lora, vae_decoder=settings.vae_decoder,
+        distilled_lora=settings.distilled_lora, vae_decoder=settings.vae_decoder, quantize=settings.quantize,
         parts={"text_encoder": getattr(settings, "text_encoder", None), "video_vae": getattr(settings, "video_vae", None),
                "audio_vae": getattr(settings, "audio_vae", None),
                "duration_head": getattr(settings, "duration_head", None)},

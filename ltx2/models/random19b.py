@@ -73,20 +73,8 @@ def gemma_12b_config(layers: int = FULL_LAYERS):
     )
 
 
-FP8_SUFFIXES = ("to_q", "to_k", "to_v", "to_out.0", "net.0.proj", "net.2")
-
-
-def fp8_blocks(layers: int) -> range:
-    """Transformer blocks whose linears are FP8: 1-42 of 48. The first and the last five stay bf16,
-    as in the official file; with fewer than 7 blocks only block 0 does, so FP8 is still exercised."""
-    return range(1, layers - 5) if layers >= 7 else range(1, layers)
-
-
-def fp8_layer_names(transformer: nn.Module, layers: int) -> list[str]:
-    """Every attention projection and feed-forward linear of the FP8 blocks (ltx-core's downcast set)."""
-    return [f"transformer_blocks.{index}.{name}" for index in fp8_blocks(layers)
-            for name, module in transformer.transformer_blocks[index].named_modules()
-            if isinstance(module, nn.Linear) and name.endswith(FP8_SUFFIXES)]
+# The official FP8 file's layer set (blocks 1-42 of 48), shared with `--quantize fp8` (ltx2.models.fp8).
+FP8_SUFFIXES, fp8_blocks, fp8_layer_names = fp8.FP8_SUFFIXES, fp8.fp8_blocks, fp8.fp8_layer_names
 
 
 def component_configs(layers: int = FULL_LAYERS) -> dict[str, dict]:
