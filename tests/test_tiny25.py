@@ -74,7 +74,7 @@ def test_pipeline_takes_the_25_components(pipe):
     assert type(pipe.duration_head).__name__ == "LTX2DurationHead"
     assert (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio) == (32, 8)
     assert (pipe.audio_vae_temporal_compression_ratio, pipe.audio_vae_mel_compression_ratio) == (4, 4)
-    assert pipe.tokenizer_max_length == tiny25.PROMPT_TOKENS == 1024
+    assert pipe.tokenizer_max_length == tiny.PROMPT_TOKENS == 1024
 
 
 def test_real_geometry_and_25_switches(pipe):

@@ -428,12 +428,7 @@ def vocoder_config(config: dict, mel_bins: int) -> dict:
         raise CheckpointError(f"config.vocoder is not LTX-2 19B's stereo HiFi-GAN (resblock {c.get('resblock')!r})")
     return {
         "in_channels": 2 * mel_bins,  # stereo mel spectrogram, channels stacked
-        "hidden_channels": c.get("upsample_initial_channel", 1024),
-        "out_channels": 2,
-        "upsample_kernel_sizes": list(c.get("upsample_kernel_sizes", [16, 15, 8, 4, 4])),
-        "upsample_factors": list(c.get("upsample_rates", [6, 5, 2, 2, 2])),
-        "resnet_kernel_sizes": list(c.get("resblock_kernel_sizes", [3, 7, 11])),
-        "resnet_dilations": [list(d) for d in c.get("resblock_dilation_sizes", [[1, 3, 5]] * 3)],
+        **_generator_shape(c),
         "act_fn": "leaky_relu",
         "leaky_relu_negative_slope": 0.1,
         "antialias": False,
@@ -443,11 +438,8 @@ def vocoder_config(config: dict, mel_bins: int) -> dict:
     }
 
 
-def _amp_generator(c: dict, where: str, final: str | None) -> dict:
-    """One BigVGAN v2 generator (ltx-core `Vocoder` with resblock AMP1), as diffusers' `LTX2Vocoder` args."""
-    if not isinstance(c, dict) or (c.get("resblock"), c.get("stereo", True), c.get("activation")) != ("AMP1", True,
-                                                                                                       "snakebeta"):
-        raise CheckpointError(f"config.vocoder.{where} is not LTX-2.3's stereo BigVGAN v2 (resblock AMP1, snakebeta)")
+def _generator_shape(c: dict) -> dict:
+    """An ltx-core vocoder generator's sizes (HiFi-GAN and BigVGAN v2 alike), as diffusers' `LTX2Vocoder` args."""
     return {
         "hidden_channels": c.get("upsample_initial_channel", 1024),
         "out_channels": 2,
@@ -455,6 +447,16 @@ def _amp_generator(c: dict, where: str, final: str | None) -> dict:
         "upsample_factors": list(c.get("upsample_rates", [6, 5, 2, 2, 2])),
         "resnet_kernel_sizes": list(c.get("resblock_kernel_sizes", [3, 7, 11])),
         "resnet_dilations": [list(d) for d in c.get("resblock_dilation_sizes", [[1, 3, 5]] * 3)],
+    }
+
+
+def _amp_generator(c: dict, where: str, final: str | None) -> dict:
+    """One BigVGAN v2 generator (ltx-core `Vocoder` with resblock AMP1), as diffusers' `LTX2Vocoder` args."""
+    if not isinstance(c, dict) or (c.get("resblock"), c.get("stereo", True), c.get("activation")) != ("AMP1", True,
+                                                                                                       "snakebeta"):
+        raise CheckpointError(f"config.vocoder.{where} is not LTX-2.3's stereo BigVGAN v2 (resblock AMP1, snakebeta)")
+    return {
+        **_generator_shape(c),
         "act_fn": "snakebeta",
         "leaky_relu_negative_slope": 0.1,
         # ltx-core's Activation1d: x2 up, SnakeBeta, x2 down, 12-tap Kaiser-sinc filters either way.

@@ -84,24 +84,29 @@ def build_tokenizer() -> GemmaTokenizer:
     return tok
 
 
+def gemma_text_config(vocab_size: int) -> dict:
+    """The tiny Gemma's text decoder (Gemma 3 here, Gemma 4 in families/tiny25.py): one sliding and one
+    full attention layer, Gemma's special token ids."""
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=GEMMA_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=GEMMA_LAYERS,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=512,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=PROMPT_TOKENS * 2,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+
+
 def build_text_encoder(vocab_size: int) -> Gemma3ForConditionalGeneration:
     config = Gemma3Config(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=GEMMA_HIDDEN,
-            intermediate_size=64,
-            num_hidden_layers=GEMMA_LAYERS,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            query_pre_attn_scalar=16,
-            sliding_window=512,
-            layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=PROMPT_TOKENS * 2,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
+        text_config=dict(gemma_text_config(vocab_size), query_pre_attn_scalar=16),
         vision_config=dict(
             hidden_size=16,
             intermediate_size=32,

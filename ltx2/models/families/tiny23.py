@@ -10,39 +10,26 @@ from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
 from .. import tiny
 
 
+def _config_of(build) -> dict:
+    """The config of a tiny.py component, built on meta: no memory, and the seeded generator untouched."""
+    with torch.device("meta"):
+        config = build().config
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
 def build_connectors() -> LTX2TextConnectors:
-    # Widths follow the tiny transformer: video 2 x 16 = 32, audio 2 x 8 = 16.
-    return LTX2TextConnectors(
-        caption_channels=tiny.GEMMA_HIDDEN,
-        text_proj_in_factor=tiny.GEMMA_LAYERS + 1,
-        video_connector_num_attention_heads=2,
-        video_connector_attention_head_dim=16,
-        video_connector_num_layers=1,
-        video_connector_num_learnable_registers=128,
-        video_gated_attn=True,
-        audio_connector_num_attention_heads=2,
-        audio_connector_attention_head_dim=8,
-        audio_connector_num_layers=1,
-        audio_connector_num_learnable_registers=128,
-        audio_gated_attn=True,
-        connector_rope_base_seq_len=4096,
-        rope_theta=10000.0,
-        rope_double_precision=True,
-        causal_temporal_positioning=False,
-        rope_type="split",
-        per_modality_projections=True,  # ltx-core's FeatureExtractorV2
-        video_hidden_dim=32,
-        audio_hidden_dim=16,
-        proj_bias=True,
-    )
+    # tiny.py's connectors, gated, with the projection before them: one per modality, biased, straight to
+    # the tiny transformer's widths (video 2 x 16 = 32, audio 2 x 8 = 16).
+    return LTX2TextConnectors(**dict(
+        _config_of(tiny.build_connectors), video_gated_attn=True, audio_gated_attn=True,
+        audio_connector_attention_head_dim=8, per_modality_projections=True,  # ltx-core's FeatureExtractorV2
+        video_hidden_dim=32, audio_hidden_dim=16, proj_bias=True))
 
 
 def build_transformer() -> LTX2VideoTransformer3DModel:
-    base = tiny.build_transformer().config
-    config = {k: v for k, v in base.items() if not k.startswith("_")}
-    config.update(gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
-                  use_prompt_embeddings=False)  # the projection sits in the connectors (V2)
-    return LTX2VideoTransformer3DModel(**config)
+    return LTX2VideoTransformer3DModel(**dict(
+        _config_of(tiny.build_transformer), gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+        audio_cross_attn_mod=True, use_prompt_embeddings=False))  # the projection sits in the connectors (V2)
 
 
 def build_vocoder() -> LTX2VocoderWithBWE:

@@ -67,9 +67,7 @@ from ..tiny import (
     AUDIO_HOP_LENGTH,
     AUDIO_SAMPLE_RATE,
     GEMMA_HIDDEN,
-    GEMMA_LAYERS,
     LATENT_CHANNELS,
-    PROMPT_TOKENS,
 )
 
 # Real LTX-2.5 values the tiny preset keeps (the rest of the geometry is tiny.py's, unchanged in 2.5).
@@ -90,22 +88,8 @@ def build_text_encoder(vocab_size: int) -> Gemma4UnifiedForConditionalGeneration
     them) and the vision / audio embedders the real file carries, which prompt encoding never uses."""
     specials = tiny._SPECIALS
     config = Gemma4UnifiedConfig(
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=GEMMA_HIDDEN,
-            intermediate_size=64,
-            num_hidden_layers=GEMMA_LAYERS,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            global_head_dim=16,  # full-attention layers' head size (512 by default)
-            sliding_window=512,
-            layer_types=["sliding_attention", "full_attention"],
-            max_position_embeddings=PROMPT_TOKENS * 2,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
+        # tiny.py's text decoder; full-attention layers' head size is 512 by default in Gemma 4.
+        text_config=dict(tiny.gemma_text_config(vocab_size), global_head_dim=16),
         vision_config=dict(patch_size=4, pooling_kernel_size=2, mm_embed_dim=16, mm_posemb_size=32,
                            output_proj_dims=GEMMA_HIDDEN),
         audio_config=dict(audio_embed_dim=16),
@@ -127,12 +111,10 @@ def build_connectors() -> LTX2TextConnectors:
 
 
 def build_transformer() -> LTX2VideoTransformer3DModel:
-    """tiny.py's transformer (the real 128/128 channels, patches, audio rates) with the 22B's switches."""
-    config = {k: v for k, v in tiny.build_transformer().config.items() if not k.startswith("_")}
+    """tiny-2.3's transformer (gated attention, AdaLN on the text cross-attention, no caption projection;
+    tiny.py's 128/128 channels, patches and audio rates) with 2.5's own switches."""
+    config = tiny23._config_of(tiny23.build_transformer)
     config.update(
-        gated_attn=True, audio_gated_attn=True,  # per-head attention gates
-        cross_attn_mod=True, audio_cross_attn_mod=True,  # AdaLN on the text cross-attention
-        use_prompt_embeddings=False,  # the projection runs before the connectors
         ff_bias=False,  # bias-free video FFN (2.5); the audio FFN keeps its biases
         use_prompt_adaln_single=False,  # static per-layer prompt K/V table: cacheable cross-attention K/V
         use_keyframes_abs_pos_embedding=True,  # generated-keyframe tokens' learned embedding
