@@ -164,6 +164,10 @@ def test_no_num_frames_on_25_is_the_duration_heads_length(model25):
     assert (explicit.num_frames, explicit.length_from) == (17, "request")
     named = generate(model25, GenerateRequest(**SMALL, duration="auto", use_multiscale=False, num_inference_steps=1))
     assert (named.num_frames, named.length_from) == (auto.num_frames, "duration_head")
+    # match_audio_length sent as false says nothing about the length: still the head's.
+    unmatched = generate(model25, GenerateRequest(**SMALL, match_audio_length=False, use_multiscale=False,
+                                                  num_inference_steps=1))
+    assert (unmatched.num_frames, unmatched.length_from) == (auto.num_frames, "duration_head")
 
 
 def test_auto_on_a_model_without_a_head_is_a_422_naming_duration(model, client):

@@ -27,8 +27,8 @@ def wants_auto_length(model: LoadedModel, plan: Plan) -> bool:
             raise InvalidRequest("duration", f'duration "auto" needs a duration head, and {model.family.title} has '
                                              "none loaded; give num_frames instead")
         return True
-    given = {"num_frames", "match_audio_length"} & request.model_fields_set
-    return model.duration_head is not None and not given and not request.match_audio_length
+    given = "num_frames" in request.model_fields_set or request.match_audio_length
+    return model.duration_head is not None and not given
 
 
 def seconds_to_frames(seconds: float, fps: float, min_frames: int, max_frames: int) -> int:
