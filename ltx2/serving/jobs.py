@@ -1,7 +1,7 @@
 """Jobs: one queue in front of the one GPU, records that survive a restart, cancellation.
 
 Every video, synchronous (`POST /generate`) or not (`POST /jobs`), is a job. A job is recorded in
-SQLite (standard library) under the output directory the moment it is accepted, so nothing
+SQLite (standard library, `job_store.py`) under the output directory the moment it is accepted, so nothing
 accepted is lost: after a restart, jobs that were queued run, a job that was running is reported
 failed with the reason, and finished videos stay downloadable until their time-to-live. A job's
 inputs (images, audio: up to ~100 MB of base64) wait in a file of their own, not in the database
@@ -37,9 +37,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+from .job_store import (  # noqa: F401 - re-exported: the routes read statuses and jobs from here
+    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobStore, StorageError, _reason,
+)
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..media.encode import output_format
 from ..pipelines.generate import OutputRejected
@@ -52,8 +54,6 @@ from ..schema import (
 
 log = logging.getLogger("ltx2.jobs")
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 INPUT_FIELDS = ("image_start", "image_end", "audio")
 
 
@@ -75,27 +75,6 @@ class JobTimedOut(Exception):
     pass
 
 
-class StorageError(Exception):
-    """The output directory or the job database refused a write: a full disk, a read-only or missing
-    folder, no file descriptors left. `action` says what could not be done, for the client."""
-
-    def __init__(self, action: str, cause: BaseException | str):
-        self.action = action
-        self.reason = cause if isinstance(cause, str) else _reason(cause)
-        super().__init__(f"{action}: {self.reason}")
-
-    def body(self) -> dict:
-        return ErrorResponse(error=f"the server could not {self.action} ({self.reason}); retry when its storage "
-                             "is fixed (GET /health says when)", code="storage_error").model_dump()
-
-
-def _reason(exc: BaseException) -> str:
-    """An OS or SQLite error without the server's paths: the client needs the kind, not our layout."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno)
-    return f"{type(exc).__name__}: {exc}"
-
-
 STORAGE_ERROR_STATUS = 507  # Insufficient Storage
 # Errors of the machine, not of the job or the model: wherever they strike (writing the video, or a
 # library opening a file mid-generation), the job fails as a storage error naming the resource.
@@ -108,270 +87,6 @@ RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.E
 def timeout_body(limit: float) -> dict:
     return ErrorResponse(error=f"the job ran longer than {limit:.0f} s (LTX2_JOB_TIMEOUT) and was stopped",
                          code="timeout").model_dump()
-
-
-@dataclass
-class Job:
-    id: str
-    request: GenerateRequest  # without its inputs once they are stored (see `inputs_path`)
-    owner: str | None = None  # the name of the API key that submitted it; None on a server without keys
-    status: str = QUEUED
-    created: float = field(default_factory=time.time)
-    started: float | None = None  # when it took the GPU
-    finished: float | None = None
-    step: int = 0
-    total: int = 0
-    stage: str | None = None  # what an active job is doing: preparing_inputs, generating, storing
-    timings: dict[str, float] = field(default_factory=dict)
-    error: dict | None = None  # ErrorResponse body
-    error_status: int | None = None  # the HTTP status /generate answers with for this error
-    result: dict | None = None  # the response without the video
-    video_path: str | None = None
-    expired: bool = False
-    inputs_path: str | None = None  # the file holding image_start/image_end/audio until the job ends
-    input_fields: tuple[str, ...] = ()  # which of them the request had
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    done: threading.Event = field(default_factory=threading.Event, repr=False)
-    version: int = 0  # bumped on every change, for event streams
-    prepared: Any = field(default=None, repr=False)  # decoded inputs, in memory only, until it runs
-    ready: bool = False  # inputs decoded (or none to decode): the GPU may take it
-    worked: float = 0.0  # seconds spent preparing; they count against the job time limit
-    check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
-
-    def view(self, position: int | None = None) -> dict[str, Any]:
-        """What GET /jobs/{id} shows."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "stage": self.stage,
-            "position": position,
-            "step": self.step,
-            "total": self.total,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            "timings": self.timings,
-            "error": self.error,
-            "result": self.result,
-            "video_available": self.status == SUCCEEDED and not self.expired and self.video_path is not None,
-        }
-
-
-# ---------------------------------------------------------------------------------------------- records
-
-# Column -> SQLite type. Columns a newer version adds are added to an older file at start-up; a row
-# that cannot be read (another version's, or damaged) is skipped with a log line, never fatal.
-COLUMNS = {
-    "id": "TEXT PRIMARY KEY", "status": "TEXT", "created": "REAL", "started": "REAL", "finished": "REAL",
-    "request": "TEXT", "step": "INTEGER", "total": "INTEGER", "timings": "TEXT", "error": "TEXT",
-    "error_status": "INTEGER", "result": "TEXT", "video_path": "TEXT", "expired": "INTEGER DEFAULT 0",
-    "owner": "TEXT", "inputs_path": "TEXT", "input_fields": "TEXT",
-}
-_NAMES = tuple(COLUMNS)
-_INSERT = f"INSERT OR REPLACE INTO jobs ({', '.join(_NAMES)}) VALUES ({', '.join('?' for _ in _NAMES)})"
-_ACTIVE = "status IN ('queued', 'running')"
-_ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
-
-
-class JobStore:
-    """SQLite records of every job. Writes are few (state changes, not every step) and serialised.
-
-    The file is checked at start-up: one SQLite cannot read is moved aside (`jobs.sqlite3.corrupt-<time>`)
-    with an error in the log, and a fresh one started. Before each write the file is checked to still be
-    the one open: if it was deleted (or replaced) while running, it is recreated from the open copy, so
-    queued jobs do not vanish at the next start. Free pages are given back to the file system
-    (incremental auto-vacuum), and the write-ahead log is truncated after each sweep.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = self._open()
-
-    # -- opening ----------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file, or at the VACUUM below
-        db.execute("PRAGMA journal_mode=WAL")  # a reader never waits for the worker's write
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back to 1 MB after a checkpoint
-        return db
-
-    def _open(self) -> sqlite3.Connection:
-        db = None
-        try:
-            db = self._connect()
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
-            self._migrate(db)
-        except sqlite3.DatabaseError as exc:
-            if db is not None:
-                db.close()
-            self._move_aside(".corrupt", f"it could not be read ({exc})")
-            db = self._connect()
-            self._migrate(db)
-        self._inode = os.stat(self.path).st_ino
-        return db
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
-        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-        for name, kind in COLUMNS.items():
-            if name not in have:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
-        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, finished)")
-        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
-        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before: convert it once
-            db.execute("VACUUM")
-
-    def _move_aside(self, suffix: str, why: str) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        moved = f"{self.path}{suffix}-{stamp}"
-        for tail in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + tail):
-                os.replace(self.path + tail, moved + tail)
-        log.error(json.dumps({"event": "job_database_moved_aside", "path": self.path, "moved_to": moved,
-                              "why": why, "action": "started a fresh job database; the old one is kept for "
-                                                     "inspection"}))
-
-    def _check_file(self) -> None:
-        """Recreate the file if it was deleted or replaced while open (SQLite would go on writing to
-        the deleted inode, and every record would be gone at the next start)."""
-        try:
-            same = os.stat(self.path).st_ino == self._inode
-        except FileNotFoundError:
-            same = False
-        if same:
-            return
-        if os.path.exists(self.path):
-            self._move_aside(".replaced", "another file took its place while the server ran")
-        for tail in ("-wal", "-shm"):  # a stale log must never be replayed into the new file
-            try:
-                os.remove(self.path + tail)
-            except FileNotFoundError:
-                pass
-        fresh = self._connect()
-        self._db.backup(fresh)  # the open connection still reads the deleted file: copy it all
-        self._migrate(fresh)
-        self._db.close()
-        self._db = fresh
-        self._inode = os.stat(self.path).st_ino
-        log.error(json.dumps({"event": "job_database_recreated", "path": self.path,
-                              "why": "the file was deleted or replaced while the server ran; its records were "
-                                     "copied from the open database"}))
-
-    # -- reading and writing -----------------------------------------------------------------
-
-    def save(self, job: Job) -> None:
-        row = (job.id, job.status, job.created, job.started, job.finished,
-               job.request.model_dump_json(exclude_unset=True), job.step, job.total, json.dumps(job.timings),
-               json.dumps(job.error) if job.error else None, job.error_status,
-               json.dumps(job.result) if job.result else None, job.video_path, int(job.expired),
-               job.owner, job.inputs_path, ",".join(job.input_fields) or None)
-        with self._lock:
-            self._check_file()
-            self._db.execute(_INSERT, row)
-
-    def check(self) -> None:
-        """The periodic check: recreate a deleted file even when no job is being written."""
-        with self._lock:
-            self._check_file()
-
-    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def load(self, job_id: str) -> Job | None:
-        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _job_from_row(rows[0]) if rows else None
-
-    def load_active(self) -> list[Job]:
-        """Jobs that were queued or running, oldest first; unreadable rows are skipped and logged."""
-        jobs = []
-        for row in self._rows(f"SELECT * FROM jobs WHERE {_ACTIVE} ORDER BY created"):
-            job = _job_from_row(row)
-            if job is not None:
-                jobs.append(job)
-        return jobs
-
-    def list(self, owner: str | None, limit: int, after: float | None = None, everyone: bool = False,
-             order: str = "desc") -> list[Job]:
-        """Jobs of `owner` (all owners with `everyone`), newest first ("asc": oldest first), beyond the
-        one created at `after` in that order."""
-        newest = order != "asc"
-        where, args = [], []
-        if not everyone:
-            where.append("owner IS ?")
-            args.append(owner)
-        if after is not None:
-            where.append("created < ?" if newest else "created > ?")
-            args.append(after)
-        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._rows(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT ?", (*args, limit))
-        return [job for job in map(_job_from_row, rows) if job is not None]
-
-    def delete(self, job_id: str) -> None:
-        with self._lock:
-            self._check_file()
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-    def videos(self) -> list[tuple[str, str, float]]:
-        """(id, path, finished) of every video still served, oldest first."""
-        rows = self._rows("SELECT id, video_path, finished FROM jobs WHERE status = 'succeeded' AND expired = 0 "
-                          "AND video_path IS NOT NULL ORDER BY finished")
-        return [(r["id"], r["video_path"], r["finished"] or 0.0) for r in rows]
-
-    def mark_expired(self, job_ids: list[str]) -> None:
-        with self._lock:
-            self._check_file()
-            self._db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(i,) for i in job_ids])
-
-    def prune(self, ended_before: float) -> int:
-        """Delete the records of jobs that ended before `ended_before`; returns how many."""
-        with self._lock:
-            self._check_file()
-            cursor = self._db.execute(f"DELETE FROM jobs WHERE {_ENDED} AND COALESCE(finished, created) < ?",
-                                      (ended_before,))
-            return cursor.rowcount
-
-    def compact(self) -> None:
-        """Give free pages back to the file system and truncate the write-ahead log."""
-        with self._lock:
-            # executescript steps it to the end; execute() would free one page per call.
-            self._db.executescript("PRAGMA incremental_vacuum;")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-    def known_ids(self) -> set[str]:
-        return {r["id"] for r in self._rows("SELECT id FROM jobs")}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-def _job_from_row(row: sqlite3.Row) -> Job | None:
-    try:
-        job = Job(id=row["id"], request=GenerateRequest.model_validate_json(row["request"]), status=row["status"],
-                  created=row["created"], started=row["started"], finished=row["finished"], step=row["step"] or 0,
-                  total=row["total"] or 0, timings=json.loads(row["timings"] or "{}"),
-                  error=json.loads(row["error"]) if row["error"] else None, error_status=row["error_status"],
-                  result=json.loads(row["result"]) if row["result"] else None, video_path=row["video_path"],
-                  expired=bool(row["expired"]), owner=row["owner"], inputs_path=row["inputs_path"],
-                  input_fields=tuple(f for f in (row["input_fields"] or "").split(",") if f))
-        if job.status not in (QUEUED, RUNNING, *TERMINAL) or not isinstance(job.created, (int, float)):
-            raise ValueError(f"status {job.status!r}, created {job.created!r}")
-    except Exception as exc:  # noqa: BLE001 - one bad row (another version's, damaged) must not stop the server
-        log.error(json.dumps({"event": "job_record_skipped", "job": str(row["id"]),
-                              "error": f"{type(exc).__name__}: {exc}"[:300]}))
-        return None
-    if job.status in TERMINAL:
-        job.done.set()
-    return job
 
 
 # ---------------------------------------------------------------------------------------------- the manager
