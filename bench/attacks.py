@@ -641,7 +641,24 @@ ATTACKS = {
 }
 
 
+# Attacks kept beside this file, one module per area (`attacks_<area>.py`, each with its own ATTACKS
+# dict and the harness imported from here). Merged when the script runs, not at import, because they
+# import this module.
+EXTRA_MODULES = ("attacks_memory", "attacks_lora", "attacks_images", "attacks_storage", "attacks_inputs")
+
+
+def all_attacks() -> dict:
+    import importlib
+
+    attacks = dict(ATTACKS)
+    for name in EXTRA_MODULES:
+        if (Path(__file__).parent / f"{name}.py").exists():
+            attacks.update(importlib.import_module(name).ATTACKS)
+    return attacks
+
+
 def main() -> None:
+    ATTACKS = all_attacks()  # noqa: N806 - the full table, under the name the code below reads
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated attack names: " + ", ".join(ATTACKS))
     parser.add_argument("--save", help="write the figures to this JSON file")
