@@ -40,9 +40,10 @@ from torch import nn
 
 from ..schema import InvalidRequest
 from . import layout
+from .configs import CheckpointError
 from .families import lora_family_problem
 from .fp8 import FP8Linear
-from .safetensors_io import name_list, read_header, read_tensor
+from .safetensors_io import LayoutError, name_list, read_checked_header, read_header, read_tensor
 
 COMPONENTS = ("transformer", "connectors")  # where LoRAs adapt layers; the VAEs and Gemma are left alone
 _LINEAR = (nn.Linear, FP8Linear)
@@ -50,6 +51,14 @@ _DOWN = (".lora_A.weight", ".lora_down.weight")
 _UP = (".lora_B.weight", ".lora_up.weight")
 _ALPHA = ".alpha"
 _EXAMPLES = 5  # keys quoted in an error
+
+# Bounds on a LoRA file, all checked from its header before any tensor byte is read (README: LoRAs).
+# A LoRA has at most three entries per adapted layer (A, B, alpha); the 19B has ~1,400 linear layers and
+# its distilled LoRA's header (rank 384, every layer) is under 1 MB.
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_ENTRIES = 16384
+MAX_RANK = 1024
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # what a factor is stored in; integers and FP8 are refused
 
 
 class LayerIndex:
@@ -121,9 +130,13 @@ class Adapter:
 
 def _lora_header(path: str, field: str, label: str, family):
     try:
-        header = read_header(path)
-    except Exception as exc:  # noqa: BLE001 - CheckpointError, or a header with a malformed entry
-        raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({_short(exc)})") from None
+        header = read_checked_header(path, max_header_bytes=MAX_HEADER_BYTES, max_entries=MAX_ENTRIES,
+                                     dtypes=FLOAT_DTYPES)
+    except LayoutError as exc:  # its words never hold the server's path: the label is what the user sent
+        raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({exc})") from None
+    except OSError as exc:
+        raise InvalidRequest(field, f"{field}: LoRA {label} could not be read ({exc.strerror or type(exc).__name__})") \
+            from None
     if family is not None and (problem := lora_family_problem(header.tensors, family)) is not None:
         raise InvalidRequest(field, f"{field}: LoRA {label} {problem}")
     return header
@@ -134,20 +147,84 @@ def check_lora_family(path: str, field: str, label: str, family) -> None:
     _lora_header(path, field, label, family)
 
 
-def read_lora(path: str, field: str, label: str, family=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def check_lora(path: str, field: str, label: str, model):
+    """A LoRA file checked from its header alone against the loaded model: its layout and bounds
+    (`read_checked_header`), its family, every key on a layer of this model, every pair of factors of
+    that layer's shape with a rank of at most min(in, out) and `MAX_RANK`. Returns the header; a
+    problem is a 422 naming `field` and `label`, before any tensor is read."""
+    header = _lora_header(path, field, label, model.family)
+    index = layer_index(model)
+    stems, unfit = _stems(header.tensors)
+    if not stems and not unfit:
+        raise InvalidRequest(field, f"{field}: LoRA {label} holds no tensors")
+    seen: dict[tuple[str, str], str] = {}
+    wrong_shape, halves = [], []
+    for stem, parts in stems.items():
+        layer, _ = index.resolve(stem)
+        if layer is None:
+            unfit.append(parts.get("down") or parts.get("up") or parts["alpha"])
+            continue
+        if "down" not in parts or "up" not in parts or layer in seen:
+            halves.append(stem)
+            continue
+        seen[layer] = stem
+        down, up = header.tensors[parts["down"]], header.tensors[parts["up"]]
+        problem = _shape_problem(down.shape, up.shape, True, index.modules[layer], ranked=True)
+        if problem is None and "alpha" in parts and math.prod(header.tensors[parts["alpha"]].shape) != 1:
+            problem = f"alpha must be one number, got shape {list(header.tensors[parts['alpha']].shape)}"
+        if problem:
+            wrong_shape.append(f"{stem}: {problem}")
+    _refuse(field, label, unfit, wrong_shape, halves)
+    return header
+
+
+def read_lora(path: str, field: str, label: str, family=None, *, model=None, should_stop=None,
+              header=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A LoRA safetensors file's tensors and metadata; anything unreadable is a 422 naming it, and so is
-    a LoRA for another model family than `family` (from its header's names: before any tensor is read)."""
-    header = _lora_header(path, field, label, family)
+    a LoRA for another model family than `family`, or with `model`, one that does not fit it
+    (`check_lora`): all from the header, before any tensor is read. The tensors then take the file's
+    data size in memory, no more. `should_stop()` is asked between tensors: an exception it returns
+    is raised."""
+    if header is None:
+        header = check_lora(path, field, label, model) if model is not None else _lora_header(path, field, label, family)
     tensors = {}
     fd = os.open(path, os.O_RDONLY)
     try:
         for key in header.tensors:
+            if should_stop is not None and (why := should_stop()) is not None:
+                raise why
             tensors[key] = read_tensor(fd, header, key)
-    except Exception as exc:  # noqa: BLE001 - an unknown dtype, a shape that doesn't fit its bytes
-        raise InvalidRequest(field, f"{field}: LoRA {label} is not a readable safetensors file ({_short(exc)})") from None
+    except CheckpointError:  # the file shrank under us
+        raise InvalidRequest(field, f"{field}: LoRA {label} changed while it was read") from None
     finally:
         os.close(fd)
     return tensors, header.metadata
+
+
+def _stems(keys) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """LoRA keys grouped by layer name: {stem: {"down"|"up"|"alpha": key}}, and the keys of no part."""
+    stems: dict[str, dict[str, str]] = {}
+    unfit = []
+    for key in keys:
+        found = next(((part, s) for part, suffixes in (("down", _DOWN), ("up", _UP), ("alpha", (_ALPHA,)))
+                      for s in suffixes if key.endswith(s)), None)
+        if found is None:
+            unfit.append(key)
+            continue
+        stems.setdefault(key.removesuffix(found[1]), {})[found[0]] = key
+    return stems, unfit
+
+
+def _refuse(field: str, label: str, unfit: list, wrong_shape: list, halves: list) -> None:
+    if unfit:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(unfit)} key(s) that fit no layer of this model "
+                                    f"(is it for another model?): {name_list(unfit, _EXAMPLES)}")
+    if wrong_shape:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(wrong_shape)} layer(s) whose shapes don't fit "
+                                    f"this model (a LoRA for another LTX version?): {'; '.join(sorted(wrong_shape)[:_EXAMPLES])}")
+    if halves:
+        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(halves)} layer(s) without both factors "
+                                    f"(lora_A and lora_B) or named twice: {name_list(halves, _EXAMPLES)}")
 
 
 def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, field: str, label: str,
@@ -158,18 +235,10 @@ def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, f
     shape (a LoRA for another LTX version) is refused with the keys named: never a partial load.
     """
     index = layer_index(model)
-    stems: dict[str, dict[str, torch.Tensor]] = {}
-    unfit = []
-    for key, tensor in tensors.items():
-        part = next((p for p, suffixes in (("down", _DOWN), ("up", _UP), ("alpha", (_ALPHA,)))
-                     for s in suffixes if key.endswith(s)), None)
-        if part is None:
-            unfit.append(key)
-            continue
-        suffix = next(s for s in (*_DOWN, *_UP, _ALPHA) if key.endswith(s))
-        stems.setdefault(key.removesuffix(suffix), {})[part] = tensor
-    if not stems and not unfit:
+    groups, unfit = _stems(tensors)
+    if not groups and not unfit:
         raise InvalidRequest(field, f"{field}: LoRA {label} holds no tensors")
+    stems = {stem: {part: tensors[key] for part, key in parts.items()} for stem, parts in groups.items()}
     metadata_factor = _metadata_factor(metadata)
     layers: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
     styles, wrong_shape, halves = set(), [], []
@@ -184,7 +253,7 @@ def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, f
             continue
         down, up = parts["down"], parts["up"]
         module = index.modules[layer]
-        problem = _shape_problem(down, up, module)
+        problem = _shape_problem(down.shape, up.shape, down.is_floating_point() and up.is_floating_point(), module)
         if problem:
             wrong_shape.append(f"{stem}: {problem}")
             continue
@@ -201,28 +270,28 @@ def bind(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, f
             continue
         layers[layer] = (down.to(device=device, dtype=dtype).contiguous(),
                          (up.to(torch.float32) * factor).to(device=device, dtype=dtype).contiguous())
-    if unfit:
-        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(unfit)} key(s) that fit no layer of this model "
-                                    f"(is it for another model?): {name_list(unfit, _EXAMPLES)}")
-    if wrong_shape:
-        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(wrong_shape)} layer(s) whose shapes don't fit "
-                                    f"this model (a LoRA for another LTX version?): {'; '.join(sorted(wrong_shape)[:_EXAMPLES])}")
-    if halves:
-        raise InvalidRequest(field, f"{field}: LoRA {label} has {len(halves)} layer(s) without both factors "
-                                    f"(lora_A and lora_B) or named twice: {name_list(halves, _EXAMPLES)}")
+    _refuse(field, label, unfit, wrong_shape, halves)
     if not layers:
         raise InvalidRequest(field, f"{field}: LoRA {label} holds no LoRA layers")
     return Adapter(name=label, digest=digest, style="+".join(sorted(styles)), layers=layers)
 
 
-def _shape_problem(down: torch.Tensor, up: torch.Tensor, module: nn.Module) -> str | None:
-    if down.ndim != 2 or up.ndim != 2:
-        return f"factors must be matrices, got lora_A {list(down.shape)} and lora_B {list(up.shape)}"
-    if not (down.is_floating_point() and up.is_floating_point()):
+def _shape_problem(down: tuple, up: tuple, floating: bool, module: nn.Module, ranked: bool = False) -> str | None:
+    """What is wrong with factors of these shapes for `module`, or None (from a header or from tensors).
+    `ranked`: a request's LoRA, whose rank is bounded too (not the operator's distilled LoRA)."""
+    down, up = tuple(down), tuple(up)
+    if len(down) != 2 or len(up) != 2:
+        return f"factors must be matrices, got lora_A {list(down)} and lora_B {list(up)}"
+    if not floating:
         return "factors must be floating point"
-    if down.shape[1] != module.in_features or up.shape[0] != module.out_features or up.shape[1] != down.shape[0]:
-        return (f"lora_A {list(down.shape)} and lora_B {list(up.shape)} do not fit a layer of "
+    if down[1] != module.in_features or up[0] != module.out_features or up[1] != down[0]:
+        return (f"lora_A {list(down)} and lora_B {list(up)} do not fit a layer of "
                 f"{module.in_features} inputs and {module.out_features} outputs")
+    rank = down[0]
+    if ranked and not 1 <= rank <= min(module.in_features, module.out_features, MAX_RANK):
+        return (f"rank {rank} is outside 1..{min(module.in_features, module.out_features, MAX_RANK)} (at most the "
+                f"layer's min(inputs, outputs) = {min(module.in_features, module.out_features)}, and at most "
+                f"{MAX_RANK})")
     return None
 
 
@@ -234,11 +303,6 @@ def _metadata_factor(metadata: dict[str, str]) -> float:
         return float(alpha) / float(rank) if alpha is not None and rank else 1.0
     except (ValueError, TypeError, AttributeError):
         return 1.0
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:300] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- cache

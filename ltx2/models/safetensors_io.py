@@ -76,6 +76,89 @@ def read_header(path: str) -> Header:
     return Header(path=path, tensors=tensors, metadata=metadata, data_start=8 + length)
 
 
+class LayoutError(ValueError):
+    """What is wrong with an untrusted file's header, in words that do not name its path."""
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+               "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_MAX_DIMS = 8
+
+
+def read_checked_header(path: str, *, max_header_bytes: int, max_entries: int, dtypes) -> Header:
+    """The header of a file from someone else (a request's LoRA), checked whole before a tensor byte is read.
+
+    The header's length is checked against `max_header_bytes` before any JSON is parsed (parsing
+    holds the interpreter lock); then at most `max_entries` tensors, each of a dtype in `dtypes`,
+    whose byte ranges lie end to end from the start of the data to the end of the file: none shared,
+    none outside, none of another size than its shape and dtype make, no bytes left over. Reading
+    every tensor then takes exactly the file's data size in memory, whatever the header says.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise LayoutError(f"{size} bytes, too short to be a safetensors file")
+        (length,) = struct.unpack("<Q", head)
+        if length > max_header_bytes:
+            raise LayoutError(f"its header declares {length} bytes; the limit is {max_header_bytes}")
+        if 8 + length > size:
+            raise LayoutError(f"truncated: its header declares {length} bytes, the file has {size}")
+        text = fh.read(length)
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a number too long to be an int
+        raise LayoutError(f"its header is not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(raw, dict):
+        raise LayoutError("its header is not a JSON object")
+    metadata = raw.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise LayoutError("its __metadata__ must map names to strings")
+    if len(raw) > max_entries:
+        raise LayoutError(f"{len(raw)} tensors; the limit is {max_entries}")
+    tensors: dict[str, TensorInfo] = {}
+    for name, info in raw.items():
+        tensors[name] = _checked_entry(name, info, dtypes)
+    data = size - 8 - length
+    at = 0  # sorted by offset, each range must start where the one before ended
+    for name, info in sorted(tensors.items(), key=lambda item: (item[1].start, item[1].end)):
+        if info.start != at:
+            what = "overlaps the tensor before it" if info.start < at else f"leaves bytes {at}..{info.start} unused"
+            raise LayoutError(f"tensor {_quote(name)}'s data {what}")
+        at = info.end
+    if at != data:
+        what = "past the end of the file" if at > data else f"{data - at} bytes after the last tensor unused"
+        raise LayoutError(f"its tensors' data ends at byte {at} of {data}: {what}")
+    return Header(path=path, tensors=tensors, metadata=metadata, data_start=8 + length)
+
+
+def _checked_entry(name: str, info, dtypes) -> TensorInfo:
+    if not isinstance(info, dict):
+        raise LayoutError(f"tensor {_quote(name)} is not described by an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in dtypes:
+        raise LayoutError(f"tensor {_quote(name)} has dtype {_quote(str(dtype))}; allowed: {', '.join(dtypes)}")
+    if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS
+            and all(type(d) is int and d >= 0 for d in shape)):
+        raise LayoutError(f"tensor {_quote(name)} has shape {_quote(str(shape))}; expected at most "
+                          f"{_MAX_DIMS} non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise LayoutError(f"tensor {_quote(name)} has data_offsets {_quote(str(offsets))}; expected [start, end]")
+    count = 1
+    for d in shape:
+        count *= d
+    if offsets[1] - offsets[0] != count * DTYPE_BYTES[dtype]:
+        raise LayoutError(f"tensor {_quote(name)} of shape {shape} and dtype {dtype} needs "
+                          f"{count * DTYPE_BYTES[dtype]} bytes but its data_offsets span {offsets[1] - offsets[0]}")
+    return TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _quote(text: str, limit: int = 120) -> str:
+    """An attacker's name, shortened for an error message."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def read_tensor(fd: int, header: Header, key: str) -> torch.Tensor:
     """One tensor, read with pread into memory of its own.
 

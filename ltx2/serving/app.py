@@ -29,7 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..media.fetch import FetchPolicy
-from ..pipelines.loras import LoraPolicy
+from ..pipelines.loras import LoraPolicy, with_prepared
+from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
 from ..pipelines.conditioning import decode_conditioning
@@ -210,10 +211,12 @@ class _State:
         self.manager.start()
 
     def _prepare_job(self, job: Job, check):
-        """Fetch and decode the job's inputs in the sandbox, off the GPU worker; killed when `check` says
-        the job was cancelled or ran out of time."""
+        """Fetch and decode the job's inputs in the sandbox, and find, fetch, check and read its LoRAs, off
+        the GPU worker; stopped when `check` says the job was cancelled or ran out of time. Returns
+        (decoded inputs or None, prepared LoRAs or None)."""
         inputs = self.manager.inputs_of(job)
-        if not inputs:
+        wants_loras = bool(job.request.loras) or job.request.camera_lora != "none"
+        if not inputs and not wants_loras:
             return None
 
         def should_stop():
@@ -224,16 +227,29 @@ class _State:
             return None
 
         try:
-            return decode_conditioning(job.request, self.model.pipe.audio_vae.config.sample_rate,
-                                       self.model.vocoder_rate, InputLimits.from_env(), self.fetch_policy,
-                                       inputs=inputs, sandbox=self.sandbox, should_stop=should_stop)
+            loras = None
+            if wants_loras:  # first: a LoRA refused from its header is answered before any image is decoded
+                try:
+                    loras = prepare_loras(self.model, job.request, self.lora_policy, should_stop)
+                except OSError as exc:  # the LoRA cache's disk (full, read-only); the download is removed
+                    raise StorageError("store a downloaded LoRA", exc) from exc
+            conditioning = None
+            if inputs:
+                conditioning = decode_conditioning(
+                    job.request, self.model.pipe.audio_vae.config.sample_rate, self.model.vocoder_rate,
+                    InputLimits.from_env(), self.fetch_policy, inputs=inputs, sandbox=self.sandbox,
+                    should_stop=should_stop)
+            return conditioning, loras
         except Stopped as exc:
             raise exc.why from None
 
     def _run_job(self, job: Job, on_step):
-        # A job with inputs comes prepared; one without needs nothing decoded.
+        # A job with inputs or LoRAs comes prepared; one without needs nothing decoded or read. The worker
+        # only binds the prepared LoRAs (GPU copies): it never fetches or reads a LoRA file.
+        conditioning, loras = job.prepared or (None, None)
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
-                              lora_policy=self.lora_policy, conditioning=job.prepared, check=job.check,
+                              lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
+                              check=job.check,
                               encode_threads=self.settings.encode_threads)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.data
 

@@ -57,6 +57,11 @@ log = logging.getLogger("ltx2.jobs")
 INPUT_FIELDS = ("image_start", "image_end", "audio")
 
 
+def needs_preparing(job: Job) -> bool:
+    """Inputs to decode or LoRAs to find, fetch and read: the preparer's work, never the GPU worker's."""
+    return bool(job.input_fields) or bool(job.request.loras) or job.request.camera_lora != "none"
+
+
 class QueueFull(Exception):
     def __init__(self, retry_after: int, waiting: int):
         super().__init__(f"the queue is full ({waiting} jobs waiting); retry in about {retry_after} s")
@@ -177,7 +182,7 @@ class JobManager:
             else:
                 inline = tuple(name for name in INPUT_FIELDS if getattr(job.request, name) is not None)
                 job.input_fields = job.input_fields or inline  # a record from before inputs had files
-                job.ready = not job.input_fields or self.prepare_job is None
+                job.ready = not needs_preparing(job) or self.prepare_job is None
                 job.stage = "queued"
                 self.jobs[job.id] = job
                 self.waiting.append(job.id)
@@ -281,7 +286,7 @@ class JobManager:
                 self.jobs[job.id] = job
                 self.waiting.append(job.id)
                 reservation.consume()  # in the same step as the append: the count never dips
-                job.ready = not job.input_fields or self.prepare_job is None
+                job.ready = not needs_preparing(job) or self.prepare_job is None
                 job.stage = "queued"
                 self._cv.notify_all()
         finally:
@@ -456,7 +461,7 @@ class JobManager:
         for job_id in self.waiting:
             job = self.jobs[job_id]
             if job.ready:
-                ahead += bool(job.input_fields)
+                ahead += needs_preparing(job)  # it holds decoded inputs or read LoRAs
             elif ahead < self.prepare_ahead:
                 return job
             else:
