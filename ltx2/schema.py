@@ -14,6 +14,19 @@ DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
 
 FRAME_MIN, FRAME_MAX = 9, 481
+# temporal_upscale doubles both: the output stays within the frame limit and ltx-pipelines' 60 fps cap.
+TEMPORAL_MAX_FRAMES, TEMPORAL_MAX_FPS = (FRAME_MAX - 1) // 2 + 1, 30
+
+
+def temporal_problem(num_frames: int, fps: int) -> str | None:
+    """Why temporal_upscale cannot double this clip, in words; None when it can."""
+    if fps > TEMPORAL_MAX_FPS:
+        return (f"temporal_upscale doubles fps, and ltx-pipelines conditions at most 60 fps: fps must be at most "
+                f"{TEMPORAL_MAX_FPS}, got {fps}")
+    if num_frames > TEMPORAL_MAX_FRAMES:
+        return (f"temporal_upscale makes 2N-1 frames, at most {FRAME_MAX}: num_frames must be at most "
+                f"{TEMPORAL_MAX_FRAMES}, got {num_frames} ({2 * num_frames - 1} frames)")
+    return None
 SIZE_MIN, SIZE_MAX = 64, 3840
 
 # The named sizes of the hosted LTX-2 APIs (seed 004's `video_size`), width x height.
@@ -196,6 +209,16 @@ class GenerateRequest(BaseModel):
         "model.upsampler) and the checkpoint is distilled or has the distilled LoRA, else false.",
         examples=[True],
     )
+    temporal_upscale: bool = Field(
+        default=False,
+        description="true: double the frame rate after the two-stage pipeline with the x2 temporal latent upscaler "
+        "(ltx-pipelines' DFR temporal round): num_frames N becomes 2N-1 and fps doubles (25 -> 50), the soundtrack "
+        f"keeps its length. Needs the two-stage pipeline, fps at most {TEMPORAL_MAX_FPS} and num_frames at most "
+        f"{TEMPORAL_MAX_FRAMES} (the output is at most {FRAME_MAX} frames at 60 fps), and a model with the temporal "
+        "upscaler loaded (GET /health, model.temporal_upsampler: LTX-2.3 and LTX-2.5 publish one). false: the "
+        "frame rate asked for.",
+        examples=[False],
+    )
     seed: int | None = Field(
         default=None, ge=0, le=MAX_SEED,
         description="Random seed. The same request with the same seed gives the same video. Empty: a random seed, "
@@ -360,7 +383,7 @@ class GenerateRequest(BaseModel):
         return value
 
     @field_validator("include_audio", "match_audio_length", "preprocess_audio", "enable_prompt_expansion",
-                     mode="before")
+                     "temporal_upscale", mode="before")
     @classmethod
     def _a_json_boolean(cls, value: Any, info) -> Any:
         if not isinstance(value, bool):
@@ -418,6 +441,11 @@ class GenerateRequest(BaseModel):
             raise FieldConflict("duration", 'give num_frames or duration "auto", not both')
         if self.duration == "auto" and self.match_audio_length:
             raise FieldConflict("duration", 'give match_audio_length or duration "auto", not both')
+        if self.temporal_upscale and (problem := temporal_problem(self.num_frames, self.fps)):
+            raise FieldConflict("temporal_upscale", problem)
+        if self.temporal_upscale and self.video_output_type == "GIF (.gif)" and 2 * self.fps > GIF_MAX_FPS:
+            raise FieldConflict("temporal_upscale", f'temporal_upscale doubles fps to {2 * self.fps}, and "GIF (.gif)" '
+                                f"plays at most {GIF_MAX_FPS} fps: lower fps or choose another video_output_type")
         return self
 
     @property
@@ -444,6 +472,10 @@ class StageTimings(BaseModel):
     stage1_denoise: float | None = Field(default=None, description="Two-stage: seconds denoising at half size.")
     upsample: float | None = Field(default=None, description="Two-stage: seconds in the x2 spatial latent upsampler.")
     stage2_denoise: float | None = Field(default=None, description="Two-stage: seconds refining at full size.")
+    temporal_upsample: float | None = Field(default=None, description="temporal_upscale: seconds in the x2 "
+                                            "temporal latent upsampler.")
+    temporal_denoise: float | None = Field(default=None, description="temporal_upscale: seconds refining the "
+                                           "doubled frames.")
     decode_video: float = Field(description="Seconds spent in the video VAE decoder.")
     decode_audio: float = Field(description="Seconds spent in the audio VAE decoder and the vocoder.")
     mux: float = Field(default=0.0, description="Seconds spent encoding H.264/AAC and writing the MP4.")

@@ -47,6 +47,10 @@ class LoadedModel:
     # The x2 spatial latent upsampler of the two-stage pipeline; None: one-stage only.
     upsampler: torch.nn.Module | None = field(default=None, repr=False)
     upsampler_file: str | None = None  # where it came from ("tiny" for the tiny preset)
+    spatial_upscaler: str = "x2"  # which one it is: "x2", or "x1.5" (LTX-2.3)
+    # The x2 temporal upsampler a request's temporal_upscale runs (ltx2.pipelines.temporal); None: not loaded.
+    temporal_upsampler: torch.nn.Module | None = field(default=None, repr=False)
+    temporal_upsampler_file: str | None = None
     # A dev checkpoint's two-stage pipeline refines stage 2 with Lightricks' distilled LoRA, bound at
     # start-up; None: a dev checkpoint runs one stage (a distilled checkpoint never needs it).
     distilled_lora: Adapter | None = field(default=None, repr=False)
@@ -67,7 +71,8 @@ class LoadedModel:
 
     def components(self) -> dict[str, torch.nn.Module]:
         """Every weight-carrying component by the name the stages use (the upsampler too, when loaded)."""
-        extra = {"upsampler": self.upsampler, "diffusion_decoder": self.diffusion_decoder}
+        extra = {"upsampler": self.upsampler, "diffusion_decoder": self.diffusion_decoder,
+                 "temporal_upsampler": self.temporal_upsampler}
         return {**pipe_components(self.pipe), **{name: m for name, m in extra.items() if m is not None}}
 
     @property
@@ -87,7 +92,7 @@ class LoadedModel:
             for name in ("transformer", "text_encoder", "connectors", "vae", "audio_vae", "vocoder")
         }
         for name, module in (("upsampler", self.upsampler), ("diffusion_decoder", self.diffusion_decoder),
-                             ("duration_head", self.duration_head)):
+                             ("duration_head", self.duration_head), ("temporal_upsampler", self.temporal_upsampler)):
             if module is not None:
                 dtypes[name] = "+".join(sorted({str(p.dtype).removeprefix("torch.") for p in module.parameters()}))
         return {
@@ -103,6 +108,9 @@ class LoadedModel:
             "checkpoint": self.checkpoint or None,
             # The two-stage pipeline's upsampler: which file, or null (then use_multiscale defaults to false).
             "upsampler": self.upsampler_file,
+            "spatial_upscaler": self.spatial_upscaler if self.upsampler is not None else None,
+            # The temporal x2 upsampler: which file, or null (then temporal_upscale is refused).
+            "temporal_upsampler": self.temporal_upsampler_file,
             # The dev two-stage pipeline's distilled LoRA: which file, or null (a dev checkpoint runs one stage).
             "distilled_lora": self.distilled_lora_file,
             # The video decoder in use ("diffusion" or "conv"), and whether a duration head picks lengths.
@@ -145,6 +153,8 @@ def load_model(
     prompt_cache_mb: float = 512.0,
     upsampler: str = "auto",
     distilled_lora: str = "auto",
+    spatial_upscaler: str = "x2",
+    temporal_upscaler: str = "auto",
     vae_decoder: str = "auto",
     quantize: str = "none",
     parts: dict[str, str | None] | None = None,
@@ -162,7 +172,9 @@ def load_model(
     `attention` and `compile` are ltx2.models.speed's choices. A compiled model is warmed up by
     ltx2.pipelines.warmup, not here.
     `upsampler`: the two-stage pipeline's x2 spatial upsampler: "auto" (the tiny one for `tiny`,
-    else the official file in `models_dir` if it is there), "none", or a file.
+    else the official file in `models_dir` if it is there), "none", or a file; `spatial_upscaler` says which
+    kind: "x2", or "x1.5" (LTX-2.3). `temporal_upscaler`: the x2 temporal upsampler, chosen the same way.
+    An upscaler file published for another family is refused.
     `distilled_lora`: what a dev checkpoint's two-stage pipeline refines stage 2 with: "auto" (the tiny
     one for `tiny --variant dev`, else the official file in `models_dir` or its loras/ if it is there),
     "none", or a file. Bound only for a dev checkpoint with an upsampler.
@@ -177,6 +189,8 @@ def load_model(
     start = time.perf_counter()
     if quantize not in ("none", "fp8"):
         raise ValueError(f"--quantize must be none or fp8, got {quantize!r}")
+    if spatial_upscaler not in ("x2", "x1.5"):
+        raise ValueError(f"--spatial-upscaler must be x2 or x1.5, got {spatial_upscaler!r}")
     if vae_decoder not in ("auto", "diffusion", "conv"):
         raise ValueError(f"--vae-decoder must be auto, diffusion or conv, got {vae_decoder!r}")
     device = torch.device(device) if device is not None else default_device()
@@ -185,6 +199,7 @@ def load_model(
         raise ValueError(f"--layers builds a shallower {' or '.join(randoms)}; it does not apply to model {name!r}")
     checkpoint: dict = {}
     upsampler_module, upsampler_file = None, None
+    temporal_module, temporal_file = None, None
     lora_file = None  # the distilled LoRA's file, resolved before the long load: fail fast
     tiny_family = families.preset(name)
     family = tiny_family or families.by_name(families.DEFAULT)  # a checkpoint's: read from its files below
@@ -199,8 +214,11 @@ def load_model(
         dtype = torch.float32
         defaults = tiny_family.defaults(distilled=variant != "dev")  # `--variant dev`: the dev pipelines
         policy = memory_policy
-        if upsampler == "auto":
-            upsampler_module, upsampler_file = tiny_family.tiny.upsampler(seed).to(device), "tiny"
+        from .upsampler import tiny_upscaler
+
+        every = tuple(families.FAMILIES.values())
+        upsampler_module, upsampler_file = tiny_upscaler(upsampler, tiny_family, every, spatial_upscaler, seed, device)
+        temporal_module, temporal_file = tiny_upscaler(temporal_upscaler, tiny_family, every, "temporal", seed, device)
         if tiny_family.tiny.extras is not None:
             extras = {name: module.to(device) for name, module in tiny_family.tiny.extras(seed).items()}
     elif (random := randoms.get(name)) is not None:
@@ -210,6 +228,9 @@ def load_model(
             memory_policy=memory_policy, fp8_compute=fp8_compute, text_encoder_dtype=text_encoder_dtype,
             upsampler=upsampler == "auto",  # a random one at the official size: two-stage runs and is benchmarked
             vae_decoder=vae_decoder)
+        if spatial_upscaler != "x2" or temporal_upscaler not in ("auto", "none"):
+            raise ValueError(f"model {name} builds its own x2 spatial upscaler and no temporal one; "
+                             "--spatial-upscaler x1.5 and --temporal-upscaler files need a checkpoint")
         if (upsampler_module := components.pop("upsampler", None)) is not None:
             upsampler_file = name
         extras = {key: components.pop(key) for key in ("duration_head", "diffusion_decoder") if key in components}
@@ -217,10 +238,13 @@ def load_model(
         defaults = family.defaults(distilled=True)
     else:
         from . import loading
-        from .upsampler import load_upsampler, resolve_upsampler_path
+        from .upsampler import load_upsampler, resolve_upscaler
 
         dtype = default_dtype(device)
-        upsampler_file = resolve_upsampler_path(upsampler, models_dir, family.files.upsampler)  # fail fast
+        every = tuple(families.FAMILIES.values())
+        # Fail fast, before the long load: a missing file, or another family's.
+        upsampler_file = resolve_upscaler(upsampler, models_dir, family, every, spatial_upscaler)
+        temporal_file = resolve_upscaler(temporal_upscaler, models_dir, family, every, "temporal")
         components, report, policy = loading.load_pipeline_components(
             name, device, dtype, models_dir=models_dir, gemma_dir=gemma_dir,
             memory_policy=memory_policy, fp8_compute=fp8_compute, variant=variant,
@@ -236,14 +260,21 @@ def load_model(
                              "use auto or diffusion, or pass --video-vae with the conv VAE file")
         family = families.by_name(report["family"])
         defaults = family.defaults(distilled=report["kind"] == "distilled")
-        if upsampler_file is not None:  # loaded on the host; the placement moves it where the policy says
-            upsampler_module = load_upsampler(upsampler_file, "cpu", dtype)
-            channels, latent = upsampler_module.config.in_channels, components["vae"].config.latent_channels
+        # Loaded on the host; the placement moves them where the policy says.
+        for kind, file in ((spatial_upscaler, upsampler_file), ("temporal", temporal_file)):
+            if file is None:
+                continue
+            module = load_upsampler(file, "cpu", dtype, kind)
+            channels, latent = module.config.in_channels, components["vae"].config.latent_channels
             if channels != latent:
                 from .configs import CheckpointError
 
-                raise CheckpointError(f"{upsampler_file}: the upsampler works on {channels} latent channels; the video "
+                raise CheckpointError(f"{file}: the upsampler works on {channels} latent channels; the video "
                                       f"VAE has {latent}: it belongs to another model")
+            if kind == "temporal":
+                temporal_module = module
+            else:
+                upsampler_module = module
     text_encoder_choice = checkpoint.pop("text_encoder_dtype", None)
     if text_encoder_choice is None:  # tiny: nothing to fit on a CPU, quantize only when asked
         text_encoder_choice = quantize_text_encoder(components["text_encoder"], text_encoder_dtype, fp8_compute,
@@ -262,6 +293,8 @@ def load_model(
                          "loaded; use auto or conv")
     model = LoadedModel(name=name, pipe=pipe, defaults=defaults, device=device, dtype=dtype, checkpoint=checkpoint,
                         upsampler=upsampler_module, upsampler_file=upsampler_file, family=family,
+                        spatial_upscaler=spatial_upscaler, temporal_upsampler=temporal_module,
+                        temporal_upsampler_file=temporal_file,
                         diffusion_decoder=diffusion_decoder if vae_decoder != "conv" else None,
                         video_decoder="diffusion" if diffusion_decoder is not None and vae_decoder != "conv" else "conv")
     model.placement = place(model.components(), device, policy, reason=checkpoint.pop("memory_reason", None))
@@ -353,6 +386,7 @@ def load_from_settings(settings) -> LoadedModel:
         memory_policy=settings.memory_policy, fp8_compute=settings.fp8_compute, variant=settings.variant,
         layers=settings.layers, text_encoder_dtype=settings.text_encoder_dtype, attention=settings.attention,
         compile=settings.compile, prompt_cache_mb=settings.prompt_cache_mb, upsampler=settings.upsampler,
+        spatial_upscaler=settings.spatial_upscaler, temporal_upscaler=settings.temporal_upscaler,
         distilled_lora=settings.distilled_lora, vae_decoder=settings.vae_decoder, quantize=settings.quantize,
         parts={"text_encoder": getattr(settings, "text_encoder", None), "video_vae": getattr(settings, "video_vae", None),
                "audio_vae": getattr(settings, "audio_vae", None),

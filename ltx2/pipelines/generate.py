@@ -24,6 +24,7 @@ from .loras import resolve as resolve_loras
 from .one_stage import one_stage
 from .two_stage import two_stage
 from .result import GenerationResult
+from . import temporal
 from .stages import OutputRejected, StepCallback, fit_length, plan_generation
 
 __all__ = ["GenerationResult", "OutputRejected", "StepCallback", "fit_length", "generate"]
@@ -57,6 +58,7 @@ def generate(
         started = time.perf_counter()
         plan = choose_length(model, plan)  # LTX-2.5's duration head, when the request leaves the length open
         length_seconds = time.perf_counter() - started
+        temporal.check(model, plan)  # temporal_upscale: refused before any work where it cannot run
         pipeline = two_stage if plan.use_multiscale else one_stage
         result = pipeline(model, plan, on_step)
     chosen = {"choose_length": length_seconds} if plan.length_from == "duration_head" else {}

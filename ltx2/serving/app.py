@@ -12,7 +12,6 @@ import gc
 import json
 import logging
 import os
-import threading
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 from typing import Annotated
@@ -34,8 +33,7 @@ from ..pipelines.loras import LoraPolicy, with_prepared
 from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
-from ..pipelines.conditioning import decode_conditioning, frames_for_duration
-from ..pipelines.generate import image_targets
+from ..pipelines.conditioning import decode_conditioning
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -53,7 +51,6 @@ from .jobs import (
 )
 from ..media.encode import FORMATS, output_format
 from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
-from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
@@ -201,56 +198,17 @@ class _State:
         self.sandbox = Sandbox(SandboxLimits.from_settings(settings))  # --decode-memory-mb, --decode-timeout
         self.public_url = _public_url(settings.public_url)  # --public-url: links don't trust the Host header
         self.keys_configured = False  # set by create_app once the keys are read
-        self.admission: Admission | None = None  # the memory rule, once the model is loaded (start_jobs)
-        self.storage_error: str | None = None  # why the job records could not be opened (retried meanwhile)
-        self.stopping = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
-        self.sigterm = asyncio.Event()  # set when SIGTERM arrives (wakes the waiting /generate calls)
 
     def start_jobs(self) -> None:
-        """Open the records and start the workers. If the storage fails here (it passed the check before
-        the model loaded), the server stays up: /health and the job routes answer 503 with the reason, and
-        a thread retries every 5 s. Nothing is moved aside or swept meanwhile."""
-        try:  # the loaded model's costs per stage, counted once on meta (seconds)
-            self.admission = Admission(self.model, self.settings.memory_margin, self.settings.memory_cgroup)
-        except Exception as exc:  # noqa: BLE001 - a model the counts cannot copy still serves, unchecked
-            log.error(json.dumps({"event": "admission_unavailable", "error": f"{type(exc).__name__}: {exc}"}))
-        try:
-            self._open_jobs()
-        except StorageError as exc:
-            self.storage_error = str(exc)
-            log.error(json.dumps({"event": "job_storage_unavailable", "error": self.storage_error,
-                                  "action": "retrying every 5 s; /health answers 503 until then"}))
-            threading.Thread(target=self._retry_jobs, name="ltx2-storage-retry", daemon=True).start()
-
-    def _retry_jobs(self) -> None:
-        while not self.stopping.wait(5):
-            try:
-                self._open_jobs()
-            except StorageError as exc:
-                self.storage_error = str(exc)
-                continue
-            log.info(json.dumps({"event": "job_storage_recovered"}))
-            return
-
-    def _open_jobs(self) -> None:
         settings = self.settings
         store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
-        try:
-            manager = JobManager(
-                store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
-                job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
-                output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
-                on_change=self.changes.notify, prepare_job=self._prepare_job,
-            )
-        except BaseException:
-            store.close()
-            raise
-        if self.stopping.is_set():  # shut down while retrying
-            store.close()
-            return
-        manager.start()
-        self.manager, self.storage_error = manager, None
+        self.manager = JobManager(
+            store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
+            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
+            output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
+            on_change=self.changes.notify, prepare_job=self._prepare_job,
+        )
+        self.manager.start()
 
     def _prepare_job(self, job: Job, check):
         """Fetch and decode the job's inputs in the sandbox, and find, fetch, check and read its LoRAs, off
@@ -280,7 +238,7 @@ class _State:
                 conditioning = decode_conditioning(
                     job.request, self.model.pipe.audio_vae.config.sample_rate, self.model.vocoder_rate,
                     InputLimits.from_env(), self.fetch_policy, inputs=inputs, sandbox=self.sandbox,
-                    should_stop=should_stop, targets=image_targets(self.model, job.request))
+                    should_stop=should_stop)
             return conditioning, loras
         except Stopped as exc:
             raise exc.why from None
@@ -289,10 +247,6 @@ class _State:
         # A job with inputs or LoRAs comes prepared; one without needs nothing decoded or read. The worker
         # only binds the prepared LoRAs (GPU copies): it never fetches or reads a LoRA file.
         conditioning, loras = job.prepared or (None, None)
-        if self.admission is not None and job.request.match_audio_length and conditioning is not None \
-                and conditioning.audio_for_vae is not None:  # the length the audio gives, judged now
-            self.admission.check(job.request, num_frames=frames_for_duration(conditioning.audio_seconds,
-                                                                             job.request.fps))
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
                               check=job.check,
@@ -303,36 +257,13 @@ class _State:
         """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds."""
         if self.manager is not None:
             self.manager.accepting = False
-        if self.loop is not None:  # a signal handler: wake the waiting /generate calls from the loop itself
-            self.loop.call_soon_threadsafe(self.sigterm.set)
-
-    async def until_shutdown_ends(self, job: Job) -> None:
-        """Returns once the server is shutting down and `job` will not end in time for this connection:
-        at once for a queued job (kept for the next start), after the grace (less a margin to answer
-        before uvicorn cuts the connection) for the running one."""
-        await self.sigterm.wait()
-        if job.status == RUNNING:
-            try:
-                await asyncio.wait_for(self.changes.until_done(job), max(0.0, self.settings.shutdown_grace - 2))
-            except TimeoutError:
-                pass
 
     # -- the job API, for every route ------------------------------------------------------------
-
-    def memory_report(self) -> dict | None:
-        """What a job may use and the most frames at the default size (ltx2.serving.admission)."""
-        if self.admission is None:
-            return None
-        running = self.manager.running if self.manager is not None else None
-        return self.admission.report(running.request if running else None)
 
     def unavailable(self) -> JSONResponse | None:
         """Why no job can be submitted or looked up now, or None."""
         if self.load_error is not None:
             return _error(503, f"the model failed to load: {self.load_error}", "model_load_failed")
-        if self.manager is None and self.storage_error is not None:
-            return _error(503, f"the job storage is unavailable ({self.storage_error}); retry when GET /health "
-                          "says healthy", "storage_error")
         if self.manager is None:
             return _error(503, "the model is still loading", "model_not_loaded")
         return None
@@ -343,14 +274,6 @@ class _State:
         if (refusal := self.unavailable()) is not None:
             return refusal
         reservation = getattr(http.state, "ltx2_reservation", None)
-        if self.admission is not None:  # larger than this machine: 413 before it is queued
-            running = self.manager.running
-            try:
-                await asyncio.to_thread(self.admission.check, request, running.request if running else None,
-                                        frames_of(request))
-            except TooLarge as exc:
-                self.metrics.job_rejected("too_large_for_server")
-                return JSONResponse(status_code=413, content=exc.body())
         try:
             return await asyncio.to_thread(self.manager.submit, request, caller_of(http).name, reservation)
         except QueueFull as exc:
@@ -456,7 +379,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.changes.bind(asyncio.get_running_loop())
-        state.loop = asyncio.get_running_loop()
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_for_serving, settings)
@@ -470,7 +392,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             gc.freeze()
             await asyncio.to_thread(state.start_jobs)  # recovery and sweeps read the disk
         yield
-        state.stopping.set()
         if state.manager is not None:
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
             state.manager.store.close()
@@ -503,12 +424,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
         return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        # A bug, not the client's doing: still JSON in the route's own shape (the traceback goes to the log).
-        response = _error(500, f"internal error ({type(exc).__name__}); the server keeps serving", "internal_error")
-        return openai_api.as_openai_error(response) if request.url.path.startswith("/v1/videos") else response
-
     # Routes that queue a job: capacity is checked before their bodies are read (ltx2.serving.intake).
     submits = APIRouter(route_class=SubmitRoute)
 
@@ -528,20 +443,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         # Wait for the job, woken when it ends; a client that goes away cancels it, so it does not hold the GPU.
         done = asyncio.ensure_future(state.changes.until_done(job))
         gone = asyncio.ensure_future(_disconnected(http))
-        stopping = asyncio.ensure_future(state.until_shutdown_ends(job))
-        ended, _ = await asyncio.wait({done, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (done, gone, stopping):
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (done, gone):
             task.cancel()
-        if not job.done.is_set() and stopping in ended:
-            # Answered now, in JSON, rather than cut off by uvicorn as the shutdown ends (a plain-text 500).
-            queued = job.status != RUNNING
-            message = (f"the server is shutting down; job {job.id} " +
-                       ("is kept and runs when the server starts again" if queued else
-                        "was still running; it is stopped if it does not finish within the shutdown grace") +
-                       f": GET /jobs/{job.id} after the restart says how it ended")
-            body = {**ErrorResponse(error=message, code="shutting_down").model_dump(), "job_id": job.id}
-            return JSONResponse(status_code=503, content=body,
-                                headers={"Retry-After": "30", "Location": state.links(job, http)["self"]})
         if not job.done.is_set():
             state.manager.cancel(job.id)
             log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
@@ -709,9 +613,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def health(http: Request) -> JSONResponse:
         if state.load_error is not None:
             return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
-        if state.manager is None and state.storage_error is not None:
-            return JSONResponse(status_code=503, content={"status": "unavailable", "storage": {
-                "ok": False, "error": state.storage_error}, "problems": [f"storage is failing: {state.storage_error}"]})
         if state.model is None or state.manager is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
         manager = state.manager
@@ -720,23 +621,16 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
             progress["job"] = running.id
         checks = manager.health()
-        try:  # the model and memory reports read /proc: that fails when no file descriptors are left
-            model, memory = state.model.describe(), state.memory_report()
-        except OSError as exc:
-            problem = f"the server cannot open files ({os.strerror(exc.errno) if exc.errno else exc})"
-            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": [
-                *checks["problems"], problem], "worker": checks["worker"], "storage": checks["storage"]})
         status = "shutting_down" if not manager.accepting else "healthy" if checks["ready"] else "unavailable"
         return JSONResponse(status_code=200 if status != "unavailable" else 503, content={
             "status": status,
             "problems": checks["problems"],
             "worker": checks["worker"],
             "storage": checks["storage"],
-            "model": model,
+            "model": state.model.describe(),
             "jobs_waiting_or_running": manager.depth + (1 if running else 0),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
-            "memory": memory,
         })
 
     @app.head("/health", include_in_schema=False)
@@ -785,7 +679,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "defaults": defaults,
             "rules": request_rules(),
             "fields": sorted(GenerateRequest.model_fields),
-            "memory": state.memory_report(),
         }
 
     return app

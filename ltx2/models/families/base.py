@@ -60,6 +60,10 @@ class TinyPreset:
     distilled_lora: Callable[..., dict]  # (transformer, seed) -> LoRA tensors in the official key style
     # seed -> the family's optional parts beyond LTX2Pipeline's: "duration_head", "diffusion_decoder"
     extras: Callable[[int], dict] | None = None
+    # seed -> the x1.5 spatial upsampler (None: the family publishes none)
+    upsampler_x1_5: Callable[[int], Any] | None = None
+    # seed -> the x2 temporal upsampler (F latent frames -> 2F - 1); None: the family publishes none
+    temporal_upsampler: Callable[[int], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,13 @@ class OfficialFiles:
     parts: tuple[str, ...] = ()
     gemma_repo: str | None = None  # a separate text encoder download (None: bundled with the family)
     camera_loras: bool = False  # Lightricks' seven camera-control LoRAs are published for this family
+    upsampler_x1_5: str | None = None  # spatial x1.5 (--spatial-upscaler x1.5); None: not published
+    temporal_upsampler: str | None = None  # temporal x2 (a request's temporal_upscale); None: not published
+
+    def upscalers(self) -> dict[str, str]:
+        """Every upscaler file this family publishes, by kind: "x2", "x1.5", "temporal"."""
+        named = {"x2": self.upsampler, "x1.5": self.upsampler_x1_5, "temporal": self.temporal_upsampler}
+        return {kind: path for kind, path in named.items() if path}
 
 
 @dataclass(frozen=True)

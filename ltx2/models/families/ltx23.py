@@ -9,7 +9,8 @@ What changes from LTX-2 19B, and what the tiny preset keeps of it:
 - the vocoder is BigVGAN v2 (snake activations, anti-aliased) followed by a bandwidth extension
   from 16 to 48 kHz;
 - dev runs 30 steps with STG on block 28 (ltx-pipelines' LTX_2_3_PARAMS).
-Gemma 3 12B, both VAEs' geometry, the audio latents and the x2 upsampler's shape are the 19B's.
+Gemma 3 12B, both VAEs' geometry, the audio latents and the x2 upsampler's shape are the 19B's. 2.3 also
+publishes a x1.5 spatial upsampler (ltx-core's rational resampler) and a x2 temporal one.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ FAMILY = Family(
     vocoder_rate=VOCODER_RATE,
     tiny=TinyPreset(name="tiny-2.3", components=lambda seed: _tiny().build_components(seed),
                     upsampler=_tiny_upsampler,
-                    distilled_lora=lambda transformer, seed: _tiny().build_distilled_lora(transformer, seed)),
+                    distilled_lora=lambda transformer, seed: _tiny().build_distilled_lora(transformer, seed),
+                    upsampler_x1_5=lambda seed: _tiny().build_upsampler_x1_5(seed),
+                    temporal_upsampler=lambda seed: _tiny().build_temporal_upsampler(seed)),
     files=OfficialFiles(repo="Lightricks/LTX-2.3", distilled="ltx-2.3-22b-distilled-1.1.safetensors",
                         dev="ltx-2.3-22b-dev.safetensors",
                         checkpoints=("ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-22b-dev.safetensors"),
                         upsampler="ltx-2.3-spatial-upscaler-x2-1.1.safetensors",
                         distilled_lora="ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
-                        gemma_repo="google/gemma-3-12b-it-qat-q4_0-unquantized"),
+                        gemma_repo="google/gemma-3-12b-it-qat-q4_0-unquantized",
+                        upsampler_x1_5="ltx-2.3-spatial-upscaler-x1.5-1.0.safetensors",
+                        temporal_upsampler="ltx-2.3-temporal-upscaler-x2-1.0.safetensors"),
     # Per-head attention gates and the prompt AdaLN (ltx-core `prompt_adaln_single`, diffusers `prompt_adaln`).
     lora_markers=frozenset({"to_gate_logits", "prompt_adaln"}),
 )

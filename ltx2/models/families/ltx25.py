@@ -43,7 +43,8 @@ FAMILY = Family(
     tiny=TinyPreset(name="tiny-2.5", components=lambda seed: _tiny().build_components(seed),
                     upsampler=lambda seed: _tiny().build_upsampler(seed),
                     distilled_lora=lambda transformer, seed: _tiny().build_distilled_lora(transformer, seed),
-                    extras=_extras),
+                    extras=_extras,
+                    temporal_upsampler=lambda seed: _tiny().build_temporal_upsampler(seed)),
     files=OfficialFiles(
         repo="Lightricks/LTX-2.5",
         distilled="diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors",
@@ -55,7 +56,8 @@ FAMILY = Family(
         parts=("text_encoders/gemma4-12b-with-proj-ltx-2.5-bf16.safetensors",
                "vae/ltx-2.5-video-vae-bf16.safetensors", "vae/ltx-2.5-video-vae-conv-bf16.safetensors",
                "vae/ltx-2.5-audio-vae-bf16.safetensors", "model_patches/ltx-2.5-duration-head-bf16.safetensors"),
-        gemma_repo=None),  # Gemma 4 comes with the model
+        gemma_repo=None,  # Gemma 4 comes with the model
+        temporal_upsampler="latent_upscale_models/ltx-2.5-latent-temporal-upscaler-x2-bf16-1.0.safetensors"),
     # Attention gates as 2.3, but no prompt AdaLN: a LoRA of 2.3's prompt AdaLN cannot fit.
     lora_markers=frozenset({"to_gate_logits"}),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import LTX2VideoTransformer3DModel
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
 
 from .. import tiny
@@ -65,3 +66,23 @@ def build_components(seed: int = 0) -> dict:
 
 def build_distilled_lora(transformer, seed: int = 0) -> dict[str, torch.Tensor]:
     return tiny.build_distilled_lora(transformer, seed=seed)
+
+
+# Seeds of the upscalers after tiny.py's separate builders (its x2 upsampler at +len(BUILDERS), the
+# distilled LoRA at +1 after it): adding them changes no other part of the preset.
+_X1_5, _TEMPORAL = len(tiny.BUILDERS) + 2, len(tiny.BUILDERS) + 3
+
+
+def build_upsampler_x1_5(seed: int = 0) -> LTX2LatentUpsamplerModel:
+    """LTX-2.3's x1.5 spatial upsampler at tiny width: ltx-core's rational resampler (x3 pixel shuffle, then a
+    blurred stride-2 downsample), the real 128 latent channels in and out."""
+    return tiny.seeded(lambda: LTX2LatentUpsamplerModel(
+        in_channels=tiny.LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3, spatial_upsample=True,
+        temporal_upsample=False, rational_spatial_scale=1.5, use_rational_resampler=True), seed + _X1_5)
+
+
+def build_temporal_upsampler(seed: int = 0) -> LTX2LatentUpsamplerModel:
+    """LTX-2.3's x2 temporal upsampler at tiny width: F latent frames in, 2F - 1 out."""
+    return tiny.seeded(lambda: LTX2LatentUpsamplerModel(
+        in_channels=tiny.LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3, spatial_upsample=False,
+        temporal_upsample=True), seed + _TEMPORAL)
