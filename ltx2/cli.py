@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import cli_generate
@@ -16,7 +17,22 @@ def serve(settings: Settings) -> None:
     from .serving.app import create_app
     from .serving.connections import uvicorn_config
 
+    from .serving.storage import check_storage_at_start
+    from .serving.job_store import StorageError
+
     configure_logging(settings)
+    try:
+        # Before the model loads (minutes for the 19B): a full disk or an unreadable database is one line.
+        check_storage_at_start(settings.output_dir)
+    except StorageError as exc:
+        try:
+            disk = os.statvfs(settings.output_dir)
+            free = f"; {disk.f_bavail * disk.f_frsize / 1e6:.1f} MB free on its disk"
+        except OSError:
+            free = ""
+        print(f"ltx2: cannot start: could not {exc.action} under {settings.output_dir} ({exc.reason}{free}); "
+              "nothing was moved or deleted: fix the storage and start again", file=sys.stderr)
+        sys.exit(1)
     app = create_app(settings)
 
     class Server(uvicorn.Server):

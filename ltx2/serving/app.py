@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import threading
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 from typing import Annotated
@@ -198,17 +199,49 @@ class _State:
         self.sandbox = Sandbox(SandboxLimits.from_settings(settings))  # --decode-memory-mb, --decode-timeout
         self.public_url = _public_url(settings.public_url)  # --public-url: links don't trust the Host header
         self.keys_configured = False  # set by create_app once the keys are read
+        self.storage_error: str | None = None  # why the job records could not be opened (retried meanwhile)
+        self.stopping = threading.Event()
 
     def start_jobs(self) -> None:
+        """Open the records and start the workers. If the storage fails here (it passed the check before
+        the model loaded), the server stays up: /health and the job routes answer 503 with the reason, and
+        a thread retries every 5 s. Nothing is moved aside or swept meanwhile."""
+        try:
+            self._open_jobs()
+        except StorageError as exc:
+            self.storage_error = str(exc)
+            log.error(json.dumps({"event": "job_storage_unavailable", "error": self.storage_error,
+                                  "action": "retrying every 5 s; /health answers 503 until then"}))
+            threading.Thread(target=self._retry_jobs, name="ltx2-storage-retry", daemon=True).start()
+
+    def _retry_jobs(self) -> None:
+        while not self.stopping.wait(5):
+            try:
+                self._open_jobs()
+            except StorageError as exc:
+                self.storage_error = str(exc)
+                continue
+            log.info(json.dumps({"event": "job_storage_recovered"}))
+            return
+
+    def _open_jobs(self) -> None:
         settings = self.settings
         store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
-        self.manager = JobManager(
-            store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
-            job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
-            output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
-            on_change=self.changes.notify, prepare_job=self._prepare_job,
-        )
-        self.manager.start()
+        try:
+            manager = JobManager(
+                store, settings.output_dir, self._run_job, queue_size=settings.queue_size,
+                job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
+                output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
+                on_change=self.changes.notify, prepare_job=self._prepare_job,
+            )
+        except BaseException:
+            store.close()
+            raise
+        if self.stopping.is_set():  # shut down while retrying
+            store.close()
+            return
+        manager.start()
+        self.manager, self.storage_error = manager, None
 
     def _prepare_job(self, job: Job, check):
         """Fetch and decode the job's inputs in the sandbox, and find, fetch, check and read its LoRAs, off
@@ -264,6 +297,9 @@ class _State:
         """Why no job can be submitted or looked up now, or None."""
         if self.load_error is not None:
             return _error(503, f"the model failed to load: {self.load_error}", "model_load_failed")
+        if self.manager is None and self.storage_error is not None:
+            return _error(503, f"the job storage is unavailable ({self.storage_error}); retry when GET /health "
+                          "says healthy", "storage_error")
         if self.manager is None:
             return _error(503, "the model is still loading", "model_not_loaded")
         return None
@@ -392,6 +428,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             gc.freeze()
             await asyncio.to_thread(state.start_jobs)  # recovery and sweeps read the disk
         yield
+        state.stopping.set()
         if state.manager is not None:
             await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
             state.manager.store.close()
@@ -613,6 +650,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def health(http: Request) -> JSONResponse:
         if state.load_error is not None:
             return JSONResponse(status_code=503, content={"status": "unavailable", "error": state.load_error})
+        if state.manager is None and state.storage_error is not None:
+            return JSONResponse(status_code=503, content={"status": "unavailable", "storage": {
+                "ok": False, "error": state.storage_error}, "problems": [f"storage is failing: {state.storage_error}"]})
         if state.model is None or state.manager is None:
             return JSONResponse(status_code=503, content={"status": "loading"})
         manager = state.manager
@@ -621,13 +661,19 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
             progress["job"] = running.id
         checks = manager.health()
+        try:  # the model's report reads /proc: that fails when no file descriptors are left
+            model = state.model.describe()
+        except OSError as exc:
+            problem = f"the server cannot open files ({os.strerror(exc.errno) if exc.errno else exc})"
+            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": [
+                *checks["problems"], problem], "worker": checks["worker"], "storage": checks["storage"]})
         status = "shutting_down" if not manager.accepting else "healthy" if checks["ready"] else "unavailable"
         return JSONResponse(status_code=200 if status != "unavailable" else 503, content={
             "status": status,
             "problems": checks["problems"],
             "worker": checks["worker"],
             "storage": checks["storage"],
-            "model": state.model.describe(),
+            "model": model,
             "jobs_waiting_or_running": manager.depth + (1 if running else 0),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,

@@ -37,10 +37,23 @@ class StorageError(Exception):
                              "is fixed (GET /health says when)", code="storage_error").model_dump()
 
 
+# SQLite's primary result codes (the low byte of an extended code) that mean the file itself is damaged.
+# Only these move a database aside: an I/O error, a full disk, a lock or a permission says nothing about
+# the records, which are intact and readable once the storage is back.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
 def _reason(exc: BaseException) -> str:
     """An OS or SQLite error without the server's paths: the client needs the kind, not our layout."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return os.strerror(exc.errno)
+    if getattr(exc, "sqlite_errorname", None):  # SQLite's extended code says which I/O failed
+        return f"{type(exc).__name__}: {exc} ({exc.sqlite_errorname})"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -107,21 +120,28 @@ _ACTIVE = "status IN ('queued', 'running')"
 _ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
 
 
+class CorruptDatabase(Exception):
+    """quick_check found damage the error codes did not report."""
+
+
 class JobStore:
     """SQLite records of every job. Writes are few (state changes, not every step) and serialised.
 
-    The file is checked at start-up: one SQLite cannot read is moved aside (`jobs.sqlite3.corrupt-<time>`)
-    with an error in the log, and a fresh one started. Before each write the file is checked to still be
-    the one open: if it was deleted (or replaced) while running, it is recreated from the open copy, so
-    queued jobs do not vanish at the next start. Free pages are given back to the file system
-    (incremental auto-vacuum), and the write-ahead log is truncated after each sweep.
+    The file is checked at start-up: only one SQLite reports as damaged (quick_check, SQLITE_CORRUPT,
+    SQLITE_NOTADB) is moved aside (`jobs.sqlite3.corrupt-<time>`) with an error in the log, and a fresh
+    one started. Any other failure (an I/O error, a full disk, a lock, a permission) leaves the file as it
+    is: opening is retried for `wait` seconds, then StorageError says why. Opening writes one small row,
+    so a database that can be read but not written does not pass. Before each write the file is checked
+    to still be the one open: if it was deleted (or replaced) while running, it is recreated from the
+    open copy, so queued jobs do not vanish at the next start. Free pages are given back to the file
+    system (incremental auto-vacuum), and the write-ahead log is truncated after each sweep. A row that
+    cannot be read is logged once and moved to the table `jobs_unreadable` (kept for inspection).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, wait: float = 0.0):
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._lock = threading.Lock()
-        self._db = self._open()
+        self._db = self._open_retrying(wait)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -134,21 +154,49 @@ class JobStore:
         db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back to 1 MB after a checkpoint
         return db
 
+    def _open_retrying(self, wait: float) -> sqlite3.Connection:
+        """Open the file, retrying for `wait` seconds whatever is not damage (a transient I/O error, a
+        lock, a disk that may get space back); then raise StorageError. Each distinct failure is logged once."""
+        deadline, pause, seen = time.monotonic() + wait, 0.25, None
+        while True:
+            try:
+                return self._open()
+            except (sqlite3.Error, OSError) as exc:
+                reason = _reason(exc)
+                if reason != seen:
+                    log.error(json.dumps({"event": "job_database_unavailable", "path": self.path, "error": reason,
+                                          "action": "left as it is; retrying" if time.monotonic() < deadline
+                                          else "left as it is"}))
+                    seen = reason
+                if time.monotonic() + pause > deadline:
+                    raise StorageError("open the job database", exc) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
     def _open(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         db = None
         try:
             db = self._connect()
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
+                raise CorruptDatabase(f"quick_check: {check}")
             self._migrate(db)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, CorruptDatabase) as exc:
             if db is not None:
                 db.close()
-            self._move_aside(".corrupt", f"it could not be read ({exc})")
+            if not isinstance(exc, CorruptDatabase) and not is_corrupt(exc):
+                raise  # the records may be intact: never move them aside for this
+            self._move_aside(".corrupt", f"SQLite reports it damaged ({exc})")
             db = self._connect()
             self._migrate(db)
-        self._inode = os.stat(self.path).st_ino
+        try:
+            # One real write: a database that reads but cannot be written (a full disk) is not open.
+            db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('opened', ?)", (str(time.time()),))
+            self._inode = os.stat(self.path).st_ino
+        except BaseException:
+            db.close()
+            raise
         return db
 
     @staticmethod
@@ -160,6 +208,10 @@ class JobStore:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind.replace(' PRIMARY KEY', '')}")
         db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, finished)")
         db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
+        db.execute("CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT)")
+        # Rows no version of the reader could read, moved out of `jobs` so they are logged only once.
+        db.execute("CREATE TABLE IF NOT EXISTS jobs_unreadable (id TEXT PRIMARY KEY, row TEXT, error TEXT, "
+                   "moved REAL)")
         if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # a file from before: convert it once
             db.execute("VACUUM")
 
@@ -184,6 +236,7 @@ class JobStore:
             return
         if os.path.exists(self.path):
             self._move_aside(".replaced", "another file took its place while the server ran")
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)  # the whole output folder may have gone
         for tail in ("-wal", "-shm"):  # a stale log must never be replayed into the new file
             try:
                 os.remove(self.path + tail)
@@ -220,18 +273,51 @@ class JobStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _jobs(self, rows: list[sqlite3.Row]) -> list[Job]:
+        """The rows as jobs. One that cannot be read (another version's, or damaged) is skipped with one
+        log line and moved to `jobs_unreadable`, so it is not read (and logged) again at every start."""
+        jobs, bad = [], []
+        for row in rows:
+            try:
+                jobs.append(_job_from_row(row))
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the server
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                log.error(json.dumps({"event": "job_record_skipped", "job": str(row["id"]), "error": error,
+                                      "action": "moved to the table jobs_unreadable"}))
+                bad.append((row, error))
+        if bad:
+            self._set_aside(bad)
+        return jobs
+
+    def _set_aside(self, bad: list[tuple[sqlite3.Row, str]]) -> None:
+        moved = [(str(row["id"]), json.dumps({k: row[k] for k in row.keys()}, default=repr), error, time.time())
+                 for row, error in bad]
+        try:
+            with self._lock:
+                self._check_file()
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO jobs_unreadable (id, row, error, moved) "
+                                         "VALUES (?, ?, ?, ?)", moved)
+                    self._db.executemany("DELETE FROM jobs WHERE id = ?", [(m[0],) for m in moved])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except (sqlite3.Error, OSError) as exc:  # storage failing: they are skipped again next time
+            log.error(json.dumps({"event": "job_records_not_set_aside", "jobs": len(moved), "error": _reason(exc)}))
+
     def load(self, job_id: str) -> Job | None:
-        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _job_from_row(rows[0]) if rows else None
+        jobs = self._jobs(self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+        return jobs[0] if jobs else None
 
     def load_active(self) -> list[Job]:
-        """Jobs that were queued or running, oldest first; unreadable rows are skipped and logged."""
-        jobs = []
-        for row in self._rows(f"SELECT * FROM jobs WHERE {_ACTIVE} ORDER BY created"):
-            job = _job_from_row(row)
-            if job is not None:
-                jobs.append(job)
-        return jobs
+        """Jobs that were queued or running, oldest first; unreadable rows are skipped and set aside."""
+        return self._jobs(self._rows(f"SELECT * FROM jobs WHERE {_ACTIVE} ORDER BY created"))
+
+    def unreadable(self) -> list[str]:
+        """The ids of the rows set aside as unreadable."""
+        return [r["id"] for r in self._rows("SELECT id FROM jobs_unreadable ORDER BY moved")]
 
     def list(self, owner: str | None, limit: int, after: float | None = None, everyone: bool = False,
              order: str = "desc") -> list[Job]:
@@ -247,7 +333,7 @@ class JobStore:
             args.append(after)
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         rows = self._rows(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT ?", (*args, limit))
-        return [job for job in map(_job_from_row, rows) if job is not None]
+        return self._jobs(rows)
 
     def delete(self, job_id: str) -> None:
         with self._lock:
@@ -288,21 +374,17 @@ class JobStore:
             self._db.close()
 
 
-def _job_from_row(row: sqlite3.Row) -> Job | None:
-    try:
-        job = Job(id=row["id"], request=GenerateRequest.model_validate_json(row["request"]), status=row["status"],
-                  created=row["created"], started=row["started"], finished=row["finished"], step=row["step"] or 0,
-                  total=row["total"] or 0, timings=json.loads(row["timings"] or "{}"),
-                  error=json.loads(row["error"]) if row["error"] else None, error_status=row["error_status"],
-                  result=json.loads(row["result"]) if row["result"] else None, video_path=row["video_path"],
-                  expired=bool(row["expired"]), owner=row["owner"], inputs_path=row["inputs_path"],
-                  input_fields=tuple(f for f in (row["input_fields"] or "").split(",") if f))
-        if job.status not in (QUEUED, RUNNING, *TERMINAL) or not isinstance(job.created, (int, float)):
-            raise ValueError(f"status {job.status!r}, created {job.created!r}")
-    except Exception as exc:  # noqa: BLE001 - one bad row (another version's, damaged) must not stop the server
-        log.error(json.dumps({"event": "job_record_skipped", "job": str(row["id"]),
-                              "error": f"{type(exc).__name__}: {exc}"[:300]}))
-        return None
+def _job_from_row(row: sqlite3.Row) -> Job:
+    """The job a row records; raises when the row cannot be read."""
+    job = Job(id=row["id"], request=GenerateRequest.model_validate_json(row["request"]), status=row["status"],
+              created=row["created"], started=row["started"], finished=row["finished"], step=row["step"] or 0,
+              total=row["total"] or 0, timings=json.loads(row["timings"] or "{}"),
+              error=json.loads(row["error"]) if row["error"] else None, error_status=row["error_status"],
+              result=json.loads(row["result"]) if row["result"] else None, video_path=row["video_path"],
+              expired=bool(row["expired"]), owner=row["owner"], inputs_path=row["inputs_path"],
+              input_fields=tuple(f for f in (row["input_fields"] or "").split(",") if f))
+    if job.status not in (QUEUED, RUNNING, *TERMINAL) or not isinstance(job.created, (int, float)):
+        raise ValueError(f"status {job.status!r}, created {job.created!r}")
     if job.status in TERMINAL:
         job.done.set()
     return job

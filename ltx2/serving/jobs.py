@@ -28,7 +28,6 @@ jobs can run at all.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -41,6 +40,9 @@ from typing import Any
 
 from .job_store import (  # noqa: F401 - re-exported: the routes read statuses and jobs from here
     CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobStore, StorageError, _reason,
+)
+from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the routes
+    STORAGE_ERROR_STATUS, UNKNOWN_WRITE_BYTES, descriptors_short, probe_folder, resource_error,
 )
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..media.encode import output_format
@@ -78,15 +80,6 @@ class JobCancelled(Exception):
 
 class JobTimedOut(Exception):
     pass
-
-
-STORAGE_ERROR_STATUS = 507  # Insufficient Storage
-# Errors of the machine, not of the job or the model: wherever they strike (writing the video, or a
-# library opening a file mid-generation), the job fails as a storage error naming the resource.
-# Room the storage probe asks for after a failed write whose size is not known: a long 1080p clip.
-UNKNOWN_WRITE_BYTES = 64 * 1024 * 1024
-RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.EACCES,
-                   errno.EPERM, errno.ENOTDIR, errno.EIO}
 
 
 def timeout_body(limit: float) -> dict:
@@ -132,8 +125,10 @@ class JobManager:
         self.store = store
         self.videos = os.path.join(output_dir, "videos")
         self.inputs = os.path.join(output_dir, "inputs")
-        os.makedirs(self.videos, exist_ok=True)
-        os.makedirs(self.inputs, exist_ok=True)
+        try:
+            self._make_folders()
+        except OSError as exc:
+            raise StorageError("create the output folders", exc) from exc
         self.run_job = run_job
         self.prepare_job = prepare_job
         self.queue_size = queue_size
@@ -167,14 +162,31 @@ class JobManager:
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last_sweep = 0.0
+        self._started = False  # a folder made again after start-up is logged
         self._recover()
+        self._started = True
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _make_folders(self) -> None:
+        """videos/ and inputs/, made again if they were removed while the server ran."""
+        for folder in (self.videos, self.inputs):
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+                if getattr(self, "_started", False):
+                    log.warning(json.dumps({"event": "output_folder_recreated", "folder": os.path.basename(folder)}))
+
     def _recover(self) -> None:
         """Load the active records: queued jobs queue again; a job that was running did not finish.
-        Then sweep what no record claims: half-written and orphan videos, orphan input files."""
-        for job in self.store.load_active():
+        Then sweep what no record claims: half-written and orphan videos, orphan input files. Records that
+        cannot be read raise StorageError, before anything is swept: a file is an orphan only when the
+        records were read and none claims it."""
+        try:
+            active = self.store.load_active()
+            served = {job_id for job_id, _, _ in self.store.videos()}
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError("read the job records", exc) from exc
+        for job in active:
             if job.status == RUNNING:
                 self._finish(job, FAILED, error=ErrorResponse(
                     error="the server stopped while this job was running (restart or crash); submit it again",
@@ -186,17 +198,20 @@ class JobManager:
                 job.stage = "queued"
                 self.jobs[job.id] = job
                 self.waiting.append(job.id)
-        self._sweep_orphans()
+        self._sweep_orphans(served)
         self.sweep()
         if self.waiting:
             log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting)}))
 
-    def _sweep_orphans(self) -> None:
-        served = {job_id for job_id, _, _ in self.store.videos()}
+    def _sweep_orphans(self, served: set[str]) -> None:
         active = set(self.jobs)
         removed = 0
         for folder, keep in ((self.videos, served), (self.inputs, active)):
-            for entry in os.scandir(folder):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
                 job_id = entry.name.split(".", 1)[0]
                 if entry.name.endswith(".part") or entry.name.startswith(".") or job_id not in keep:
                     try:
@@ -280,6 +295,7 @@ class JobManager:
                 self.store.save(job)  # recorded before it is accepted: nothing accepted is lost
             except (sqlite3.Error, OSError) as exc:
                 self._remove(job.inputs_path)
+                self._remove(os.path.join(self.inputs, f"{job.id}.json.part"))
                 self._storage_failed("record a job", exc)
                 raise StorageError("record the job", exc) from exc
             with self._cv:
@@ -296,7 +312,12 @@ class JobManager:
 
     def _write_inputs(self, job_id: str, inputs: dict[str, str]) -> str:
         path = os.path.join(self.inputs, f"{job_id}.json")
-        with open(path + ".part", "w") as fh:
+        try:
+            fh = open(path + ".part", "w")
+        except FileNotFoundError:  # the folder was removed under us: make it again
+            self._make_folders()
+            fh = open(path + ".part", "w")
+        with fh:
             json.dump(inputs, fh)
         os.replace(path + ".part", path)
         return path
@@ -415,6 +436,8 @@ class JobManager:
             problems.append("a job is stuck past its deadline and still holds its thread; new jobs wait for it")
         if self.storage_problem is not None:
             problems.append(f"storage is failing: {self.storage_problem}")
+        elif (short := descriptors_short()) is not None:
+            problems.append(short)
         return {
             "ready": not problems and self.accepting,
             "problems": problems,
@@ -447,8 +470,13 @@ class JobManager:
             try:
                 self._prepare(job)
             except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the thread goes on
-                log.exception("job %s: preparing it failed", job.id)
-                self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+                if (cause := resource_error(exc)) is not None:
+                    self._storage_failed("prepare a job's inputs", cause)
+                    self._end_queued(job, FAILED, error=StorageError("prepare the job's inputs", cause).body(),
+                                     error_status=STORAGE_ERROR_STATUS)
+                else:
+                    log.exception("job %s: preparing it failed", job.id)
+                    self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
             with self._cv:
                 if self.preparing is job:
                     self.preparing = None
@@ -493,8 +521,13 @@ class JobManager:
         except StorageError as exc:
             self._end_queued(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
         except Exception as exc:  # noqa: BLE001
-            log.exception("job %s: preparing its inputs failed", job.id)
-            self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
+            if (cause := resource_error(exc)) is not None:  # e.g. the sandbox could not start: no descriptors
+                self._storage_failed("prepare a job's inputs", cause)
+                self._end_queued(job, FAILED, error=StorageError("prepare the job's inputs", cause).body(),
+                                 error_status=STORAGE_ERROR_STATUS)
+            else:
+                log.exception("job %s: preparing its inputs failed", job.id)
+                self._end_queued(job, FAILED, error=generation_failed_body(exc), error_status=500)
         else:
             with self._cv:
                 if job.status == QUEUED:
@@ -542,8 +575,11 @@ class JobManager:
                 log.info(json.dumps({"event": "job_started", "job": job.id}))
                 self._run(job)
             except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the worker goes on
-                log.exception("job %s: handling it failed", job.id)
-                self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
+                if (cause := resource_error(exc)) is not None:
+                    self._resource_failed(job, "run the job", cause)
+                else:
+                    log.exception("job %s: handling it failed", job.id)
+                    self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
             # Not in a `finally`: a BaseException that ends this thread leaves `running` set, so the
             # supervisor knows which job died with it.
             with self._cv:
@@ -588,21 +624,15 @@ class JobManager:
             self._finish(job, FAILED, error=exc.body(), error_status=exc.status)
         except StorageError as exc:
             self._finish(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
-        except OSError as exc:
-            if exc.errno not in RESOURCE_ERRNOS:
-                log.exception("job %s failed", job.id)
-                self._finish(job, FAILED, error=generation_failed_body(exc), error_status=500)
-            else:
-                # A write of unknown size failed (the encoder's file, say): the probe asks for a long clip's room.
-                self._failed_write_bytes = max(self._failed_write_bytes, UNKNOWN_WRITE_BYTES)
-                self._storage_failed("run the job", exc)
-                self._finish(job, FAILED, error=StorageError("run the job", exc).body(),
-                             error_status=STORAGE_ERROR_STATUS)
         except OutputRejected as exc:
             self._finish(job, FAILED, error=ErrorResponse(error=str(exc), code="invalid_output").model_dump(),
                          error_status=500)
         except Exception as exc:  # noqa: BLE001 - a failed job must not stop the worker
-            if is_out_of_memory(exc):
+            if (cause := resource_error(exc)) is not None:
+                # A write of unknown size failed (the encoder's file, say): the probe asks for a long clip's room.
+                self._failed_write_bytes = max(self._failed_write_bytes, UNKNOWN_WRITE_BYTES)
+                self._resource_failed(job, "run the job", cause)
+            elif is_out_of_memory(exc):
                 self._finish(job, FAILED, error=out_of_memory_body(job.request, exc), error_status=507)
             else:
                 log.exception("job %s failed", job.id)
@@ -622,7 +652,7 @@ class JobManager:
             try:
                 fh = open(part, "wb")
             except FileNotFoundError:  # the folder was removed under us: make it again
-                os.makedirs(self.videos, exist_ok=True)
+                self._make_folders()
                 fh = open(part, "wb")
             with fh:
                 fh.write(data)
@@ -690,6 +720,12 @@ class JobManager:
                 break
             self._unsaved.pop(job.id, None)
 
+    def _resource_failed(self, job: Job, action: str, exc: OSError) -> None:
+        """The job met a full disk, no descriptors left...: it fails with 507 and /health says why until the
+        supervisor's probe succeeds."""
+        self._storage_failed(action, exc)
+        self._finish(job, FAILED, error=StorageError(action, exc).body(), error_status=STORAGE_ERROR_STATUS)
+
     def _storage_failed(self, action: str, exc: BaseException) -> None:
         problem = f"could not {action}: {_reason(exc)}"
         if problem != self.storage_problem:
@@ -704,15 +740,10 @@ class JobManager:
     def _probe_storage(self) -> bool:
         """After a failed write: can the videos folder take a file as big as the one that failed, and the
         database its pending records? (fallocate asks the file system for the space without writing it.)"""
-        probe = os.path.join(self.videos, ".probe")
         try:
-            os.makedirs(self.videos, exist_ok=True)
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, max(self._failed_write_bytes, 4096))
-            finally:
-                os.close(fd)
-                os.remove(probe)
+            self._make_folders()
+            probe_folder(self.videos, max(self._failed_write_bytes, 4096))
+            probe_folder(self.inputs, 4096)
             self.store.check()
         except (OSError, sqlite3.Error) as exc:
             self._storage_failed("write to the output directory", exc)
@@ -737,6 +768,10 @@ class JobManager:
         if self.storage_problem is not None:
             self._probe_storage()
         else:
+            try:
+                self._make_folders()  # a folder removed while idle is made again before it is needed
+            except OSError as exc:
+                self._storage_failed("recreate the output folders", exc)
             try:
                 self.store.check()  # a database deleted while idle is recreated before it is needed
             except (sqlite3.Error, OSError) as exc:
