@@ -159,20 +159,28 @@ def test_two_stage_t2v_at_48k(model23):
     assert np.isfinite(result.waveform).all()
 
 
-def test_image_to_video_uses_the_family_crf(model23, monkeypatch):
-    from ltx2.media import conditioning_image
+def test_image_to_video_uses_the_family_crf(model23):
+    from ltx2.media.conditioning_image import conditioning_pixels
+    from ltx2.pipelines.conditioning import decode_conditioning
+    from ltx2.pipelines.generate import image_targets
 
-    crfs = []
-    real = conditioning_image.h264_round_trip
-    monkeypatch.setattr(conditioning_image, "h264_round_trip", lambda rgb, crf: crfs.append(crf) or real(rgb, crf))
-    image = Image.fromarray(np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (128, 1, 3)))
+    rgb = np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (128, 1, 3))
+    image = Image.fromarray(rgb)
     buf = __import__("io").BytesIO()
     image.save(buf, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    result = generate(model23, GenerateRequest(**{**SMALL, "image_start": uri, "image_end": uri,
-                                                  "use_multiscale": False, "num_inference_steps": 2}))
+    request = GenerateRequest(**{**SMALL, "image_start": uri, "image_end": uri, "use_multiscale": False,
+                                 "num_inference_steps": 2})
+    targets = image_targets(model23, request)
+    cond = decode_conditioning(request, model23.pipe.audio_vae.config.sample_rate, model23.vocoder_rate,
+                               targets=targets)
+    # Both images prepared in the sandbox with the family's CRF, exactly as this process would.
+    assert targets.crf == model23.family.image_crf
+    for image_ in (cond.image_start, cond.image_end):
+        (size, pixels), = image_.pixels.items()
+        assert pixels.equal(conditioning_pixels(rgb, *size, crf=model23.family.image_crf))
+    result = generate(model23, request, conditioning=cond)
     assert result.has_image_start and result.has_image_end
-    assert crfs == [model23.family.image_crf] * 2
 
 
 def test_dev_two_stage_runs_the_23_guider_and_its_distilled_lora():

@@ -421,7 +421,9 @@ def test_decode_conditioning_fetches_urls_like_base64(base, monkeypatch):
                                                  image_end="data:image/png;base64," + base64.b64encode(PNG).decode(),
                                                  audio=base64.b64encode(WAV).decode()), 16_000, 24_000)
     for name in ("image_start", "image_end"):
-        np.testing.assert_array_equal(np.asarray(getattr(by_url, name)), np.asarray(getattr(inline, name)))
+        fetched, sent = getattr(by_url, name), getattr(inline, name)  # prepared in the sandbox, at the frame
+        assert fetched.size == sent.size and fetched.pixels.keys() == sent.pixels.keys()
+        assert all(fetched.pixels[size].equal(sent.pixels[size]) for size in sent.pixels)
     np.testing.assert_array_equal(by_url.audio_for_vae, inline.audio_for_vae)
     np.testing.assert_array_equal(by_url.audio_for_output, inline.audio_for_output)
     assert by_url.audio_seconds == pytest.approx(1.0)

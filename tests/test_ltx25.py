@@ -193,22 +193,29 @@ def test_a_queued_request_keeps_its_length_open_across_the_job_store(model25, tm
 
 # ------------------------------------------------------------------------------------ the product on it
 
-def test_image_conditioning_uses_crf_18(model25, monkeypatch):
+def test_image_conditioning_uses_crf_18(model25):
     import io
 
     from PIL import Image
 
-    from ltx2.media import conditioning_image
+    from ltx2.media.conditioning_image import conditioning_pixels
+    from ltx2.pipelines.conditioning import decode_conditioning
+    from ltx2.pipelines.generate import image_targets
 
-    crfs = []
-    real = conditioning_image.h264_round_trip
-    monkeypatch.setattr(conditioning_image, "h264_round_trip", lambda rgb, crf: crfs.append(crf) or real(rgb, crf))
+    rgb = np.tile(np.linspace(0, 255, 128, dtype=np.uint8)[None, :, None], (128, 1, 3))
+    rgb[::7] = 255 - rgb[::7]  # detail the two CRFs compress differently
     buf = io.BytesIO()
-    Image.new("RGB", (128, 128), (200, 40, 40)).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    result = generate(model25, GenerateRequest(**SMALL, num_frames=9, image_start=uri, use_multiscale=False,
-                                               num_inference_steps=1))
-    assert result.has_image_start and crfs == [18]
+    request = GenerateRequest(**SMALL, num_frames=9, image_start=uri, use_multiscale=False, num_inference_steps=1)
+    # The sandbox prepares the image with the family's CRF: exactly what CRF 18 gives here, not CRF 33.
+    targets = image_targets(model25, request)
+    cond = decode_conditioning(request, model25.pipe.audio_vae.config.sample_rate, model25.vocoder_rate,
+                               targets=targets)
+    (size, pixels), = cond.image_start.pixels.items()
+    assert targets.crf == 18 and pixels.equal(conditioning_pixels(rgb, *size, crf=18))
+    assert not pixels.equal(conditioning_pixels(rgb, *size, crf=33))
+    assert generate(model25, request, conditioning=cond).has_image_start
 
 
 def test_server_on_tiny_25(client25):

@@ -10,6 +10,7 @@ import time
 
 import hostile
 import httpx
+import numpy as np
 import pytest
 from servers import start_server, stop_server
 from servers import wait_for_job as wait_for
@@ -95,13 +96,13 @@ def test_the_wall_clock_limit_kills_a_decode_that_runs_long(sandbox):
 
 
 def test_the_memory_limit_refuses_what_needs_more_than_it(sandbox):
-    # A plausible 49 MP PNG, but this sandbox may use 64 MB: decoding it needs ~150 MB.
-    box = Sandbox(SandboxLimits(memory_mb=64, timeout=20))
+    # A plausible 49 MP PNG, but this sandbox may use 128 MB: decoding it needs ~150 MB.
+    box = Sandbox(SandboxLimits(memory_mb=128, timeout=20))
     try:
         with pytest.raises(InvalidRequest) as info:
             decode(box, {"image_end": b64(hostile.png(7000, 7000))})
         assert info.value.field == "image_end" and info.value.status == 413
-        assert "needs more than 64 MB of memory" in info.value.message
+        assert "needs more than 128 MB of memory" in info.value.message
         # Within its limits the same sandbox decodes a normal image.
         decoded = decode(box, {"image_start": b64(hostile.png(640, 480))})
         assert decoded.images["image_start"].size == (640, 480)
@@ -128,7 +129,12 @@ def test_decoded_images_and_audio_come_back_exactly(sandbox):
     limits = InputLimits()
     here = load_image(decode_base64_field(b64(png), "image_start", limits.max_image_bytes, "image")[0],
                       "image_start", None, limits)
-    assert decoded.images["image_start"].tobytes() == here.tobytes()
+    # The image comes back prepared at the (default) frame, exactly as this process would prepare it.
+    from ltx2.media.conditioning_image import ImageTargets, conditioning_pixels
+
+    (size, pixels), = decoded.images["image_start"].pixels.items()
+    assert size == ImageTargets().sizes((288, 512))[0] and decoded.images["image_start"].size == (48, 32)
+    assert pixels.equal(conditioning_pixels(np.asarray(here), *size))
     assert (decoded.audio_for_vae == load_audio(wav, "audio", None, limits, 16_000)).all()
     assert decoded.audio_for_output.shape == (2, 36_000)
 

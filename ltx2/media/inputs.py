@@ -182,6 +182,12 @@ def load_image(data: bytes, field: str, declared_mime: str | None, limits: Input
 
     Transparency is composited over white; 16-bit grayscale is scaled (not clipped) to 8 bits.
     """
+    return finish_image(open_image(data, field, declared_mime, limits), field, limits)
+
+
+def open_image(data: bytes, field: str, declared_mime: str | None, limits: InputLimits) -> Image.Image:
+    """Open an image and check what its header says (format, declared type, pixel count, JPEG scans),
+    decoding no pixel; `finish_image` decodes it."""
     try:
         img = Image.open(io.BytesIO(data), formats=SUPPORTED_IMAGE_FORMATS)  # reads the header only
     except Image.DecompressionBombError as exc:  # Pillow's own guard, above ~179 MP
@@ -201,12 +207,19 @@ def load_image(data: bytes, field: str, declared_mime: str | None, limits: Input
     if declared_mime is not None and _FORMAT_NAMES.get(IMAGE_MIMES.get(declared_mime, "")) != found:
         raise InvalidRequest(field, f"{field} declares {declared_mime} but holds a {found}")
     width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidRequest(field, f"{field} is {width}x{height} pixels: it has no pixels")
     if width * height > limits.max_image_pixels:
         raise InvalidRequest(field, f"{field} is {width}x{height} pixels; the limit is "
                              f"{limits.max_image_pixels / 1e6:g} megapixels", status=413)
     if found == "JPEG" and jpeg_scans(data, limits.max_jpeg_scans) > limits.max_jpeg_scans:
         raise InvalidRequest(field, f"{field} is a JPEG of more than {limits.max_jpeg_scans} scans, the limit "
                              "(LTX2_MAX_JPEG_SCANS); encoders write at most a few dozen")
+    return img
+
+
+def finish_image(img: Image.Image, field: str, limits: InputLimits) -> Image.Image:
+    """Decode an image `open_image` checked: RGB, upright per its EXIF orientation."""
     try:
         img.load()  # truncated files raise here: LOAD_TRUNCATED_IMAGES stays off on purpose
         img = ImageOps.exif_transpose(img)
@@ -216,7 +229,7 @@ def load_image(data: bytes, field: str, declared_mime: str | None, limits: Input
     except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
         raise
     except Exception as exc:
-        raise InvalidRequest(field, f"{field} could not be decoded: {exc}") from None
+        raise InvalidRequest(field, f"{field} could not be decoded: {_reason(exc)}") from None
 
 
 def jpeg_scans(data: bytes, limit: int) -> int:
@@ -412,6 +425,8 @@ __all__ = [
     "InputLimits",
     "auto_size",
     "decode_base64_field",
+    "finish_image",
     "load_audio",
     "load_image",
+    "open_image",
 ]

@@ -14,10 +14,14 @@ module is the backstop for whatever it cannot foresee:
 - it may write no file (RLIMIT_FSIZE 0), open few descriptors, and dumps no core.
 
 The child is a fresh interpreter (`python -m ltx2.media.sandbox`), not a fork of the server: it has
-no model, no GPU context and no server threads, and it imports numpy, Pillow and PyAV only. One is
-started ahead of need, so a job does not wait for the imports. It reads one task (the input fields,
-the limits and the URL policy, as JSON on stdin), fetches URLs (with the same SSRF guard), decodes,
-and writes the decoded images (RGB) and audio (float32) back on stdout, then exits.
+no model, no GPU context and no server threads, and it imports numpy, Pillow, PyAV and torch (for the
+conditioning image's resize, the very function the pipeline used to run). One is started ahead of
+need, so a job does not wait for the imports. It reads one task (the input fields, the limits, the
+URL policy and where the images will be used, as JSON on stdin), fetches URLs (with the same SSRF
+guard), decodes, and writes back on stdout the audio (float32) and each image prepared at the sizes
+the pipeline encodes it at (conditioning_image.py), then exits. Every image operation (decoding, the
+H.264 round trip, the colour conversion, the cover-resize) runs here: the server receives tensors
+the size of the output frame, whatever the size of the file.
 """
 
 from __future__ import annotations
@@ -34,14 +38,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..schema import InvalidRequest
+from .conditioning_image import ImageTargets, PreparedImage
 from .fetch import FetchPolicy
 from .inputs import InputLimits
 
 MB = 1024 * 1024
-FIELD_MARK = "ltx2-field:"  # the child says which input it is working on, on stderr
+FIELD_MARK = "ltx2-field:"
+RESIZE_THREADS = 4  # the child says which input it is working on, on stderr
 
 
 @dataclass
@@ -65,7 +72,7 @@ class SandboxLimits:
 
 @dataclass
 class DecodedInputs:
-    images: dict[str, Image.Image] = field(default_factory=dict)  # field -> RGB image at its own size
+    images: dict[str, PreparedImage] = field(default_factory=dict)  # field -> prepared at the targets' sizes
     audio_for_vae: np.ndarray | None = None  # (2, samples) float32
     audio_for_output: np.ndarray | None = None
 
@@ -122,12 +129,17 @@ class Sandbox:
             _kill(spare)
 
     def decode(self, inputs: dict[str, str], vae_rate: int, output_rate: int, limits: InputLimits,
-               policy: FetchPolicy, should_stop=None, url_count: int = 0) -> DecodedInputs:
-        """Fetch and decode `inputs` ({field: base64, data URI or URL}) in a child. Bad input raises
+               policy: FetchPolicy, should_stop=None, url_count: int = 0,
+               targets: ImageTargets | None = None) -> DecodedInputs:
+        """Fetch and decode `inputs` ({field: base64, data URI or URL}) in a child, the images prepared
+        for `targets` (by default the request defaults' frame, one stage). Bad input raises
         InvalidRequest naming the field; `should_stop()` returning an exception kills the child and
         raises it."""
         task = {"inputs": inputs, "vae_rate": vae_rate, "output_rate": output_rate, "limits": asdict(limits),
-                "policy": asdict(policy)}
+                "policy": asdict(policy), "targets": (targets or ImageTargets()).to_json(),
+                # torch's bilinear resize rounds differently on one thread than on several: the child
+                # uses this process's count (several at most 4, which round alike), so results match.
+                "threads": min(torch.get_num_threads(), RESIZE_THREADS)}
         wall = self.limits.timeout + url_count * policy.timeout
         child = self._take()
         try:
@@ -196,8 +208,14 @@ class Sandbox:
             data = memoryview(out)[offset:offset + item["bytes"]]
             offset += item["bytes"]
             if item["kind"] == "image":
-                width, height = item["size"]
-                decoded.images[item["name"]] = Image.frombytes("RGB", (width, height), bytes(data))
+                decoded.images[item["name"]] = PreparedImage(size=tuple(item["size"]), crf=item["crf"])
+            elif item["kind"] == "pixels":
+                width, height = item["at"]
+                array = np.frombuffer(data, dtype=np.float32).reshape(1, 3, 1, height, width).copy()
+                decoded.images[item["name"]].pixels[(width, height)] = torch.from_numpy(array)
+            elif item["kind"] == "preview":
+                side = item["side"]
+                decoded.images[item["name"]].preview = Image.frombytes("RGB", (side, side), bytes(data))
             else:
                 array = np.frombuffer(data, dtype=np.float32).reshape(item["shape"]).copy()
                 setattr(decoded, item["name"], array)
@@ -251,24 +269,38 @@ def _limit_self(memory_bytes: int, cpu_seconds: int) -> None:
 
 
 def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
+    from .conditioning_image import prepare_image
     from .fetch import fetch, is_url
-    from .inputs import decode_base64_field, load_audio, load_image
+    from .inputs import decode_base64_field, load_audio
 
     _limit_self(memory_bytes, cpu_seconds)
     task = json.loads(sys.stdin.buffer.read())  # waits here, limited, until there is work
     limits, policy = InputLimits(**task["limits"]), FetchPolicy(**task["policy"])
-    items, blobs, name = [], [], "input"
+    targets = ImageTargets.from_json(task["targets"])
+    torch.set_num_threads(task.get("threads", 1))
+    items, blobs, name, frame = [], [], "input", None
+    # image_start first: under video_size "auto" its aspect ratio sets the frame image_end is fitted to.
+    order = sorted(task["inputs"], key=lambda n: n != "image_start")
     try:
-        for name, value in task["inputs"].items():
+        for name in order:
+            value = task["inputs"][name]
             print(FIELD_MARK + name, file=sys.stderr, flush=True)
             kind = "audio" if name == "audio" else "image"
             max_bytes = limits.max_audio_bytes if kind == "audio" else limits.max_image_bytes
             data, mime = fetch(value, name, max_bytes, policy) if is_url(value) else \
                 decode_base64_field(value, name, max_bytes, kind)
             if kind == "image":
-                image = load_image(data, name, mime, limits)
-                blobs.append(image.tobytes())
-                items.append({"kind": "image", "name": name, "size": list(image.size), "bytes": len(blobs[-1])})
+                image = prepare_image(data, name, mime, limits, targets, frame)
+                if name == "image_start":
+                    frame = targets.frame(image.size)
+                items.append({"kind": "image", "name": name, "size": list(image.size), "crf": image.crf, "bytes": 0})
+                for (width, height), pixels in image.pixels.items():
+                    blobs.append(pixels.numpy().tobytes())
+                    items.append({"kind": "pixels", "name": name, "at": [width, height], "bytes": len(blobs[-1])})
+                if image.preview is not None:
+                    blobs.append(image.preview.tobytes())
+                    items.append({"kind": "preview", "name": name, "side": image.preview.size[0],
+                                  "bytes": len(blobs[-1])})
                 del image
             else:
                 for target, rate in (("audio_for_vae", task["vae_rate"]), ("audio_for_output", task["output_rate"])):

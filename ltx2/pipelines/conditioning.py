@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..media.audio_prep import preprocess_audio
+from ..media.conditioning_image import ImageTargets, PreparedImage
 from ..media.inputs import InputLimits
 from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 
@@ -25,8 +26,10 @@ from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest
 class Conditioning:
     """Decoded inputs, ready for `generate()`."""
 
-    image_start: Image.Image | None = None
-    image_end: Image.Image | None = None
+    # Prepared in the sandbox at the sizes the pipeline encodes them at (a PIL image also works, prepared
+    # in this process: for library callers with images of their own).
+    image_start: PreparedImage | Image.Image | None = None
+    image_end: PreparedImage | Image.Image | None = None
     audio_for_vae: np.ndarray | None = None  # (2, samples) float32 at the audio VAE's rate
     audio_for_output: np.ndarray | None = None  # (2, samples) float32 at the vocoder's rate, for the MP4
     vae_rate: int = 16_000
@@ -39,13 +42,15 @@ class Conditioning:
 
 def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: int,
                         limits: InputLimits | None = None, fetch_policy=None, *, inputs: dict[str, str] | None = None,
-                        sandbox=None, should_stop=None) -> Conditioning:
+                        sandbox=None, should_stop=None, targets: ImageTargets | None = None) -> Conditioning:
     """Decode the request's inputs (base64, data URIs, or http(s) URLs fetched under `fetch_policy`,
     by default the one the environment sets); bad input raises InvalidRequest naming the field.
 
     Fetching and decoding run in a child process with hard memory and time limits (ltx2.media.sandbox;
     `sandbox`, else the process's default one), killed as soon as `should_stop()` returns an exception
-    (then raised as `Stopped`). `inputs` overrides the request's own image_start/image_end/audio."""
+    (then raised as `Stopped`). `inputs` overrides the request's own image_start/image_end/audio.
+    `targets`: where the pipeline will encode the images (`generate.image_targets`); by default the
+    request's frame at one stage and CRF 33."""
     from ..media.fetch import FetchPolicy, is_url, refuse_other_schemes
     from ..media.sandbox import default_sandbox
 
@@ -60,13 +65,21 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
             refuse_other_schemes(value, name)  # file://, ftp://...: say which schemes work
     decoded = (sandbox or default_sandbox()).decode(
         inputs, vae_rate, output_rate, limits or InputLimits.from_env(), fetch_policy or FetchPolicy.from_env(),
-        should_stop=should_stop, url_count=sum(map(is_url, inputs.values())))
+        should_stop=should_stop, url_count=sum(map(is_url, inputs.values())),
+        targets=targets or request_targets(request))
     out.image_start, out.image_end = decoded.images.get("image_start"), decoded.images.get("image_end")
     out.audio_for_vae, out.audio_for_output = decoded.audio_for_vae, decoded.audio_for_output
     if out.audio_for_vae is not None and request.preprocess_audio:
         out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
             out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
     return out
+
+
+def request_targets(request: GenerateRequest, multiple: int = 32, scales: tuple[tuple[int, int], ...] = ((1, 1),),
+                    crf: int = 33, preview: int | None = None) -> ImageTargets:
+    """Where a request's images are used: its frame (or video_size "auto" over its pixel count)."""
+    auto = request.width * request.height if request.video_size == "auto" else None
+    return ImageTargets(request.width, request.height, auto, multiple, scales, crf, preview)
 
 
 def frames_for_duration(seconds: float, fps: int) -> int:
@@ -78,9 +91,11 @@ def frames_for_duration(seconds: float, fps: int) -> int:
 def image_pixels(image: Image.Image, width: int, height: int, crf: int = 33) -> torch.Tensor:
     """An image covering (width, height), center-cropped, as a one-frame VAE input in [-1, 1],
     prepared as the reference prepares it (an H.264 round trip at the family's `crf`, then a
-    bilinear resize). 33 is LTX-2.0's and 2.3's CRF."""
+    bilinear resize). 33 is LTX-2.0's and 2.3's CRF. A PreparedImage was prepared so in the sandbox."""
     from ..media.conditioning_image import conditioning_pixels
 
+    if isinstance(image, PreparedImage):
+        return image.at(width, height, crf)
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
     return conditioning_pixels(rgb, width, height, crf)  # (1, 3, 1, H, W)
 

@@ -51,8 +51,9 @@ def expand_plan(model, plan):
         return plan, None, 0.0
     start = time.perf_counter()
     with model.placement.use("text_encoder"):
-        expanded, _ = expand_prompt(model, plan.request.prompt, plan.seed,
-                                    plan.first.image if plan.first is not None else None)
+        image = plan.first.image if plan.first is not None else None
+        # A sandbox-prepared image brings the copy Gemma reads, already at its size.
+        expanded, _ = expand_prompt(model, plan.request.prompt, plan.seed, getattr(image, "preview", image))
         if model.device.type == "cuda":
             torch.cuda.synchronize(model.device)
     request = plan.request.model_copy(update={"prompt": expanded})

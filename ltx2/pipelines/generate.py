@@ -17,7 +17,9 @@ import torch
 from ..models.loaded import LoadedModel
 from ..models.lora import Adapter, side_paths
 from ..schema import GenerateRequest
-from .conditioning import Conditioning, decode_conditioning
+from . import one_stage as one_stage_module
+from . import two_stage as two_stage_module
+from .conditioning import Conditioning, decode_conditioning, request_targets
 from .expansion import expand_plan
 from .length import choose_length
 from .loras import resolve as resolve_loras
@@ -25,9 +27,23 @@ from .one_stage import one_stage
 from .two_stage import two_stage
 from .result import GenerationResult
 from . import temporal
-from .stages import OutputRejected, StepCallback, fit_length, plan_generation
+from .stages import OutputRejected, StepCallback, fit_length, plan_generation, resolve_multiscale
 
-__all__ = ["GenerationResult", "OutputRejected", "StepCallback", "fit_length", "generate"]
+__all__ = ["GenerationResult", "OutputRejected", "StepCallback", "fit_length", "generate", "image_targets"]
+
+
+def image_targets(model: LoadedModel, request: GenerateRequest):
+    """Every size and setting the pipeline serving `request` will encode its images at, for the sandbox
+    to prepare them there (ltx2.media.conditioning_image): the one-stage size, or two-stage's first
+    stage (half, or two thirds for x1.5) and full sizes; the family's CRF; Gemma's preview when the
+    prompt is expanded."""
+    two = resolve_multiscale(model, request)
+    multiple = (two_stage_module if two else one_stage_module).size_multiple(model)
+    scale = two_stage_module.spatial_scale(model)
+    scales = ((scale.numerator, scale.denominator), (1, 1)) if two else ((1, 1),)
+    vision = getattr(model.pipe.text_encoder.config, "vision_config", None) if request.enable_prompt_expansion else None
+    return request_targets(request, multiple, scales, model.family.image_crf,
+                           getattr(vision, "image_size", None))
 
 
 @torch.inference_mode()
@@ -47,7 +63,8 @@ def generate(
     if not isinstance(request, GenerateRequest):
         request = GenerateRequest.model_validate(request)
     if conditioning is None:
-        conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate)
+        conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
+                                           targets=image_targets(model, request))
     if adapters is None:
         adapters = resolve_loras(model, request)
     # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model.

@@ -35,6 +35,7 @@ from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
 from ..pipelines.conditioning import decode_conditioning
+from ..pipelines.generate import image_targets
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -271,7 +272,7 @@ class _State:
                 conditioning = decode_conditioning(
                     job.request, self.model.pipe.audio_vae.config.sample_rate, self.model.vocoder_rate,
                     InputLimits.from_env(), self.fetch_policy, inputs=inputs, sandbox=self.sandbox,
-                    should_stop=should_stop)
+                    should_stop=should_stop, targets=image_targets(self.model, job.request))
             return conditioning, loras
         except Stopped as exc:
             raise exc.why from None

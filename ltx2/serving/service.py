@@ -11,7 +11,7 @@ from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_ur
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
 from ..pipelines.conditioning import Conditioning, decode_conditioning
-from ..pipelines.generate import StepCallback, generate
+from ..pipelines.generate import StepCallback, generate, image_targets
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
 from ..pipelines.warmup import warm_up
@@ -68,7 +68,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
     if conditioning is None:
         on_stage("decoding inputs" if request.image_start or request.image_end or request.audio else "encoding the prompt")
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
-                                           limits, fetch_policy)
+                                           limits, fetch_policy, targets=image_targets(model, request))
     adapters = resolve_loras(model, request, lora_policy)
     result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
     timings = dict(result.timings)
