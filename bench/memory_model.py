@@ -3,6 +3,7 @@
     python bench/memory_model.py                     # 768x512x121, one stage, no CFG (the distilled default)
     python bench/memory_model.py --size 1024x1536x121 --guided
     python bench/memory_model.py --preset random-22b    # LTX-2.5 + Gemma 4 (decode: its diffusion decoder)
+    python bench/memory_model.py --calibrate         # admission's prediction against a tiny server's VmHWM
 
 Prints each stage's device peak under each memory policy, with Gemma in bf16 or FP8 and the VAE
 decoding the whole video or temporal tiles. It is a model, not a measurement: bench/gpu.py's capped
@@ -37,7 +38,57 @@ def table(width: int, height: int, frames: int, guided: bool, tile_frames: int,
     return rows
 
 
+CALIBRATION_SIZES = ("64x64x9", "512x288x49", "768x512x121")
+
+
+def calibrate(sizes=CALIBRATION_SIZES) -> list[tuple[str, float, float]]:
+    """(size, predicted MiB, measured MiB) per size: admission's host prediction (margin 1) for the tiny
+    preset on the CPU, against a fresh tiny server's VmHWM growth over its resident size at rest for one
+    job of that size (1 step)."""
+    import httpx
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import tempfile
+
+    from servers import launch, stop_server, wait_healthy
+
+    from ltx2.models.loaded import load_from_settings
+    from ltx2.schema import GenerateRequest
+    from ltx2.serving.admission import Admission
+    from ltx2.settings import Settings
+
+    admission = Admission(load_from_settings(Settings(device="cpu")), margin=1.0)
+    rows = []
+    for size in sizes:
+        width, height, frames = (int(v) for v in size.split("x"))
+        body = {"prompt": "a boat", "width": width, "height": height, "num_frames": frames, "num_inference_steps": 1,
+                "seed": 1}
+        predicted = admission.footprint(GenerateRequest(**body)).host
+        folder = tempfile.mkdtemp(prefix="ltx2-calibrate-")
+        proc, base = launch(os.path.join(folder, "out"), os.path.join(folder, "log"))
+        try:
+            wait_healthy(proc, base, os.path.join(folder, "log"), 180)
+            rest = _status_kib(proc.pid, "VmRSS")
+            with httpx.Client(base_url=base, timeout=600) as http:
+                assert http.post("/generate", json=body).status_code == 200
+            measured = _status_kib(proc.pid, "VmHWM") - rest
+        finally:
+            stop_server(proc)
+        rows.append((size, predicted / 2**20, measured * 1024 / 2**20))
+    return rows
+
+
+def _status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as file:
+        return next(int(line.split()[1]) for line in file if line.startswith(key + ":"))
+
+
 def main() -> None:
+    if "--calibrate" in sys.argv:
+        print("| size (WxHxF) | predicted MiB | measured VmHWM growth MiB | predicted / measured |\n|---|---:|---:|---:|")
+        for size, predicted, measured in calibrate():
+            print(f"| {size} | {predicted:.0f} | {measured:.0f} | {predicted / measured:.2f} |")
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="768x512x121", help="WIDTHxHEIGHTxFRAMES")
     parser.add_argument("--guided", action="store_true", help="classifier-free guidance (batch 2)")

@@ -69,9 +69,14 @@ class Settings:
     api_keys: str | None = None  # "name:key,name:key": more keys, each owning its jobs
     api_keys_file: str | None = None  # a file of name:key lines
     admin_key: str | None = None  # the operators' key: sees and cancels every job
+    api_key_file: str | None = None  # a file holding api_key (kept off the command line, which others can read)
+    admin_key_file: str | None = None  # a file holding admin_key
+    max_connections_per_client: int = 64  # open connections from one client address at most
     public_url: str | None = None  # the server's public base URL, for links (else the Host header)
     decode_memory_mb: float = 2048.0  # memory a decoding child may add (MB)
     decode_timeout: float = 60.0  # seconds a decoding child may run
+    memory_margin: float = 1.1  # predicted job memory x this must fit what is available (413 beyond); 0: no check
+    memory_cgroup: str | None = None  # a memory cgroup directory to read instead of this process's own; "none": ignore cgroups
     record_ttl: float = 604800.0  # seconds a finished job's record is kept (at least result_ttl)
     # LoRAs: URL ones may be turned off; each bounded in size; bound adapters cached in memory and on disk.
     allow_lora_urls: bool = True
@@ -144,9 +149,14 @@ ENV = {
     "api_keys": "LTX2_API_KEYS",
     "api_keys_file": "LTX2_API_KEYS_FILE",
     "admin_key": "LTX2_ADMIN_KEY",
+    "api_key_file": "LTX2_API_KEY_FILE",
+    "admin_key_file": "LTX2_ADMIN_KEY_FILE",
+    "max_connections_per_client": "LTX2_MAX_CONNECTIONS_PER_CLIENT",
     "public_url": "LTX2_PUBLIC_URL",
     "decode_memory_mb": "LTX2_DECODE_MEMORY_MB",
     "decode_timeout": "LTX2_DECODE_TIMEOUT",
+    "memory_margin": "LTX2_MEMORY_MARGIN",
+    "memory_cgroup": "LTX2_MEMORY_CGROUP",
     "record_ttl": "LTX2_RECORD_TTL",
     "allow_lora_urls": "LTX2_ALLOW_LORA_URLS",
     "max_lora_mb": "LTX2_MAX_LORA_MB",
@@ -155,9 +165,9 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
     "encode_threads": "LTX2_ENCODE_THREADS",
 }
-_INTS = {"max_connections", "port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
+_INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
 _FLOATS = {"prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
-           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout",
+           "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout", "memory_margin",
            "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
 
@@ -287,6 +297,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
         "url_timeout": "seconds to fetch one image/audio URL",
         "shutdown_grace": "seconds SIGTERM lets the running job finish",
         "max_connections": "open connections at most; more are answered 503 and closed",
+        "max_connections_per_client": "open connections from one client address at most; more are answered 503 "
+                                      "and closed",
         "header_timeout": "seconds a request line and headers may take to arrive",
         "body_timeout": "seconds a request body may take, plus one per --min-body-kbps KB received",
         "min_body_kbps": "slowest request-body rate (KB/s) accepted after --body-timeout",
@@ -295,9 +307,13 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
         "api_keys": "more API keys, name:key,name:key; each key sees only its own jobs",
         "api_keys_file": "a file of API keys, one name:key a line",
         "admin_key": "the operators' key: sees, downloads and cancels every job",
+        "api_key_file": "a file holding --api-key (a key on the command line is visible to every local user)",
+        "admin_key_file": "a file holding --admin-key",
         "public_url": "base URL for links in responses (e.g. https://video.example.com); default: the request's Host",
         "decode_memory_mb": "memory (MB) the child process decoding an image or audio input may use",
         "decode_timeout": "seconds to decode one job's inputs (each URL adds --url-timeout)",
+        "memory_margin": "a job's predicted peak memory times this must fit the memory available, else 413 too_large_for_server; 0 turns the check off",
+        "memory_cgroup": "a memory cgroup directory to read the host limit from instead of this process's own; none: MemAvailable alone",
         "record_ttl": "seconds a finished job's record is kept (at least --result-ttl); then it is deleted",
         "allow_lora_urls": "let requests name LoRAs by http(s) URL (true/false); files in <models-dir>/loras always work",
         "max_lora_mb": "the largest LoRA a URL may deliver",

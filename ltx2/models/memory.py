@@ -16,9 +16,12 @@ weights back: inference never changes them, so the way back costs nothing.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -387,3 +390,103 @@ def _on_device(module: nn.Module, device: torch.device) -> bool:
     for tensor in module.parameters():
         return tensor.device.type == device.type and (device.index is None or tensor.device.index == device.index)
     return False
+
+
+# ------------------------------------------------------------------------------------------ host memory
+# What this process may still allocate on the host: MemAvailable, and every memory cgroup limit above it
+# (a container's, RunPod's, a Kubernetes pod's), whichever is tighter. A cgroup's OOM killer acts on its
+# own limit long before the machine runs out, so MemAvailable alone would promise memory that isn't there.
+
+UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded LONG_MAX (9223372036854771712)
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    available: int  # bytes
+    source: str  # which reading was the tightest, in words
+
+
+def cgroup_memory(directory: str) -> tuple[int, int] | None:
+    """(limit, usage) bytes of one cgroup directory, v2 (memory.max, memory.current) or v1
+    (memory.limit_in_bytes, memory.usage_in_bytes); None when it sets no limit or has no such files.
+    Usage leaves out the inactive page cache (memory.stat), which the kernel reclaims before it kills."""
+    for limit_file, usage_file, inactive_key in (("memory.max", "memory.current", "inactive_file"),
+                                                 ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                  "total_inactive_file")):
+        try:
+            with open(os.path.join(directory, limit_file)) as file:
+                raw_limit = file.read().strip()
+            with open(os.path.join(directory, usage_file)) as file:
+                usage = int(file.read().strip())
+        except (OSError, ValueError):
+            continue
+        if raw_limit == "max" or int(raw_limit) >= UNLIMITED:
+            return None
+        return int(raw_limit), max(0, usage - _stat_value(os.path.join(directory, "memory.stat"), inactive_key))
+    return None
+
+
+def _stat_value(path: str, key: str) -> int:
+    try:
+        with open(path) as file:
+            for line in file:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def memory_cgroup_dirs(proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """This process's memory cgroup directories, its own first, then each parent up to the mount point:
+    a parent's limit binds its children too. v2 (the "0::" line, a cgroup2 mount) and v1 (the line
+    naming the memory controller, a cgroup mount with the memory option) both."""
+    try:
+        with open(proc_cgroup) as file:
+            lines = file.read().splitlines()
+        with open(mountinfo) as file:
+            mounts = [line.split() for line in file]
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        v2 = hierarchy == "0" and controllers == ""
+        if not v2 and "memory" not in controllers.split(","):
+            continue
+        for fields_ in mounts:
+            if "-" not in fields_:
+                continue
+            fstype, options = fields_[fields_.index("-") + 1], fields_[-1].split(",")
+            if (v2 and fstype != "cgroup2") or (not v2 and (fstype != "cgroup" or "memory" not in options)):
+                continue
+            root, mountpoint = fields_[3], fields_[4]
+            # Inside a cgroup namespace the mount's root is the process's own cgroup: the path is "/".
+            relative = path[len(root):] if path.startswith(root) else ""
+            leaf = os.path.normpath(mountpoint + "/" + relative.strip("/"))
+            while True:
+                if os.path.isdir(leaf) and leaf not in found:
+                    found.append(leaf)
+                if leaf == mountpoint or len(leaf) <= len(mountpoint):
+                    break
+                leaf = os.path.dirname(leaf)
+            break
+    return found
+
+
+def host_memory(cgroup: str | None = None) -> HostMemory:
+    """The host memory this process may still allocate. `cgroup`: one cgroup directory to read instead
+    of this process's own (LTX2_MEMORY_CGROUP), or "none" to read MemAvailable alone."""
+    available = _read_kib("/proc/meminfo", ("MemAvailable",))["MemAvailable"]
+    best = HostMemory(available, f"MemAvailable {available / GiB:.2f} GiB")
+    directories = [] if cgroup == "none" else [cgroup] if cgroup else memory_cgroup_dirs()
+    for directory in directories:
+        reading = cgroup_memory(directory)
+        if reading is None:
+            continue
+        limit, usage = reading
+        if limit - usage < best.available:
+            best = HostMemory(max(0, limit - usage), f"cgroup {directory}: limit {limit / GiB:.2f} GiB, "
+                                                     f"{usage / GiB:.2f} GiB in use")
+    return best

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -224,3 +225,80 @@ def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
         visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
         peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
     return peaks
+
+
+# ---------------------------------------------------------------------------------- a loaded model's costs
+# Admission (ltx2.serving.admission) asks what one request of a given size costs on the model that is
+# loaded, thousands of times a minute if need be. Activations grow linearly with what a stage works on
+# (tokens, pixels, audio frames) once attention is fused, so each stage is counted on meta copies of
+# the loaded components a few times, once, and the request's figure is a line through those counts.
+
+
+def meta_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """An empty copy of a loaded diffusers component, on meta, in the dtype it computes in."""
+    dtype = next((p.dtype for p in module.parameters() if p.dtype.is_floating_point and p.element_size() > 1),
+                 torch.float32)
+    with torch.device("meta"):
+        return type(module).from_config(module.config).to(dtype)
+
+
+def text_widths(config) -> tuple[int, int]:
+    """The widths of the text contexts the transformer reads (video, audio)."""
+    return ((config.caption_channels,) * 2 if config.use_prompt_embeddings
+            else (config.cross_attention_dim, config.audio_cross_attention_dim))
+
+
+def denoise_bytes(transformer, t_lat: int, h_lat: int, w_lat: int, a_frames: int, *, batch: int = 1,
+                  tokens: int = 1024, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Peak activation bytes of one transformer call on a meta copy (`transformer` on meta)."""
+    meta = torch.device("meta")
+    video_text, audio_text = text_widths(transformer.config)
+
+    def call():
+        transformer(
+            hidden_states=torch.empty(batch, t_lat * h_lat * w_lat, transformer.config.in_channels, device=meta, dtype=dtype),
+            audio_hidden_states=torch.empty(batch, a_frames, transformer.config.audio_in_channels, device=meta, dtype=dtype),
+            encoder_hidden_states=torch.empty(batch, tokens, video_text, device=meta, dtype=dtype),
+            audio_encoder_hidden_states=torch.empty(batch, tokens, audio_text, device=meta, dtype=dtype),
+            timestep=torch.empty(batch, device=meta), audio_timestep=torch.empty(batch, device=meta),
+            num_frames=t_lat, height=h_lat, width=w_lat, fps=25, audio_num_frames=a_frames,
+            video_coords=transformer.rope.prepare_video_coords(batch, t_lat, h_lat, w_lat, "cpu", fps=25).to(meta),
+            audio_coords=transformer.audio_rope.prepare_audio_coords(batch, a_frames, "cpu").to(meta),
+            sigma=torch.empty(batch, device=meta), audio_sigma=torch.empty(batch, device=meta),
+            use_cross_timestep=False, return_dict=False,
+        )
+
+    return count(call)
+
+
+def audio_decode_bytes(audio_vae, vocoder, a_frames: int) -> int:
+    """Peak activation bytes of the audio VAE's decode and the vocoder (both meta copies)."""
+    config = audio_vae.config
+    dtype = next(audio_vae.parameters()).dtype
+
+    def call():
+        mel = audio_vae.decode(torch.empty(1, config.latent_channels, a_frames, config.mel_bins // 4,
+                                           device="meta", dtype=dtype), return_dict=False)[0]
+        vocoder(mel.to(next(vocoder.parameters()).dtype))
+
+    return count(call)
+
+
+@dataclass(frozen=True)
+class Line:
+    """bytes = base + sum(slope_i x units_i): a stage's activations against what it works on."""
+    base: float
+    slopes: tuple[float, ...]
+
+    def __call__(self, *units: float) -> int:
+        return max(0, int(self.base + sum(s * u for s, u in zip(self.slopes, units))))
+
+
+def fit(counts: list[tuple[tuple[float, ...], int]]) -> Line:
+    """The line through (units, bytes) counts: the first is the origin, each next moves one unit."""
+    (origin, base_bytes), rest = counts[0], counts[1:]
+    slopes = []
+    for i, (units, nbytes) in enumerate(rest):
+        slopes.append((nbytes - base_bytes) / (units[i] - origin[i]))
+    base = base_bytes - sum(s * u for s, u in zip(slopes, origin))
+    return Line(base, tuple(max(0.0, s) for s in slopes))

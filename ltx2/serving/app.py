@@ -34,7 +34,7 @@ from ..pipelines.loras import LoraPolicy, with_prepared
 from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
-from ..pipelines.conditioning import decode_conditioning
+from ..pipelines.conditioning import decode_conditioning, frames_for_duration
 from ..pipelines.generate import image_targets
 from .jobs import (
     CANCELLED,
@@ -53,6 +53,7 @@ from .jobs import (
 )
 from ..media.encode import FORMATS, output_format
 from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
+from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
@@ -200,13 +201,20 @@ class _State:
         self.sandbox = Sandbox(SandboxLimits.from_settings(settings))  # --decode-memory-mb, --decode-timeout
         self.public_url = _public_url(settings.public_url)  # --public-url: links don't trust the Host header
         self.keys_configured = False  # set by create_app once the keys are read
+        self.admission: Admission | None = None  # the memory rule, once the model is loaded (start_jobs)
         self.storage_error: str | None = None  # why the job records could not be opened (retried meanwhile)
         self.stopping = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
+        self.sigterm = asyncio.Event()  # set when SIGTERM arrives (wakes the waiting /generate calls)
 
     def start_jobs(self) -> None:
         """Open the records and start the workers. If the storage fails here (it passed the check before
         the model loaded), the server stays up: /health and the job routes answer 503 with the reason, and
         a thread retries every 5 s. Nothing is moved aside or swept meanwhile."""
+        try:  # the loaded model's costs per stage, counted once on meta (seconds)
+            self.admission = Admission(self.model, self.settings.memory_margin, self.settings.memory_cgroup)
+        except Exception as exc:  # noqa: BLE001 - a model the counts cannot copy still serves, unchecked
+            log.error(json.dumps({"event": "admission_unavailable", "error": f"{type(exc).__name__}: {exc}"}))
         try:
             self._open_jobs()
         except StorageError as exc:
@@ -281,6 +289,10 @@ class _State:
         # A job with inputs or LoRAs comes prepared; one without needs nothing decoded or read. The worker
         # only binds the prepared LoRAs (GPU copies): it never fetches or reads a LoRA file.
         conditioning, loras = job.prepared or (None, None)
+        if self.admission is not None and job.request.match_audio_length and conditioning is not None \
+                and conditioning.audio_for_vae is not None:  # the length the audio gives, judged now
+            self.admission.check(job.request, num_frames=frames_for_duration(conditioning.audio_seconds,
+                                                                             job.request.fps))
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
                               check=job.check,
@@ -291,8 +303,28 @@ class _State:
         """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds."""
         if self.manager is not None:
             self.manager.accepting = False
+        if self.loop is not None:  # a signal handler: wake the waiting /generate calls from the loop itself
+            self.loop.call_soon_threadsafe(self.sigterm.set)
+
+    async def until_shutdown_ends(self, job: Job) -> None:
+        """Returns once the server is shutting down and `job` will not end in time for this connection:
+        at once for a queued job (kept for the next start), after the grace (less a margin to answer
+        before uvicorn cuts the connection) for the running one."""
+        await self.sigterm.wait()
+        if job.status == RUNNING:
+            try:
+                await asyncio.wait_for(self.changes.until_done(job), max(0.0, self.settings.shutdown_grace - 2))
+            except TimeoutError:
+                pass
 
     # -- the job API, for every route ------------------------------------------------------------
+
+    def memory_report(self) -> dict | None:
+        """What a job may use and the most frames at the default size (ltx2.serving.admission)."""
+        if self.admission is None:
+            return None
+        running = self.manager.running if self.manager is not None else None
+        return self.admission.report(running.request if running else None)
 
     def unavailable(self) -> JSONResponse | None:
         """Why no job can be submitted or looked up now, or None."""
@@ -311,6 +343,14 @@ class _State:
         if (refusal := self.unavailable()) is not None:
             return refusal
         reservation = getattr(http.state, "ltx2_reservation", None)
+        if self.admission is not None:  # larger than this machine: 413 before it is queued
+            running = self.manager.running
+            try:
+                await asyncio.to_thread(self.admission.check, request, running.request if running else None,
+                                        frames_of(request))
+            except TooLarge as exc:
+                self.metrics.job_rejected("too_large_for_server")
+                return JSONResponse(status_code=413, content=exc.body())
         try:
             return await asyncio.to_thread(self.manager.submit, request, caller_of(http).name, reservation)
         except QueueFull as exc:
@@ -416,6 +456,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.changes.bind(asyncio.get_running_loop())
+        state.loop = asyncio.get_running_loop()
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_for_serving, settings)
@@ -462,6 +503,12 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
         return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # A bug, not the client's doing: still JSON in the route's own shape (the traceback goes to the log).
+        response = _error(500, f"internal error ({type(exc).__name__}); the server keeps serving", "internal_error")
+        return openai_api.as_openai_error(response) if request.url.path.startswith("/v1/videos") else response
+
     # Routes that queue a job: capacity is checked before their bodies are read (ltx2.serving.intake).
     submits = APIRouter(route_class=SubmitRoute)
 
@@ -481,9 +528,20 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         # Wait for the job, woken when it ends; a client that goes away cancels it, so it does not hold the GPU.
         done = asyncio.ensure_future(state.changes.until_done(job))
         gone = asyncio.ensure_future(_disconnected(http))
-        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (done, gone):
+        stopping = asyncio.ensure_future(state.until_shutdown_ends(job))
+        ended, _ = await asyncio.wait({done, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (done, gone, stopping):
             task.cancel()
+        if not job.done.is_set() and stopping in ended:
+            # Answered now, in JSON, rather than cut off by uvicorn as the shutdown ends (a plain-text 500).
+            queued = job.status != RUNNING
+            message = (f"the server is shutting down; job {job.id} " +
+                       ("is kept and runs when the server starts again" if queued else
+                        "was still running; it is stopped if it does not finish within the shutdown grace") +
+                       f": GET /jobs/{job.id} after the restart says how it ended")
+            body = {**ErrorResponse(error=message, code="shutting_down").model_dump(), "job_id": job.id}
+            return JSONResponse(status_code=503, content=body,
+                                headers={"Retry-After": "30", "Location": state.links(job, http)["self"]})
         if not job.done.is_set():
             state.manager.cancel(job.id)
             log.info(json.dumps({"event": "client_disconnected", "job": job.id}))
@@ -662,8 +720,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
             progress["job"] = running.id
         checks = manager.health()
-        try:  # the model's report reads /proc: that fails when no file descriptors are left
-            model = state.model.describe()
+        try:  # the model and memory reports read /proc: that fails when no file descriptors are left
+            model, memory = state.model.describe(), state.memory_report()
         except OSError as exc:
             problem = f"the server cannot open files ({os.strerror(exc.errno) if exc.errno else exc})"
             return JSONResponse(status_code=503, content={"status": "unavailable", "problems": [
@@ -678,6 +736,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "jobs_waiting_or_running": manager.depth + (1 if running else 0),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
+            "memory": memory,
         })
 
     @app.head("/health", include_in_schema=False)
@@ -726,6 +785,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "defaults": defaults,
             "rules": request_rules(),
             "fields": sorted(GenerateRequest.model_fields),
+            "memory": state.memory_report(),
         }
 
     return app

@@ -79,8 +79,14 @@ def _has_body(request: Request) -> bool:
     return "transfer-encoding" in request.headers or request.headers.get("content-length", "0").strip() not in ("0", "")
 
 
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "multipart/form-data"
+
+
 class SubmitRoute(APIRoute):
     """A route that queues a job: capacity before the body, the body bounded, JSON parsed off the loop."""
+
+    streams_forms = False  # True: the handler reads a multipart body itself, while holding the body slot
 
     def get_route_handler(self) -> Callable:
         inner = super().get_route_handler()
@@ -107,6 +113,10 @@ class SubmitRoute(APIRoute):
             try:
                 request.state.ltx2_reservation = reservation
                 async with state.body_slots:
+                    if self.streams_forms and _is_multipart(request):
+                        # The route parses the form as it streams, each part within its own limit
+                        # (protocol.read_form): a part over it is refused before the rest is read.
+                        return await inner(request)
                     try:
                         body = await request.body()
                     except ClientDisconnect:  # gone, or cut off by the body limit (which already answered)

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .admission import Admission, frames_of
 from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..models.loaded import LoadedModel
 from ..schema import (
@@ -140,8 +141,9 @@ def wants_upload(request: GenerateRequest) -> bool:
 
 
 def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None,
-                 encode_threads: int = 0) -> Callable[[dict], dict]:
+                 encode_threads: int = 0, admission: Admission | None = None) -> Callable[[dict], dict]:
     send_progress = send_progress or runpod_progress_sender()
+    admission = admission or Admission(model)  # the server's memory rule (ltx2.serving.admission)
 
     def handler(job: dict) -> dict:
         payload = job.get("input")
@@ -155,6 +157,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
 
         oom = False
         try:
+            admission.check(request, num_frames=frames_of(request))  # larger than this worker: refused first
             upload = wants_upload(request)
             # The server's own render() when the answer is base64, so both give the same response.
             produce = render_mp4 if upload else render
@@ -207,4 +210,6 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings)
     model = load_for_serving(settings)
-    runpod.serverless.start({"handler": make_handler(model, encode_threads=settings.encode_threads)})
+    admission = Admission(model, settings.memory_margin, settings.memory_cgroup)
+    runpod.serverless.start({"handler": make_handler(model, encode_threads=settings.encode_threads,
+                                                     admission=admission)})
