@@ -14,9 +14,13 @@ connections, so `LimitedH11Protocol` (uvicorn's own h11 protocol, given to it wi
 - `--body-timeout` and `--min-body-kbps`: a body gets `body-timeout` seconds plus one second for every
   `min-body-kbps` KB received (Apache's mod_reqtimeout rule); a body slower than that is cut off. Time
   the server itself is not reading (its buffers full) does not count;
-- `--max-connections`: connections beyond it are answered 503 and closed at once. The cap is also kept
-  below the process's file-descriptor limit, leaving a reserve for the job worker: idle connections
-  can never starve the worker of descriptors.
+- `--max-connections`: connections beyond it are answered 503 and closed at once. A connection is also
+  refused while fewer than FD_RESERVE descriptors would be left free, counted from the descriptors the
+  process has open now (sockets, the jobs' files, pipes, libraries), so idle connections can never take
+  the descriptors a job needs;
+- `--max-connections-per-client`: open connections from one client address; beyond it, 503 and closed,
+  so one address holding idle connections does not crowd out everyone else (0: no per-address cap,
+  e.g. behind a reverse proxy, where every client has the proxy's address).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from __future__ import annotations
 import json
 import os
 import resource
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -39,7 +44,8 @@ class ConnectionLimits:
     body_timeout: float = 30.0
     min_body_bytes_per_s: float = 64 * 1024
     max_header_bytes: int = 32 * 1024
-    fds_at_start: int = 0  # descriptors the process held before serving (libraries, the model, the database)
+    max_per_client: int = 64  # 0: no per-address cap
+    per_client: Counter = field(default_factory=Counter)  # open connections by client address
 
     @classmethod
     def from_settings(cls, settings) -> ConnectionLimits:
@@ -48,24 +54,29 @@ class ConnectionLimits:
             value = getattr(settings, name)
             if not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        per_client = settings.max_connections_per_client
+        if per_client < 0:
+            raise ValueError(f"max_connections_per_client must be 0 (no cap) or more, got {per_client!r}")
         return cls(max_connections=int(settings.max_connections), header_timeout=settings.header_timeout,
                    body_timeout=settings.body_timeout, min_body_bytes_per_s=settings.min_body_kbps * 1024,
-                   max_header_bytes=int(settings.max_header_kb * 1024), fds_at_start=_open_fds())
+                   max_header_bytes=int(settings.max_header_kb * 1024), max_per_client=int(per_client))
 
-    def cap(self) -> int:
-        """The connection cap now: the setting, or fewer when the descriptor limit (which `ulimit -n` or
-        prlimit may change while we run) leaves less room."""
+    def descriptors_short(self) -> bool:
+        """Whether fewer than FD_RESERVE descriptors are free now (a just-accepted socket counted). Read from
+        the descriptors open now, not a count of sockets: a job's files, pipes and the sandbox use them too,
+        and the limit itself (`ulimit -n`, prlimit) may change while we run."""
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(1, min(self.max_connections, soft - self.fds_at_start - FD_RESERVE))
+            return False
+        return soft - open_fds() < FD_RESERVE
 
 
-def _open_fds() -> int:
+def open_fds() -> int:
+    """Descriptors this process has open (about 0.1 ms for a thousand)."""
     try:
         return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 64
+    except OSError:  # no /proc: count the way the limit is checked, by trying to use one
+        return 0
 
 
 def _refusal(status: int, reason: str, message: str, code: str) -> bytes:
@@ -76,6 +87,9 @@ def _refusal(status: int, reason: str, message: str, code: str) -> bytes:
 
 TOO_MANY = _refusal(503, "Service Unavailable", "the server has too many open connections; retry shortly",
                     "too_many_connections")
+TOO_MANY_FROM_CLIENT = _refusal(503, "Service Unavailable", "this address has too many open connections to the "
+                                "server (LTX2_MAX_CONNECTIONS_PER_CLIENT); close some or reuse them",
+                                "too_many_connections_from_client")
 HEAD_TOO_LARGE = _refusal(431, "Request Header Fields Too Large", "the request line and headers are larger than "
                           "the server's limit (LTX2_MAX_HEADER_KB)", "headers_too_large")
 HEAD_TIMEOUT = _refusal(408, "Request Timeout", "the request line and headers took too long to arrive",
@@ -96,14 +110,32 @@ class LimitedH11Protocol(H11Protocol):
         self._body_start = 0.0
         self._body_bytes = 0
         self._head_bytes = 0
-        if len(self.connections) > self.limits.cap():
-            transport.write(TOO_MANY)
-            transport.close()
+        self._address = None  # counted in limits.per_client while set
+        limits = self.limits
+        if len(self.connections) > limits.max_connections or limits.descriptors_short():
+            self._refuse(TOO_MANY)
             return
+        address = self.client[0] if self.client else None
+        if limits.max_per_client and address is not None:
+            if limits.per_client[address] >= limits.max_per_client:
+                self._refuse(TOO_MANY_FROM_CLIENT)
+                return
+            limits.per_client[address] += 1
+            self._address = address
         self._expect_head()
+
+    def _refuse(self, answer: bytes) -> None:
+        self.transport.write(answer)
+        self.transport.close()
 
     def connection_lost(self, exc) -> None:
         self._set(None)
+        if getattr(self, "_address", None) is not None:
+            counts = self.limits.per_client
+            counts[self._address] -= 1
+            if counts[self._address] <= 0:
+                del counts[self._address]
+            self._address = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

@@ -124,6 +124,10 @@ def generation_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any]
     return fields, derived, duration
 
 
+class LTXRoute(SubmitRoute):
+    streams_forms = True  # a multipart body is parsed as it streams, each part within its limit
+
+
 def install(app: FastAPI, ctx: ProtocolContext) -> None:
     errors = {status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 503)}
 
@@ -160,7 +164,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                  responses=errors, openapi_extra=_request_body_doc(mode),
                  summary=f"Queue a {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
 
-    submits = APIRouter(route_class=SubmitRoute)  # capacity before the body (intake)
+    submits = APIRouter(route_class=LTXRoute)  # capacity before the body (intake)
     for mode in MODES:
         route(mode)
     app.include_router(submits)

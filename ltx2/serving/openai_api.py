@@ -31,9 +31,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ..schema import validation_error_body
+from ..schema import ErrorResponse, validation_error_body
 from .intake import SubmitRoute
-from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job
+from .jobs import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STORAGE_ERROR_STATUS,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    StorageError,
+)
 from .protocol import (
     ProtocolContext,
     ProtocolError,
@@ -49,6 +59,7 @@ from .protocol import (
 )
 
 TAG = "OpenAI Videos API"
+CANCEL_WAIT = 60.0  # seconds DELETE waits for a running job to stop before answering 409
 STATUS = {QUEUED: "queued", RUNNING: "in_progress", SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "failed"}
 
 
@@ -80,6 +91,8 @@ def as_openai_error(response: Response) -> Response:
 
 
 class OpenAIRoute(SubmitRoute):  # POST /v1/videos: capacity before the body (intake)
+    streams_forms = True  # a multipart body is parsed as it streams, each part within its limit
+
     def get_route_handler(self):
         handler = super().get_route_handler()
 
@@ -198,6 +211,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
     router = APIRouter(route_class=OpenAIRoute, tags=[TAG])
     errors = {status: {"model": OpenAIError} for status in (401, 413, 422, 429, 503)}
     found = {status: {"model": OpenAIError} for status in (401, 404, 503)}
+    deleted = {**found, 409: {"model": OpenAIError, "description": "The job was cancelled but has not stopped yet."}}
 
     def view(job: Job) -> dict:
         summary = summarize(job, ctx.model())
@@ -280,7 +294,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
             "video", description="Only the MP4 is kept: no thumbnail or spritesheet.")):
         return await ctx.video(video_id, http)
 
-    @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=found,
+    @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=deleted,
                 summary="Delete a video: an unfinished one is cancelled first (OpenAI Videos API)")
     async def delete_video(video_id: str, http: Request):
         job = await ctx.find(video_id, http)
@@ -289,8 +303,16 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         manager = ctx.manager()
         if job.status not in TERMINAL:
             manager.cancel(job.id)
-            await asyncio.to_thread(job.done.wait, 60)  # a running job stops at its next step
-        await asyncio.to_thread(manager.delete, job.id)  # its record and its file
+            await asyncio.to_thread(job.done.wait, CANCEL_WAIT)  # a running job stops at its next step
+        try:
+            await asyncio.to_thread(manager.delete, job.id)  # its record and its file
+        except ValueError:  # still running: a stage that does not look at the cancel flag for a while
+            return JSONResponse(status_code=409, content=ErrorResponse(
+                error=f"video {job.id} is still stopping after {CANCEL_WAIT:g} s; it has been cancelled and "
+                      "can be deleted once it has ended (GET /v1/videos/{id} says failed)",
+                code="still_running", field="video_id").model_dump())
+        except StorageError as exc:
+            return JSONResponse(status_code=STORAGE_ERROR_STATUS, content=exc.body())
         return {"id": job.id, "object": "video.deleted", "deleted": True}
 
     app.include_router(router)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +21,27 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
+from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel
 from ..pipelines.conditioning import frames_for_duration
 from ..schema import FRAME_MAX, FRAME_MIN, ErrorResponse, GenerateRequest, validation_error_body
 from ..settings import Settings
-from .intake import BodyRefused, parse_json_body
+from .intake import MAX_JSON_ITEMS, BodyRefused, json_items, parse_json_body
 from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FILES = 4  # image_start/image_end/audio at most; a few spare for a clear error, not a 400
 MAX_FORM_FIELDS = 64
+MAX_TEXT_PART = 1024 * 1024  # any other form field (Starlette's default): a 10,000-character prompt is 40 KB at most
+# Form fields that carry an image or audio input (each protocol's own names and /generate's), and the limit
+# (InputLimits) that bounds it: an upload is the file itself; a text part a URL or a base64 data URI of it.
+MEDIA_FIELDS = {"image_start": "image", "image_end": "image", "image": "image", "input_reference": "image",
+                "input_reference[image_url]": "image", "audio": "audio"}
+SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})", re.ASCII)  # ASCII digits only: int() also reads "١٢٨"
 
 
 @dataclass
@@ -53,14 +62,16 @@ class ProtocolContext:
 
 
 class ProtocolError(Exception):
-    """A request refused before it became a job (422); `response` is the JSON error to send."""
+    """A request refused before it became a job (422, or 413 for a part over its limit); `response` is
+    the JSON error to send."""
 
-    def __init__(self, field: str | None, message: str = "", body: dict | None = None):
+    def __init__(self, field: str | None, message: str = "", body: dict | None = None, status: int = 422,
+                 code: str = "invalid_request", headers: dict | None = None):
         if body is None:
-            body = ErrorResponse(error=message, code="invalid_request", field=field,
+            body = ErrorResponse(error=message, code=code, field=field,
                                  errors=[{"field": field or "body", "message": message}]).model_dump()
         super().__init__(body["error"])
-        self.response = JSONResponse(status_code=422, content=body)
+        self.response = JSONResponse(status_code=status, content=body, headers=headers)
 
 
 def _string_fields() -> frozenset[str]:
@@ -94,13 +105,76 @@ def body_doc(own: dict[str, dict], replaced: set[str], required: list[str], exam
     }}}
 
 
-def form_value(name: str, value: str) -> Any:
+def form_value(name: str, value: str, budget: list[int] | None = None) -> Any:
+    """A form string as the JSON value the request model expects. `budget`: JSON keys and items the form
+    may still hold, all fields together (the same bound as a JSON body's)."""
     if name in STRING_FIELDS:
         return value
+    budget = budget if budget is not None else [MAX_JSON_ITEMS]
+    budget[0] -= json_items(value.encode(), budget[0]) + 1
+    if budget[0] < 0:
+        raise ProtocolError(name, f"{name}: the form holds more than {MAX_JSON_ITEMS} JSON keys and items; a "
+                                  "request has at most a few dozen")
     try:
         return json.loads(value)
+    except RecursionError:  # 100,000 nested brackets: no field nests more than a few levels
+        raise ProtocolError(name, f"{name} is nested too deeply to be a value of this field") from None
     except ValueError:
-        return value  # the request model refuses it with a message naming the field
+        return value  # not JSON (or an integer of over 4,300 digits): the request model names the field
+
+
+class PartTooLarge(Exception):
+    def __init__(self, field: str, limit: int, what: str):
+        super().__init__(f"{field} is larger than the limit of {limit / 1024 / 1024:g} MB for {what}")
+        self.field = field
+
+
+def part_limit(field: str, upload: bool, limits: InputLimits) -> tuple[int, str]:
+    """The most bytes the form part `field` may hold, and what sets it (for the error)."""
+    kind = MEDIA_FIELDS.get(field)
+    if kind is None:
+        return MAX_TEXT_PART, "a form field"
+    limit = limits.max_image_bytes if kind == "image" else limits.max_audio_bytes
+    what = f"an {kind} (LTX2_MAX_{kind.upper()}_MB)"
+    # A text part is a URL or a base64 data URI of the file: 4/3 of it, plus its "data:...;base64," head.
+    return (limit if upload else limit * 4 // 3 + 1024), what
+
+
+class LimitedMultiPartParser(MultiPartParser):
+    """Starlette's parser with a limit per field, checked as each part streams in: a 120 MB upload is
+    refused at the field's limit (PartTooLarge), not buffered first."""
+
+    def __init__(self, *args, limits: InputLimits, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self._part_bytes = 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._part_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._part_bytes += end - start
+        part = self._current_part
+        limit, what = part_limit(part.field_name, part.file is not None, self.limits)
+        if self._part_bytes > limit:
+            raise PartTooLarge(part.field_name, limit, what)
+        super().on_part_data(data, start, end)
+
+
+async def read_form(http: Request) -> list[tuple[str, str | UploadFile]]:
+    """A multipart body, parsed as it streams, each part bounded (see LimitedMultiPartParser)."""
+    parser = LimitedMultiPartParser(http.headers, http.stream(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+                                    max_part_size=MAX_TEXT_PART, limits=InputLimits.from_env())
+    try:
+        form = await parser.parse()
+    except PartTooLarge as exc:
+        # The rest of the body is never read: the connection closes after the answer.
+        raise ProtocolError(exc.field, str(exc), status=413, code="payload_too_large",
+                            headers={"Connection": "close"}) from None
+    except MultiPartException as exc:
+        raise ProtocolError("body", f"the multipart body could not be read: {exc.message}") from None
+    return form.multi_items()
 
 
 async def upload_as_data_uri(upload: UploadFile) -> str:
@@ -137,16 +211,30 @@ async def read_body(http: Request) -> dict[str, Any]:
         return data
     if kind not in FORM_TYPES:
         raise ProtocolError("body", wrong_content_type_message(kind, (*JSON_TYPES, *FORM_TYPES)))
-    try:
-        form = await http.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
-    except MultiPartException as exc:
-        raise ProtocolError("body", f"the multipart body could not be read: {exc.message}") from None
+    if kind == "multipart/form-data":
+        try:
+            items = await read_form(http)
+        except ClientDisconnect:  # gone, or cut off by the body limit (which has answered already)
+            raise ProtocolError("body", "the client closed the connection before the body was read",
+                                status=499, code="client_closed") from None
+    else:
+        try:
+            form = await http.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_TEXT_PART)
+        except MultiPartException as exc:
+            raise ProtocolError("body", f"the form could not be read: {exc.message}") from None
+        items = form.multi_items()
     data: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if key in data:
-            raise ProtocolError(key, f"{key} is given more than once")
-        data[key] = await upload_as_data_uri(value) if isinstance(value, UploadFile) else form_value(key, value)
-    await form.close()
+    budget = [MAX_JSON_ITEMS]
+    try:
+        for key, value in items:
+            if key in data:
+                raise ProtocolError(key, f"{key} is given more than once")
+            data[key] = (await upload_as_data_uri(value) if isinstance(value, UploadFile)
+                         else form_value(key, value, budget))
+    finally:
+        for _, value in items:
+            if isinstance(value, UploadFile):
+                await value.close()
     return data
 
 
@@ -188,11 +276,12 @@ def check_model(requested: Any, model: LoadedModel) -> str:
 
 def parse_size(value: Any, field: str) -> tuple[int, int]:
     """"WIDTHxHEIGHT" (1280x720) -> (width, height); the sizes' own rules are the request model's."""
-    text = str(value).strip().lower()
-    width, sep, height = text.partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise ProtocolError(field, f"{field} must be WIDTHxHEIGHT in pixels, e.g. 1280x720, got {value!r}")
-    return int(width), int(height)
+    match = SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ProtocolError(field, f"{field} must be WIDTHxHEIGHT in pixels with the digits 0-9, e.g. 1280x720, "
+                                   f"got {shown}")
+    return int(match[1]), int(match[2])
 
 
 def parse_seconds(value: Any, field: str) -> float:
@@ -201,15 +290,18 @@ def parse_seconds(value: Any, field: str) -> float:
     except (TypeError, ValueError):
         seconds = float("nan")
     if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
-        raise ProtocolError(field, f"{field} must be a positive number of seconds, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ProtocolError(field, f"{field} must be a positive number of seconds, got {shown}")
     return seconds
 
 
 def frames_for_seconds(seconds: float, fps: int, field: str) -> int:
     """A duration -> the nearest valid frame count (8k+1) at `fps`; outside the frame range is a 422."""
-    frames = frames_for_duration(seconds, fps)
-    if frames != 8 * round((seconds * fps - 1) / 8) + 1:  # clamped: the duration is out of range
-        shortest, longest = FRAME_MIN / fps, FRAME_MAX / fps
+    shortest, longest = FRAME_MIN / fps, FRAME_MAX / fps
+    # Far out of range is refused before rounding: 1e308 seconds x fps is infinite, which round() refuses.
+    in_range = seconds <= 2 * longest
+    frames = frames_for_duration(seconds, fps) if in_range else 0
+    if not in_range or frames != 8 * round((seconds * fps - 1) / 8) + 1:  # clamped: the duration is out of range
         raise ProtocolError(field, f"{field} must be between {shortest:g} and {longest:g} seconds at {fps} fps "
                                    f"({FRAME_MIN}..{FRAME_MAX} frames), got {seconds:g}")
     return frames

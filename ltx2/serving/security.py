@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI
 
@@ -29,6 +30,13 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 MISSING_KEY = "this server needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>"
+QUERY_KEY = ("API keys are not read from the URL (a URL ends up in logs and browser histories): send "
+             "Authorization: Bearer <key> or X-API-Key: <key>")
+# Query parameters that look like credentials (compared lower-case, without - and _): the access log
+# never shows their values, whatever they hold.
+CREDENTIAL_PARAMS = frozenset({"apikey", "key", "token", "accesstoken", "auth", "authorization", "bearer",
+                               "xapikey", "password", "secret", "adminkey", "sig", "signature"})
+REDACTED = "[redacted]"
 INVALID_KEY = "the API key is not valid"
 ONE_KEY = "send exactly one credential (one Authorization: Bearer header or one X-API-Key header), not {n}"
 MB = 1024 * 1024
@@ -83,8 +91,14 @@ def load_keys(settings: Settings) -> dict[bytes, Caller]:
                                     "advice": "use 16 or more random characters"}))
         named[name] = (key, admin)
 
+    if settings.api_key and settings.api_key_file:
+        raise ValueError(f"give {ENV['api_key']} or {ENV['api_key_file']}, not both")
+    if settings.admin_key and settings.admin_key_file:
+        raise ValueError(f"give {ENV['admin_key']} or {ENV['admin_key_file']}, not both")
     if settings.api_key:
         add("default", settings.api_key, False, ENV["api_key"])
+    if settings.api_key_file:
+        add("default", read_key_file(settings.api_key_file, ENV["api_key_file"]), False, settings.api_key_file)
     if settings.api_keys:
         for name, key in parse_keys(settings.api_keys, ENV["api_keys"]).items():
             add(name, key, False, ENV["api_keys"])
@@ -98,7 +112,75 @@ def load_keys(settings: Settings) -> dict[bytes, Caller]:
             add(name, key, False, settings.api_keys_file)
     if settings.admin_key:
         add("admin", settings.admin_key, True, ENV["admin_key"])
+    if settings.admin_key_file:
+        add("admin", read_key_file(settings.admin_key_file, ENV["admin_key_file"]), True, settings.admin_key_file)
+    _warn_keys_on_command_line([key for key, _ in named.values()])
     return {_digest(key.encode()): Caller(name, admin) for name, (key, admin) in named.items()}
+
+
+def read_key_file(path: str, setting: str) -> str:
+    """One key, the whole file (a trailing newline dropped): kept off the command line that every local user can
+    read in /proc/<pid>/cmdline."""
+    try:
+        with open(path) as fh:
+            key = fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if not key or any(c.isspace() for c in key):
+        raise ValueError(f"{setting}: {path} must hold one key, without spaces")
+    return key
+
+
+def _warn_keys_on_command_line(keys: list[str]) -> None:
+    try:
+        with open("/proc/self/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return
+    if any(key.encode() in arg for key in keys for arg in argv):
+        log.warning(json.dumps({"event": "api_key_on_command_line", "advice": (
+            "every local user can read a process's command line: pass keys in LTX2_API_KEY / LTX2_ADMIN_KEY, or in "
+            "files (--api-key-file, --admin-key-file, --api-keys-file)")}))
+
+
+def redact_target(target: str, keys: frozenset[bytes] = frozenset()) -> str:
+    """A request's path and query as the access log shows it: the value of every credential-like query
+    parameter, and any part equal to a configured key (by digest), replaced by [redacted]."""
+    path, sep, query = target.partition("?")
+    segments = [REDACTED if keys and _digest(unquote_plus(part).encode()) in keys else part
+                for part in path.split("/")]
+    if not sep:
+        return "/".join(segments)
+    params = []
+    for param in query.split("&"):
+        name, eq, value = param.partition("=")
+        plain = unquote_plus(name).lower().replace("-", "").replace("_", "")
+        secret = plain in CREDENTIAL_PARAMS or (keys and _digest(unquote_plus(value or name).encode()) in keys)
+        params.append(f"{name}{eq}{REDACTED}" if secret and eq else REDACTED if secret else param)
+    return "/".join(segments) + "?" + "&".join(params)
+
+
+class RedactAccessLog(logging.Filter):
+    """On uvicorn's access logger: its records carry (client, method, path with query, version, status)."""
+
+    def __init__(self, keys: frozenset[bytes] = frozenset()) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_target(args[2], self.keys), *args[3:])
+        return True
+
+
+def install_log_redaction(keys: dict[bytes, Caller]) -> None:
+    """Redact keys from uvicorn's access log. A logger's filters outlive uvicorn's logging set-up (dictConfig
+    replaces handlers, not filters); one filter, replaced on each call (tests build several apps)."""
+    access = logging.getLogger("uvicorn.access")
+    for old in [f for f in access.filters if isinstance(f, RedactAccessLog)]:
+        access.removeFilter(old)
+    access.addFilter(RedactAccessLog(frozenset(keys)))
 
 
 def _error_body(error: str, code: str) -> bytes:
@@ -138,7 +220,7 @@ class SecurityMiddleware:
             return
         headers = scope.get("headers") or []
         if self.keys:
-            caller, problem = self._identify(headers)
+            caller, problem = self._identify(headers, scope.get("query_string", b""))
             scope.setdefault("state", {})["ltx2_caller"] = caller
             if problem is not None and _route_path(scope) not in self.open_paths:
                 if scope["type"] == "websocket":
@@ -160,7 +242,7 @@ class SecurityMiddleware:
             return
         await _CountingRequest(self, scope, receive, send).run()
 
-    def _identify(self, headers: list[tuple[bytes, bytes]]) -> tuple[Caller, str | None]:
+    def _identify(self, headers: list[tuple[bytes, bytes]], query: bytes = b"") -> tuple[Caller, str | None]:
         """(the caller, None) when exactly one credential is sent and it is a configured key; otherwise
         (ANONYMOUS, why the request is refused)."""
         presented: list[bytes] = []
@@ -173,7 +255,7 @@ class SecurityMiddleware:
             elif name == b"x-api-key":
                 presented.append(value.strip())
         if not presented:
-            return ANONYMOUS, MISSING_KEY
+            return ANONYMOUS, MISSING_KEY if not _query_has_key(query) else QUERY_KEY
         if len(presented) > 1:  # several guesses in one request would each be tried: refuse them all
             return ANONYMOUS, ONE_KEY.format(n=len(presented))
         # Every configured key is compared (no early exit), each in constant time.
@@ -227,6 +309,14 @@ class _CountingRequest:
         await self.inner_send(message)
 
 
+def _query_has_key(query: bytes) -> bool:
+    for param in query.decode("latin-1").split("&"):
+        name = unquote_plus(param.partition("=")[0]).lower().replace("-", "").replace("_", "")
+        if name in CREDENTIAL_PARAMS:
+            return True
+    return False
+
+
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
         if name.lower() == b"content-length":
@@ -261,6 +351,7 @@ def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = f
     button). `pages`: the pages for people and their files (/docs, /playground), open like /docs.
     Returns the keys (empty: an open server)."""
     keys = load_keys(settings)
+    install_log_redaction(keys)
     open_paths = {"/health"}
     if settings.docs_public:
         open_paths |= {p for p in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
