@@ -345,10 +345,12 @@ LTX25_FILES = {  # ltx2.models.families.ltx25 FAMILY.files, the miniature's name
     "duration_head": "model_patches/ltx-2.5-duration-head-bf16.safetensors",
 }
 # ltx-core's CausalDiffusionVAE config (nested encoder / decoder), at miniature sizes.
-MINI_DIFFUSION_DECODER = {"in_channels": 16, "out_channels": 3, "patch_size": 4, "head_dim": 8,
-                          "stage_channels": [32, 16, 16, 16, 8], "stage_depths": [1, 1, 1, 1, 1],
-                          "stage_kernels": [[3, 3, 3]] * 4, "stage5_kernel": [3, 3, 3],
-                          "upsamples": [[[1, 2, 2], 2], [[2, 1, 1], 1], [[2, 2, 2], 1], [[2, 2, 2], 2]],
+# ltx-core builds it only with a kernel per stage channel (the fifth unused) and a head of at least 16 (its RoPE
+# splits the head over time, height and width in even parts).
+MINI_DIFFUSION_DECODER = {"in_channels": 16, "out_channels": 3, "patch_size": 4, "head_dim": 16,
+                          "stage_channels": [32, 16, 16, 16, 16], "stage_depths": [1, 1, 1, 1, 1],
+                          "stage_kernels": [[3, 3, 3]] * 5, "stage5_kernel": [3, 3, 3],
+                          "upsamples": [[[1, 2, 2], 2], [[2, 1, 1], 1], [[2, 2, 2], 1], [[2, 2, 2], 1]],
                           "t_emb_dim": 16, "default_num_inference_steps": 1, "timestep_scale_multiplier": 1000.0}
 
 

@@ -43,7 +43,7 @@ from types import SimpleNamespace
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("ltx-2", "ltx-2.3")
+FAMILIES = ("ltx-2", "ltx-2.3", "ltx-2.5")
 
 
 def import_ltx_core(checkout: Path) -> dict:
@@ -135,6 +135,10 @@ def file_family(path: Path) -> str:
 def build_theirs(core: dict, path: Path, configurator, sd_ops) -> torch.nn.Module:
     builder = core["Builder"](model_class_configurator=configurator, model_path=str(path), model_sd_ops=sd_ops)
     return builder.build(device=torch.device("cpu"), dtype=torch.float32).eval()
+
+
+def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float("inf") if a.shape != b.shape else float((a.float() - b.float()).abs().max())
 
 
 def largest(a: torch.Tensor, b: torch.Tensor) -> str:
@@ -231,6 +235,7 @@ def transformer_table(core: dict, ours, theirs, family: str) -> None:
           "case vs text to video (video x0) |")
     print("|---|---:|---:|---:|---:|---:|")
     baseline = run_theirs(ones_v, ones_a, False)[0]
+    results = {}
     for name, vm, am, frozen, extra, perturbation in cases:
         ref_v, ref_a = run_theirs(vm, am, frozen, perturbation)
         ours_v, ours_a = run_ours(vm, am, frozen, **extra)
@@ -239,16 +244,19 @@ def transformer_table(core: dict, ours, theirs, family: str) -> None:
                  else "(one call perturbs every sample) | ")
         effect = (ref_v - baseline).abs().max()  # the case matters: a zero difference above is not vacuous
         print(f"| {name} | {largest(ours_v, ref_v)} | {largest(ours_a, ref_a)} | {plain} | {effect:.2e} |")
+        results[name] = max(diff(ours_v, ref_v), diff(ours_a, ref_a))
+    return results
 
 
 # ------------------------------------------------------------------------------------------ connectors
 
-def connectors_table(core: dict, path: Path, ours) -> None:
+def connectors_table(core: dict, path: Path | None, ours, theirs=None) -> None:
     caption = ours.config.caption_channels
     layers = ours.config.text_proj_in_factor  # Gemma's layers + its embeddings
-    configurator = core["EmbeddingsConfigurator"]
-    configurator.gemma_text_config = SimpleNamespace(hidden_size=caption, num_hidden_layers=layers - 1)
-    theirs = build_theirs(core, path, configurator, core["embeddings_sd_ops"])
+    if theirs is None:
+        configurator = core["EmbeddingsConfigurator"]
+        configurator.gemma_text_config = SimpleNamespace(hidden_size=caption, num_hidden_layers=layers - 1)
+        theirs = build_theirs(core, path, configurator, core["embeddings_sd_ops"])
 
     g = torch.Generator().manual_seed(1)
     seq = ours.config.video_connector_num_learnable_registers or 128  # the registers tile the sequence
@@ -272,8 +280,9 @@ def connectors_table(core: dict, path: Path, ours) -> None:
 
 # ------------------------------------------------------------------------------------------ vocoder
 
-def vocoder_table(core: dict, path: Path, ours) -> None:
-    theirs = build_theirs(core, path, core["VocoderConfigurator"], core["vocoder_sd_ops"])
+def vocoder_table(core: dict, path: Path | None, ours, theirs=None) -> None:
+    if theirs is None:
+        theirs = build_theirs(core, path, core["VocoderConfigurator"], core["vocoder_sd_ops"])
     # VocoderWithBWE asks for float32 autocast, which the CPU does not have (it warns, runs as it is: fp32).
     warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
     g = torch.Generator().manual_seed(2)
@@ -298,6 +307,97 @@ def vocoder_table(core: dict, path: Path, ours) -> None:
             print(f"| BWE generator (same input) | {largest(res, res_ref)} | {res_ref.abs().max():.2e} |")
             print(f"| resampler (same input) | {largest(ours.resampler(low_ref), theirs.resampler(low_ref))} | |")
 
+# ------------------------------------------------------------------------------------------ LTX-2.5
+
+PROMPT = "A red fox runs across a snowy field at dawn, its breath steaming; wind hisses over the snow."
+
+
+def ltx25_components(model, theirs: dict) -> dict[str, tuple[float, float]]:
+    """Each LTX-2.5 component, ours as the pipelines call it, against ltx-core's on the same input:
+    {row: (largest |diff|, largest |value| of ltx-core's output)}."""
+    from ltx2.models.diffusion_decode import diffusion_decode
+    from ltx2.pipelines import stages, temporal
+
+    pipe = model.pipe
+    rows: dict[str, tuple[float, float]] = {}
+    row = lambda name, ours, ref: rows.__setitem__(name, (diff(ours, ref), float(ref.abs().max())))  # noqa: E731
+    with torch.no_grad():
+        # Gemma 4: ltx-core's encoder (its tokenizer: <bos> first, left-padded to 1024) and its embeddings
+        # processor, against the features our pipeline hands its connectors and the contexts it gets back.
+        hidden, mask = theirs["text_encoder"].encode([PROMPT])[0]
+        ref = theirs["embeddings"].process_hidden_states(hidden, mask)
+        embeds, our_mask, _, _ = pipe.encode_prompt(prompt=PROMPT, do_classifier_free_guidance=False,
+                                                    max_sequence_length=pipe.tokenizer_max_length,
+                                                    device=torch.device("cpu"), dtype=torch.float32)
+        row("Gemma 4 features (every hidden state, 1024 tokens)", embeds, torch.stack(hidden, dim=-1).flatten(2))
+        row("Gemma 4 attention mask", our_mask.float(), mask.float())
+        context = stages.encode_prompt(model, PROMPT, "", guided=False).positive
+        row("video context (Gemma 4 + projection + connector)", context.video, ref.video_encoding)
+        row("audio context", context.audio, ref.audio_encoding)
+        # The duration head on the contexts (the pipelines: the positive prompt's connector outputs).
+        row("duration head (seconds)", model.duration_head(context.video, context.audio),
+            theirs["duration_head"](ref.video_encoding, ref.audio_encoding))
+
+        g = torch.Generator().manual_seed(4)
+        z = torch.randn(1, pipe.vae.config.latent_channels, 2, 3, 3, generator=g)  # normalised, as denoised
+        mean, std, scaling = pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor
+        raw = pipe._denormalize_latents(z, mean, std, scaling)
+        # ltx-core's decoders take the normalised latent and un-normalise it with their own statistics.
+        # Stage 5 starts from noise: both draw it from a generator seeded alike.
+        row("diffusion video decoder (pixels)", diffusion_decode(model.diffusion_decoder, raw, torch.Generator().manual_seed(5)),
+            theirs["diffusion_decoder"](z, generator=torch.Generator().manual_seed(5)))
+        row("conv video decoder (pixels)", stages.vae_decode(pipe.vae, raw), theirs["conv_decoder"](z))
+
+        grid = stages.LatentGrid(2, 3, 3, 0, 0, 9, 25)
+        video = stages.Stream(pipe._pack_latents(z), None, 18)
+        unpack = lambda tokens, f, h, w: pipe._unpack_latents(tokens, f, h, w, 1, 1)  # noqa: E731
+        from ltx_core.model.upsampler.model import upsample_video
+
+        row("spatial upscaler x2 (normalised latent)", unpack(stages.upsample(model, video, grid), 2, 6, 6),
+            upsample_video(z, theirs["video_encoder"], theirs["spatial_upscaler"]))
+        row("temporal upscaler x2 (normalised latent)", unpack(temporal.upsample_in_time(model, video, grid), 3, 3, 3),
+            upsample_video(z, theirs["video_encoder"], theirs["temporal_upscaler"]))
+
+        audio_vae = pipe.audio_vae
+        za = torch.randn(1, audio_vae.config.latent_channels, 7, audio_vae.config.mel_bins // 4, generator=g)
+        packed = pipe._denormalize_audio_latents(pipe._pack_audio_latents(za), audio_vae.latents_mean,
+                                                 audio_vae.latents_std)
+        mel = audio_vae.decode(pipe._unpack_audio_latents(packed, 7, num_mel_bins=za.shape[-1]), return_dict=False)[0]
+        ref_mel = theirs["audio_decoder"](za)
+        row("audio VAE decoder (mel)", mel, ref_mel)
+        row("vocoder with bandwidth extension (48 kHz)", pipe.vocoder(ref_mel), theirs["vocoder"](ref_mel))
+    return rows
+
+
+def ltx25(core: dict, root: Path | None) -> dict:
+    """The LTX-2.5 comparison on a miniature directory written by ltx-core (tools/official_layout_ltx25.py),
+    loaded by ltx2 as a user's directory is. Returns {"written": problems, "transformer": {case: diff},
+    "components": rows}."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import official_layout_ltx25 as layout
+
+    from ltx2.models.loaded import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = root or Path(tmp)
+        paths, modules = layout.write_directory(directory, seed=0)
+        theirs = layout.reference_models(paths)
+        written = layout.written_equals_built(modules, theirs)
+        print(f"miniature LTX-2.5 written by ltx-core {core['version']} in {directory}: "
+              + ("ltx-core reads every tensor back as built" if not written else "; ".join(written[:5])))
+        model = load_model(str(directory), device="cpu", models_dir=str(directory))
+    x0 = core["X0Model"](theirs["transformer"]).eval()
+    transformer = transformer_table(core, model.pipe.transformer, x0, "ltx-2.5")
+    connectors_table(core, None, model.pipe.connectors, theirs["embeddings"])
+    vocoder_table(core, None, model.pipe.vocoder, theirs["vocoder"])
+    rows = ltx25_components(model, theirs)
+    print("\nLTX-2.5 components (ours as the pipelines call them vs ltx-core):\n")
+    print("| component | largest |diff| | largest |value| |")
+    print("|---|---:|---:|")
+    for name, (d, v) in rows.items():
+        print(f"| {name} | {d:.2e} | {v:.2e} |")
+    return {"written": written, "transformer": transformer, "components": rows}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,9 +407,16 @@ def main() -> None:
                         help="the miniature to write (default ltx-2); with --checkpoint, read from the file")
     parser.add_argument("--only", choices=("transformer", "connectors", "vocoder"), action="append",
                         help="compare only these parts (repeatable; default: all three)")
+    parser.add_argument("--keep", type=Path, help="ltx-2.5: write the miniature directory here and keep it")
     args = parser.parse_args()
     core = import_ltx_core(args.ltx_core)
     sys.path.insert(0, str(ROOT))
+    if args.family == "ltx-2.5":
+        if args.checkpoint:
+            raise SystemExit("--family ltx-2.5 compares a miniature directory written here; --checkpoint is one file")
+        print(f"ltx-core {core['version']} from {args.ltx_core}; ltx-2.5; CPU, float32")
+        ltx25(core, args.keep)
+        return
     from ltx2.models.loading import load_single_file
 
     parts = args.only or ["transformer", "connectors", "vocoder"]

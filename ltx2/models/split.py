@@ -56,6 +56,7 @@ CONV_VAE_CLASS = "CausalVideoAutoencoder"
 GEMMA_CONFIG_KEY = "gemma_config"  # ltx-core gemma_assets.GEMMA_CONFIG_METADATA_KEY
 TOKENIZER_TENSOR = "tokenizer_json"
 ASSET_PREFIX = "hf_asset__"
+TOKENIZER_MAX_LENGTH = 1024  # ltx-core gemma_assets.TOKENIZER_MAX_LENGTH
 # Tokenizer-config entries that are not PreTrainedTokenizerFast keyword arguments (ltx-core's list).
 _TOKENIZER_CONFIG_SKIP = frozenset({"tokenizer_class", "auto_map", "model_max_length", "backend", "is_local",
                                     "local_files_only", "processor_class", "added_tokens_decoder"})
@@ -243,6 +244,7 @@ def diffusion_decoder_config(vae: dict, path: str) -> dict:
         raise CheckpointError(f"{path}: config.vae.decoder.stage5_channels {d['stage5_channels']} differs from the "
                               "last stage's channels; diffusers' decoder cannot build that")
     upsamples = d.get("upsamples", [[[1, 2, 2], 2], [[2, 1, 1], 2], [[2, 2, 2], 1], [[2, 2, 2], 2]])
+    stages = tuple(d.get("stage_channels", (1024, 512, 256, 256, 128)))
     patch = d.get("patch_size", 4)
     strides = [tuple(s) for s, _ in upsamples]
     spatial, temporal = patch, 1
@@ -253,10 +255,12 @@ def diffusion_decoder_config(vae: dict, path: str) -> dict:
         "latent_channels": d.get("in_channels", vae.get("latent_channels", 128)),
         "patch_size": patch,
         "decoder_head_dim": d.get("head_dim", d.get("na_head_dim", 64)),
-        "decoder_stage_channels": tuple(d.get("stage_channels", (1024, 512, 256, 256, 128))),
+        "decoder_stage_channels": stages,
         "decoder_stage_depths": tuple(d.get("stage_depths", (4, 6, 4, 2, 8))),
+        # ltx-core's config lists one kernel per stage channel (five); its fifth is unused (stage 5 reads
+        # stage5_kernel), and diffusers takes exactly one per deterministic stage, reading the last as stage 4's.
         "decoder_stage_kernels": tuple(tuple(k) for k in d.get("stage_kernels", ((3, 7, 7), (3, 7, 7), (3, 5, 5),
-                                                                                   (3, 5, 5)))),
+                                                                                   (3, 5, 5)))[:len(stages) - 1]),
         "decoder_upsample_strides": tuple(strides),
         "decoder_upsample_channel_reductions": tuple(r for _, r in upsamples),
         "decoder_stage5_kernel": tuple(d.get("stage5_kernel", (3, 7, 7))),
@@ -446,6 +450,9 @@ def load_tokenizer(header: Header, fd: int, tokenizer_dir: str | None):
         kwargs = {k: v for k, v in cfg.items() if k not in _TOKENIZER_CONFIG_SKIP}
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(raw.decode()), **kwargs)
     tokenizer.padding_side = "left"  # as LTX2Pipeline encodes
+    # ltx-core encodes every prompt in a 1024-token window whatever the file's config says (LTXGemmaTokenizer with
+    # gemma_assets.TOKENIZER_MAX_LENGTH); without it the pipeline's window would be the tokenizer's "unlimited".
+    tokenizer.model_max_length = TOKENIZER_MAX_LENGTH
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
