@@ -42,20 +42,38 @@ def test_the_transformer_matches_in_every_case(results):
         assert difference < TOLERANCE, case
 
 
-DECODER = "diffusion video decoder (pixels)"
-
-
-def test_every_other_component_matches(results):
+def test_every_component_matches(results):
     rows = results["components"]
     assert len(rows) == 11
+    assert any(name.startswith("diffusion video decoder") for name in rows)
     for name, (difference, scale) in rows.items():
-        if name == DECODER:
-            continue
         assert scale > 0.1, name  # the outputs are not trivially zero
         assert difference < TOLERANCE, name
 
 
-@pytest.mark.xfail(strict=True, reason="stage 5 of diffusers' decoder differs from ltx-core's on latents above the "
-                                       "size floor (README, Matching ltx-core 1.2.0)")
-def test_the_diffusion_decoder_matches(results):
-    assert results["components"][DECODER][0] < TOLERANCE
+def test_stage5_width_slabs_are_ltx_cores():
+    """Our stage-5 width slabs (ltx2.models.diffusion_decode.w_chunked) against ltx-core's own loop, bit for
+    bit, on every width, halo and slab count up to the production kernel's halo, with a position-dependent
+    stand-in for the attention so any column out of place shows; narrow slabs included, where ltx-core
+    leaves zeros in a halo wider than the previous slab."""
+    if DEPS.is_dir() and str(DEPS) not in sys.path:
+        sys.path.append(str(DEPS))
+    pytest.importorskip("einops")
+    sys.path.insert(0, str(CHECKOUT / "packages" / "ltx-core" / "src"))
+    import torch
+    from ltx_core.model.video_vae.transformer.chunked.attn import _run_w_chunked_residual
+
+    from ltx2.models.diffusion_decode import w_chunked
+
+    attend = lambda buf: torch.tanh(buf.cumsum(3) * 0.3 + buf.flip(3))  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    compared = 0
+    for width in range(2, 30):
+        for halo in range(1, 6):
+            for chunks in (1, 2, 4):
+                x = torch.randn(1, 2, 3, width, 4, generator=g)
+                ref = x.clone()  # ltx-core adds in place
+                _run_w_chunked_residual(ref, None, None, (), chunks, halo, lambda buf, *_: attend(buf))
+                assert torch.equal(x + w_chunked(x, attend, chunks, halo), ref), (width, halo, chunks)
+                compared += 1
+    assert compared == 28 * 5 * 3
