@@ -23,7 +23,9 @@ LONG = {"prompt": "a long boat", "num_frames": 121, "num_inference_steps": 1, "s
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     out = tmp_path_factory.mktemp("delivery")
-    proc, base = start_server(out / "output", out / "server.log", "--queue-size", "2", "--allow-private-urls", "true")
+    proc, base = start_server(out / "output", out / "server.log", "--queue-size", "2", "--allow-private-urls", "true",
+                               # 300 event streams from this one address: no per-address cap here
+                               "--max-connections-per-client", "0")
     with httpx.Client(base_url=base, timeout=120) as http:
         yield proc, base, http
     stop_server(proc)

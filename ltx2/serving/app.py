@@ -457,6 +457,9 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def lifespan(app: FastAPI):
         state.changes.bind(asyncio.get_running_loop())
         state.loop = asyncio.get_running_loop()
+        # An app may be started again after a shutdown (ASGI test clients do): the last one's flags go.
+        state.stopping.clear()
+        state.sigterm = asyncio.Event()
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_for_serving, settings)
