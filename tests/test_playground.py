@@ -6,10 +6,14 @@ are skipped on a developer's machine, and fail in CI (CI=true), where it must be
 """
 
 import io
+import math
 import os
 import shutil
+import struct
+import wave
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -144,6 +148,117 @@ def test_a_named_size_is_sent_as_video_size_and_each_result_type_is_shown_by_wha
     assert page.inner_text("#result-info").startswith("512x288, 0.36 s")
     assert page.is_hidden("#error")
     assert_only_this_server(page, live_server)
+
+
+# Each option of a picker against the picker itself: a copy of the <select> holding only that option, sized
+# to its content by Chromium (text, padding and arrow), must be no wider than the picker on the page.
+FITS = """(id) => {
+    const select = document.getElementById(id);
+    const have = select.getBoundingClientRect().width;
+    return Array.from(select.options, (opt) => {
+        const probe = select.cloneNode(false);
+        probe.removeAttribute('id');
+        probe.appendChild(new Option(opt.textContent));
+        Object.assign(probe.style, {width: 'max-content', position: 'absolute', visibility: 'hidden'});
+        select.parentNode.appendChild(probe);
+        const need = probe.getBoundingClientRect().width;
+        probe.remove();
+        return [opt.textContent, need, have];
+    });
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 1000, 390])
+def test_every_size_label_is_read_whole(browser, live_server, width):
+    """At 1280 px the size picker showed "9:16 portrait, 288x51…": every label of every picker fits now, on
+    a desktop and on a phone."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server}/playground")
+    page.wait_for_selector("#size optgroup option[value='landscape_16_9']", state="attached")
+    for picker in ("size", "length", "format"):
+        rows = page.evaluate(FITS, picker)
+        assert len(rows) > 3
+        cut = [(text, round(need), round(have)) for text, need, have in rows if need > have]
+        assert not cut, f"#{picker} cuts {cut}"
+    labels = page.eval_on_selector_all("#size option", "nodes => nodes.map(n => n.textContent)")
+    assert "auto: image's shape, ~1920x1080" in labels and "landscape_16_9, 1024x576" in labels
+    context.close()
+
+
+def png_bytes(size, colour) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def wav_bytes(seconds: float, rate: int = 16000) -> bytes:
+    """A 440 Hz tone (not silence: the server trims leading silence before it measures)."""
+    samples = [int(12000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))]
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(struct.pack(f"<{len(samples)}h", *samples))
+    return out.getvalue()
+
+
+def test_auto_size_end_image_and_the_soundtracks_length(page, live_server):
+    """auto takes the start image's shape (3:2 here) at about the chosen size's pixels; the end image goes as
+    image_end; with a soundtrack, "match the soundtrack's length" sends match_audio_length instead of
+    num_frames, and the video lasts as long as the audio (0.36 s = 9 frames, not the picker's 1.96 s)."""
+    from ltx2.media.inputs import auto_size
+    from ltx2.pipelines.conditioning import frames_for_duration
+
+    page.goto(f"{live_server}/playground")
+    page.wait_for_selector("#size option[value='auto@512x288']", state="attached")
+    assert page.is_disabled("#match-audio") and page.is_enabled("#length")  # nothing to match yet
+    page.fill("#prompt", "A red square turns blue, a low hum")
+    page.set_input_files("#image", files=[{"name": "start.png", "mimeType": "image/png",
+                                           "buffer": png_bytes((96, 64), (200, 40, 40))}])
+    page.set_input_files("#image-end", files=[{"name": "end.png", "mimeType": "image/png",
+                                               "buffer": png_bytes((96, 64), (40, 40, 200))}])
+    page.set_input_files("#audio", files=[{"name": "hum.wav", "mimeType": "audio/wav", "buffer": wav_bytes(0.36)}])
+    assert page.inner_text("#image-end-name") == "end.png"
+    assert page.is_enabled("#match-audio") and page.is_checked("#match-audio")  # fal's default: on
+    assert page.is_disabled("#length")  # the soundtrack sets the length
+    page.uncheck("#match-audio")
+    assert page.is_enabled("#length")
+    page.check("#match-audio")
+    page.select_option("#size", "auto@512x288")
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/jobs")) as answer:
+        page.click("#submit")
+    body = answer.value.request.post_data_json
+    assert body["video_size"] == "auto" and (body["width"], body["height"]) == (512, 288)
+    assert body["match_audio_length"] is True and "num_frames" not in body
+    assert body["image_start"].startswith("data:image/png;base64,")
+    assert body["image_end"].startswith("data:image/png;base64,") and body["image_end"] != body["image_start"]
+    job_id = answer.value.json()["id"]
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=120_000)
+
+    width, height = auto_size(96, 64, 512 * 288)
+    frames = frames_for_duration(0.36, 25)
+    assert (frames, round(width / height, 1)) == (9, 1.5)
+    assert page.inner_text("#result-info").startswith(f"{width}x{height}, {frames / 25} s")
+    result = httpx.get(f"{live_server}/jobs/{job_id}", timeout=30).json()["result"]
+    assert result["has_image_end"] is True and result["length_from"] == "audio"
+    assert page.is_hidden("#error")
+    assert_only_this_server(page, live_server)
+
+
+def test_auto_size_without_a_start_image_names_the_size(page, live_server):
+    page.goto(f"{live_server}/playground")
+    page.wait_for_selector("#size option[value='auto@768x432']", state="attached")
+    page.fill("#prompt", "a cat")
+    page.select_option("#size", "auto@768x432")
+    page.click("#submit")
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert page.inner_text("#error").startswith('video_size "auto" takes its aspect ratio from image_start')
+    assert "invalid" in page.get_attribute("#size", "class")
+    assert page.is_hidden("#result")
 
 
 def test_a_bad_field_shows_the_servers_message(page, live_server):

@@ -6,18 +6,21 @@
   const FPS = 25;
   // Any even size works (the model runs at the next multiple of 32 and the frames are cropped to it).
   const SIZES = [
-    ["512x288", "16:9 landscape, 512x288"], ["288x512", "9:16 portrait, 288x512"],
-    ["768x432", "16:9 landscape, 768x432"], ["432x768", "9:16 portrait, 432x768"],
-    ["1280x720", "16:9 landscape 720p, 1280x720"], ["720x1280", "9:16 portrait 720p, 720x1280"],
-    ["1920x1080", "16:9 landscape 1080p, 1920x1080"], ["1080x1920", "9:16 portrait 1080p, 1080x1920"],
-    ["512x512", "1:1 square, 512x512"],
+    ["512x288", "512x288, 16:9 landscape"], ["288x512", "288x512, 9:16 portrait"],
+    ["768x432", "768x432, 16:9 landscape"], ["432x768", "432x768, 9:16 portrait"],
+    ["1280x720", "1280x720, 16:9 720p"], ["720x1280", "720x1280, 9:16 720p"],
+    ["1920x1080", "1920x1080, 16:9 1080p"], ["1080x1920", "1080x1920, 9:16 1080p"],
+    ["512x512", "512x512, 1:1 square"],
   ];
+  // video_size "auto": the start image's aspect ratio, at about as many pixels as width x height.
+  const AUTO_AREAS = ["512x288", "768x432", "1280x720", "1920x1080"];
   const DEFAULT_SIZE = "288x512"; // the server's default
   const FRAMES = [9, 25, 49, 73, 97, 121, 161, 241];
   const DEFAULT_FRAMES = 49;
   // Which control shows an error about which request field.
   const CONTROL = {
-    prompt: "prompt", seed: "seed", num_inference_steps: "steps", image_start: "image-drop", audio: "audio-drop",
+    prompt: "prompt", seed: "seed", num_inference_steps: "steps", image_start: "image-drop", image_end: "image-end-drop",
+    audio: "audio-drop", match_audio_length: "match-audio-label",
     width: "size", height: "size", video_size: "size", num_frames: "length", video_output_type: "format",
     body: "prompt",
   };
@@ -70,25 +73,43 @@
     sizes.label = "Width x height";
     SIZES.forEach(([value, text]) => option(sizes, value, text, value === DEFAULT_SIZE));
     $("size").appendChild(sizes);
+    const auto = document.createElement("optgroup");
+    auto.label = "auto: the start image's shape";
+    AUTO_AREAS.forEach((area) => option(auto, `auto@${area}`, `auto: image's shape, ~${area}`, false));
+    $("size").appendChild(auto);
     FRAMES.forEach((n) => option($("length"), n, `${(n / FPS).toFixed(2)} s (${n} frames)`, n === DEFAULT_FRAMES));
     loadSchema();
-    for (const kind of ["image", "audio"]) {
+    for (const kind of ["image", "image-end", "audio"]) {
       const drop = $(`${kind}-drop`);
       const input = $(kind);
       const show = () => { $(`${kind}-name`).textContent = input.files[0] ? input.files[0].name : ""; };
       input.addEventListener("change", show);
+      input.addEventListener("change", lengthFromAudio);
       drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
       drop.addEventListener("dragleave", () => drop.classList.remove("over"));
       drop.addEventListener("drop", (ev) => {
         ev.preventDefault();
         drop.classList.remove("over");
-        if (ev.dataTransfer.files.length) { input.files = ev.dataTransfer.files; show(); }
+        if (ev.dataTransfer.files.length) { input.files = ev.dataTransfer.files; show(); lengthFromAudio(); }
       });
     }
+    $("match-audio").addEventListener("change", lengthFromAudio);
+    lengthFromAudio();
     const key = sessionStorage.getItem("ltx2-key");
     if (key) $("key").value = key;
     renderRecent();
     $("form").addEventListener("submit", submit);
+  }
+
+  // "Match the soundtrack's length" applies only with a soundtrack; while it does, the Length picker
+  // is not used (the server takes num_frames from the audio).
+  function matchingAudio() {
+    return !!$("audio").files[0] && $("match-audio").checked;
+  }
+
+  function lengthFromAudio() {
+    $("match-audio").disabled = !$("audio").files[0];
+    $("length").disabled = matchingAudio();
   }
 
   function asNumber(text) {
@@ -129,16 +150,21 @@
     ev.preventDefault();
     clearError();
     $("result").hidden = true;
-    const body = { prompt: $("prompt").value, num_frames: Number($("length").value), response_format: "url" };
+    const body = { prompt: $("prompt").value, response_format: "url" };
+    if (matchingAudio()) body.match_audio_length = true; else body.num_frames = Number($("length").value);
     const size = $("size").value;
     if (/^\d+x\d+$/.test(size)) [body.width, body.height] = size.split("x").map(Number);
-    else body.video_size = size; // a named size: the server sets width and height
+    else if (size.startsWith("auto@")) { // the image's shape; width x height only sets the pixel count
+      body.video_size = "auto";
+      [body.width, body.height] = size.slice(5).split("x").map(Number);
+    } else body.video_size = size; // a named size: the server sets width and height
     if ($("format").value) body.video_output_type = $("format").value;
     if ($("seed").value.trim()) body.seed = asNumber($("seed").value);
     if ($("steps").value.trim()) body.num_inference_steps = asNumber($("steps").value);
     busy(true);
     try {
       if ($("image").files[0]) body.image_start = await dataUri($("image").files[0]);
+      if ($("image-end").files[0]) body.image_end = await dataUri($("image-end").files[0]);
       if ($("audio").files[0]) body.audio = await dataUri($("audio").files[0]);
       const response = await fetch("jobs", { method: "POST", body: JSON.stringify(body),
                                              headers: headers({ "Content-Type": "application/json" }) });
