@@ -23,6 +23,8 @@ WORKDIR /app
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
+# The build context is only what is copied below (.dockerignore lists it; a new COPY source goes there too,
+# tests/test_docker_context.py checks): a local .venv, ltx2-output/ or .git never reaches the daemon.
 # Dependencies first, in a layer of their own, so editing the code does not reinstall torch (the PyPI
 # wheel bundles CUDA): only pyproject.toml decides it. Then the package itself, without its dependencies.
 COPY pyproject.toml ./
