@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 
 from . import cli_generate
@@ -11,7 +13,27 @@ from .models.download import add_arguments as add_download_arguments
 from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
 
+def check_port(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (in use, not this machine's address, no permission), or None.
+    Bound and released as uvicorn binds it (SO_REUSEADDR), before anything is imported or loaded: with
+    real weights the load takes minutes, and uvicorn would only find the port taken after it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"port {port} on {host} is already in use (another server is listening there); stop it, "
+                    "or choose another port with --port or LTX2_PORT")
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} (--host/LTX2_HOST, --port/LTX2_PORT)"
+    return None
+
+
 def serve(settings: Settings) -> None:
+    if (problem := check_port(settings.host, settings.port)) is not None:
+        print(f"ltx2: cannot start: {problem}", file=sys.stderr)
+        sys.exit(1)
     import uvicorn
 
     from .serving.app import create_app

@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from .schema import GenerateRequest, validation_error_body
+from .schema import GenerateRequest, VideoOutputType, validation_error_body
 from .settings import Settings, add_model_arguments, add_serving_arguments, configure_logging, settings_from_args
 
 PROG = "ltx2 generate"
@@ -210,32 +210,45 @@ def request_body(args: argparse.Namespace, model: type[BaseModel] = GenerateRequ
 
 # ----------------------------------------------------------------------------------------- output
 
-def _format_of(path: str):
-    from .media.encode import FORMATS
+# The extension of each video_output_type, read from its name ("VP9 (.webm)" -> .webm): the output
+# checks need no import of the encoder (PyAV, numpy), so a mistake in -o is reported at once.
+EXTENSIONS = {re.fullmatch(r".* \((\.\w+)\)", t)[1]: t for t in get_args(VideoOutputType)}
+OUTPUT_TYPE_EXTENSION = {t: ext for ext, t in EXTENSIONS.items()}
 
-    ext = os.path.splitext(path)[1].lower()
-    return next((f for f in FORMATS.values() if f.extension == ext), None)
+
+def _known_extensions() -> str:
+    names = list(EXTENSIONS)
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def prepare(args: argparse.Namespace) -> tuple[GenerateRequest, str]:
-    """The validated request and the checked output path; raises UsageError. Loads nothing."""
-    from .media.encode import output_format
+    """The validated request and the checked output path; raises UsageError. Loads nothing.
 
+    -o's extension picks the format; one that names no format we write (out.avi, or none) is refused
+    rather than given an MP4 under a name that says otherwise."""
     body = request_body(args)
-    named = _format_of(args.output) if args.output and not os.path.isdir(args.output) else None
-    if named is not None:
-        body.setdefault("video_output_type", named.output_type)  # -o cat.webm makes a WebM
+    named = None
+    if args.output and not os.path.isdir(args.output):
+        stem, ext = os.path.splitext(args.output)
+        named = EXTENSIONS.get(ext.lower())
+        if named is None:
+            wanted = body.get("video_output_type")
+            ext_hint = OUTPUT_TYPE_EXTENSION.get(wanted, ".mp4") if isinstance(wanted, str) else ".mp4"
+            what = f"has the extension {ext}, which names no format written here" if ext else "has no extension"
+            raise UsageError(f"-o {args.output} {what}: the extension picks the format ({_known_extensions()}); "
+                             f"name it e.g. {(stem if ext else args.output) + ext_hint}")
+        body.setdefault("video_output_type", named)  # -o cat.webm makes a WebM
     try:
         request = GenerateRequest.model_validate(body)
     except ValidationError as exc:
         raise UsageError(validation_error_body(list(exc.errors()))["error"]) from None
-    fmt = output_format(request.video_output_type)
-    if named is not None and named is not fmt:
-        raise UsageError(f"-o {args.output} names a {named.extension} file but video_output_type is "
-                         f"{fmt.output_type!r}; name it {fmt.extension}, or leave video_output_type out")
-    path = args.output or f"output{fmt.extension}"
+    extension = OUTPUT_TYPE_EXTENSION[request.video_output_type]
+    if named is not None and named != request.video_output_type:
+        raise UsageError(f"-o {args.output} names a {OUTPUT_TYPE_EXTENSION[named]} file but video_output_type is "
+                         f"{request.video_output_type!r}; name it {extension}, or leave video_output_type out")
+    path = args.output or f"output{extension}"
     if os.path.isdir(path):
-        path = os.path.join(path, f"output{fmt.extension}")
+        path = os.path.join(path, f"output{extension}")
     check_writable(path)
     return request, path
 
@@ -270,15 +283,31 @@ def write_file(path: str, data: bytes) -> None:
 
 # --------------------------------------------------------------------------------------- progress
 
-class Progress:
-    """Stage lines, then a tqdm bar over the denoising steps (with its ETA), on `stream`; nothing when off."""
+def process_started() -> float:
+    """The time.monotonic() at which this process started, so the progress clock counts the interpreter's
+    start and the imports too (what the user waited for). Linux: /proc/self/stat's start time, in clock
+    ticks since boot; elsewhere, now."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            stat = fh.read().decode()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22; the name in () may hold spaces
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age)
 
-    def __init__(self, enabled: bool, stream=None):
+
+class Progress:
+    """Stage lines, then a tqdm bar over the denoising steps (with its ETA), then one over each stage without
+    steps (the video decode's blocks, the audio decode, the frames encoded), on `stream`; nothing when off.
+    Its clock starts when the process started."""
+
+    def __init__(self, enabled: bool, stream=None, started: float | None = None):
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.started = time.monotonic()
+        self.started = process_started() if started is None else started
         self._bar = None
-        self.after_denoising = "decoding the video and the soundtrack"
+        self._bar_stage: str | None = None
 
     def _stamp(self) -> str:
         return f"[{time.monotonic() - self.started:6.1f} s]"
@@ -289,20 +318,28 @@ class Progress:
             print(f"{self._stamp()} {name}", file=self.stream, flush=True)
 
     def step(self, step: int, total: int) -> None:
+        self.progress("denoising", step, total)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """`stage` is `done` of `total` of its units along (ltx2.pipelines.progress): one bar per stage."""
         if not self.enabled:
             return
-        if self._bar is None:
+        if self._bar is None or self._bar_stage != stage:
+            # Made at the first report: `initial` keeps what was done before it out of the rate, so the ETA
+            # is the stage's own pace (the denoising bar's is not the prompt encoding's).
             from tqdm import tqdm
 
+            from .pipelines.progress import UNITS, WORDS
+
+            self.close()
             columns, rows = self._size()
-            # Made at the first step's end: `initial` keeps that step out of the rate, so the ETA is the
-            # steps' own pace, not the prompt encoding's.
-            self._bar = tqdm(total=total, initial=step, desc=f"{self._stamp()} denoising", unit="step",
-                             file=self.stream, smoothing=0, ncols=columns, nrows=rows)
+            self._bar = tqdm(total=total, initial=done, desc=f"{self._stamp()} {WORDS.get(stage, stage)}",
+                             unit=UNITS.get(stage, "it"), file=self.stream, smoothing=0, ncols=columns, nrows=rows)
+            self._bar_stage = stage
         else:
-            self._bar.update(step - self._bar.n)
-        if step >= total:
-            self.stage(self.after_denoising)
+            self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
 
     def _size(self) -> tuple[int, int]:
         # A terminal that reports no size (0x0, as some ptys do) would make tqdm hide its bar.
@@ -315,7 +352,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-            self._bar = None
+            self._bar, self._bar_stage = None, None
 
 
 # ------------------------------------------------------------------------------------------ command
@@ -403,15 +440,12 @@ def run(args: argparse.Namespace, defaults: Settings) -> None:
 
 def generate_to(path: str, request: GenerateRequest, settings: Settings, fetch_policy, lora_policy,
                 progress: Progress, debug: bool) -> None:
-    from .media.encode import output_format
     from .models.loaded import load_from_settings
     from .pipelines.stages import OutputRejected
     from .schema import InvalidRequest
     from .serving.faults import is_out_of_memory, out_of_memory_body
     from .serving.service import render_mp4
 
-    if not (request.include_audio and output_format(request.video_output_type).audio_codec):
-        progress.after_denoising = "decoding the video"
     progress.stage(f"loading model {settings.model}")
     try:
         model = load_from_settings(settings)
@@ -421,7 +455,8 @@ def generate_to(path: str, request: GenerateRequest, settings: Settings, fetch_p
         fail(f"the model failed to load: {exc} (--log-level debug shows the traceback)", 1)
     try:
         rendered = render_mp4(model, request, on_step=progress.step, fetch_policy=fetch_policy,
-                              lora_policy=lora_policy, encode_threads=settings.encode_threads, on_stage=progress.stage)
+                              lora_policy=lora_policy, encode_threads=settings.encode_threads, on_stage=progress.stage,
+                              on_progress=progress.progress)
     except InvalidRequest as exc:  # an input the API would refuse (an image that isn't one, a LoRA not found)
         fail(exc.message)
     except OutputRejected as exc:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+CANCEL_WAIT = 1.5  # seconds Ctrl-C waits for the cancel to be sent (its answer comes when the job stops)
 ProgressCallback = Callable[[dict[str, Any]], None]
 """Called with the job (as GET /jobs/{id} shows it: status, position, step, total, ...) on each change."""
 
@@ -47,6 +49,7 @@ class Client:
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
                  timeout: float = 60.0, http: httpx.Client | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._own_http = http is None
         self.http = http or httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -78,6 +81,36 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         return self._json(self.http.delete(f"/jobs/{job_id}"))
+
+    def cancel_in_background(self, job_id: str, wait: float = CANCEL_WAIT) -> threading.Thread:
+        """Ask the server to cancel, waiting only until the request is sent (at most `wait` seconds). The
+        server acts on the DELETE as it arrives but answers once a running job has stopped (after a VAE
+        decode, that can be half a minute), so the answer is left to a thread: Ctrl-C returns at once
+        and the cancel goes on. A client made here sends it on a connection of its own, so closing this
+        client does not cut it off; one given as `http` (its own transport) sends it itself."""
+        sent = threading.Event()
+
+        def trace(name: str, info: dict) -> None:
+            if name.endswith("send_request_body.complete"):
+                sent.set()
+
+        def send() -> None:
+            try:
+                if self._own_http:
+                    with httpx.Client(base_url=self.http.base_url, headers=self.http.headers,
+                                      timeout=httpx.Timeout(60.0, connect=wait)) as http:
+                        http.delete(f"/jobs/{job_id}", extensions={"trace": trace})
+                else:
+                    self.http.delete(f"/jobs/{job_id}", extensions={"trace": trace})
+            except httpx.HTTPError:
+                pass  # the server is gone or unreachable: nothing is left to cancel there
+            finally:
+                sent.set()
+
+        thread = threading.Thread(target=send, name=f"ltx2-cancel-{job_id}", daemon=True)
+        thread.start()
+        sent.wait(wait)
+        return thread
 
     def events(self, job_id: str, reconnects: int = 5) -> Iterator[dict]:
         """The job as it changes, from its server-sent events, ending with the finished job. A stream
@@ -131,6 +164,7 @@ class Client:
                 with os.fdopen(fd, "wb") as fh:
                     for chunk in response.iter_bytes():
                         fh.write(chunk)
+                os.chmod(part, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
                 os.replace(part, path)
             except BaseException:
                 os.unlink(part)
@@ -151,13 +185,16 @@ class Client:
         try:
             done = self.wait(job["id"], on_progress)
         except KeyboardInterrupt:
-            try:
-                self.cancel(job["id"])
-            except (APIError, httpx.HTTPError):
-                pass
+            self.cancel_in_background(job["id"])
             raise
         path = self.download(job["id"], output)
         return {**(done.get("result") or {}), "id": job["id"], "output": path}
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # reading it means setting it: put it back at once
+    os.umask(umask)
+    return umask
 
 
 def _server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:

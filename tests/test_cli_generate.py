@@ -249,12 +249,12 @@ def test_progress_on_a_terminal(quiet, tmp_path, monkeypatch, capsys, tiny_loade
     if quiet:
         assert shown == ""
         return
-    stages = ["loading model tiny", "encoding the prompt", "denoising", "decoding the video and the soundtrack",
+    stages = ["loading model tiny", "encoding the prompt", "denoising", "decoding the video", "decoding the audio",
               "encoding X264 (.mp4)", "writing", "done"]
     positions = [shown.find(s) for s in stages]
     assert -1 not in positions and positions == sorted(positions), shown
     assert "6/6" in shown and "\r" in shown  # a bar redrawn in place: 3 steps, then two-stage's 3 at full size
-    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+step/s\]", shown), shown  # elapsed<ETA, rate
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)\]", shown), shown  # elapsed<ETA, rate
 
 
 def test_a_mistake_through_the_console_script_has_no_traceback(tmp_path):

@@ -16,7 +16,6 @@ import typing
 
 from ..settings import DEFAULT_GEMMA_NAME, ENV, Settings, add_directory_arguments
 from . import families
-from .upsampler import UPSAMPLER_FILE
 
 # What `ltx2 download` fetches with no --family: Lightricks' recommended model.
 DEFAULT_FAMILY = "ltx-2.5"
@@ -24,6 +23,9 @@ DEFAULT_FAMILY = "ltx-2.5"
 CHECKPOINT_REPO = families.by_name("ltx-2").files.repo
 CHECKPOINTS = families.by_name("ltx-2").files.checkpoints
 GEMMA_REPO = f"google/{DEFAULT_GEMMA_NAME}"
+# From the family's description, not models.upsampler: that imports torch and diffusers (seconds), and
+# `ltx2 --help` imports this module.
+UPSAMPLER_FILE = families.by_name("ltx-2").files.upsampler
 
 # Lightricks' LTX-2 19B LoRAs (LTX-2 repository's model list). They go to <models dir>/loras/.
 LORAS_DIR = "loras"

@@ -35,6 +35,7 @@ from ..models.diffusion_decode import diffusion_decode
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..schema import GenerateRequest, InvalidRequest
+from . import progress
 from .conditioning import Conditioning, blend_velocity, frames_for_duration, image_pixels, keyframe_coords, start_from
 from .guidance import Guidance, ModalityGuidance, combine
 from .passes import Perturbation, gate_timesteps, reference_semantics
@@ -684,9 +685,12 @@ def decode_video(model: LoadedModel, video: Stream, grid: LatentGrid, width: int
         video_latents = denormalize(latents)
         timestep = None
         if diffusion:  # LTX-2.5: the diffusion decoder denoises pixels from noise drawn from the seed's generator
-            pixels = diffusion_decode(model.diffusion_decoder, video_latents, generator).float()
+            with progress.counting(progress.DECODING_VIDEO, [model.diffusion_decoder], 1, finish=False):
+                pixels = diffusion_decode(model.diffusion_decoder, video_latents, generator).float()
             _check_output(video_latents, pixels)
-            return center_crop(_to_uint8_frames(pixels[0]), width, height), video_latents
+            frames = center_crop(_to_uint8_frames(pixels[0]), width, height)
+            progress.finished(progress.DECODING_VIDEO)
+            return frames, video_latents
         if vae.config.timestep_conditioning:
             noise = torch.randn(latents.shape, generator=generator).to(latents.device)
             latents = noise * DECODE_NOISE_SCALE + latents * (1 - DECODE_NOISE_SCALE)
@@ -705,7 +709,29 @@ def vae_decode(vae, latents: torch.Tensor, timestep: torch.Tensor | None = None)
     from . import tiling
 
     plan = tiling.plan_for(vae, latents.shape, tiling.free_bytes(latents.device))
-    return tiling.decode(vae, latents, plan, timestep)
+    # Progress by the decoder's blocks (its mid block, then each up block) in every tile it decodes.
+    decoder = vae.decoder
+    blocks = [getattr(decoder, "mid_block", None), *getattr(decoder, "up_blocks", ())]
+    blocks = [b for b in blocks if b is not None] or [decoder]
+    passes = decoder_passes(vae, latents.shape, plan)
+    with progress.counting(progress.DECODING_VIDEO, blocks, len(blocks) * passes, finish=False):
+        return tiling.decode(vae, latents, plan, timestep)  # decode_video reports the end, with the frames out
+
+
+def decoder_passes(vae, shape, plan) -> int:
+    """How many times the decoder runs for latents of `shape` under `plan`: once per temporal tile, times
+    the spatial tiles diffusers' tiled_decode cuts each into (its loop's count) when the plan tiles space."""
+    from . import tiling
+
+    passes = tiling.tiles(shape[2], plan)
+    if plan is not None and plan.spatial:
+        ratio = vae.spatial_compression_ratio
+        stride, least = tiling.SPATIAL_STRIDE // ratio, tiling.SPATIAL_TILE // ratio
+        height, width = shape[3], shape[4]
+        if height > least or width > least:
+            passes *= -(-height // stride) * -(-width // stride)
+    return passes
+    progress.finished(progress.DECODING_VIDEO)
 
 
 def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid
@@ -726,8 +752,10 @@ def decode_audio(model: LoadedModel, plan: Plan, audio: Stream, grid: LatentGrid
         if request.include_audio and plan.keep_input_audio:
             waveform = fit_length(plan.conditioning.audio_for_output, samples)
         elif vocode:
-            mel = audio_vae.decode(latents.to(audio_vae.dtype), return_dict=False)[0]
-            wave = pipe.vocoder(mel.to(pipe.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
+            parts = [m for m in (getattr(audio_vae, "decoder", None), pipe.vocoder) if m is not None]
+            with progress.counting(progress.DECODING_AUDIO, parts, len(parts) + 1):  # + 1: the waveform out
+                mel = audio_vae.decode(latents.to(audio_vae.dtype), return_dict=False)[0]
+                wave = pipe.vocoder(mel.to(pipe.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
             waveform = fit_length(wave, samples)
     return waveform, latents
 

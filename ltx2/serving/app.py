@@ -295,7 +295,7 @@ class _State:
                                                                              job.request.fps))
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
-                              check=job.check,
+                              check=job.check, on_progress=job.on_progress,
                               encode_threads=self.settings.encode_threads)
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.data
 

@@ -68,7 +68,8 @@ class Job:
     finished: float | None = None
     step: int = 0
     total: int = 0
-    stage: str | None = None  # what an active job is doing: preparing_inputs, generating, storing
+    stage: str | None = None  # what an active job is doing: preparing_inputs, ..., denoising, decoding_video, ...
+    progress: dict | None = None  # while it runs: its stage, done, total and fraction (`stage_progress`)
     timings: dict[str, float] = field(default_factory=dict)
     error: dict | None = None  # ErrorResponse body
     error_status: int | None = None  # the HTTP status /generate answers with for this error
@@ -84,6 +85,7 @@ class Job:
     ready: bool = False  # inputs decoded (or none to decode): the GPU may take it
     worked: float = 0.0  # seconds spent preparing; they count against the job time limit
     check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
+    on_progress: Any = field(default=None, repr=False)  # while it runs: (stage, done, total) of the stages without steps
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
@@ -91,6 +93,7 @@ class Job:
             "id": self.id,
             "status": self.status,
             "stage": self.stage,
+            "progress": self.progress,
             "position": position,
             "step": self.step,
             "total": self.total,
@@ -102,6 +105,12 @@ class Job:
             "result": self.result,
             "video_available": self.status == SUCCEEDED and not self.expired and self.video_path is not None,
         }
+
+
+def stage_progress(stage: str, done: int, total: int) -> dict[str, Any]:
+    """A running job's `progress`: where it is within its stage, in the stage's own units (denoising
+    steps, the decoder's blocks, frames encoded)."""
+    return {"stage": stage, "done": done, "total": total, "fraction": round(done / total, 4) if total else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------- records

@@ -39,7 +39,7 @@ from collections import deque
 from typing import Any
 
 from .job_store import (  # noqa: F401 - re-exported: the routes read statuses and jobs from here
-    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobStore, StorageError, _reason,
+    CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobStore, StorageError, _reason, stage_progress,
 )
 from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the routes
     STORAGE_ERROR_STATUS, UNKNOWN_WRITE_BYTES, descriptors_short, probe_folder, resource_error,
@@ -47,6 +47,7 @@ from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the 
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..media.encode import output_format
 from ..pipelines.generate import OutputRejected
+from ..pipelines.progress import DENOISING
 from ..schema import (
     ErrorResponse,
     GenerateRequest,
@@ -603,14 +604,21 @@ class JobManager:
         def on_step(step: int, total: int) -> None:
             check()
             job.step, job.total = step, total
+            job.stage, job.progress = DENOISING, stage_progress(DENOISING, step, total)
+            self._changed(job)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            check()  # a decode reports each block of its decoder: a stop reaches it there
+            job.stage, job.progress = stage, stage_progress(stage, done, total)
             self._changed(job)
 
         failed = True
         job.check = check  # for the stages without steps: run_job calls it between them (and per muxed frame)
+        job.on_progress = on_progress  # run_job hands it to the decodes and the encoder
         try:
             result, mp4 = self.run_job(job, on_step)
             check()  # a stage without steps (the VAE decode, the mux) ran past a stop
-            job.stage = "storing"
+            job.stage, job.progress = "storing", None
             job.video_path = self._store_video(job, mp4)
             # Stages a pipeline did not run (two-stage's, for a one-stage video) are null in the response.
             job.timings = {k: v for k, v in result.get("timings", {}).items() if v is not None}
@@ -676,8 +684,8 @@ class JobManager:
         if inline:
             job.request = job.request.model_copy(update=inline)
         self._remove(job.inputs_path)
-        job.inputs_path, job.prepared, job.check = None, None, None
-        job.status, job.finished, job.stage = status, time.time(), None
+        job.inputs_path, job.prepared, job.check, job.on_progress = None, None, None, None
+        job.status, job.finished, job.stage, job.progress = status, time.time(), None, None
         job.error, job.error_status, job.result = error, error_status, result
         if job.started is not None and status == SUCCEEDED:
             self._durations.append(job.finished - job.started)

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_uri
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
+from ..pipelines import progress
 from ..pipelines.conditioning import Conditioning, decode_conditioning
 from ..pipelines.generate import StepCallback, generate, image_targets
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
+from ..pipelines.progress import StageCallback
 from ..pipelines.warmup import warm_up
 from ..schema import GenerateRequest, GenerateResponse, StageTimings
 
@@ -53,12 +55,15 @@ class Rendered:
 def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
                limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None,
                encode_threads: int = 0, on_stage: Callable[[str], None] | None = None,
-               conditioning: Conditioning | None = None, check: Callable[[], None] | None = None) -> Rendered:
+               conditioning: Conditioning | None = None, check: Callable[[], None] | None = None,
+               on_progress: StageCallback | None = None) -> Rendered:
     """Generate and encode the file the request asks for (`video_output_type`; the name is historical).
     `on_stage(name)` hears where the work is, for a progress display. `conditioning`: the inputs,
     already decoded (the job queue decodes them before the job takes the GPU); else they are decoded
     here. `check()` raises to stop the job: it is called between stages and between the chunks of
-    frames handed to the encoder, so a cancel or time limit stops a long encode within a few frames."""
+    frames handed to the encoder, so a cancel or time limit stops a long encode within a few frames.
+    `on_progress(stage, done, total)` hears the stages without steps: decoding_video (the decoder's blocks),
+    decoding_audio, then encoding (frames handed to the encoder; total once the file is complete)."""
     start = time.perf_counter()
     on_stage = on_stage or (lambda name: None)
     fmt = output_format(request.video_output_type)
@@ -70,7 +75,8 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
                                            limits, fetch_policy, targets=image_targets(model, request))
     adapters = resolve_loras(model, request, lora_policy)
-    result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
+    with progress.reporting(on_progress):
+        result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
     timings = dict(result.timings)
 
     t = time.perf_counter()
@@ -81,11 +87,18 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
                       quality=request.video_quality, write_mode=request.video_write_mode,
                       audio_rate=result.sample_rate if result.waveform is not None else None,
                       threads=encode_threads or None) as encoder:
-        for first in range(0, len(result.frames), ENCODE_CHUNK):
+        frames = len(result.frames)
+        if on_progress is not None:
+            on_progress(progress.ENCODING, 0, frames)
+        for first in range(0, frames, ENCODE_CHUNK):
             if check is not None:
                 check()
             encoder.write(result.frames[first:first + ENCODE_CHUNK])
+            if on_progress is not None:  # held below total until the file is finished (the last chunks, the audio)
+                on_progress(progress.ENCODING, min(first + ENCODE_CHUNK, frames - 1), frames)
         data = encoder.finish(result.waveform, result.sample_rate)
+        if on_progress is not None:
+            on_progress(progress.ENCODING, frames, frames)
     timings["mux"] = time.perf_counter() - t
     timings.update(transformer_passes=result.transformer_passes, host_device_bytes=result.host_device_bytes,
                    prompt_cache_hits=result.prompt_cache_hits)
@@ -121,9 +134,10 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
 
 def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
            limits: InputLimits | None = None, lora_policy: LoraPolicy | None = None,
-           encode_threads: int = 0) -> GenerateResponse:
+           encode_threads: int = 0, on_progress: StageCallback | None = None) -> GenerateResponse:
     """The seed's response: the file as a base64 data URI of its own MIME type."""
-    rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy, encode_threads=encode_threads)
+    rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy, encode_threads=encode_threads,
+                          on_progress=on_progress)
     t = time.perf_counter()
     video = rendered.data_uri()
     return rendered.response(video, {"encode_base64": time.perf_counter() - t})

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import uuid
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from .admission import Admission, frames_of
 from .faults import _messages, free_gpu_memory, is_out_of_memory, out_of_memory_body
 from ..models.loaded import LoadedModel
 from ..schema import (
+from ..pipelines.progress import DENOISING, describe
     DEFAULT_OUTPUT_TYPE,
     ErrorResponse,
     GenerateRequest,
@@ -38,6 +40,7 @@ log = logging.getLogger("ltx2.worker")
 
 ProgressSender = Callable[[dict, Any], None]
 
+PROGRESS_INTERVAL = 1.0  # seconds between two progress updates of one decode or encode stage
 # RunPod's size limits, in decimal MB as RunPod states them:
 # - Request bodies: /run 10 MB, /runsync 20 MB ("Payload Limit",
 #   https://docs.runpod.io/serverless/references/operations). RunPod refuses those before a job
@@ -153,7 +156,21 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             return validation_error_body(list(exc.errors()))
 
         def on_step(step: int, total: int) -> None:
-            send_progress(job, {"step": step, "total": total, "message": f"denoising step {step}/{total}"})
+            send_progress(job, {"step": step, "total": total, "stage": DENOISING, "done": step,
+                                "message": f"denoising step {step}/{total}"})
+
+        sent = {"stage": None, "at": 0.0}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            # The decodes and the encoder report often (each decoder block, each 4 frames), and each
+            # update is a request to RunPod: a stage's start and end always go, between them one a second.
+            now = time.monotonic()
+            if stage == sent["stage"] and 0 < done < total and now - sent["at"] < PROGRESS_INTERVAL:
+                return
+            sent.update(stage=stage, at=now)
+            send_progress(job, {"stage": stage, "done": done, "total": total,
+                                "fraction": round(done / total, 4) if total else 0.0,
+                                "message": describe(stage, done, total)})
 
         oom = False
         try:
@@ -161,7 +178,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             upload = wants_upload(request)
             # The server's own render() when the answer is base64, so both give the same response.
             produce = render_mp4 if upload else render
-            rendered = produce(model, request, on_step=on_step, encode_threads=encode_threads)
+            rendered = produce(model, request, on_step=on_step, encode_threads=encode_threads, on_progress=on_progress)
         except InvalidRequest as exc:
             return exc.body()
         except Exception as exc:
