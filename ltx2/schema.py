@@ -526,16 +526,18 @@ class GenerateResponse(BaseModel):
     stg_blocks: list[int] = Field(description="Blocks the STG pass perturbs (used only when an STG scale is "
                                               "not 0).", examples=[[29]])
     transformer_passes: int = Field(description="Samples run through the transformer, all steps together: steps "
-                                                "x passes per step (1 without guidance).", examples=[8])
-    model: str = Field(description="The loaded model: a tiny preset's name or the checkpoint's.", examples=["tiny"])
+                                                "x passes per step (1 without guidance); two-stage adds its 3 "
+                                                "refining steps.", examples=[11])
+    model: str = Field(description="The loaded model: a tiny preset's name or the checkpoint's.",
+                       examples=["ltx-2-19b-distilled-fp8"])
     # Defaults: a result stored before families were reported came from an LTX-2 19B.
     model_family: str = Field(default="ltx-2", description='The model\'s generation: "ltx-2" (LTX-2 19B), '
-                              '"ltx-2.3" or "ltx-2.5" (22B), read from the checkpoint\'s files.', examples=["ltx-2.3"])
+                              '"ltx-2.3" or "ltx-2.5" (22B), read from the checkpoint\'s files.', examples=["ltx-2"])
     variant: str | None = Field(default=None, description='"distilled" (8 steps, no guidance) or "dev" (guided, '
                                 "more steps); null in results stored by older versions.", examples=["distilled"])
     length_from: str = Field(default="request", description='Where num_frames came from: "request", "audio" '
                              '(match_audio_length) or "duration_head" (duration "auto", LTX-2.5).',
-                             examples=["duration_head"])
+                             examples=["request"])
     predicted_seconds: float | None = Field(default=None, description="With the duration head: the length it "
                                             "predicted, in seconds, before the frame grid and the limits.")
     model_resolution: str = Field(

@@ -207,8 +207,11 @@ def add_directory_arguments(parser: argparse.ArgumentParser, defaults: Settings)
 def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     """Flags that say what to load and where to find it."""
     parser.add_argument("--model", default=defaults.model,
-                        help="a tiny preset ('tiny': LTX-2 19B, 'tiny-2.3': LTX-2.3), a .safetensors checkpoint "
-                             f"(path or file name in --models-dir) or a diffusers directory (env {ENV['model']})")
+                        help="what to load (default: %(default)s): a tiny preset, random weights at tiny widths "
+                             "('tiny': LTX-2 19B, 'tiny-2.3': LTX-2.3, 'tiny-2.5': LTX-2.5); a full-size random "
+                             "preset for GPU benchmarks ('random-19b': LTX-2 19B + Gemma 3, 'random-22b': LTX-2.5 + "
+                             "Gemma 4); a .safetensors checkpoint (path or file name in --models-dir), LTX-2.5's "
+                             f"folders, or a diffusers directory (env {ENV['model']})")
     add_directory_arguments(parser, defaults)
     parser.add_argument("--memory-policy", dest="memory_policy", default=defaults.memory_policy,
                         choices=MEMORY_POLICIES, help=f"what stays on the GPU (env {ENV['memory_policy']})")

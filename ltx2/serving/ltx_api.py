@@ -51,6 +51,11 @@ MODES = {  # route -> (the input it requires, the request field it fills)
 }
 
 
+def _article(mode: str) -> str:
+    """'an' before a vowel sound (an image to video, an audio to video), else 'a'."""
+    return "an" if mode[0] in "aeiou" else "a"
+
+
 class Generation(BaseModel):
     """The vendor's generation object."""
 
@@ -162,7 +167,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
 
         submits.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
                  responses=errors, openapi_extra=_request_body_doc(mode),
-                 summary=f"Queue a {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
+                 summary=f"Queue {_article(mode)} {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
 
     submits = APIRouter(route_class=LTXRoute)  # capacity before the body (intake)
     for mode in MODES:

@@ -3,7 +3,7 @@
     POST   /v1/videos               JSON or multipart (input_reference as a file upload)
     GET    /v1/videos               list, newest first (after, limit, order)
     GET    /v1/videos/{id}          the Video object
-    GET    /v1/videos/{id}/content  the MP4
+    GET    /v1/videos/{id}/content  the video file (MP4, WebM, MOV or GIF)
     DELETE /v1/videos/{id}          cancel if unfinished, then forget the job and its video
 
 Mapping onto the one request model:
@@ -28,9 +28,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from ..media.encode import FORMATS
 from ..schema import ErrorResponse, validation_error_body
 from .intake import SubmitRoute
 from .jobs import (
@@ -286,12 +287,15 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         job = await ctx.find(video_id, http)
         return job if isinstance(job, JSONResponse) else view(job)
 
-    @router.get("/v1/videos/{video_id}/content", summary="Download the MP4 (OpenAI Videos API)",
-             responses={200: {"content": {"video/mp4": {}}}, **found,
+    @router.get("/v1/videos/{video_id}/content", summary="Download the video file (OpenAI Videos API)",
+             response_class=FileResponse,  # the 200 is the file alone in /docs, not JSON
+             description="The finished file in the request's video_output_type: MP4 (video/mp4), WebM "
+                         "(video/webm), MOV (video/quicktime) or GIF (image/gif); its Content-Type says which.",
+             responses={200: {"content": {f.mime: {} for f in FORMATS.values()}}, **found,
                         409: {"model": OpenAIError, "description": "Not finished yet."},
                         410: {"model": OpenAIError, "description": "Expired."}})
     async def video_content(video_id: str, http: Request, variant: Literal["video"] = Query(
-            "video", description="Only the MP4 is kept: no thumbnail or spritesheet.")):
+            "video", description="Only the video file is kept: no thumbnail or spritesheet.")):
         return await ctx.video(video_id, http)
 
     @router.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=deleted,
