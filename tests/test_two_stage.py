@@ -84,12 +84,13 @@ def test_noise_is_reinjected_at_the_first_stage2_sigma(model, traced):
     first, second = calls["denoise"]
     _, upsampled = calls["upsample"][0]
     audio_frames = second["grid"].audio_frames
-    # The generator's draws in order: stage-1 video, stage-1 audio, stage-2 video, stage-2 audio noise.
+    # The generator's draws in order: stage-1 video, stage-1 audio, stage-2 video, stage-2 audio noise, each
+    # in token order (tokens, channels) as ltx-pipelines' GaussianNoiser draws them.
     g = torch.Generator().manual_seed(REQUEST["seed"])
-    stage1_video_noise = pack_video(torch.randn((1, 128, 2, 1, 2), generator=g))
-    stage1_audio_noise = pack_audio(torch.randn((1, 8, audio_frames, 16), generator=g))
-    video_noise = pack_video(torch.randn((1, 128, 2, 2, 4), generator=g))
-    audio_noise = pack_audio(torch.randn((1, 8, audio_frames, 16), generator=g))
+    stage1_video_noise = torch.randn((1, 2 * 1 * 2, 128), generator=g)
+    stage1_audio_noise = torch.randn((1, audio_frames, 8 * 16), generator=g)
+    video_noise = torch.randn((1, 2 * 2 * 4, 128), generator=g)
+    audio_noise = torch.randn((1, audio_frames, 8 * 16), generator=g)
     torch.testing.assert_close(first["video_in"], stage1_video_noise)  # stage 1 starts from pure noise
     torch.testing.assert_close(first["audio_in"], stage1_audio_noise)
     sigma = 0.909375

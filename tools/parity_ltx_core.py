@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import tempfile
@@ -176,6 +177,10 @@ def transformer_table(core: dict, ours, theirs, family: str) -> None:
             return core["Modality"](latent=latent, sigma=s, timesteps=(mask * s[:, None])[..., None],
                                     positions=positions, context=context, context_mask=None)
         video = modality(x, video_mask, coords, ctx, False)
+        # As ltx-core's VideoLatentTools state: the first latent frame's tokens marked (the keyframe embedding).
+        keyframes = torch.zeros(batch, video_tokens, 1)
+        keyframes[:, : h * w] = 1.0
+        video = dataclasses.replace(video, keyframes_mask=keyframes)
         audio = modality(ax, audio_mask, audio_coords, actx, audio_frozen)
         config = None
         if perturbation is not None:

@@ -443,12 +443,16 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
     """
     pipe, device = model.pipe, model.device
     patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
-    video_noise = torch.randn((1, pipe.transformer.config.in_channels, grid.frames, grid.height, grid.width),
-                              generator=generator)
-    audio_noise = torch.randn((1, pipe.audio_vae.config.latent_channels, grid.audio_frames, grid.mel_bins),
-                              generator=generator)
-    latents = pipe._pack_latents(video_noise, patch, patch_t).to(device)
-    audio_latents = pipe._pack_audio_latents(audio_noise).to(device)
+    # Drawn in token order, as ltx-pipelines' GaussianNoiser draws it (on the patchified state): the video's
+    # own tokens, then a keyframe's tokens, then the audio's, so that a seed gives the reference's noise.
+    video_shape = pipe._pack_latents(torch.empty(1, pipe.transformer.config.in_channels, grid.frames, grid.height,
+                                                 grid.width), patch, patch_t).shape
+    keyframe_tokens = 0 if conditions.last is None else conditions.last.shape[1]
+    drawn = torch.randn((1, video_shape[1] + keyframe_tokens, video_shape[2]), generator=generator).to(device)
+    latents, extra_noise = drawn[:, : video_shape[1]], drawn[:, video_shape[1]:]
+    audio_shape = pipe._pack_audio_latents(torch.empty(1, pipe.audio_vae.config.latent_channels, grid.audio_frames,
+                                                       grid.mel_bins)).shape
+    audio_latents = torch.randn(audio_shape, generator=generator).to(device)
     video_base = None if video_start is None else renoise(video_start, latents, sigma0)
     audio_base = None if audio_start is None else renoise(audio_start, audio_latents, sigma0)
     video = Stream(latents if video_base is None else video_base, pipe.transformer.rope.prepare_video_coords(
@@ -466,7 +470,6 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
             mask[:, : tokens.shape[1]] = plan.first.strength
         if conditions.last is not None:  # a keyframe: extra tokens placed in time at the last frame
             tokens = conditions.last
-            extra_noise = torch.randn(tokens.shape, generator=generator).to(device)
             latents = torch.cat([latents, extra_noise], dim=1)
             if video_base is not None:
                 video_base = torch.cat([video_base, extra_noise], dim=1)
@@ -622,6 +625,14 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
     widen = (lambda x: torch.cat([x] * batch)) if batch > 1 else (lambda x: x)
     timestep = t.expand(batch)
     sigmas = torch.full((batch,), sigma, device=timestep.device)
+    # ltx-core marks the first latent frame's tokens (one pixel frame, the VAE being causal) on every call,
+    # and a transformer with the keyframe embedding (LTX-2.5.1 and later) adds it to them; appended keyframe
+    # tokens are not marked. diffusers applies it only when asked.
+    marks = {}
+    if getattr(transformer.config, "use_keyframes_abs_pos_embedding", False):
+        mask = torch.zeros(1, video.latents.shape[1], 1, device=video.latents.device)
+        mask[:, : video.own_tokens // grid.frames] = 1.0
+        marks["video_keyframes_mask"] = widen(mask)
     # A stream held fixed counts as sigma 0 for the other stream's gate.
     video_sigma = torch.zeros_like(sigmas) if video.frozen else sigmas
     audio_sigma = torch.zeros_like(sigmas) if audio.frozen else sigmas
@@ -650,6 +661,7 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
             audio_sigma=audio_sigma * transformer.config.timestep_scale_multiplier,
             use_cross_timestep=False,  # scale/shift from each stream's own timesteps; the gates are hooked
             return_dict=False,
+            **marks,
         )
     run.transformer_passes += batch
     return video_velocity.float(), audio_velocity.float()
