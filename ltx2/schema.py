@@ -6,6 +6,7 @@ clients (curl, the Python and bash snippets in llms.txt) work unchanged.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
@@ -13,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
 
-FRAME_MIN, FRAME_MAX = 9, 481
+# 497 frames: the 8k+1 count nearest 20 s at 25 fps (the vendor's longest ltx-2-fast clip; 10 s at 50 fps).
+# ltx-core's transformer positions time in seconds within positional_embedding_max_pos[0] = 20 (and
+# audio_positional_embedding_max_pos = [20]): 497 frames at 25 fps end at 19.88 s; 505 would pass 20 s.
+FRAME_MIN, FRAME_MAX = 9, 497
 # temporal_upscale doubles both: the output stays within the frame limit and ltx-pipelines' 60 fps cap.
 TEMPORAL_MAX_FRAMES, TEMPORAL_MAX_FPS = (FRAME_MAX - 1) // 2 + 1, 30
 
@@ -129,7 +133,7 @@ class GenerateRequest(BaseModel):
     )
     num_frames: int = Field(
         default=49, ge=FRAME_MIN, le=FRAME_MAX,
-        description="Number of frames, of the form 8k+1 (9, 17, 25, ..., 49, ..., 121, ..., 481): the video VAE "
+        description=f"Number of frames, of the form 8k+1 (9, 17, 25, ..., 49, ..., 121, ..., {FRAME_MAX}): the video VAE "
         "compresses 8 frames into one latent after the first. 49 frames at 25 fps is 1.96 s.",
         examples=[49],
     )
@@ -277,7 +281,7 @@ class GenerateRequest(BaseModel):
     match_audio_length: bool = Field(
         default=False,
         description="With audio: take num_frames from the audio's duration at this fps (the nearest 8k+1 between "
-        "9 and 481) instead of the num_frames field.",
+        f"9 and {FRAME_MAX}) instead of the num_frames field.",
         examples=[False],
     )
     video_size: VideoSize | None = Field(
@@ -606,7 +610,10 @@ def describe_error(err: dict) -> dict[str, Any]:
     elif kind == "missing":
         message = f"{field} is required"
     elif kind == "extra_forbidden":
-        message = f"{field} is not a field of this API (check its spelling; see GET / for the fields)"
+        # No pointer to GET /: the RunPod handler answers with this sentence too, and it has no routes.
+        close = difflib.get_close_matches(field, GenerateRequest.model_fields, n=1) if "." not in field else []
+        message = f"{field} is not a field of this API" + (f" (did you mean {close[0]}?)" if close else
+                                                            " (check its spelling; the README lists the fields)")
     elif kind.startswith("int_") or kind == "int_from_float":
         message = f"{field} must be an integer, got {got_text}"
     elif kind.startswith("float_"):

@@ -72,7 +72,12 @@ def test_sdk_local_mode_with_test_input_json():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "completed successfully" in out
-    assert "data:video/mp4;base64," in out
+    # The video goes to a file the run names (LTX2_OUTPUT_DIR), not into the log as base64.
+    path = out.split("ltx2: wrote the video to ", 1)[1].split()[0]
+    assert path.endswith(".mp4") and "data:video/mp4;base64," not in out
+    with open(path, "rb") as f:
+        assert f.read(12)[4:8] == b"ftyp"
+    os.remove(path)
 
 
 def test_sdk_local_mode_with_test_input_flag():

@@ -147,18 +147,18 @@ def test_diffusion_and_conv_decoders_both_make_the_video(model25):
     (5.86, 25, 145),  # 146.5 -> 146 -> floored onto the grid
     (0.2, 25, 25),  # below 1 s: clamped to 25 frames, on the grid already
     (0.2, 24, 25),  # 24 frames floors to 17 < 24: raised to the next grid point
-    (60.0, 25, 481),  # above 20 s: clamped to the server's 481
+    (60.0, 25, 497),  # above 20 s: clamped to the server's 497
     (60.0, 12, 233),  # 20 s at 12 fps = 240 -> floored to 233
 ])
 def test_seconds_become_frames_as_ltx_pipelines_rounds_them(seconds, fps, expected):
-    frames = seconds_to_frames(seconds, fps, max(9, round(fps)), min(481, round(20 * fps)))
+    frames = seconds_to_frames(seconds, fps, max(9, round(fps)), min(497, round(20 * fps)))
     assert frames == expected and (frames - 1) % 8 == 0
 
 
 def test_no_num_frames_on_25_is_the_duration_heads_length(model25):
     auto = generate(model25, GenerateRequest(**SMALL, use_multiscale=False, num_inference_steps=1))
     assert auto.length_from == "duration_head" and auto.predicted_seconds is not None
-    assert auto.num_frames == seconds_to_frames(auto.predicted_seconds, 25, 25, 481)
+    assert auto.num_frames == seconds_to_frames(auto.predicted_seconds, 25, 25, 497)
     assert auto.frames.shape[0] == auto.num_frames and auto.waveform.shape[1] == round(auto.num_frames / 25 * 48_000)
     explicit = generate(model25, GenerateRequest(**SMALL, num_frames=17, use_multiscale=False, num_inference_steps=1))
     assert (explicit.num_frames, explicit.length_from) == (17, "request")

@@ -72,7 +72,7 @@ def test_json_body_with_an_image_url_reference(live_server):
 @pytest.mark.parametrize("kwargs, field, phrase", [
     ({"size": "301x64"}, "size", "size: width must be an even number, got 301"),
     ({"size": "wide"}, "size", "size must be WIDTHxHEIGHT"),
-    ({"seconds": "60"}, "seconds", "seconds must be between 0.36 and 19.24 seconds at 25 fps"),
+    ({"seconds": "60"}, "seconds", "seconds must be between 0.36 and 19.88 seconds at 25 fps"),
     ({"model": "sora-2"}, "model", "model 'sora-2' is not loaded on this server; it serves 'ltx-2-fast', 'tiny'"),
     ({"extra_body": {"stepz": 3}}, "stepz", "stepz is not a field of this API"),
     ({"extra_body": {"num_inference_steps": "many"}}, "num_inference_steps",

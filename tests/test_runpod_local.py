@@ -2,6 +2,7 @@
 in a real process on loopback, driven as curl would: POST /runsync, and POST /run then POST /status/{id}."""
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -71,4 +72,6 @@ def test_run_then_status(runpod_api):
 def test_bad_input_fails_the_job_with_the_servers_message(runpod_api):
     body = httpx.post(f"{runpod_api}/runsync", json={"input": {**CHEAP, "num_frames": 50}}, timeout=30).json()
     assert body["status"] == "FAILED"
-    assert body["error"] == "num_frames must be of the form 8k+1 (e.g. 49 or 57), got 50"
+    error = json.loads(body["error"])  # the SDK carries a structured error as JSON text
+    assert error["error"] == "num_frames must be of the form 8k+1 (e.g. 49 or 57), got 50"
+    assert error["field"] == "num_frames" and error["code"] == "invalid_request"

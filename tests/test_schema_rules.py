@@ -27,7 +27,7 @@ from ltx2.schema import (
 
 # The README's table: field -> (default, smallest, largest). None as a default: "the model's".
 NUMBERS = {
-    "width": (288, 64, 3840), "height": (512, 64, 3840), "num_frames": (49, 9, 481), "fps": (25, 1, 60),
+    "width": (288, 64, 3840), "height": (512, 64, 3840), "num_frames": (49, 9, 497), "fps": (25, 1, 60),
     "guidance_scale": (None, 1.0, 20.0), "audio_guidance_scale": (None, 1.0, 20.0),
     "stg_scale": (None, 0.0, 10.0), "audio_stg_scale": (None, 0.0, 10.0),
     "modality_scale": (None, 1.0, 10.0), "audio_modality_scale": (None, 1.0, 10.0),
@@ -74,7 +74,7 @@ def test_each_number_is_accepted_at_its_edges_and_refused_just_past_them(name):
 def test_the_published_rules_are_the_tables():
     rules = request_rules()
     assert rules["width"] == rules["height"] == "even, 64..3840"
-    assert rules["num_frames"] == "8k+1, 9..481"
+    assert rules["num_frames"] == "8k+1, 9..497"
     assert rules["guidance_scale"] == "1.0..20.0 (1.0 = no classifier-free guidance)"
     assert rules["seed"] == f"0..{2**53 - 1}" and rules["fps"] == "1..60"
     assert rules["camera_lora_scale"] == "0.0..1.0" and rules["stg_scale"] == "0.0..10.0"
@@ -192,7 +192,7 @@ def test_duration_by_hand():
     ({"loc": ("x",), "type": "less_than_equal", "ctx": {"le": 5}, "input": 6}, "x", "x must be <= 5, got 6"),
     ({"loc": ("body", "prompt"), "type": "missing"}, "prompt", "prompt is required"),
     ({"loc": ("body", "widht"), "type": "extra_forbidden", "input": 3}, "widht",
-     "widht is not a field of this API (check its spelling; see GET / for the fields)"),
+     "widht is not a field of this API (did you mean width?)"),
     ({"loc": ("fps",), "type": "int_parsing", "input": "a"}, "fps", "fps must be an integer, got 'a'"),
     ({"loc": ("fps",), "type": "int_from_float", "input": 2.5}, "fps", "fps must be an integer, got 2.5"),
     ({"loc": ("g",), "type": "float_parsing", "input": "a"}, "g", "g must be a number, got 'a'"),
@@ -247,7 +247,7 @@ def test_the_422_body_names_five_problems_and_lists_twenty():
         return [{"loc": ("body", f"f{i}"), "type": "extra_forbidden"} for i in range(n)]
 
     one = validation_error_body(errors(1))
-    assert one == {"error": "f0 is not a field of this API (check its spelling; see GET / for the fields)",
+    assert one == {"error": "f0 is not a field of this API (check its spelling; the README lists the fields)",
                    "code": "invalid_request", "field": "f0", "errors": [{"field": "f0", "message": one["error"]}]}
     five = validation_error_body(errors(5))
     assert five["error"].count("is not a field") == 5 and "more problems" not in five["error"]

@@ -68,6 +68,7 @@ from ..schema import (
 from . import ltx_api, openai_api
 from .docs import PAGES as DOCS_PAGES
 from .docs import install_docs
+from .error_shapes import reshape, reshape_response
 from .playground import PAGES as PLAYGROUND_PAGES
 from .playground import install_playground
 from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
@@ -485,7 +486,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     install_docs(app)
     install_playground(app)
     # API keys and body limit, checked before any body is read.
-    state.keys_configured = bool(install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES))
+    state.keys_configured = bool(install_security(app, settings, pages=DOCS_PAGES | PLAYGROUND_PAGES, shape=reshape))
     app.state.ltx2 = state
 
     @app.exception_handler(RequestValidationError)
@@ -504,13 +505,14 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return _error(422, f"the request body is not valid JSON: {exc.detail}", "invalid_request")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = ErrorResponse(error=str(exc.detail), code=code).model_dump()
-        return JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
+        response = JSONResponse(status_code=exc.status_code, content=body, headers=getattr(exc, "headers", None))
+        return reshape_response(request.url.path, response)  # /v1/...: in that protocol's shape
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         # A bug, not the client's doing: still JSON in the route's own shape (the traceback goes to the log).
         response = _error(500, f"internal error ({type(exc).__name__}); the server keeps serving", "internal_error")
-        return openai_api.as_openai_error(response) if request.url.path.startswith("/v1/videos") else response
+        return reshape_response(request.url.path, response)
 
     # Routes that queue a job: capacity is checked before their bodies are read (ltx2.serving.intake).
     submits = APIRouter(route_class=SubmitRoute)

@@ -3,9 +3,14 @@
     POST /v1/generations/text-to-video    prompt
     POST /v1/generations/image-to-video   prompt + image (a file upload, an http(s) URL or a data URI)
     POST /v1/generations/audio-to-video   prompt + audio (the same)
-    GET  /v1/generations/{id}             poll: queued | processing | completed | failed
+    GET  /v1/generations/{id}             poll: processing | completed | failed
 
 Each POST takes JSON or multipart/form-data and answers 202 at once with the generation's id.
+Statuses are the vendor document's: a queued generation is `processing` too; `failed` (with `error`)
+is the one it does not name, since a generation can fail. Errors follow its table: invalid parameters
+are 400, an uploaded file that is not an image of a supported format 422, a file too large 413, the
+queue full 429 with Retry-After, unavailable 503; bodies are {"type": "error", "error": {"type",
+"message", "code", "param"}} (ltx_body), `param` naming the vendor's field (`image`, `duration`).
 Mapping onto the one request model:
 - `resolution` "WIDTHxHEIGHT" -> width, height.
 - `duration` (seconds) -> num_frames: the 8k+1 count nearest to duration x fps. On audio-to-video
@@ -16,17 +21,24 @@ Mapping onto the one request model:
 - Any other field of POST /generate may be sent too. Fields left out take this server's defaults
   (288x512, 49 frames at 25 fps), not the hosted API's 1920x1080 for 6 s.
 The response has the vendor's shape: id, status, video_url, duration, model, resolution (and error).
+`duration` is the length asked for (num_frames / fps) from submission to completion; when it follows
+the audio, the audio's length once the audio has been read (null until then).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ..schema import ErrorResponse
+from ..media.fetch import is_url
+from ..media.inputs import IMAGE_FORMATS_TEXT, InputLimits, decode_base64_field
+from ..pipelines.conditioning import frames_for_duration
+from ..schema import InvalidRequest
 from .intake import SubmitRoute
 from .jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from .protocol import (
@@ -43,7 +55,16 @@ from .protocol import (
 )
 
 TAG = "LTX API"
-STATUS = {QUEUED: "queued", RUNNING: "processing", SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "failed"}
+# The vendor's statuses: processing until it ends (queued included), then completed, or failed.
+STATUS = {QUEUED: "processing", RUNNING: "processing", SUCCEEDED: "completed", FAILED: "failed", CANCELLED: "failed"}
+PREFIX = "/v1/generations"  # the paths whose every error is in the LTX API's shape
+# The vendor's error table: 400 invalid params, 401 key, 413 file too large, 422 invalid file format,
+# 429 rate limited, 500 server error, 503 unavailable (404/405 for paths and ids that do not exist).
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+               422: "invalid_file_format", 429: "rate_limit_error", 500: "api_error", 503: "service_unavailable"}
+FILE_FORMAT = "invalid_file_format"  # the one code that stays 422: an uploaded file we cannot use
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", 0), (b"\xff\xd8\xff", 0), (b"GIF8", 0), (b"WEBP", 8))
 MODES = {  # route -> (the input it requires, the request field it fills)
     "text-to-video": None,
     "image-to-video": ("image", "image_start"),
@@ -56,16 +77,102 @@ def _article(mode: str) -> str:
     return "an" if mode[0] in "aeiou" else "a"
 
 
+class LTXErrorDetail(BaseModel):
+    type: str = Field(examples=["invalid_request_error"], description="The kind of error, by HTTP status.")
+    message: str = Field(examples=["duration must be between 0.36 and 19.88 seconds at 25 fps (9..497 frames), "
+                                   "got 30"])
+    code: str | None = Field(description="This server's error code.", examples=["invalid_request"])
+    param: str | None = Field(description="The field at fault, by the vendor's name.", examples=["duration"])
+
+
+class LTXError(BaseModel):
+    """Errors on /v1/generations: the status from the vendor's table, this body."""
+
+    type: Literal["error"] = "error"
+    error: LTXErrorDetail
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def vendor_status(status: int, body: dict) -> int:
+    """The vendor's code for ours: a 422 is 400 (invalid parameters) unless a file was unusable; the
+    storage's 507 is 503 (the vendor has no 507)."""
+    if status == 422 and body.get("code") != FILE_FORMAT:
+        return 400
+    return 503 if status == 507 else status
+
+
+def error_detail(status: int, body: dict) -> dict:
+    """Our error body -> the vendor's error object, naming `image` where the request field is image_start."""
+    field, message = body.get("field"), body["error"]
+    if field == "image_start":
+        field, message = "image", message.replace("image_start", "image")
+    return {"type": error_type(status), "message": message, "code": body.get("code"), "param": field}
+
+
+def ltx_body(status: int, body: dict) -> dict:
+    """Our error body ({"error": sentence, "code", "field"}) -> the LTX API's; anything else as it is."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return body
+    return {"type": "error", "error": error_detail(status, body)}
+
+
+def as_ltx_error(response: Response) -> Response:
+    if response.status_code < 400 or response.media_type != "application/json":
+        return response
+    body = json.loads(response.body)
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return response
+    status = vendor_status(response.status_code, body)
+    headers = {k: v for k, v in response.headers.items()
+               if k.lower() in ("retry-after", "location", "www-authenticate", "connection")}
+    if status == 503 and response.status_code == 507:
+        headers.setdefault("retry-after", "60")
+    return JSONResponse(status_code=status, content=ltx_body(status, body), headers=headers)
+
+
+def check_image(value: Any, field: str = "image") -> None:
+    """An uploaded image (a data URI or base64: a URL is fetched when the job runs) must be one of the
+    vendor's formats, checked at submission from its first bytes; decoding it stays in the sandbox."""
+    if not isinstance(value, str) or is_url(value):
+        return
+    limits = InputLimits.from_env()
+    try:
+        data, _ = decode_base64_field(value, field, limits.max_image_bytes, "image")
+    except InvalidRequest as exc:
+        code = "payload_too_large" if exc.status == 413 else FILE_FORMAT
+        raise ProtocolError(field, exc.message, status=exc.status, code=code) from None
+    if not any(data[at:at + len(magic)] == magic for magic, at in IMAGE_SIGNATURES) or (
+            data[8:12] == b"WEBP" and data[:4] != b"RIFF"):
+        raise ProtocolError(field, f"{field} is not a {IMAGE_FORMATS_TEXT} image (its first bytes are "
+                                   f"{data[:8]!r})", code=FILE_FORMAT)
+
+
 class Generation(BaseModel):
     """The vendor's generation object."""
 
     id: str
-    status: Literal["queued", "processing", "completed", "failed"]
+    status: Literal["processing", "completed", "failed"]
     video_url: str | None = Field(description="The MP4, once completed (GET /jobs/{id}/video).")
-    duration: float = Field(description="Seconds: the request's until it completes, then the file's.")
+    duration: float | None = Field(description="Seconds asked for (num_frames / fps), the same from submission to "
+                                   "completion; following the audio: its length once read, null before.")
     model: str
     resolution: str = Field(examples=["1920x1080"])
-    error: dict | None = Field(default=None, description="Why it failed: this server's error body.")
+    error: LTXErrorDetail | None = Field(default=None, description="Why it failed.")
+
+
+def duration_of(job: Job) -> float | None:
+    request = job.request
+    if not request.match_audio_length:
+        return round(request.num_frames / request.fps, 4)
+    if job.status == SUCCEEDED and job.result:  # the audio's length, as the file holds it
+        return job.result["duration_seconds"]
+    conditioning = job.prepared[0] if isinstance(job.prepared, tuple) and job.prepared else None
+    if conditioning is not None and getattr(conditioning, "audio_for_vae", None) is not None:
+        return round(frames_for_duration(conditioning.audio_seconds, request.fps) / request.fps, 4)
+    return None  # not read yet
 
 
 OWN_FIELDS = {
@@ -80,7 +187,8 @@ OWN_FIELDS = {
 }
 INPUTS = {
     "image": {"type": "string", "description": "The start image (image_start): a file (multipart), an http(s) "
-                                              "URL or a data URI. PNG, JPEG, WebP or GIF."},
+                                              "URL or a data URI. PNG, JPEG, WebP or GIF: an upload that is not "
+                                              "is a 422 at submission."},
     "audio": {"type": "string", "description": "The soundtrack to follow: a file (multipart), an http(s) URL or "
                                               "a data URI. WAV, MP3, OGG, FLAC, M4A/AAC."},
 }
@@ -132,16 +240,25 @@ def generation_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any]
 class LTXRoute(SubmitRoute):
     streams_forms = True  # a multipart body is parsed as it streams, each part within its limit
 
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return as_ltx_error(await handler(request))
+
+        return route
+
 
 def install(app: FastAPI, ctx: ProtocolContext) -> None:
-    errors = {status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 503)}
+    errors = {status: {"model": LTXError} for status in (400, 401, 413, 422, 429, 503)}
 
     def view(job: Job, http: Request) -> dict:
         summary = summarize(job, ctx.model())
+        error = summary.error and error_detail(vendor_status(job.error_status or 500, summary.error), summary.error)
         return Generation(
             id=job.id, status=STATUS[job.status],
             video_url=ctx.url(http, "job_video", job_id=job.id) if summary.succeeded else None,
-            duration=summary.seconds, model=summary.model, resolution=summary.size, error=summary.error,
+            duration=duration_of(job), model=summary.model, resolution=summary.size, error=error,
         ).model_dump()
 
     def route(mode: str):
@@ -152,6 +269,8 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                 fields = await read_body(http)
                 check_model(fields.pop("model", None), ctx.model())
                 fields, derived, duration = generation_fields(mode, fields)
+                if mode == "image-to-video":
+                    await asyncio.to_thread(check_image, fields.get("image_start"))
                 fields.setdefault("response_format", "url")
                 request = build_request(fields, derived)
                 if duration is not None:
@@ -175,8 +294,8 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
     app.include_router(submits)
 
     @app.get("/v1/generations/{generation_id}", name="get_generation", tags=[TAG], response_model=Generation,
-             responses={status: {"model": ErrorResponse} for status in (401, 404, 503)},
+             responses={status: {"model": LTXError} for status in (401, 404, 503)},
              summary="Poll a generation (LTX API)")
     async def get_generation(generation_id: str, http: Request):
         job = await ctx.find(generation_id, http)
-        return job if isinstance(job, JSONResponse) else view(job, http)
+        return as_ltx_error(job) if isinstance(job, JSONResponse) else view(job, http)

@@ -78,17 +78,29 @@ class OpenAIError(BaseModel):
     error: OpenAIErrorDetail
 
 
+PREFIXES = ("/v1/videos", "/v1/models")  # the paths whose every error is in OpenAI's shape
+
+
+def openai_body(status: int, body: dict) -> dict:
+    """Our error body ({"error": sentence, "code", "field"}) -> OpenAI's ({"error": {message, type, param,
+    code}}); anything else (already OpenAI's) as it is."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return body
+    return {"error": {"message": body["error"], "type": "invalid_request_error" if status < 500 else "server_error",
+                      "param": body.get("field"), "code": body.get("code")}}
+
+
 def as_openai_error(response: Response) -> Response:
-    """Our error body ({"error": sentence, "code", "field"}) -> OpenAI's ({"error": {message, type, param, code}})."""
+    """An error response of ours in OpenAI's shape, with the headers a client acts on."""
     if response.status_code < 400 or response.media_type != "application/json":
         return response
     body = json.loads(response.body)
-    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+    shaped = openai_body(response.status_code, body)
+    if shaped is body:
         return response
-    detail = {"message": body["error"], "type": "invalid_request_error" if response.status_code < 500 else "server_error",
-              "param": body.get("field"), "code": body.get("code")}
-    headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "location")}
-    return JSONResponse(status_code=response.status_code, content={"error": detail}, headers=headers)
+    keep = ("retry-after", "location", "www-authenticate", "connection")
+    headers = {k: v for k, v in response.headers.items() if k.lower() in keep}
+    return JSONResponse(status_code=response.status_code, content=shaped, headers=headers)
 
 
 class OpenAIRoute(SubmitRoute):  # POST /v1/videos: capacity before the body (intake)

@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -183,8 +184,13 @@ def install_log_redaction(keys: dict[bytes, Caller]) -> None:
     access.addFilter(RedactAccessLog(frozenset(keys)))
 
 
-def _error_body(error: str, code: str) -> bytes:
-    return json.dumps(ErrorResponse(error=error, code=code).model_dump()).encode()
+def _error_body(error: str, code: str, scope: Scope | None = None, status: int = 400,
+                shape: Callable[[str, int, dict], dict] | None = None) -> bytes:
+    """Our error body; with `shape`, in the shape of the protocol that `scope`'s path belongs to."""
+    body = ErrorResponse(error=error, code=code).model_dump()
+    if shape is not None and scope is not None:
+        body = shape(_route_path(scope), status, body)
+    return json.dumps(body).encode()
 
 
 def _route_path(scope: Scope) -> str:
@@ -205,8 +211,10 @@ class SecurityMiddleware:
     """Checks the API key (when one is set), then the body size, before the app sees the request."""
 
     def __init__(self, app, api_key: str | None = None, max_body_mb: float | None = None,
-                 open_paths: frozenset[str] = frozenset(), keys: dict[bytes, Caller] | None = None) -> None:
+                 open_paths: frozenset[str] = frozenset(), keys: dict[bytes, Caller] | None = None,
+                 shape: Callable[[str, int, dict], dict] | None = None) -> None:
         self.app = app
+        self.shape = shape  # (path, status, our body) -> the body in that path's protocol shape
         self.keys = dict(keys or {})
         if api_key:  # "" counts as no key, like the env
             self.keys[_digest(api_key.encode())] = Caller("default")
@@ -227,7 +235,8 @@ class SecurityMiddleware:
                     await send({"type": "websocket.close", "code": 1008, "reason": problem})  # policy violation
                     return
                 extra = [(b"www-authenticate", b"Bearer")]
-                await _respond(send, 401, _error_body(problem, "unauthorized"), extra, close=_has_body(headers))
+                body = _error_body(problem, "unauthorized", scope, 401, self.shape)
+                await _respond(send, 401, body, extra, close=_has_body(headers))
                 return
         if scope["type"] != "http" or self.max_body_bytes is None:
             await self.app(scope, receive, send)
@@ -238,7 +247,7 @@ class SecurityMiddleware:
             # Refused from the headers; receive() is never called, so not one body byte is read.
             message = (f"the request body is {declared / MB:.1f} MB; the limit is {self.max_body_mb:g} MB "
                        f"({ENV['max_body_mb']})")
-            await _respond(send, 413, _error_body(message, "payload_too_large"), close=True)
+            await _respond(send, 413, _error_body(message, "payload_too_large", scope, 413, self.shape), close=True)
             return
         await _CountingRequest(self, scope, receive, send).run()
 
@@ -294,7 +303,8 @@ class _CountingRequest:
         if not self.app_started:
             text = (f"the request body is larger than the limit of {self.mw.max_body_mb:g} MB "
                     f"({ENV['max_body_mb']})")
-            await _respond(self.inner_send, 413, _error_body(text, "payload_too_large"), close=True)
+            body = _error_body(text, "payload_too_large", self.scope, 413, self.mw.shape)
+            await _respond(self.inner_send, 413, body, close=True)
         # The over-limit chunk is withheld and so is everything after it: to the app it looks as if the
         # client went away, which Starlette/FastAPI already handle quietly (ClientDisconnect, no traceback).
         # An app that had already started its own response cannot be turned into a 413; it just gets no
@@ -346,10 +356,12 @@ async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset()) -> dict[bytes, Caller]:
+def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = frozenset(),
+                     shape: Callable[[str, int, dict], dict] | None = None) -> dict[bytes, Caller]:
     """Add the middleware and, with keys, describe them in the OpenAPI schema (Swagger's Authorize
     button). `pages`: the pages for people and their files (/docs, /playground), open like /docs.
-    Returns the keys (empty: an open server)."""
+    `shape`: puts the middleware's 401/413 bodies in each protocol's shape. Returns the keys (empty: an
+    open server)."""
     keys = load_keys(settings)
     install_log_redaction(keys)
     open_paths = {"/health"}
@@ -357,7 +369,7 @@ def install_security(app: FastAPI, settings: Settings, pages: frozenset[str] = f
         open_paths |= {p for p in (app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
                                    app.redoc_url) if p} | pages
     app.add_middleware(SecurityMiddleware, keys=keys, max_body_mb=settings.max_body_mb,
-                       open_paths=frozenset(open_paths))
+                       open_paths=frozenset(open_paths), shape=shape)
     if keys:
         _document_key(app)
     return keys

@@ -8,13 +8,14 @@ On top of the server's behaviour it handles what only a RunPod worker meets:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import re
 import tempfile
-import uuid
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,8 @@ from ..settings import Settings, configure_logging
 log = logging.getLogger("ltx2.worker")
 
 ProgressSender = Callable[[dict, Any], None]
-
 PROGRESS_INTERVAL = 1.0  # seconds between two progress updates of one decode or encode stage
+
 # RunPod's size limits, in decimal MB as RunPod states them:
 # - Request bodies: /run 10 MB, /runsync 20 MB ("Payload Limit",
 #   https://docs.runpod.io/serverless/references/operations). RunPod refuses those before a job
@@ -220,13 +221,67 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
     return handler
 
 
+def runpod_error(body: dict) -> dict:
+    """A failed job's body ({error, code, field, errors}) as the RunPod SDK carries it. The SDK moves a
+    result's "error" into the job's error and keeps the other keys as its output (rp_job.run_job); a
+    structured error is a JSON string there, as the SDK's own for an exception (error_type,
+    error_message, ...). So `error` is the whole body as JSON (json.loads gives error, code, field) and
+    the output keeps code, field and errors where RunPod returns it."""
+    extra = {k: body[k] for k in ("refresh_worker",) if k in body}
+    kept = {k: v for k, v in body.items() if k != "refresh_worker"}
+    return {**kept, "error": json.dumps(kept), **extra}
+
+
+def for_runpod(handler: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """The handler with its errors in RunPod's form (runpod_error); results unchanged."""
+    def run(job: dict) -> dict:
+        out = handler(job)
+        return runpod_error(out) if isinstance(out, dict) and isinstance(out.get("error"), str) else out
+
+    return run
+
+
+def is_local_test(argv: list[str], env: dict) -> bool:
+    """The SDK's own rule (runpod.serverless.worker._is_local): a --test_input, or no RunPod job queue to
+    poll (then it runs test_input.json); --rp_serve_api is its local API server instead."""
+    if any(a == "--rp_serve_api" for a in argv):
+        return False
+    return any(a.split("=")[0] == "--test_input" for a in argv) or not env.get("RUNPOD_WEBHOOK_GET_JOB")
+
+
+def saving_video(handler: Callable[[dict], dict], output_dir: str) -> Callable[[dict], dict]:
+    """For `python handler.py` on a workstation: a finished video is written to a file under
+    `output_dir`, its path is printed and stands in the result for the base64 (which the SDK would
+    otherwise print in full)."""
+    def run(job: dict) -> dict:
+        out = handler(job)
+        video = out.get("video") if isinstance(out, dict) else None
+        if not isinstance(video, str) or not video.startswith("data:"):
+            return out  # an error, or a bucket URL
+        mime = video[5:].split(";", 1)[0]
+        extension = next((f.extension for f in FORMATS.values() if f.mime == mime), ".bin")
+        os.makedirs(output_dir, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(job.get("id") or "job"))[:64]
+        path = os.path.abspath(os.path.join(output_dir, f"runpod-{name}-{time.strftime('%Y%m%d-%H%M%S')}{extension}"))
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(video.split(",", 1)[1]))
+        print(f"ltx2: wrote the video to {path}", flush=True)
+        return {**out, "video": path}
+
+    return run
+
+
 def main() -> None:
     """Load the model once, then hand the handler to the RunPod SDK (which also reads --test_input)."""
+    import sys
+
     import runpod
 
     settings = Settings.from_env()
     configure_logging(settings)
     model = load_for_serving(settings)
     admission = Admission(model, settings.memory_margin, settings.memory_cgroup)
-    runpod.serverless.start({"handler": make_handler(model, encode_threads=settings.encode_threads,
-                                                     admission=admission)})
+    handler = make_handler(model, encode_threads=settings.encode_threads, admission=admission)
+    if is_local_test(sys.argv, dict(os.environ)):
+        handler = saving_video(handler, settings.output_dir)
+    runpod.serverless.start({"handler": for_runpod(handler)})
