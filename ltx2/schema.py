@@ -58,6 +58,8 @@ def _json_number(value: Any, name: str) -> Any:
     if isinstance(value, (bool, str)):
         kind = "a number" if name.endswith(("scale", "strength")) else "an integer"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if name == "fps" and isinstance(value, float) and value != int(value):  # fal takes 23.976; we do not
+        raise ValueError(f"fps must be a whole number of frames per second (25.0 is 25), got {value}")
     return value
 
 
@@ -89,9 +91,95 @@ class LoraInput(BaseModel):
     def _a_json_number(cls, value: Any, info) -> Any:
         return _json_number(value, info.field_name)
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _names_a_file(cls, value: Any) -> Any:
+        # fal's own examples send {"path": ""}: say what a path is rather than only "must not be empty".
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("path must name a .safetensors file (a file name in the server's LoRA "
+                             "directory, or an http(s) URL), got an empty string; leave the item out for no LoRA")
+        return value
+
+
+# fal's LTX-2 endpoints (seeds 001 and 004) name some fields differently: a request written for them runs
+# here unchanged. Each name is translated before validation, so a job is stored under ours.
+FAL_RENAMES = {"image_url": "image_start", "end_image_url": "image_end", "audio_url": "audio",
+               "generate_audio": "include_audio"}
+FAL_ACCELERATIONS = ("none", "regular", "high", "full")
+_FAL_MEDIA = "an http(s) URL or a data URI"
+FAL_FIELDS = {  # as /docs shows them: the schema accepts what the server accepts
+    "image_url": {"type": "string", "description": f"fal's name for image_start: {_FAL_MEDIA} (or bare base64). "
+                  "Give one of the two.", "examples": ["https://example.com/first-frame.jpg"]},
+    "end_image_url": {"type": "string", "description": f"fal's name for image_end: {_FAL_MEDIA}. Give one of the "
+                      "two.", "examples": ["https://example.com/last-frame.jpg"]},
+    "audio_url": {"type": "string", "description": f"fal's name for audio: {_FAL_MEDIA}. Given without "
+                  "num_frames, duration or match_audio_length, the video lasts as long as the audio (fal's "
+                  "match_audio_length default, true); `audio` keeps this API's (false).",
+                  "examples": ["https://example.com/speech.mp3"]},
+    "generate_audio": {"type": "boolean", "description": "fal's name for include_audio. Give one of the two.",
+                       "examples": [True]},
+    "sync_mode": {"type": "boolean", "description": 'fal\'s switch for the file\'s delivery: true is response_format '
+                  '"data_uri", false is "url". Give one of the two; left out, the route\'s default.',
+                  "examples": [True]},
+    "enable_safety_checker": {"type": "boolean", "const": False, "description": "fal screens its videos with a "
+                              "safety checker; this server has none, so true is refused rather than ignored. "
+                              "false (or leaving it out) is accepted.", "examples": [False]},
+    "acceleration": {"type": "string", "const": "none", "description": "fal's speed-ups of its hosted model "
+                     '("regular", "high", "full") do not exist here and are refused; "none" is accepted. '
+                     "num_inference_steps sets the speed.", "examples": ["none"]},
+}
+
+
+def _fal_request(data: dict) -> dict:
+    """`data` with fal's names and values turned into ours; a conflict or a fal option not honoured here
+    is a FieldConflict naming the fal field."""
+    if not (data.keys() & FAL_FIELDS.keys()) and not isinstance(data.get("video_size"), dict):
+        return data
+    data = dict(data)
+    for name in ("generate_audio", "sync_mode", "enable_safety_checker"):
+        if name in data and not isinstance(data[name], bool):
+            raise FieldConflict(name, f"{name} must be true or false, got {data[name]!r}")
+    for name in ("image_url", "end_image_url", "audio_url"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise FieldConflict(name, f"{name} must be a string ({_FAL_MEDIA}), got {type(data[name]).__name__}")
+    if data.pop("enable_safety_checker", False):
+        raise FieldConflict("enable_safety_checker", "enable_safety_checker: this server has no safety checker, so "
+                            "it cannot screen the video as fal does; send false or leave it out")
+    if "acceleration" in data and (value := data.pop("acceleration")) != "none":
+        if value not in FAL_ACCELERATIONS:
+            raise FieldConflict("acceleration", f"acceleration must be one of {', '.join(FAL_ACCELERATIONS)}, "
+                                f"got {value!r}"[:MAX_MESSAGE_CHARS])
+        raise FieldConflict("acceleration", f"acceleration {value!r} is a speed-up of fal's hosted model, which "
+                            'this server does not have; send "none" or leave it out (num_inference_steps sets the '
+                            "speed here)")
+    if "sync_mode" in data:
+        if "response_format" in data:
+            raise FieldConflict("sync_mode", "give response_format or sync_mode (fal's name for it), not both")
+        data["response_format"] = "data_uri" if data.pop("sync_mode") else "url"
+    fal_audio = data.get("audio_url") is not None
+    for theirs, ours in FAL_RENAMES.items():
+        if theirs not in data:
+            continue
+        if ours in data:
+            raise FieldConflict(theirs, f"give {ours} or {theirs} (fal's name for it), not both")
+        data[ours] = data.pop(theirs)
+    size = data.get("video_size")
+    if isinstance(size, dict):  # fal's ImageSize: {"width": ..., "height": ...}
+        if set(size) != {"width", "height"}:
+            raise FieldConflict("video_size", f"video_size as an object takes width and height (fal's ImageSize), "
+                                f"got {sorted(map(str, size))}"[:MAX_MESSAGE_CHARS])
+        if "width" in data or "height" in data:
+            raise FieldConflict("video_size", "give width and height or video_size, not both")
+        del data["video_size"]
+        data["width"], data["height"] = size["width"], size["height"]
+    if fal_audio and not data.keys() & {"num_frames", "duration", "match_audio_length"}:
+        data["match_audio_length"] = True  # fal's default: the video lasts as long as the audio
+    return data
+
 
 class GenerateRequest(BaseModel):
-    """What to generate. Only `prompt` is required."""
+    """What to generate. Only `prompt` is required. fal's field names are accepted too (image_url,
+    end_image_url, audio_url, generate_audio, sync_mode, video_size as {width, height})."""
 
     model_config = ConfigDict(
         extra="forbid",  # a misspelt or unsupported field is refused, never silently ignored
@@ -102,6 +190,13 @@ class GenerateRequest(BaseModel):
             ]
         },
     )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler) -> dict[str, Any]:
+        # fal's names are accepted (translated in _named_size), so the schema lists them too.
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["properties"].update(FAL_FIELDS)
+        return schema
 
     prompt: str = Field(
         description="What the video shows and what it sounds like. Describe visuals and audio; for speech "
@@ -414,6 +509,8 @@ class GenerateRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _named_size(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = _fal_request(data)
         # A named size fills width and height; given as well, they must match (checked on video_size).
         if isinstance(data, dict) and isinstance(data.get("video_size"), str) and data["video_size"] in VIDEO_SIZE_PRESETS:
             width, height = VIDEO_SIZE_PRESETS[data["video_size"]]
@@ -582,7 +679,8 @@ MAX_MESSAGE_CHARS = 300  # each message, with the value it quotes
 
 
 def _field_name(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # FastAPI puts where the value came from first; later a "path" is a field (loras.0.path).
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)]
     return ".".join(parts) if parts else "body"
 
 
@@ -638,6 +736,8 @@ def describe_error(err: dict) -> dict[str, Any]:
         message = str(ctx.get("error", err.get("msg")))
         if isinstance(ctx.get("error"), FieldConflict):  # a rule across fields names the one it is about
             field = ctx["error"].field
+        elif "." in field and message.startswith(field.rsplit(".", 1)[1] + " "):
+            message = field + message[len(field.rsplit(".", 1)[1]):]  # an item's own rule: which item
     else:
         message = f"{field}: {err.get('msg')}"
     if len(message) > MAX_MESSAGE_CHARS:

@@ -36,6 +36,7 @@ from lora_files import write_lora
 
 from ltx2.media.samples import sample_audio_uri, sample_image_uri
 from ltx2.models.download import CAMERA_MOVES, camera_lora_file
+from ltx2.schema import FAL_RENAMES
 
 MAX_EXAMPLES = 20
 LORA = "installed.safetensors"
@@ -117,6 +118,10 @@ def cheap(body, path="/generate"):
     blocks = body.get("stg_blocks")
     if isinstance(blocks, list) and blocks and all((_whole(b) or 0) >= 0 and _whole(b) is not None for b in blocks):
         body["stg_blocks"] = [0] * len(blocks)
+    # fal's name for a field and the field itself together are a 422 naming both (tests/test_fal_fields.py).
+    for theirs, ours in (*FAL_RENAMES.items(), ("sync_mode", "response_format")):
+        if theirs in body and ours in body:
+            del body[theirs]
     # And one between two fields: a GIF plays at most 50 fps.
     value = _whole(body.get("fps"))
     if body.get("video_output_type") == "GIF (.gif)" and value is not None and 50 < value <= 60:
@@ -171,7 +176,8 @@ def api_schema(app):
         if case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE \
                 and isinstance(case.body, dict):
             media = {"image_start": sample_image_uri(), "image_end": sample_image_uri(flip=True), "image": sample_image_uri(),
-                     "audio": sample_audio_uri(0.5)}
+                     "audio": sample_audio_uri(0.5), "image_url": sample_image_uri(),
+                     "end_image_url": sample_image_uri(flip=True), "audio_url": sample_audio_uri(0.5)}
             case.body = {**case.body, **{k: v for k, v in media.items() if isinstance(case.body.get(k), str)}}
             if isinstance(case.body.get("loras"), list):  # any string is a schema-valid path; one file is there
                 case.body["loras"] = [{**item, "path": LORA} if isinstance(item, dict) else item

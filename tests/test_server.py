@@ -108,7 +108,7 @@ def test_health(client):
     assert body["model"]["defaults"] == {
         "num_inference_steps": 8, "guidance_scale": 1.0, "audio_guidance_scale": None, "stg_scale": 0.0,
         "audio_stg_scale": 0.0, "modality_scale": 1.0, "audio_modality_scale": 1.0, "guidance_rescale": 0.0,
-        "audio_guidance_rescale": 0.0, "stg_blocks": [29]}
+        "audio_guidance_rescale": 0.0, "stg_blocks": [1]}  # LTX-2's block 29, as the tiny model's 2 blocks take it
 
 
 def test_index_describes_api_and_effective_defaults(client):

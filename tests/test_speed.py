@@ -131,4 +131,6 @@ def test_health_reports_attention_compile_and_text_encoder_dtype(client):
     model = client.get("/health").json()["model"]
     assert model["attention"]["backend"] == "sdpa" and "reason" in model["attention"]
     assert model["compile"] == {"enabled": False, "setting": "off"}
-    assert model["text_encoder_dtype"]["dtype"] == "bf16"
+    # Not FP8, and the dtype Gemma holds (float32 on the CPU), as dtypes.text_encoder says.
+    assert model["text_encoder_dtype"]["fp8"] is False
+    assert model["text_encoder_dtype"]["dtype"] == model["dtypes"]["text_encoder"] == "float32"

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from diffusers import LTX2Pipeline
@@ -68,6 +68,12 @@ class LoadedModel:
         if self.placement is None:
             self.placement = Placement(self.components(), "resident", self.device,
                                        reason="resident: where the loader put it")
+        # The family's STG block (29 of LTX-2's 48) may not exist in a smaller model (the tiny preset
+        # has 2): its defaults become the last block, so what /health and GET / advertise is accepted.
+        blocks = len(getattr(self.pipe.transformer, "transformer_blocks", ()))
+        if blocks and max(self.defaults.stg_blocks) >= blocks:
+            self.defaults = replace(self.defaults, stg_blocks=tuple(sorted({min(b, blocks - 1)
+                                                                            for b in self.defaults.stg_blocks})))
 
     def components(self) -> dict[str, torch.nn.Module]:
         """Every weight-carrying component by the name the stages use (the upsampler too, when loaded)."""
@@ -121,10 +127,19 @@ class LoadedModel:
             "memory": self.placement.memory_report(),
             "attention": self.speed.get("attention"),
             "compile": self.speed.get("compile", {"enabled": False}),
-            "text_encoder_dtype": self.speed.get("text_encoder_dtype"),
+            # Gemma's weights as held (the same string as dtypes.text_encoder), whether its linears are FP8, and why.
+            "text_encoder_dtype": self._text_encoder_dtype(dtypes["text_encoder"]),
             "prompt_cache": cache.stats() if (cache := self.speed.get("prompt_cache")) is not None else
             {"entries": 0, "max_bytes": int(self.speed.get("prompt_cache_mb", 0) * 1e6)},
         }
+
+    def _text_encoder_dtype(self, held: str) -> dict | None:
+        choice = self.speed.get("text_encoder_dtype")
+        if choice is None:
+            return None
+        # The choice says "bf16" for "not FP8", even where Gemma computes in float32 (the CPU): report
+        # the dtype it holds, so this and dtypes.text_encoder never disagree.
+        return {**choice, "dtype": held, "fp8": choice.get("dtype") == "fp8"}
 
 
 def default_device() -> torch.device:

@@ -36,6 +36,7 @@ from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
 from ..pipelines.conditioning import decode_conditioning, frames_for_duration
 from ..pipelines.generate import image_targets
+from ..pipelines.stages import resolve_multiscale
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -59,6 +60,7 @@ from .metrics import Metrics
 from ..models.loaded import LoadedModel
 from ..media.samples import sample_audio_uri, sample_image_uri
 from ..schema import (
+    FAL_RENAMES,
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
@@ -66,9 +68,9 @@ from ..schema import (
     validation_error_body,
 )
 from . import ltx_api, openai_api
+from .error_shapes import reshape, reshape_response
 from .docs import PAGES as DOCS_PAGES
 from .docs import install_docs
-from .error_shapes import reshape, reshape_response
 from .playground import PAGES as PLAYGROUND_PAGES
 from .playground import install_playground
 from .protocol import JSON_TYPES, ProtocolContext, ProtocolError, content_type, wrong_content_type_message
@@ -437,6 +439,21 @@ def _public_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+def request_defaults(model: LoadedModel | None) -> dict:
+    """What each optional request field means when left out, on this model (GET /): every value here,
+    sent back as a request, is accepted. Fields empty by default (seed: drawn at random; the inputs) are
+    not listed."""
+    defaults = {name: f.get_default(call_default_factory=True) for name, f in GenerateRequest.model_fields.items()
+                if not f.is_required() and f.get_default(call_default_factory=True) is not None}
+    if model is not None:
+        defaults.update(model.defaults.as_dict())  # its stg_blocks exist in its transformer (LoadedModel)
+        defaults["use_multiscale"] = resolve_multiscale(model, GenerateRequest(prompt="-"))
+        if model.duration_head is not None:  # no length given: the duration head picks it (duration "auto")
+            del defaults["num_frames"]
+            defaults["duration"] = "auto"
+    return defaults
+
+
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=ErrorResponse(error=message, code=code).model_dump(),
                         headers=headers)
@@ -759,12 +776,6 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     async def index(http: Request):
         if "text/html" in http.headers.get("accept", ""):  # a browser, not an API client
             return RedirectResponse(str(http.url_for("playground")), status_code=303)
-        fields = GenerateRequest.model_fields
-        defaults = {name: f.get_default(call_default_factory=True) for name, f in fields.items()
-                    if not f.is_required() and f.get_default(call_default_factory=True) is not None}
-        defaults["seed"] = "random (returned in the response)"
-        if state.model is not None:
-            defaults.update(state.model.defaults.as_dict())
         return {
             "name": "ltx2",
             "version": __version__,
@@ -787,9 +798,12 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                 "GET /playground": "a web page to generate videos and watch their progress",
                 "GET /openapi.json": "the OpenAPI schema",
             },
-            "defaults": defaults,
+            # Each one, sent back, is accepted by the loaded model. seed and the inputs are empty by default.
+            "defaults": request_defaults(state.model),
             "rules": request_rules(),
             "fields": sorted(GenerateRequest.model_fields),
+            "fal_fields": {**FAL_RENAMES, "sync_mode": "response_format", "video_size": "width, height (as "
+                           "{width, height})", "enable_safety_checker": "false only", "acceleration": '"none" only'},
             "memory": state.memory_report(),
         }
 

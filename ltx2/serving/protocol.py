@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel
 from ..pipelines.conditioning import frames_for_duration
-from ..schema import FRAME_MAX, FRAME_MIN, ErrorResponse, GenerateRequest, validation_error_body
+from ..schema import FAL_FIELDS, FRAME_MAX, FRAME_MIN, ErrorResponse, GenerateRequest, validation_error_body
 from ..settings import Settings
 from .intake import MAX_JSON_ITEMS, BodyRefused, json_items, parse_json_body
 from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
@@ -94,7 +94,9 @@ def body_doc(own: dict[str, dict], replaced: set[str], required: list[str], exam
     that it does not replace (`replaced`, e.g. width/height by size), as JSON or as a form with uploads."""
     # Nested models (a LoRA item) point at /generate's copies in the document's components.
     ours = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")["properties"]
-    properties = {**own, **{name: prop for name, prop in ours.items() if name not in replaced and name not in own}}
+    # fal's names (schema.FAL_FIELDS) are /generate's and /jobs' affair: a protocol route has its own.
+    properties = {**own, **{name: prop for name, prop in ours.items()
+                            if name not in replaced and name not in own and name not in FAL_FIELDS}}
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
     form = {**schema, "properties": {**properties, **{name: {"type": "string", "format": "binary",
                                                              "description": properties[name].get("description", "")}
