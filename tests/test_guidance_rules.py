@@ -19,6 +19,7 @@ from ltx2.pipelines.conditioning import (
     keyframe_coords,
     start_from,
 )
+from ltx2.schema import FRAME_MAX
 from ltx2.pipelines.guidance import Guidance, ModalityGuidance, combine
 
 # ------------------------------------------------------------------------------------------------ guidance
@@ -180,7 +181,7 @@ def test_keyframe_tokens_cover_one_pixel_frame_in_seconds(pixel_frame, fps):
 
 
 def brute_force_frames(seconds: float, fps: int) -> int:
-    valid = range(9, 482, 8)  # 8k + 1 from the request limits
+    valid = range(9, FRAME_MAX + 1, 8)  # 8k + 1 from the request limits
     return min(valid, key=lambda n: abs(n - seconds * fps))
 
 

@@ -36,7 +36,7 @@ from lora_files import write_lora
 
 from ltx2.media.samples import sample_audio_uri, sample_image_uri
 from ltx2.models.download import CAMERA_MOVES, camera_lora_file
-from ltx2.schema import FAL_RENAMES
+from ltx2.schema import FAL_RENAMES, FRAME_MAX
 
 MAX_EXAMPLES = 20
 LORA = "installed.safetensors"
@@ -95,7 +95,7 @@ def cheap(body, path="/generate"):
         if name not in body or value is not None and 64 <= value <= 3840 and value % 2 == 0:
             body[name] = 64
     value = _whole(body.get("num_frames"))
-    if protocol is None and ("num_frames" not in body or value is not None and 9 <= value <= 481):
+    if protocol is None and ("num_frames" not in body or value is not None and 9 <= value <= FRAME_MAX):
         # Also a schema-valid value that is not 8k+1: the schema cannot say "8k+1" (the description
         # does), so such a value is not a disagreement between the server and its schema.
         body["num_frames"] = 9

@@ -47,7 +47,7 @@ def test_explicit_values_win_over_model_defaults(client):
         ({"height": 4096}, "height", "height must be <= 3840, got 4096"),
         ({"num_frames": 50}, "num_frames", "num_frames must be of the form 8k+1"),
         ({"num_frames": 1}, "num_frames", "num_frames must be >= 9, got 1"),
-        ({"num_frames": 489}, "num_frames", "num_frames must be <= 481, got 489"),
+        ({"num_frames": 505}, "num_frames", "num_frames must be <= 497, got 505"),
         ({"fps": 0}, "fps", "fps must be >= 1, got 0"),
         ({"fps": 61}, "fps", "fps must be <= 60, got 61"),
         ({"guidance_scale": 0.5}, "guidance_scale", "guidance_scale must be >= 1.0, got 0.5"),
@@ -129,7 +129,7 @@ def test_docs_and_openapi_teach_every_field(client):
         assert prop.get("description"), f"{name} has no description"
         assert prop.get("examples"), f"{name} has no example"
     assert props["width"]["multipleOf"] == 2  # any even size; the model runs at the covering multiple of 32
-    assert props["num_frames"]["minimum"] == 9 and props["num_frames"]["maximum"] == 481
+    assert props["num_frames"]["minimum"] == 9 and props["num_frames"]["maximum"] == 497
     examples = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert {"portrait", "preview"} <= set(examples)
 
