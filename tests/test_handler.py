@@ -32,8 +32,14 @@ def test_good_input(handler_and_updates):
     assert out["seed"] == 4 and out["resolution"] == "288x512" and out["has_audio"] is True
     # Two-stage (the tiny preset's default): the 8 distilled steps, then stage 2's 3.
     assert out["pipeline"] == "two-stage"
-    assert [p["step"] for _, p in updates] == list(range(1, 12))
-    assert all(job_id == "job-1" and p["total"] == 11 for job_id, p in updates)
+    steps = [p for _, p in updates if p["stage"] == "denoising"]
+    assert [p["step"] for p in steps] == list(range(1, 12))
+    assert all(p["total"] == 11 for p in steps) and all(job_id == "job-1" for job_id, _ in updates)
+    # Then the stages without steps, in order, each ending at its total.
+    later = [p["stage"] for _, p in updates if p["stage"] != "denoising"]
+    assert [s for i, s in enumerate(later) if i == 0 or later[i - 1] != s] == ["decoding_video", "decoding_audio",
+                                                                                "encoding"]
+    assert all(p["done"] <= p["total"] for _, p in updates)
 
 
 def test_same_response_as_the_server(handler_and_updates, client):
