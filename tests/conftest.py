@@ -1,5 +1,80 @@
+import inspect
+import resource
+import types
+
 import pytest
 from servers import start_server, stop_server
+
+# Names whose use means a new process: a server (servers.start_server/launch), the CLI or a benchmark
+# (subprocess), Chromium (playwright). Such a test pays seconds of imports and start-up before it
+# asserts anything, so it is `slow` without anyone having to remember to say so.
+PROCESS_NAMES = frozenset({"start_server", "launch", "subprocess", "sync_playwright"})
+
+
+def _starts_a_process(func, module, seen: set, depth: int = 3) -> bool:
+    """Whether `func`'s code (its nested functions too) names a process starter, directly or through
+    a function of its own module or of tests/servers.py, up to `depth` calls deep."""
+    if depth < 0 or func in seen or not isinstance(func, types.FunctionType):
+        return False
+    seen.add(func)
+    codes = [func.__code__]
+    names: set[str] = set()
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    if names & PROCESS_NAMES:
+        return True
+    scope = func.__globals__ if module is None else vars(module)
+    return any(_starts_a_process(scope.get(name), module, seen, depth - 1) for name in names
+               if inspect.isfunction(scope.get(name)) and scope[name].__module__ in (func.__module__, "servers"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--peak-rss", action="store_true",
+                     help="list the tests that raised the peak resident memory of this process or of a child")
+
+
+def _peaks() -> tuple[int, int]:
+    """Peak RSS in bytes so far: this process's, and its largest finished child's (a server, the CLI)."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not item.config.getoption("peak_rss"):
+        yield
+        return
+    before = _peaks()
+    yield
+    after = _peaks()
+    if after > before or after[1] > before[1]:
+        item.config.stash.setdefault(_RAISED, []).append((item.nodeid, before, after))
+
+
+_RAISED = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    raised = config.stash.get(_RAISED, None)
+    if not config.getoption("peak_rss") or raised is None:
+        return
+    terminalreporter.section("peak RSS (GB): the tests that raised it")
+    for nodeid, before, after in sorted(raised, key=lambda r: -max(r[2][0] - r[1][0], r[2][1] - r[1][1]))[:20]:
+        terminalreporter.write_line(f"self {after[0] / 1e9:5.2f} (+{(after[0] - before[0]) / 1e9:.2f})  "
+                                    f"child {after[1] / 1e9:5.2f} (+{(after[1] - before[1]) / 1e9:.2f})  {nodeid}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` every test that starts a process, itself or through any fixture it uses; the rest
+    of the slow tests carry @pytest.mark.slow where they are written. `bigmem` tests are slow too."""
+    for item in items:
+        if item.get_closest_marker("slow") or not isinstance(item, pytest.Function):
+            continue
+        funcs = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+        if item.get_closest_marker("bigmem") or any(_starts_a_process(inspect.unwrap(f), None, set()) for f in funcs):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

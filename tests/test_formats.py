@@ -148,6 +148,7 @@ def test_gif_refuses_frame_rates_browsers_slow_down():
 # --- Same input, same bytes ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 8 rounds of encodes against a churning thread: ~10 s each
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_clip_same_bytes_after_other_encodes(model, clip, threads):
     """Issue 13's report: identical frames encoded twice in one process gave different files. x264's AVX-512

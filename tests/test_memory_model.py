@@ -1,5 +1,6 @@
 """The 24 GB memory model, counted on meta tensors (ltx2.models.memory_model)."""
 
+import pytest
 import torch
 
 from ltx2.models import memory_model, random19b, random22b
@@ -38,6 +39,7 @@ def test_768x512x121_fits_24_gib_sequential_with_fp8_gemma():
     assert max(memory_model.stage_peaks(modules, "resident", acts).values()) > 40 * GiB
 
 
+@pytest.mark.slow  # two meta forward passes of the full 22B at 768x512x121: ~10-30 s
 def test_memory_model_counts_the_22b_weights_and_stages():
     """random-22b on meta: its bytes are numel x element size (bf16), and every stage has a peak."""
     modules = memory_model.build("bf16", preset=random22b.NAME)

@@ -78,6 +78,7 @@ def test_fewer_layers_keep_the_widths_and_fp8_blocks_are_one_switch():
         random22b.build_meta(49)
 
 
+@pytest.mark.bigmem  # ~8 GB of full-width weights in this process: `python -m pytest -q -m bigmem`
 def test_random_22b_with_1_layer_loads_every_part_at_full_width():
     """Full widths, 1 transformer block, 1 Gemma 4 layer and 1 connector layer, bf16: every part in place.
 

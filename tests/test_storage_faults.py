@@ -78,7 +78,7 @@ def test_records_that_cannot_be_read_at_start_up_sweep_nothing(tmp_path, monkeyp
     assert os.path.exists(video)  # not an orphan: its record exists, it just could not be read
 
 
-def test_only_a_database_sqlite_reports_damaged_is_moved_aside(tmp_path):
+def test_only_a_database_sqlite_reports_damaged_is_moved_aside(tmp_path, monkeypatch):
     damaged = tmp_path / "jobs.sqlite3"
     damaged.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     JobStore(str(damaged)).close()
@@ -88,19 +88,16 @@ def test_only_a_database_sqlite_reports_damaged_is_moved_aside(tmp_path):
     JobStore(str(locked)).close()
     holder = sqlite3.connect(locked, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock past the busy timeout
-    job_store_timeout = job_store.JobStore._connect
+    connect = sqlite3.connect
 
-    def impatient(self):  # the 10 s busy timeout, shortened for the test
-        db = job_store_timeout(self)
-        db.execute("PRAGMA busy_timeout=100")
-        return db
+    def impatient(*args, **kwargs):  # the store's 10 s busy timeout, shortened for the test (its first
+        return connect(*args, **{**kwargs, "timeout": 0.1})  # PRAGMA already waits on the lock)
 
-    job_store.JobStore._connect = impatient
+    monkeypatch.setattr(job_store.sqlite3, "connect", impatient)
     try:
         with pytest.raises(StorageError, match="locked"):
             JobStore(str(locked))
     finally:
-        job_store.JobStore._connect = job_store_timeout
         holder.execute("ROLLBACK")
         holder.close()
     assert [p.name for p in locked.parent.iterdir() if ".corrupt-" in p.name] == []
