@@ -78,6 +78,7 @@ def test_line_through_counts():
     assert line(10, 5) == 1000 and line(30, 25) == 1000 + 20 * 50 + 20 * 30
 
 
+@pytest.mark.slow
 def test_footprint_grows_with_size_and_frames_and_finds_the_largest_that_fits(model, tmp_path):
     from ltx2.schema import GenerateRequest
     from ltx2.serving.admission import Admission, TooLarge

@@ -59,6 +59,7 @@ def test_the_trim_is_bounded_and_the_gain_never_clips():
     assert loudness_lufs(levelled, RATE) < TARGET_LUFS
 
 
+@pytest.mark.slow
 def test_off_the_model_hears_the_audio_as_sent_only_resampled(model):
     audio = np.concatenate([np.zeros((2, 8000), np.float32), sine(0.8, 0.05, 22_050)[:, :]], axis=1)
     uri = wav_uri(audio, 22_050)
@@ -72,6 +73,7 @@ def test_off_the_model_hears_the_audio_as_sent_only_resampled(model):
     assert on.audio_for_vae.shape[1] < untouched.shape[1]
 
 
+@pytest.mark.slow
 def test_at_full_strength_the_soundtrack_is_the_users_audio_trimmed(model):
     rate = 24_000
     audio = np.concatenate([np.zeros((2, rate // 4), np.float32), sine(1.0, 0.05, rate, 440.0)], axis=1)

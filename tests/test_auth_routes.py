@@ -49,6 +49,7 @@ def keyed(request, model, tmp_path_factory):
         yield client, app, request.param
 
 
+@pytest.mark.slow
 def test_every_route_but_health_needs_the_key(keyed):
     client, app, docs_public = keyed
     served = routes(app)

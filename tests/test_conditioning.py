@@ -59,6 +59,7 @@ def image_latent(model, image, width, height):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.slow
 def test_start_image_at_full_strength_is_the_first_latent_frame(model, seed):
     image = gradient()
     result = generate(model, {**BASE, "seed": seed, "image_start": png_uri(image)})
@@ -66,6 +67,7 @@ def test_start_image_at_full_strength_is_the_first_latent_frame(model, seed):
     assert result.has_image_start and not result.has_image_end
 
 
+@pytest.mark.slow
 def test_start_image_strength_zero_is_no_image_and_half_lies_between(model):
     image = gradient()
     target = image_latent(model, image, 128, 64)
@@ -84,6 +86,7 @@ def test_start_image_strength_zero_is_no_image_and_half_lies_between(model):
     assert distance(full) < 1e-3 < distance(half) < distance(zero)
 
 
+@pytest.mark.slow
 def test_end_image_changes_the_end_and_backward_swaps_the_roles(model):
     start, end = gradient(), gradient(flip=True)
     with_start = {**BASE, "seed": 9, "image_start": png_uri(start)}
@@ -129,6 +132,7 @@ def test_the_end_keyframe_is_placed_at_the_last_pixel_frame(model, num_frames, f
     assert torch.all(video.strength[0, : video.own_tokens] == 0) and torch.all(video.strength[0, video.own_tokens:] == 1)
 
 
+@pytest.mark.slow
 def test_audio_at_full_strength_is_held_and_is_the_soundtrack(model):
     from ltx2.pipelines.conditioning import decode_conditioning
     from ltx2.schema import GenerateRequest
@@ -160,6 +164,7 @@ def test_audio_at_full_strength_is_held_and_is_the_soundtrack(model):
         assert corr >= 0.99
 
 
+@pytest.mark.slow
 def test_match_audio_length_takes_the_frames_from_the_audio(model):
     assert frames_for_duration(3.1, 25) == 81  # 77.5 frames: 81 is the nearest 8k+1
     assert frames_for_duration(0.1, 25) == 9 and frames_for_duration(60, 25) == 497
@@ -169,6 +174,7 @@ def test_match_audio_length_takes_the_frames_from_the_audio(model):
     assert result.waveform.shape[1] == round(81 / 25 * model.vocoder_rate)
 
 
+@pytest.mark.slow
 def test_audio_below_full_strength_is_regenerated_from_a_noised_copy(model):
     from ltx2.pipelines.conditioning import decode_conditioning
     from ltx2.schema import GenerateRequest
@@ -191,6 +197,7 @@ def test_audio_below_full_strength_is_regenerated_from_a_noised_copy(model):
     assert not np.allclose(half.waveform[:, :1000], cond.audio_for_output[:, :1000], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_video_size_auto_follows_the_start_image(model):
     result = generate(model, {**BASE, "num_inference_steps": 1, "seed": 1, "video_size": "auto",
                               "image_start": png_uri(gradient(200, 100))})

@@ -173,6 +173,7 @@ def test_the_setting_and_its_flag():
         load_model("tiny", device="cpu", variant="dev", distilled_lora="/nonexistent/lora.safetensors")
 
 
+@pytest.mark.slow
 def test_a_dev_checkpoint_finds_the_distilled_lora_file_in_its_models_dir(tmp_path):
     from ltx2.models.tiny import build_text_encoder, build_tokenizer
 

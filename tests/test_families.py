@@ -195,6 +195,7 @@ def test_dev_two_stage_runs_the_23_guider_and_its_distilled_lora():
     assert [lora["stage"] for lora in result.loras] == ["stage2"] and result.loras[0]["path"] == "tiny"
 
 
+@pytest.mark.slow
 def test_server_reports_the_family_everywhere(client23):
     health = client23.get("/health").json()
     assert health["model"]["model_family"] == "ltx-2.3" and health["model"]["audio_sample_rate"] == 48_000
@@ -211,6 +212,7 @@ def test_server_reports_the_family_everywhere(client23):
     assert probe["video"]["frames"] == 9
 
 
+@pytest.mark.slow
 def test_handler_on_tiny_23(model23):
     from ltx2.serving.worker import make_handler
 

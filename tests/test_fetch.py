@@ -347,6 +347,7 @@ def test_error_status_is_422_naming_it(base):
 
 
 @pytest.mark.parametrize("path", ["/slow", "/slow-headers"])
+@pytest.mark.slow
 def test_slow_drip_is_cut_at_the_overall_timeout(base, path):
     start = time.monotonic()
     error = refusal(f"{base}{path}", policy=FetchPolicy(timeout=1.0, allow_private=True))
@@ -412,6 +413,7 @@ def test_https_pins_the_address_and_checks_the_certificate_for_the_name(tls_serv
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+@pytest.mark.slow
 def test_decode_conditioning_fetches_urls_like_base64(base, monkeypatch):
     monkeypatch.setenv("LTX2_ALLOW_PRIVATE_URLS", "true")
     by_url = decode_conditioning(GenerateRequest(prompt="x", image_start=f"{base}/image.png",
@@ -437,6 +439,7 @@ def test_decode_conditioning_refuses_private_urls_by_default(base, monkeypatch, 
     assert no_connections == []
 
 
+@pytest.mark.slow
 def test_server_fetches_image_urls_as_its_settings_say(model, base, tmp_path):
     """--allow-private-urls (LTX2_ALLOW_PRIVATE_URLS) is read once, with the other settings, at start-up."""
     from fastapi.testclient import TestClient

@@ -48,6 +48,7 @@ def test_a_size_off_the_grid_is_the_crop_of_the_covering_size(model):
     (1920, 1080, None, "1920x1088", "two-stage"),
     (1000, 562, None, "1024x576", "two-stage"),  # multiples of 64 for two-stage (992x576 would do for one stage)
 ])
+@pytest.mark.slow
 def test_the_file_has_exactly_the_requested_size(client, width, height, multiscale, model_resolution, pipeline):
     body = {**FAST, "num_inference_steps": 1, "width": width, "height": height, "use_multiscale": multiscale}
     r = client.post("/generate", json={k: v for k, v in body.items() if v is not None})

@@ -62,6 +62,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "fields", "status", "field", "phrase"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_server_refuses_then_keeps_serving(client, name, fields, status, field, phrase):
     response = client.post("/generate", json={**VALID, **fields})
     assert response.status_code == status, response.text
@@ -77,12 +78,14 @@ def handler(model):
 
 
 @pytest.mark.parametrize(("name", "fields", "status", "field", "phrase"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_handler_returns_the_same_message(handler, client, name, fields, status, field, phrase):
     out = handler({"id": "j", "input": {**VALID, **fields}})
     server = client.post("/generate", json={**VALID, **fields}).json()
     assert out["error"] == server["error"] and out["field"] == field
 
 
+@pytest.mark.slow
 def test_size_limit_is_413_before_decoding(client, handler, monkeypatch):
     monkeypatch.setenv("LTX2_MAX_IMAGE_MB", "1")
     big = "data:image/png;base64," + "A" * (2 * 1024 * 1024)  # 1.5 MB once decoded: over the limit

@@ -84,6 +84,7 @@ def refused(box: Sandbox, field: str, data: bytes, targets: ImageTargets) -> Inv
 
 
 @pytest.mark.parametrize("field", ["image_start", "image_end"])
+@pytest.mark.slow
 def test_a_thin_image_is_refused_for_its_aspect_before_it_is_decoded(box, field):
     thin = raw_png(1, 9000)  # ~100 bytes; covering 768x512 would scale it 768 times: 6.9 G pixels
     start = time.monotonic()
@@ -102,6 +103,7 @@ def test_the_aspect_bound_is_measured_from_the_frame():
     assert aspect_spread((1602, 100), (64, 64)) > MAX_ASPECT_SPREAD  # ...past it is not
 
 
+@pytest.mark.slow
 def test_an_image_at_the_aspect_bound_is_accepted(box):
     wide = photo(1024, 64)  # 16:1 into a square frame: exactly the bound
     prepared = prepare(box, "image_start", encoded(wide, "PNG"), ImageTargets(width=64, height=64))
@@ -110,6 +112,7 @@ def test_an_image_at_the_aspect_bound_is_accepted(box):
 
 
 @pytest.mark.parametrize("auto", [False, True])
+@pytest.mark.slow
 def test_a_decompression_bomb_shape_is_a_422_not_a_500(box, auto):
     bomb = raw_png(2, 24_999_999)  # 73 KB, just under the 50 MP limit
     targets = ImageTargets(width=768, height=512, auto_pixels=768 * 512 if auto else None)
@@ -117,6 +120,7 @@ def test_a_decompression_bomb_shape_is_a_422_not_a_500(box, auto):
     assert error.status == 422 and "2x24999999 pixels" in error.message
 
 
+@pytest.mark.slow
 def test_an_image_h264_cannot_hold_is_a_422_naming_the_field(box):
     # Within the aspect bound of a 16:1 frame and the pixel limit, but wider than libx264 encodes.
     wide = raw_png(28_000, 1760, channels=3)
@@ -171,6 +175,7 @@ def test_the_preview_for_prompt_expansion_is_gemmas_resize(box):
     assert prepared.preview.size == (56, 56) and prepared.preview.tobytes() == expected.tobytes()
 
 
+@pytest.mark.slow
 def test_a_jpeg_is_decoded_reduced_only_when_far_larger_than_needed(box):
     targets = ImageTargets(width=64, height=64)
     # 384 px: under 8x the 64 px it covers, decoded whole (bit-identical to a full decode).

@@ -155,6 +155,7 @@ def test_seconds_become_frames_as_ltx_pipelines_rounds_them(seconds, fps, expect
     assert frames == expected and (frames - 1) % 8 == 0
 
 
+@pytest.mark.slow
 def test_no_num_frames_on_25_is_the_duration_heads_length(model25):
     auto = generate(model25, GenerateRequest(**SMALL, use_multiscale=False, num_inference_steps=1))
     assert auto.length_from == "duration_head" and auto.predicted_seconds is not None
@@ -218,6 +219,7 @@ def test_image_conditioning_uses_crf_18(model25):
     assert generate(model25, request, conditioning=cond).has_image_start
 
 
+@pytest.mark.slow
 def test_server_on_tiny_25(client25):
     health = client25.get("/health").json()["model"]
     assert (health["model_family"], health["video_decoder"], health["audio_sample_rate"]) == ("ltx-2.5", "diffusion",
@@ -232,6 +234,7 @@ def test_server_on_tiny_25(client25):
     assert {m["model_family"] for m in client25.get("/v1/models").json()["data"]} == {"ltx-2.5"}
 
 
+@pytest.mark.slow
 def test_handler_on_tiny_25(model25):
     from ltx2.serving.worker import make_handler
 

@@ -19,6 +19,7 @@ def mp4(model):
     return base64.b64decode(response.video.split(",", 1)[1])
 
 
+@pytest.mark.slow
 def test_video_stream(mp4):
     info = probe_mp4(mp4)["video"]
     assert info["codec"] == "h264"
@@ -84,6 +85,7 @@ def test_refuses_odd_sizes_and_wrong_dtype():
         encode_mp4(np.zeros((9, 64, 64, 3), np.float32), 25)
 
 
+@pytest.mark.slow
 def test_same_seed_same_file(model):
     # Byte-identical MP4s for the same request (tests/test_formats.py holds it for every format, after
     # other encodes, with threads).

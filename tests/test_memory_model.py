@@ -26,6 +26,7 @@ def test_fused_attention_counts_no_score_matrix():
     assert peak == q.numel() * 2  # the output only, not 8 x 4096 x 4096 scores
 
 
+@pytest.mark.slow
 def test_768x512x121_fits_24_gib_sequential_with_fp8_gemma():
     """The issue's 24 GB target, as a model: sequential policy, Gemma in FP8, one stage, no CFG."""
     modules = memory_model.build("fp8")

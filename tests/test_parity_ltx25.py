@@ -32,16 +32,19 @@ def results():
     return parity_ltx_core.ltx25(parity_ltx_core.import_ltx_core(CHECKOUT), None)
 
 
+@pytest.mark.bigmem  # ~4.4 GB in this process
 def test_ltx_core_reads_the_miniature_back_as_it_built_it(results):
     assert results["written"] == []
 
 
+@pytest.mark.bigmem  # ~4.4 GB in this process
 def test_the_transformer_matches_in_every_case(results):
     assert set(results["transformer"]) >= {"text to video", "start image held (strength 1)", "STG pass (self-attention skipped)"}
     for case, difference in results["transformer"].items():
         assert difference < TOLERANCE, case
 
 
+@pytest.mark.bigmem  # ~4.4 GB in this process
 def test_every_component_matches(results):
     rows = results["components"]
     assert len(rows) == 11

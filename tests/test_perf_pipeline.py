@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 from fastapi.testclient import TestClient
@@ -22,6 +23,7 @@ def count_gemma_calls(model) -> list:
     return calls
 
 
+@pytest.mark.slow
 def test_second_identical_request_makes_no_gemma_call_and_the_same_bytes(tmp_path):
     model = load_model("tiny", device="cpu")
     calls = count_gemma_calls(model)
@@ -169,6 +171,7 @@ def test_tiles_cover_the_latents_and_neighbours_share_the_overlap():
             assert all(b[0] == a[1] - tiling.OVERLAP and b[1] > a[1] for a, b in zip(spans, spans[1:]))
 
 
+@pytest.mark.slow
 def test_tiled_decoding_is_exact_when_the_decoder_sees_one_latent_position(model):
     """Tolerance 1e-5 on [-1, 1]: float32 rounding only. A tile placed one frame off (as diffusers'
     own temporal tiling places them), a frame dropped or a blend over the wrong frames is an error

@@ -11,6 +11,7 @@ import time
 
 import hostile
 import httpx
+import pytest
 from servers import start_server, stop_server
 from servers import wait_for_job as wait_for
 
@@ -25,6 +26,7 @@ def db_files(out) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in out.glob("jobs.sqlite3*")}
 
 
+@pytest.mark.slow
 def test_only_active_jobs_stay_in_memory_and_old_records_are_pruned(make_client, tmp_path):
     client = make_client()
     manager = client.app.state.ltx2.manager
@@ -45,6 +47,7 @@ def test_only_active_jobs_stay_in_memory_and_old_records_are_pruned(make_client,
     assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # the pages went back to the file system
 
 
+@pytest.mark.slow
 def test_inputs_wait_in_a_file_and_leave_no_trace_in_the_database(make_client, tmp_path):
     client = make_client(max_body_mb=64)
     out = tmp_path / "out"

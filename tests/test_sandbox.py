@@ -54,6 +54,7 @@ def decode(box: Sandbox, inputs: dict, limits: InputLimits | None = None, should
 
 
 @pytest.mark.parametrize("rate", [1, 8, 3999])
+@pytest.mark.slow
 def test_a_flac_declaring_a_tiny_sample_rate_is_refused_before_it_is_resampled(sandbox, rate):
     start = time.monotonic()
     with pytest.raises(InvalidRequest) as info:
@@ -62,6 +63,7 @@ def test_a_flac_declaring_a_tiny_sample_rate_is_refused_before_it_is_resampled(s
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_audio_frames_that_would_resample_past_the_limit_are_refused_first(sandbox):
     # 4 kHz is a plausible rate, but 30 blocks of 65535 samples are 8 minutes: refused at the frame that
     # would cross 60 s, before the resampler makes its 16 kHz copy.
@@ -71,6 +73,7 @@ def test_audio_frames_that_would_resample_past_the_limit_are_refused_first(sandb
     assert "longer than 60 s" in info.value.message
 
 
+@pytest.mark.slow
 def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_segments(sandbox):
     bomb = hostile.jpeg_scan_bomb(3000)  # 370 KB, 49 MP: minutes to decode
     start = time.monotonic()
@@ -95,6 +98,7 @@ def test_the_wall_clock_limit_kills_a_decode_that_runs_long(sandbox):
         box.close()
 
 
+@pytest.mark.slow
 def test_the_memory_limit_refuses_what_needs_more_than_it(sandbox):
     # A plausible 49 MP PNG, but this sandbox may use 128 MB: decoding it needs ~150 MB.
     box = Sandbox(SandboxLimits(memory_mb=128, timeout=20))
@@ -121,6 +125,7 @@ def test_should_stop_kills_the_child_at_once(sandbox):
     assert set(sandbox_children(sandbox)) <= others
 
 
+@pytest.mark.slow
 def test_decoded_images_and_audio_come_back_exactly(sandbox):
     from ltx2.media.inputs import decode_base64_field, load_audio, load_image
 

@@ -201,6 +201,7 @@ def finished_job(api_schema) -> str:
     return job_id
 
 
+@pytest.mark.slow
 def test_every_operation_is_covered(api_schema):
     labels = sorted(result.ok().label for result in api_schema.get_all_operations())
     assert labels == sorted(OPERATIONS)
@@ -213,6 +214,7 @@ CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
 
 
 @pytest.mark.parametrize(("label", "mode"), CASES, ids=[f"{label}-{mode.value}" for label, mode in CASES])
+@pytest.mark.slow
 def test_operation_conforms_to_the_schema(api_schema, finished_job, label, mode):
     operation = api_schema.find_operation_by_label(label)
     statuses: dict[int, int] = {}
@@ -272,6 +274,7 @@ def test_the_schema_says_a_blank_prompt_is_refused(app):
 
 
 @pytest.mark.parametrize("field,value", [("include_audio", "yes"), ("guidance_scale", True), ("seed", "7")])
+@pytest.mark.slow
 def test_a_value_of_the_wrong_json_type_is_refused(api_schema, field, value):
     """The schema says boolean / number / integer; the server coerces "yes", true and "7" instead."""
     client = schemathesis.python.asgi.get_client(api_schema.app)

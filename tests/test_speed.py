@@ -17,6 +17,7 @@ from ltx2.schema import GenerateRequest
 SMALL = dict(prompt="warm-up", width=64, height=64, num_frames=9, num_inference_steps=1, seed=0)
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_agree_on_tiny_and_the_warm_up_compiles():
     model = load_model("tiny", device="cpu")
     assert warm_up(model) is None  # not compiled: nothing to warm

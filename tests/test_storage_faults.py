@@ -124,6 +124,7 @@ def test_an_unreadable_row_is_logged_once_and_set_aside(tmp_path, caplog):
     assert "ValidationError" in row[1]
 
 
+@pytest.mark.slow
 def test_an_inputs_or_videos_folder_removed_at_run_time_is_made_again(make_client, tmp_path):
     client = make_client()
     image = hostile.data_uri(hostile.png(), "image/png")

@@ -125,6 +125,7 @@ def test_idle_connections_cannot_take_the_descriptors_a_job_needs(server):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death is the point
+@pytest.mark.slow
 def test_a_worker_that_dies_is_restarted_and_its_job_fails_clearly(make_client, monkeypatch):
     client = make_client()
     manager = client.app.state.ltx2.manager
@@ -146,6 +147,7 @@ def test_a_worker_that_dies_is_restarted_and_its_job_fails_clearly(make_client, 
     assert client.post("/generate", json=CHEAP).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_worker_stuck_past_the_deadline_is_replaced_and_health_says_so(make_client, monkeypatch):
     client = make_client(job_timeout=0.3)
     manager = client.app.state.ltx2.manager
@@ -172,6 +174,7 @@ def test_a_worker_stuck_past_the_deadline_is_replaced_and_health_says_so(make_cl
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_database_that_refuses_writes(make_client, monkeypatch):
     client = make_client()
     manager = client.app.state.ltx2.manager
