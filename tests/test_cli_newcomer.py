@@ -130,7 +130,8 @@ def test_ctrl_c_returns_at_once_and_the_job_is_cancelled(server, tmp_path):
     # A job long enough to be interrupted mid-way (many steps on the tiny model), in a child process that
     # prints its id from on_progress; SIGINT is Ctrl-C.
     script = textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if our parent ignores it
         from ltx2 import Client
         def seen(job):
             if job["status"] == "running":
@@ -173,7 +174,10 @@ def test_job_events_report_the_decodes_and_the_mux(server):
                         break
     assert view["status"] == "succeeded" and view["progress"] is None, view
     seen = [p["stage"] for p in progress if p["stage"] != "denoising"]  # one step: it may be coalesced away
-    assert list(dict.fromkeys(seen)) == ["decoding_video", "decoding_audio", "encoding"], seen  # in order, once each
+    # In order, once each. The audio decode lasts milliseconds on tiny, so the stream (coalesced to ~10
+    # events a second) may not catch it: test_render_reports_every_block_and_frame sees every report.
+    order = list(dict.fromkeys(seen))
+    assert order in (["decoding_video", "decoding_audio", "encoding"], ["decoding_video", "encoding"]), seen
     assert "storing" in stages or stages[-1] is None
     decode = [p for p in progress if p["stage"] == "decoding_video"]
     assert all(p["total"] == 4 and 0 <= p["done"] <= 4 and p["fraction"] == round(p["done"] / 4, 4) for p in decode)

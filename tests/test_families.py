@@ -11,6 +11,7 @@ import base64
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,9 @@ def test_image_to_video_uses_the_family_crf(model23):
 
 def test_dev_two_stage_runs_the_23_guider_and_its_distilled_lora():
     dev = load_model("tiny-2.3", device="cpu", variant="dev")
-    assert dev.defaults == families.by_name("ltx-2.3").dev and dev.distilled_lora_file == "tiny"
+    # The family's defaults, its STG block clamped to the tiny transformer's last (what GET / advertises)
+    assert dev.defaults == replace(families.by_name("ltx-2.3").dev, stg_blocks=(1,))
+    assert dev.distilled_lora_file == "tiny"
     request = GenerateRequest(**{**SMALL, "num_inference_steps": 2})
     plan_guidance = stages.resolve_guidance(dev, request)
     assert plan_guidance.stg_blocks == (1,)  # block 28 of 48 is the last one of the tiny 2-block transformer
@@ -350,7 +353,8 @@ def test_a_23_file_serves_with_its_familys_defaults_upsampler_and_48k_audio(mode
                        distilled_lora="none")
     info = model.describe()
     assert (info["model_family"], info["variant"], info["checkpoint"]["family"]) == ("ltx-2.3", "dev", "ltx-2.3")
-    assert model.defaults == families.by_name("ltx-2.3").dev  # 30 steps, STG block 28
+    last = model.pipe.transformer.config.num_layers - 1  # STG block 28, clamped to a miniature's last block
+    assert model.defaults == replace(families.by_name("ltx-2.3").dev, stg_blocks=(min(28, last),))
     # "auto" found the family's own upsampler file; without the distilled LoRA a dev model runs one stage.
     assert info["upsampler"] == str(models23 / "ltx-2.3-spatial-upscaler-x2-1.1.safetensors")
     settings = Settings(model="ltx-2.3-22b-dev", output_dir=str(tmp_path / "out"))

@@ -190,7 +190,7 @@ def test_lora_errors_name_the_file_never_the_server_path(server):
 def test_query_keys_are_redacted_from_the_access_log_and_refused_in_words(server):
     http = httpx.Client(base_url=server["base"], timeout=30)  # no key header
     r = http.get(f"/v1/videos?api_key={KEY}")
-    assert r.status_code == 401 and "not read from the URL" in r.json()["error"]
+    assert r.status_code == 401 and "not read from the URL" in r.json()["error"]["message"]
     http.get(f"/health?token={KEY}&x=1")
     http.get(f"/jobs/{KEY}", headers=AUTH)  # a key pasted as a job id
     http.get("/health?access_token=s3cr3t-token-value")

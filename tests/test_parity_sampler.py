@@ -20,8 +20,9 @@ CHECKOUT = Path(os.environ.get("LTX_CORE_CHECKOUT", "/tmp/ref"))
 DEPS = Path(os.environ.get("LTX_CORE_DEPS", "/tmp/refdeps"))
 TOLERANCE = 1e-4
 
-pytestmark = pytest.mark.skipif(not (CHECKOUT / "packages" / "ltx-pipelines" / "src").is_dir(),
-                                reason=f"no ltx-pipelines checkout at {CHECKOUT}")
+pytestmark = [pytest.mark.skipif(not (CHECKOUT / "packages" / "ltx-pipelines" / "src").is_dir(),
+                                 reason=f"no ltx-pipelines checkout at {CHECKOUT}"),
+              pytest.mark.bigmem]  # ~3.8 GB in this process: both pipelines on the miniature
 
 CASES = ("distilled two-stage, text to video", "distilled two-stage, start image")
 

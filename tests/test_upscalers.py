@@ -92,7 +92,7 @@ def test_temporal_upscale_is_refused_where_it_cannot_run():
 
 
 @pytest.mark.parametrize("change, phrase", [
-    ({"num_frames": 249}, "num_frames must be at most 241, got 249 (497 frames)"),
+    ({"num_frames": 257}, "num_frames must be at most 249, got 257 (513 frames)"),
     ({"fps": 31}, "fps must be at most 30, got 31"),
     ({"fps": 30, "video_output_type": "GIF (.gif)"}, "doubles fps to 60"),
     ({"temporal_upscale": 1}, "temporal_upscale must be true or false"),
@@ -109,7 +109,7 @@ def test_a_server_answers_temporal_upscale_in_each_protocol(tmp_path):
         assert native.status_code == 422, native.text
         body = native.json()
         assert body["field"] == "temporal_upscale" and "temporal upscaler" in body["error"]
-        too_long = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True, "num_frames": 249},
+        too_long = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True, "num_frames": 257},
                               timeout=60)
         assert too_long.status_code == 422 and too_long.json()["field"] == "temporal_upscale"
         assert httpx.get(f"{base}/health").json()["model"]["temporal_upsampler"] is None
