@@ -7,6 +7,7 @@ clients (curl, the Python and bash snippets in llms.txt) work unchanged.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
@@ -66,6 +67,12 @@ def _json_number(value: Any, name: str) -> Any:
 CAMERA_LORAS = ("none", "dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
 MAX_LORAS = 8
 
+
+
+# A character of text: neither whitespace nor a control character. One expression for both the check and
+# the schema's `pattern`: JSON Schema's \s (ECMA-262) and Python's differ (U+001F and U+0085 are
+# whitespace to Python, U+FEFF to ECMA), and the controls and U+FEFF listed here cover the difference.
+PROMPT_TEXT = r"[^\s\ufeff\x00-\x1f\x7f-\x9f]"
 
 class LoraInput(BaseModel):
     """One LoRA for this request."""
@@ -203,7 +210,7 @@ class GenerateRequest(BaseModel):
         'use "A person speaking: <dialogue>, <scene>".',
         min_length=1,
         max_length=10_000,
-        json_schema_extra={"pattern": r"\S"},  # not only whitespace (checked below; said here for /docs)
+        json_schema_extra={"pattern": PROMPT_TEXT},  # not only whitespace (checked below; said here for /docs)
         examples=["A waterfall in a forest with rushing water sounds and birds chirping, camera pans slowly"],
     )
     negative_prompt: str = Field(
@@ -492,8 +499,8 @@ class GenerateRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must contain text, got only whitespace")
+        if not re.search(PROMPT_TEXT, value):
+            raise ValueError("prompt must contain text, got only whitespace or control characters")
         return value
 
     @field_validator("num_frames")

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import re
+
 from ltx2.schema import MAX_SEED, GenerateRequest, ValidationError, validation_error_body
 
 QUICK = settings(max_examples=150, deadline=None)
@@ -108,9 +110,17 @@ def test_booleans_must_be_json_booleans(name, value):
 
 
 @QUICK
-@given(prompt=st.text(alphabet=" \t\n\r\x0b\x0c", min_size=1, max_size=50))
+@given(prompt=st.text(alphabet=" \t\n\r\x0b\x0c\x1f\x85\ufeff\u3000\x00\x7f", min_size=1, max_size=50))
 def test_a_blank_prompt_is_refused(prompt):
-    assert refusal(prompt=prompt)["error"] == "prompt must contain text, got only whitespace"
+    assert refusal(prompt=prompt)["error"] == "prompt must contain text, got only whitespace or control characters"
+
+
+def test_the_prompts_schema_pattern_is_the_check():
+    """The pattern /docs and schema-driven clients read accepts exactly the prompts the server takes."""
+    pattern = GenerateRequest.model_json_schema()["properties"]["prompt"]["pattern"]
+    for prompt in ("\x1f", "\x85", "\ufeff", " \u3000 "):
+        assert not re.search(pattern, prompt) and "prompt" == refusal(prompt=prompt)["field"]
+    assert re.search(pattern, "\x1fa") and GenerateRequest(prompt="\x1fa").prompt == "\x1fa"
 
 
 def test_prompt_length_limits():
