@@ -571,7 +571,7 @@ ANCESTRAL_NOISE_SEED_OFFSET = 10_000  # its loop's generator: the request's seed
 
 
 def ancestral_step(stream: Stream, velocity: torch.Tensor, sigma: float, sigma_next: float,
-                   noise: torch.Generator) -> torch.Tensor:
+                   noise: torch.Generator, eta: float = ANCESTRAL_ETA) -> torch.Tensor:
     """ltx-core's EulerAncestralDiffusionStep (rectified flow, alpha = 1 - sigma) on one stream.
 
     The clean estimate is x0 = x - sigma v (conditioned tokens already pulled to their condition by
@@ -583,7 +583,7 @@ def ancestral_step(stream: Stream, velocity: torch.Tensor, sigma: float, sigma_n
     x0 = x - sigma * velocity.float()
     if sigma_next == 0:
         return x0.to(stream.latents.dtype)
-    sigma_down = sigma_next * (1.0 + (sigma_next / sigma - 1.0) * ANCESTRAL_ETA)
+    sigma_down = sigma_next * (1.0 + (sigma_next / sigma - 1.0) * eta)
     ratio = sigma_down / sigma
     x_next = ratio * x + (1.0 - ratio) * x0
     alpha_next, alpha_down = 1.0 - sigma_next, 1.0 - sigma_down

@@ -28,7 +28,7 @@ from ..schema import InvalidRequest, temporal_problem
 from . import stages
 from .conditioning import blend_velocity
 from .schedules import DISTILLED_SIGMAS
-from .stages import Conditions, LatentGrid, Plan, PromptEmbeddings, Run, Stream, TextContext
+from .stages import Conditions, LatentGrid, Plan, PromptEmbeddings, Run, Stream, TextContext, ancestral_step
 
 SIGMAS = DISTILLED_SIGMAS[4:]  # ltx-pipelines: DISTILLED_SIGMAS[4:] (the scheduler appends the final 0)
 ETA = 0.5  # _TEMPORAL_ANCESTRAL_ETA
@@ -118,23 +118,3 @@ def _denoise(run: Run, video: Stream, audio: Stream, prompt: PromptEmbeddings, g
             video.latents = ancestral_step(video, velocity, sigma, sigma_next, noise, ETA)
             run.step_done()
     return video
-
-
-def ancestral_step(stream: Stream, velocity: torch.Tensor, sigma: float, sigma_next: float,
-                   noise: torch.Generator, eta: float) -> torch.Tensor:
-    """ltx-core's EulerAncestralDiffusionStep(eta) (rectified flow, alpha = 1 - sigma): Euler to sigma_down,
-    then renoise back to sigma_next; a held token is put back to its condition afterwards."""
-    x = stream.latents.float()
-    x0 = x - sigma * velocity.float()
-    if sigma_next == 0:
-        return x0.to(stream.latents.dtype)
-    sigma_down = sigma_next * (1.0 + (sigma_next / sigma - 1.0) * eta)
-    ratio = sigma_down / sigma
-    x_next = ratio * x + (1.0 - ratio) * x0
-    alpha_next, alpha_down = 1.0 - sigma_next, 1.0 - sigma_down
-    scale = max(sigma_next ** 2 - sigma_down ** 2 * alpha_next ** 2 / alpha_down ** 2, 0.0) ** 0.5
-    drawn = torch.randn(x.shape, generator=noise).to(x.device)  # on the CPU: a seed means the same video anywhere
-    x_next = (alpha_next / alpha_down) * x_next + drawn * scale
-    if stream.strength is not None:
-        x_next = x_next * (1 - stream.strength) + stream.clean.float() * stream.strength
-    return x_next.to(stream.latents.dtype)
