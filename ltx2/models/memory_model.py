@@ -120,11 +120,7 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
     audio = modules["audio_vae"].config
     a_frames = audio_latent_frames(frames, 25, audio.sample_rate, audio.mel_hop_length, 4)
     batch = 2 if guided else 1
-    tokens, config = 1024, transformer.config
-    # What the connectors hand the transformer: Gemma's width for the 19B (its caption projection is
-    # inside), each stream's own width from LTX-2.3 on (the projection runs before the connectors).
-    video_text, audio_text = ((config.caption_channels,) * 2 if config.use_prompt_embeddings
-                              else (config.cross_attention_dim, config.audio_cross_attention_dim))
+    tokens = 1024
     gemma = modules["text_encoder"]
 
     def encode():
@@ -133,20 +129,6 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
         out = gemma.model.language_model(input_ids=ids, output_hidden_states=True)
         stacked = torch.stack(out.hidden_states, dim=-1).flatten(2)
         modules["connectors"](stacked.to(dtype), torch.ones(batch, tokens, device=meta), padding_side="left")
-
-    def denoise():
-        transformer(
-            hidden_states=torch.empty(batch, t_lat * h_lat * w_lat, transformer.config.in_channels, device=meta, dtype=dtype),
-            audio_hidden_states=torch.empty(batch, a_frames, transformer.config.audio_in_channels, device=meta, dtype=dtype),
-            encoder_hidden_states=torch.empty(batch, tokens, video_text, device=meta, dtype=dtype),
-            audio_encoder_hidden_states=torch.empty(batch, tokens, audio_text, device=meta, dtype=dtype),
-            timestep=torch.empty(batch, device=meta), audio_timestep=torch.empty(batch, device=meta),
-            num_frames=t_lat, height=h_lat, width=w_lat, fps=25, audio_num_frames=a_frames,
-            video_coords=transformer.rope.prepare_video_coords(batch, t_lat, h_lat, w_lat, "cpu", fps=25).to(meta),
-            audio_coords=transformer.audio_rope.prepare_audio_coords(batch, a_frames, "cpu").to(meta),
-            sigma=torch.empty(batch, device=meta), audio_sigma=torch.empty(batch, device=meta),
-            use_cross_timestep=False, return_dict=False,
-        )
 
     def decode_video():
         if _diffusion(modules, video_decoder):
@@ -171,7 +153,8 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
                                                       device=meta, dtype=dtype), return_dict=False)[0]
         modules["vocoder"](mel)
 
-    return {"encode_prompt": count(encode), "denoise": count(denoise),
+    denoise = denoise_bytes(transformer, t_lat, h_lat, w_lat, a_frames, batch=batch, tokens=tokens, dtype=dtype)
+    return {"encode_prompt": count(encode), "denoise": denoise,
             _decode_stage(_diffusion(modules, video_decoder)): count(decode_video), "decode_audio": count(decode_audio)}
 
 
@@ -243,7 +226,8 @@ def meta_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def text_widths(config) -> tuple[int, int]:
-    """The widths of the text contexts the transformer reads (video, audio)."""
+    """The widths of the text contexts the transformer reads (video, audio): Gemma's for the 19B (its
+    caption projection is inside), each stream's own from LTX-2.3 on (projected before the connectors)."""
     return ((config.caption_channels,) * 2 if config.use_prompt_embeddings
             else (config.cross_attention_dim, config.audio_cross_attention_dim))
 
