@@ -117,8 +117,10 @@ def _declared_mime(content_type: str | None) -> str | None:
     return mime
 
 
-def _get_once(url: str, field: str, max_bytes: int, policy: FetchPolicy, deadline: float):
-    """One GET without following redirects: (status, headers, body); body is empty for redirects."""
+def pinned_connection(url: str, field: str, policy: FetchPolicy, deadline: float):
+    """(connection, request target) for a GET of `url`: http(s) only, no credentials, a valid host,
+    resolved once and pinned, refused when it points to a private or reserved address (unless allowed).
+    Shared by every fetch of a user's URL (inputs here, LoRA files in ltx2.pipelines.loras)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -145,6 +147,12 @@ def _get_once(url: str, field: str, max_bytes: int, policy: FetchPolicy, deadlin
     if parts.query:
         target += "?" + quote(parts.query, safe=_SAFE_IN_TARGET)
     conn = _PinnedConnection(host, port, addresses, deadline, tls=scheme == "https")
+    return conn, target
+
+
+def _get_once(url: str, field: str, max_bytes: int, policy: FetchPolicy, deadline: float):
+    """One GET without following redirects: (status, headers, body); body is empty for redirects."""
+    conn, target = pinned_connection(url, field, policy, deadline)
     response = None
     try:
         try:

@@ -26,10 +26,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin
 
-from ..media.fetch import CHUNK, REDIRECT_STATUSES, FetchPolicy, is_url
-from ..media.fetch import _SAFE_IN_TARGET, _PinnedConnection, _reason, _refused, _resolve
+from ..media.fetch import CHUNK, REDIRECT_STATUSES, FetchPolicy, is_url, pinned_connection
+from ..media.fetch import _reason
 from ..media.inputs import _size_text
 from ..media.sandbox import Stopped
 from ..models.download import LORAS_DIR, camera_lora_file
@@ -327,27 +327,7 @@ def _stream(url: str, field: str, policy: LoraPolicy, part: str, state: dict) ->
 
 def _open(url: str, field: str, fetch: FetchPolicy, deadline: float, state: dict):
     """One GET to a checked address (the guard of `ltx2.media.fetch`): (connection, response)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidRequest(field, f"{field} URL must be http or https, not {scheme or 'schemeless'}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidRequest(field, f"{field} URL must not contain credentials (user:password@)")
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-        host = (parts.hostname or "").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError):
-        raise InvalidRequest(field, f"{field} URL has an invalid host or port") from None
-    if not host:
-        raise InvalidRequest(field, f"{field} URL has no host")
-    addresses = _resolve(host, port, field, deadline)
-    if not fetch.allow_private and any(_refused(address) for address in addresses):
-        raise InvalidRequest(field, f"{field} URL points to a private or reserved address; "
-                                    "only public addresses are fetched")
-    target = quote(parts.path or "/", safe=_SAFE_IN_TARGET)
-    if parts.query:
-        target += "?" + quote(parts.query, safe=_SAFE_IN_TARGET)
-    conn = _PinnedConnection(host, port, addresses, deadline, tls=scheme == "https")
+    conn, target = pinned_connection(url, field, fetch, deadline)
     state["conn"] = conn
     try:
         conn.request("GET", target, headers={"User-Agent": "ltx2", "Accept-Encoding": "identity"})
