@@ -97,6 +97,90 @@ def test_footprint_grows_with_size_and_frames_and_finds_the_largest_that_fits(mo
         admission.check(request, num_frames=largest + 8)
 
 
+# temporal_upscale (tiny-2.5 has the x2 temporal upsampler): its round counted, and the 413 names the N whose
+# 2N - 1 frames fit.
+
+@pytest.fixture(scope="module")
+def tiny25():
+    from ltx2 import load_model
+
+    return load_model("tiny-2.5", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def admission25(tiny25):
+    from ltx2.serving.admission import Admission
+
+    return Admission(tiny25, margin=1.0)
+
+
+def test_temporal_upscale_counts_the_upsampler_the_round_and_the_doubled_decode(tiny25, admission25, model):
+    from ltx2.models.geometry import audio_latent_frames
+    from ltx2.schema import GenerateRequest
+    from ltx2.serving.admission import BASE_HOST_BYTES, FRAMES_HOST_BYTES, Admission
+
+    admission, costs = admission25, admission25.costs
+    plain = GenerateRequest(prompt="x", width=512, height=288, num_frames=49)
+    doubling = GenerateRequest(prompt="x", width=512, height=288, num_frames=49, temporal_upscale=True)
+    once, frames_once = admission.stage_bytes(plain, 49, 512, 288)
+    twice, frames_twice = admission.stage_bytes(doubling, 49, 512, 288)
+    assert (frames_once, frames_twice) == (49, 97)
+    # Two stages at 512x320 (multiples of 64): a 7 x 10 x 16 latent, and 49 frames' worth of audio latents.
+    t, lh, lw = 7, 10, 16
+    audio = tiny25.pipe.audio_vae.config
+    a = audio_latent_frames(49, 25, audio.sample_rate, audio.mel_hop_length, tiny25.pipe.audio_vae_temporal_compression_ratio)
+    # The temporal upsampler on stage 2's latent, a stage of its own.
+    assert "temporal_upsample" not in once and twice["temporal_upsample"] == costs.temporal_upsample(t * lh * lw) > 0
+    # The round's transformer call on 2t - 1 latent frames with the same audio: the largest denoise.
+    assert twice["denoise"] == costs.denoise((2 * t - 1) * lh * lw, a) > once["denoise"]
+    # The decode (and uint8 conversion) of 97 frames: what 97 frames without the round decode.
+    assert twice["decode_video"] == admission.stage_bytes(plain, 97, 512, 288)[0]["decode_video"] > once["decode_video"]
+    assert (twice["upsample"], twice["decode_audio"]) == (once["upsample"], once["decode_audio"])
+    # The footprint: the largest stage, and 97 frames on the host.
+    expected = max(twice.values()) + FRAMES_HOST_BYTES * 97 * 512 * 288 + BASE_HOST_BYTES
+    assert admission.footprint(doubling).host == expected > admission.footprint(plain).host
+    # A model with no temporal upsampler refuses temporal_upscale with its own 422 as it runs: nothing to count.
+    tiny = Admission(model, margin=1.0)
+    assert tiny.footprint(doubling) == tiny.footprint(plain)
+
+
+def test_a_temporal_request_that_fits_only_without_its_round_is_413_naming_the_frames_that_fit(admission25, tmp_path,
+                                                                                              monkeypatch):
+    from ltx2.schema import GenerateRequest
+    from ltx2.serving.admission import TooLarge
+
+    plain = GenerateRequest(prompt="x", width=1280, height=720, num_frames=97)
+    doubling = GenerateRequest(prompt="x", width=1280, height=720, num_frames=97, temporal_upscale=True)
+    probe = admission25
+
+    def limited(room: int, name: str):  # told by a cgroup of the test's own that `room` bytes are left
+        monkeypatch.setattr(admission25, "cgroup", str(v2(tmp_path / name, room + GiB // 2, GiB // 2)))
+        return admission25
+
+    admission = limited((probe.footprint(plain).host + probe.footprint(doubling).host) // 2, "between")
+    admission.check(plain)  # 97 frames fit; their doubling (193 frames) does not
+    with pytest.raises(TooLarge) as refused:
+        admission.check(doubling)
+    error = refused.value
+    assert error.status == 413 and error.code == "too_large_for_server" and error.field == "num_frames"
+    assert "97 frames with temporal_upscale (193 frames out)" in error.message
+    largest = int(error.message.split("with temporal_upscale at 1280x720 at most ")[1].split()[0])
+    assert largest < 97 and (largest - 1) % 8 == 0 and f"{2 * largest - 1} frames out" in error.message
+    admission.check(doubling, num_frames=largest)  # the N it names fits, doubled
+    with pytest.raises(TooLarge):
+        admission.check(doubling, num_frames=largest + 8)
+
+    # Room for 9 frames but not for 17: no N fits with the round, so the field is temporal_upscale itself.
+    short = GenerateRequest(prompt="x", width=1280, height=720, num_frames=9, temporal_upscale=True)
+    single = short.model_copy(update={"temporal_upscale": False})
+    admission = limited((probe.footprint(single).host + probe.footprint(short).host) // 2, "tight")
+    with pytest.raises(TooLarge) as refused:
+        admission.check(short)
+    assert refused.value.field == "temporal_upscale" and "send temporal_upscale false (num_frames <= 9)" in \
+        refused.value.message
+    admission.check(single)
+
+
 @pytest.fixture
 def limited_server(tmp_path):
     """A tiny server told by a cgroup directory of the test's own that it may use 6 GiB, 0.5 GiB of them in

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ltx2.models import memory_model, random19b, random22b
+from ltx2.models.geometry import audio_latent_frames
 
 GiB = 1024**3
 
@@ -61,3 +62,27 @@ def test_memory_model_counts_the_22b_weights_and_stages():
             assert len(decode) == 1 and decode <= set(peaks) and set(acts) <= set(peaks), peaks
         sequential = memory_model.stage_peaks(modules, "sequential", acts, video_decoder=decoder)
         assert sequential["denoise"] > 36 * GiB  # 35 GiB of bf16 transformer alone
+
+
+def test_temporal_upscale_adds_the_upsampler_the_round_and_the_doubled_decode():
+    """random-22b (LTX-2.5 publishes a temporal upscaler), 1 layer, 64x64x9 with the temporal x2 round: the
+    upsampler on the latent, the transformer on 2F - 1 latent frames, the decode of 17 frames."""
+    modules = memory_model.build("bf16", layers=1, preset=random22b.NAME, temporal_upsampler=True)
+    twice = memory_model.activation_bytes(modules, 64, 64, 9, video_decoder="conv", temporal_upscale=True)
+    longer = memory_model.activation_bytes(modules, 64, 64, 17, video_decoder="conv")  # 17 frames, no round
+    # 64x64x9: a 2 x 2 x 2 latent; the round's is 3 x 2 x 2, with the same audio latents (9 frames' worth).
+    audio = modules["audio_vae"].config
+    a_frames = audio_latent_frames(9, 25, audio.sample_rate, audio.mel_hop_length, 4)
+    assert twice["temporal_upsample"] == memory_model.upsampler_bytes(modules["temporal_upsampler"], 2, 2, 2) > 0
+    stage2 = memory_model.denoise_bytes(modules["transformer"], 2, 2, 2, a_frames)
+    assert twice["denoise"] == memory_model.denoise_bytes(modules["transformer"], 3, 2, 2, a_frames) > stage2
+    assert twice["decode_video"] == longer["decode_video"]  # the decode of the 17 frames the round makes
+    # Its weights: a component of its own, brought onto the device under `sequential` by its own stage,
+    # which only a request with the round has.
+    weights = random19b.weight_bytes(modules["temporal_upsampler"], torch.bfloat16)
+    peaks = memory_model.stage_peaks(modules, "sequential", twice, video_decoder="conv")
+    assert peaks["temporal_upsample"] == weights + twice["temporal_upsample"] + memory_model.OVERHEAD_BYTES
+    assert "temporal_upsample" not in longer
+    assert "temporal_upsample" not in memory_model.stage_peaks(modules, "sequential", longer, video_decoder="conv")
+    with pytest.raises(ValueError, match="publishes no temporal upscaler"):
+        memory_model.build("bf16", layers=1, temporal_upsampler=True)  # random-19b: LTX-2 19B has none

@@ -38,6 +38,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "choose_length": ("duration_head",),  # LTX-2.5, a request that leaves the length to the model
     "denoise": ("transformer",),
     "upsample": ("upsampler",),  # two-stage only: the x2 spatial latent upsampler
+    "temporal_upsample": ("temporal_upsampler",),  # a request's temporal_upscale: the x2 temporal one
     "decode_video": ("vae",),
     "diffusion_decode": ("diffusion_decoder",),  # LTX-2.5's diffusion decoder, in place of the VAE's
     "decode_audio": ("audio_vae", "vocoder"),

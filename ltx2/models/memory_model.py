@@ -105,12 +105,15 @@ def count(fn) -> int:
 
 def activation_bytes(modules: dict, width: int, height: int, frames: int, *, guided: bool = False,
                      decode_frames: int | None = None, dtype: torch.dtype = torch.bfloat16,
-                     video_decoder: str = "auto") -> dict[str, int]:
+                     video_decoder: str = "auto", temporal_upscale: bool = False) -> dict[str, int]:
     """Peak activation bytes per stage for one request, counted on meta.
 
     `decode_frames`: latent frames per VAE decode tile (None: the whole video at once).
     `video_decoder`: "conv" (the VAE's), "diffusion" (LTX-2.5's, whole video), "auto": diffusion when
     `modules` has one.
+    `temporal_upscale`: the temporal x2 round after the request's frames (ltx2.pipelines.temporal), with
+    `modules["temporal_upsampler"]`: the upsampler on the latent, one unguided transformer call on 2F - 1
+    latent frames with the same audio, and the decode of 2N - 1 frames.
     """
     meta = torch.device("meta")
     transformer, vae = modules["transformer"], modules["vae"]
@@ -130,12 +133,14 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
         stacked = torch.stack(out.hidden_states, dim=-1).flatten(2)
         modules["connectors"](stacked.to(dtype), torch.ones(batch, tokens, device=meta), padding_side="left")
 
+    decoded_t = 2 * t_lat - 1 if temporal_upscale else t_lat  # the latent frames the decoder gets
+
     def decode_video():
         if _diffusion(modules, video_decoder):
             from .diffusion_decode import min_latent_shape
 
             decoder = modules["diffusion_decoder"]
-            grid = [max(n, floor) for n, floor in zip((t_lat, h_lat, w_lat), min_latent_shape(decoder.config))]
+            grid = [max(n, floor) for n, floor in zip((decoded_t, h_lat, w_lat), min_latent_shape(decoder.config))]
             processors = decoder.attn_processors
             decoder.set_attn_processor(_FusedNeighborhoodAttn())
             try:
@@ -144,7 +149,7 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
             finally:
                 decoder.set_attn_processor(processors)
             return
-        tile = t_lat if decode_frames is None else min(decode_frames, t_lat)
+        tile = decoded_t if decode_frames is None else min(decode_frames, decoded_t)
         vae.decode(torch.empty(1, vae.config.latent_channels, tile, h_lat, w_lat, device=meta, dtype=dtype),
                    return_dict=False)
 
@@ -154,20 +159,30 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
         modules["vocoder"](mel)
 
     denoise = denoise_bytes(transformer, t_lat, h_lat, w_lat, a_frames, batch=batch, tokens=tokens, dtype=dtype)
-    return {"encode_prompt": count(encode), "denoise": denoise,
-            _decode_stage(_diffusion(modules, video_decoder)): count(decode_video), "decode_audio": count(decode_audio)}
+    stages = {"encode_prompt": count(encode), "denoise": denoise}
+    if temporal_upscale:  # the round runs unguided (batch 1), its audio stage 2's
+        stages["temporal_upsample"] = upsampler_bytes(modules["temporal_upsampler"], t_lat, h_lat, w_lat)
+        stages["denoise"] = max(denoise, denoise_bytes(transformer, decoded_t, h_lat, w_lat, a_frames, tokens=tokens,
+                                                       dtype=dtype))
+    stages[_decode_stage(_diffusion(modules, video_decoder))] = count(decode_video)
+    stages["decode_audio"] = count(decode_audio)
+    return stages
 
 
 PRESETS = {preset.NAME: preset for preset in (random19b, random22b)}
 
 
 def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
-          dtype: torch.dtype = torch.bfloat16, preset: str = random19b.NAME) -> dict:
+          dtype: torch.dtype = torch.bfloat16, preset: str = random19b.NAME, temporal_upsampler: bool = False) -> dict:
     """A random preset (random-19b, random-22b) on meta, in the compute dtype (FP8 weights and float32
-    scales stay as they are)."""
+    scales stay as they are). `temporal_upsampler`: with the x2 temporal upsampler at ltx-core's
+    configurator defaults (the size random-19b's spatial one is built at), for a preset whose family
+    publishes one."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     modules = PRESETS[preset].build_meta(layers, text_encoder_dtype, "upcast")
+    if temporal_upsampler:
+        modules["temporal_upsampler"] = meta_temporal_upsampler(preset)
     for name, module in modules.items():
         if name != "text_encoder":
             module.to(dtype)
@@ -175,6 +190,24 @@ def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
         if param.dtype == torch.float32:
             param.data = param.data.to(dtype)
     return modules
+
+
+def meta_temporal_upsampler(preset: str) -> torch.nn.Module:
+    """The x2 temporal latent upsampler on meta, for a random preset whose family publishes one."""
+    import json
+
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+    from .families import by_name
+    from .upsampler import upsampler_config
+
+    family = getattr(PRESETS[preset], "FAMILY", None)
+    if family is None or by_name(family).files.temporal_upsampler is None:
+        raise ValueError(f"{preset}'s family publishes no temporal upscaler: temporal_upscale cannot run on it")
+    config = upsampler_config({"config": json.dumps({"spatial_upsample": False, "temporal_upsample": True})},
+                              preset, "temporal")
+    with torch.device("meta"):
+        return LTX2LatentUpsamplerModel(**config)
 
 
 def _diffusion(modules: dict, video_decoder: str) -> bool:
@@ -200,11 +233,15 @@ def stage_components(modules: dict, video_decoder: str = "auto") -> dict[str, tu
 
 def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
                 dtype: torch.dtype = torch.bfloat16, video_decoder: str = "auto") -> dict[str, int]:
-    """Device bytes at each stage's peak under `policy`: resting weights + visitors + activations + overhead."""
+    """Device bytes at each stage's peak under `policy`: resting weights + visitors + activations + overhead.
+    The temporal round's upsample runs only for a request that asks for it: a stage only where `activations`
+    has it."""
     sizes = {name: random19b.weight_bytes(module, dtype) for name, module in modules.items()}
     resting = sum(size for name, size in sizes.items() if memory.rests_on_compute(policy, name))
     peaks = {}
     for stage, names in stage_components(modules, video_decoder).items():
+        if stage == "temporal_upsample" and stage not in activations:
+            continue
         visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
         peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
     return peaks
@@ -253,6 +290,14 @@ def denoise_bytes(transformer, t_lat: int, h_lat: int, w_lat: int, a_frames: int
         )
 
     return count(call)
+
+
+def upsampler_bytes(upsampler, t_lat: int, h_lat: int, w_lat: int) -> int:
+    """Peak activation bytes of a latent upsampler (spatial x2 / x1.5 or temporal x2, a meta copy) on a
+    latent of that many frames, rows and columns."""
+    latent = torch.empty(1, upsampler.config.in_channels, t_lat, h_lat, w_lat, device="meta",
+                         dtype=next(upsampler.parameters()).dtype)
+    return count(lambda: upsampler(latent))
 
 
 def audio_decode_bytes(audio_vae, vocoder, a_frames: int) -> int:

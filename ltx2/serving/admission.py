@@ -2,7 +2,8 @@
 
 Each request's peak memory is predicted from the loaded model (`Costs`, counted once on meta copies of
 its components, ltx2.models.memory_model) for its size x frames, pipeline (one or two stages),
-guidance batch, memory policy and VAE tiling, and compared with what this process may still use:
+guidance batch, temporal x2 round (`temporal_upscale`), memory policy and VAE tiling, and compared with
+what this process may still use:
 free GPU memory on CUDA (with the caching allocator's unused blocks), and on the host the tighter of
 MemAvailable and every memory cgroup limit above the process (ltx2.models.memory.host_memory).
 
@@ -23,7 +24,13 @@ from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
 from ..pipelines import tiling
 from ..pipelines.stages import model_size, resolve_guidance, resolve_multiscale
-from ..schema import FRAME_MAX, FRAME_MIN, GenerateRequest, InvalidRequest
+from ..schema import (
+    FRAME_MAX,
+    FRAME_MIN,
+    TEMPORAL_MAX_FRAMES,
+    GenerateRequest,
+    InvalidRequest,
+)
 
 GiB = 1024**3
 MiB = 1024**2
@@ -79,9 +86,14 @@ class Costs:
         self.upsampler_per_voxel = 0.0
         if model.upsampler is not None:
             upsampler = memory_model.meta_copy(model.upsampler)
-            channels = pipe.vae.config.latent_channels
-            latent = torch.empty(1, channels, 2, 4, 4, device="meta", dtype=next(upsampler.parameters()).dtype)
-            self.upsampler_per_voxel = memory_model.count(lambda: upsampler(latent)) / (2 * 4 * 4)
+            self.upsampler_per_voxel = memory_model.upsampler_bytes(upsampler, 2, 4, 4) / (2 * 4 * 4)
+        # The temporal x2 upsampler (temporal_upscale): a line through two counts, since its output has
+        # 2F - 1 frames for F in and the ratio of the two moves with F.
+        self.temporal_upsample = None
+        if model.temporal_upsampler is not None:
+            upsampler = memory_model.meta_copy(model.temporal_upsampler)
+            self.temporal_upsample = memory_model.fit([((f * 4 * 4,), memory_model.upsampler_bytes(upsampler, f, 4, 4))
+                                                       for f in (2, 4)])
 
 
 class Admission:
@@ -98,12 +110,20 @@ class Admission:
 
     # -- prediction --------------------------------------------------------------------------
 
-    def footprint(self, request: GenerateRequest, num_frames: int | None = None,
-                  width: int | None = None, height: int | None = None) -> Footprint:
-        """The request's peak host and device bytes beyond what the idle server holds."""
+    def doubles(self, request: GenerateRequest) -> bool:
+        """Whether the request runs the temporal x2 round: asked for, and able to run (otherwise it is refused
+        with its own 422 when it runs, after the two stages it would follow)."""
+        if not request.temporal_upscale or self.costs.temporal_upsample is None:
+            return False
+        try:
+            return resolve_multiscale(self.model, request)
+        except InvalidRequest:  # e.g. use_multiscale with no spatial upsampler: refused as it runs
+            return False
+
+    def stage_bytes(self, request: GenerateRequest, frames: int, out_w: int, out_h: int) -> tuple[dict[str, int], int]:
+        """Each stage's activation bytes for the request at that many frames and that output size, and the
+        frames it outputs (2N - 1 with the temporal x2 round)."""
         model, costs = self.model, self.costs
-        frames = num_frames or request.num_frames
-        out_w, out_h = width or request.width, height or request.height
         try:
             two_stage = resolve_multiscale(model, request)
             batch = len(resolve_guidance(model, request).passes)
@@ -118,18 +138,34 @@ class Admission:
         if two_stage:  # stage 1 at half size with the guidance batch, stage 2 at full size alone
             denoise = max(denoise, costs.denoise(t * (lh // 2) * (lw // 2), a) * batch)
             upsample = int(costs.upsampler_per_voxel * t * lh * lw)
-        pixels = ((t - 1) * costs.temporal + 1) * h * w
+        stages = {"encode_prompt": 0, "denoise": denoise, "upsample": upsample}
+        decoded_t, out_frames = t, frames
+        if two_stage and self.doubles(request):  # the temporal round on 2t - 1 latent frames, then their decode
+            decoded_t, out_frames = 2 * t - 1, 2 * (frames - 1) + 1
+            # Its own stage, so the upsampler's weights visit (sequential) only for a request that runs it.
+            stages["temporal_upsample"] = costs.temporal_upsample(t * lh * lw)
+            # Unguided at full size; the audio, stage 2's, rides along held.
+            stages["denoise"] = max(denoise, costs.denoise(decoded_t * lh * lw, a))
+        pixels = ((decoded_t - 1) * costs.temporal + 1) * h * w
         output = pixels * 3 * costs.output_element
         whole = int(costs.decoder_bytes_per_pixel * pixels)  # its output included
         decode = whole
         if self.cuda:  # tiled to fit when the whole would not: the smallest tiles, and the video they fill
             side = tiling.SPATIAL_TILE // costs.spatial
-            smallest = tiling.estimate(self.vae, min(t, tiling.MIN_TILE_FRAMES), min(lh, side), min(lw, side))
+            smallest = tiling.estimate(self.vae, min(decoded_t, tiling.MIN_TILE_FRAMES), min(lh, side), min(lw, side))
             decode = min(whole, output + smallest)
         chain = output + (pixels * 12 if costs.output_element != 4 else 0) + CHAIN_TEMPORARIES * pixels * 12
-        stages = {"encode_prompt": 0, "denoise": denoise, "upsample": upsample,
-                  "decode_video": max(decode, chain), "decode_audio": costs.audio(a)}
-        frames_host = FRAMES_HOST_BYTES * frames * out_w * out_h + BASE_HOST_BYTES
+        stages["decode_video"] = max(decode, chain)
+        stages["decode_audio"] = costs.audio(a)
+        return stages, out_frames
+
+    def footprint(self, request: GenerateRequest, num_frames: int | None = None,
+                  width: int | None = None, height: int | None = None) -> Footprint:
+        """The request's peak host and device bytes beyond what the idle server holds."""
+        model = self.model
+        out_w, out_h = width or request.width, height or request.height
+        stages, out_frames = self.stage_bytes(request, num_frames or request.num_frames, out_w, out_h)
+        frames_host = FRAMES_HOST_BYTES * out_frames * out_w * out_h + BASE_HOST_BYTES
         if not self.cuda:
             return Footprint(host=int((max(stages.values()) + frames_host) * max(self.margin, 1.0)), device=0)
         sizes = model.placement.sizes
@@ -167,11 +203,12 @@ class Admission:
 
     def largest_frames(self, request: GenerateRequest, host: memory.HostMemory, device: int | None,
                        width: int | None = None, height: int | None = None) -> int | None:
-        """The most frames (8k+1) that fit at the request's size, or None when not even FRAME_MIN does."""
+        """The most frames (8k+1) that fit at the request's size, or None when not even FRAME_MIN does. With
+        temporal_upscale: the most whose doubled clip (2N - 1 frames) fits, at most TEMPORAL_MAX_FRAMES."""
         def fits(k: int) -> bool:
             return self.fits(self.footprint(request, 8 * k + 1, width, height), host, device)
 
-        low, high = (FRAME_MIN - 1) // 8, (FRAME_MAX - 1) // 8
+        low, high = (FRAME_MIN - 1) // 8, ((TEMPORAL_MAX_FRAMES if self.doubles(request) else FRAME_MAX) - 1) // 8
         if not fits(low):
             return None
         while low < high:  # the largest k that fits: footprints grow with frames
@@ -197,13 +234,27 @@ class Admission:
                 f"available ({host.source})" if short else
                 f"{need.device / GiB:.2f} GiB of GPU memory, and this server has {device / GiB:.2f} GiB free")
         largest = self.largest_frames(request, host, device, width, height)
-        if largest is None:
-            hint = f"no frame count fits at {w}x{h}: lower width and height"
-            field = "width"
+        if not self.doubles(request):
+            if largest is None:
+                field, hint = "width", f"no frame count fits at {w}x{h}: lower width and height"
+            else:
+                field, hint = "num_frames", (f"at {w}x{h} at most {largest} frames fit (num_frames <= {largest}), "
+                                             "or lower width and height")
+            raise TooLarge(field, f"{w}x{h} x {frames} frames needs about {what}; {hint}")
+        # temporal_upscale: the frame counts named are the request's N, whose 2N - 1 frames must fit.
+        single = request.model_copy(update={"temporal_upscale": False})
+        if largest is not None:
+            field, hint = "num_frames", (f"with temporal_upscale at {w}x{h} at most {largest} frames fit "
+                                         f"(num_frames <= {largest}, {2 * largest - 1} frames out), or send "
+                                         "temporal_upscale false, or lower width and height")
+        elif (plain := self.largest_frames(single, host, device, width, height)) is not None:
+            field, hint = "temporal_upscale", (f"no frame count fits with temporal_upscale at {w}x{h}; without it at "
+                                               f"most {plain} frames do: send temporal_upscale false (num_frames <= "
+                                               f"{plain}), or lower width and height")
         else:
-            hint = f"at {w}x{h} at most {largest} frames fit (num_frames <= {largest}), or lower width and height"
-            field = "num_frames"
-        raise TooLarge(field, f"{w}x{h} x {frames} frames needs about {what}; {hint}")
+            field, hint = "width", f"no frame count fits at {w}x{h}, with temporal_upscale or without: lower width and height"
+        raise TooLarge(field, f"{w}x{h} x {frames} frames with temporal_upscale ({2 * frames - 1} frames out) needs "
+                              f"about {what}; {hint}")
 
     def report(self, running: GenerateRequest | None = None) -> dict:
         """For /health and GET /: what a job may use, and the most frames at the default size."""
