@@ -1,19 +1,29 @@
-"""The sampler against ltx-pipelines 1.2.0: sigmas, transformer inputs and latents per step (dev tool).
+"""The sampler against ltx-pipelines 1.2.0: sigmas, transformer inputs and latents per pass (dev tool).
 
-ltx-pipelines' own pipeline objects (DistilledPipeline, ...) run on a miniature LTX-2.5 directory written
-by ltx-core itself (tools/official_layout_ltx25.py); ltx2's `generate()` runs on the same directory, loaded
-as a user's is. Each side's transformer is its own (built from the same files; tools/parity_ltx_core.py
-shows they agree to ~1e-6), wrapped so that every call is recorded: the latents it is given, the
-per-token timesteps (sigma units), the RoPE positions, the step's sigma. Every denoising stage is recorded
-too: its sigmas, its starting latents (the seeded noise, conditioned tokens) and its final latents. The
-table is the largest difference per stage and quantity; the latents given to call k + 1 are the latents
-after sampler step k.
+ltx-pipelines' own pipeline objects run on a miniature checkpoint ltx-core reads, and ltx2's `generate()` on
+the same files, loaded as a user's are:
 
-ltx-pipelines runs in bfloat16 (DistilledPipeline hard-codes it); here its module's `torch.bfloat16` reads
-float32, so the whole reference runs in float32 as ltx2 does on the CPU. Its media package imports
-OpenImageIO (EXR stills only) and ltx-core's audio package torchaudio: placeholders stand in for them.
+- LTX-2.5, a directory written by ltx-core itself (tools/official_layout_ltx25.py), plus a dev transformer
+  (the same weights under the dev name) and a distilled LoRA in the official key style: DistilledPipeline
+  (text to video, start image, start and end images), TI2VidOneStagePipeline with the multi-modal guider
+  (text to video, start image) and TI2VidTwoStagesPipeline with the distilled LoRA in stage 2;
+- LTX-2.3, a single file (tools/parity_ltx_core.py's miniature) with a tiny Gemma 3 root in the published
+  key layout: DistilledPipeline (text to video, start and end images).
 
-    PYTHONPATH=/tmp/refdeps python tools/parity_sampler.py --ltx-core /tmp/ref
+Each side's transformer is its own (built from the same files; tools/parity_ltx_core.py shows they agree to
+~1e-6), wrapped so that every call is recorded: the latents it is given, the per-token timesteps (sigma units),
+the RoPE positions, the step's sigma, the contexts, the clean estimates. A guided step's passes (cond, uncond,
+STG, modality) are compared one sample at a time, in that order. Every denoising stage is recorded too: its
+sigmas, its starting latents (the seeded noise, conditioned tokens) and its final latents. The table is the
+largest difference per stage and quantity; the latents given to pass k + 1 are the latents after step k.
+
+ltx-pipelines runs in bfloat16 (its pipelines hard-code it); here their modules' `torch.bfloat16` reads
+float32, and LoRAs are fused in float32 (see `float32`), so the whole reference runs in float32 as ltx2 does
+on the CPU. Its media package imports OpenImageIO (EXR stills only) and ltx-core's audio package torchaudio:
+placeholders stand in for them. The dev cases run 4 steps (the family's 30 would take minutes here) and
+perturb the miniature's last block with STG (the family's block 28 is past it); both sides are given the same.
+
+    PYTHONPATH=/tmp/refdeps python tools/parity_sampler.py --ltx-core /tmp/ref [--case NAME ...]
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.machinery
+import shutil
 import sys
 import tempfile
 import types
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +47,8 @@ SEED = 42
 WIDTH = HEIGHT = 128  # stage 1 at 64 x 64 (2 x 2 latents), stage 2 at 4 x 4
 FRAMES, FPS = 9, 25  # 2 latent frames
 IMAGE_CRF = 18  # LTX-2.5's (ltx-pipelines' LTX_2_4_IMAGE_CRF)
+NEGATIVE = "blurry, distorted, low quality, still frame"
+DEV_STEPS = 4  # the dev cases' stage-1 steps, given to both sides (the family's 30 would take minutes here)
 
 
 def import_pipelines(checkout: Path) -> types.SimpleNamespace:
@@ -55,16 +69,20 @@ def import_pipelines(checkout: Path) -> types.SimpleNamespace:
             sys.modules[name] = module
             placeholders.append(name)
     try:
-        from ltx_pipelines import distilled
+        from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
+        from ltx_pipelines import distilled, ti2vid_one_stage, ti2vid_two_stages
         from ltx_pipelines.utils import blocks
+        from ltx_pipelines.utils.constants import LTX_2_4_PARAMS
         from ltx_pipelines.utils.args import ImageConditioningInput
         from ltx_pipelines.utils.model_paths import ModelPaths
     finally:
         for name in placeholders:
             if name == "torchaudio":  # transformers must not see it later
                 del sys.modules[name]
-    return types.SimpleNamespace(distilled=distilled, blocks=blocks, ModelPaths=ModelPaths,
-                                 Image=ImageConditioningInput)
+    return types.SimpleNamespace(distilled=distilled, one_stage=ti2vid_one_stage, two_stages=ti2vid_two_stages,
+                                 blocks=blocks, ModelPaths=ModelPaths, Image=ImageConditioningInput,
+                                 Lora=lambda path: LoraPathStrengthAndSDOps(str(path), 1.0, LTXV_LORA_COMFY_RENAMING_MAP),
+                                 params=LTX_2_4_PARAMS, fuse_loras=fuse_loras)
 
 
 class _Float32Torch(types.ModuleType):
@@ -78,15 +96,22 @@ class _Float32Torch(types.ModuleType):
 
 
 @contextlib.contextmanager
-def float32(*modules):
+def float32(fuse_loras, *modules):
+    """The pipeline `modules` with bfloat16 read as float32, and LoRAs fused in float32: ltx-core fuses in
+    bfloat16 (its bf16_fuse_rule adds the delta to the weight in bf16, so a fused float32 weight comes back
+    rounded to bf16, ~1e-3 off here) except on MPS, where its own `device_fuse_rule` fuses in float32; that
+    switch is taken on the CPU too."""
     saved = [m.torch for m in modules]
+    rule = fuse_loras.device_fuse_rule
     for m in modules:
         m.torch = _Float32Torch()
+    fuse_loras.device_fuse_rule = lambda device, base: replace(base, aggregation_dtype=torch.float32)
     try:
         yield
     finally:
         for m, t in zip(modules, saved):
             m.torch = t
+        fuse_loras.device_fuse_rule = rule
 
 
 # ------------------------------------------------------------------------------------ recordings
@@ -113,13 +138,15 @@ class Recording:
 
 
 def record_reference(ref, pipeline, rec: Recording, channels: tuple[int, int]):
-    """Wrap the pipeline's DiffusionStage (stage boundaries) and ltx-core's X0Model (every call)."""
+    """Wrap the pipeline's DiffusionStages (stage boundaries) and ltx-core's X0Model (every call)."""
     blocks = ref.blocks
-    stage = pipeline.stage
 
     class Stage:
+        def __init__(self, stage):
+            self.stage = stage
+
         def __getattr__(self, name):
-            return getattr(stage, name)
+            return getattr(self.stage, name)
 
         def __call__(self, *args, **kwargs):
             loop = kwargs.get("loop") or blocks.euler_denoising_loop
@@ -130,7 +157,7 @@ def record_reference(ref, pipeline, rec: Recording, channels: tuple[int, int]):
                 rec.end(video.latent, audio.latent)
                 return video, audio
 
-            return stage(*args, **{**kwargs, "loop": recorded})
+            return self.stage(*args, **{**kwargs, "loop": recorded})
 
     base = blocks.X0Model
 
@@ -154,10 +181,15 @@ def record_reference(ref, pipeline, rec: Recording, channels: tuple[int, int]):
     blocks.AudioLatentShape = types.SimpleNamespace(
         from_video_pixel_shape=lambda shape, **kw: audio_shape.from_video_pixel_shape(shape, channels=channels[1], **kw))
 
+    stages = {name: getattr(pipeline, name) for name in ("stage", "stage_1", "stage_2") if hasattr(pipeline, name)}
+
     def restore():
         blocks.X0Model, blocks.VideoLatentShape, blocks.AudioLatentShape = base, video_shape, audio_shape
+        for name, stage in stages.items():
+            setattr(pipeline, name, stage)
 
-    pipeline.stage = Stage()
+    for name, stage in stages.items():
+        setattr(pipeline, name, Stage(stage))
     blocks.X0Model = RecordingX0
     return restore
 
@@ -217,17 +249,60 @@ def image_file(directory: Path) -> Path:
     return path
 
 
-def run_reference(ref, paths: dict, image: Path | None, channels: tuple[int, int]) -> Recording:
-    """DistilledPipeline's own __call__; `channels`: the miniature's (video, audio) latent channels."""
-    distilled = ref.distilled
+@dataclass(frozen=True)
+class Case:
+    """One pipeline run on both sides."""
+
+    name: str
+    pipeline: str  # "distilled" (DistilledPipeline), "dev one-stage" (TI2VidOneStagePipeline),
+    #                "dev two-stage" (TI2VidTwoStagesPipeline with the distilled LoRA in stage 2)
+    start_image: bool = False
+    end_image: bool = False
+    size: int = WIDTH  # width = height of the output
+    keyframes: tuple[tuple[int, float], ...] = ()  # (frame, strength) of each image, in order: the request's keyframes
+
+
+CASES = (
+    Case("distilled two-stage, text to video", "distilled"),
+    Case("distilled two-stage, start image", "distilled", start_image=True),
+    Case("distilled two-stage, start and end images", "distilled", start_image=True, end_image=True),
+    Case("dev one-stage (guided), text to video", "dev one-stage", size=64),
+    Case("dev one-stage (guided), start image", "dev one-stage", start_image=True, size=64),
+    Case("dev two-stage (guided, distilled LoRA), start image", "dev two-stage", start_image=True),
+    Case("distilled two-stage, keyframes at frames 0, 4 and 8", "distilled", keyframes=((0, 1.0), (4, 0.7), (8, 1.0))),
+)
+
+
+def reference_images(ref, case: Case, image: Path) -> list:
+    # ltx-pipelines reads the CRF from the video VAE file's model_version, which the miniature's VAE files
+    # do not carry (only its transformer's does): the 2.5 CRF (18, ltx2's family value) is given.
+    images = [ref.Image(str(image), 0, 1.0, IMAGE_CRF)] if case.start_image else []
+    if case.end_image:
+        images.append(ref.Image(str(image), FRAMES - 1, 1.0, IMAGE_CRF))
+    return images + [ref.Image(str(image), frame, strength, IMAGE_CRF) for frame, strength in case.keyframes]
+
+
+def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int, int], stg_block: int) -> Recording:
+    """The case's ltx-pipelines pipeline, its own __call__; `channels`: the miniature's (video, audio) latent
+    channels; `stg_block`: the block the dev guider's STG pass perturbs (the family's, 28, is past the
+    miniature's last)."""
+    module = {"distilled": ref.distilled, "dev one-stage": ref.one_stage, "dev two-stage": ref.two_stages}[case.pipeline]
     rec = Recording()
-    with float32(distilled):
-        model_paths = ref.ModelPaths.from_split(
-            transformer_path=str(paths["transformer"]), text_encoder_path=str(paths["text_encoder"]),
+    with float32(ref.fuse_loras, module):
+        transformer = paths.get("transformer") if case.pipeline == "distilled" else paths["dev_transformer"]
+        model_paths = ref.ModelPaths.from_monolith(str(paths["monolith"]), str(paths["gemma"])) if "monolith" in paths \
+            else ref.ModelPaths.from_split(
+            transformer_path=str(transformer), text_encoder_path=str(paths["text_encoder"]),
             video_vae_path=str(paths["conv_vae"]), audio_vae_path=str(paths["audio_vae"]),
             duration_head_path=str(paths["duration_head"]))
-        pipeline = distilled.DistilledPipeline(model_paths, str(paths["spatial_upscaler"]), [],
-                                               device=torch.device("cpu"))
+        cpu = torch.device("cpu")
+        if case.pipeline == "distilled":
+            pipeline = module.DistilledPipeline(model_paths, str(paths["spatial_upscaler"]), [], device=cpu)
+        elif case.pipeline == "dev one-stage":
+            pipeline = module.TI2VidOneStagePipeline(model_paths, [], device=cpu)
+        else:
+            pipeline = module.TI2VidTwoStagesPipeline(model_paths, [ref.Lora(paths["distilled_lora"])],
+                                                      str(paths["spatial_upscaler"]), [], device=cpu)
         # ltx-core attaches Gemma 4's multimodal processor too, which needs sidecars the miniature's tiny Gemma
         # has not; only the tokenizer encodes a prompt, so the processor's op is left out.
         encoder = pipeline.prompt_encoder
@@ -236,29 +311,43 @@ def run_reference(ref, paths: dict, image: Path | None, channels: tuple[int, int
             tuple(op for op in builder.module_ops if "processor" not in op.name.lower()))
         restore = record_reference(ref, pipeline, rec, channels)
         try:
-            # ltx-pipelines reads the CRF from the video VAE file's model_version, which the miniature's VAE files
-            # do not carry (only its transformer's does): the 2.5 CRF (18, ltx2's family value) is given.
-            images = [ref.Image(str(image), 0, 1.0, IMAGE_CRF)] if image else []
+            images = reference_images(ref, case, image)
+            common = {"prompt": PROMPT, "seed": SEED, "height": case.size, "width": case.size, "frame_rate": FPS,
+                      "images": images, "num_frames": FRAMES}
             with torch.inference_mode():
-                pipeline(prompt=PROMPT, seed=SEED, height=HEIGHT, width=WIDTH, frame_rate=FPS, images=images,
-                         num_frames=FRAMES)
+                if case.pipeline == "distilled":
+                    pipeline(**common)
+                else:
+                    params = ref.params  # LTX_2_4_PARAMS, what ltx-pipelines detects for a 2.5 checkpoint
+                    video = replace(params.video_guider_params, stg_blocks=[stg_block])
+                    audio = replace(params.audio_guider_params, stg_blocks=[stg_block])
+                    pipeline(**common, negative_prompt=NEGATIVE, num_inference_steps=DEV_STEPS,
+                             video_guider_params=video, audio_guider_params=audio)
         finally:
             restore()
     return rec
 
 
-def run_ours(model, image: Path | None) -> Recording:
+def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
+    """ltx2's generate() with the request a user would send for the case; the guidance is the model's defaults
+    but for the STG block (as the reference is given)."""
     from PIL import Image
 
     from ltx2.pipelines.conditioning import Conditioning
     from ltx2.pipelines.generate import generate
 
     rec = Recording()
-    request = {"prompt": PROMPT, "seed": SEED, "width": WIDTH, "height": HEIGHT, "num_frames": FRAMES, "fps": FPS,
-               "use_multiscale": True}
-    conditioning = Conditioning()
-    if image:
-        conditioning = Conditioning(image_start=Image.open(image).convert("RGB"))
+    request = {"prompt": PROMPT, "seed": SEED, "width": case.size, "height": case.size, "num_frames": FRAMES,
+               "fps": FPS, "use_multiscale": case.pipeline != "dev one-stage"}
+    if case.pipeline != "distilled":
+        request.update(negative_prompt=NEGATIVE, num_inference_steps=DEV_STEPS, stg_blocks=[stg_block])
+    picture = Image.open(image).convert("RGB")
+    conditioning = Conditioning(image_start=picture if case.start_image else None,
+                                image_end=picture if case.end_image else None,
+                                keyframes={i: picture for i in range(len(case.keyframes))})
+    if case.keyframes:  # the images are given decoded; the request says where and how strongly
+        request["keyframes"] = [{"image": "given", "frame": frame, "strength": strength}
+                                for frame, strength in case.keyframes]
     with record_ours(model, rec):
         generate(model, request, conditioning=conditioning)
     return rec
@@ -272,14 +361,23 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if a.shape != b.shape else float((a - b).abs().max())
 
 
+def per_sample(calls: list[dict]) -> list[dict]:
+    """Every call split into one entry per sample: a guided step's passes are one batched call on our side
+    and, in ltx-pipelines, one batch that its BatchSplitAdapter hands the X0Model a sample at a time (its
+    default max_batch_size 1); either way the passes come in the same order (cond, uncond, STG, modality)."""
+    return [{k: v[i:i + 1] for k, v in call.items()} for call in calls
+            for i in range(call["video_latent"].shape[0])]
+
+
 def compare(ours: Recording, ref: Recording) -> dict[str, float]:
     """{row: largest difference}; inf where the shapes or counts differ."""
     rows: dict[str, float] = {}
     rows["stages"] = 0.0 if len(ours.stages) == len(ref.stages) else float("inf")
     for i, (o, r) in enumerate(zip(ours.stages, ref.stages), start=1):
         name = f"stage {i}"
+        o, r = {**o, "calls": per_sample(o["calls"])}, {**r, "calls": per_sample(r["calls"])}
         rows[f"{name}: sigmas"] = _diff(o["sigmas"], r["sigmas"])
-        rows[f"{name}: transformer calls"] = 0.0 if len(o["calls"]) == len(r["calls"]) else float("inf")
+        rows[f"{name}: transformer passes (one per sample)"] = 0.0 if len(o["calls"]) == len(r["calls"]) else float("inf")
         rows[f"{name}: starting video latents (seeded noise)"] = _diff(o["start"][0], r["start"][0])
         rows[f"{name}: starting audio latents"] = _diff(o["start"][1], r["start"][1])
         for key in ("video_latent", "audio_latent", "video_timesteps", "audio_timesteps", "video_positions",
@@ -291,8 +389,25 @@ def compare(ours: Recording, ref: Recording) -> dict[str, float]:
     return rows
 
 
-def distilled_cases(checkout: Path, directory: Path | None = None) -> dict[str, dict[str, float]]:
-    """The distilled LTX-2.5 two-stage pipeline, text to video and with a start image: {case: rows}."""
+def write_dev_parts(root: Path, paths: dict, model) -> None:
+    """The dev transformer (the miniature's weights under the official dev name: the pipelines differ, the
+    weights need not) and a distilled LoRA in the official key style (a random rank-4 update of every linear
+    in the blocks), beside the directory's other files."""
+    from safetensors.torch import save_file
+
+    from ltx2.models import tiny
+    from ltx2.models.families import ltx25
+
+    paths["dev_transformer"] = root / ltx25.FAMILY.files.dev
+    shutil.copyfile(paths["transformer"], paths["dev_transformer"])
+    paths["distilled_lora"] = root / ltx25.FAMILY.files.distilled_lora
+    paths["distilled_lora"].parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tiny.build_distilled_lora(model.pipe.transformer, seed=7).items()},
+              str(paths["distilled_lora"]))
+
+
+def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """Every case of CASES (or those named in `only`) on one miniature LTX-2.5 directory: {case: rows}."""
     ref = import_pipelines(checkout)
     sys.path.insert(0, str(ROOT / "tools"))
     import official_layout_ltx25 as layout
@@ -300,31 +415,136 @@ def distilled_cases(checkout: Path, directory: Path | None = None) -> dict[str, 
     from ltx2.models.loaded import load_model
 
     results = {}
+    chosen = [case for case in CASES if only is None or case.name in only]
     with tempfile.TemporaryDirectory() as tmp:
         root = directory or Path(tmp)
         paths, _ = layout.write_directory(root, seed=0)
-        model = load_model(str(root), device="cpu", models_dir=str(root))
+        models = {"distilled": load_model(str(root), device="cpu", models_dir=str(root), variant="distilled")}
+        write_dev_parts(root, paths, models["distilled"])
+        if any(case.pipeline != "distilled" for case in chosen):
+            models["dev"] = load_model(str(root), device="cpu", models_dir=str(root), variant="dev")
+            assert models["dev"].distilled_lora is not None, "the dev model found no distilled LoRA"
+        image = image_file(Path(tmp))
+        some = models["distilled"]
+        channels = (some.pipe.vae.config.latent_channels, some.pipe.audio_vae.config.latent_channels)
+        stg_block = some.pipe.transformer.config.num_layers - 1
+        for case in chosen:
+            model = models["distilled" if case.pipeline == "distilled" else "dev"]
+            results[case.name] = compare(run_ours(model, case, image, stg_block),
+                                         run_reference(ref, paths, case, image, channels, stg_block))
+    return results
+
+
+def write_ltx23(root: Path) -> tuple[Path, Path, Path]:
+    """A miniature LTX-2.3 distilled single file (tools/parity_ltx_core.py's, which ltx-core builds back tensor for
+    tensor), its x2 upsampler (ltx-core's LatentUpsampler layout, tests/miniature.py) and a tiny Gemma 3 root with
+    the sidecars ltx-core's asset loader requires: (checkpoint, gemma root, upsampler)."""
+    import json
+
+    import parity_ltx_core
+    from miniature import UPSAMPLER_CONFIG, write_upsampler
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ltx2.models.families import ltx23
+    from ltx2.models.tiny import build_text_encoder, build_tokenizer
+
+    checkpoint = parity_ltx_core.miniature_checkpoint(root, "ltx-2.3")
+    from ltx2.models.safetensors_io import read_header
+
+    latent = json.loads(read_header(str(checkpoint)).metadata["config"])["vae"]["latent_channels"]
+    upsampler = root / ltx23.FAMILY.files.upsampler
+    write_upsampler(upsampler, config={**UPSAMPLER_CONFIG, "in_channels": latent}, dtype=torch.float32)
+    gemma = root / "gemma-3"
+    tokenizer = build_tokenizer()
+    torch.manual_seed(5)
+    build_text_encoder(len(tokenizer)).save_pretrained(gemma)
+    # The published Gemma 3 root names its vision tower `vision_tower.vision_model.*` (transformers 5 saves it
+    # flattened); ltx-core reads only the published names, and places the encoder's inputs on the device of the
+    # model's first parameter, which is the vision tower's.
+    weights = gemma / "model.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        tensors = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    tokenizer.save_pretrained(gemma)
+    (gemma / "processor_config.json").write_text(json.dumps({"processor_class": "Gemma3Processor"}))
+    return checkpoint, gemma, upsampler
+
+
+def ltx23_cases(checkout: Path, directory: Path | None = None) -> dict[str, dict[str, float]]:
+    """The distilled LTX-2.3 two-stage pipeline (Euler in both stages, CRF 33, Gemma 3 from its own root), text
+    to video and with start and end images, on a miniature single file: {case: rows}."""
+    global IMAGE_CRF
+    ref = import_pipelines(checkout)
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT / "tests"))
+    from ltx2.models.loaded import load_model
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = directory or Path(tmp)
+        checkpoint, gemma, upsampler = write_ltx23(root)
+        model = load_model(str(checkpoint), device="cpu", models_dir=str(root), gemma_dir=str(gemma))
         image = image_file(Path(tmp))
         channels = (model.pipe.vae.config.latent_channels, model.pipe.audio_vae.config.latent_channels)
-        for case, picture in (("distilled two-stage, text to video", None),
-                              ("distilled two-stage, start image", image)):
-            results[case] = compare(run_ours(model, picture), run_reference(ref, paths, picture, channels))
+        paths = {"monolith": checkpoint, "gemma": gemma, "spatial_upscaler": upsampler}
+        saved, IMAGE_CRF = IMAGE_CRF, 33  # ltx-pipelines' DEFAULT_IMAGE_CRF, which LTX_2_3_PARAMS keeps
+        try:
+            for case in (Case("LTX-2.3 distilled two-stage, text to video", "distilled"),
+                         Case("LTX-2.3 distilled two-stage, start and end images", "distilled", start_image=True,
+                              end_image=True)):
+                results[case.name] = compare(run_ours(model, case, image, 0),
+                                             run_reference(ref, paths, case, image, channels, 0))
+        finally:
+            IMAGE_CRF = saved
     return results
+
+
+SUMMARY = {  # README column: the rows it takes the largest of, over every stage
+    "sigmas": ("sigmas",),
+    "seeded noise (video, audio)": ("starting video latents (seeded noise)", "starting audio latents"),
+    "transformer input latents": ("transformer input video latent", "transformer input audio latent"),
+    "timesteps, positions, sigmas, contexts": tuple(
+        f"transformer input {m} {q}" for m in ("video", "audio") for q in ("timesteps", "positions", "sigma", "context")),
+    "clean estimates x0": ("transformer input video x0", "transformer input audio x0"),
+    "final latents": ("final video latents", "final audio latents"),
+}
+
+
+def summary(results: dict[str, dict[str, float]]) -> str:
+    """One markdown row per case: the largest difference per column, over both modalities and every stage."""
+    lines = ["| case | " + " | ".join(SUMMARY) + " |", "|---|" + "---:|" * len(SUMMARY)]
+    for case, rows in results.items():
+        cells = []
+        for parts in SUMMARY.values():
+            values = [v for name, v in rows.items() if name.split(": ", 1)[-1] in parts]
+            cells.append(f"{max(values):.1e}" if values else "n/a")
+        if rows["stages"] or any(v for k, v in rows.items() if "passes" in k):
+            cells = ["count differs"] * len(cells)
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ltx-core", type=Path, default=Path("/tmp/ref"), help="an LTX-2 checkout at v1.2.0")
     parser.add_argument("--keep", type=Path, help="write the miniature directory here and keep it")
+    parser.add_argument("--case", action="append", default=[], choices=[case.name for case in CASES] + ["ltx-2.3"],
+                        help="run only this case (repeatable); default: every case")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    results = distilled_cases(args.ltx_core, args.keep)
+    results = {} if args.case == ["ltx-2.3"] else cases(args.ltx_core, args.keep,
+                                                         tuple(c for c in args.case if c != "ltx-2.3") or None)
+    if not args.case or "ltx-2.3" in args.case:
+        results.update(ltx23_cases(args.ltx_core))
     for case, rows in results.items():
         print(f"\n{case} (ltx2 generate() vs ltx-pipelines 1.2.0), largest |difference|:\n")
         print("| quantity | largest |diff| |")
         print("|---|---:|")
         for name, value in rows.items():
             print(f"| {name} | {value:.2e} |")
+    print("\nAll cases, largest |difference| over both modalities and every stage:\n")
+    print(summary(results))
 
 
 if __name__ == "__main__":
