@@ -135,6 +135,33 @@ def add_request_arguments(parser: argparse.ArgumentParser, model: type[BaseModel
             options["metavar"] = {"int": "N", "float": "X", "json": "JSON", "file": "FILE",
                                   "choice": "{" + ",".join(flag.choices) + "}"}.get(flag.kind, "TEXT")
         group.add_argument(flag.flag, **options)
+    if "keyframes" in model.model_fields:
+        group.add_argument("--keyframe", metavar="IMAGE@FRAME[:STRENGTH]", dest=DEST + "keyframe", action="append",
+                           help="An image held at a frame (repeatable, in order; added to keyframes): a file path, "
+                                "http(s) URL or data URI, then @ and a frame number, or seconds with an s "
+                                "(@1.2s), then optionally : and a strength 0..1. E.g. --keyframe "
+                                "mid.png@24:0.8 --keyframe end.png@1.92s")
+
+
+def keyframe_item(value: str) -> dict[str, Any]:
+    """--keyframe IMAGE@FRAME[:STRENGTH] -> one item of keyframes (the image read as --image-start reads it)."""
+    image, at, where = value.rpartition("@")
+    if not at or not image:
+        raise UsageError(f"--keyframe {value[:80]}: give IMAGE@FRAME[:STRENGTH], e.g. mid.png@24 or mid.png@0.96s:0.8")
+    where, _, strength = where.partition(":")
+    item: dict[str, Any] = {}
+    try:
+        if where.lower().endswith("s"):
+            item["time"] = float(where[:-1])
+        else:
+            item["frame"] = int(where)
+        if strength:
+            item["strength"] = float(strength)
+    except ValueError:
+        raise UsageError(f"--keyframe {value[:80]}: after @ a frame number (24) or seconds (0.96s), then "
+                         f"optionally :STRENGTH (0..1); got {'@' + where + (':' + strength if strength else '')!r}") from None
+    item["image"] = read_input(RequestFlag("keyframe", "file"), image)
+    return item
 
 
 def _value(flag: RequestFlag, text: Any) -> Any:
@@ -205,6 +232,11 @@ def request_body(args: argparse.Namespace, model: type[BaseModel] = GenerateRequ
         text = getattr(args, DEST + flag.field, None)
         if text is not None:
             body[flag.field] = _value(flag, text)
+    for value in getattr(args, DEST + "keyframe", None) or ():
+        if not isinstance(body.setdefault("keyframes", []), list):
+            raise UsageError("--keyframe adds to keyframes, which --keyframes or --request gives as something "
+                             "other than a list")
+        body["keyframes"].append(keyframe_item(value))
     return body
 
 

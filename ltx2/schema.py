@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from .keyframes import MAX_KEYFRAMES, KeyframeInput, KeyframeProblem, check_items as check_keyframes
+from .keyframes import resolve as resolve_keyframes
+
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
 
@@ -367,6 +370,14 @@ class GenerateRequest(BaseModel):
         "image opens the video and the start image closes it).",
         examples=["forward"],
     )
+    keyframes: list[KeyframeInput] = Field(
+        default_factory=list, max_length=MAX_KEYFRAMES,
+        description=f"Images held at any frames, at most {MAX_KEYFRAMES}: each {{image, frame or time, strength}}. "
+        "Frame 0 is held as the first frame (as image_start, which is the same as a frame-0 keyframe); any other "
+        "frame guides the video towards its image there. image_start and image_end are shorthands for frame 0 "
+        "and the last frame; two images on one frame are refused.",
+        examples=[[{"image": "data:image/png;base64,iVBORw0KGgo...", "frame": 24, "strength": 1.0}]],
+    )
     audio: str | None = Field(
         default=None,
         description="A soundtrack the video follows (lip sync, music): a data URI (data:audio/wav;base64,...) or "
@@ -549,6 +560,12 @@ class GenerateRequest(BaseModel):
             raise FieldConflict("duration", 'give num_frames or duration "auto", not both')
         if self.duration == "auto" and self.match_audio_length:
             raise FieldConflict("duration", 'give match_audio_length or duration "auto", not both')
+        try:  # the frames are checked again at the length chosen, when the audio or the model chooses it
+            check_keyframes(self)
+            if not self.match_audio_length and self.duration != "auto":
+                resolve_keyframes(self)
+        except KeyframeProblem as exc:
+            raise FieldConflict(exc.field, str(exc)) from None
         if self.temporal_upscale and (problem := temporal_problem(self.num_frames, self.fps)):
             raise FieldConflict("temporal_upscale", problem)
         if self.temporal_upscale and self.video_output_type == "GIF (.gif)" and 2 * self.fps > GIF_MAX_FPS:
@@ -621,6 +638,8 @@ class GenerateResponse(BaseModel):
     has_audio: bool = Field(description="Whether the MP4 has an audio stream.")
     has_image_start: bool = Field(description="Whether a start image conditioned the video.")
     has_image_end: bool = Field(description="Whether an end image conditioned the video.")
+    keyframes: int = Field(default=0, description="How many images conditioned the video (keyframes, image_start "
+                           "and image_end together; strength 0 does not count).", examples=[0])
     num_frames: int = Field(description="Frames in the video.", examples=[49])
     num_inference_steps: int = Field(description="Denoising steps actually run.", examples=[8])
     guidance_scale: float = Field(description="Guidance scale actually used.", examples=[1.0])

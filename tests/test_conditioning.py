@@ -121,9 +121,10 @@ def test_the_end_keyframe_is_placed_at_the_last_pixel_frame(model, num_frames, f
     channels = model.pipe.transformer.config.in_channels
     latent_frames = (num_frames - 1) // 8 + 1
     grid = stages.LatentGrid(latent_frames, 2, 4, 5, 16, num_frames, fps)
-    plan = SimpleNamespace(first=None, last=SimpleNamespace(strength=1.0), request=SimpleNamespace(audio_strength=1.0))
+    plan = SimpleNamespace(request=SimpleNamespace(audio_strength=1.0))
     end_tokens = torch.randn(1, 8, channels)
-    video, _ = stages.prepare_latents(model, plan, grid, stages.Conditions(last=end_tokens), 1.0,
+    end = stages.ImageCondition(None, 1.0, num_frames - 1)  # where ltx2.keyframes.resolve puts image_end
+    video, _ = stages.prepare_latents(model, plan, grid, stages.Conditions(images=[(end, end_tokens)]), 1.0,
                                       torch.Generator().manual_seed(0))
     assert video.own_tokens == latent_frames * 8 and video.latents.shape[1] == video.own_tokens + 8
     keyframe_time = video.coords[0, 0, video.own_tokens:]

@@ -1,4 +1,4 @@
-"""Conditioning inputs (start/end images, a soundtrack) and how they enter the latents.
+"""Conditioning inputs (images at any frames, a soundtrack) and how they enter the latents.
 
 The wrappers decode what the user sent (`decode_conditioning`, before the job takes the GPU);
 `generate()` encodes it with the VAEs and holds it in the latents. The semantics follow the
@@ -10,12 +10,13 @@ token never moves; at s = 0 the condition is dropped altogether, which is the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..keyframes import image_field, input_values
 from ..media.audio_prep import preprocess_audio
 from ..media.conditioning_image import ImageTargets, PreparedImage
 from ..media.inputs import InputLimits
@@ -30,10 +31,17 @@ class Conditioning:
     # in this process: for library callers with images of their own).
     image_start: PreparedImage | Image.Image | None = None
     image_end: PreparedImage | Image.Image | None = None
+    keyframes: dict[int, PreparedImage | Image.Image] = field(default_factory=dict)  # keyframes[i]'s image
     audio_for_vae: np.ndarray | None = None  # (2, samples) float32 at the audio VAE's rate
     audio_for_output: np.ndarray | None = None  # (2, samples) float32 at the vocoder's rate, for the MP4
     vae_rate: int = 16_000
     audio_preprocessing: dict[str, float] | None = None  # what preprocess_audio did, for the response
+
+    def image(self, source: str) -> PreparedImage | Image.Image | None:
+        """The image a request field holds: image_start, image_end or keyframes.N.image."""
+        if source.startswith("keyframes."):
+            return self.keyframes.get(int(source.split(".")[1]))
+        return getattr(self, source)
 
     @property
     def audio_seconds(self) -> float:
@@ -48,7 +56,8 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
 
     Fetching and decoding run in a child process with hard memory and time limits (ltx2.media.sandbox;
     `sandbox`, else the process's default one), killed as soon as `should_stop()` returns an exception
-    (then raised as `Stopped`). `inputs` overrides the request's own image_start/image_end/audio.
+    (then raised as `Stopped`). `inputs` overrides the request's own inputs (as ltx2.keyframes.input_values
+    names them: image_start, image_end, audio, keyframes.N.image).
     `targets`: where the pipeline will encode the images (`generate.image_targets`); by default the
     request's frame at one stage and CRF 33."""
     from ..media.fetch import FetchPolicy, is_url, refuse_other_schemes
@@ -56,8 +65,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
 
     out = Conditioning(vae_rate=vae_rate)
     if inputs is None:
-        inputs = {name: getattr(request, name) for name in ("image_start", "image_end", "audio")
-                  if getattr(request, name) is not None}
+        inputs = input_values(request)
     if not inputs:
         return out
     for name, value in inputs.items():
@@ -68,6 +76,8 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
         should_stop=should_stop, url_count=sum(map(is_url, inputs.values())),
         targets=targets or request_targets(request))
     out.image_start, out.image_end = decoded.images.get("image_start"), decoded.images.get("image_end")
+    out.keyframes = {i: decoded.images[image_field(i)] for i in range(len(request.keyframes))
+                     if image_field(i) in decoded.images}
     out.audio_for_vae, out.audio_for_output = decoded.audio_for_vae, decoded.audio_for_output
     if out.audio_for_vae is not None and request.preprocess_audio:
         out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(

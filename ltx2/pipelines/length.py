@@ -13,7 +13,7 @@ import dataclasses
 
 from ..models.loaded import LoadedModel
 from ..schema import FRAME_MAX, FRAME_MIN, InvalidRequest
-from .stages import Plan, encode_prompt
+from .stages import Plan, encode_prompt, image_conditions
 
 MIN_SECONDS, MAX_SECONDS = 1.0, 20.0  # ltx-pipelines' AutoDuration defaults
 TIME_SCALE = 8  # the video VAE's temporal compression: frame counts are 8k+1
@@ -55,5 +55,7 @@ def choose_length(model: LoadedModel, plan: Plan) -> Plan:
     min_frames = max(FRAME_MIN, round(MIN_SECONDS * fps))
     max_frames = min(FRAME_MAX, round(MAX_SECONDS * fps))
     frames = seconds_to_frames(seconds, fps, min_frames, max_frames)
-    return dataclasses.replace(plan, request=request.model_copy(update={"num_frames": frames}), prompt=prompt,
-                               length_from="duration_head", predicted_seconds=seconds)
+    request = request.model_copy(update={"num_frames": frames})
+    # Keyframes are checked against, and image_end placed at, the length chosen.
+    return dataclasses.replace(plan, request=request, images=image_conditions(request, plan.conditioning),
+                               prompt=prompt, length_from="duration_head", predicted_seconds=seconds)

@@ -36,6 +36,7 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     has_image_start: bool = False  # whether the start image conditioned the video (strength > 0)
     has_image_end: bool = False
+    keyframes: int = 0  # images that conditioned the video (strength > 0): keyframes and the shorthands
     has_audio_input: bool = False
     loras: list[dict] = field(default_factory=list)  # each LoRA applied: path, scale, layers, ...
     expanded_prompt: str | None = None  # what Gemma wrote, when enable_prompt_expansion was on
@@ -75,6 +76,7 @@ def result_of(run: Run, plan: Plan, pipeline: str, model_size: tuple[int, int], 
         timings=run.watch.timings,
         has_image_start=plan.conditioning.image_start is not None and request.image_strength > 0,
         has_image_end=plan.conditioning.image_end is not None and request.end_image_strength > 0,
+        keyframes=len(plan.images),
         has_audio_input=has_audio_input,
         length_from=plan.length_from,
         predicted_seconds=plan.predicted_seconds,

@@ -34,6 +34,8 @@ from ..media.inputs import auto_size
 from ..models.diffusion_decode import diffusion_decode
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
+from ..keyframes import KeyframeProblem
+from ..keyframes import resolve as resolve_keyframes
 from ..schema import GenerateRequest, InvalidRequest
 from . import progress
 from .conditioning import Conditioning, blend_velocity, frames_for_duration, image_pixels, keyframe_coords, start_from
@@ -64,8 +66,9 @@ def center_crop(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageCondition:
-    image: object  # a PIL image
+    image: object  # a PIL image, or one prepared in the sandbox
     strength: float
+    frame: int = 0  # the pixel frame it is held at: 0 is the first latent frame, any other appended tokens
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,10 @@ class Plan:
     guidance: Guidance
     width: int  # what the file holds
     height: int
-    first: ImageCondition | None  # the image held at the first frame (after interpolation_direction)
-    last: ImageCondition | None  # the image appended as a keyframe at the last frame
+    # Every image, in the order the pipeline conditions on them (ltx2.keyframes.resolve): the one at frame 0
+    # (image_start, or image_end when backward, or a frame-0 keyframe) first; the others are appended as
+    # keyframe tokens in this order.
+    images: tuple[ImageCondition, ...]
     audio: np.ndarray | None  # the soundtrack to condition on, at the audio VAE's rate
     use_multiscale: bool = False  # the two-stage pipeline
     # Where num_frames came from: "request", "audio" (match_audio_length) or "duration_head" (length.py,
@@ -88,6 +93,11 @@ class Plan:
     length_from: str = "request"
     prompt: PromptEmbeddings | None = None
     predicted_seconds: float | None = None
+
+    @property
+    def first(self) -> ImageCondition | None:
+        """The image held as the first frame, if any."""
+        return next((image for image in self.images if image.frame == 0), None)
 
     @property
     def guided(self) -> bool:
@@ -105,11 +115,6 @@ def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditio
     request = _resolve_size_and_length(request, cond)
     guidance = resolve_guidance(model, request)
     check_prompt_lengths(model.pipe, request, guidance.needs_negative_prompt)
-    # The first and the last frame's image, by direction; a condition at strength 0 is no condition.
-    first = (cond.image_start, request.image_strength)
-    last = (cond.image_end, request.end_image_strength)
-    if request.interpolation_direction == "backward":
-        first, last = last, first
     return Plan(
         request=request,
         conditioning=cond,
@@ -118,12 +123,28 @@ def plan_generation(model: LoadedModel, request: GenerateRequest, cond: Conditio
         guidance=guidance,
         width=request.width,
         height=request.height,
-        first=ImageCondition(*first) if first[0] is not None and first[1] > 0 else None,
-        last=ImageCondition(*last) if last[0] is not None and last[1] > 0 else None,
+        images=image_conditions(request, cond),
         audio=cond.audio_for_vae if cond.audio_for_vae is not None and request.audio_strength > 0 else None,
         use_multiscale=resolve_multiscale(model, request),
         length_from="audio" if request.match_audio_length else "request",
     )
+
+
+def image_conditions(request: GenerateRequest, cond: Conditioning) -> tuple[ImageCondition, ...]:
+    """The request's images at its final length (ltx2.keyframes.resolve: by direction, strength 0 left out),
+    each with its decoded picture. Frames past the clip are refused here when the length was not the
+    request's (the audio's, or the duration head's)."""
+    try:
+        listed = resolve_keyframes(request, start=cond.image_start is not None, end=cond.image_end is not None)
+    except KeyframeProblem as exc:
+        raise InvalidRequest(exc.field, str(exc)) from None
+    images = []
+    for keyframe in listed:
+        image = cond.image(keyframe.source)
+        if image is None:
+            raise InvalidRequest(keyframe.source, f"{keyframe.source} was not decoded: pass it in the conditioning")
+        images.append(ImageCondition(image, keyframe.strength, keyframe.frame))
+    return tuple(images)
 
 
 def resolve_multiscale(model: LoadedModel, request: GenerateRequest) -> bool:
@@ -366,20 +387,22 @@ def latent_grid(model: LoadedModel, plan: Plan, width: int, height: int) -> Late
 class Conditions:
     """The inputs in the transformer's token space (normalised, packed latents)."""
 
-    first: torch.Tensor | None = None  # tokens of the first latent frame
-    last: torch.Tensor | None = None  # keyframe tokens of the last frame
+    # (plan's image, its tokens), in the plan's order: a frame-0 image's tokens are the first latent frame's,
+    # every other image's are appended as keyframe tokens at its frame.
+    images: list[tuple[ImageCondition, torch.Tensor]] = field(default_factory=list)
     audio: torch.Tensor | None = None  # audio tokens, the whole soundtrack
+
+    @property
+    def appended(self) -> list[tuple[ImageCondition, torch.Tensor]]:
+        return [(image, tokens) for image, tokens in self.images if image.frame != 0]
 
 
 def encode_images(model: LoadedModel, plan: Plan, width: int, height: int) -> Conditions:
     """The plan's images, each covering (width, height), through the video VAE."""
     out = Conditions()
-    if plan.first or plan.last:
+    if plan.images:
         with model.placement.use("vae"):
-            if plan.first:
-                out.first = _encode_image(model, plan.first.image, width, height)
-            if plan.last:
-                out.last = _encode_image(model, plan.last.image, width, height)
+            out.images = [(image, _encode_image(model, image.image, width, height)) for image in plan.images]
     return out
 
 
@@ -447,7 +470,7 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
     # own tokens, then a keyframe's tokens, then the audio's, so that a seed gives the reference's noise.
     video_shape = pipe._pack_latents(torch.empty(1, pipe.transformer.config.in_channels, grid.frames, grid.height,
                                                  grid.width), patch, patch_t).shape
-    keyframe_tokens = 0 if conditions.last is None else conditions.last.shape[1]
+    keyframe_tokens = sum(tokens.shape[1] for _, tokens in conditions.appended)
     drawn = torch.randn((1, video_shape[1] + keyframe_tokens, video_shape[2]), generator=generator).to(device)
     latents, extra_noise = drawn[:, : video_shape[1]], drawn[:, video_shape[1]:]
     audio_shape = pipe._pack_audio_latents(torch.empty(1, pipe.audio_vae.config.latent_channels, grid.audio_frames,
@@ -461,24 +484,30 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
                    pipe.transformer.audio_rope.prepare_audio_coords(1, grid.audio_frames, device),
                    audio_latents.shape[1])
 
-    if conditions.first is not None or conditions.last is not None:
+    if conditions.images:
         mask = torch.zeros(1, video.own_tokens, 1, device=device)
         clean = torch.zeros_like(latents)
-        if conditions.first is not None:  # the first latent frame is the image itself (a causal VAE)
-            tokens = conditions.first
-            clean[:, : tokens.shape[1]] = tokens
-            mask[:, : tokens.shape[1]] = plan.first.strength
-        if conditions.last is not None:  # a keyframe: extra tokens placed in time at the last frame
-            tokens = conditions.last
-            latents = torch.cat([latents, extra_noise], dim=1)
-            if video_base is not None:
-                video_base = torch.cat([video_base, extra_noise], dim=1)
+        taken = 0  # of extra_noise, by the keyframes appended so far
+        for image, tokens in conditions.images:
+            if image.frame == 0:  # the first latent frame is the image itself (a causal VAE)
+                clean[:, : tokens.shape[1]] = tokens
+                mask[:, : tokens.shape[1]] = image.strength
+                continue
+            # A keyframe: extra tokens placed in time at its frame (grid.num_frames - 1 for the last), with the
+            # noise drawn for them in their place in the token order.
+            noise = extra_noise[:, taken: taken + tokens.shape[1]]
+            taken += tokens.shape[1]
+            latents = torch.cat([latents, noise], dim=1)
+            if video_base is not None:  # a keyframe has no start of its own: its base is zeros, renoised
+                video_base = torch.cat([video_base, renoise(torch.zeros_like(noise), noise, sigma0)], dim=1)
             clean = torch.cat([clean, tokens], dim=1)
-            mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), plan.last.strength, device=device)], dim=1)
-            coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,
-                                     grid.fps, device)
+            mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), image.strength, device=device)], dim=1)
+            coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, image.frame, grid.fps, device)
             video.coords = torch.cat([video.coords, coords], dim=2)
-        video.latents = start_from(latents, clean, mask, sigma0, video_base)
+        if video_base is None:
+            video.latents = start_from(latents, clean, mask, sigma0)
+        else:  # ltx-core's GaussianNoiser on a later stage: each token's renoised start, pulled to its condition
+            video.latents = clean * mask + video_base * (1 - mask)
         video.clean, video.strength = clean, mask
     if conditions.audio is not None:
         audio.strength = torch.full((1, audio.latents.shape[1], 1), float(plan.request.audio_strength), device=device)

@@ -11,7 +11,7 @@ cuts it.
 Where this differs from the reference, and why: ltx-pipelines runs the round on a keyframe-slot
 checkpoint in 2 tiles, anchoring each seam with keyframes carried from stage 2 and running the
 transformer video-only; ltx2's transformers have no generated-keyframe slots, so the round is one tile
-over the whole clip, its image conditions (first frame, last frame) re-applied at full size, and the
+over the whole clip, its image conditions (the first frame, keyframes) re-applied at full size, and the
 soundtrack rides along held fixed (every audio token at sigma 0, as diffusers' DFR temporal refine
 pipeline passes it), since ltx2's transformer pass is always joint.
 """
@@ -90,7 +90,9 @@ def temporal_round(run: Run, plan: Plan, grid: LatentGrid, prompt: PromptEmbeddi
     with run.stage("temporal_upsample"):
         start = upsample_in_time(model, video, grid)
     with run.stage("temporal_denoise"):
-        images = Conditions(first=conditions.first, last=conditions.last)
+        # The images at the same moments of the doubled clip: frame f of N is frame 2f of 2N - 1.
+        images = Conditions(images=[(replace(image, frame=2 * image.frame), tokens)
+                                    for image, tokens in conditions.images])
         refined, held = stages.prepare_latents(model, longer, fine, images, SIGMAS[0], generator, video_start=start)
         held.latents = held.clean = audio.latents[:, : audio.own_tokens]
         held.strength = torch.ones(1, held.latents.shape[1], 1, device=held.latents.device)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..keyframes import appended_keyframes
 from ..models import memory, memory_model
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
@@ -133,10 +134,11 @@ class Admission:
         a = audio_latent_frames(frames, request.fps, model.pipe.audio_vae.config.sample_rate,
                                 model.pipe.audio_vae.config.mel_hop_length, model.pipe.audio_vae_temporal_compression_ratio)
         t, lh, lw = latent_video_shape(frames, h, w, costs.spatial, costs.temporal)
-        denoise = costs.denoise(t * lh * lw, a) * (1 if two_stage else batch)
+        held = appended_keyframes(request, frames)  # each appended keyframe: one more latent frame of tokens
+        denoise = costs.denoise((t + held) * lh * lw, a) * (1 if two_stage else batch)
         upsample = 0
         if two_stage:  # stage 1 at half size with the guidance batch, stage 2 at full size alone
-            denoise = max(denoise, costs.denoise(t * (lh // 2) * (lw // 2), a) * batch)
+            denoise = max(denoise, costs.denoise((t + held) * (lh // 2) * (lw // 2), a) * batch)
             upsample = int(costs.upsampler_per_voxel * t * lh * lw)
         stages = {"encode_prompt": 0, "denoise": denoise, "upsample": upsample}
         decoded_t, out_frames = t, frames
@@ -145,7 +147,7 @@ class Admission:
             # Its own stage, so the upsampler's weights visit (sequential) only for a request that runs it.
             stages["temporal_upsample"] = costs.temporal_upsample(t * lh * lw)
             # Unguided at full size; the audio, stage 2's, rides along held.
-            stages["denoise"] = max(denoise, costs.denoise(decoded_t * lh * lw, a))
+            stages["denoise"] = max(denoise, costs.denoise((decoded_t + held) * lh * lw, a))
         pixels = ((decoded_t - 1) * costs.temporal + 1) * h * w
         output = pixels * 3 * costs.output_element
         whole = int(costs.decoder_bytes_per_pixel * pixels)  # its output included

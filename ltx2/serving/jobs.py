@@ -45,6 +45,7 @@ from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the 
     STORAGE_ERROR_STATUS, UNKNOWN_WRITE_BYTES, descriptors_short, probe_folder, resource_error,
 )
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
+from ..keyframes import input_values, with_inputs
 from ..media.encode import output_format
 from ..pipelines.generate import OutputRejected
 from ..pipelines.progress import DENOISING
@@ -57,7 +58,7 @@ from ..schema import (
 
 log = logging.getLogger("ltx2.jobs")
 
-INPUT_FIELDS = ("image_start", "image_end", "audio")
+INPUT_FIELDS = ("image_start", "image_end", "audio")  # and each keyframe's image (ltx2.keyframes.input_values)
 
 
 def needs_preparing(job: Job) -> bool:
@@ -193,7 +194,7 @@ class JobManager:
                     error="the server stopped while this job was running (restart or crash); submit it again",
                     code="interrupted").model_dump(), error_status=500)
             else:
-                inline = tuple(name for name in INPUT_FIELDS if getattr(job.request, name) is not None)
+                inline = tuple(input_values(job.request))
                 job.input_fields = job.input_fields or inline  # a record from before inputs had files
                 job.ready = not needs_preparing(job) or self.prepare_job is None
                 job.stage = "queued"
@@ -287,12 +288,12 @@ class JobManager:
                 if self.storage_problem is not None and not self._probe_storage():
                     raise StorageError("accept the job", self.storage_problem or "storage is failing")
             job = Job(id=uuid.uuid4().hex, request=request, owner=owner)
-            inputs = {name: getattr(request, name) for name in INPUT_FIELDS if getattr(request, name) is not None}
+            inputs = input_values(request)
             try:
                 if inputs:
                     job.inputs_path = self._write_inputs(job.id, inputs)
                     job.input_fields = tuple(inputs)
-                    job.request = request.model_copy(update=dict.fromkeys(inputs))
+                    job.request = with_inputs(request, dict.fromkeys(inputs))
                 self.store.save(job)  # recorded before it is accepted: nothing accepted is lost
             except (sqlite3.Error, OSError) as exc:
                 self._remove(job.inputs_path)
@@ -324,8 +325,9 @@ class JobManager:
         return path
 
     def inputs_of(self, job: Job) -> dict[str, str]:
-        """The job's image_start/image_end/audio, from its inputs file (or its record, if it is older)."""
-        inline = {name: getattr(job.request, name) for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        """The job's image_start/image_end/audio and keyframe images (as ltx2.keyframes.input_values names
+        them), from its inputs file (or its record, if it is older)."""
+        inline = input_values(job.request)
         if not job.inputs_path:
             return inline
         try:
@@ -336,7 +338,7 @@ class JobManager:
 
     def full_request(self, job: Job) -> GenerateRequest:
         """The request as submitted, inputs included."""
-        return job.request.model_copy(update=self.inputs_of(job))
+        return with_inputs(job.request, self.inputs_of(job))
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id: an active one from memory, an ended one from its record; else None."""
@@ -680,9 +682,9 @@ class JobManager:
         if job.status in TERMINAL:  # ended already (a stuck job the supervisor failed, then it returned)
             return
         # A finished job is never run again: drop its inputs from memory and disk.
-        inline = {name: None for name in INPUT_FIELDS if getattr(job.request, name) is not None}
+        inline = dict.fromkeys(input_values(job.request))
         if inline:
-            job.request = job.request.model_copy(update=inline)
+            job.request = with_inputs(job.request, inline)
         self._remove(job.inputs_path)
         job.inputs_path, job.prepared, job.check, job.on_progress = None, None, None, None
         job.status, job.finished, job.stage, job.progress = status, time.time(), None, None

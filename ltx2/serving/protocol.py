@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from ..keyframes import MAX_KEYFRAMES
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel
 from ..pipelines.conditioning import frames_for_duration
@@ -34,13 +35,17 @@ from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-MAX_FORM_FILES = 4  # image_start/image_end/audio at most; a few spare for a clear error, not a 400
+# image_start/image_end/audio and each keyframe's image at most; one spare for a clear error, not a 400
+MAX_FORM_FILES = 3 + MAX_KEYFRAMES + 1
 MAX_FORM_FIELDS = 64
 MAX_TEXT_PART = 1024 * 1024  # any other form field (Starlette's default): a 10,000-character prompt is 40 KB at most
 # Form fields that carry an image or audio input (each protocol's own names and /generate's), and the limit
 # (InputLimits) that bounds it: an upload is the file itself; a text part a URL or a base64 data URI of it.
 MEDIA_FIELDS = {"image_start": "image", "image_end": "image", "image": "image", "input_reference": "image",
                 "input_reference[image_url]": "image", "audio": "audio"}
+# A keyframe's image as its own part (an upload, or a URL / data URI): `keyframes.N.image`, merged into item N
+# of the `keyframes` field (JSON text), as the error messages name it.
+KEYFRAME_PART = re.compile(r"keyframes\.([0-9])\.image", re.ASCII)
 SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})", re.ASCII)  # ASCII digits only: int() also reads "١٢٨"
 
 
@@ -133,7 +138,7 @@ class PartTooLarge(Exception):
 
 def part_limit(field: str, upload: bool, limits: InputLimits) -> tuple[int, str]:
     """The most bytes the form part `field` may hold, and what sets it (for the error)."""
-    kind = MEDIA_FIELDS.get(field)
+    kind = MEDIA_FIELDS.get(field) or ("image" if KEYFRAME_PART.fullmatch(field) else None)
     if kind is None:
         return MAX_TEXT_PART, "a form field"
     limit = limits.max_image_bytes if kind == "image" else limits.max_audio_bytes
@@ -237,6 +242,25 @@ async def read_body(http: Request) -> dict[str, Any]:
         for _, value in items:
             if isinstance(value, UploadFile):
                 await value.close()
+    return merge_keyframe_parts(data)
+
+
+def merge_keyframe_parts(data: dict[str, Any]) -> dict[str, Any]:
+    """A form's `keyframes.N.image` parts put into item N of its `keyframes` (JSON text: frames, strengths)."""
+    parts = {name: KEYFRAME_PART.fullmatch(name) for name in data}
+    parts = {name: int(match[1]) for name, match in parts.items() if match}
+    if not parts:
+        return data
+    keyframes = data.get("keyframes")
+    if not isinstance(keyframes, list) or not all(isinstance(item, dict) for item in keyframes):
+        raise ProtocolError("keyframes", "keyframes.N.image parts need a keyframes field: a JSON list of "
+                                         '{"frame" or "time", "strength"} items, one for each image')
+    for name, index in parts.items():
+        if index >= len(keyframes):
+            raise ProtocolError(name, f"{name} has no item {index} in keyframes, which has {len(keyframes)}")
+        if "image" in keyframes[index]:
+            raise ProtocolError(name, f"give keyframes.{index}.image as a part or in keyframes, not both")
+        keyframes[index] = {**keyframes[index], "image": data.pop(name)}
     return data
 
 

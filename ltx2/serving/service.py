@@ -11,6 +11,7 @@ from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_ur
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
 from ..pipelines import progress
+from ..keyframes import input_values
 from ..pipelines.conditioning import Conditioning, decode_conditioning
 from ..pipelines.generate import StepCallback, generate, image_targets
 from ..pipelines.loras import LoraPolicy
@@ -71,7 +72,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         request = request.model_copy(update={"include_audio": False})  # no track to put it in: don't decode it
     # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
     if conditioning is None:
-        on_stage("decoding inputs" if request.image_start or request.image_end or request.audio else "encoding the prompt")
+        on_stage("decoding inputs" if input_values(request) else "encoding the prompt")
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
                                            limits, fetch_policy, targets=image_targets(model, request))
     adapters = resolve_loras(model, request, lora_policy)
@@ -111,6 +112,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         has_audio=encoder.has_audio and result.waveform is not None,
         has_image_start=result.has_image_start,
         has_image_end=result.has_image_end,
+        keyframes=result.keyframes,
         num_frames=result.num_frames,
         num_inference_steps=result.num_inference_steps,
         guidance_scale=result.guidance_scale,
