@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..keyframes import input_values
 from ..media.encode import OutputFormat, VideoEncoder, output_format, to_data_uri
 from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
 from ..pipelines import progress
-from ..keyframes import input_values
 from ..pipelines.conditioning import Conditioning, decode_conditioning
 from ..pipelines.generate import StepCallback, generate, image_targets
 from ..pipelines.loras import LoraPolicy
