@@ -1,9 +1,31 @@
 import inspect
+import os
 import resource
+import sys
 import types
 
 import pytest
+from hypothesis import settings
 from servers import start_server, stop_server
+
+# pyproject's addopts run the suite in `-n auto` xdist workers (see pytest_xdist_auto_num_workers). Each
+# worker, and every server, CLI or example it starts (they inherit this environment), gets its share of
+# the cores: torch's default of one thread per core in every process would have N processes spin on
+# the same cores, and OpenMP's busy-waiting turns that into lost CPU time, not just slower steps.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if WORKERS:
+    _share = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
+    if "torch" in sys.modules:  # read at torch's import; a plugin may have imported it already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# Hypothesis's 200 ms deadline per example measures the machine's load, not a rule: with two workers and
+# their servers on two cores an example that takes 40 ms alone can take 400 (a flaky "DeadlineExceeded").
+settings.register_profile("ltx2", deadline=None)
+settings.load_profile("ltx2")
+
+MAX_WORKERS = 2  # each worker holds its own tiny models and servers: two keep the suite near 4 GB in all
 
 # Names whose use means a new process: a server (servers.start_server/launch), the CLI or a benchmark
 # (subprocess), Chromium (playwright). Such a test pays seconds of imports and start-up before it
@@ -28,6 +50,19 @@ def _starts_a_process(func, module, seen: set, depth: int = 3) -> bool:
     scope = func.__globals__ if module is None else vars(module)
     return any(_starts_a_process(scope.get(name), module, seen, depth - 1) for name in names
                if inspect.isfunction(scope.get(name)) and scope[name].__module__ in (func.__module__, "servers"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most MAX_WORKERS (PYTEST_XDIST_AUTO_NUM_WORKERS overrides); none
+    for one file (`--dist loadfile` would run it on one worker anyway, after seconds of starting them) and
+    none with --peak-rss, whose figures are this process's and its children's."""
+    files = {arg.split("::")[0] for arg in config.args}
+    if config.getoption("peak_rss") or (len(files) == 1 and next(iter(files)).endswith(".py")):
+        return 0
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
 
 
 def pytest_addoption(parser):
@@ -75,6 +110,14 @@ def pytest_collection_modifyitems(config, items):
         funcs = [item.function] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
         if item.get_closest_marker("bigmem") or any(_starts_a_process(inspect.unwrap(f), None, set()) for f in funcs):
             item.add_marker(pytest.mark.slow)
+    if WORKERS:
+        # xdist hands out whole files (--dist loadfile, --no-loadscope-reorder) in this order: the files
+        # with the most slow tests first, so that the last ones to start, while a worker may be idle,
+        # are quick. The order within a file is kept; every worker computes the same order.
+        slow: dict[str, int] = {}
+        for item in items:
+            slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(item.get_closest_marker("slow"))
+        items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")
