@@ -644,7 +644,8 @@ ATTACKS = {
 # Attacks kept beside this file, one module per area (`attacks_<area>.py`, each with its own ATTACKS
 # dict and the harness imported from here). Merged when the script runs, not at import, because they
 # import this module.
-EXTRA_MODULES = ("attacks_memory", "attacks_lora", "attacks_images", "attacks_storage", "attacks_inputs")
+EXTRA_MODULES = ("attacks_memory", "attacks_lora", "attacks_images", "attacks_storage", "attacks_inputs",
+                 "attacks_video")
 
 
 def all_attacks() -> dict:

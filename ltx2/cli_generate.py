@@ -108,6 +108,8 @@ def _help(flag: RequestFlag, info) -> str:
         text += " On the command line: a file path (read and sent as base64), an http(s) URL or a data URI."
     if flag.kind == "choice" and any(_aliases(c) for c in flag.choices):
         text += " Also by the short names: " + ", ".join(sorted(a for c in flag.choices for a in _aliases(c))) + "."
+    if flag.field == "retake":
+        text += " On the command line also START:END in seconds, e.g. --retake 0.5:1.5."
     if flag.kind == "json":
         text += " As JSON" + (f", e.g. '{json.dumps(info.examples[0])}'." if info.examples else ".")
     if info.default is not None and not info.is_required() and info.default_factory is None:
@@ -179,6 +181,11 @@ def _value(flag: RequestFlag, text: Any) -> Any:
             return text
         found = [c for c in flag.choices if text.strip().lower().lstrip(".") in {c.lower(), *_aliases(c)}]
         return found[0] if len(found) == 1 else text
+    if flag.field == "retake" and (span := re.fullmatch(r"\s*([0-9.]+)\s*:\s*([0-9.]+)\s*", text)):
+        try:  # --retake START:END in seconds, the short form of {"start": START, "end": END}
+            return {"start": float(span[1]), "end": float(span[2])}
+        except ValueError:
+            pass  # "1.2.3:4": the JSON reading below says what is wrong
     if flag.kind == "json":
         try:
             return json.loads(text)
@@ -196,7 +203,9 @@ def read_input(flag: RequestFlag, value: str) -> str:
     from .media.inputs import InputLimits
 
     limits = InputLimits.from_env()
-    largest = max(limits.max_image_bytes, limits.max_audio_bytes)  # the field's own limit is checked later
+    # the field's own limit is checked later; a video has its own, larger one
+    video = flag.field == "video"
+    largest = limits.max_video_bytes if video else max(limits.max_image_bytes, limits.max_audio_bytes)
     try:
         with open(value, "rb") as fh:
             data = fh.read(largest + 1)  # never more than any input may be
@@ -204,7 +213,8 @@ def read_input(flag: RequestFlag, value: str) -> str:
         raise UsageError(f"{flag.flag} {value}: cannot read the file: {exc.strerror or exc}") from None
     if len(data) > largest:
         raise UsageError(f"{flag.flag} {value}: the file is larger than any input may be "
-                         f"({largest / 2**20:g} MB; LTX2_MAX_IMAGE_MB, LTX2_MAX_AUDIO_MB)")
+                         f"({largest / 2**20:g} MB; "
+                         f"{'LTX2_MAX_VIDEO_MB' if video else 'LTX2_MAX_IMAGE_MB, LTX2_MAX_AUDIO_MB'})")
     if not data:
         raise UsageError(f"{flag.flag} {value}: the file is empty")
     return base64.b64encode(data).decode("ascii")

@@ -150,8 +150,8 @@ def appended_keyframes(request, num_frames: int | None = None) -> int:
 def input_values(request) -> dict[str, str]:
     """Every input the request carries ({field: data URI, base64 or URL}), keyframe images under
     `keyframes.N.image`: what the sandbox decodes and what a job keeps out of its record."""
-    values = {name: getattr(request, name) for name in ("image_start", "image_end", "audio")
-              if getattr(request, name) is not None}
+    values = {name: getattr(request, name) for name in ("image_start", "image_end", "audio", "video")
+              if getattr(request, name) not in (None, STORED_APART)}
     for i, item in enumerate(request.keyframes):
         if item.image != STORED_APART:
             values[image_field(i)] = item.image
@@ -162,6 +162,8 @@ def with_inputs(request, inputs: dict[str, str | None]):
     """The request with `inputs` (as `input_values` names them) put back, or taken out when None (a
     keyframe's image is then STORED_APART: the request is kept without it)."""
     update: dict[str, Any] = {name: value for name, value in inputs.items() if not name.startswith("keyframes.")}
+    if "video" in update and update["video"] is None:  # a retake's record must still say it has a video
+        update["video"] = STORED_APART
     if any(name.startswith("keyframes.") for name in inputs):
         keyframes = list(request.keyframes)
         for i, item in enumerate(keyframes):

@@ -187,6 +187,22 @@ def _fal_request(data: dict) -> dict:
     return data
 
 
+class RetakeSpan(BaseModel):
+    """The span of the input video a retake regenerates, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: float = Field(ge=0.0, le=3600.0, description="Where the span starts, in seconds (inclusive).",
+                         examples=[0.5])
+    end: float = Field(gt=0.0, le=3600.0, description="Where it ends, in seconds (exclusive); after start and "
+                       "within the output's num_frames / fps.", examples=[1.5])
+
+
+# Fields a retake cannot take with it: the video is its only conditioning, and it runs one stage.
+RETAKE_EXCLUDES = ("image_start", "image_end", "keyframes", "audio", "match_audio_length", "duration",
+                   "temporal_upscale")
+
+
 class GenerateRequest(BaseModel):
     """What to generate. Only `prompt` is required. fal's field names are accepted too (image_url,
     end_image_url, audio_url, generate_audio, sync_mode, video_size as {width, height})."""
@@ -385,6 +401,24 @@ class GenerateRequest(BaseModel):
         "trimmed or padded with silence to the video's length unless match_audio_length is true.",
         examples=["data:audio/wav;base64,UklGRi..."],
     )
+    video: str | None = Field(
+        default=None,
+        description="A video to retake (see retake; it is used only with retake): a data URI "
+        "(data:video/mp4;base64,...), bare base64, or an http(s) URL of an MP4/MOV or WebM/MKV, up to "
+        "LTX2_MAX_VIDEO_MB (100 MB) and LTX2_MAX_VIDEO_SECONDS (30 s). Its frames are taken at this request's fps by "
+        "time and resized to cover the frame and center-cropped; its soundtrack, when it has one, is kept outside "
+        "the span. Empty width/height/num_frames/fps come from the video (its size rounded to multiples of 32, its "
+        "length to the 8k+1 frames it covers at its own rate).",
+        examples=["data:video/mp4;base64,AAAAIGZ0eXBpc29t..."],
+    )
+    retake: RetakeSpan | None = Field(
+        default=None,
+        description="Regenerate the span [start, end) seconds of video from the prompt and keep the rest: frames "
+        "outside the span are the input's own (pasted back bit for bit), and so is its soundtrack outside the "
+        "span; inside, video and audio are made anew (ltx-pipelines' RetakePipeline: its temporal region mask, "
+        "one stage at the model size).",
+        examples=[{"start": 0.5, "end": 1.5}],
+    )
     audio_strength: float = Field(
         default=1.0, ge=0.0, le=1.0,
         description="1.0: the video follows the input audio exactly and the MP4's soundtrack is the input itself. "
@@ -566,12 +600,36 @@ class GenerateRequest(BaseModel):
                 resolve_keyframes(self)
         except KeyframeProblem as exc:
             raise FieldConflict(exc.field, str(exc)) from None
+        self._check_retake()
         if self.temporal_upscale and (problem := temporal_problem(self.num_frames, self.fps)):
             raise FieldConflict("temporal_upscale", problem)
         if self.temporal_upscale and self.video_output_type == "GIF (.gif)" and 2 * self.fps > GIF_MAX_FPS:
             raise FieldConflict("temporal_upscale", f'temporal_upscale doubles fps to {2 * self.fps}, and "GIF (.gif)" '
                                 f"plays at most {GIF_MAX_FPS} fps: lower fps or choose another video_output_type")
         return self
+
+    def _check_retake(self) -> None:
+        if self.retake is None:
+            if self.video is not None:
+                raise FieldConflict("video", "video is used by retake (regenerate a span of it): send retake "
+                                             "{start, end} too, or leave video out")
+            return
+        if self.video is None:
+            raise FieldConflict("retake", "retake regenerates a span of an input video: send video too")
+        if self.retake.end <= self.retake.start:
+            raise FieldConflict("retake.end", f"retake.end must be after retake.start, got start {self.retake.start:g} "
+                                              f"and end {self.retake.end:g}")
+        for name in RETAKE_EXCLUDES:
+            if name in self.model_fields_set and getattr(self, name) not in (None, False, []):
+                raise FieldConflict(name, f"{name} cannot be used with retake: the video (and its soundtrack) is a "
+                                          "retake's only input; leave it out")
+        if self.use_multiscale:
+            raise FieldConflict("use_multiscale", "retake runs one stage at the model size (as ltx-pipelines' "
+                                                  "RetakePipeline): send use_multiscale false or leave it out")
+        if "num_frames" in self.model_fields_set and self.retake.start >= self.num_frames / self.fps:
+            raise FieldConflict("retake.start", f"retake.start {self.retake.start:g} s is past the video's end "
+                                                f"({self.num_frames} frames at {self.fps} fps last "
+                                                f"{self.num_frames / self.fps:g} s)")
 
     @property
     def duration_seconds(self) -> float:
@@ -683,6 +741,10 @@ class GenerateResponse(BaseModel):
     audio_preprocessing: dict[str, float] | None = Field(
         default=None, description="With audio and preprocess_audio: the leading silence cut (s) and the gain "
         "applied to the model's copy (dB).", examples=[{"trimmed_seconds": 0.25, "gain_db": 4.5}])
+    retake: dict[str, float] | None = Field(
+        default=None, description="With retake: the span regenerated, {start, end} in seconds, and the frames "
+        "regenerated [first_frame, end_frame); every other frame and the soundtrack outside [start, end) are the "
+        "input's.", examples=[{"start": 0.5, "end": 1.5, "first_frame": 13, "end_frame": 38}])
     timings: StageTimings = Field(description="Seconds per stage.")
 
 
@@ -839,6 +901,7 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "InvalidRequest",
+    "RetakeSpan",
     "StageTimings",
     "ValidationError",
     "generation_failed_body",

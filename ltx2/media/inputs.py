@@ -48,6 +48,9 @@ class InputLimits:
     - LTX2_MAX_AUDIO_SECONDS (default 60): longest audio accepted; longer gives 422.
     - LTX2_MAX_JPEG_SCANS (default 100): most scans a (progressive) JPEG may have, counted before
       decoding; each scan makes the decoder visit every pixel again. Encoders write 1 to ~20.
+    - LTX2_MAX_VIDEO_MB (default 100): largest video file (retake), in MiB; larger gives 413.
+    - LTX2_MAX_VIDEO_SECONDS (default 30): longest video accepted (declared, and as decoded); longer gives 422.
+      A video's frames are bounded by LTX2_MAX_IMAGE_MEGAPIXELS each, and at most 60 per second are visited.
     """
 
     max_image_bytes: int = 20 * MB
@@ -55,6 +58,16 @@ class InputLimits:
     max_image_pixels: int = 50_000_000
     max_audio_seconds: float = 60.0
     max_jpeg_scans: int = 100
+    max_video_bytes: int = 100 * MB
+    max_video_seconds: float = 30.0
+
+    def video(self):
+        """The bounds a video input is decoded under (media.video_in)."""
+        from .video_in import VideoLimits
+
+        return VideoLimits(max_bytes=self.max_video_bytes, max_seconds=self.max_video_seconds,
+                           max_pixels=min(self.max_image_pixels, VideoLimits.max_pixels),
+                           max_frames=int(math.ceil(self.max_video_seconds * 60)))
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> InputLimits:
@@ -78,6 +91,8 @@ class InputLimits:
             max_image_pixels=int(read("LTX2_MAX_IMAGE_MEGAPIXELS", cls.max_image_pixels / 1e6) * 1e6),
             max_audio_seconds=read("LTX2_MAX_AUDIO_SECONDS", cls.max_audio_seconds),
             max_jpeg_scans=int(read("LTX2_MAX_JPEG_SCANS", cls.max_jpeg_scans)),
+            max_video_bytes=int(read("LTX2_MAX_VIDEO_MB", cls.max_video_bytes / MB) * MB),
+            max_video_seconds=read("LTX2_MAX_VIDEO_SECONDS", cls.max_video_seconds),
         )
 
 
@@ -120,8 +135,8 @@ def decode_base64_field(value: str, field: str, max_bytes: int, kind: str) -> tu
     The size is computed from the encoded length, before decoding, so an oversized payload
     costs one scan and no allocation of its decoded form.
     """
-    if kind not in ("image", "audio"):
-        raise ValueError(f"kind must be 'image' or 'audio', got {kind!r}")
+    if kind not in ("image", "audio", "video"):
+        raise ValueError(f"kind must be 'image', 'audio' or 'video', got {kind!r}")
     if not isinstance(value, str):
         raise InvalidRequest(field, f"{field} must be a base64 string or a data URI")
     payload, mime = value, None
@@ -155,11 +170,15 @@ def decode_base64_field(value: str, field: str, max_bytes: int, kind: str) -> tu
 def _check_declared_mime(mime: str, field: str, kind: str) -> str | None:
     if mime in UNDECLARED_MIMES:
         return None
-    table, formats = (IMAGE_MIMES, IMAGE_FORMATS_TEXT) if kind == "image" else (AUDIO_MIMES, AUDIO_FORMATS_TEXT)
+    from .video_in import VIDEO_FORMATS_TEXT, VIDEO_MIMES
+
+    table, formats = {"image": (IMAGE_MIMES, IMAGE_FORMATS_TEXT), "audio": (AUDIO_MIMES, AUDIO_FORMATS_TEXT),
+                      "video": (VIDEO_MIMES, VIDEO_FORMATS_TEXT)}[kind]
     if mime in table:
         return mime
     right_kind = mime.startswith(f"{kind}/") or (kind == "audio" and mime.startswith("video/"))
-    what = "a type that is not supported" if right_kind else f"a type that is not {'an image' if kind == 'image' else 'audio'}"
+    what = "a type that is not supported" if right_kind else \
+        f"a type that is not {'an image' if kind == 'image' else 'a video' if kind == 'video' else 'audio'}"
     raise InvalidRequest(field, f"{field} declares {mime}, {what}; send {formats}")
 
 

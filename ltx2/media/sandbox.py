@@ -75,6 +75,24 @@ class DecodedInputs:
     images: dict[str, PreparedImage] = field(default_factory=dict)  # field -> prepared at the targets' sizes
     audio_for_vae: np.ndarray | None = None  # (2, samples) float32
     audio_for_output: np.ndarray | None = None
+    # A video input (retake): its frames at the model size (1, 3, F, H, W) float32 in [-1, 1], at the output
+    # size (F, h, w, 3) uint8, and what was chosen from it (width, height, fps, num_frames, has_audio). Its
+    # soundtrack, when it has one, is audio_for_vae / audio_for_output.
+    video: np.ndarray | None = None
+    video_output: np.ndarray | None = None
+    video_info: dict | None = None
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """How a video input is decoded: the request's width, height, num_frames and fps where it set them (None:
+    taken from the video), the model's size multiple, and the frame and second limits of the schema."""
+
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    multiple: int = 32
 
 
 class Stopped(Exception):
@@ -130,7 +148,7 @@ class Sandbox:
 
     def decode(self, inputs: dict[str, str], vae_rate: int, output_rate: int, limits: InputLimits,
                policy: FetchPolicy, should_stop=None, url_count: int = 0,
-               targets: ImageTargets | None = None) -> DecodedInputs:
+               targets: ImageTargets | None = None, video: VideoTask | None = None) -> DecodedInputs:
         """Fetch and decode `inputs` ({field: base64, data URI or URL}) in a child, the images prepared
         for `targets` (by default the request defaults' frame, one stage). Bad input raises
         InvalidRequest naming the field; `should_stop()` returning an exception kills the child and
@@ -139,7 +157,8 @@ class Sandbox:
                 "policy": asdict(policy), "targets": (targets or ImageTargets()).to_json(),
                 # torch's bilinear resize rounds differently on one thread than on several: the child
                 # uses this process's count (several at most 4, which round alike), so results match.
-                "threads": min(torch.get_num_threads(), RESIZE_THREADS)}
+                "threads": min(torch.get_num_threads(), RESIZE_THREADS),
+                "video": asdict(video or VideoTask())}
         wall = self.limits.timeout + url_count * policy.timeout
         child = self._take()
         try:
@@ -213,6 +232,11 @@ class Sandbox:
                 width, height = item["at"]
                 array = np.frombuffer(data, dtype=np.float32).reshape(1, 3, 1, height, width).copy()
                 decoded.images[item["name"]].pixels[(width, height)] = torch.from_numpy(array)
+            elif item["kind"] in ("video", "video_output"):
+                dtype = np.float32 if item["kind"] == "video" else np.uint8
+                setattr(decoded, item["kind"], np.frombuffer(data, dtype=dtype).reshape(item["shape"]).copy())
+            elif item["kind"] == "video_info":
+                decoded.video_info = item["info"]
             elif item["kind"] == "preview":
                 side = item["side"]
                 decoded.images[item["name"]].preview = Image.frombytes("RGB", (side, side), bytes(data))
@@ -268,6 +292,54 @@ def _limit_self(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
 
 
+def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, task: dict, items: list,
+           blobs: list) -> None:
+    """The video's frames at the output's fps, at the model size and the output size, and its soundtrack."""
+    from ..schema import FRAME_MAX, FRAME_MIN, SIZE_MAX, SIZE_MIN
+    from .inputs import load_audio
+    from .video_in import decode_frames, probe_video
+
+    bounds = limits.video()
+    info = probe_video(data, "video", mime, bounds)
+    # An empty fps: the video's own, to a whole number within the schema's 1..60 (25 when it declares none).
+    fps = spec.fps or (min(max(round(info.fps), 1), 60) if info.fps else 25)
+    # An empty width or height: the video's own, to the nearest multiple the model runs at.
+    width, height = ((spec.width, spec.height) if spec.width and spec.height else
+                     tuple(min(max(round(side / spec.multiple) * spec.multiple, SIZE_MIN), SIZE_MAX)
+                           for side in (info.width, info.height)))
+    model = tuple(-(-side // spec.multiple) * spec.multiple for side in (width, height))
+    wanted = spec.num_frames
+    if wanted is None:  # the 8k+1 frames its declared length covers (decoded below: a header may lie)
+        seconds = info.seconds if info.seconds is not None else bounds.max_seconds
+        wanted = min(max(int(seconds * fps + 1e-6), 1), FRAME_MAX)
+    sizes = (model,) if model == (width, height) else (model, (width, height))
+    frames, _ = decode_frames(data, "video", mime, bounds, fps, wanted, sizes)
+    count = frames[model].shape[2]
+    if spec.num_frames is not None and count < spec.num_frames:
+        raise InvalidRequest("num_frames", f"video has {count} frames at {fps} fps ({count / fps:g} s), fewer than "
+                                           f"num_frames {spec.num_frames}: lower num_frames or leave it out")
+    count = (count - 1) // 8 * 8 + 1  # the 8k+1 frames it covers
+    if count < FRAME_MIN:
+        raise InvalidRequest("video", f"video is too short: it has {frames[model].shape[2]} frames at {fps} fps, "
+                                      f"and a retake needs at least {FRAME_MIN}")
+    model_frames = np.ascontiguousarray(frames[model][:, :, :count].numpy(), dtype=np.float32)
+    output = frames[(width, height)][0, :, :count].permute(1, 2, 3, 0)  # (F, h, w, 3)
+    output = ((output + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    del frames
+    for kind, array in (("video", model_frames), ("video_output", output)):
+        blobs.append(array.tobytes())
+        items.append({"kind": kind, "name": "video", "shape": list(array.shape), "bytes": len(blobs[-1])})
+    del model_frames, output
+    items.append({"kind": "video_info", "name": "video", "bytes": 0, "info": {
+        "width": width, "height": height, "fps": fps, "num_frames": count, "has_audio": info.has_audio,
+        "source": f"{info.width}x{info.height} at {info.fps:g} fps"}})
+    if info.has_audio:  # its soundtrack, read from the same bytes as an audio file
+        for target, rate in (("audio_for_vae", task["vae_rate"]), ("audio_for_output", task["output_rate"])):
+            wave = np.ascontiguousarray(load_audio(data, "video", None, limits, rate), dtype=np.float32)
+            blobs.append(wave.tobytes())
+            items.append({"kind": "audio", "name": target, "shape": list(wave.shape), "bytes": len(blobs[-1])})
+
+
 def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
     from .conditioning_image import prepare_image
     from .fetch import fetch, is_url
@@ -285,11 +357,14 @@ def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
         for name in order:
             value = task["inputs"][name]
             print(FIELD_MARK + name, file=sys.stderr, flush=True)
-            kind = "audio" if name == "audio" else "image"
-            max_bytes = limits.max_audio_bytes if kind == "audio" else limits.max_image_bytes
+            kind = name if name in ("audio", "video") else "image"
+            max_bytes = {"audio": limits.max_audio_bytes, "video": limits.max_video_bytes}.get(kind,
+                                                                                               limits.max_image_bytes)
             data, mime = fetch(value, name, max_bytes, policy) if is_url(value) else \
                 decode_base64_field(value, name, max_bytes, kind)
-            if kind == "image":
+            if kind == "video":
+                _video(data, mime, limits, VideoTask(**task["video"]), task, items, blobs)
+            elif kind == "image":
                 image = prepare_image(data, name, mime, limits, targets, frame)
                 if name == "image_start":
                     frame = targets.frame(image.size)

@@ -36,6 +36,12 @@ class Conditioning:
     audio_for_output: np.ndarray | None = None  # (2, samples) float32 at the vocoder's rate, for the MP4
     vae_rate: int = 16_000
     audio_preprocessing: dict[str, float] | None = None  # what preprocess_audio did, for the response
+    # A video input (retake), from the sandbox: frames at the model size (1, 3, F, H, W) in [-1, 1], the same
+    # frames at the output size (F, h, w, 3) uint8 (pasted back outside the span), and what was taken from it
+    # (width, height, fps, num_frames, has_audio). Its soundtrack is audio_for_vae / audio_for_output.
+    video: torch.Tensor | None = None
+    video_output: np.ndarray | None = None
+    video_info: dict | None = None
 
     def image(self, source: str) -> PreparedImage | Image.Image | None:
         """The image a request field holds: image_start, image_end or keyframes.N.image."""
@@ -71,18 +77,34 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     for name, value in inputs.items():
         if not is_url(value):
             refuse_other_schemes(value, name)  # file://, ftp://...: say which schemes work
+    targets = targets or request_targets(request)
     decoded = (sandbox or default_sandbox()).decode(
         inputs, vae_rate, output_rate, limits or InputLimits.from_env(), fetch_policy or FetchPolicy.from_env(),
         should_stop=should_stop, url_count=sum(map(is_url, inputs.values())),
-        targets=targets or request_targets(request))
+        targets=targets, video=video_task(request, targets.multiple) if "video" in inputs else None)
     out.image_start, out.image_end = decoded.images.get("image_start"), decoded.images.get("image_end")
     out.keyframes = {i: decoded.images[image_field(i)] for i in range(len(request.keyframes))
                      if image_field(i) in decoded.images}
     out.audio_for_vae, out.audio_for_output = decoded.audio_for_vae, decoded.audio_for_output
+    if decoded.video is not None:
+        out.video, out.video_output = torch.from_numpy(decoded.video), decoded.video_output
+        out.video_info = decoded.video_info
+        return out  # a retake keeps the video's soundtrack as it is: no trimming, no loudness
     if out.audio_for_vae is not None and request.preprocess_audio:
         out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
             out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
     return out
+
+
+def video_task(request: GenerateRequest, multiple: int):
+    """What the sandbox decodes a video at: the request's size, length and fps where it gave them."""
+    from ..media.sandbox import VideoTask
+
+    given = request.model_fields_set
+    sized = {"width", "height"} <= given or "video_size" in given
+    return VideoTask(width=request.width if sized else None, height=request.height if sized else None,
+                     num_frames=request.num_frames if "num_frames" in given else None,
+                     fps=request.fps if "fps" in given else None, multiple=multiple)
 
 
 def request_targets(request: GenerateRequest, multiple: int = 32, scales: tuple[tuple[int, int], ...] = ((1, 1),),

@@ -24,6 +24,8 @@ from .expansion import expand_plan
 from .length import choose_length
 from .loras import resolve as resolve_loras
 from .one_stage import one_stage
+from .retake import resolve_request as resolve_retake
+from .retake import retake
 from .two_stage import two_stage
 from .result import GenerationResult
 from . import temporal
@@ -37,7 +39,7 @@ def image_targets(model: LoadedModel, request: GenerateRequest):
     to prepare them there (ltx2.media.conditioning_image): the one-stage size, or two-stage's first
     stage (half, or two thirds for x1.5) and full sizes; the family's CRF; Gemma's preview when the
     prompt is expanded."""
-    two = resolve_multiscale(model, request)
+    two = request.retake is None and resolve_multiscale(model, request)  # a retake runs one stage
     multiple = (two_stage_module if two else one_stage_module).size_multiple(model)
     scale = two_stage_module.spatial_scale(model)
     scales = ((scale.numerator, scale.denominator), (1, 1)) if two else ((1, 1),)
@@ -69,6 +71,8 @@ def generate(
         adapters = resolve_loras(model, request)
     # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model.
     with model.lock, side_paths(model, adapters):
+        if request.retake is not None:  # its size, fps and length from the video where the request left them
+            request = resolve_retake(request, conditioning)
         plan = plan_generation(model, request, conditioning)
         # Before every pipeline: what is encoded (and any prompt cache's key) is the expanded prompt.
         plan, expanded, seconds = expand_plan(model, plan)
@@ -76,7 +80,7 @@ def generate(
         plan = choose_length(model, plan)  # LTX-2.5's duration head, when the request leaves the length open
         length_seconds = time.perf_counter() - started
         temporal.check(model, plan)  # temporal_upscale: refused before any work where it cannot run
-        pipeline = two_stage if plan.use_multiscale else one_stage
+        pipeline = retake if request.retake is not None else two_stage if plan.use_multiscale else one_stage
         result = pipeline(model, plan, on_step)
     chosen = {"choose_length": length_seconds} if plan.length_from == "duration_head" else {}
     result.timings = {"expand_prompt": seconds, **chosen, **result.timings}

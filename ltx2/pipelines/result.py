@@ -42,6 +42,7 @@ class GenerationResult:
     expanded_prompt: str | None = None  # what Gemma wrote, when enable_prompt_expansion was on
     length_from: str = "request"  # where num_frames came from: request, audio, duration_head
     predicted_seconds: float | None = None  # the duration head's own answer, before the frame grid
+    retake: dict | None = None  # a retake's span: start, end (seconds), first_frame, end_frame
 
     @property
     def duration_seconds(self) -> float:

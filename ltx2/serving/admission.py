@@ -81,9 +81,17 @@ class Costs:
         audio_vae, vocoder = memory_model.meta_copy(pipe.audio_vae), memory_model.meta_copy(pipe.vocoder)
         self.audio = memory_model.fit([((a,), memory_model.audio_decode_bytes(audio_vae, vocoder, a)) for a in (8, 40)])
         self.vae = pipe.vae
+        # The video decoder the pipeline runs (ltx2.pipelines.stages.decode_video): LTX-2.5's diffusion decoder
+        # with the attention path it takes on this device (memory_model.decoder_cost), or the VAE's.
+        self.diffusion = None
+        decoder = pipe.vae
+        if model.video_decoder == "diffusion":
+            decoder = model.diffusion_decoder
+            self.diffusion = memory_model.decoder_cost(decoder)
         self.decoder_bytes_per_pixel = tiling.bytes_per_pixel(pipe.vae)
-        # The decoder's output element size (the VAE's dtype): a bf16 video is made float32 to convert it.
-        self.output_element = pipe.vae.dtype.itemsize if hasattr(pipe.vae.dtype, "itemsize") else 4
+        # The decoder's output element size (its dtype): a bf16 video is made float32 to convert it.
+        dtype = next(decoder.parameters()).dtype
+        self.output_element = dtype.itemsize if hasattr(dtype, "itemsize") else 4
         self.upsampler_per_voxel = 0.0
         if model.upsampler is not None:
             upsampler = memory_model.meta_copy(model.upsampler)
@@ -126,7 +134,7 @@ class Admission:
         frames it outputs (2N - 1 with the temporal x2 round)."""
         model, costs = self.model, self.costs
         try:
-            two_stage = resolve_multiscale(model, request)
+            two_stage = request.retake is None and resolve_multiscale(model, request)  # a retake: one stage
             batch = len(resolve_guidance(model, request).passes)
         except InvalidRequest:  # refused with its own 422 when it runs; the largest case here
             two_stage, batch = False, 3
@@ -150,14 +158,19 @@ class Admission:
             stages["denoise"] = max(denoise, costs.denoise((decoded_t + held) * lh * lw, a))
         pixels = ((decoded_t - 1) * costs.temporal + 1) * h * w
         output = pixels * 3 * costs.output_element
-        whole = int(costs.decoder_bytes_per_pixel * pixels)  # its output included
-        decode = whole
-        if self.cuda:  # tiled to fit when the whole would not: the smallest tiles, and the video they fill
+        if costs.diffusion is not None:  # not tiled; its output is of the latent it pads up to its floor
+            floor_t, floor_h, floor_w = (max(n, least) for n, least in zip((decoded_t, lh, lw), costs.diffusion.floor))
+            output = ((floor_t - 1) * costs.temporal + 1) * floor_h * floor_w * costs.spatial**2 * 3 * costs.output_element
+            decode = costs.diffusion(decoded_t, lh, lw)  # its output included
+        else:
+            decode = int(costs.decoder_bytes_per_pixel * pixels)  # its output included
+        if self.cuda and costs.diffusion is None:  # tiled to fit when the whole would not: the smallest tiles
             side = tiling.SPATIAL_TILE // costs.spatial
             smallest = tiling.estimate(self.vae, min(decoded_t, tiling.MIN_TILE_FRAMES), min(lh, side), min(lw, side))
-            decode = min(whole, output + smallest)
+            decode = min(decode, output + smallest)
         chain = output + (pixels * 12 if costs.output_element != 4 else 0) + CHAIN_TEMPORARIES * pixels * 12
-        stages["decode_video"] = max(decode, chain)
+        # Under the stage's name in memory.STAGES, so its decoder's weights visit it (footprint).
+        stages[memory_model.decode_stage(costs.diffusion is not None)] = max(decode, chain)
         stages["decode_audio"] = costs.audio(a)
         return stages, out_frames
 
@@ -274,4 +287,6 @@ class Admission:
 
 def frames_of(request: GenerateRequest) -> int:
     """Frames to judge at submission: a length still to come from audio counts as the fewest."""
-    return FRAME_MIN if request.match_audio_length else request.num_frames
+    # A retake without num_frames takes the video's length: not known before it is decoded either.
+    unknown = request.match_audio_length or (request.retake is not None and "num_frames" not in request.model_fields_set)
+    return FRAME_MIN if unknown else request.num_frames

@@ -58,7 +58,7 @@ from ..schema import (
 
 log = logging.getLogger("ltx2.jobs")
 
-INPUT_FIELDS = ("image_start", "image_end", "audio")  # and each keyframe's image (ltx2.keyframes.input_values)
+INPUT_FIELDS = ("image_start", "image_end", "audio", "video")  # and each keyframe's image (ltx2.keyframes.input_values)
 
 
 def needs_preparing(job: Job) -> bool:

@@ -10,7 +10,8 @@ Mapping onto the one request model:
 - `size` "WIDTHxHEIGHT" -> width, height.
 - `seconds` -> num_frames: the frame count of the form 8k+1 nearest to seconds x fps (fps 25 unless
   given), so "4" at 25 fps is 97 frames, 3.88 s. The Video object's `seconds` is what the file holds.
-- `input_reference` (a file, or {"image_url": URL or data URL}) -> image_start.
+- `input_reference` (a file, or {"image_url": URL or data URL}) -> image_start; a video file or a
+  data:video/ URL -> video (a retake's, with `retake` sent alongside).
 - `model`: a name the server has loaded (see protocol.model_names); left out, the loaded model.
 - Every other field of POST /generate (seed, num_inference_steps, include_audio, audio, ...) may be
   sent alongside (`extra_body` in the SDK) and follows the same rules. Left out, `size` and `seconds`
@@ -23,6 +24,7 @@ Errors have the same statuses and sentences as everywhere else, in OpenAI's shap
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any, Literal
 
@@ -181,7 +183,9 @@ REQUEST_BODY = body_doc(
         "input_reference": {"type": "object", "properties": {"image_url": {"type": "string"}},
                             "required": ["image_url"], "additionalProperties": False,
                             "description": "The first frame (image_start): an image file upload (multipart), "
-                                           'or {"image_url": an http(s) URL or a data URL}.'},
+                                           'or {"image_url": an http(s) URL or a data URL}. A video upload (or '
+                                           "a data:video/ URL) is the video of a retake instead (send retake "
+                                           "too); a video by http(s) URL goes in the video field."},
     },
     replaced={"width", "height", "num_frames", "image_start", "response_format"},
     required=["prompt"],
@@ -213,11 +217,27 @@ def video_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
     elif reference is not None:
         url = reference  # an upload (already a data URI), or a URL / data URL sent as a plain string
     if url is not None:
-        if "image_start" in fields:
-            raise ProtocolError("input_reference", "give input_reference or image_start, not both")
-        fields["image_start"] = url
-        derived["image_start"] = "input_reference"
+        # A video (its upload's type, or a data URL's) is the retake's video; anything else the first frame.
+        target = "video" if isinstance(url, str) and (url[:11].lower() == "data:video/" or _video_bytes(url)) \
+            else "image_start"
+        if target in fields:
+            raise ProtocolError("input_reference", f"give input_reference or {target}, not both")
+        fields[target] = url
+        derived[target] = "input_reference"
     return fields, derived
+
+
+def _video_bytes(value: str) -> bool:
+    """Whether bare base64 (an upload sent without a type, as curl sends .mp4 files) starts like an MP4/MOV
+    (an ftyp or moov box) or a WebM/MKV (EBML): read from its first 12 bytes only."""
+    if value[:5].lower() == "data:" or value[:8].lower().startswith(("http://", "https://")):
+        return False
+    try:
+        head = base64.b64decode(value[:16], validate=True)
+    except ValueError:
+        return False
+    return head[4:8] in (b"ftyp", b"moov") and not head[8:12].startswith((b"avif", b"heic", b"mif1")) \
+        or head[:4] == b"\x1a\x45\xdf\xa3"
 
 
 def install(app: FastAPI, ctx: ProtocolContext) -> None:

@@ -41,8 +41,9 @@ MAX_FORM_FIELDS = 64
 MAX_TEXT_PART = 1024 * 1024  # any other form field (Starlette's default): a 10,000-character prompt is 40 KB at most
 # Form fields that carry an image or audio input (each protocol's own names and /generate's), and the limit
 # (InputLimits) that bounds it: an upload is the file itself; a text part a URL or a base64 data URI of it.
-MEDIA_FIELDS = {"image_start": "image", "image_end": "image", "image": "image", "input_reference": "image",
-                "input_reference[image_url]": "image", "audio": "audio"}
+# OpenAI's input_reference may be an image or a video (a retake's), so it takes the larger of the two limits.
+MEDIA_FIELDS = {"image_start": "image", "image_end": "image", "image": "image", "input_reference": "reference",
+                "input_reference[image_url]": "reference", "audio": "audio", "video": "video"}
 # A keyframe's image as its own part (an upload, or a URL / data URI): `keyframes.N.image`, merged into item N
 # of the `keyframes` field (JSON text), as the error messages name it.
 KEYFRAME_PART = re.compile(r"keyframes\.([0-9])\.image", re.ASCII)
@@ -141,8 +142,12 @@ def part_limit(field: str, upload: bool, limits: InputLimits) -> tuple[int, str]
     kind = MEDIA_FIELDS.get(field) or ("image" if KEYFRAME_PART.fullmatch(field) else None)
     if kind is None:
         return MAX_TEXT_PART, "a form field"
-    limit = limits.max_image_bytes if kind == "image" else limits.max_audio_bytes
-    what = f"an {kind} (LTX2_MAX_{kind.upper()}_MB)"
+    if kind == "reference":
+        limit, what = max(limits.max_image_bytes, limits.max_video_bytes), \
+            "an image or a video (LTX2_MAX_IMAGE_MB, LTX2_MAX_VIDEO_MB)"
+    else:
+        limit = {"image": limits.max_image_bytes, "audio": limits.max_audio_bytes, "video": limits.max_video_bytes}[kind]
+        what = f"{'a' if kind == 'video' else 'an'} {kind} (LTX2_MAX_{kind.upper()}_MB)"
     # A text part is a URL or a base64 data URI of the file: 4/3 of it, plus its "data:...;base64," head.
     return (limit if upload else limit * 4 // 3 + 1024), what
 

@@ -130,6 +130,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         loras=result.loras,
         audio_preprocessing=conditioning.audio_preprocessing,
         expanded_prompt=result.expanded_prompt,
+        retake=result.retake,
     )
     return Rendered(data=data, format=fmt, fields=fields, started=start)
 

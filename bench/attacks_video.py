@@ -1,0 +1,142 @@
+"""Attacks with a video input (a retake's `video`) on a real tiny server, merged into bench/attacks.py's table:
+a zero-length stream, 10^6 frames declared, a 30000x30000 frame size declared, a variable frame rate burst
+(4,000 frames 1 ms apart), and a file with no video stream. Each is a few hundred bytes to ~100 KB, built here;
+each row set is the answer, the seconds it took, the server process's peak RSS growth (/proc/PID/status
+VmHWM, reset first), whether the server is alive, and whether the next job succeeds.
+
+    python bench/attacks.py --only video_inputs
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+from fractions import Fraction
+
+import av
+import hostile
+import numpy as np
+from attacks import Server
+
+RETAKE = {"prompt": "a boat", "retake": {"start": 0.04, "end": 0.12}, "num_inference_steps": 1, "seed": 1}
+
+
+def encoded(times: list[float], fmt: str = "mp4", codec: str = "libx264", size: int = 64) -> bytes:
+    """Flat grey frames shown from `times` (seconds, millisecond resolution)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 100, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def zero_length() -> bytes:
+    """A WebM whose header declares a 64x64 video track and whose only cluster is empty."""
+    whole = encoded([0.0, 0.04], fmt="webm", codec="libvpx-vp9")
+    return whole[:whole.index(b"\x1f\x43\xb6\x75")] + b"\x1f\x43\xb6\x75\x80"
+
+
+def million_frames() -> bytes:
+    """A 9-frame MP4 whose sample tables (stsz, stts) declare 1,000,000 frames of 1,000 bytes."""
+    data = bytearray(encoded([i / 25 for i in range(9)]))
+    stsz = data.index(b"stsz") - 4  # size, type, version/flags, sample_size, sample_count
+    struct.pack_into(">II", data, stsz + 12, 1000, 1_000_000)
+    stts = data.index(b"stts") - 4  # size, type, version/flags, entry_count, (count, delta)
+    struct.pack_into(">I", data, stts + 16, 1_000_000)
+    return bytes(data)
+
+
+def huge_size() -> bytes:
+    """A MOV of 3 MJPEG frames whose JPEG headers and sample entry declare 30000x30000 (900 MP)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8),
+                                                                   format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(buf.getvalue())
+    at = 0
+    while (at := data.find(b"\xff\xc0", at)) >= 0:  # SOF0: marker, length, precision, height, width
+        struct.pack_into(">HH", data, at + 5, 30000, 30000)
+        at += 2
+    entry = data.index(b"jpeg", data.index(b"stsd"))
+    struct.pack_into(">HH", data, entry + 28, 30000, 30000)  # the visual sample entry's width, height
+    return bytes(data)
+
+
+def vfr_burst() -> bytes:
+    """A variable frame rate WebM: 4,000 16x16 frames 1 ms apart (4 s at 1,000 fps)."""
+    return encoded([i / 1000 for i in range(4000)], fmt="webm", codec="libvpx-vp9", size=16)
+
+
+def no_video() -> bytes:
+    """An MP4 holding only an AAC stream."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        sound = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+CASES = {
+    "zero-length video stream": (zero_length, "video/webm"),
+    "10^6 frames declared (MP4 stsz/stts)": (million_frames, "video/mp4"),
+    "30000x30000 declared (MJPEG MOV)": (huge_size, "video/quicktime"),
+    "variable frame rate burst (4,000 frames 1 ms apart)": (vfr_burst, "video/webm"),
+    "no video stream (AAC only MP4)": (no_video, "video/mp4"),
+}
+
+
+def attack_video_inputs() -> list[tuple[str, str]]:
+    """POST /generate with each hostile file as a retake's video, on one server; five figures per file."""
+    server = Server()
+    rows = []
+    try:
+        for label, (build, mime) in CASES.items():
+            data = build()
+            uri = f"data:{mime};base64," + base64.b64encode(data).decode()
+            hostile.reset_peak_rss(server.pid)
+            base = hostile.rss_mb(server.pid)
+            start = time.monotonic()
+            try:
+                r = server.http.post("/generate", json={**RETAKE, "video": uri}, timeout=300)
+                body = r.json()
+                answer = f"{r.status_code}" + (f" {body.get('field', '')}: {body.get('error', '')[:70]}"
+                                               if r.status_code != 200 else "")
+            except Exception as exc:  # noqa: BLE001 - a dead server is a figure
+                answer = f"no answer ({type(exc).__name__})"
+            took = time.monotonic() - start
+            alive = server.proc.poll() is None
+            peak = hostile.peak_rss_mb(server.pid) - base if alive else float("nan")
+            name = f"{label}, {len(data):,} bytes"
+            rows += [(f"{name}: answer", answer), (f"{name}: seconds", f"{took:.1f}"),
+                     (f"{name}: server peak RSS growth", f"{peak:.0f} MB"),
+                     (f"{name}: server alive", "yes" if alive and server.health()[0] == 200 else "NO")]
+            if not alive:
+                break
+        rows.append(("video inputs: next job", server.next_job() if server.proc.poll() is None else "-"))
+        return rows
+    finally:
+        server.close()
+
+
+ATTACKS = {"video_inputs": attack_video_inputs}
