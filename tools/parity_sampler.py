@@ -70,7 +70,7 @@ def import_pipelines(checkout: Path) -> types.SimpleNamespace:
             placeholders.append(name)
     try:
         from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
-        from ltx_pipelines import distilled, ti2vid_one_stage, ti2vid_two_stages
+        from ltx_pipelines import distilled, retake, ti2vid_one_stage, ti2vid_two_stages
         from ltx_pipelines.utils import blocks
         from ltx_pipelines.utils.constants import LTX_2_4_PARAMS
         from ltx_pipelines.utils.args import ImageConditioningInput
@@ -80,6 +80,7 @@ def import_pipelines(checkout: Path) -> types.SimpleNamespace:
             if name == "torchaudio":  # transformers must not see it later
                 del sys.modules[name]
     return types.SimpleNamespace(distilled=distilled, one_stage=ti2vid_one_stage, two_stages=ti2vid_two_stages,
+                                 retake=retake,
                                  blocks=blocks, ModelPaths=ModelPaths, Image=ImageConditioningInput,
                                  Lora=lambda path: LoraPathStrengthAndSDOps(str(path), 1.0, LTXV_LORA_COMFY_RENAMING_MAP),
                                  params=LTX_2_4_PARAMS, fuse_loras=fuse_loras)
@@ -260,6 +261,7 @@ class Case:
     end_image: bool = False
     size: int = WIDTH  # width = height of the output
     keyframes: tuple[tuple[int, float], ...] = ()  # (frame, strength) of each image, in order: the request's keyframes
+    retake: tuple[float, float] | None = None  # "retake" (RetakePipeline, distilled): the span of video_file's clip
 
 
 CASES = (
@@ -270,7 +272,39 @@ CASES = (
     Case("dev one-stage (guided), start image", "dev one-stage", start_image=True, size=64),
     Case("dev two-stage (guided, distilled LoRA), start image", "dev two-stage", start_image=True),
     Case("distilled two-stage, keyframes at frames 0, 4 and 8", "distilled", keyframes=((0, 1.0), (4, 0.7), (8, 1.0))),
+    Case("distilled one-stage retake of 0.12-0.28 s, with sound", "retake", size=64, retake=(0.12, 0.28)),
 )
+RETAKE_FRAMES = 17  # the retake case's clip: 3 latent frames, the middle one regenerated
+
+
+def video_file(directory: Path, size: int = 64) -> Path:
+    """The retake case's clip, a MOV: RETAKE_FRAMES smooth moving frames at FPS (lossless H.264 4:4:4) and a
+    stereo 16-bit PCM tone as long at 16 kHz, the audio VAE's rate (so neither side resamples it: the
+    reference resamples with torchaudio, which has no build for this torch), written with PyAV."""
+    from fractions import Fraction
+
+    import av
+
+    path = directory / "clip.mov"
+    y, x = np.mgrid[0:size, 0:size]
+    with av.open(str(path), "w", format="mov") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = size
+        stream.pix_fmt, stream.options = "yuv444p", {"crf": "0", "bf": "0"}
+        sound = out.add_stream("pcm_s16le", rate=16000, layout="stereo")
+        for i in range(RETAKE_FRAMES):
+            rgb = np.stack([(x * 3 + i * 11) % 256, (y * 3) % 256, 0 * x + 30 + 12 * i], -1).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
+        samples = round(RETAKE_FRAMES / FPS * 16000)
+        wave = (9000 * np.sin(np.arange(samples) * 2 * np.pi * 330 / 16000)).astype(np.int16)[None].repeat(2, 0)
+        for start in range(0, samples, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 1024].T.reshape(1, -1)),
+                                               format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode())
+    return path
 
 
 def reference_images(ref, case: Case, image: Path) -> list:
@@ -282,14 +316,47 @@ def reference_images(ref, case: Case, image: Path) -> list:
     return images + [ref.Image(str(image), frame, strength, IMAGE_CRF) for frame, strength in case.keyframes]
 
 
+@contextlib.contextmanager
+def torchaudio_mel():
+    """ltx-core's audio front end calls torchaudio's MelSpectrogram (periodic Hann, centred reflect padding,
+    magnitude, Slaney mel scale and norm), and torchaudio has no build for this torch: its placeholder gets that
+    transform, written with ltx2's filterbank (tests/test_audio_features.py checks it against a third
+    implementation of the definitions). Resampling is not given: the clip is at the VAE's rate already."""
+    from ltx_core.model.audio_vae import ops
+
+    from ltx2.media.audio_features import MelConfig, slaney_mel_filterbank
+
+    class MelSpectrogram(torch.nn.Module):
+        def __init__(self, sample_rate, n_fft, win_length, hop_length, f_min, f_max, n_mels, **_):
+            super().__init__()
+            self.cfg = MelConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+                                 n_mels=n_mels, f_min=f_min, f_max=f_max)
+
+        def forward(self, wave):  # (..., samples) -> (..., n_mels, frames)
+            cfg, shape = self.cfg, wave.shape
+            spec = torch.stft(wave.reshape(-1, shape[-1]), cfg.n_fft, hop_length=cfg.hop_length,
+                              win_length=cfg.win_length, window=torch.hann_window(cfg.win_length, periodic=True),
+                              center=True, pad_mode="reflect", return_complex=True)
+            mel = slaney_mel_filterbank(cfg) @ spec.abs()
+            return mel.reshape(*shape[:-1], *mel.shape[-2:])
+
+    saved = getattr(ops.torchaudio, "transforms", None)
+    ops.torchaudio.transforms = types.SimpleNamespace(MelSpectrogram=MelSpectrogram)
+    try:
+        yield
+    finally:
+        ops.torchaudio.transforms = saved
+
+
 def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int, int], stg_block: int) -> Recording:
     """The case's ltx-pipelines pipeline, its own __call__; `channels`: the miniature's (video, audio) latent
     channels; `stg_block`: the block the dev guider's STG pass perturbs (the family's, 28, is past the
     miniature's last)."""
-    module = {"distilled": ref.distilled, "dev one-stage": ref.one_stage, "dev two-stage": ref.two_stages}[case.pipeline]
+    module = {"distilled": ref.distilled, "dev one-stage": ref.one_stage, "dev two-stage": ref.two_stages,
+              "retake": ref.retake}[case.pipeline]
     rec = Recording()
     with float32(ref.fuse_loras, module):
-        transformer = paths.get("transformer") if case.pipeline == "distilled" else paths["dev_transformer"]
+        transformer = paths.get("transformer") if case.pipeline in ("distilled", "retake") else paths["dev_transformer"]
         model_paths = ref.ModelPaths.from_monolith(str(paths["monolith"]), str(paths["gemma"])) if "monolith" in paths \
             else ref.ModelPaths.from_split(
             transformer_path=str(transformer), text_encoder_path=str(paths["text_encoder"]),
@@ -298,6 +365,8 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
         cpu = torch.device("cpu")
         if case.pipeline == "distilled":
             pipeline = module.DistilledPipeline(model_paths, str(paths["spatial_upscaler"]), [], device=cpu)
+        elif case.pipeline == "retake":
+            pipeline = module.RetakePipeline(model_paths, [], device=cpu, distilled=True)
         elif case.pipeline == "dev one-stage":
             pipeline = module.TI2VidOneStagePipeline(model_paths, [], device=cpu)
         else:
@@ -315,7 +384,11 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
             common = {"prompt": PROMPT, "seed": SEED, "height": case.size, "width": case.size, "frame_rate": FPS,
                       "images": images, "num_frames": FRAMES}
             with torch.inference_mode():
-                if case.pipeline == "distilled":
+                if case.pipeline == "retake":
+                    with torchaudio_mel():
+                        pipeline(video_path=str(image.parent / "clip.mov"), prompt=PROMPT,
+                                 start_time=case.retake[0], end_time=case.retake[1], seed=SEED)
+                elif case.pipeline == "distilled":
                     pipeline(**common)
                 else:
                     params = ref.params  # LTX_2_4_PARAMS, what ltx-pipelines detects for a 2.5 checkpoint
@@ -348,6 +421,13 @@ def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
     if case.keyframes:  # the images are given decoded; the request says where and how strongly
         request["keyframes"] = [{"image": "given", "frame": frame, "strength": strength}
                                 for frame, strength in case.keyframes]
+    if case.retake is not None:  # the clip through the sandbox, as a user's file: size, fps and length from it
+        import base64
+
+        data = (image.parent / "clip.mov").read_bytes()
+        request = {"prompt": PROMPT, "seed": SEED, "retake": dict(zip(("start", "end"), case.retake)),
+                   "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
+        conditioning = None
     with record_ours(model, rec):
         generate(model, request, conditioning=conditioning)
     return rec
@@ -421,15 +501,17 @@ def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] |
         paths, _ = layout.write_directory(root, seed=0)
         models = {"distilled": load_model(str(root), device="cpu", models_dir=str(root), variant="distilled")}
         write_dev_parts(root, paths, models["distilled"])
-        if any(case.pipeline != "distilled" for case in chosen):
+        if any(case.pipeline not in ("distilled", "retake") for case in chosen):
             models["dev"] = load_model(str(root), device="cpu", models_dir=str(root), variant="dev")
             assert models["dev"].distilled_lora is not None, "the dev model found no distilled LoRA"
         image = image_file(Path(tmp))
+        if any(case.retake for case in chosen):
+            video_file(Path(tmp))
         some = models["distilled"]
         channels = (some.pipe.vae.config.latent_channels, some.pipe.audio_vae.config.latent_channels)
         stg_block = some.pipe.transformer.config.num_layers - 1
         for case in chosen:
-            model = models["distilled" if case.pipeline == "distilled" else "dev"]
+            model = models["distilled" if case.pipeline in ("distilled", "retake") else "dev"]
             results[case.name] = compare(run_ours(model, case, image, stg_block),
                                          run_reference(ref, paths, case, image, channels, stg_block))
     return results
