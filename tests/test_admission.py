@@ -13,6 +13,7 @@ import torch
 
 from ltx2.models import memory
 from ltx2.models.memory_model import fit
+from ltx2.schema import GenerateRequest
 from servers import launch, stop_server, wait_healthy
 
 GiB = 1024**3
@@ -114,6 +115,42 @@ def admission25(tiny25):
     return Admission(tiny25, margin=1.0)
 
 
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as file:
+        return next(int(line.split()[1]) * 1024 for line in file if line.startswith(key + ":"))
+
+
+def test_the_diffusion_decoder_is_counted_as_it_runs_on_this_device(tiny25, admission25):
+    """tiny-2.5 decodes video with its diffusion decoder, whose windowed attention gathers every query's
+    window (27 keys and values a token): admission counts that decode, not the VAE's 24 B a pixel, and a
+    real decode at 256x160x17 in this process peaks within the prediction."""
+    from ltx2.models import memory_model
+    from ltx2.models.diffusion_decode import diffusion_decode
+    from ltx2.pipelines import tiling
+    costs, decoder = admission25.costs, tiny25.diffusion_decoder
+    t, h, w = 3, 5, 8  # 17 frames at 256x160
+    predicted = costs.diffusion(t, h, w)
+    latent = torch.randn(1, 128, t, h, w)
+    with open("/proc/self/clear_refs", "w") as file:  # VmHWM from here
+        file.write("5")
+    before = _status_bytes("VmRSS")
+    with torch.no_grad(), memory_model.LiveBytes() as live:
+        pixels = diffusion_decode(decoder, latent, torch.Generator().manual_seed(0))
+    grown = _status_bytes("VmHWM") - before
+    assert pixels.shape == (1, 3, 17, 160, 256)
+    # Its tensors' peak, counted as it ran, is the prediction (lines through five counts on meta, +1%) ...
+    assert live.peak <= predicted <= live.peak * 1.02
+    # ... and the process's own peak growth (the allocator's share, ~10 MiB more here) is within what admission
+    # holds for a request of that size at margin 1 (its decode at 3 x 6 x 8, the frames, the base).
+    request = GenerateRequest(prompt="x", width=256, height=160, num_frames=17)
+    assert grown <= admission25.footprint(request).host, grown
+    # The VAE's figure, which admission used for every model, is well under half of it.
+    assert tiling.bytes_per_pixel(tiny25.pipe.vae) * 17 * 160 * 256 < predicted / 2
+    # A request's decode stage is that decoder's, on the latent it decodes (two stages: 256x192, 3 x 6 x 8).
+    stages, _ = admission25.stage_bytes(request, 17, 256, 160)
+    assert "decode_video" not in stages and stages["diffusion_decode"] == costs.diffusion(3, 6, 8)
+
+
 def test_temporal_upscale_counts_the_upsampler_the_round_and_the_doubled_decode(tiny25, admission25, model):
     from ltx2.models.geometry import audio_latent_frames
     from ltx2.schema import GenerateRequest
@@ -134,7 +171,8 @@ def test_temporal_upscale_counts_the_upsampler_the_round_and_the_doubled_decode(
     # The round's transformer call on 2t - 1 latent frames with the same audio: the largest denoise.
     assert twice["denoise"] == costs.denoise((2 * t - 1) * lh * lw, a) > once["denoise"]
     # The decode (and uint8 conversion) of 97 frames: what 97 frames without the round decode.
-    assert twice["decode_video"] == admission.stage_bytes(plain, 97, 512, 288)[0]["decode_video"] > once["decode_video"]
+    decode = "diffusion_decode"  # tiny-2.5's video decoder, in its own stage
+    assert twice[decode] == admission.stage_bytes(plain, 97, 512, 288)[0][decode] > once[decode]
     assert (twice["upsample"], twice["decode_audio"]) == (once["upsample"], once["decode_audio"])
     # The footprint: the largest stage, and 97 frames on the host.
     expected = max(twice.values()) + FRAMES_HOST_BYTES * 97 * 512 * 288 + BASE_HOST_BYTES

@@ -6,9 +6,10 @@ It is a model, not a measurement. What it counts:
   built on `meta`, at its own element size. Exact for the weights.
 - activations: each stage's modules run on `meta` inputs of the request's size while a dispatch
   mode adds up the bytes of every storage the ops made that is still referenced, and keeps the peak.
-  Attention is counted as a fused kernel's footprint (flash / cuDNN: the output, nothing N x N);
-  the diffusion decoder's neighbourhood attention likewise (NATTEN's). LTX-2.5 decodes video with
-  its diffusion decoder, so decode_video counts that one's activations (`video_decoder`).
+  Attention is counted as a fused kernel's footprint (flash / cuDNN: the output, nothing N x N).
+  LTX-2.5 decodes video with its diffusion decoder, so decode_video counts that one's activations
+  (`video_decoder`) as `diffusion_decode` runs it (its padding, stage 5's width slabs), with the
+  neighbourhood attention the device runs (`decoder_attention`: NATTEN's fused kernel on a GPU here).
 What it leaves out: the CUDA context (~0.5 GB), cuBLAS/cuDNN workspaces, and the caching
 allocator's fragmentation; `OVERHEAD_BYTES` stands in for them. bench/gpu.py's capped runs are the
 measurement this model predicts.
@@ -88,8 +89,9 @@ def fused_attention():
         torch.nn.functional.scaled_dot_product_attention = original
 
 
-class _FusedNeighborhoodAttn:
-    """The diffusion decoder's neighbourhood attention as a fused kernel's footprint (q, k, v, the output)."""
+class NattenFootprint:
+    """NATTEN's na3d (the diffusion decoder's attention on a GPU with natten, ltx2.models.speed) as its
+    footprint: q, k, v (contiguous already: the rope's cat, a view of to_v) and the output, nothing per window."""
 
     def __call__(self, attn, hidden_states, block_mask=None):
         query, key, value = attn.project_qkv(hidden_states)
@@ -105,12 +107,14 @@ def count(fn) -> int:
 
 def activation_bytes(modules: dict, width: int, height: int, frames: int, *, guided: bool = False,
                      decode_frames: int | None = None, dtype: torch.dtype = torch.bfloat16,
-                     video_decoder: str = "auto", temporal_upscale: bool = False) -> dict[str, int]:
+                     video_decoder: str = "auto", temporal_upscale: bool = False,
+                     decoder_attention: str = "natten") -> dict[str, int]:
     """Peak activation bytes per stage for one request, counted on meta.
 
     `decode_frames`: latent frames per VAE decode tile (None: the whole video at once).
     `video_decoder`: "conv" (the VAE's), "diffusion" (LTX-2.5's, whole video), "auto": diffusion when
-    `modules` has one.
+    `modules` has one; `decoder_attention`: the diffusion decoder's attention path (`meta_decoder`), NATTEN's
+    on the GPU this models.
     `temporal_upscale`: the temporal x2 round after the request's frames (ltx2.pipelines.temporal), with
     `modules["temporal_upsampler"]`: the upsampler on the latent, one unguided transformer call on 2F - 1
     latent frames with the same audio, and the decode of 2N - 1 frames.
@@ -135,20 +139,9 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
 
     decoded_t = 2 * t_lat - 1 if temporal_upscale else t_lat  # the latent frames the decoder gets
 
-    def decode_video():
-        if _diffusion(modules, video_decoder):
-            from .diffusion_decode import min_latent_shape
+    diffusion = _diffusion(modules, video_decoder)
 
-            decoder = modules["diffusion_decoder"]
-            grid = [max(n, floor) for n, floor in zip((decoded_t, h_lat, w_lat), min_latent_shape(decoder.config))]
-            processors = decoder.attn_processors
-            decoder.set_attn_processor(_FusedNeighborhoodAttn())
-            try:
-                decoder.decode(torch.empty(1, decoder.config.latent_channels, *grid, device=meta, dtype=dtype),
-                               return_dict=False)
-            finally:
-                decoder.set_attn_processor(processors)
-            return
+    def decode_video():
         tile = decoded_t if decode_frames is None else min(decode_frames, decoded_t)
         vae.decode(torch.empty(1, vae.config.latent_channels, tile, h_lat, w_lat, device=meta, dtype=dtype),
                    return_dict=False)
@@ -164,7 +157,11 @@ def activation_bytes(modules: dict, width: int, height: int, frames: int, *, gui
         stages["temporal_upsample"] = upsampler_bytes(modules["temporal_upsampler"], t_lat, h_lat, w_lat)
         stages["denoise"] = max(denoise, denoise_bytes(transformer, decoded_t, h_lat, w_lat, a_frames, tokens=tokens,
                                                        dtype=dtype))
-    stages[_decode_stage(_diffusion(modules, video_decoder))] = count(decode_video)
+    if diffusion:  # the counts admission's lines go through, at this size
+        stages[decode_stage(True)] = diffusion_decode_bytes(modules["diffusion_decoder"], decoded_t, h_lat, w_lat,
+                                                            decoder_attention)
+    else:
+        stages[decode_stage(False)] = count(decode_video)
     stages["decode_audio"] = count(decode_audio)
     return stages
 
@@ -214,7 +211,7 @@ def _diffusion(modules: dict, video_decoder: str) -> bool:
     return video_decoder == "diffusion" or (video_decoder == "auto" and "diffusion_decoder" in modules)
 
 
-def _decode_stage(diffusion: bool) -> str:
+def decode_stage(diffusion: bool) -> str:
     """The stage that decodes video: `memory.STAGES` may give the diffusion decoder its own."""
     return "diffusion_decode" if diffusion and "diffusion_decode" in memory.STAGES else "decode_video"
 
@@ -245,6 +242,159 @@ def stage_peaks(modules: dict, policy: str, activations: dict[str, int],
         visitors = sum(sizes[name] for name in names if not memory.rests_on_compute(policy, name))
         peaks[stage] = resting + visitors + activations.get(stage, 0) + OVERHEAD_BYTES
     return peaks
+
+
+# ------------------------------------------------------------------------------ the diffusion video decoder
+# What LTX-2.5's decoder holds depends on its attention path more than on anything else: NATTEN's fused
+# kernel holds q, k, v and the output; tiny-2.5's windowed processor gathers every query's window of keys
+# and values (kernel volume x the stage's tokens, the decode's peak on CPU); eager FlexAttention (diffusers'
+# default processor, with no natten and no torch.compile) evaluates its mask and float32 scores on every
+# (query, key) pair. The decoder is counted as `diffusion_decode` runs it, with the path its processors take.
+
+
+def decoder_attention(decoder) -> str:
+    """The neighbourhood attention a loaded diffusion decoder runs: "natten" (ltx2.models.speed on a GPU
+    with natten), "flex" (diffusers' FlexAttention processor), or "own" (any other, e.g. tiny-2.5's
+    windowed one, counted as it runs)."""
+    from diffusers.models.autoencoders.ltx2_diffusion_decoder import (
+        LTX2VideoVaeNeighborhoodAttnProcessor,
+        LTX2VideoVaeNeighborhoodNattenProcessor,
+    )
+
+    kinds = {"natten" if isinstance(p, LTX2VideoVaeNeighborhoodNattenProcessor) else
+             "flex" if isinstance(p, LTX2VideoVaeNeighborhoodAttnProcessor) else "own"
+             for p in decoder.attn_processors.values()}
+    # Mixed processors: the costliest path bounds them all.
+    return next(kind for kind in ("flex", "own", "natten") if kind in kinds) if kinds else "own"
+
+
+def meta_decoder(decoder, attention: str | None = None) -> torch.nn.Module:
+    """A meta copy of a diffusion decoder whose attention takes `attention`'s path (default: the one
+    `decoder` takes): NATTEN's footprint stands in for its kernel, and for eager flex's linear part (its
+    pairs are `DenseAttention`'s); any other processor is the decoder's own, run on meta."""
+    copy = meta_copy(decoder)
+    attention = attention or decoder_attention(decoder)
+    copy.set_attn_processor(NattenFootprint() if attention in ("natten", "flex") else decoder.attn_processors)
+    return copy
+
+
+def diffusion_decode_peaks(decoder, t_lat: int, h_lat: int, w_lat: int) -> tuple[int, ...]:
+    """Peak activation bytes of `ltx2.models.diffusion_decode.diffusion_decode` on a `meta_decoder` for a
+    latent of that many frames, rows and columns, per phase (stages 1-3, stage 4, then stage 5 with its width
+    slabs): the decode's peak is the largest, and which phase holds it moves with the shape."""
+    from .diffusion_decode import diffusion_decode
+
+    inner, peaks = decoder.decoder, []
+
+    def phase(*_):  # a new phase: the last one's peak, and this one's from what is alive now
+        peaks.append(tracker.peak)
+        tracker.peak = tracker.live
+
+    hooks = [inner.det_stages[-1][0].register_forward_pre_hook(phase),
+             inner.t_embedder.register_forward_pre_hook(phase)]
+    latent = torch.empty(1, decoder.config.latent_channels, t_lat, h_lat, w_lat, device="meta",
+                         dtype=next(decoder.parameters()).dtype)
+    try:
+        with torch.no_grad(), LiveBytes() as tracker:
+            diffusion_decode(decoder, latent, None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return (*peaks, tracker.peak)
+
+
+# Eager flex_attention on every (query, key) pair, measured on this CPU with torch 2.13 (the math path is
+# the same code on a GPU): building a BlockMask evaluates the mask on every pair and sums it per block
+# (bool windows, a padded copy, its int64 cast): ~10 B a pair (10.1 at 4096 and 9792 tokens); the attention holds ~3 float32 scores per
+# head and pair (scaled, masked, the softmax) and the mask again: ~12 B per head and pair, + 4.
+MASK_BYTES_PER_PAIR = 11
+SCORE_BYTES_PER_HEAD_PAIR, ATTEND_BYTES_PER_PAIR = 12, 4
+
+
+@dataclass(frozen=True)
+class DenseAttention:
+    """Eager flex's (query, key) pairs per decoder phase (stages 1-3, stage 4, stage 5), on top of its
+    linear part: each stage builds a mask on its whole grid (stage 5's too, which diffusers builds and the
+    width slabs do not read; each slab then builds its own) and attends on it, or on one slab at a time."""
+    config: object  # the decoder's (diffusers' FrozenDict)
+    trailing_pad: int
+    heads: tuple[int, ...]  # stages 1..5
+
+    @classmethod
+    def of(cls, decoder) -> "DenseAttention":
+        inner = decoder.decoder
+        heads = tuple(blocks[0].attn.heads for blocks in (*inner.det_stages, inner.diff_blocks))
+        return cls(decoder.config, inner.trailing_pad_latent_frames, heads)
+
+    def __call__(self, t_lat: int, h_lat: int, w_lat: int) -> tuple[int, int, int]:
+        from .diffusion_decode import W_CHUNKS, min_latent_shape
+
+        config = self.config
+        t, h, w = (max(n, least) for n, least in zip((t_lat, h_lat, w_lat), min_latent_shape(config)))
+        grid, stages = (t + self.trailing_pad, h, w), []
+        for stride, heads in zip(config.decoder_upsample_strides, self.heads):  # attend on the grid, upsample
+            tokens = grid[0] * grid[1] * grid[2]
+            stages.append(tokens**2 * max(MASK_BYTES_PER_PAIR, SCORE_BYTES_PER_HEAD_PAIR * heads + ATTEND_BYTES_PER_PAIR))
+            grid = (grid[0] * stride[0] - (1 if stride[0] == 2 else 0), grid[1] * stride[1], grid[2] * stride[2])
+        frames = grid[0] - self.trailing_pad * config.temporal_compression_ratio
+        slab = frames * grid[1] * (-(-grid[2] // W_CHUNKS) + 2 * (config.decoder_stage5_kernel[2] // 2))
+        stage5 = max(MASK_BYTES_PER_PAIR * (frames * grid[1] * grid[2]) ** 2,  # the whole grid's mask
+                     slab**2 * max(MASK_BYTES_PER_PAIR, SCORE_BYTES_PER_HEAD_PAIR * self.heads[-1] + ATTEND_BYTES_PER_PAIR))
+        return max(stages[:-1]), stages[-1], stage5
+
+
+def diffusion_decode_bytes(decoder, t_lat: int, h_lat: int, w_lat: int, attention: str | None = None) -> int:
+    """Peak activation bytes of the diffusion decoder on a latent of that shape, counted at that shape."""
+    attention = attention or decoder_attention(decoder)
+    peaks = diffusion_decode_peaks(meta_decoder(decoder, attention), t_lat, h_lat, w_lat)
+    dense = DenseAttention.of(decoder)(t_lat, h_lat, w_lat) if attention == "flex" else (0,) * len(peaks)
+    return max(p + d for p, d in zip(peaks, dense))
+
+
+def decoder_units(t_lat: int, h_lat: int, w_lat: int, floor: tuple[int, int, int]) -> tuple[int, ...]:
+    """What the diffusion decoder's memory is a line in, for a latent padded up to `floor`
+    (min_latent_shape): every stage's tokens are (frames affine in t) x (rows x h) x (columns x w), and
+    stage 5's slabs add kernel//2 columns each side of a quarter of the width, so: thw, hw, th, h."""
+    t, h, w = (max(n, least) for n, least in zip((t_lat, h_lat, w_lat), floor))
+    return t * h * w, h * w, t * h, h
+
+
+@dataclass(frozen=True)
+class DecoderCost:
+    """A diffusion decoder's activation bytes for any latent: per phase a line through five counts
+    (`diffusion_decode_peaks`), the largest phase; with eager flex, each phase's (query, key) pairs on top."""
+    floor: tuple[int, int, int]
+    phases: tuple[Line, ...]
+    dense: "DenseAttention | None" = None
+
+    def __call__(self, t_lat: int, h_lat: int, w_lat: int) -> int:
+        units = decoder_units(t_lat, h_lat, w_lat, self.floor)
+        dense = self.dense(t_lat, h_lat, w_lat) if self.dense is not None else (0,) * len(self.phases)
+        # +1%: the lines meet exact counts within 0.1% from 64x64x9 to 3840x3840x497 (tiny-2.5, measured).
+        return int(max(line(*units) + d for line, d in zip(self.phases, dense)) * 1.01)
+
+
+def decoder_cost(decoder, attention: str | None = None) -> DecoderCost:
+    """Count a diffusion decoder (loaded, or on meta) once: five decodes on a meta copy, seconds (kept on
+    the decoder, as tiling.bytes_per_pixel keeps the VAE's)."""
+    from .diffusion_decode import min_latent_shape
+
+    attention = attention or decoder_attention(decoder)
+    cached = getattr(decoder, "_ltx2_decoder_cost", {})
+    if attention in cached:
+        return cached[attention]
+    floor = min_latent_shape(decoder.config)
+    t, h, w = floor
+    grids = [(t, h, w), (t + 4, h, w), (t, 2 * h, w), (t, h, 2 * w), (t + 4, 2 * h, 2 * w)]
+    if attention == "flex":  # the linear part with NATTEN's footprint; the pairs are counted apart
+        copy, dense = meta_decoder(decoder, "natten"), DenseAttention.of(decoder)
+    else:
+        copy, dense = meta_decoder(decoder, attention), None
+    counts = [(decoder_units(*grid, floor), diffusion_decode_peaks(copy, *grid)) for grid in grids]
+    phases = tuple(solve([(units, peaks[i]) for units, peaks in counts]) for i in range(len(counts[0][1])))
+    cached[attention] = DecoderCost(floor, phases, dense)
+    decoder._ltx2_decoder_cost = cached
+    return cached[attention]
 
 
 # ---------------------------------------------------------------------------------- a loaded model's costs
@@ -331,3 +481,11 @@ def fit(counts: list[tuple[tuple[float, ...], int]]) -> Line:
         slopes.append((nbytes - base_bytes) / (units[i] - origin[i]))
     base = base_bytes - sum(s * u for s, u in zip(slopes, origin))
     return Line(base, tuple(max(0.0, s) for s in slopes))
+
+
+def solve(counts: list[tuple[tuple[float, ...], int]]) -> Line:
+    """The line exactly through n + 1 (units, bytes) counts of n units, wherever they lie (a slope may be
+    negative: a term that corrects another)."""
+    units = torch.tensor([[1.0, *u] for u, _ in counts], dtype=torch.float64)
+    coefficients = torch.linalg.solve(units, torch.tensor([float(b) for _, b in counts], dtype=torch.float64))
+    return Line(coefficients[0].item(), tuple(c.item() for c in coefficients[1:]))
