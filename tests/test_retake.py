@@ -222,3 +222,27 @@ def test_the_cli_retakes_a_video_file(model, tmp_path, monkeypatch, capsys):
         cli.main(["generate", "--prompt", "a", "--video", str(tmp_path / "clip.mp4"), "--retake", "0.5:0.1",
                   "-o", str(out)])
     assert exited.value.code == 2 and "retake.end" in capsys.readouterr().err
+
+
+def test_admission_judges_the_size_the_video_gives_once_it_is_decoded(model, tmp_path):
+    """A retake without width/height/num_frames is judged at submission with the defaults; once the video is
+    decoded its own size and length are judged again: a 1024x1024 clip is refused with a 413 naming the field,
+    not run out of memory."""
+    from servers import start_server, stop_server
+
+    from ltx2.serving.admission import Admission
+
+    admission = Admission(model)
+    default = GenerateRequest.model_validate({"prompt": "x"})
+    small = admission.footprint(default, 9, default.width, default.height).host
+    margin = admission.available()[0].available / small / 2.5  # the defaults fit; 1024x1024 needs over 6x more
+    proc, base = start_server(tmp_path / "out", tmp_path / "log", "--memory-margin", f"{margin:.3f}")
+    try:
+        big = "data:video/mp4;base64," + base64.b64encode(clip(frames=9, width=1024, height=1024, audio=False)).decode()
+        r = requests.post(base + "/generate", json={**BASE, "video": big}, timeout=120)
+        assert r.status_code == 413 and r.json()["field"] in ("num_frames", "width"), r.text
+        assert "1024x1024" in r.json()["error"]
+        r = requests.post(base + "/generate", json=BASE, timeout=300)  # the small clip still runs
+        assert r.status_code == 200, r.text
+    finally:
+        stop_server(proc)

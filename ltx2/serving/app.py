@@ -296,6 +296,9 @@ class _State:
                 and conditioning.audio_for_vae is not None:  # the length the audio gives, judged now
             self.admission.check(job.request, num_frames=frames_for_duration(conditioning.audio_seconds,
                                                                              job.request.fps))
+        if self.admission is not None and conditioning is not None and conditioning.video_info is not None:
+            info = conditioning.video_info  # a retake: the size and length the video gives, judged now
+            self.admission.check(job.request, num_frames=info["num_frames"], width=info["width"], height=info["height"])
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
                               check=job.check, on_progress=job.on_progress,
