@@ -280,3 +280,55 @@ def test_docs_render_offline(page, live_server):
     page.wait_for_selector("[data-path='/v1/videos']", timeout=30_000)
     assert page.is_visible("a[href='/playground']")
     assert_only_this_server(page, live_server)
+
+
+def webm_clip(frames: int = 17, side: int = 64) -> bytes:
+    """A small VP9 WebM (a codec every Chromium plays), a moving gradient at 25 fps."""
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as out:
+        stream = out.add_stream("libvpx-vp9", rate=25)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        y, x = np.mgrid[0:side, 0:side]
+        for i in range(frames):
+            rgb = np.stack([(x * 4 + i * 9) % 256, (y * 4) % 256, 0 * x + 40 + 10 * i], -1).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def test_retake_a_video_with_the_span_picker(page, live_server):
+    """A video dropped in "Retake a video" shows a preview and two sliders over its duration; the request sends
+    video and retake {start, end} instead of a size and length (the video's own), and the result is the
+    video's length with the span regenerated."""
+    page.goto(f"{live_server}/playground")
+    page.fill("#prompt", "A red ball bounces")
+    page.set_input_files("#clip", files=[{"name": "clip.webm", "mimeType": "video/webm", "buffer": webm_clip()}])
+    assert page.inner_text("#clip-name") == "clip.webm"
+    page.wait_for_selector("#span", state="visible")
+    page.wait_for_function("Number(document.getElementById('retake-end').max) > 0.6", timeout=30_000)
+    assert page.is_disabled("#size") and page.is_disabled("#length")  # the video's own size and length
+    # The middle third to start from, on the sliders' 0.04 s (one frame) steps.
+    start, end = (float(page.inner_text(f"#retake-{e}-value").removesuffix(" s")) for e in ("start", "end"))
+    assert 0.2 <= start < end <= 0.48, (start, end)
+    page.fill("#retake-start", "0.12")  # a range input takes fill(); its input event moves the preview
+    assert page.inner_text("#retake-start-value") == "0.12 s"
+    page.fill("#retake-end", "0.08")  # before the start: the start moves down with it
+    assert page.inner_text("#retake-start-value") == "0.04 s"
+    page.fill("#retake-end", "0.28")
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/jobs")) as answer:
+        page.click("#submit")
+    body = answer.value.request.post_data_json
+    assert body["retake"] == {"start": 0.04, "end": 0.28} and body["video"].startswith("data:video/webm;base64,")
+    assert not {"width", "height", "num_frames", "video_size"} & set(body)
+    job_id = answer.value.json()["id"]
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=120_000)
+    result = httpx.get(f"{live_server}/jobs/{job_id}", timeout=30).json()["result"]
+    assert result["retake"]["first_frame"] == 1 and result["num_frames"] == 17 and result["resolution"] == "64x64"
+    assert page.is_hidden("#error")
+    assert_only_this_server(page, live_server)

@@ -20,7 +20,8 @@
   // Which control shows an error about which request field.
   const CONTROL = {
     prompt: "prompt", seed: "seed", num_inference_steps: "steps", image_start: "image-drop", image_end: "image-end-drop",
-    audio: "audio-drop", match_audio_length: "match-audio-label",
+    audio: "audio-drop", match_audio_length: "match-audio-label", video: "clip-drop", retake: "clip-drop",
+    "retake.start": "retake-start", "retake.end": "retake-end",
     width: "size", height: "size", video_size: "size", num_frames: "length", video_output_type: "format",
     body: "prompt",
   };
@@ -79,7 +80,7 @@
     $("size").appendChild(auto);
     FRAMES.forEach((n) => option($("length"), n, `${(n / FPS).toFixed(2)} s (${n} frames)`, n === DEFAULT_FRAMES));
     loadSchema();
-    for (const kind of ["image", "image-end", "audio"]) {
+    for (const kind of ["image", "image-end", "audio", "clip"]) {
       const drop = $(`${kind}-drop`);
       const input = $(kind);
       const show = () => { $(`${kind}-name`).textContent = input.files[0] ? input.files[0].name : ""; };
@@ -95,6 +96,10 @@
     }
     $("match-audio").addEventListener("change", lengthFromAudio);
     lengthFromAudio();
+    $("clip").addEventListener("change", videoChosen);
+    $("clip-drop").addEventListener("drop", videoChosen);
+    $("video-preview").addEventListener("loadedmetadata", spanFromVideo);
+    for (const end of ["start", "end"]) $(`retake-${end}`).addEventListener("input", () => spanMoved(end));
     const key = sessionStorage.getItem("ltx2-key");
     if (key) $("key").value = key;
     renderRecent();
@@ -109,7 +114,43 @@
 
   function lengthFromAudio() {
     $("match-audio").disabled = !$("audio").files[0];
-    $("length").disabled = matchingAudio();
+    $("length").disabled = matchingAudio() || retaking();
+  }
+
+  // A video to retake: its own size and length are used (the pickers are off), and the span picker, two
+  // sliders over its duration, seeks the preview to the frame each end is at.
+  function retaking() {
+    return !!$("clip").files[0];
+  }
+
+  function videoChosen() {
+    const file = $("clip").files[0];
+    const preview = $("video-preview");
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    $("span").hidden = !file;
+    $("size").disabled = $("length").disabled = !!file || matchingAudio();
+    if (file) preview.src = URL.createObjectURL(file); else preview.removeAttribute("src");
+  }
+
+  function spanFromVideo() {
+    const seconds = $("video-preview").duration;
+    if (!Number.isFinite(seconds)) return;
+    for (const end of ["start", "end"]) $(`retake-${end}`).max = seconds.toFixed(2);
+    $("retake-start").value = (seconds / 3).toFixed(2); // the middle third, to move from
+    $("retake-end").value = (2 * seconds / 3).toFixed(2);
+    spanMoved("start");
+    spanMoved("end");
+  }
+
+  function spanMoved(end) {
+    const start = $("retake-start"), stop = $("retake-end");
+    if (Number(start.value) >= Number(stop.value)) { // the span never closes: the other end moves along
+      if (end === "start") stop.value = Math.min(Number(start.value) + 0.04, Number(stop.max)).toFixed(2);
+      else start.value = Math.max(Number(stop.value) - 0.04, 0).toFixed(2);
+    }
+    $("retake-start-value").textContent = `${Number(start.value).toFixed(2)} s`;
+    $("retake-end-value").textContent = `${Number(stop.value).toFixed(2)} s`;
+    $("video-preview").currentTime = Number($(`retake-${end}`).value);
   }
 
   function asNumber(text) {
@@ -151,9 +192,10 @@
     clearError();
     $("result").hidden = true;
     const body = { prompt: $("prompt").value, response_format: "url" };
-    if (matchingAudio()) body.match_audio_length = true; else body.num_frames = Number($("length").value);
-    const size = $("size").value;
-    if (/^\d+x\d+$/.test(size)) [body.width, body.height] = size.split("x").map(Number);
+    const size = retaking() ? "" : $("size").value; // a retake: the video's own size and length
+    if (retaking()) body.retake = { start: Number($("retake-start").value), end: Number($("retake-end").value) };
+    else if (matchingAudio()) body.match_audio_length = true; else body.num_frames = Number($("length").value);
+    if (!size) { /* nothing to send */ } else if (/^\d+x\d+$/.test(size)) [body.width, body.height] = size.split("x").map(Number);
     else if (size.startsWith("auto@")) { // the image's shape; width x height only sets the pixel count
       body.video_size = "auto";
       [body.width, body.height] = size.slice(5).split("x").map(Number);
@@ -166,6 +208,7 @@
       if ($("image").files[0]) body.image_start = await dataUri($("image").files[0]);
       if ($("image-end").files[0]) body.image_end = await dataUri($("image-end").files[0]);
       if ($("audio").files[0]) body.audio = await dataUri($("audio").files[0]);
+      if (retaking()) body.video = await dataUri($("clip").files[0]);
       const response = await fetch("jobs", { method: "POST", body: JSON.stringify(body),
                                              headers: headers({ "Content-Type": "application/json" }) });
       const job = await response.json().catch(() => null);
