@@ -209,6 +209,22 @@ def test_the_runpod_handler_retakes(model):
     assert refused.get("field") == "video", refused
 
 
+def test_the_runpod_handler_judges_the_size_the_video_gives(model):
+    """As the server: a retake without a size is judged again once its video is decoded (413 naming the field)."""
+    from ltx2.serving.admission import Admission
+    from ltx2.serving.worker import make_handler
+
+    admission = Admission(model)
+    default = GenerateRequest.model_validate({"prompt": "x"})
+    small = admission.footprint(default, 9, default.width, default.height).host
+    margin = admission.available()[0].available / small / 2.5  # the defaults fit; 1024x1024 needs over 6x more
+    handler = make_handler(model, send_progress=lambda job, progress: None, admission=Admission(model, margin))
+    big = "data:video/mp4;base64," + base64.b64encode(clip(frames=9, width=1024, height=1024, audio=False)).decode()
+    out = handler({"id": "big", "input": {**BASE, "video": big}})
+    assert out.get("code") == "too_large_for_server" and "1024x1024" in out["error"], out
+    assert handler({"id": "small", "input": BASE}).get("retake"), "the small clip still runs"
+
+
 def test_the_cli_retakes_a_video_file(model, tmp_path, monkeypatch, capsys):
     from ltx2 import cli
 

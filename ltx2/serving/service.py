@@ -137,10 +137,11 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
 
 def render(model: LoadedModel, request: GenerateRequest, on_step: StepCallback | None = None,
            limits: InputLimits | None = None, lora_policy: LoraPolicy | None = None,
-           encode_threads: int = 0, on_progress: StageCallback | None = None) -> GenerateResponse:
+           encode_threads: int = 0, on_progress: StageCallback | None = None,
+           conditioning: Conditioning | None = None) -> GenerateResponse:
     """The seed's response: the file as a base64 data URI of its own MIME type."""
     rendered = render_mp4(model, request, on_step, limits, lora_policy=lora_policy, encode_threads=encode_threads,
-                          on_progress=on_progress)
+                          on_progress=on_progress, conditioning=conditioning)
     t = time.perf_counter()
     video = rendered.data_uri()
     return rendered.response(video, {"encode_base64": time.perf_counter() - t})

@@ -34,6 +34,8 @@ from ..schema import (
     validation_error_body,
 )
 from ..media.encode import FORMATS, OutputFormat
+from ..pipelines.conditioning import decode_conditioning
+from ..pipelines.generate import image_targets
 from .service import load_for_serving, render, render_mp4
 from ..settings import Settings, configure_logging
 
@@ -179,7 +181,14 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             upload = wants_upload(request)
             # The server's own render() when the answer is base64, so both give the same response.
             produce = render_mp4 if upload else render
-            rendered = produce(model, request, on_step=on_step, encode_threads=encode_threads, on_progress=on_progress)
+            conditioning = None
+            if request.retake is not None:  # the size and length its video gives, judged before the model runs
+                conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate,
+                                                   model.vocoder_rate, targets=image_targets(model, request))
+                info = conditioning.video_info
+                admission.check(request, num_frames=info["num_frames"], width=info["width"], height=info["height"])
+            rendered = produce(model, request, on_step=on_step, encode_threads=encode_threads, on_progress=on_progress,
+                               conditioning=conditioning)
         except InvalidRequest as exc:
             return exc.body()
         except Exception as exc:
