@@ -91,19 +91,29 @@ class WChunkedDiffusionBlock(LTX2VideoVaeDiffusionNABlock):
         masks = {}  # the whole-volume mask does not fit a slab; every slab has one shape, so one mask
 
         def attend(buf: torch.Tensor) -> torch.Tensor:
-            if buf.shape not in masks:
-                masks[buf.shape] = self.attn.build_block_mask(buf)
+            if buf.shape not in masks:  # the class's method: the instance's is `_no_whole_grid_mask`
+                masks[buf.shape] = type(self.attn).build_block_mask(self.attn, buf)
             return self.attn(self.norm1(buf) * (1 + scale_msa) + shift_msa, masks[buf.shape])
 
         hidden_states = hidden_states + w_chunked(hidden_states, attend, W_CHUNKS, self.attn.kernel_size[2] // 2)
         return hidden_states + self.mlp(self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp)
 
 
+def _no_whole_grid_mask(hidden_states: torch.Tensor) -> None:
+    return None
+
+
 def as_pipelines_decode(decoder) -> None:
     """Stage 5's blocks attend as ltx-pipelines' default mode does (in place; the weights are untouched)."""
-    for block in decoder.decoder.diff_blocks:
+    blocks = decoder.decoder.diff_blocks
+    for block in blocks:
         if type(block) is LTX2VideoVaeDiffusionNABlock:
             block.__class__ = WChunkedDiffusionBlock
+    if all(isinstance(block, WChunkedDiffusionBlock) for block in blocks):
+        # diffusers' stage-5 step builds one mask on the whole grid and hands it to every block; slabs read
+        # their own, so that one would be built for nothing (with eager FlexAttention, ~11 bytes per pair of
+        # the whole grid's tokens: 0.9 GiB at 64x64 pixels, terabytes at 768x512).
+        blocks[0].attn.build_block_mask = _no_whole_grid_mask
 
 
 def diffusion_decode(decoder, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -314,8 +314,9 @@ SCORE_BYTES_PER_HEAD_PAIR, ATTEND_BYTES_PER_PAIR = 12, 4
 @dataclass(frozen=True)
 class DenseAttention:
     """Eager flex's (query, key) pairs per decoder phase (stages 1-3, stage 4, stage 5), on top of its
-    linear part: each stage builds a mask on its whole grid (stage 5's too, which diffusers builds and the
-    width slabs do not read; each slab then builds its own) and attends on it, or on one slab at a time."""
+    linear part: stages 1-4 each build a mask on their whole grid and attend on it; stage 5 builds one per
+    width slab and attends on one slab at a time (diffusers' whole-grid mask for it is not built:
+    ltx2.models.diffusion_decode)."""
     config: object  # the decoder's (diffusers' FrozenDict)
     trailing_pad: int
     heads: tuple[int, ...]  # stages 1..5
@@ -338,8 +339,7 @@ class DenseAttention:
             grid = (grid[0] * stride[0] - (1 if stride[0] == 2 else 0), grid[1] * stride[1], grid[2] * stride[2])
         frames = grid[0] - self.trailing_pad * config.temporal_compression_ratio
         slab = frames * grid[1] * (-(-grid[2] // W_CHUNKS) + 2 * (config.decoder_stage5_kernel[2] // 2))
-        stage5 = max(MASK_BYTES_PER_PAIR * (frames * grid[1] * grid[2]) ** 2,  # the whole grid's mask
-                     slab**2 * max(MASK_BYTES_PER_PAIR, SCORE_BYTES_PER_HEAD_PAIR * self.heads[-1] + ATTEND_BYTES_PER_PAIR))
+        stage5 = slab**2 * max(MASK_BYTES_PER_PAIR, SCORE_BYTES_PER_HEAD_PAIR * self.heads[-1] + ATTEND_BYTES_PER_PAIR)
         return max(stages[:-1]), stages[-1], stage5
 
 
