@@ -312,6 +312,7 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
     if wanted is None:  # the 8k+1 frames its declared length covers (decoded below: a header may lie)
         seconds = info.seconds if info.seconds is not None else bounds.max_seconds
         wanted = min(max(int(seconds * fps + 1e-6), 1), FRAME_MAX)
+        wanted = max((wanted - 1) // 8 * 8 + 1, FRAME_MIN)  # no frame decoded that the output would drop
     sizes = (model,) if model == (width, height) else (model, (width, height))
     frames, _ = decode_frames(data, "video", mime, bounds, fps, wanted, sizes)
     count = frames[model].shape[2]
@@ -322,13 +323,16 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
     if count < FRAME_MIN:
         raise InvalidRequest("video", f"video is too short: it has {frames[model].shape[2]} frames at {fps} fps, "
                                       f"and a retake needs at least {FRAME_MIN}")
+    # The frames are the largest thing a job decodes (4 bytes x 3 x width x height a frame at the model size):
+    # no copy of them is made here (the slice is the whole array unless the header promised more frames), and
+    # they are written out from their own memory.
     model_frames = np.ascontiguousarray(frames[model][:, :, :count].numpy(), dtype=np.float32)
     output = frames[(width, height)][0, :, :count].permute(1, 2, 3, 0)  # (F, h, w, 3)
     output = ((output + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     del frames
-    for kind, array in (("video", model_frames), ("video_output", output)):
-        blobs.append(array.tobytes())
-        items.append({"kind": kind, "name": "video", "shape": list(array.shape), "bytes": len(blobs[-1])})
+    for kind, array in (("video", model_frames), ("video_output", np.ascontiguousarray(output))):
+        blobs.append(array.data.cast("B"))
+        items.append({"kind": kind, "name": "video", "shape": list(array.shape), "bytes": array.nbytes})
     del model_frames, output
     items.append({"kind": "video_info", "name": "video", "bytes": 0, "info": {
         "width": width, "height": height, "fps": fps, "num_frames": count, "has_audio": info.has_audio,
