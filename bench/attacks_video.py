@@ -1,6 +1,7 @@
 """Attacks with a video input (a retake's `video`) on a real tiny server, merged into bench/attacks.py's table:
 a zero-length stream, 10^6 frames declared, a 30000x30000 frame size declared, a variable frame rate burst
-(4,000 frames 1 ms apart), and a file with no video stream. Each is a few hundred bytes to ~100 KB, built here;
+(4,000 frames 1 ms apart), a file with no video stream; and, for contrast, a benign variable frame rate clip,
+which is resampled by time and runs (200). Each is a few hundred bytes to ~100 KB, built here;
 each row set is the answer, the seconds it took, the server process's peak RSS growth (/proc/PID/status
 VmHWM, reset first), whether the server is alive, and whether the next job succeeds.
 
@@ -85,6 +86,11 @@ def vfr_burst() -> bytes:
     return encoded([i / 1000 for i in range(4000)], fmt="webm", codec="libvpx-vp9", size=16)
 
 
+def vfr_clip() -> bytes:
+    """A benign variable frame rate MP4: 12 frames at uneven times over 0.68 s (resampled by time, not refused)."""
+    return encoded([0.0, 0.04, 0.1, 0.2, 0.24, 0.3, 0.36, 0.44, 0.5, 0.56, 0.6, 0.68])
+
+
 def no_video() -> bytes:
     """An MP4 holding only an AAC stream."""
     buf = io.BytesIO()
@@ -103,6 +109,7 @@ CASES = {
     "30000x30000 declared (MJPEG MOV)": (huge_size, "video/quicktime"),
     "variable frame rate burst (4,000 frames 1 ms apart)": (vfr_burst, "video/webm"),
     "no video stream (AAC only MP4)": (no_video, "video/mp4"),
+    "benign variable frame rate (12 frames at uneven times, 0.68 s; resampled)": (vfr_clip, "video/mp4"),
 }
 
 

@@ -137,11 +137,14 @@ class PartTooLarge(Exception):
         self.field = field
 
 
-def part_limit(field: str, upload: bool, limits: InputLimits) -> tuple[int, str]:
-    """The most bytes the form part `field` may hold, and what sets it (for the error)."""
+def part_limit(field: str, upload: bool, limits: InputLimits, content_type: str | None = None) -> tuple[int, str]:
+    """The most bytes the form part `field` may hold, and what sets it (for the error). An input_reference
+    upload typed image/* is held to the image limit; typed otherwise or not at all, it may be a video."""
     kind = MEDIA_FIELDS.get(field) or ("image" if KEYFRAME_PART.fullmatch(field) else None)
     if kind is None:
         return MAX_TEXT_PART, "a form field"
+    if kind == "reference" and (content_type or "").lower().startswith("image/"):
+        kind = "image"
     if kind == "reference":
         limit, what = max(limits.max_image_bytes, limits.max_video_bytes), \
             "an image or a video (LTX2_MAX_IMAGE_MB, LTX2_MAX_VIDEO_MB)"
@@ -168,7 +171,8 @@ class LimitedMultiPartParser(MultiPartParser):
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._part_bytes += end - start
         part = self._current_part
-        limit, what = part_limit(part.field_name, part.file is not None, self.limits)
+        limit, what = part_limit(part.field_name, part.file is not None, self.limits,
+                                 part.file.content_type if part.file is not None else None)
         if self._part_bytes > limit:
             raise PartTooLarge(part.field_name, limit, what)
         super().on_part_data(data, start, end)
