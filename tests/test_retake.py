@@ -262,3 +262,22 @@ def test_admission_judges_the_size_the_video_gives_once_it_is_decoded(model, tmp
         assert r.status_code == 200, r.text
     finally:
         stop_server(proc)
+
+
+@pytest.mark.parametrize("name, words", [("zero_length", "no frames"), ("million_frames", "declares 1000000 frames"),
+                                         ("huge_size", "no usable frame size"), ("vfr_burst", "more than 1800 frames"),
+                                         ("no_video", "no video stream")])
+def test_hostile_videos_are_refused_naming_video(model, name, words):
+    """bench/attacks_video.py's files (a zero-length stream, 10^6 frames declared, 30000x30000 declared, 4,000
+    frames 1 ms apart, no video stream), through the sandbox as a request's video: a 4xx naming video."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import attacks_video
+
+    build, mime = next(case for case in attacks_video.CASES.values() if case[0].__name__ == name)
+    with pytest.raises(InvalidRequest) as refused:
+        generate(model, {**BASE, "video": f"data:{mime};base64," + base64.b64encode(build()).decode()})
+    assert refused.value.field == "video" and refused.value.status == 422 and words in refused.value.message, \
+        refused.value.message

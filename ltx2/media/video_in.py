@@ -96,7 +96,10 @@ def _info(container, field: str, declared_mime: str | None, limits: VideoLimits)
     stream = container.streams.video[0]
     width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
     if width <= 0 or height <= 0:
-        raise InvalidRequest(field, f"{field} declares a frame size of {width}x{height}")
+        # FFmpeg leaves the size at 0 when the header's is unusable: empty, or past what it can allocate (its
+        # av_image_check_size refuses (w + 128) x (h + 128) over 2^28: a 30000x30000 MJPEG header says so).
+        raise InvalidRequest(field, f"{field} declares no usable frame size ({width}x{height} as read: an empty or "
+                                    "impossibly large frame)")
     if width * height > limits.max_pixels:
         raise InvalidRequest(field, f"{field} frames are {width}x{height} ({width * height / 1e6:.1f} MP); the limit "
                              f"is {limits.max_pixels / 1e6:.1f} MP", status=413)
