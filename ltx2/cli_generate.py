@@ -136,6 +136,8 @@ def add_request_arguments(parser: argparse.ArgumentParser, model: type[BaseModel
         else:
             options["metavar"] = {"int": "N", "float": "X", "json": "JSON", "file": "FILE",
                                   "choice": "{" + ",".join(flag.choices) + "}"}.get(flag.kind, "TEXT")
+            if flag.field == "retake":
+                options["metavar"] = "START:END"
         group.add_argument(flag.flag, **options)
     if "keyframes" in model.model_fields:
         group.add_argument("--keyframe", metavar="IMAGE@FRAME[:STRENGTH]", dest=DEST + "keyframe", action="append",
