@@ -290,3 +290,13 @@ def test_hostile_videos_are_refused_naming_video(model, name, words):
         generate(model, {**BASE, "video": f"data:{mime};base64," + base64.b64encode(build()).decode()})
     assert refused.value.field == "video" and refused.value.status == 422 and words in refused.value.message, \
         refused.value.message
+
+
+def test_the_docs_retake_example_runs(model):
+    from ltx2.serving.app import REQUEST_EXAMPLES
+
+    example = REQUEST_EXAMPLES["retake"]["value"]
+    result = generate(model, {**example, "num_inference_steps": 1})
+    # Its 1 s clip (25 frames at 25 fps, 96x64) sets the size and length; 0.4-0.6 s is frames 10 to 14.
+    assert (result.num_frames, result.width, result.height) == (25, 96, 64)
+    assert (result.retake["first_frame"], result.retake["end_frame"]) == (10, 15)

@@ -40,3 +40,23 @@ def sample_audio_uri(seconds: float = 1.0, rate: int = 8000) -> str:
         fh.setframerate(rate)
         fh.writeframes(bytes(samples))
     return to_data_uri(buf.getvalue(), "audio/wav")
+
+
+def sample_video_uri(width: int = 96, height: int = 64, frames: int = 25, fps: int = 25) -> str:
+    """An MP4 (H.264, no sound): the gradient of sample_image_uri panning sideways, 1 s, as a data URI."""
+    import av
+
+    x = np.linspace(0.0, 1.0, width)[None, :, None]
+    y = np.linspace(0.0, 1.0, height)[:, None, None]
+    top, bottom = np.array([255, 140, 60]), np.array([40, 40, 120])
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "28"}
+        for i in range(frames):
+            shade = 0.7 + 0.3 * ((x + i / frames) % 1.0)
+            rgb = ((top * (1 - y) + bottom * y) * shade).clip(0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode())
+    return to_data_uri(buf.getvalue(), "video/mp4")

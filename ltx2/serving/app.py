@@ -58,7 +58,7 @@ from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
-from ..media.samples import sample_audio_uri, sample_image_uri
+from ..media.samples import sample_audio_uri, sample_image_uri, sample_video_uri
 from ..schema import (
     FAL_RENAMES,
     ErrorResponse,
@@ -138,6 +138,11 @@ REQUEST_EXAMPLES = {
     "prompt_expansion": {
         "summary": "A short idea, expanded by Gemma 3 first (see expanded_prompt in the response)",
         "value": {"prompt": "a cat plays piano", "enable_prompt_expansion": True, "seed": 7, "num_frames": 25},
+    },
+    "retake": {
+        "summary": "Retake: regenerate 0.4-0.6 s of a video from the prompt, keep the rest (size and length its own)",
+        "value": {"prompt": "The colours flash bright white for a moment", "video": sample_video_uri(),
+                  "retake": {"start": 0.4, "end": 0.6}},
     },
     "audio_to_video": {
         "summary": "Follow a soundtrack: the video is generated to the input audio",
