@@ -4,6 +4,7 @@
     python bench/memory_model.py --size 1024x1536x121 --guided
     python bench/memory_model.py --preset random-22b    # LTX-2.5 + Gemma 4 (decode: its diffusion decoder)
     python bench/memory_model.py --preset random-22b --temporal-upscale   # rows with the temporal x2 round too
+    python bench/memory_model.py --preset random-22b --quantize fp8      # its transformer as --quantize fp8 loads it
     python bench/memory_model.py --calibrate         # admission's prediction against a tiny server's VmHWM
                                                      # (tiny, and tiny-2.5 with and without temporal_upscale)
 
@@ -27,11 +28,15 @@ GiB = 1024**3
 
 
 def table(width: int, height: int, frames: int, guided: bool, tile_frames: int,
-          preset: str = "random-19b", temporal_upscale: bool = False) -> list[dict]:
+          preset: str = "random-19b", temporal_upscale: bool = False, transformer_fp8: bool = False,
+          video_decoder: str = "auto") -> list[dict]:
     """Rows per Gemma dtype x decode x (with `temporal_upscale`: without and with the round) x policy."""
     rows = []
     for te_dtype in ("bf16", "fp8"):
-        modules = memory_model.build(te_dtype, preset=preset, temporal_upsampler=temporal_upscale)
+        modules = memory_model.build(te_dtype, preset=preset, temporal_upsampler=temporal_upscale,
+                                     transformer_fp8=transformer_fp8)
+        if video_decoder == "conv":  # `--vae-decoder conv`: the diffusion decoder is not loaded
+            modules.pop("diffusion_decoder", None)
         for tiles in (None, tile_frames):
             for doubling in (False, True) if temporal_upscale else (False,):
                 acts = memory_model.activation_bytes(modules, width, height, frames, guided=guided, decode_frames=tiles,
@@ -116,11 +121,20 @@ def main() -> None:
     parser.add_argument("--preset", default="random-19b", choices=sorted(memory_model.PRESETS))
     parser.add_argument("--temporal-upscale", action="store_true",
                         help="rows with the temporal x2 round as well (2N - 1 frames; random-22b: LTX-2.5 has one)")
+    parser.add_argument("--vae-decoder", choices=("auto", "conv"), default="auto",
+                        help="random-22b: decode with the conv VAE (LTX-2.3's only decoder; LTX-2.5's --vae-decoder conv)")
+    parser.add_argument("--quantize", choices=("none", "fp8"), default="none",
+                        help="random-22b: its transformer in FP8 as `ltx2 serve --quantize fp8` loads a bf16 22B")
     args = parser.parse_args()
     width, height, frames = (int(v) for v in args.size.split("x"))
     start = time.perf_counter()
-    rows = table(width, height, frames, args.guided, args.tile_frames, args.preset, args.temporal_upscale)
-    print(f"memory model (counted on meta tensors, not measured): {args.preset}, {width}x{height}x{frames}, "
+    rows = table(width, height, frames, args.guided, args.tile_frames, args.preset, args.temporal_upscale,
+                 transformer_fp8=args.quantize == "fp8", video_decoder=args.vae_decoder)
+    weights = {name: memory_model.random19b.weight_bytes(module, memory_model.torch.bfloat16) / GiB for name, module in
+               memory_model.build("bf16", preset=args.preset, transformer_fp8=args.quantize == "fp8").items()}
+    print("weights (GiB): " + ", ".join(f"{name} {size:.2f}" for name, size in weights.items()))
+    print(f"memory model (counted on meta tensors, not measured): {args.preset}"
+          f"{' (transformer FP8)' if args.quantize == 'fp8' else ''}, {width}x{height}x{frames}, "
           f"{'CFG' if args.guided else 'no CFG'}, bf16 activations, +{memory_model.OVERHEAD_BYTES / GiB:.0f} GiB "
           f"overhead per stage; {time.perf_counter() - start:.0f} s\n")
     acts = rows[0]["activations"]

@@ -170,14 +170,19 @@ PRESETS = {preset.NAME: preset for preset in (random19b, random22b)}
 
 
 def build(text_encoder_dtype: str = "bf16", layers: int = random19b.FULL_LAYERS,
-          dtype: torch.dtype = torch.bfloat16, preset: str = random19b.NAME, temporal_upsampler: bool = False) -> dict:
+          dtype: torch.dtype = torch.bfloat16, preset: str = random19b.NAME, temporal_upsampler: bool = False,
+          transformer_fp8: bool = False) -> dict:
     """A random preset (random-19b, random-22b) on meta, in the compute dtype (FP8 weights and float32
     scales stay as they are). `temporal_upsampler`: with the x2 temporal upsampler at ltx-core's
     configurator defaults (the size random-19b's spatial one is built at), for a preset whose family
-    publishes one."""
+    publishes one. `transformer_fp8`: random-22b's transformer with the official FP8 layer set (what
+    `--quantize fp8` makes of a bf16 22B at load); random-19b's is FP8 already, as its files are."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    modules = PRESETS[preset].build_meta(layers, text_encoder_dtype, "upcast")
+    if preset == random19b.NAME:
+        modules = random19b.build_meta(layers, text_encoder_dtype, "upcast")
+    else:
+        modules = PRESETS[preset].build_meta(layers, text_encoder_dtype, "upcast", fp8_blocks=transformer_fp8)
     if temporal_upsampler:
         modules["temporal_upsampler"] = meta_temporal_upsampler(preset)
     for name, module in modules.items():
