@@ -623,6 +623,10 @@ class GenerateRequest(BaseModel):
             if name in self.model_fields_set and getattr(self, name) not in (None, False, []):
                 raise FieldConflict(name, f"{name} cannot be used with retake: the video (and its soundtrack) is a "
                                           "retake's only input; leave it out")
+        if len({"width", "height"} & self.model_fields_set) == 1 and "video_size" not in self.model_fields_set:
+            missing = "height" if "width" in self.model_fields_set else "width"
+            raise FieldConflict(missing, f"with retake give width and height together, or neither (the video's own "
+                                         f"size): {missing} is missing")
         if self.use_multiscale:
             raise FieldConflict("use_multiscale", "retake runs one stage at the model size (as ltx-pipelines' "
                                                   "RetakePipeline): send use_multiscale false or leave it out")

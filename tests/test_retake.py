@@ -89,6 +89,7 @@ def mp4_frames(data: bytes) -> tuple[np.ndarray, bool]:
     ({"video": URI, "retake": SPAN, "audio": "data:audio/wav;base64,UklG"}, "audio", "cannot be used with retake"),
     ({"video": URI, "retake": SPAN, "image_start": "data:image/png;base64,iVBO"}, "image_start", "cannot be used"),
     ({"video": URI, "retake": SPAN, "use_multiscale": True}, "use_multiscale", "one stage"),
+    ({"video": URI, "retake": SPAN, "width": 64}, "height", "width and height together"),
     ({"video": URI, "retake": {"start": 2.0, "end": 2.5}, "num_frames": 17}, "retake.start", "past the video's end"),
 ])
 def test_bad_retake_requests_are_refused_naming_the_field(fields, field, words):
