@@ -56,6 +56,19 @@ def clip(frames: int = FRAMES, width: int = SIDE, height: int = SIDE, fps: int =
     return buf.getvalue()
 
 
+def flat_clip(side: int, frames: int = 9) -> bytes:
+    """A grey MP4 (fast to encode and decode at any size): for what only its size matters."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = side
+        stream.pix_fmt, stream.options = "yuv420p", {"preset": "ultrafast"}
+        for _ in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((side, side, 3), 100, np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
 CLIP = clip()
 URI = "data:video/mp4;base64," + base64.b64encode(CLIP).decode()
 BASE = {"prompt": "a red ball rolls across", "video": URI, "retake": SPAN, "num_inference_steps": 1, "seed": 5}
@@ -229,7 +242,7 @@ def test_the_runpod_handler_judges_the_size_the_video_gives(model):
     small = admission.footprint(default, 9, default.width, default.height).host
     margin = admission.available()[0].available / small / 2.5  # the defaults fit; 1024x1024 needs over 6x more
     handler = make_handler(model, send_progress=lambda job, progress: None, admission=Admission(model, margin))
-    big = "data:video/mp4;base64," + base64.b64encode(clip(frames=9, width=1024, height=1024, audio=False)).decode()
+    big = "data:video/mp4;base64," + base64.b64encode(flat_clip(1024)).decode()
     out = handler({"id": "big", "input": {**BASE, "video": big}})
     assert out.get("code") == "too_large_for_server" and "1024x1024" in out["error"], out
     assert handler({"id": "small", "input": BASE}).get("retake"), "the small clip still runs"
@@ -264,7 +277,7 @@ def test_admission_judges_the_size_the_video_gives_once_it_is_decoded(model, tmp
     margin = admission.available()[0].available / small / 2.5  # the defaults fit; 1024x1024 needs over 6x more
     proc, base = start_server(tmp_path / "out", tmp_path / "log", "--memory-margin", f"{margin:.3f}")
     try:
-        big = "data:video/mp4;base64," + base64.b64encode(clip(frames=9, width=1024, height=1024, audio=False)).decode()
+        big = "data:video/mp4;base64," + base64.b64encode(flat_clip(1024)).decode()
         r = requests.post(base + "/generate", json={**BASE, "video": big}, timeout=120)
         assert r.status_code == 413 and r.json()["field"] in ("num_frames", "width"), r.text
         assert "1024x1024" in r.json()["error"]
