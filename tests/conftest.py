@@ -25,7 +25,7 @@ if WORKERS:
 settings.register_profile("ltx2", deadline=None)
 settings.load_profile("ltx2")
 
-MAX_WORKERS = 2  # each worker holds its own tiny models and servers: two keep the suite near 4 GB in all
+MAX_WORKERS = 2  # each worker holds its own tiny models and servers: two reached 7.7 GB in all (README)
 
 # Names whose use means a new process: a server (servers.start_server/launch), the CLI or a benchmark
 # (subprocess), Chromium (playwright). Such a test pays seconds of imports and start-up before it
