@@ -26,6 +26,17 @@ settings.register_profile("ltx2", deadline=None)
 settings.load_profile("ltx2")
 
 MAX_WORKERS = 2  # each worker holds its own tiny models and servers: two reached 7.7 GB in all (README)
+# What one worker and what it starts need at their peak (3.4 GB measured for the largest process): a machine
+# with less than this per worker free (an 8 GB laptop) runs the suite in this one process, under 4 GB.
+WORKER_MEMORY = 4 * 1024**3
+
+
+def _memory_available() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 # Names whose use means a new process: a server (servers.start_server/launch), the CLI or a benchmark
 # (subprocess), Chromium (playwright). Such a test pays seconds of imports and start-up before it
@@ -54,15 +65,16 @@ def _starts_a_process(func, module, seen: set, depth: int = 3) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one worker per core, at most MAX_WORKERS (PYTEST_XDIST_AUTO_NUM_WORKERS overrides); none
-    for one file (`--dist loadfile` would run it on one worker anyway, after seconds of starting them) and
+    """`-n auto`: one worker per core, at most MAX_WORKERS and one per WORKER_MEMORY of free memory
+    (PYTEST_XDIST_AUTO_NUM_WORKERS overrides); none for one file (`--dist loadfile` would run it on one worker anyway, after seconds of starting them) and
     none with --peak-rss, whose figures are this process's and its children's."""
     files = {arg.split("::")[0] for arg in config.args}
     if config.getoption("peak_rss") or (len(files) == 1 and next(iter(files)).endswith(".py")):
         return 0
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)), _memory_available() // WORKER_MEMORY)
+    return workers if workers > 1 else 0  # one worker is this process with a worker's start-up added
 
 
 def pytest_addoption(parser):

@@ -424,10 +424,10 @@ PLANTED: list[dict] = [
     },
     {
         "kind": "end keyframe placed one frame late",
-        "file": "ltx2/pipelines/stages.py",
-        "old": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames - 1,",
-        "new": "coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, grid.num_frames,",
-        "tests": ["tests/test_conditioning.py", "-k", "end_keyframe"],
+        "file": "ltx2/keyframes.py",
+        "old": "listed.append((end[2], last, end[1], end[2]))",
+        "new": "listed.append((end[2], last + 1, end[1], end[2]))",
+        "tests": ["tests/test_keyframes.py", "-k", "image_end or in_order"],
     },
     {
         "kind": "conditioned token's starting noise from the wrong side of its strength",
