@@ -67,9 +67,12 @@ def _starts_a_process(func, module, seen: set, depth: int = 3) -> bool:
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most MAX_WORKERS and one per WORKER_MEMORY of free memory
     (PYTEST_XDIST_AUTO_NUM_WORKERS overrides); none for one file (`--dist loadfile` would run it on one worker anyway, after seconds of starting them) and
-    none with --peak-rss, whose figures are this process's and its children's."""
+    none with --peak-rss, whose figures are this process's and its children's; none for the bigmem tier."""
     files = {arg.split("::")[0] for arg in config.args}
     if config.getoption("peak_rss") or (len(files) == 1 and next(iter(files)).endswith(".py")):
+        return 0
+    marks = config.getoption("markexpr") or ""
+    if "bigmem" in marks.replace("not bigmem", ""):  # ~10 GB a test: two at once would not fit 24 GB
         return 0
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
