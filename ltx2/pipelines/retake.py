@@ -58,13 +58,9 @@ def region(coords: torch.Tensor, start: float, end: float) -> torch.Tensor:
 
 
 def encode_video(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
-    """(1, 3, F, H, W) in [-1, 1] -> the video VAE's latent (its mode), normalised and packed into tokens."""
-    pipe, vae = model.pipe, model.pipe.vae
+    """(1, 3, F, H, W) in [-1, 1] -> the video VAE's latent tokens, on the model's device."""
     with model.placement.use("vae"):
-        latent = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
-        latent = pipe._normalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-        return pipe._pack_latents(latent.float(), pipe.transformer_spatial_patch_size,
-                                  pipe.transformer_temporal_patch_size).to(model.device)
+        return stages.encode_pixels(model, pixels).to(model.device)
 
 
 def hold_outside(stream: Stream, clean: torch.Tensor, start: float, end: float, sigma0: float) -> Stream:

@@ -427,11 +427,15 @@ def encode_conditions(model: LoadedModel, plan: Plan, grid: LatentGrid, width: i
 
 
 def _encode_image(model: LoadedModel, image, width: int, height: int) -> torch.Tensor:
-    """One image -> its video-VAE latent (the mode, not a sample), normalised and packed into tokens."""
-    pipe = model.pipe
-    vae = pipe.vae
-    pixels = image_pixels(image, width, height, model.family.image_crf).to(device=vae.device, dtype=vae.dtype)
-    latent = vae.encode(pixels).latent_dist.mode()
+    """One image -> its video-VAE latent tokens (`encode_pixels`)."""
+    return encode_pixels(model, image_pixels(image, width, height, model.family.image_crf))
+
+
+def encode_pixels(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, F, H, W) in [-1, 1] -> the video VAE's latent (its mode, not a sample), normalised and packed
+    into tokens (on the VAE's device; the caller holds the VAE where its memory policy puts it)."""
+    pipe, vae = model.pipe, model.pipe.vae
+    latent = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
     latent = pipe._normalize_latents(latent, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
     return pipe._pack_latents(latent.float(), pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
 
