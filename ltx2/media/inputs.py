@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..schema import SIZE_MAX, SIZE_MIN, InvalidRequest
+from .containers import open_container
+from .containers import reason as _reason
 
 MB = 1024 * 1024
 
@@ -355,15 +357,7 @@ def load_audio(data: bytes, field: str, declared_mime: str | None, limits: Input
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     max_s = limits.max_audio_seconds
-    try:
-        container = av.open(io.BytesIO(data), mode="r", options={"format_whitelist": _DEMUXER_WHITELIST})
-    except av.error.ArgumentError:  # FFmpeg found a format, but not one on the whitelist
-        raise InvalidRequest(field, f"{field} is not in a supported audio format; send {AUDIO_FORMATS_TEXT}") from None
-    except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
-        raise
-    except Exception as exc:
-        raise InvalidRequest(field, f"{field} is not a readable audio file ({_reason(exc)}); send "
-                             f"{AUDIO_FORMATS_TEXT}") from None
+    container = open_container(data, field, _DEMUXER_WHITELIST, "audio", AUDIO_FORMATS_TEXT)
     with container:
         family = _AUDIO_FAMILIES.get(container.format.name, container.format.name)
         if declared_mime is not None and family not in AUDIO_MIMES.get(declared_mime, ()):
@@ -427,11 +421,6 @@ def _check_rate(rate: int | None, field: str) -> None:
     if rate and rate < MIN_AUDIO_RATE:
         raise InvalidRequest(field, f"{field} has a sample rate of {rate} Hz; the lowest accepted is "
                              f"{MIN_AUDIO_RATE} Hz")
-
-
-def _reason(exc: Exception) -> str:
-    """FFmpeg errors without PyAV's "[Errno 1094995529]" prefix."""
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _decoded_then_flush(container, stream):

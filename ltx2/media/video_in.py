@@ -24,7 +24,6 @@ come out.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 
 from ..schema import InvalidRequest
+from .containers import open_container
+from .containers import reason as _reason
 
 MB = 1024 * 1024
 
@@ -69,22 +70,10 @@ class VideoInfo:
     has_audio: bool
 
 
-def _reason(exc: Exception) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
 def _open(data: bytes, field: str):
     if not data:
         raise InvalidRequest(field, f"{field} is empty")
-    try:
-        return av.open(io.BytesIO(data), mode="r", options={"format_whitelist": _DEMUXER_WHITELIST})
-    except av.error.ArgumentError:  # FFmpeg found a format, but not one on the whitelist
-        raise InvalidRequest(field, f"{field} is not in a supported video format; send {VIDEO_FORMATS_TEXT}") from None
-    except MemoryError:  # the sandbox's memory limit: its own answer, not "cannot decode"
-        raise
-    except Exception as exc:
-        raise InvalidRequest(field, f"{field} is not a readable video file ({_reason(exc)}); send "
-                             f"{VIDEO_FORMATS_TEXT}") from None
+    return open_container(data, field, _DEMUXER_WHITELIST, "video", VIDEO_FORMATS_TEXT)
 
 
 def _info(container, field: str, declared_mime: str | None, limits: VideoLimits) -> VideoInfo:
