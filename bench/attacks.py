@@ -250,6 +250,26 @@ def attack_slow_url() -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------- 3. bounded
 
 
+def measured_post(server: Server, name: str, body: dict) -> tuple[list[tuple[str, str]], bool]:
+    """POST /generate with `body`: the answer, the seconds, the server's peak RSS growth (VmHWM, reset
+    first) and whether it is alive; and whether it is."""
+    hostile.reset_peak_rss(server.pid)
+    base = hostile.rss_mb(server.pid)
+    start = time.monotonic()
+    try:
+        r = server.http.post("/generate", json=body, timeout=300)
+        answer = f"{r.status_code}" + (f" {r.json().get('field', '')}: {r.json().get('error', '')[:70]}"
+                                       if r.status_code != 200 else "")
+    except Exception as exc:  # noqa: BLE001 - a dead server is a figure
+        answer = f"no answer ({type(exc).__name__})"
+    took = time.monotonic() - start
+    alive = server.proc.poll() is None
+    peak = hostile.peak_rss_mb(server.pid) - base if alive else float("nan")
+    return [(f"{name}: answer", answer), (f"{name}: seconds", f"{took:.1f}"),
+            (f"{name}: server peak RSS growth", f"{peak:.0f} MB"),
+            (f"{name}: server alive", "yes" if alive and server.health()[0] == 200 else "NO")], alive
+
+
 def health_latency_during(server: Server, action) -> tuple[float, object]:
     """Run `action()` while pinging /health every 20 ms; the slowest ping, and what action returned."""
     worst, done = 0.0, threading.Event()
@@ -682,7 +702,7 @@ def main() -> None:
     else:
         print("| attack | figure | result |\n|---|---|---|")
     for name in names:
-        old = dict((tuple(r) for r in before.get(name, [])))
+        old = dict(tuple(r) for r in before.get(name, []))
         for figure, value in results[name]:
             print(f"| {name} | {figure} | {old.get(figure, '') + ' | ' if before else ''}{value} |")
     print(f"\n{cpu_model()}, {os.cpu_count()} cores, no GPU; tiny preset, real `python server.py` on loopback")

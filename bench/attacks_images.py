@@ -9,31 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import time
-import zlib
 
-import hostile
 import numpy as np
-from attacks import CHEAP, Server
+from attacks import CHEAP, Server, measured_post
+from hostile import raw_png
 from PIL import Image
-
-
-def raw_png(width: int, height: int, channels: int = 1) -> bytes:
-    """A flat PNG of any size, compressed as it is built (a 2x24,999,999 one is 73 KB)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = b"\0" + b"\x80" * (width * channels)
-    rows_per_block = max(1, (1 << 20) // len(row))
-    compressor, parts, left = zlib.compressobj(9), [], height
-    while left > 0:
-        n = min(left, rows_per_block)
-        parts.append(compressor.compress(row * n))
-        left -= n
-    parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 def gradient_png(width: int, height: int) -> bytes:
@@ -49,22 +29,8 @@ def image_attack(label: str, image: bytes, body: dict | None = None) -> list[tup
     server = Server()
     try:
         uri = "data:image/png;base64," + base64.b64encode(image).decode()
-        hostile.reset_peak_rss(server.pid)
-        base = hostile.rss_mb(server.pid)
-        start = time.monotonic()
-        try:
-            r = server.http.post("/generate", json={**(body or CHEAP), "image_start": uri}, timeout=300)
-            answer = f"{r.status_code}" + (f" {r.json().get('field', '')}: {r.json().get('error', '')[:70]}"
-                                           if r.status_code != 200 else "")
-        except Exception as exc:  # noqa: BLE001 - a dead server is a figure
-            answer = f"no answer ({type(exc).__name__})"
-        took = time.monotonic() - start
-        alive = server.proc.poll() is None
-        peak = hostile.peak_rss_mb(server.pid) - base if alive else float("nan")
-        return [(f"{label}: answer", answer), (f"{label}: seconds", f"{took:.1f}"),
-                (f"{label}: server peak RSS growth", f"{peak:.0f} MB"),
-                (f"{label}: server alive", "yes" if alive and server.health()[0] == 200 else "NO"),
-                (f"{label}: next job", server.next_job() if alive else "-")]
+        rows, alive = measured_post(server, label, {**(body or CHEAP), "image_start": uri})
+        return rows + [(f"{label}: next job", server.next_job() if alive else "-")]
     finally:
         server.close()
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import time
 from fractions import Fraction
 
 import av
 import hostile
 import numpy as np
-from attacks import Server
+from attacks import Server, measured_post
 
 RETAKE = {"prompt": "a boat", "retake": {"start": 0.04, "end": 0.12}, "num_inference_steps": 1, "seed": 1}
 
@@ -91,24 +90,12 @@ def vfr_clip() -> bytes:
     return encoded([0.0, 0.04, 0.1, 0.2, 0.24, 0.3, 0.36, 0.44, 0.5, 0.56, 0.6, 0.68])
 
 
-def no_video() -> bytes:
-    """An MP4 holding only an AAC stream."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        sound = out.add_stream("aac", rate=48000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, 0
-        for packet in [*sound.encode(frame), *sound.encode()]:
-            out.mux(packet)
-    return buf.getvalue()
-
-
 CASES = {
     "zero-length video stream": (zero_length, "video/webm"),
     "10^6 frames declared (MP4 stsz/stts)": (million_frames, "video/mp4"),
     "30000x30000 declared (MJPEG MOV)": (huge_size, "video/quicktime"),
     "variable frame rate burst (4,000 frames 1 ms apart)": (vfr_burst, "video/webm"),
-    "no video stream (AAC only MP4)": (no_video, "video/mp4"),
+    "no video stream (AAC only MP4)": (hostile.audio_only_mp4, "video/mp4"),
     "benign variable frame rate (12 frames at uneven times, 0.68 s; resampled)": (vfr_clip, "video/mp4"),
 }
 
@@ -121,23 +108,8 @@ def attack_video_inputs() -> list[tuple[str, str]]:
         for label, (build, mime) in CASES.items():
             data = build()
             uri = f"data:{mime};base64," + base64.b64encode(data).decode()
-            hostile.reset_peak_rss(server.pid)
-            base = hostile.rss_mb(server.pid)
-            start = time.monotonic()
-            try:
-                r = server.http.post("/generate", json={**RETAKE, "video": uri}, timeout=300)
-                body = r.json()
-                answer = f"{r.status_code}" + (f" {body.get('field', '')}: {body.get('error', '')[:70]}"
-                                               if r.status_code != 200 else "")
-            except Exception as exc:  # noqa: BLE001 - a dead server is a figure
-                answer = f"no answer ({type(exc).__name__})"
-            took = time.monotonic() - start
-            alive = server.proc.poll() is None
-            peak = hostile.peak_rss_mb(server.pid) - base if alive else float("nan")
-            name = f"{label}, {len(data):,} bytes"
-            rows += [(f"{name}: answer", answer), (f"{name}: seconds", f"{took:.1f}"),
-                     (f"{name}: server peak RSS growth", f"{peak:.0f} MB"),
-                     (f"{name}: server alive", "yes" if alive and server.health()[0] == 200 else "NO")]
+            found, alive = measured_post(server, f"{label}, {len(data):,} bytes", {**RETAKE, "video": uri})
+            rows += found
             if not alive:
                 break
         rows.append(("video inputs: next job", server.next_job() if server.proc.poll() is None else "-"))

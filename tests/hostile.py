@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import wave
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # ---------------------------------------------------------------------------------------------- media
@@ -93,6 +94,38 @@ def png(width: int = 48, height: int = 32, color=(200, 30, 30)) -> bytes:
 
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def raw_png(width: int, height: int, channels: int = 1) -> bytes:
+    """A flat PNG of any size, compressed as it is built (a 2x24,999,999 one is 73 KB)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\0" + b"\x80" * (width * channels)
+    rows_per_block = max(1, (1 << 20) // len(row))
+    compressor, parts, left = zlib.compressobj(9), [], height
+    while left > 0:
+        n = min(left, rows_per_block)
+        parts.append(compressor.compress(row * n))
+        left -= n
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def audio_only_mp4() -> bytes:
+    """An MP4 holding one AAC stream and no video stream."""
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        sound = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
     return buf.getvalue()
 
 

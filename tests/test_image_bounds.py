@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import time
-import zlib
 
 import hostile
 import httpx
 import numpy as np
 import pytest
+from hostile import raw_png
 from PIL import Image
 from servers import start_server, stop_server
 
@@ -29,23 +28,6 @@ CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_in
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def raw_png(width: int, height: int, channels: int = 1) -> bytes:
-    """A flat PNG of any size, compressed as it is built (a 2x24,999,999 one is 73 KB)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = b"\0" + b"\x80" * (width * channels)
-    rows_per_block = max(1, (1 << 20) // len(row))
-    compressor, parts, left = zlib.compressobj(9), [], height
-    while left > 0:
-        n = min(left, rows_per_block)
-        parts.append(compressor.compress(row * n))
-        left -= n
-    parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 def encoded(array: np.ndarray, fmt: str, **kw) -> bytes:

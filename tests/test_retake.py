@@ -289,7 +289,7 @@ def test_admission_judges_the_size_the_video_gives_once_it_is_decoded(model, tmp
 
 @pytest.mark.parametrize("name, words", [("zero_length", "no frames"), ("million_frames", "declares 1000000 frames"),
                                          ("huge_size", "no usable frame size"), ("vfr_burst", "more than 1800 frames"),
-                                         ("no_video", "no video stream")])
+                                         ("audio_only_mp4", "no video stream")])
 def test_hostile_videos_are_refused_naming_video(model, name, words):
     """bench/attacks_video.py's files (a zero-length stream, 10^6 frames declared, 30000x30000 declared, 4,000
     frames 1 ms apart, no video stream), through the sandbox as a request's video: a 4xx naming video."""

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from hostile import audio_only_mp4
 
 from ltx2.media.video_in import VideoLimits, decode_frames, fit_frame, probe_video
 from ltx2.schema import InvalidRequest
@@ -164,14 +165,7 @@ def refused(data: bytes, limits: VideoLimits = VideoLimits(), mime: str | None =
 
 
 def test_no_video_stream_is_refused():
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        sound = out.add_stream("aac", rate=48000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, 0
-        for packet in [*sound.encode(frame), *sound.encode()]:
-            out.mux(packet)
-    assert "no video stream" in refused(buf.getvalue()).message
+    assert "no video stream" in refused(audio_only_mp4()).message
 
 
 def test_a_zero_length_stream_is_refused():
