@@ -45,7 +45,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings)
     try:
         # Before the model loads (minutes for the 19B): a full disk or an unreadable database is one line.
-        check_storage_at_start(settings.output_dir)
+        check_storage_at_start(settings.output_dir, database=settings.database)
     except StorageError as exc:
         try:
             disk = os.statvfs(settings.output_dir)

@@ -50,6 +50,7 @@ class Settings:
     log_level: str = "info"
     # Serving: jobs, delivery, limits, access.
     output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
+    database: str = ""  # job records elsewhere: postgresql://... for several API replicas; empty: SQLite in output_dir
     queue_size: int = 8  # jobs waiting behind the running one; more is a 429
     job_timeout: float = 1800.0  # seconds a job may run before it is stopped and failed
     result_ttl: float = 86400.0  # seconds a finished video stays downloadable
@@ -130,6 +131,7 @@ ENV = {
     "device": "LTX2_DEVICE",
     "log_level": "LTX2_LOG_LEVEL",
     "output_dir": "LTX2_OUTPUT_DIR",
+    "database": "LTX2_DATABASE",
     "queue_size": "LTX2_QUEUE_SIZE",
     "job_timeout": "LTX2_JOB_TIMEOUT",
     "result_ttl": "LTX2_RESULT_TTL",
@@ -289,6 +291,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
     """Jobs, delivery, limits and access: one flag per setting, named after it (`only`: just these settings)."""
     helps = {
         "output_dir": "job records and finished videos",
+        "database": "where job records live: empty for SQLite in --output-dir (one server), postgresql://user@host/db "
+                    "for several API replicas sharing one queue (needs psycopg: pip install 'ltx2[postgres]')",
         "queue_size": "jobs that may wait behind the running one; beyond it, 429",
         "job_timeout": "seconds a job may run",
         "result_ttl": "seconds a finished video stays downloadable",

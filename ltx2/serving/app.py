@@ -37,6 +37,7 @@ from ..media.sandbox import Sandbox, SandboxLimits, Stopped
 from ..pipelines.conditioning import decode_conditioning, frames_for_duration
 from ..pipelines.generate import image_targets
 from ..pipelines.stages import resolve_multiscale
+from .store import open_store
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -46,7 +47,6 @@ from .jobs import (
     JobCancelled,
     JobManager,
     JobTimedOut,
-    JobStore,
     QueueFull,
     ShuttingDown,
     StorageError,
@@ -243,7 +243,7 @@ class _State:
 
     def _open_jobs(self) -> None:
         settings = self.settings
-        store = JobStore(os.path.join(settings.output_dir, "jobs.sqlite3"))
+        store = open_store(settings.database, settings.output_dir)
         try:
             manager = JobManager(
                 store, settings.output_dir, self._run_job, queue_size=settings.queue_size,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .job_store import JobStore, StorageError, _reason
+from .job_store import StorageError, _reason, open_store
 
 STORAGE_ERROR_STATUS = 507  # Insufficient Storage
 # Room the storage probe asks for after a failed write whose size is not known: a long 1080p clip.
@@ -47,11 +47,11 @@ def resource_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
-def check_storage_at_start(output_dir: str, wait: float = 5.0) -> None:
+def check_storage_at_start(output_dir: str, wait: float = 5.0, database: str = "") -> None:
     """Before the model loads: the job database opens (and takes a write) and each output folder has room
     for a small file; transient failures are retried for `wait` seconds. Raises StorageError with the
     reason, which the command prints as its one line before exiting."""
-    JobStore(os.path.join(output_dir, "jobs.sqlite3"), wait=wait).close()
+    open_store(database, output_dir, wait=wait).close()
     for folder in ("videos", "inputs"):
         path = os.path.join(output_dir, folder)
         try:

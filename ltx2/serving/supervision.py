@@ -1,0 +1,226 @@
+"""The job manager's other half: its storage's health and its supervisor.
+
+Whatever fails in storage (a full disk, a deleted folder, a database that refuses writes) is remembered
+here, probed until it works again, and reported by `health()`. The supervisor thread restarts a worker
+that died, replaces one stuck past its job's deadline, notices a database file deleted under it, and
+sweeps old videos and records. `JobManager` (jobs.py) inherits this; it is apart only to keep each
+file about one thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from .storage import STORAGE_ERROR_STATUS, descriptors_short, probe_folder
+from .store import DB_ERRORS, FAILED, QUEUED, Job, StorageError, _reason
+from ..schema import ErrorResponse
+
+log = logging.getLogger("ltx2.jobs")
+
+
+class Supervision:
+    """Mixed into JobManager: needs its store, folders, threads, `_cv`, `_finish` and `_start_worker`."""
+
+    def health(self) -> dict[str, Any]:
+        """Whether jobs can run now, and if not, why: the workers' liveness and the storage's state."""
+        alive = self._thread is not None and self._thread.is_alive()
+        preparer = self._preparer is not None and self._preparer.is_alive()
+        running = self.running
+        stuck = self._stuck_threads()
+        busy = round(time.time() - running.started, 1) if running is not None and running.started else None
+        problems = []
+        if not (alive and preparer) and not self._stopping.is_set():
+            problems.append("a worker thread is not running (the supervisor restarts it within seconds)")
+        if stuck:
+            problems.append("a job is stuck past its deadline and still holds its thread; new jobs wait for it")
+        if self.storage_problem is not None:
+            problems.append(f"storage is failing: {self.storage_problem}")
+        elif (short := descriptors_short()) is not None:
+            problems.append(short)
+        return {
+            "ready": not problems and self.accepting,
+            "problems": problems,
+            "worker": {"alive": alive, "preparer_alive": preparer, "restarts": self.restarts, "busy_seconds": busy,
+                       "stage": running.stage if running is not None else None, "stuck_threads": len(stuck)},
+            "storage": {"ok": self.storage_problem is None, "error": self.storage_problem},
+        }
+
+    # -- storage ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _remove(path: str | None) -> None:
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def _save(self, job: Job) -> bool:
+        """Write a job's record; on failure, report storage as failing (the caller keeps the job)."""
+        try:
+            self.store.save(job)
+        except DB_ERRORS as exc:
+            self._storage_failed("save a job record", exc)
+            return False
+        return True
+
+    def _save_unsaved(self) -> None:
+        for job in list(self._unsaved.values()):
+            if not self._save(job):
+                break
+            self._unsaved.pop(job.id, None)
+
+    def _resource_failed(self, job: Job, action: str, exc: OSError) -> None:
+        """The job met a full disk, no descriptors left...: it fails with 507 and /health says why until the
+        supervisor's probe succeeds."""
+        self._storage_failed(action, exc)
+        self._finish(job, FAILED, error=StorageError(action, exc).body(), error_status=STORAGE_ERROR_STATUS)
+
+    def _storage_failed(self, action: str, exc: BaseException) -> None:
+        problem = f"could not {action}: {_reason(exc)}"
+        if problem != self.storage_problem:
+            log.error(json.dumps({"event": "storage_error", "error": problem}))
+        self.storage_problem = problem
+
+    def _storage_ok(self) -> None:
+        if self.storage_problem is not None:
+            log.info(json.dumps({"event": "storage_recovered", "was": self.storage_problem}))
+        self.storage_problem = None
+
+    def _probe_storage(self) -> bool:
+        """After a failed write: can the videos folder take a file as big as the one that failed, and the
+        database its pending records? (fallocate asks the file system for the space without writing it.)"""
+        try:
+            self._make_folders()
+            probe_folder(self.videos, max(self._failed_write_bytes, 4096))
+            probe_folder(self.inputs, 4096)
+            self.store.check()
+        except DB_ERRORS as exc:
+            self._storage_failed("write to the output directory", exc)
+            return False
+        self._save_unsaved()
+        if self._unsaved:
+            return False
+        self._storage_ok()
+        return True
+
+    # -- the supervisor -----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(self.supervise_every):
+            for check in (self._check_workers, self._check_storage, self._maybe_sweep):
+                try:
+                    check()
+                except Exception:  # noqa: BLE001 - the supervisor itself must outlive any one check
+                    log.exception("supervisor check %s failed", check.__name__)
+
+    def _check_storage(self) -> None:
+        if self.storage_problem is not None:
+            self._probe_storage()
+        else:
+            try:
+                self._make_folders()  # a folder removed while idle is made again before it is needed
+            except OSError as exc:
+                self._storage_failed("recreate the output folders", exc)
+            try:
+                self.store.check()  # a database deleted while idle is recreated before it is needed
+            except DB_ERRORS as exc:
+                self._storage_failed("recreate the job database", exc)
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._last_sweep >= self.sweep_every:
+            self.sweep()
+
+    def _check_workers(self) -> None:
+        with self._cv:
+            if not self.accepting:
+                return
+            worker, job = self._thread, self.running
+            if worker is not None and not worker.is_alive():
+                # Only a BaseException (or a bug in the loop) gets here: every job error is caught.
+                self.running = None
+                self.restarts += 1
+                log.error(json.dumps({"event": "worker_died", "job": job.id if job else None,
+                                      "restarts": self.restarts}))
+                if job is not None:
+                    self._finish(job, FAILED, error=ErrorResponse(
+                        error="the GPU worker stopped unexpectedly while running this job; it was restarted: "
+                              "submit the job again", code="worker_crashed").model_dump(), error_status=500)
+                self._start_worker()
+            elif job is not None and job.started is not None and \
+                    time.time() > job.started + self.job_timeout + self.stuck_grace:
+                # Past its deadline and the grace a stage without steps may need: stuck. Fail the job,
+                # leave its thread to return on its own, and give the queue a fresh worker.
+                self.running = None
+                self.restarts += 1
+                self._abandoned.append(worker)
+                log.error(json.dumps({"event": "worker_stuck", "job": job.id, "restarts": self.restarts}))
+                self._finish(job, FAILED, error=ErrorResponse(
+                    error=f"the job was stuck for {self.stuck_grace:.0f} s past its {self.job_timeout:.0f} s "
+                          "time limit and was abandoned; submit it again", code="timeout").model_dump(),
+                    error_status=504)
+                self._start_worker()
+            preparer, job = self._preparer, self.preparing
+            if preparer is not None and not preparer.is_alive():
+                self.preparing = None
+                self.restarts += 1
+                log.error(json.dumps({"event": "preparer_died", "job": job.id if job else None}))
+                if job is not None and job.status == QUEUED:
+                    if job.id in self.waiting:
+                        self.waiting.remove(job.id)
+                    self._finish(job, FAILED, error=ErrorResponse(
+                        error="preparing this job's inputs stopped unexpectedly; submit the job again",
+                        code="worker_crashed").model_dump(), error_status=500)
+                self._start_preparer()
+            self._cv.notify_all()
+
+    def _stuck_threads(self) -> list[threading.Thread]:
+        """Abandoned workers still running: they may hold the GPU, so a new job waits for them."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return self._abandoned
+
+    # -- sweeping videos and records ------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> None:
+        """Expire videos past their time-to-live, then the oldest while over the size cap; prune records
+        past `record_ttl`; give the database's free pages back. Runs in the supervisor (never in a
+        request), every `sweep_every` seconds and after each job."""
+        self._last_sweep = time.monotonic()
+        now = time.time() if now is None else now
+        try:
+            videos = self.store.videos()
+            expired, kept = [], []
+            for job_id, path, finished in videos:
+                if now - finished > self.result_ttl or not os.path.exists(path):
+                    expired.append((job_id, path))
+                else:
+                    kept.append((job_id, path, os.path.getsize(path)))
+            total = sum(size for _, _, size in kept)
+            while kept and total > self.output_max_bytes:
+                job_id, path, size = kept.pop(0)
+                total -= size
+                expired.append((job_id, path))
+            for job_id, path in expired:
+                self._remove(path)
+            if expired:
+                self.store.mark_expired([job_id for job_id, _ in expired])
+                for job_id, _ in expired:
+                    job = self._unsaved.get(job_id)
+                    if job is not None:
+                        job.expired = True
+                log.info(json.dumps({"event": "job_videos_expired", "jobs": len(expired)}))
+            pruned = self.store.prune(now - self.record_ttl)
+            if pruned or expired:
+                self.store.compact()
+            if pruned:
+                log.info(json.dumps({"event": "job_records_pruned", "records": pruned}))
+        except DB_ERRORS as exc:
+            self._storage_failed("sweep old videos and records", exc)
+
+    # Kept for callers of the first version: a sweep.
+    cleanup = sweep
