@@ -33,6 +33,7 @@ from ..media.audio_features import encode_audio
 from ..media.inputs import auto_size
 from ..models.diffusion_decode import diffusion_decode
 from ..models.geometry import audio_latent_frames, latent_video_shape
+from ..models import parallel
 from ..models.loaded import LoadedModel
 from ..keyframes import KeyframeProblem
 from ..keyframes import resolve as resolve_keyframes
@@ -654,7 +655,13 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
     velocities, in float32. The audio<->video gates and the perturbations follow ltx-core (`passes.py`)."""
     pipe, dtype = run.model.pipe, run.model.dtype
     transformer = pipe.transformer
-    batch = context.video.shape[0]
+    batch = passes = context.video.shape[0]
+    perturbations = perturbations or [Perturbation()] * batch
+    rows = parallel.pass_rows(batch)  # --parallel cfg: the passes this rank runs (None: all)
+    if rows is not None:
+        mask = None if context.mask is None else context.mask[rows]
+        context, perturbations, batch = TextContext(context.video[rows], context.audio[rows], mask), \
+            [perturbations[i] for i in rows], len(rows)
     widen = (lambda x: torch.cat([x] * batch)) if batch > 1 else (lambda x: x)
     timestep = t.expand(batch)
     sigmas = torch.full((batch,), sigma, device=timestep.device)
@@ -671,7 +678,8 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
     audio_sigma = torch.zeros_like(sigmas) if audio.frozen else sigmas
     with reference_semantics(transformer, video_gate=gate_timesteps(transformer, audio_sigma),
                              audio_gate=gate_timesteps(transformer, video_sigma),
-                             perturbations=perturbations or [Perturbation()] * batch, stg_blocks=stg_blocks):
+                             perturbations=perturbations, stg_blocks=stg_blocks), \
+            parallel.sequence_parallel(transformer):  # --parallel ulysses: tokens split, attention exchanged
         video_velocity, audio_velocity = transformer(
             hidden_states=widen(video.latents).to(dtype),
             audio_hidden_states=widen(audio.latents).to(dtype),
@@ -696,8 +704,8 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
             return_dict=False,
             **marks,
         )
-    run.transformer_passes += batch
-    return video_velocity.float(), audio_velocity.float()
+    run.transformer_passes += passes
+    return parallel.gather_passes(video_velocity.float(), passes), parallel.gather_passes(audio_velocity.float(), passes)
 
 
 # ------------------------------------------------------------------------------------------ decode

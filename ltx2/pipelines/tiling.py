@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import memory, memory_model
+from ..models import memory, memory_model, parallel
 
 SAFETY = 0.8  # of the free memory: the allocator's fragmentation and library workspaces need the rest
 SPATIAL_TILE = 512  # pixels: diffusers' default tile, with a 64-pixel overlap
@@ -130,8 +130,11 @@ def decode(vae, latents: torch.Tensor, plan: TilePlan | None, timestep: torch.Te
         vae.tile_sample_min_height = vae.tile_sample_min_width = SPATIAL_TILE
         vae.tile_sample_stride_height = vae.tile_sample_stride_width = SPATIAL_STRIDE
         frames = (latents.shape[2] - 1) * scale + 1
-        for start, end in temporal_tiles(latents.shape[2], plan.frames):
-            tile = vae.decode(latents[:, :, start:end], decode_timestep, return_dict=False)[0]
+        spans = temporal_tiles(latents.shape[2], plan.frames)
+        # In a rank group (--parallel) the tiles are decoded round robin across the ranks and shared.
+        decoded = parallel.decode_tiles(len(spans), lambda i: vae.decode(
+            latents[:, :, spans[i][0]:spans[i][1]], decode_timestep, return_dict=False)[0], latents.device, vae.dtype)
+        for (start, end), tile in zip(spans, decoded):
             if out is None:
                 out = tile.new_empty(*tile.shape[:2], frames, *tile.shape[3:])
             first = start * scale  # tile frames land at [first, first + len): frame 0 is latent `start`'s last
