@@ -1,4 +1,5 @@
 import inspect
+import json
 import os
 import resource
 import sys
@@ -83,6 +84,9 @@ def pytest_xdist_auto_num_workers(config):
 def pytest_addoption(parser):
     parser.addoption("--peak-rss", action="store_true",
                      help="list the tests that raised the peak resident memory of this process or of a child")
+    parser.addoption("--cpu-report", metavar="FILE",
+                     help="append each test file's CPU seconds (this process and the children it reaped: servers, "
+                          "the CLI, sandboxes) to FILE as JSON lines, to find where the suite's time goes")
 
 
 def _peaks() -> tuple[int, int]:
@@ -91,8 +95,20 @@ def _peaks() -> tuple[int, int]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
+    report = item.config.getoption("cpu_report")
+    if report:  # a file's module fixtures (its servers) finish with its last test, so they count to it
+        started = _cpu_seconds()
+        yield
+        with open(report, "a") as out:
+            out.write(json.dumps({"file": item.location[0], "cpu": _cpu_seconds() - started}) + "\n")
+        return
     if not item.config.getoption("peak_rss"):
         yield
         return
