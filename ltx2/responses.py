@@ -118,6 +118,10 @@ class GenerateResponse(BaseModel):
         default=None, description="With retake: the span regenerated, {start, end} in seconds, and the frames "
         "regenerated [first_frame, end_frame); every other frame and the soundtrack outside [start, end) are the "
         "input's.", examples=[{"start": 0.5, "end": 1.5, "first_frame": 13, "end_frame": 38}])
+    reference: dict[str, int | str | None] | None = Field(
+        default=None, description="With ic_lora: the reference video as stage 1 read it: its width, height and frames "
+        "(after the IC-LoRA's temporal subsampling), the LoRA's downscale and temporal factors, and control.",
+        examples=[{"width": 192, "height": 128, "frames": 121, "downscale": 2, "temporal": 1, "control": "canny"}])
     timings: StageTimings = Field(description="Seconds per stage.")
 
 

@@ -24,6 +24,7 @@ from .keyframes import MAX_KEYFRAMES, KeyframeInput, KeyframeProblem
 from .keyframes import check_items as check_keyframes
 from .keyframes import resolve as resolve_keyframes
 from .responses import AppliedLora, GenerateResponse, StageTimings  # noqa: F401  (re-exported: one import for both)
+from . import video_to_video as v2v
 
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client reads back exactly
@@ -413,7 +414,7 @@ class GenerateRequest(BaseModel):
     )
     video: str | None = Field(
         default=None,
-        description="A video to retake (see retake; it is used only with retake): a data URI "
+        description="A video to retake (see retake), or the reference video of ic_lora (video to video): a data URI "
         "(data:video/mp4;base64,...), bare base64, or an http(s) URL of an MP4/MOV or WebM/MKV, up to "
         "LTX2_MAX_VIDEO_MB (100 MB) and LTX2_MAX_VIDEO_SECONDS (30 s). Its frames are taken at this request's fps by "
         "time and resized to cover the frame and center-cropped; its soundtrack, when it has one, is kept outside "
@@ -428,6 +429,27 @@ class GenerateRequest(BaseModel):
         "span; inside, video and audio are made anew (ltx-pipelines' RetakePipeline: its temporal region mask, "
         "one stage at the model size).",
         examples=[{"start": 0.5, "end": 1.5}],
+    )
+    ic_lora: str | None = Field(
+        default=None, min_length=1, max_length=255,
+        description="Video to video: an IC-LoRA file in the server's <models dir>/loras/ (`ltx2 download --ic-loras` "
+        "fetches the loaded family's) that reads video as its reference (ltx-pipelines' ICLoraPipeline). Needs video.",
+        examples=["ltx-2-19b-ic-lora-canny-control.safetensors"],
+    )
+    ic_lora_scale: float = Field(
+        default=1.0, ge=0.0, le=v2v.IC_LORA_SCALE_MAX,
+        description="How strongly the IC-LoRA applies (its LoRA scale, stage 1).", examples=[1.0],
+    )
+    video_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="With ic_lora: how firmly the reference video's tokens are held (1: kept clean, as trained; "
+        "0: denoised like the rest).", examples=[1.0],
+    )
+    control: Literal["canny", "depth", "pose"] | None = Field(
+        default=None,
+        description='With ic_lora: "canny" computes the Canny edges of video here (send the raw video); depth and '
+        "pose need models this server does not run: send the precomputed control video instead.",
+        examples=["canny"],
     )
     audio_strength: float = Field(
         default=1.0, ge=0.0, le=1.0,
@@ -611,6 +633,10 @@ class GenerateRequest(BaseModel):
         except KeyframeProblem as exc:
             raise FieldConflict(exc.field, str(exc)) from None
         self._check_retake()
+        try:
+            v2v.check(self)
+        except v2v.VideoToVideoProblem as exc:
+            raise FieldConflict(exc.field, str(exc)) from None
         if self.temporal_upscale and (problem := temporal_problem(self.num_frames, self.fps)):
             raise FieldConflict("temporal_upscale", problem)
         if self.temporal_upscale and self.video_output_type == "GIF (.gif)" and 2 * self.fps > GIF_MAX_FPS:
@@ -620,9 +646,9 @@ class GenerateRequest(BaseModel):
 
     def _check_retake(self) -> None:
         if self.retake is None:
-            if self.video is not None:
-                raise FieldConflict("video", "video is used by retake (regenerate a span of it): send retake "
-                                             "{start, end} too, or leave video out")
+            if self.video is not None and self.ic_lora is None:
+                raise FieldConflict("video", "video is used by retake (regenerate a span of it) and by ic_lora "
+                                             "(video to video): send one of them too, or leave video out")
             return
         if self.video is None:
             raise FieldConflict("retake", "retake regenerates a span of an input video: send video too")

@@ -150,13 +150,14 @@ def png(colour) -> bytes:
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, model):
-    """The LoRA files the LoRA example names, written for the tiny preset's layers."""
+    """The LoRA files the LoRA and video-to-video examples name, written for the tiny preset's layers."""
     from lora_files import write_lora
 
     root = tmp_path_factory.mktemp("doc-models")
     (root / "loras").mkdir()
     write_lora(root / "loras" / "my-style.safetensors", model, seed=1)
     write_lora(root / "loras" / "ltx-2-19b-lora-camera-control-dolly-in.safetensors", model, seed=2)
+    write_lora(root / "loras" / "ltx-2-19b-ic-lora-canny-control.safetensors", model, seed=3)  # video to video
     return root
 
 

@@ -163,13 +163,16 @@ def test_the_docs_example_request_is_test_input_json():
 
 
 # Fields that only go together: each one's example is checked with the other's.
-COMPANIONS = {"video": "retake", "retake": "video"}
+COMPANIONS = {"video": "retake", "retake": "video", "extend": "video"}
+V2V_KNOBS = ("ic_lora", "ic_lora_scale", "video_strength", "control")
 
 
 @pytest.mark.parametrize("name", sorted(GenerateRequest.model_fields))
 def test_every_fields_example_is_a_valid_value(name):
     fields = GenerateRequest.model_fields
     other = {COMPANIONS[name]: fields[COMPANIONS[name]].examples[0]} if name in COMPANIONS else {}
+    if name in V2V_KNOBS:  # video to video's: with an IC-LoRA and its reference video
+        other = {"video": fields["video"].examples[0], "ic_lora": fields["ic_lora"].examples[0]}
     for example in fields[name].examples or []:
         GenerateRequest.model_validate({"prompt": "x", **other, name: example})  # raises if /docs shows a refused value
 

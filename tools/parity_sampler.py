@@ -49,6 +49,7 @@ FRAMES, FPS = 9, 25  # 2 latent frames
 IMAGE_CRF = 18  # LTX-2.5's (ltx-pipelines' LTX_2_4_IMAGE_CRF)
 NEGATIVE = "blurry, distorted, low quality, still frame"
 DEV_STEPS = 4  # the dev cases' stage-1 steps, given to both sides (the family's 30 would take minutes here)
+DISTILLED = ("distilled", "retake", "ic-lora")  # the pipelines that run the distilled transformer
 
 
 def import_pipelines(checkout: Path) -> types.SimpleNamespace:
@@ -70,7 +71,7 @@ def import_pipelines(checkout: Path) -> types.SimpleNamespace:
             placeholders.append(name)
     try:
         from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
-        from ltx_pipelines import distilled, retake, ti2vid_one_stage, ti2vid_two_stages
+        from ltx_pipelines import distilled, ic_lora, retake, ti2vid_one_stage, ti2vid_two_stages
         from ltx_pipelines.utils import blocks
         from ltx_pipelines.utils.constants import LTX_2_4_PARAMS
         from ltx_pipelines.utils.args import ImageConditioningInput
@@ -80,7 +81,7 @@ def import_pipelines(checkout: Path) -> types.SimpleNamespace:
             if name == "torchaudio":  # transformers must not see it later
                 del sys.modules[name]
     return types.SimpleNamespace(distilled=distilled, one_stage=ti2vid_one_stage, two_stages=ti2vid_two_stages,
-                                 retake=retake,
+                                 retake=retake, ic_lora=ic_lora,
                                  blocks=blocks, ModelPaths=ModelPaths, Image=ImageConditioningInput,
                                  Lora=lambda path: LoraPathStrengthAndSDOps(str(path), 1.0, LTXV_LORA_COMFY_RENAMING_MAP),
                                  params=LTX_2_4_PARAMS, fuse_loras=fuse_loras)
@@ -262,6 +263,9 @@ class Case:
     size: int = WIDTH  # width = height of the output
     keyframes: tuple[tuple[int, float], ...] = ()  # (frame, strength) of each image, in order: the request's keyframes
     retake: tuple[float, float] | None = None  # "retake" (RetakePipeline, distilled): the span of video_file's clip
+    # "ic-lora" (ICLoraPipeline, distilled): video_file's clip as the reference of an IC-LoRA written on the
+    # miniature (ic_lora_file) with this reference_downscale_factor in its metadata
+    reference_downscale: int = 1
 
 
 CASES = (
@@ -273,7 +277,9 @@ CASES = (
     Case("dev two-stage (guided, distilled LoRA), start image", "dev two-stage", start_image=True),
     Case("distilled two-stage, keyframes at frames 0, 4 and 8", "distilled", keyframes=((0, 1.0), (4, 0.7), (8, 1.0))),
     Case("distilled one-stage retake of 0.12-0.28 s, with sound", "retake", size=64, retake=(0.12, 0.28)),
+    Case("distilled two-stage IC-LoRA, reference video at half stage 1's size", "ic-lora", reference_downscale=2),
 )
+IC_LORA = "ic-lora-mini.safetensors"  # the IC-LoRA case's file, in the directory's loras/
 RETAKE_FRAMES = 17  # the retake case's clip: 3 latent frames, the middle one regenerated
 
 
@@ -304,6 +310,21 @@ def video_file(directory: Path, size: int = 64) -> Path:
             chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
             out.mux(sound.encode(chunk))
         out.mux(sound.encode())
+    return path
+
+
+def ic_lora_file(root: Path, model, downscale: int) -> Path:
+    """An IC-LoRA for the miniature: a random rank-2 update (its gate logits have 2 outputs) of every linear in
+    its blocks in the official key style (as the distilled LoRA's stand-in), with the reference_downscale_factor
+    ltx-pipelines reads."""
+    from safetensors.torch import save_file
+
+    from ltx2.models import tiny
+
+    path = root / "loras" / IC_LORA
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tiny.build_distilled_lora(model.pipe.transformer, seed=11, rank=2).items()},
+              str(path), metadata={"reference_downscale_factor": str(downscale)})
     return path
 
 
@@ -353,10 +374,10 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
     channels; `stg_block`: the block the dev guider's STG pass perturbs (the family's, 28, is past the
     miniature's last)."""
     module = {"distilled": ref.distilled, "dev one-stage": ref.one_stage, "dev two-stage": ref.two_stages,
-              "retake": ref.retake}[case.pipeline]
+              "retake": ref.retake, "ic-lora": ref.ic_lora}[case.pipeline]
     rec = Recording()
     with float32(ref.fuse_loras, module):
-        transformer = paths.get("transformer") if case.pipeline in ("distilled", "retake") else paths["dev_transformer"]
+        transformer = paths.get("transformer") if case.pipeline in DISTILLED else paths["dev_transformer"]
         model_paths = ref.ModelPaths.from_monolith(str(paths["monolith"]), str(paths["gemma"])) if "monolith" in paths \
             else ref.ModelPaths.from_split(
             transformer_path=str(transformer), text_encoder_path=str(paths["text_encoder"]),
@@ -367,6 +388,9 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
             pipeline = module.DistilledPipeline(model_paths, str(paths["spatial_upscaler"]), [], device=cpu)
         elif case.pipeline == "retake":
             pipeline = module.RetakePipeline(model_paths, [], device=cpu, distilled=True)
+        elif case.pipeline == "ic-lora":
+            pipeline = module.ICLoraPipeline(model_paths, str(paths["spatial_upscaler"]), [ref.Lora(paths["ic_lora"])],
+                                             device=cpu)
         elif case.pipeline == "dev one-stage":
             pipeline = module.TI2VidOneStagePipeline(model_paths, [], device=cpu)
         else:
@@ -390,6 +414,8 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
                                  start_time=case.retake[0], end_time=case.retake[1], seed=SEED)
                 elif case.pipeline == "distilled":
                     pipeline(**common)
+                elif case.pipeline == "ic-lora":
+                    pipeline(**common, video_conditioning=[(str(image.parent / "clip.mov"), 1.0)])
                 else:
                     params = ref.params  # LTX_2_4_PARAMS, what ltx-pipelines detects for a 2.5 checkpoint
                     video = replace(params.video_guider_params, stg_blocks=[stg_block])
@@ -426,6 +452,14 @@ def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
 
         data = (image.parent / "clip.mov").read_bytes()
         request = {"prompt": PROMPT, "seed": SEED, "retake": dict(zip(("start", "end"), case.retake)),
+                   "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
+        conditioning = None
+    if case.pipeline == "ic-lora":  # the clip through the sandbox as a user's file; the IC-LoRA from loras/
+        import base64
+
+        data = (image.parent / "clip.mov").read_bytes()
+        request = {"prompt": PROMPT, "seed": SEED, "width": case.size, "height": case.size, "num_frames": FRAMES,
+                   "fps": FPS, "ic_lora": IC_LORA, "video_strength": 1.0,
                    "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
         conditioning = None
     with record_ours(model, rec):
@@ -501,17 +535,23 @@ def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] |
         paths, _ = layout.write_directory(root, seed=0)
         models = {"distilled": load_model(str(root), device="cpu", models_dir=str(root), variant="distilled")}
         write_dev_parts(root, paths, models["distilled"])
-        if any(case.pipeline not in ("distilled", "retake") for case in chosen):
+        if any(case.pipeline not in DISTILLED for case in chosen):
             models["dev"] = load_model(str(root), device="cpu", models_dir=str(root), variant="dev")
             assert models["dev"].distilled_lora is not None, "the dev model found no distilled LoRA"
         image = image_file(Path(tmp))
-        if any(case.retake for case in chosen):
+        if any(case.retake or case.pipeline == "ic-lora" for case in chosen):
             video_file(Path(tmp))
+        for case in chosen:
+            if case.pipeline == "ic-lora":
+                import os
+
+                paths["ic_lora"] = ic_lora_file(root, models["distilled"], case.reference_downscale)
+                os.environ["LTX2_MODELS_DIR"] = str(root)  # where generate() finds ic_lora, as a server's loras/
         some = models["distilled"]
         channels = (some.pipe.vae.config.latent_channels, some.pipe.audio_vae.config.latent_channels)
         stg_block = some.pipe.transformer.config.num_layers - 1
         for case in chosen:
-            model = models["distilled" if case.pipeline in ("distilled", "retake") else "dev"]
+            model = models["distilled" if case.pipeline in DISTILLED else "dev"]
             results[case.name] = compare(run_ours(model, case, image, stg_block),
                                          run_reference(ref, paths, case, image, channels, stg_block))
     return results

@@ -56,6 +56,9 @@ class ImageTargets:
     scales: tuple[tuple[int, int], ...] = ((1, 1),)
     crf: int = IMAGE_CRF
     preview: int | None = None
+    # Video to video (ic_lora): the reference video's size as (num, den) of the model size, and its temporal
+    # subsampling (ltx2.media.sandbox.VideoTask); None for any other request.
+    reference: tuple[int, int, int] | None = None
 
     def frame(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
         """The output frame; with auto_pixels, from image_start's (width, height)."""

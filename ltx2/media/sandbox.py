@@ -93,6 +93,12 @@ class VideoTask:
     num_frames: int | None = None
     fps: int | None = None
     multiple: int = 32
+    # Video to video (ic_lora): the reference is decoded only at the model size times reference[0] / reference[1]
+    # (stage 1's size over the IC-LoRA's downscale factor), every `temporal`-th frame after the first, and
+    # turned into its edges when control is "canny". None: a retake's video (model and output sizes).
+    reference: tuple[int, int] | None = None
+    temporal: int = 1
+    control: str | None = None
 
 
 class Stopped(Exception):
@@ -313,6 +319,9 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
         seconds = info.seconds if info.seconds is not None else bounds.max_seconds
         wanted = min(max(int(seconds * fps + 1e-6), 1), FRAME_MAX)
         wanted = max((wanted - 1) // 8 * 8 + 1, FRAME_MIN)  # no frame decoded that the output would drop
+    if spec.reference is not None:  # video to video: the reference alone, smaller than the model size
+        _reference(data, mime, bounds, spec, fps, wanted, model, (width, height), info, items, blobs)
+        return
     sizes = (model,) if model == (width, height) else (model, (width, height))
     frames, _ = decode_frames(data, "video", mime, bounds, fps, wanted, sizes)
     count = frames[model].shape[2]
@@ -342,6 +351,55 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
             wave = np.ascontiguousarray(load_audio(data, "video", None, limits, rate), dtype=np.float32)
             blobs.append(wave.tobytes())
             items.append({"kind": "audio", "name": target, "shape": list(wave.shape), "bytes": len(blobs[-1])})
+
+
+def _reference(data: bytes, mime: str | None, bounds, spec: VideoTask, fps: int, wanted: int, model: tuple[int, int],
+               size: tuple[int, int], info, items: list, blobs: list) -> None:
+    """An IC-LoRA's reference video: its frames fitted straight to the reference size (ltx-pipelines'
+    video_preprocess, from the source frame, not from a larger copy), subsampled in time as the LoRA was trained
+    (frame 0, then every `temporal`-th), and for control "canny" replaced by their edges. Its soundtrack is not
+    read: the output's audio is generated (or comes from the request's audio)."""
+    from ..schema import FRAME_MIN, InvalidRequest
+    from .video_in import decode_frames
+
+    num, den = spec.reference
+    ref = tuple(side * num // den for side in model)
+    frames, _ = decode_frames(data, "video", mime, bounds, fps, wanted, (ref,))
+    pixels = frames[ref]
+    count = pixels.shape[2]
+    if spec.num_frames is not None and count < spec.num_frames:
+        raise InvalidRequest("num_frames", f"video has {count} frames at {fps} fps ({count / fps:g} s), fewer than "
+                                           f"num_frames {spec.num_frames}: lower num_frames or leave it out")
+    count = (count - 1) // 8 * 8 + 1
+    if count < FRAME_MIN:
+        raise InvalidRequest("video", f"video is too short: it has {pixels.shape[2]} frames at {fps} fps, and video "
+                                      f"to video needs at least {FRAME_MIN}")
+    pixels = pixels[:, :, :count]
+    if spec.temporal > 1:  # ltx-pipelines' temporal_subsample: VAE-aligned, frame 0 then every Nth
+        pixels = pixels[:, :, [0, *range(1, count, spec.temporal)]]
+    if spec.control == "canny":
+        pixels = canny(pixels)
+    array = np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
+    del frames, pixels
+    blobs.append(array.data.cast("B"))
+    items.append({"kind": "video", "name": "video", "shape": list(array.shape), "bytes": array.nbytes})
+    items.append({"kind": "video_info", "name": "video", "bytes": 0, "info": {
+        "width": size[0], "height": size[1], "fps": fps, "num_frames": count, "has_audio": info.has_audio,
+        "source": f"{info.width}x{info.height} at {info.fps:g} fps", "reference": list(ref),
+        "temporal": spec.temporal, "control": spec.control}})
+
+
+def canny(pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, F, H, W) in [-1, 1] -> each frame's Canny edges (OpenCV, on its grey level, thresholds
+    ltx2.video_to_video.CANNY_LOW/HIGH) as white on black in all three channels, in [-1, 1]."""
+    import cv2
+
+    from ..video_to_video import CANNY_HIGH, CANNY_LOW
+
+    rgb = ((pixels[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()  # (F, H, W, 3)
+    edges = np.stack([cv2.Canny(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), CANNY_LOW, CANNY_HIGH) for frame in rgb])
+    out = torch.from_numpy(edges).to(torch.float32) / 127.5 - 1.0  # (F, H, W)
+    return out[None, None].expand(1, 3, *out.shape).contiguous()
 
 
 def _child_main(memory_bytes: int, cpu_seconds: int) -> None:

@@ -35,6 +35,21 @@ DISTILLED_LORA = "ltx-2-19b-distilled-lora-384.safetensors"
 CAMERA_MOVES = ("dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static")
 
 
+# The official IC-LoRAs of each family (video to video, the request's ic_lora), as the LTX-2 repository's model
+# lists name them: (Hugging Face repository, file). `ltx2 download --ic-loras` fetches the --family's.
+IC_LORAS = {
+    "ltx-2": tuple((f"Lightricks/LTX-2-19b-IC-LoRA-{name}", f"ltx-2-19b-ic-lora-{name.lower()}.safetensors")
+                   for name in ("Canny-Control", "Depth-Control", "Pose-Control", "Detailer")),
+    "ltx-2.3": (("Lightricks/LTX-2.3-22b-IC-LoRA-Union-Control",
+                 "ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors"),
+                ("Lightricks/LTX-2.3-22b-IC-LoRA-Motion-Track-Control",
+                 "ltx-2.3-22b-ic-lora-motion-track-control-ref0.5.safetensors"),
+                ("Lightricks/LTX-2.3-22b-IC-LoRA-DubIt", "ltx-2.3-22b-ic-lora-dubit-0.9.safetensors")),
+    "ltx-2.5": (("Lightricks/LTX-2.5-22b-IC-LoRA-Pixel-Spatial-Upscaler",
+                 "ltx-2.5-22b-ic-lora-pixel-spatial-upscaler-x2-1.0.safetensors"),),
+}
+
+
 def camera_lora_file(move: str) -> str:
     """The official file of a camera move, e.g. dolly_in -> ltx-2-19b-lora-camera-control-dolly-in.safetensors."""
     return f"ltx-2-19b-lora-camera-control-{move.replace('_', '-')}.safetensors"
@@ -105,6 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> None:
     parser.add_argument("--camera-loras", action="store_true",
                         help=f"also fetch Lightricks' seven LTX-2 19B camera-control LoRAs into <models-dir>/{LORAS_DIR}/ "
                              "(for the request field camera_lora)")
+    parser.add_argument("--ic-loras", action="store_true",
+                        help=f"also fetch the family's official IC-LoRAs (video to video, the request field ic_lora) "
+                             f"into <models-dir>/{LORAS_DIR}/: " + "; ".join(
+                                 f"{name}: " + ", ".join(file for _, file in files)
+                                 for name, files in IC_LORAS.items()))
     parser.add_argument("--distilled-lora", action="store_true",
                         help=f"also fetch the family's distilled LoRA ({DISTILLED_LORA} for ltx-2) into "
                              f"<models-dir>/{LORAS_DIR}/ (the dev checkpoint's two-stage pipeline refines its second "
@@ -213,7 +233,8 @@ def _usage_error(message: str) -> typing.NoReturn:
 
 
 def main(args: argparse.Namespace) -> None:
-    extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False)
+    extras = getattr(args, "camera_loras", False) or getattr(args, "distilled_lora", False) or \
+        getattr(args, "ic_loras", False)
     skip_upsampler = getattr(args, "skip_upsampler", False)
     if args.skip_checkpoint and args.skip_gemma and skip_upsampler and not extras:
         raise SystemExit("ltx2 download: nothing to do with --skip-checkpoint, --skip-gemma and --skip-upsampler")
@@ -258,6 +279,8 @@ def main(args: argparse.Namespace) -> None:
         else []
     if getattr(args, "distilled_lora", False):
         wanted.append((files.repo, files.distilled_lora))
+    if getattr(args, "ic_loras", False):
+        wanted.extend(IC_LORAS.get(family.name, ()))
     for repo, filename in wanted:
         # A file already in the repository's loras/ folder (LTX-2.5) keeps its path under the models directory.
         where = models_dir if filename.startswith(f"{LORAS_DIR}/") else loras_dir

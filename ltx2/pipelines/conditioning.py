@@ -81,7 +81,7 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     decoded = (sandbox or default_sandbox()).decode(
         inputs, vae_rate, output_rate, limits or InputLimits.from_env(), fetch_policy or FetchPolicy.from_env(),
         should_stop=should_stop, url_count=sum(map(is_url, inputs.values())),
-        targets=targets, video=video_task(request, targets.multiple) if "video" in inputs else None)
+        targets=targets, video=video_task(request, targets.multiple, targets.reference) if "video" in inputs else None)
     out.image_start, out.image_end = decoded.images.get("image_start"), decoded.images.get("image_end")
     out.keyframes = {i: decoded.images[image_field(i)] for i in range(len(request.keyframes))
                      if image_field(i) in decoded.images}
@@ -89,22 +89,26 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     if decoded.video is not None:
         out.video, out.video_output = torch.from_numpy(decoded.video), decoded.video_output
         out.video_info = decoded.video_info
-        return out  # a retake keeps the video's soundtrack as it is: no trimming, no loudness
+        if request.ic_lora is None:
+            return out  # a retake keeps the video's soundtrack as it is: no trimming, no loudness
     if out.audio_for_vae is not None and request.preprocess_audio:
         out.audio_for_vae, out.audio_for_output, out.audio_preprocessing = preprocess_audio(
             out.audio_for_vae, vae_rate, out.audio_for_output, output_rate)
     return out
 
 
-def video_task(request: GenerateRequest, multiple: int):
-    """What the sandbox decodes a video at: the request's size, length and fps where it gave them."""
+def video_task(request: GenerateRequest, multiple: int, reference: tuple[int, int, int] | None = None):
+    """What the sandbox decodes a video at: the request's size, length and fps where it gave them; for an
+    IC-LoRA's reference, `reference` (num, den, temporal: ImageTargets.reference) and its control."""
     from ..media.sandbox import VideoTask
 
     given = request.model_fields_set
     sized = {"width", "height"} <= given or "video_size" in given
+    extra = {} if reference is None else {"reference": tuple(reference[:2]), "temporal": reference[2],
+                                          "control": request.control}
     return VideoTask(width=request.width if sized else None, height=request.height if sized else None,
                      num_frames=request.num_frames if "num_frames" in given else None,
-                     fps=request.fps if "fps" in given else None, multiple=multiple)
+                     fps=request.fps if "fps" in given else None, multiple=multiple, **extra)
 
 
 def request_targets(request: GenerateRequest, multiple: int = 32, scales: tuple[tuple[int, int], ...] = ((1, 1),),

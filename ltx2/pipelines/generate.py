@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 
 from ..models.loaded import LoadedModel
 from ..models.lora import Adapter, side_paths
-from ..schema import GenerateRequest
+from ..schema import GenerateRequest, InvalidRequest
 from . import one_stage as one_stage_module
 from . import two_stage as two_stage_module
 from .conditioning import Conditioning, decode_conditioning, request_targets
 from .expansion import expand_plan
 from .length import choose_length
+from .loras import ic_lora_scales
 from .loras import resolve as resolve_loras
 from .one_stage import one_stage
 from .retake import resolve_request as resolve_retake
 from .retake import retake
 from .two_stage import two_stage
+from .video_to_video import resolve_request as resolve_video_to_video
+from .video_to_video import video_to_video
 from .result import GenerationResult
 from . import temporal
 from .stages import OutputRejected, StepCallback, fit_length, plan_generation, resolve_multiscale
@@ -34,18 +39,31 @@ from .stages import OutputRejected, StepCallback, fit_length, plan_generation, r
 __all__ = ["GenerationResult", "OutputRejected", "StepCallback", "fit_length", "generate", "image_targets"]
 
 
-def image_targets(model: LoadedModel, request: GenerateRequest):
+def image_targets(model: LoadedModel, request: GenerateRequest, lora_policy=None):
     """Every size and setting the pipeline serving `request` will encode its images at, for the sandbox
     to prepare them there (ltx2.media.conditioning_image): the one-stage size, or two-stage's first
     stage (half, or two thirds for x1.5) and full sizes; the family's CRF; Gemma's preview when the
-    prompt is expanded."""
+    prompt is expanded. With ic_lora, where its reference video is decoded: stage 1's size over the
+    IC-LoRA's downscale factor (read from the file in `lora_policy`'s LoRA directory, the environment's by
+    default), the model size a multiple that keeps the reference a whole number of latent pixels."""
     two = request.retake is None and resolve_multiscale(model, request)  # a retake runs one stage
     multiple = (two_stage_module if two else one_stage_module).size_multiple(model)
     scale = two_stage_module.spatial_scale(model)
     scales = ((scale.numerator, scale.denominator), (1, 1)) if two else ((1, 1),)
+    reference = None
+    if request.ic_lora is not None:
+        downscale, temporal = ic_lora_scales(model, request, lora_policy)
+        multiple *= downscale
+        sized = {"width", "height"} <= request.model_fields_set or "video_size" in request.model_fields_set
+        for name in ("width", "height") if downscale > 1 and sized else ():
+            if getattr(request, name) % multiple:  # else stage 1 would not be a whole number of references
+                raise InvalidRequest(name, f"{name} must be a multiple of {multiple} with this ic_lora (its reference "
+                                           f"is 1/{downscale} of stage 1's size), got {getattr(request, name)}")
+        first = (scale.numerator, scale.denominator) if two else (1, 1)
+        reference = (first[1], first[0] * downscale, temporal)
     vision = getattr(model.pipe.text_encoder.config, "vision_config", None) if request.enable_prompt_expansion else None
-    return request_targets(request, multiple, scales, model.family.image_crf,
-                           getattr(vision, "image_size", None))
+    return replace(request_targets(request, multiple, scales, model.family.image_crf,
+                                   getattr(vision, "image_size", None)), reference=reference)
 
 
 @torch.inference_mode()
@@ -69,10 +87,13 @@ def generate(
                                            targets=image_targets(model, request))
     if adapters is None:
         adapters = resolve_loras(model, request)
-    # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model.
-    with model.lock, side_paths(model, adapters):
+    # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model. Video to
+    # video runs them in stage 1 only, with its IC-LoRA (video_to_video.py).
+    with model.lock, side_paths(model, adapters if request.ic_lora is None else []):
         if request.retake is not None:  # its size, fps and length from the video where the request left them
             request = resolve_retake(request, conditioning)
+        if request.ic_lora is not None:
+            request = resolve_video_to_video(request, conditioning)
         plan = plan_generation(model, request, conditioning)
         # Before every pipeline: what is encoded (and any prompt cache's key) is the expanded prompt.
         plan, expanded, seconds = expand_plan(model, plan)
@@ -81,10 +102,13 @@ def generate(
         length_seconds = time.perf_counter() - started
         temporal.check(model, plan)  # temporal_upscale: refused before any work where it cannot run
         pipeline = retake if request.retake is not None else two_stage if plan.use_multiscale else one_stage
+        if request.ic_lora is not None:
+            pipeline = partial(video_to_video, adapters=adapters)
         result = pipeline(model, plan, on_step)
     chosen = {"choose_length": length_seconds} if plan.length_from == "duration_head" else {}
     result.timings = {"expand_prompt": seconds, **chosen, **result.timings}
     result.expanded_prompt = expanded
     # The request's LoRAs, then any a pipeline adds for one stage (the dev two-stage's distilled LoRA).
-    result.loras = [adapter.report(scale) for adapter, scale in adapters] + result.loras
+    if request.ic_lora is None:  # video_to_video reports its own, with their stage
+        result.loras = [adapter.report(scale) for adapter, scale in adapters] + result.loras
     return result

@@ -104,7 +104,22 @@ def requested(request: GenerateRequest, policy: LoraPolicy, should_stop=None) ->
                                                 f"LoRA directory (<models dir>/{LORAS_DIR}/); the operator fetches it "
                                                 "with `ltx2 download --camera-loras`")
         wanted.append(Wanted("camera_lora", name, path, request.camera_lora_scale, _file_key(path)))
+    if request.ic_lora is not None:  # last: video to video runs every LoRA in stage 1 with it
+        wanted.append(_from_dir(request.ic_lora, request.ic_lora_scale, "ic_lora", policy))
     return wanted
+
+
+def ic_lora_scales(model, request: GenerateRequest, policy: LoraPolicy | None = None) -> tuple[int, int]:
+    """The request's IC-LoRA's (spatial, temporal) reference factors from its metadata, its header checked
+    against the model first (another family's is refused naming ic_lora), before its reference is decoded."""
+    from ..video_to_video import VideoToVideoProblem, reference_scales
+
+    item = _from_dir(request.ic_lora, request.ic_lora_scale, "ic_lora", policy or LoraPolicy.from_env())
+    header = check_lora(item.path, item.field, item.label, model)
+    try:
+        return reference_scales(header.metadata)
+    except VideoToVideoProblem as exc:
+        raise InvalidRequest(exc.field, str(exc)) from None
 
 
 @dataclass
@@ -173,7 +188,7 @@ def load_adapters(model, wanted: list[Wanted], policy: LoraPolicy | None = None)
 def resolve(model, request: GenerateRequest, policy: LoraPolicy | None = None) -> list[tuple[Adapter, float]]:
     """What generate() runs with: the LoRAs the preparer read (`policy.prepared`) bound, or else
     `prepare` and `bind_prepared` here (a caller without a job queue)."""
-    if not request.loras and request.camera_lora == "none":
+    if not request.loras and request.camera_lora == "none" and request.ic_lora is None:
         return []
     policy = policy or LoraPolicy.from_env()
     if policy.prepared is not None:
@@ -454,5 +469,5 @@ def _digest(path: str, should_stop=None) -> str:
     return h.hexdigest()
 
 
-__all__ = ["LoraPolicy", "Prepared", "Wanted", "bind_prepared", "load_adapters", "prepare", "requested", "resolve",
-           "with_prepared"]
+__all__ = ["LoraPolicy", "Prepared", "Wanted", "bind_prepared", "ic_lora_scales", "load_adapters", "prepare",
+           "requested", "resolve", "with_prepared"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..models.loaded import LoadedModel
+from ..models.lora import side_paths
 from . import stages
 from .result import GenerationResult, result_of
 from .schedules import MAX_TOKENS, sigmas_for
@@ -44,6 +45,8 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
     # 2. Encode the conditions: images with the video VAE at this size, the soundtrack with the audio VAE.
     with run.stage("encode_conditioning"):
         conditions = stages.encode_conditions(model, plan, grid, width, height)
+        if plan.reference is not None:  # video to video: the IC-LoRA's reference tokens (video_to_video.py)
+            conditions.reference = plan.reference.encode(model, grid)
     # 3. Prepare latents: seeded noise, conditioned tokens started at their condition.
     with run.stage("prepare_latents"):
         if sigmas is None:
@@ -54,9 +57,10 @@ def make_latents(run: Run, plan: Plan, grid: LatentGrid, width: int, height: int
         video, audio = stages.prepare_latents(model, plan, grid, conditions, sigmas[0], generator)
     # 4. Denoise video and audio jointly, with the request's guidance; a distilled LTX-2.5 samples this
     #    first stage with the ancestral sampler (its family says so).
-    ancestral = model.defaults.distilled and model.family.ancestral_first_stage
+    #    (ICLoraPipeline keeps plain Euler for its reference-conditioned stage 1.)
+    ancestral = model.defaults.distilled and model.family.ancestral_first_stage and plan.reference is None
     sampler = {"ancestral_seed": plan.seed + stages.ANCESTRAL_NOISE_SEED_OFFSET} if ancestral else {}
-    with run.stage(denoise_stage):
+    with run.stage(denoise_stage), side_paths(model, plan.reference.adapters if plan.reference is not None else []):
         video, audio = stages.denoise(run, video, audio, prompt, sigmas, grid, plan.guidance, **sampler)
     return Latents(prompt, conditions, generator, video, audio)
 

@@ -94,6 +94,9 @@ class Plan:
     length_from: str = "request"
     prompt: PromptEmbeddings | None = None
     predicted_seconds: float | None = None
+    # Video to video (ltx2.pipelines.video_to_video.Reference): the IC-LoRA's reference tokens and the LoRAs
+    # that read them, both for the first stage only (`one_stage.make_latents`).
+    reference: object | None = None
 
     @property
     def first(self) -> ImageCondition | None:
@@ -392,6 +395,9 @@ class Conditions:
     # every other image's are appended as keyframe tokens at its frame.
     images: list[tuple[ImageCondition, torch.Tensor]] = field(default_factory=list)
     audio: torch.Tensor | None = None  # audio tokens, the whole soundtrack
+    # An IC-LoRA's reference video (video_to_video.Reference.encode): (tokens, RoPE coords, strength), appended
+    # after the keyframes as ltx-core's VideoConditionByReferenceLatent appends it after the image conditionings.
+    reference: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     @property
     def appended(self) -> list[tuple[ImageCondition, torch.Tensor]]:
@@ -476,6 +482,7 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
     video_shape = pipe._pack_latents(torch.empty(1, pipe.transformer.config.in_channels, grid.frames, grid.height,
                                                  grid.width), patch, patch_t).shape
     keyframe_tokens = sum(tokens.shape[1] for _, tokens in conditions.appended)
+    keyframe_tokens += 0 if conditions.reference is None else conditions.reference[0].shape[1]
     drawn = torch.randn((1, video_shape[1] + keyframe_tokens, video_shape[2]), generator=generator).to(device)
     latents, extra_noise = drawn[:, : video_shape[1]], drawn[:, video_shape[1]:]
     audio_shape = pipe._pack_audio_latents(torch.empty(1, pipe.audio_vae.config.latent_channels, grid.audio_frames,
@@ -489,7 +496,7 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
                    pipe.transformer.audio_rope.prepare_audio_coords(1, grid.audio_frames, device),
                    audio_latents.shape[1])
 
-    if conditions.images:
+    if conditions.images or conditions.reference is not None:
         mask = torch.zeros(1, video.own_tokens, 1, device=device)
         clean = torch.zeros_like(latents)
         taken = 0  # of extra_noise, by the keyframes appended so far
@@ -508,6 +515,15 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
             clean = torch.cat([clean, tokens], dim=1)
             mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), image.strength, device=device)], dim=1)
             coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, image.frame, grid.fps, device)
+            video.coords = torch.cat([video.coords, coords], dim=2)
+        if conditions.reference is not None:  # last, with the rest of the noise drawn for the appended tokens
+            tokens, coords, strength = conditions.reference
+            latents = torch.cat([latents, extra_noise[:, taken:]], dim=1)
+            if video_base is not None:
+                video_base = torch.cat([video_base, renoise(torch.zeros_like(tokens), extra_noise[:, taken:], sigma0)],
+                                       dim=1)
+            clean = torch.cat([clean, tokens], dim=1)
+            mask = torch.cat([mask, torch.full((1, tokens.shape[1], 1), strength, device=device)], dim=1)
             video.coords = torch.cat([video.coords, coords], dim=2)
         if video_base is None:
             video.latents = start_from(latents, clean, mask, sigma0)

@@ -143,10 +143,12 @@ class Admission:
                                 model.pipe.audio_vae.config.mel_hop_length, model.pipe.audio_vae_temporal_compression_ratio)
         t, lh, lw = latent_video_shape(frames, h, w, costs.spatial, costs.temporal)
         held = appended_keyframes(request, frames)  # each appended keyframe: one more latent frame of tokens
-        denoise = costs.denoise((t + held) * lh * lw, a) * (1 if two_stage else batch)
+        # ic_lora: stage 1 also carries the reference's tokens, at most as many as its own (downscale factor 1).
+        reference = t if request.ic_lora is not None else 0
+        denoise = costs.denoise((t + held + (0 if two_stage else reference)) * lh * lw, a) * (1 if two_stage else batch)
         upsample = 0
         if two_stage:  # stage 1 at half size with the guidance batch, stage 2 at full size alone
-            denoise = max(denoise, costs.denoise((t + held) * (lh // 2) * (lw // 2), a) * batch)
+            denoise = max(denoise, costs.denoise((t + held + reference) * (lh // 2) * (lw // 2), a) * batch)
             upsample = int(costs.upsampler_per_voxel * t * lh * lw)
         stages = {"encode_prompt": 0, "denoise": denoise, "upsample": upsample}
         decoded_t, out_frames = t, frames

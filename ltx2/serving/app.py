@@ -265,7 +265,7 @@ class _State:
         the GPU worker; stopped when `check` says the job was cancelled or ran out of time. Returns
         (decoded inputs or None, prepared LoRAs or None)."""
         inputs = self.manager.inputs_of(job)
-        wants_loras = bool(job.request.loras) or job.request.camera_lora != "none"
+        wants_loras = bool(job.request.loras) or job.request.camera_lora != "none" or job.request.ic_lora is not None
         if not inputs and not wants_loras:
             return None
 
@@ -288,7 +288,7 @@ class _State:
                 conditioning = decode_conditioning(
                     job.request, self.model.pipe.audio_vae.config.sample_rate, self.model.vocoder_rate,
                     InputLimits.from_env(), self.fetch_policy, inputs=inputs, sandbox=self.sandbox,
-                    should_stop=should_stop, targets=image_targets(self.model, job.request))
+                    should_stop=should_stop, targets=image_targets(self.model, job.request, self.lora_policy))
             return conditioning, loras
         except Stopped as exc:
             raise exc.why from None

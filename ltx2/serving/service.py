@@ -74,7 +74,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
     if conditioning is None:
         on_stage("decoding inputs" if input_values(request) else "encoding the prompt")
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
-                                           limits, fetch_policy, targets=image_targets(model, request))
+                                           limits, fetch_policy, targets=image_targets(model, request, lora_policy))
     adapters = resolve_loras(model, request, lora_policy)
     with progress.reporting(on_progress):
         result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
@@ -131,6 +131,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         audio_preprocessing=conditioning.audio_preprocessing,
         expanded_prompt=result.expanded_prompt,
         retake=result.retake,
+        reference=result.reference,
     )
     return Rendered(data=data, format=fmt, fields=fields, started=start)
 

@@ -1,0 +1,288 @@
+"""Video to video with an IC-LoRA (`ic_lora`, `video`, `control`): the request rules, the IC-LoRA file's checks
+and metadata, Canny edges on real pixels, the reference tokens the transformer sees on the tiny preset, and
+every way in (POST /generate with a data URI and /v1/videos with a multipart video on a live server, the
+RunPod handler, the CLI), plus `ltx2 download --ic-loras`'s plan per family."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import requests
+import torch
+from safetensors.torch import load_file, save_file
+
+from lora_files import write_lora
+from servers import start_server, stop_server
+from test_retake import clip, mp4_frames, wait_job
+
+from ltx2.media.sandbox import canny
+from ltx2.pipelines import video_to_video as v2v_pipeline
+from ltx2.pipelines.conditioning import decode_conditioning
+from ltx2.pipelines.generate import generate, image_targets
+from ltx2.pipelines.loras import LoraPolicy, resolve
+from ltx2.schema import GenerateRequest, InvalidRequest, validation_error_body
+
+SIDE, FRAMES, FPS = 64, 17, 25
+CLIP = clip(FRAMES, SIDE, SIDE, FPS, audio=False)
+URI = "data:video/mp4;base64," + base64.b64encode(CLIP).decode()
+BASE = {"prompt": "a red ball, edges", "video": URI, "ic_lora": "ic", "num_inference_steps": 1, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, model):
+    root = tmp_path_factory.mktemp("v2v-models")
+    (root / "loras").mkdir()
+    ic_lora_file(root / "loras" / "ic.safetensors", model, 1)
+    ic_lora_file(root / "loras" / "ic-half.safetensors", model, 2, {"reference_downscale_factor": "2"})
+    ic_lora_file(root / "loras" / "ic-bad.safetensors", model, 3, {"reference_downscale_factor": "zero"})
+    # An LTX-2.3 LoRA (its prompt AdaLN, which LTX-2 19B has not): another family's.
+    save_file({"diffusion_model.prompt_adaln_single.linear.lora_A.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
+               "diffusion_model.prompt_adaln_single.linear.lora_B.weight": torch.zeros(8, 4, dtype=torch.bfloat16)},
+              str(root / "loras" / "ic-23.safetensors"))
+    return root
+
+
+def ic_lora_file(path, model, seed: int, metadata: dict | None = None) -> None:
+    """A tiny LoRA for the tiny model, with the metadata ltx-pipelines reads an IC-LoRA's reference scale from."""
+    write_lora(path, model, seed=seed)
+    if metadata:
+        save_file(load_file(str(path)), str(path), metadata=metadata)
+
+
+def policy(models_dir, tmp_path) -> LoraPolicy:
+    return LoraPolicy(models_dir=str(models_dir), cache_dir=str(tmp_path / "lora-cache"))
+
+
+def run(model, fields: dict, pol: LoraPolicy, **kw):
+    request = GenerateRequest.model_validate({**BASE, **fields})
+    cond = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
+                               targets=image_targets(model, request, pol))
+    return generate(model, request, conditioning=cond, adapters=resolve(model, request, pol), **kw), cond
+
+
+# ---------------------------------------------------------------------------------------- the rules
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"video": None}, "ic_lora", "send video too"),
+    ({"ic_lora": None}, "video", "used by retake"),
+    ({"control": "sobel"}, "control", "canny"),
+    ({"control": "depth"}, "control", "precomputed depth video"),
+    ({"control": "pose"}, "control", "precomputed pose video"),
+    ({"ic_lora": None, "video": None, "control": "canny"}, "control", "send ic_lora"),
+    ({"ic_lora": None, "video": None, "video_strength": 0.5}, "video_strength", "send ic_lora"),
+    ({"retake": {"start": 0.1, "end": 0.2}}, "ic_lora", "cannot be used with retake"),
+    ({"match_audio_length": True}, "match_audio_length", "cannot be used with ic_lora"),
+    ({"width": 64}, "height", "width and height together"),
+    ({"video_strength": 1.5}, "video_strength", "must be <= 1.0"),
+    ({"ic_lora_scale": -1}, "ic_lora_scale", "must be >= 0"),
+])
+def test_bad_video_to_video_requests_are_refused_naming_the_field(fields, field, words):
+    with pytest.raises(Exception) as refused:
+        GenerateRequest.model_validate({**BASE, **fields})
+    body = validation_error_body(list(refused.value.errors()))
+    assert body["field"] == field and words in body["error"], body
+
+
+@pytest.mark.parametrize("name, words", [
+    ("missing", "no LoRA file 'missing'"),
+    ("ic-23", "LTX-2.3"),
+    ("ic-bad", "reference_downscale_factor must be a whole number"),
+])
+def test_the_ic_lora_file_is_checked_before_its_video_is_decoded(model, models_dir, tmp_path, name, words):
+    with pytest.raises(InvalidRequest) as refused:
+        image_targets(model, GenerateRequest.model_validate({**BASE, "ic_lora": name}), policy(models_dir, tmp_path))
+    assert refused.value.field == "ic_lora" and words in str(refused.value), str(refused.value)
+
+
+def test_a_downscaled_ic_lora_sizes_the_reference_and_its_width_rule(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    request = GenerateRequest.model_validate({**BASE, "ic_lora": "ic-half"})
+    targets = image_targets(model, request, pol)
+    assert targets.multiple == 128 and targets.reference == (1, 4, 1)  # two-stage: stage 1 is 1/2, the reference 1/4
+    with pytest.raises(InvalidRequest) as refused:
+        image_targets(model, GenerateRequest.model_validate({**BASE, "ic_lora": "ic-half", "width": 64, "height": 128}),
+                      pol)
+    assert refused.value.field == "width" and "multiple of 128" in str(refused.value)
+
+
+# --------------------------------------------------------------------------------------------- canny
+
+def test_canny_marks_the_edge_of_a_step_and_nothing_on_flat_ground():
+    frame = torch.full((1, 3, 1, 32, 32), -1.0)
+    frame[..., 16:] = 1.0  # black left half, white right half: one vertical edge
+    edges = canny(frame)
+    assert edges.shape == frame.shape and set(edges.unique().tolist()) == {-1.0, 1.0}
+    on = (edges[0, 0, 0] > 0).numpy()
+    assert (edges[0, 0] == edges[0, 1]).all() and (edges[0, 1] == edges[0, 2]).all()  # grey edges in every channel
+    columns = set(np.nonzero(on)[1].tolist())
+    assert columns <= {15, 16} and on[:, 15:17].any(axis=1).all(), columns  # the boundary, all the way down
+    assert not on[:, :14].any() and not on[:, 18:].any()
+
+
+def test_control_canny_decodes_the_reference_as_its_edges(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    raw = GenerateRequest.model_validate(BASE)
+    edged = GenerateRequest.model_validate({**BASE, "control": "canny"})
+    rate = model.pipe.audio_vae.config.sample_rate
+    plain = decode_conditioning(raw, rate, model.vocoder_rate, targets=image_targets(model, raw, pol))
+    edges = decode_conditioning(edged, rate, model.vocoder_rate, targets=image_targets(model, edged, pol))
+    assert plain.video.shape == edges.video.shape == (1, 3, FRAMES, SIDE // 2, SIDE // 2)  # stage 1's size
+    assert edges.video_info["control"] == "canny" and edges.video_info["reference"] == [SIDE // 2, SIDE // 2]
+    assert set(edges.video.unique().tolist()) <= {-1.0, 1.0} and (edges.video > 0).any()
+    assert torch.equal(edges.video, canny(plain.video))  # the edges of the very frames the raw video gives
+
+
+# ---------------------------------------------------------------------------------------- the tokens
+
+def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    seen = []
+    hook = model.pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["hidden_states"].shape[1], kwargs["video_coords"][0].clone())),
+        with_kwargs=True)
+    try:
+        result, _ = run(model, {"control": "canny"}, pol)
+        seen_v2v, seen[:] = list(seen), []
+        held, _ = run(model, {"control": "canny", "video_strength": 0.0}, pol)
+        seen[:] = []
+        plain = generate(model, {"prompt": BASE["prompt"], "num_inference_steps": 1, "seed": 5, "width": SIDE,
+                                 "height": SIDE, "num_frames": FRAMES})
+        seen_plain = [seen[0], seen[-1]]
+    finally:
+        hook.remove()
+    # Stage 1 (32x32: 3 latent frames of 1x1) holds its 3 tokens and the reference's 3; stage 2 its own 12 only.
+    (first, coords), (second, _) = seen_v2v[0], seen_v2v[-1]
+    assert (first, second) == (6, 12) and [n for n, _ in seen_plain] == [3, 12]
+    own, ref = coords[:, :3], coords[:, 3:]
+    assert torch.equal(own, ref)  # downscale 1, temporal 1: the reference sits on the target's own grid
+    assert result.reference == {"width": 32, "height": 32, "frames": FRAMES, "downscale": 1, "temporal": 1,
+                                "control": "canny"}
+    assert result.pipeline == "ic-lora-two-stage" and [lora["stage"] for lora in result.loras] == ["stage1"]
+    assert result.frames.shape == (FRAMES, SIDE, SIDE, 3)
+    differs = lambda a, b: np.abs(a.frames.astype(int) - b.frames.astype(int)).mean()  # noqa: E731
+    assert differs(result, plain) > 1 and differs(result, held) > 0.1
+
+
+def test_reference_positions_follow_the_downscale_and_temporal_factors(model):
+    from ltx2.pipelines.stages import LatentGrid
+
+    grid = LatentGrid(frames=3, height=4, width=4, audio_frames=1, mel_bins=1, num_frames=17, fps=25)
+    rope = model.pipe.transformer.rope
+    target = rope.prepare_video_coords(1, 3, 4, 4, model.device, fps=25)
+    # Half size, every 2nd frame (9 pixel frames: 2 latent frames): VideoConditionByReferenceLatent's arithmetic.
+    got = v2v_pipeline.reference_coords(model, grid, 2, 2, 2, downscale=2, temporal=2)
+    base = rope.prepare_video_coords(1, 2, 2, 2, model.device, fps=25)
+    expected = base.clone()
+    expected[:, 0] = (base[:, 0] * 2 - 1 / 25).clamp(min=0)
+    expected[:, 1:] *= 2
+    assert torch.allclose(got, expected, atol=1e-7)
+    assert got[:, 1:].max() == target[:, 1:].max()  # it spans the target's frame, though half its size
+    assert got[0, 0, -1, 1] == pytest.approx(target[0, 0, -1, 1])  # its last patch ends with the target's
+
+
+# ----------------------------------------------------------------------------------------- ways in
+
+@pytest.fixture(scope="module")
+def v2v_server(tmp_path_factory, models_dir):
+    out = tmp_path_factory.mktemp("v2v-live")
+    proc, base = start_server(out / "output", out / "server.log", "--models-dir", str(models_dir))
+    yield base
+    stop_server(proc)
+
+
+def check_file(data: bytes) -> None:
+    frames, _ = mp4_frames(data)
+    assert frames.shape == (FRAMES, SIDE, SIDE, 3) and frames.std() > 1
+
+
+def test_a_live_server_runs_video_to_video_through_generate_and_v1_videos(v2v_server):
+    r = requests.post(v2v_server + "/generate", json={**BASE, "control": "canny"}, timeout=300)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["pipeline"] == "ic-lora-two-stage" and body["reference"]["control"] == "canny", body
+    assert body["loras"][0]["path"] == "ic" and body["loras"][0]["stage"] == "stage1"
+    check_file(base64.b64decode(body["video"].split(",", 1)[1]))
+
+    form = {"prompt": BASE["prompt"], "ic_lora": "ic", "control": "canny", "num_inference_steps": "1", "seed": "5"}
+    r = requests.post(v2v_server + "/v1/videos", data=form, files={"input_reference": ("clip.mp4", CLIP, "video/mp4")},
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    view = wait_job(v2v_server, f"/v1/videos/{r.json()['id']}")
+    assert view["status"] == "completed", view
+    check_file(requests.get(f"{v2v_server}/v1/videos/{view['id']}/content", timeout=60).content)
+
+    # Refusals in each protocol's shape, naming the field.
+    r = requests.post(v2v_server + "/generate", json={**BASE, "control": "depth"}, timeout=60)
+    assert r.status_code == 422 and r.json()["field"] == "control" and "precomputed" in r.json()["error"], r.text
+    r = requests.post(v2v_server + "/generate", json={**BASE, "ic_lora": "ic-23"}, timeout=60)
+    assert r.status_code == 422 and r.json()["field"] == "ic_lora", r.text
+    r = requests.post(v2v_server + "/v1/videos", data={**form, "control": "pose"},
+                      files={"input_reference": ("clip.mp4", CLIP, "video/mp4")}, timeout=60)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "control", r.text
+    r = requests.post(v2v_server + "/v1/videos", data={**form, "ic_lora": "nope"},
+                      files={"input_reference": ("clip.mp4", CLIP, "video/mp4")}, timeout=60)
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 200:  # refused when its job is prepared: the job fails naming ic_lora
+        view = wait_job(v2v_server, f"/v1/videos/{r.json()['id']}", done=("completed", "failed"))
+        assert view["status"] == "failed" and "ic_lora" in view["error"]["message"], view
+    assert requests.get(v2v_server + "/health", timeout=10).status_code == 200
+
+
+def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
+    from ltx2.serving.worker import make_handler
+
+    monkeypatch.setenv("LTX2_MODELS_DIR", str(models_dir))
+    handler = make_handler(model, send_progress=lambda job, progress: None)
+    out = handler({"id": "v", "input": {**BASE, "control": "canny"}})
+    assert out.get("reference", {}).get("control") == "canny", {k: v for k, v in out.items() if k != "video"}
+    check_file(base64.b64decode(out["video"].split(",", 1)[1]))
+    refused = handler({"id": "v", "input": {**BASE, "ic_lora": "missing"}})
+    assert refused.get("field") == "ic_lora", refused
+
+
+def test_the_cli_runs_video_to_video_from_a_file(model, models_dir, tmp_path, monkeypatch, capsys):
+    from ltx2 import cli
+
+    monkeypatch.setattr("ltx2.models.loaded.load_from_settings", lambda settings: model)
+    monkeypatch.setenv("LTX2_MODELS_DIR", str(models_dir))
+    (tmp_path / "clip.mp4").write_bytes(CLIP)
+    out = tmp_path / "out.mp4"
+    cli.main(["generate", "--prompt", "edges", "--video", str(tmp_path / "clip.mp4"), "--ic-lora", "ic",
+              "--control", "canny", "--ic-lora-scale", "0.8", "--video-strength", "0.9", "--num-inference-steps", "1",
+              "--seed", "5", "-o", str(out)])
+    check_file(out.read_bytes())
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{"):])
+    assert summary["loras"][0]["scale"] == 0.8 and summary["reference"]["control"] == "canny", summary
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["generate", "--prompt", "a", "--video", str(tmp_path / "clip.mp4"), "--ic-lora", "ic",
+                  "--control", "depth", "-o", str(out)])
+    assert exited.value.code == 2 and "control" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- download
+
+@pytest.mark.parametrize("family, files", [
+    ("ltx-2", ["ltx-2-19b-ic-lora-canny-control.safetensors", "ltx-2-19b-ic-lora-depth-control.safetensors",
+               "ltx-2-19b-ic-lora-pose-control.safetensors", "ltx-2-19b-ic-lora-detailer.safetensors"]),
+    ("ltx-2.3", ["ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors",
+                 "ltx-2.3-22b-ic-lora-motion-track-control-ref0.5.safetensors",
+                 "ltx-2.3-22b-ic-lora-dubit-0.9.safetensors"]),
+    ("ltx-2.5", ["ltx-2.5-22b-ic-lora-pixel-spatial-upscaler-x2-1.0.safetensors"]),
+])
+def test_download_ic_loras_fetches_the_familys_own_into_the_lora_directory(family, files, tmp_path, monkeypatch):
+    from ltx2 import cli
+    from ltx2.models import download
+
+    fetched = []
+    monkeypatch.setattr(download, "hf_hub_download",
+                        lambda repo, filename, local_dir, token=None: fetched.append((repo, filename, local_dir)))
+    cli.main(["download", "--family", family, "--models-dir", str(tmp_path), "--skip-checkpoint", "--skip-gemma",
+              "--skip-upsampler", "--ic-loras"])
+    assert [f for _, f, _ in fetched] == files
+    assert {where for _, _, where in fetched} == {str(tmp_path / "loras")}
+    assert all(repo.startswith("Lightricks/") and "IC-LoRA" in repo for repo, _, _ in fetched)
+
