@@ -1,0 +1,75 @@
+"""Attacks on video to video (`ic_lora` with a reference `video`) on a real tiny server, merged into
+bench/attacks.py's table: an IC-LoRA name that leaves the LoRA directory, an IC-LoRA whose metadata claims a
+reference downscale factor of 10^6, another family's IC-LoRA, control "depth" (needs a model this server has
+not), and hostile reference files (10^6 frames declared, 30000x30000 declared) with control "canny"; and, for
+contrast, a benign 64x64 clip with control "canny", which runs (200). Each row set is the answer, the seconds
+it took, the server process's peak RSS growth and whether it is alive; then whether the next job succeeds.
+
+    python bench/attacks.py --only video_to_video
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from pathlib import Path
+
+import torch
+from attacks import Server, measured_post
+from attacks_video import huge_size, million_frames
+from lora_files import write_lora
+from safetensors.torch import load_file, save_file
+from test_retake import clip
+
+BODY = {"prompt": "a boat, edges", "ic_lora": "ic", "num_inference_steps": 1, "seed": 1}
+
+
+def models_dir() -> Path:
+    """<dir>/loras/ with a tiny IC-LoRA, one claiming a 10^6 reference downscale, and an LTX-2.3 one."""
+    from ltx2 import load_model
+
+    root = Path(tempfile.mkdtemp(prefix="ltx2-v2v-models-"))
+    (root / "loras").mkdir()
+    model = load_model("tiny", device="cpu")
+    write_lora(root / "loras" / "ic.safetensors", model, seed=1)
+    huge = root / "loras" / "ic-huge.safetensors"
+    write_lora(huge, model, seed=2)
+    save_file(load_file(str(huge)), str(huge), metadata={"reference_downscale_factor": "1000000"})
+    save_file({"diffusion_model.prompt_adaln_single.linear.lora_A.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
+               "diffusion_model.prompt_adaln_single.linear.lora_B.weight": torch.zeros(8, 4, dtype=torch.bfloat16)},
+              str(root / "loras" / "ic-23.safetensors"))
+    return root
+
+
+def uri(data: bytes, mime: str = "video/mp4") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def attack_video_to_video() -> list[tuple[str, str]]:
+    server = Server("--models-dir", str(models_dir()))
+    benign = uri(clip(17, 64, 64, 25, audio=False))
+    cases = {
+        "ic_lora '../../etc/passwd'": {**BODY, "video": benign, "ic_lora": "../../etc/passwd"},
+        "IC-LoRA metadata reference_downscale_factor 10^6": {**BODY, "video": benign, "ic_lora": "ic-huge"},
+        "IC-LoRA of another family (LTX-2.3 keys)": {**BODY, "video": benign, "ic_lora": "ic-23"},
+        "control depth": {**BODY, "video": benign, "control": "depth"},
+        "reference with 10^6 frames declared, control canny": {**BODY, "video": uri(million_frames()),
+                                                               "control": "canny"},
+        "reference 30000x30000 declared, control canny": {**BODY, "video": uri(huge_size(), "video/quicktime"),
+                                                          "control": "canny"},
+        "benign 64x64 17-frame clip, control canny (runs)": {**BODY, "video": benign, "control": "canny"},
+    }
+    rows = []
+    try:
+        for label, body in cases.items():
+            found, alive = measured_post(server, label, body)
+            rows += found
+            if not alive:
+                break
+        rows.append(("video to video: next job", server.next_job() if server.proc.poll() is None else "-"))
+        return rows
+    finally:
+        server.close()
+
+
+ATTACKS = {"video_to_video": attack_video_to_video}
