@@ -110,6 +110,8 @@ def _help(flag: RequestFlag, info) -> str:
         text += " Also by the short names: " + ", ".join(sorted(a for c in flag.choices for a in _aliases(c))) + "."
     if flag.field == "retake":
         text += " On the command line also START:END in seconds, e.g. --retake 0.5:1.5."
+    if flag.field == "extend":
+        text += " On the command line also SECONDS: --extend 5 adds 5 s after the end, --extend -5 before the start."
     if flag.kind == "json":
         text += " As JSON" + (f", e.g. '{json.dumps(info.examples[0])}'." if info.examples else ".")
     if info.default is not None and not info.is_required() and info.default_factory is None:
@@ -138,6 +140,8 @@ def add_request_arguments(parser: argparse.ArgumentParser, model: type[BaseModel
                                   "choice": "{" + ",".join(flag.choices) + "}"}.get(flag.kind, "TEXT")
             if flag.field == "retake":
                 options["metavar"] = "START:END"
+            if flag.field == "extend":
+                options["metavar"] = "[-]SECONDS"
         group.add_argument(flag.flag, **options)
     if "keyframes" in model.model_fields:
         group.add_argument("--keyframe", metavar="IMAGE@FRAME[:STRENGTH]", dest=DEST + "keyframe", action="append",
@@ -188,6 +192,9 @@ def _value(flag: RequestFlag, text: Any) -> Any:
             return {"start": float(span[1]), "end": float(span[2])}
         except ValueError:
             pass  # "1.2.3:4": the JSON reading below says what is wrong
+    if flag.field == "extend" and re.fullmatch(r"\s*-?[0-9]*\.?[0-9]+\s*", text):
+        seconds = float(text)  # --extend SECONDS forward, --extend -SECONDS backward
+        return {"seconds": abs(seconds), "direction": "backward" if seconds < 0 else "forward"}
     if flag.kind == "json":
         try:
             return json.loads(text)

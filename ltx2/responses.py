@@ -6,6 +6,8 @@ reasons: a new request field is a new input rule, a new response field is a new 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, model_serializer
 
 
@@ -118,6 +120,13 @@ class GenerateResponse(BaseModel):
         default=None, description="With retake: the span regenerated, {start, end} in seconds, and the frames "
         "regenerated [first_frame, end_frame); every other frame and the soundtrack outside [start, end) are the "
         "input's.", examples=[{"start": 0.5, "end": 1.5, "first_frame": 13, "end_frame": 38}])
+    extend: dict[str, Any] | None = Field(
+        default=None, description="With extend: the direction, the input's frames, the new frames and seconds, and "
+        "the window plan: each window's start and end in the output's seconds, its num_frames, the overlap it held "
+        "(frames and seconds) and the new frames it added, and its seed.",
+        examples=[{"direction": "forward", "input_frames": 49, "new_frames": 125, "seconds": 5.0, "windows": [
+            {"index": 0, "start": 1.6, "end": 6.56, "num_frames": 121, "overlap_frames": 9, "overlap_seconds": 0.36,
+             "new_frames": 112, "seed": 42}]}])
     reference: dict[str, int | str | None] | None = Field(
         default=None, description="With ic_lora: the reference video as stage 1 read it: its width, height and frames "
         "(after the IC-LoRA's temporal subsampling), the LoRA's downscale and temporal factors, and control.",

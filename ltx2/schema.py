@@ -24,6 +24,8 @@ from .keyframes import MAX_KEYFRAMES, KeyframeInput, KeyframeProblem
 from .keyframes import check_items as check_keyframes
 from .keyframes import resolve as resolve_keyframes
 from .responses import AppliedLora, GenerateResponse, StageTimings  # noqa: F401  (re-exported: one import for both)
+from .extend import ExtendSpec
+from .extend import problem as extend_problem
 from . import video_to_video as v2v
 
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, glitchy, watermark"
@@ -430,6 +432,13 @@ class GenerateRequest(BaseModel):
         "one stage at the model size).",
         examples=[{"start": 0.5, "end": 1.5}],
     )
+    extend: ExtendSpec | None = Field(
+        default=None,
+        description="Continue video forward (after its last frame) or backward (before its first) by seconds, with "
+        "its audio: the input's frames and soundtrack are kept as they are and new ones generated in windows of "
+        "num_frames frames, each conditioned on the last window's frames (see README, Extend a video).",
+        examples=[{"seconds": 5.0, "direction": "forward"}],
+    )
     ic_lora: str | None = Field(
         default=None, min_length=1, max_length=255,
         description="Video to video: an IC-LoRA file in the server's <models dir>/loras/ (`ltx2 download --ic-loras` "
@@ -633,6 +642,8 @@ class GenerateRequest(BaseModel):
         except KeyframeProblem as exc:
             raise FieldConflict(exc.field, str(exc)) from None
         self._check_retake()
+        if problem := extend_problem(self):
+            raise FieldConflict(*problem)
         try:
             v2v.check(self)
         except v2v.VideoToVideoProblem as exc:
@@ -646,9 +657,9 @@ class GenerateRequest(BaseModel):
 
     def _check_retake(self) -> None:
         if self.retake is None:
-            if self.video is not None and self.ic_lora is None:
-                raise FieldConflict("video", "video is used by retake (regenerate a span of it) and by ic_lora "
-                                             "(video to video): send one of them too, or leave video out")
+            if self.video is not None and self.ic_lora is None and self.extend is None:
+                raise FieldConflict("video", "video is used by retake (regenerate a span of it), extend (continue it) "
+                                             "and ic_lora (video to video): send one of them too, or leave video out")
             return
         if self.video is None:
             raise FieldConflict("retake", "retake regenerates a span of an input video: send video too")

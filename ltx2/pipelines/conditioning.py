@@ -107,7 +107,8 @@ def video_task(request: GenerateRequest, multiple: int, reference: tuple[int, in
     extra = {} if reference is None else {"reference": tuple(reference[:2]), "temporal": reference[2],
                                           "control": request.control}
     return VideoTask(width=request.width if sized else None, height=request.height if sized else None,
-                     num_frames=request.num_frames if "num_frames" in given else None,
+                     # extend: num_frames is each window's length, and the video is taken whole
+                     num_frames=request.num_frames if "num_frames" in given and request.extend is None else None,
                      fps=request.fps if "fps" in given else None, multiple=multiple, **extra)
 
 

@@ -27,6 +27,8 @@ from .length import choose_length
 from .loras import ic_lora_scales
 from .loras import resolve as resolve_loras
 from .one_stage import one_stage
+from .extend import extend
+from .extend import resolve_request as resolve_extend
 from .retake import resolve_request as resolve_retake
 from .retake import retake
 from .two_stage import two_stage
@@ -46,7 +48,8 @@ def image_targets(model: LoadedModel, request: GenerateRequest, lora_policy=None
     prompt is expanded. With ic_lora, where its reference video is decoded: stage 1's size over the
     IC-LoRA's downscale factor (read from the file in `lora_policy`'s LoRA directory, the environment's by
     default), the model size a multiple that keeps the reference a whole number of latent pixels."""
-    two = request.retake is None and resolve_multiscale(model, request)  # a retake runs one stage
+    # a retake and an extend run one stage
+    two = request.retake is None and request.extend is None and resolve_multiscale(model, request)
     multiple = (two_stage_module if two else one_stage_module).size_multiple(model)
     scale = two_stage_module.spatial_scale(model)
     scales = ((scale.numerator, scale.denominator), (1, 1)) if two else ((1, 1),)
@@ -92,6 +95,8 @@ def generate(
     with model.lock, side_paths(model, adapters if request.ic_lora is None else []):
         if request.retake is not None:  # its size, fps and length from the video where the request left them
             request = resolve_retake(request, conditioning)
+        if request.extend is not None:  # its size and fps from the video; num_frames stays each window's length
+            request = resolve_extend(request, conditioning)
         if request.ic_lora is not None:
             request = resolve_video_to_video(request, conditioning)
         plan = plan_generation(model, request, conditioning)
@@ -101,7 +106,8 @@ def generate(
         plan = choose_length(model, plan)  # LTX-2.5's duration head, when the request leaves the length open
         length_seconds = time.perf_counter() - started
         temporal.check(model, plan)  # temporal_upscale: refused before any work where it cannot run
-        pipeline = retake if request.retake is not None else two_stage if plan.use_multiscale else one_stage
+        pipeline = (retake if request.retake is not None else extend if request.extend is not None
+                    else two_stage if plan.use_multiscale else one_stage)
         if request.ic_lora is not None:
             pipeline = partial(video_to_video, adapters=adapters)
         result = pipeline(model, plan, on_step)

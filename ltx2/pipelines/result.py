@@ -43,6 +43,7 @@ class GenerationResult:
     length_from: str = "request"  # where num_frames came from: request, audio, duration_head
     predicted_seconds: float | None = None  # the duration head's own answer, before the frame grid
     retake: dict | None = None  # a retake's span: start, end (seconds), first_frame, end_frame
+    extend: dict | None = None  # an extend's window plan (ltx2.extend.report)
     reference: dict | None = None  # video to video: the IC-LoRA's reference as encoded (video_to_video.py)
 
     @property

@@ -134,7 +134,8 @@ class Admission:
         frames it outputs (2N - 1 with the temporal x2 round)."""
         model, costs = self.model, self.costs
         try:
-            two_stage = request.retake is None and resolve_multiscale(model, request)  # a retake: one stage
+            # a retake and an extend: one stage
+            two_stage = request.retake is None and request.extend is None and resolve_multiscale(model, request)
             batch = len(resolve_guidance(model, request).passes)
         except InvalidRequest:  # refused with its own 422 when it runs; the largest case here
             two_stage, batch = False, 3
@@ -181,7 +182,11 @@ class Admission:
         """The request's peak host and device bytes beyond what the idle server holds."""
         model = self.model
         out_w, out_h = width or request.width, height or request.height
-        stages, out_frames = self.stage_bytes(request, num_frames or request.num_frames, out_w, out_h)
+        if request.extend is not None:  # each window costs a generation of num_frames; the output holds them all
+            stages, _ = self.stage_bytes(request, request.num_frames, out_w, out_h)
+            out_frames = (num_frames or FRAME_MIN) + round(request.extend.seconds * request.fps)
+        else:
+            stages, out_frames = self.stage_bytes(request, num_frames or request.num_frames, out_w, out_h)
         frames_host = FRAMES_HOST_BYTES * out_frames * out_w * out_h + BASE_HOST_BYTES
         if not self.cuda:
             return Footprint(host=int((max(stages.values()) + frames_host) * max(self.margin, 1.0)), device=0)
@@ -291,4 +296,5 @@ def frames_of(request: GenerateRequest) -> int:
     """Frames to judge at submission: a length still to come from audio counts as the fewest."""
     # A retake without num_frames takes the video's length: not known before it is decoded either.
     unknown = request.match_audio_length or (request.retake is not None and "num_frames" not in request.model_fields_set)
+    unknown = unknown or request.extend is not None  # its input's length (footprint adds the new frames)
     return FRAME_MIN if unknown else request.num_frames

@@ -144,6 +144,11 @@ REQUEST_EXAMPLES = {
         "value": {"prompt": "The colours flash bright white for a moment", "video": sample_video_uri(),
                   "retake": {"start": 0.4, "end": 0.6}},
     },
+    "extend": {
+        "summary": "Extend: continue a video by 1 s with its audio, in 17-frame windows (the input kept as it is)",
+        "value": {"prompt": "The colours keep drifting slowly", "video": sample_video_uri(),
+                  "extend": {"seconds": 1.0, "direction": "forward"}, "num_frames": 17},
+    },
     "audio_to_video": {
         "summary": "Follow a soundtrack: the video is generated to the input audio",
         "value": {"prompt": "A glass wind chime ringing on a porch", "audio": sample_audio_uri(),

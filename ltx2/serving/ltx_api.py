@@ -3,6 +3,8 @@
     POST /v1/generations/text-to-video    prompt
     POST /v1/generations/image-to-video   prompt + image (a file upload, an http(s) URL or a data URI)
     POST /v1/generations/audio-to-video   prompt + audio (the same)
+    POST /v1/generations/retake           prompt + video + start_time + duration (regenerate that span)
+    POST /v1/generations/extend           prompt + video + duration (+ direction): continue the video
     GET  /v1/generations/{id}             poll: processing | completed | failed
 
 Each POST takes JSON or multipart/form-data and answers 202 at once with the generation's id.
@@ -20,6 +22,11 @@ Mapping onto the one request model:
   dev one, or the checkpoint's own name; any other is a 422 listing what is loaded.
 - Any other field of POST /generate may be sent too. Fields left out take this server's defaults
   (288x512, 49 frames at 25 fps), not the hosted API's 1920x1080 for 6 s.
+- retake and extend (ours: the vendor document has no video routes; the same conventions): `video` (a file,
+  an http(s) URL or a data URI of an MP4/MOV or WebM/MKV) -> video. retake: `start_time` and `duration`
+  (seconds) -> retake {start, end = start + duration}. extend: `duration` (seconds to add) and `direction`
+  ("forward", the default, or "backward") -> extend {seconds, direction}. An upload that is not such a
+  container is a 422 at submission; an error names `start_time`, `duration` or `direction`.
 The response has the vendor's shape: id, status, video_url, duration, model, resolution (and error).
 `duration` is the length asked for (num_frames / fps) from submission to completion; when it follows
 the audio, the audio's length once the audio has been read (null until then).
@@ -64,12 +71,18 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
                422: "invalid_file_format", 429: "rate_limit_error", 500: "api_error", 503: "service_unavailable"}
 FILE_FORMAT = "invalid_file_format"  # the one code that stays 422: an uploaded file we cannot use
+# MP4/MOV (an ISO box type at 4), WebM/MKV (EBML): the containers the sandbox opens for `video`.
+VIDEO_SIGNATURES = ((b"ftyp", 4), (b"\x1a\x45\xdf\xa3", 0))
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", 0), (b"\xff\xd8\xff", 0), (b"GIF8", 0), (b"WEBP", 8))
 MODES = {  # route -> (the input it requires, the request field it fills)
     "text-to-video": None,
     "image-to-video": ("image", "image_start"),
     "audio-to-video": ("audio", "audio"),
 }
+VIDEO_MODES = ("retake", "extend")  # prompt + video, and the span or the seconds in the vendor's style
+# The request field an error names -> the field the client sent on a video route.
+VIDEO_PARAMS = {"retake": {"retake.start": "start_time", "retake.end": "duration", "retake": "start_time"},
+                "extend": {"extend.seconds": "duration", "extend.direction": "direction", "extend": "duration"}}
 
 
 def _article(mode: str) -> str:
@@ -104,22 +117,25 @@ def vendor_status(status: int, body: dict) -> int:
     return 503 if status == 507 else status
 
 
-def error_detail(status: int, body: dict) -> dict:
-    """Our error body -> the vendor's error object, naming `image` where the request field is image_start."""
+def error_detail(status: int, body: dict, mode: str | None = None) -> dict:
+    """Our error body -> the vendor's error object, naming `image` where the request field is image_start
+    (and on a video route, `start_time`, `duration` or `direction` for the field they filled)."""
     field, message = body.get("field"), body["error"]
     if field == "image_start":
         field, message = "image", message.replace("image_start", "image")
+    if (name := VIDEO_PARAMS.get(mode, {}).get(field)) is not None:
+        field, message = name, f"{name}: {message}"
     return {"type": error_type(status), "message": message, "code": body.get("code"), "param": field}
 
 
-def ltx_body(status: int, body: dict) -> dict:
+def ltx_body(status: int, body: dict, mode: str | None = None) -> dict:
     """Our error body ({"error": sentence, "code", "field"}) -> the LTX API's; anything else as it is."""
     if not isinstance(body, dict) or not isinstance(body.get("error"), str):
         return body
-    return {"type": "error", "error": error_detail(status, body)}
+    return {"type": "error", "error": error_detail(status, body, mode)}
 
 
-def as_ltx_error(response: Response) -> Response:
+def as_ltx_error(response: Response, mode: str | None = None) -> Response:
     if response.status_code < 400 or response.media_type != "application/json":
         return response
     body = json.loads(response.body)
@@ -130,7 +146,7 @@ def as_ltx_error(response: Response) -> Response:
                if k.lower() in ("retry-after", "location", "www-authenticate", "connection")}
     if status == 503 and response.status_code == 507:
         headers.setdefault("retry-after", "60")
-    return JSONResponse(status_code=status, content=ltx_body(status, body), headers=headers)
+    return JSONResponse(status_code=status, content=ltx_body(status, body, mode), headers=headers)
 
 
 def check_image(value: Any, field: str = "image") -> None:
@@ -150,6 +166,21 @@ def check_image(value: Any, field: str = "image") -> None:
                                    f"{data[:8]!r})", code=FILE_FORMAT)
 
 
+def check_video(value: Any, field: str = "video") -> None:
+    """An uploaded video (a data URI or base64; a URL is fetched when the job runs) must be in a container the
+    sandbox opens, checked at submission from its first bytes; decoding it stays in the sandbox."""
+    if not isinstance(value, str) or is_url(value):
+        return
+    try:
+        data, _ = decode_base64_field(value, field, InputLimits.from_env().max_video_bytes, "video")
+    except InvalidRequest as exc:
+        code = "payload_too_large" if exc.status == 413 else FILE_FORMAT
+        raise ProtocolError(field, exc.message, status=exc.status, code=code) from None
+    if not any(data[at:at + len(magic)] == magic for magic, at in VIDEO_SIGNATURES):
+        raise ProtocolError(field, f"{field} is not an MP4/MOV or WebM/MKV video (its first bytes are "
+                                   f"{data[:8]!r})", code=FILE_FORMAT)
+
+
 class Generation(BaseModel):
     """The vendor's generation object."""
 
@@ -163,8 +194,24 @@ class Generation(BaseModel):
     error: LTXErrorDetail | None = Field(default=None, description="Why it failed.")
 
 
+def video_mode(job: Job) -> str | None:
+    request = job.request
+    return "retake" if request.retake is not None else "extend" if request.extend is not None else None
+
+
 def duration_of(job: Job) -> float | None:
     request = job.request
+    if video_mode(job) is not None:  # the output's length follows the video: known once it is read
+        if job.status == SUCCEEDED and job.result:
+            return job.result["duration_seconds"]
+        conditioning = job.prepared[0] if isinstance(job.prepared, tuple) and job.prepared else None
+        info = getattr(conditioning, "video_info", None)
+        if info is None:
+            return None
+        if request.extend is not None:
+            return round((info["num_frames"] + round(request.extend.seconds * info["fps"])) / info["fps"], 4)
+        return round((request.num_frames if "num_frames" in request.model_fields_set else info["num_frames"])
+                     / info["fps"], 4)
     if not request.match_audio_length:
         return round(request.num_frames / request.fps, 4)
     if job.status == SUCCEEDED and job.result:  # the audio's length, as the file holds it
@@ -192,6 +239,70 @@ INPUTS = {
     "audio": {"type": "string", "description": "The soundtrack to follow: a file (multipart), an http(s) URL or "
                                               "a data URI. WAV, MP3, OGG, FLAC, M4A/AAC."},
 }
+
+
+VIDEO_FIELDS = {
+    "video": {"type": "string", "description": "The video: a file (multipart), an http(s) URL or a data URI of an "
+                                              "MP4/MOV or WebM/MKV (an upload in another container is a 422)."},
+    "retake": {
+        "start_time": {"type": "number", "minimum": 0, "examples": [0.5],
+                       "description": "Where the span to regenerate starts, in seconds."},
+        "duration": {"type": "number", "exclusiveMinimum": 0, "examples": [1],
+                     "description": "The span's length in seconds; it ends within the video."},
+    },
+    "extend": {
+        "duration": {"type": "number", "exclusiveMinimum": 0, "examples": [2],
+                     "description": "Seconds to add; the output lasts at most LTX2_MAX_EXTEND_SECONDS in all."},
+        "direction": {"type": "string", "enum": ["forward", "backward"], "examples": ["forward"],
+                      "description": "forward (the default): after the last frame; backward: before the first."},
+    },
+}
+
+
+def _video_body_doc(mode: str) -> dict:
+    own = {"model": OWN_FIELDS["model"], "resolution": OWN_FIELDS["resolution"], "video": VIDEO_FIELDS["video"],
+           **VIDEO_FIELDS[mode]}
+    example: dict[str, Any] = {"prompt": "The ball bounces off the wall", "video": "https://example.com/clip.mp4",
+                               "seed": 42, **({"start_time": 0.5, "duration": 1} if mode == "retake" else
+                                              {"duration": 2, "direction": "forward"})}
+    return body_doc(own, replaced={"width", "height", "response_format", "retake", "extend"},
+                    required=["prompt", "video", *(("start_time", "duration") if mode == "retake" else ("duration",))],
+                    example=example, uploads=("video",))
+
+
+def video_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """retake / extend's fields -> the request model's (video, retake or extend), and which came from which."""
+    fields = dict(fields)
+    derived: dict[str, str] = {}
+    if (resolution := fields.pop("resolution", None)) is not None:
+        if "width" in fields or "height" in fields:
+            raise ProtocolError("resolution", "give resolution or width/height, not both")
+        fields["width"], fields["height"] = parse_size(resolution, "resolution")
+        derived.update(width="resolution", height="resolution")
+    if fields.get("video") in (None, ""):
+        raise ProtocolError("video", f"video is required for {mode}: a file upload, an http(s) URL or a data URI")
+    if mode in fields:
+        raise ProtocolError(mode, f"give {mode}'s own fields ("
+                                  f"{'start_time and duration' if mode == 'retake' else 'duration, direction'}), "
+                                  f"not {mode}")
+    duration = fields.pop("duration", None)
+    if duration is None:
+        raise ProtocolError("duration", f"duration is required for {mode}: "
+                                        f"{'the span' if mode == 'retake' else 'the seconds to add'}, in seconds")
+    duration = parse_seconds(duration, "duration")
+    if mode == "retake":
+        start = fields.pop("start_time", None)
+        if start is None:
+            raise ProtocolError("start_time", "start_time is required for retake: where the span starts, in seconds")
+        try:
+            start = float(start)
+        except (TypeError, ValueError):
+            raise ProtocolError("start_time", f"start_time must be a number of seconds, got {start!r}") from None
+        fields["retake"] = {"start": start, "end": start + duration}
+    else:
+        fields["extend"] = {"seconds": duration, **({"direction": fields.pop("direction")}
+                                                    if "direction" in fields else {})}
+    return fields, derived
 
 
 def _request_body_doc(mode: str) -> dict:
@@ -254,7 +365,8 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
 
     def view(job: Job, http: Request) -> dict:
         summary = summarize(job, ctx.model())
-        error = summary.error and error_detail(vendor_status(job.error_status or 500, summary.error), summary.error)
+        error = summary.error and error_detail(vendor_status(job.error_status or 500, summary.error), summary.error,
+                                               video_mode(job))
         return Generation(
             id=job.id, status=STATUS[job.status],
             video_url=ctx.url(http, "job_video", job_id=job.id) if summary.succeeded else None,
@@ -288,9 +400,35 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                  responses=errors, openapi_extra=_request_body_doc(mode),
                  summary=f"Queue {_article(mode)} {mode.replace('-', ' ')} generation (LTX API)", name=f"ltx_{mode}")(create)
 
+    def video_route(mode: str):
+        async def create(http: Request):
+            if (refusal := ctx.unavailable()) is not None:
+                return refusal
+            try:
+                fields = await read_body(http)
+                check_model(fields.pop("model", None), ctx.model())
+                fields, derived = video_fields(mode, fields)
+                await asyncio.to_thread(check_video, fields.get("video"))
+                fields.setdefault("response_format", "url")
+                request = build_request(fields, derived)
+            except ProtocolError as exc:
+                return as_ltx_error(exc.response, mode)
+            job = await ctx.submit(request, http)
+            if isinstance(job, JSONResponse):
+                return as_ltx_error(job, mode)
+            return JSONResponse(status_code=202, content=view(job, http),
+                                headers={"Location": ctx.url(http, "get_generation", generation_id=job.id)})
+
+        what = "Queue a retake of a video's span" if mode == "retake" else "Queue an extension of a video"
+        submits.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
+                     responses=errors, openapi_extra=_video_body_doc(mode), summary=f"{what} (LTX API)",
+                     name=f"ltx_{mode}")(create)
+
     submits = APIRouter(route_class=LTXRoute)  # capacity before the body (intake)
     for mode in MODES:
         route(mode)
+    for mode in VIDEO_MODES:
+        video_route(mode)
     app.include_router(submits)
 
     @app.get("/v1/generations/{generation_id}", name="get_generation", tags=[TAG], response_model=Generation,

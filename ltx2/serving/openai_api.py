@@ -11,7 +11,8 @@ Mapping onto the one request model:
 - `seconds` -> num_frames: the frame count of the form 8k+1 nearest to seconds x fps (fps 25 unless
   given), so "4" at 25 fps is 97 frames, 3.88 s. The Video object's `seconds` is what the file holds.
 - `input_reference` (a file, or {"image_url": URL or data URL}) -> image_start; a video file or a
-  data:video/ URL -> video (a retake's, with `retake` sent alongside, or an IC-LoRA's reference, with `ic_lora`).
+  data:video/ URL -> video (a retake's, with `retake` sent alongside, an extend's, with `extend`, or an IC-LoRA's
+  reference, with `ic_lora`).
 - `model`: a name the server has loaded (see protocol.model_names); left out, the loaded model.
 - Every other field of POST /generate (seed, num_inference_steps, include_audio, audio, ...) may be
   sent alongside (`extra_body` in the SDK) and follows the same rules. Left out, `size` and `seconds`
@@ -184,8 +185,8 @@ REQUEST_BODY = body_doc(
                             "required": ["image_url"], "additionalProperties": False,
                             "description": "The first frame (image_start): an image file upload (multipart), "
                                            'or {"image_url": an http(s) URL or a data URL}. A video upload (or '
-                                           "a data:video/ URL) is the video of a retake or of ic_lora instead "
-                                           "(send retake or ic_lora too); a video by http(s) URL goes in the "
+                                           "a data:video/ URL) is the video of a retake, an extend or ic_lora "
+                                           "instead (send retake, extend or ic_lora too); a video by http(s) URL goes in the "
                                            "video field."},
     },
     replaced={"width", "height", "num_frames", "image_start", "response_format"},

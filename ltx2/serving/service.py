@@ -131,6 +131,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         audio_preprocessing=conditioning.audio_preprocessing,
         expanded_prompt=result.expanded_prompt,
         retake=result.retake,
+        extend=result.extend,
         reference=result.reference,
     )
     return Rendered(data=data, format=fmt, fields=fields, started=start)

@@ -182,7 +182,7 @@ def make_handler(model: LoadedModel, send_progress: ProgressSender | None = None
             # The server's own render() when the answer is base64, so both give the same response.
             produce = render_mp4 if upload else render
             conditioning = None
-            if request.retake is not None or request.ic_lora is not None:  # the size and length its video gives
+            if request.video is not None:  # the size and length its video gives (retake, extend, ic_lora)
                 conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate,
                                                    model.vocoder_rate, targets=image_targets(model, request))
                 info = conditioning.video_info
