@@ -38,6 +38,7 @@ def models_dir(tmp_path_factory, model):
     ic_lora_file(root / "loras" / "ic.safetensors", model, 1)
     ic_lora_file(root / "loras" / "ic-half.safetensors", model, 2, {"reference_downscale_factor": "2"})
     ic_lora_file(root / "loras" / "ic-bad.safetensors", model, 3, {"reference_downscale_factor": "zero"})
+    ic_lora_file(root / "loras" / "ic-every-2nd.safetensors", model, 4, {"reference_temporal_scale_factor": "2"})
     # An LTX-2.3 LoRA (its prompt AdaLN, which LTX-2 19B has not): another family's.
     save_file({"diffusion_model.prompt_adaln_single.linear.lora_A.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
                "diffusion_model.prompt_adaln_single.linear.lora_B.weight": torch.zeros(8, 4, dtype=torch.bfloat16)},
@@ -164,6 +165,27 @@ def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model,
     assert result.frames.shape == (FRAMES, SIDE, SIDE, 3)
     differs = lambda a, b: np.abs(a.frames.astype(int) - b.frames.astype(int)).mean()  # noqa: E731
     assert differs(result, plain) > 1 and differs(result, held) > 0.1
+
+
+@pytest.mark.parametrize("fields, reference, stage1_tokens", [
+    # 128x128: stage 1 at 64x64 (2x2 latents, 3 frames: 12 tokens), the reference at 32x32 (1x1: 3 tokens)
+    ({"ic_lora": "ic-half", "video": "data:video/mp4;base64," + base64.b64encode(clip(FRAMES, 128, 128, FPS, False))
+      .decode()}, {"width": 32, "height": 32, "frames": FRAMES, "downscale": 2, "temporal": 1}, 12 + 3),
+    # every 2nd frame after the first: 9 of 17 frames, 2 latent frames (2 tokens beside stage 1's 3)
+    ({"ic_lora": "ic-every-2nd"}, {"width": 32, "height": 32, "frames": 9, "downscale": 1, "temporal": 2}, 3 + 2),
+])
+def test_the_ic_loras_metadata_sizes_the_reference_stage_one_reads(model, models_dir, tmp_path, fields, reference,
+                                                                   stage1_tokens):
+    seen = []
+    hook = model.pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["hidden_states"].shape[1]), with_kwargs=True)
+    try:
+        result, cond = run(model, fields, policy(models_dir, tmp_path))
+    finally:
+        hook.remove()
+    assert {k: v for k, v in result.reference.items() if k != "control"} == reference
+    assert tuple(cond.video.shape[2:]) == (reference["frames"], reference["height"], reference["width"])
+    assert seen[0] == stage1_tokens
 
 
 def test_reference_positions_follow_the_downscale_and_temporal_factors(model):
