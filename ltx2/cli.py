@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from . import cli_generate
+from . import cli_generate, cli_train
 from .models.download import add_arguments as add_download_arguments
 from .settings import Settings, add_arguments, configure_logging, settings_from_args
 
@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
                                        "Every field of the API's request is a flag.")
     cli_generate.add_arguments(p_gen, defaults)
 
+    p_train = sub.add_parser("train", help="train a LoRA on a running server from a zip of captioned clips",
+                             description=cli_train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli_train.add_arguments(p_train)
+
     p_dl = sub.add_parser("download", help="fetch the official LTX-2 checkpoint and Gemma 3 into --models-dir")
     add_download_arguments(p_dl, defaults)
 
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "generate":
         cli_generate.run(args, defaults)
+        return
+    if args.command == "train":
+        cli_train.run(args)
         return
     settings = settings_from_args(args, defaults)
     if args.command == "serve":

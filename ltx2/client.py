@@ -112,14 +112,14 @@ class Client:
         sent.wait(wait)
         return thread
 
-    def events(self, job_id: str, reconnects: int = 5) -> Iterator[dict]:
+    def events(self, job_id: str, reconnects: int = 5, route: str = "jobs") -> Iterator[dict]:
         """The job as it changes, from its server-sent events, ending with the finished job. A stream
         that breaks or stays silent longer than the timeout (a long wait in the queue) is reopened;
         the server then sends the job's current state first."""
         failures = 0
         while True:
             try:
-                with self.http.stream("GET", f"/jobs/{job_id}/events",
+                with self.http.stream("GET", f"/{route}/{job_id}/events",
                                       headers={"Accept": "text/event-stream"}) as response:
                     if response.status_code >= 400:
                         response.read()
@@ -170,6 +170,42 @@ class Client:
                 os.unlink(part)
                 raise
         return path
+
+    # ---------------------------------------------------------------------------------- LoRA training
+
+    def submit_training(self, dataset: str | os.PathLike, name: str, **fields: Any) -> dict:
+        """Queue a LoRA training (POST /trainings): `dataset` a local zip (uploaded), or an http(s) URL or a
+        dataset name under the server's <models dir>/datasets/. Returns the training."""
+        if os.path.isfile(dataset):
+            with open(dataset, "rb") as fh:
+                form = {k: str(v) for k, v in {"name": name, **fields}.items() if v is not None}
+                return self._json(self.http.post("/trainings", data=form, timeout=None,
+                                                 files={"dataset": (os.path.basename(dataset), fh, "application/zip")}))
+        return self._json(self.http.post("/trainings", json={"dataset": str(dataset), "name": name, **fields}))
+
+    def training(self, training_id: str) -> dict:
+        return self._json(self.http.get(f"/trainings/{training_id}"))
+
+    def cancel_training(self, training_id: str) -> dict:
+        """Stop a training; its last checkpoint stays in <models dir>/loras/."""
+        return self._json(self.http.delete(f"/trainings/{training_id}", timeout=90))
+
+    def train(self, dataset: str | os.PathLike, name: str, on_progress: ProgressCallback | None = None,
+              **fields: Any) -> dict:
+        """Submit a training and follow it to its end (step, loss, ETA to `on_progress`); returns the finished
+        training, whose LoRA is then usable as `loras=[{"path": name}]`. Ctrl-C cancels it on the server."""
+        training = self.submit_training(dataset, name, **fields)
+        try:
+            for training in self.events(training["id"], route="trainings"):
+                if on_progress is not None:
+                    on_progress(training)
+        except KeyboardInterrupt:
+            self.cancel_training(training["id"])
+            raise
+        if training.get("status") != "succeeded":
+            raise APIError(409 if training.get("status") == "cancelled" else training.get("error_status") or 500,
+                           training.get("error") or {"error": f"training {training['id']} was {training.get('status')}"})
+        return training
 
     # ------------------------------------------------------------------------------------ all at once
 

@@ -52,6 +52,8 @@ class Settings:
     output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
     database: str = ""  # job records elsewhere: postgresql://... for several API replicas; empty: SQLite in output_dir
     queue_size: int = 8  # jobs waiting behind the running one; more is a 429
+    training_queue: int = 4  # LoRA trainings waiting behind the running one; more is a 429
+    training_dataset_mb: float = 2048.0  # a training dataset (upload, URL, inflated zip) larger than this is a 413
     job_timeout: float = 1800.0  # seconds a job may run before it is stopped and failed
     result_ttl: float = 86400.0  # seconds a finished video stays downloadable
     output_max_gb: float = 20.0  # videos kept at most; the oldest go first
@@ -133,6 +135,8 @@ ENV = {
     "output_dir": "LTX2_OUTPUT_DIR",
     "database": "LTX2_DATABASE",
     "queue_size": "LTX2_QUEUE_SIZE",
+    "training_queue": "LTX2_TRAINING_QUEUE",
+    "training_dataset_mb": "LTX2_TRAINING_DATASET_MB",
     "job_timeout": "LTX2_JOB_TIMEOUT",
     "result_ttl": "LTX2_RESULT_TTL",
     "output_max_gb": "LTX2_OUTPUT_MAX_GB",
@@ -167,8 +171,8 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
     "encode_threads": "LTX2_ENCODE_THREADS",
 }
-_INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "prompt_expansion_tokens", "layers", "encode_threads"}
-_FLOATS = {"prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+_INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "training_queue", "prompt_expansion_tokens", "layers", "encode_threads"}
+_FLOATS = {"training_dataset_mb", "prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout", "memory_margin",
            "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
@@ -294,6 +298,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
         "database": "where job records live: empty for SQLite in --output-dir (one server), postgresql://user@host/db "
                     "for several API replicas sharing one queue (needs psycopg: pip install 'ltx2[postgres]')",
         "queue_size": "jobs that may wait behind the running one; beyond it, 429",
+        "training_queue": "LoRA trainings that may wait behind the running one; beyond it, 429",
+        "training_dataset_mb": "the largest training dataset (upload, URL or inflated zip); larger is a 413",
         "job_timeout": "seconds a job may run",
         "result_ttl": "seconds a finished video stays downloadable",
         "output_max_gb": "the most video the output directory keeps, oldest removed first",

@@ -67,7 +67,7 @@ from ..schema import (
     request_rules,
     validation_error_body,
 )
-from . import ltx_api, openai_api
+from . import ltx_api, openai_api, trainings
 from .error_shapes import reshape, reshape_response
 from .docs import PAGES as DOCS_PAGES
 from .docs import install_docs
@@ -737,6 +737,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
                                 list_jobs=state.list_jobs, url=state.url, manager=lambda: state.manager)
     openai_api.install(app, protocols)
     ltx_api.install(app, protocols)
+    trainings.install(app, state)  # /trainings: LoRA training on the same device, in turns with the jobs
 
     @app.get("/health", summary="Liveness, the loaded model, the worker, storage and the queue",
              responses={503: {"description": "Jobs cannot run now: the model is loading or failed to load, the "

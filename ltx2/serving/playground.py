@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 STATIC = Path(__file__).parent / "static"
 PAGE_URL = "/playground"
-FILES = {"playground.js": "text/javascript", "playground.css": "text/css"}
+FILES = {"playground.js": "text/javascript", "playground.css": "text/css", "train.js": "text/javascript"}
 # The page and its files are open without the API key when --docs-public (the page asks for the key).
 PAGES = frozenset({PAGE_URL, *(f"{PAGE_URL}/{name}" for name in FILES)})
 

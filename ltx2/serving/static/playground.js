@@ -203,6 +203,7 @@
     if ($("format").value) body.video_output_type = $("format").value;
     if ($("seed").value.trim()) body.seed = asNumber($("seed").value);
     if ($("steps").value.trim()) body.num_inference_steps = asNumber($("steps").value);
+    if ($("lora").value) body.loras = [{ path: $("lora").value }]; // a LoRA trained in the Train tab
     busy(true);
     try {
       if ($("image").files[0]) body.image_start = await dataUri($("image").files[0]);
