@@ -665,7 +665,7 @@ ATTACKS = {
 # dict and the harness imported from here). Merged when the script runs, not at import, because they
 # import this module.
 EXTRA_MODULES = ("attacks_memory", "attacks_lora", "attacks_images", "attacks_storage", "attacks_inputs",
-                 "attacks_video", "attacks_v2v", "attacks_training")
+                 "attacks_video", "attacks_v2v", "attacks_training", "attacks_extend")
 
 
 def all_attacks() -> dict:

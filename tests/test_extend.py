@@ -245,3 +245,21 @@ def test_the_cli_extends_a_video_file_forward_and_backward(model, tmp_path, monk
     with pytest.raises(SystemExit) as exited:
         cli.main(["generate", *common, "--extend", "0"])
     assert exited.value.code == 2 and "extend.seconds" in capsys.readouterr().err
+
+
+def test_a_stop_between_windows_ends_the_chain(model):
+    """A job's cancel or time limit (its on_step raising) is seen at every step and between windows: a chain of
+    two 1-step windows stopped after the first does not start the second."""
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def on_step(done, total):
+        calls.append((done, total))
+        if done == 1 and len(calls) > 1:  # the check between windows, after window 0's one step
+            raise Stop()
+
+    with pytest.raises(Stop):
+        generate(model, {**BASE, "extend": {"seconds": 2.0}}, on_step=on_step)
+    assert calls == [(1, 2), (1, 2)]  # window 0's step, then the check before window 1: no step of window 1

@@ -49,7 +49,7 @@ FRAMES, FPS = 9, 25  # 2 latent frames
 IMAGE_CRF = 18  # LTX-2.5's (ltx-pipelines' LTX_2_4_IMAGE_CRF)
 NEGATIVE = "blurry, distorted, low quality, still frame"
 DEV_STEPS = 4  # the dev cases' stage-1 steps, given to both sides (the family's 30 would take minutes here)
-DISTILLED = ("distilled", "retake", "ic-lora")  # the pipelines that run the distilled transformer
+DISTILLED = ("distilled", "retake", "ic-lora", "extend")  # the pipelines that run the distilled transformer
 
 
 def import_pipelines(checkout: Path) -> types.SimpleNamespace:
@@ -266,6 +266,7 @@ class Case:
     # "ic-lora" (ICLoraPipeline, distilled): video_file's clip as the reference of an IC-LoRA written on the
     # miniature (ic_lora_file) with this reference_downscale_factor in its metadata
     reference_downscale: int = 1
+    extend: float | None = None  # "extend" (ltx2's own; VideoConditionByLatentIndex): seconds added to video_file's clip
 
 
 CASES = (
@@ -278,7 +279,9 @@ CASES = (
     Case("distilled two-stage, keyframes at frames 0, 4 and 8", "distilled", keyframes=((0, 1.0), (4, 0.7), (8, 1.0))),
     Case("distilled one-stage retake of 0.12-0.28 s, with sound", "retake", size=64, retake=(0.12, 0.28)),
     Case("distilled two-stage IC-LoRA, reference video at half stage 1's size", "ic-lora", reference_downscale=2),
+    Case("distilled one-stage extend by 0.32 s (first window), with sound", "extend", size=64, extend=0.32),
 )
+EXTEND_WINDOW, EXTEND_HELD = 17, 9  # the extend case's window: 2 latent frames held (the clip's last 9 frames), 1 new
 IC_LORA = "ic-lora-mini.safetensors"  # the IC-LoRA case's file, in the directory's loras/
 RETAKE_FRAMES = 17  # the retake case's clip: 3 latent frames, the middle one regenerated
 
@@ -369,12 +372,64 @@ def torchaudio_mel():
         ops.torchaudio.transforms = saved
 
 
+def extend_reference(pipeline, directory: Path, case: Case) -> None:
+    """The first window of an extend, built from ltx-core's pieces (ltx-pipelines has no extend pipeline), as ltx2
+    composes it: the clip's last EXTEND_HELD frames encoded (video_latent_from_file from their start time) and
+    held at latent index 0 with strength 1 (VideoConditionByLatentIndex); the window's soundtrack (those frames'
+    sound, then silence: a WAV of the clip's own samples) encoded whole and held outside the new part
+    (TemporalRegionMask from the overlap's end); RetakePipeline's distilled stage, sigmas and noiser."""
+    from fractions import Fraction
+
+    import av
+    from ltx_core.components.noisers import GaussianNoiser
+    from ltx_core.conditioning.types.latent_cond import VideoConditionByLatentIndex
+    from ltx_core.conditioning.types.noise_mask_cond import TemporalRegionMask
+    from ltx_core.types import VideoPixelShape
+    from ltx_pipelines.utils.constants import DISTILLED_SIGMAS
+    from ltx_pipelines.utils.denoisers import SimpleDenoiser
+    from ltx_pipelines.utils.helpers import audio_latent_from_file, video_latent_from_file
+    from ltx_pipelines.utils.types import ModalitySpec
+
+    first = RETAKE_FRAMES - EXTEND_HELD  # the held frames' first, in the clip
+    wav = directory / "extend_window.wav"  # the clip's tone from `first` on (video_file's formula), then silence
+    samples = round(RETAKE_FRAMES / FPS * 16000)
+    tone = (9000 * np.sin(np.arange(samples) * 2 * np.pi * 330 / 16000)).astype(np.int16)
+    held = tone[round(first / FPS * 16000):]
+    wave = np.concatenate([held, np.zeros(round(EXTEND_WINDOW / FPS * 16000) - held.size, np.int16)])[None].repeat(2, 0)
+    with av.open(str(wav), "w", format="wav") as out:
+        sound = out.add_stream("pcm_s16le", rate=16000, layout="stereo")
+        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.T.reshape(1, -1)), format="s16", layout="stereo")
+        chunk.sample_rate, chunk.pts, chunk.time_base = 16000, 0, Fraction(1, 16000)
+        out.mux(sound.encode(chunk))
+        out.mux(sound.encode())
+    device, dtype = pipeline.device, pipeline.dtype
+    overlap = VideoPixelShape(batch=1, frames=EXTEND_HELD, height=case.size, width=case.size, fps=float(FPS))
+    window = overlap._replace(frames=EXTEND_WINDOW)
+    video_latent = pipeline.image_conditioner(lambda enc: video_latent_from_file(
+        video_encoder=enc, file_path=str(directory / "clip.mov"), output_shape=overlap, dtype=dtype, device=device,
+        start_time=first / FPS))
+    audio_latent = pipeline.audio_conditioner(lambda enc: audio_latent_from_file(
+        audio_encoder=enc, file_path=str(wav), output_shape=window, dtype=dtype, device=device))
+    contexts = pipeline.prompt_encoder([PROMPT], enhance_first_prompt=False, enhance_static_cache=False,
+                                       enhance_prompt_seed=SEED)
+    video_context, audio_context = contexts[0].video_encoding, contexts[0].audio_encoding
+    new = TemporalRegionMask(start_time=EXTEND_HELD / FPS, end_time=EXTEND_WINDOW / FPS + 1.0, fps=float(FPS))
+    pipeline.stage(
+        denoiser=SimpleDenoiser(v_context=video_context, a_context=audio_context),
+        sigmas=DISTILLED_SIGMAS.to(dtype=torch.float32, device=device),
+        noiser=GaussianNoiser(generator=torch.Generator(device=device).manual_seed(SEED)),
+        width=case.size, height=case.size, frames=EXTEND_WINDOW, fps=float(FPS),
+        video=ModalitySpec(context=video_context, conditionings=[VideoConditionByLatentIndex(video_latent, 1.0, 0)]),
+        audio=ModalitySpec(context=audio_context, conditionings=[new], initial_latent=audio_latent),
+        max_batch_size=1)
+
+
 def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int, int], stg_block: int) -> Recording:
     """The case's ltx-pipelines pipeline, its own __call__; `channels`: the miniature's (video, audio) latent
     channels; `stg_block`: the block the dev guider's STG pass perturbs (the family's, 28, is past the
     miniature's last)."""
     module = {"distilled": ref.distilled, "dev one-stage": ref.one_stage, "dev two-stage": ref.two_stages,
-              "retake": ref.retake, "ic-lora": ref.ic_lora}[case.pipeline]
+              "retake": ref.retake, "ic-lora": ref.ic_lora, "extend": ref.retake}[case.pipeline]
     rec = Recording()
     with float32(ref.fuse_loras, module):
         transformer = paths.get("transformer") if case.pipeline in DISTILLED else paths["dev_transformer"]
@@ -386,7 +441,7 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
         cpu = torch.device("cpu")
         if case.pipeline == "distilled":
             pipeline = module.DistilledPipeline(model_paths, str(paths["spatial_upscaler"]), [], device=cpu)
-        elif case.pipeline == "retake":
+        elif case.pipeline in ("retake", "extend"):  # extend: RetakePipeline's blocks, called as extend_reference
             pipeline = module.RetakePipeline(model_paths, [], device=cpu, distilled=True)
         elif case.pipeline == "ic-lora":
             pipeline = module.ICLoraPipeline(model_paths, str(paths["spatial_upscaler"]), [ref.Lora(paths["ic_lora"])],
@@ -412,6 +467,9 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
                     with torchaudio_mel():
                         pipeline(video_path=str(image.parent / "clip.mov"), prompt=PROMPT,
                                  start_time=case.retake[0], end_time=case.retake[1], seed=SEED)
+                elif case.pipeline == "extend":
+                    with torchaudio_mel():
+                        extend_reference(pipeline, image.parent, case)
                 elif case.pipeline == "distilled":
                     pipeline(**common)
                 elif case.pipeline == "ic-lora":
@@ -452,6 +510,13 @@ def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
 
         data = (image.parent / "clip.mov").read_bytes()
         request = {"prompt": PROMPT, "seed": SEED, "retake": dict(zip(("start", "end"), case.retake)),
+                   "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
+        conditioning = None
+    if case.extend is not None:  # the clip through the sandbox as a user's file; windows of EXTEND_WINDOW frames
+        import base64
+
+        data = (image.parent / "clip.mov").read_bytes()
+        request = {"prompt": PROMPT, "seed": SEED, "extend": {"seconds": case.extend}, "num_frames": EXTEND_WINDOW,
                    "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
         conditioning = None
     if case.pipeline == "ic-lora":  # the clip through the sandbox as a user's file; the IC-LoRA from loras/
@@ -539,7 +604,7 @@ def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] |
             models["dev"] = load_model(str(root), device="cpu", models_dir=str(root), variant="dev")
             assert models["dev"].distilled_lora is not None, "the dev model found no distilled LoRA"
         image = image_file(Path(tmp))
-        if any(case.retake or case.pipeline == "ic-lora" for case in chosen):
+        if any(case.retake or case.pipeline in ("ic-lora", "extend") for case in chosen):
             video_file(Path(tmp))
         for case in chosen:
             if case.pipeline == "ic-lora":
