@@ -93,7 +93,7 @@ def _keyframe(item) -> bool:
 
 def _schema_valid(name: str, value) -> bool:
     """Whether /openapi.json allows `value` for one of the fields `cheap` may take out (their published
-    rules, written out: RetakeSpan, KeyframeInput and the two plain fields)."""
+    rules, written out: RetakeSpan, KeyframeInput and the plain fields)."""
     if name == "temporal_upscale":
         return isinstance(value, bool)
     if name == "video":
@@ -103,6 +103,12 @@ def _schema_valid(name: str, value) -> bool:
                                  and _number(value["start"], 0, 3600) and _number(value["end"], 0, 3600, low_open=True))
     if name == "keyframes":
         return isinstance(value, list) and len(value) <= 8 and all(_keyframe(item) for item in value)
+    if name == "ic_lora":
+        return value is None or (isinstance(value, str) and 1 <= len(value) <= 255)
+    if name in ("ic_lora_scale", "video_strength"):
+        return _number(value, 0, 4 if name == "ic_lora_scale" else 1)
+    if name == "control":
+        return value in (None, "canny", "depth", "pose")
     raise ValueError(name)
 
 
@@ -153,7 +159,9 @@ def cheap(body, path="/generate"):
     # temporal_upscale needs a temporal upscaler, which the tiny (19B) model has not: a 422 naming the field
     # (tests/test_upscalers.py). Only a value the schema allows is taken out: an invalid one stays, so that a
     # negative case keeps what makes it invalid.
-    for name in ("video", "retake", "keyframes", "temporal_upscale"):
+    # Video to video's fields need an IC-LoRA file and a video with each other (tests/test_video_to_video.py).
+    for name in ("video", "retake", "keyframes", "temporal_upscale", "ic_lora", "ic_lora_scale", "video_strength",
+                 "control"):
         if name in body and _schema_valid(name, body[name]):
             del body[name]
     # fal's name for a field and the field itself together are a 422 naming both (tests/test_fal_fields.py).
