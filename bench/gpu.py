@@ -24,6 +24,10 @@ back inside a device call's 10 minutes.
 8. mux: H.264+AAC of 121 frames at 1920x1088.
 9. memory caps: `set_per_process_memory_fraction` at 48, 32 and 24 GiB: the policy auto picks, does
    768x512x121 finish, its peak and its time.
+10. parallel (last: it frees this process's model): seconds per transformer step at 768x512x121 on
+   one GPU, then in `--parallel ulysses=N` groups (N = 2, and 4 or 8 when that many GPUs are visible)
+   of rank processes over NCCL, each building the model on its own GPU. With fewer than 2 GPUs it
+   says so and runs nothing; `--smoke` runs a 2-rank gloo group on the CPU.
 
 `--smoke` runs every section on the model's tiny preset (`tiny`, or `tiny-2.5` for random-22b; its
 block 1 quantized to FP8 so the FP8 rows have something to time) at small sizes, on the CPU: CI runs
@@ -492,7 +496,80 @@ def memory_caps(b: Bench) -> None:
 
 SECTIONS = [("machine", machine, 0), ("build", build, 0), ("e2e", e2e, 60), ("transformer", transformer_modes, 30),
             ("attention", attention, 30), ("compile", compiled, 120), ("text encoder", text_encoder, 20),
-            ("vae decode", vae_decode, 30), ("mux", mux, 20), ("memory caps", memory_caps, 90)]
+            ("vae decode", vae_decode, 30), ("mux", mux, 20), ("memory caps", memory_caps, 90),
+            ("parallel", lambda b: parallel_section(b), 45)]  # defined below
+
+
+def parallel_groups(smoke: bool) -> list[tuple[str, str]]:
+    """(spec, backend) of each group to time: ulysses over 2, 4 and 8 GPUs as far as they are visible."""
+    if smoke:
+        return [("ulysses=2", "cpu")]
+    count = torch.cuda.device_count()
+    return [(f"ulysses={n}", "cuda") for n in (2, 4, 8) if n <= count]
+
+
+def parallel_section(b: Bench) -> None:
+    """One transformer step alone, then split over a rank group (ltx2.models.parallel)."""
+    import socket
+    import subprocess
+    import tempfile
+
+    groups = parallel_groups(b.args.smoke)
+    if not groups:
+        b.row("parallel", "skipped", "-", f"{torch.cuda.device_count()} GPU visible: a group needs 2 or more")
+        return
+    size = sizes(b.args.smoke)["headline" if b.args.smoke else "sglang"]
+    label = "x".join(map(str, size))
+    repeat = 1 if b.args.smoke else 3
+    b.row("parallel", f"{label} one device", f"{step_seconds(b, transformer_inputs(b, size), repeat):.3f} s/step")
+    b.model = None  # each rank builds its own copy; this one would crowd rank 0's GPU
+    gc.collect()
+    if b.device.type == "cuda":
+        torch.cuda.empty_cache()
+    for spec, kind in groups:
+        ranks = int(spec.split("=")[1])
+        with tempfile.TemporaryDirectory() as out:
+            with socket.socket() as sock:  # a free loopback port for the group's rendezvous
+                sock.bind(("127.0.0.1", 0))
+                port = str(sock.getsockname()[1])
+            base = [sys.executable, os.path.abspath(__file__), "--parallel-spec", spec, "--parallel-port", port,
+                    "--parallel-out", out, "--model", b.args.model, "--memory-policy", b.args.memory_policy]
+            base += ["--smoke"] if b.args.smoke else []
+            base += ["--layers", str(b.args.layers)] if b.args.layers else []
+            procs = [subprocess.Popen(base + ["--parallel-rank", str(r), "--device",
+                                             "cpu" if kind == "cpu" else f"cuda:{r}"]) for r in range(ranks)]
+            codes = [p.wait(timeout=max(60.0, b.left())) for p in procs]
+            if any(codes):
+                b.row("parallel", f"{label} {spec}", "error", f"rank exit codes {codes}")
+                continue
+            with open(os.path.join(out, "rank0.json")) as fh:
+                result = json.load(fh)
+            b.row("parallel", f"{label} {spec}", f"{result['seconds']:.3f} s/step",
+                  f"{ranks} ranks ({kind}); each rank holds the full weights"
+                  + (f", peak {result['peak_gb']} GB on rank 0" if result.get("peak_gb") else ""))
+
+
+def parallel_rank(args) -> int:
+    """One rank of the parallel section: build the model on its device, join, time the split step."""
+    from ltx2.models import parallel
+
+    b = Bench(args)
+    build(b)
+    spec = parallel.ParallelSpec.parse(args.parallel_spec)
+    spec.check_model(b.model.pipe.transformer)
+    parallel.init(spec, args.parallel_rank, b.device, address="127.0.0.1", port=int(args.parallel_port))
+    try:
+        size = sizes(args.smoke)["headline" if args.smoke else "sglang"]
+        inputs = transformer_inputs(b, size)
+        with parallel.sequence_parallel(b.model.pipe.transformer):
+            b.peak_reset()
+            seconds = step_seconds(b, inputs, 1 if args.smoke else 3)
+        if args.parallel_rank == 0:
+            with open(os.path.join(args.parallel_out, "rank0.json"), "w") as fh:
+                json.dump({"seconds": seconds, "peak_gb": b.peak_gb()}, fh)
+    finally:
+        parallel.shutdown()
+    return 0
 
 
 def print_table(b: Bench) -> None:
@@ -520,11 +597,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop starting sections after this many seconds (default 420; smoke 300)")
     parser.add_argument("--only", default=None, help="comma-separated section names to run (machine and build always)")
     parser.add_argument("--out", default=None, help="directory for gpu-bench.json")
+    for name in ("rank", "spec", "port", "out"):  # the parallel section's rank processes (internal)
+        parser.add_argument(f"--parallel-{name}", dest=f"parallel_{name}", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = 300.0 if args.smoke else 420.0
     if args.memory_policy is None:
         args.memory_policy = "resident" if args.model == random19b.NAME else "auto"
+    if args.parallel_rank is not None:
+        args.parallel_rank = int(args.parallel_rank)
+        return parallel_rank(args)
     b = Bench(args)
     wanted = None if args.only is None else {name.strip() for name in args.only.split(",")}
     for name, fn, needs in SECTIONS:

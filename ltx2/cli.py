@@ -43,6 +43,14 @@ def serve(settings: Settings) -> None:
     from .serving.job_store import StorageError
 
     configure_logging(settings)
+    if settings.parallel:  # a rank group as the one worker: its followers load and join before this serves
+        from .pipelines import rank_group
+
+        try:
+            settings, _ = rank_group.start(settings)
+        except (ValueError, RuntimeError) as exc:
+            print(f"ltx2: cannot start: {exc}", file=sys.stderr)
+            sys.exit(1)
     try:
         # Before the model loads (minutes for the 19B): a full disk or an unreadable database is one line.
         check_storage_at_start(settings.output_dir, database=settings.database)

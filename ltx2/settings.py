@@ -47,6 +47,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
+    devices: str = ""  # with --parallel: one device per rank, comma-separated (cuda:0,cuda:1 or cpu,cpu); empty: --device
+    parallel: str = ""  # one job across several devices: ulysses=N and/or cfg=2 (ltx2.models.parallel); empty: one
     log_level: str = "info"
     # Serving: jobs, delivery, limits, access.
     output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
@@ -131,6 +133,8 @@ ENV = {
     "host": "LTX2_HOST",
     "port": "LTX2_PORT",
     "device": "LTX2_DEVICE",
+    "devices": "LTX2_DEVICES",
+    "parallel": "LTX2_PARALLEL",
     "log_level": "LTX2_LOG_LEVEL",
     "output_dir": "LTX2_OUTPUT_DIR",
     "database": "LTX2_DATABASE",
@@ -276,6 +280,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
                             help=f"LTX-2.5: the file of {what}, instead of the one the official layout around --model "
                                  f"holds (env {ENV[dest]})")
     parser.add_argument("--device", default=defaults.device, help=f"torch device, e.g. cuda:0 (env {ENV['device']})")
+    parser.add_argument("--parallel", default=defaults.parallel,
+                        help="one job across several devices, a rank group served as one worker: ulysses=N (the video "
+                             "and audio tokens split N ways), cfg=2 (a guided step's passes split two ways), or both, "
+                             f"ulysses=2,cfg=2 (4 ranks); each rank holds the full weights (env {ENV['parallel']})")
+    parser.add_argument("--devices", default=defaults.devices,
+                        help="with --parallel: the rank group's devices, one per rank, comma-separated, e.g. "
+                             f"cuda:0,cuda:1 or cpu,cpu (env {ENV['devices']}); default: --device for every rank")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")
     parser.add_argument("--encode-threads", dest="encode_threads", type=int, default=defaults.encode_threads,

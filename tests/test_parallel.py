@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -282,6 +283,71 @@ def test_parallel_spec_rules():
                        ("ulysses=2,ulysses=2", "twice"), ("ulysses=0", "at least 1")):
         with pytest.raises(ParallelError, match=words):
             ParallelSpec.parse(bad)
+
+
+def video_frames(data: bytes) -> np.ndarray:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_server_serves_a_ulysses_group_as_one_worker(client, tmp_path):
+    """`--devices cpu,cpu --parallel ulysses=2`: the server starts a follower rank; a job runs on both
+    and its video equals the single-process server's; a cancel stops both ranks and the next job runs;
+    a follower that dies fails the next jobs naming the group, and the server stays up."""
+    import httpx
+    import psutil
+    from servers import start_server, stop_server, wait_for_job
+
+    # ProRes 4444 at its best quality: the frames come back within a level or two, not H.264's blocks.
+    body = {**BASE, "seed": 11, "video_output_type": "PRORES4444 (.mov)", "video_quality": "maximum"}
+    want = video_frames(base64.b64decode(client.post("/generate", json=body).json()["video"].split(",", 1)[1]))
+    proc, base = start_server(tmp_path / "out", tmp_path / "server.log", "--devices", "cpu,cpu",
+                              "--parallel", "ulysses=2", timeout=240)
+    try:
+        followers = [p for p in psutil.Process(proc.pid).children() if "ltx2.pipelines.rank_follower" in p.cmdline()]
+        assert len(followers) == 1
+        response = httpx.post(f"{base}/generate", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        got = video_frames(base64.b64decode(response.json()["video"].split(",", 1)[1]))
+        assert got.shape == want.shape
+        worst = np.abs(got.astype(int) - want.astype(int)).max()
+        print(f"largest difference from one process: {worst} levels")
+        assert worst <= 2
+        # A job cancelled mid-denoise stops on both ranks at the same step: the next job runs in step.
+        with httpx.Client(base_url=base, timeout=30) as http:
+            long = http.post("/jobs", json={**BASE, "seed": 3, "num_inference_steps": 100}).json()["id"]
+            wait_for_job(http, long, statuses=("running",))
+            time.sleep(0.5)
+            http.delete(f"/jobs/{long}")
+            assert wait_for_job(http, long)["status"] == "cancelled"
+        again = httpx.post(f"{base}/generate", json=body, timeout=120)
+        assert again.status_code == 200, again.text
+        assert np.abs(video_frames(base64.b64decode(again.json()["video"].split(",", 1)[1])).astype(int)
+                      - want.astype(int)).max() <= 2
+        followers[0].kill()
+        deadline = time.monotonic() + 10  # the server reaps it; until then it is a zombie
+        while time.monotonic() < deadline and followers[0].is_running() and followers[0].status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.1)
+        # The next job finds it gone (or, if it has not been reaped yet, finds the group not answering).
+        first = httpx.post(f"{base}/generate", json=body, timeout=60)
+        assert first.status_code == 500 and "--parallel group" in first.json()["error"], first.text
+        broken = httpx.post(f"{base}/generate", json=body, timeout=60)
+        assert broken.status_code == 500 and "rank 1 of the --parallel group has exited" in broken.json()["error"]
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+    finally:
+        stop_server(proc)
+
+
+def test_server_refuses_a_group_its_devices_do_not_fit(tmp_path):
+    from servers import ROOT as root
+
+    run = subprocess.run([sys.executable, "server.py", "--model", "tiny", "--port", "0", "--output-dir",
+                          str(tmp_path), "--devices", "cpu,cpu,cpu", "--parallel", "ulysses=2"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "--devices lists 3 devices; --parallel ulysses=2 is a group of 2 ranks" in run.stderr
 
 
 if __name__ == "__main__":

@@ -45,6 +45,18 @@ class ParallelError(ValueError):
     """A `--parallel` value that cannot run; the message names the rule."""
 
 
+class GroupFailed(RuntimeError):
+    """A collective failed: a rank died or stopped answering, and the group is out of step."""
+
+
+def checked(collective, *args, **kwargs):
+    """One collective, its backend's failure (a peer gone: gloo's read error, NCCL's) said as what it means."""
+    try:
+        return collective(*args, **kwargs)
+    except (RuntimeError, dist.DistError) as exc:
+        raise GroupFailed(f"the --parallel group failed: a rank stopped answering ({str(exc)[:200]})") from exc
+
+
 @dataclass(frozen=True)
 class ParallelSpec:
     ulysses: int = 1
@@ -184,7 +196,7 @@ def gather_passes(output: torch.Tensor, batch: int) -> torch.Tensor:
     padded = output if output.shape[0] == size else torch.cat(
         [output, output.new_zeros(size - output.shape[0], *output.shape[1:])])
     parts = [torch.empty_like(padded) for _ in chunks]
-    dist.all_gather(parts, padded.contiguous(), group=group.cfg_group)
+    checked(dist.all_gather, parts, padded.contiguous(), group=group.cfg_group)
     return torch.cat([part[: len(chunk)] for part, chunk in zip(parts, chunks) if len(chunk)])
 
 
@@ -212,7 +224,7 @@ def _shard(x: torch.Tensor, dim: int, n: int, index: int) -> torch.Tensor:
 
 def _gather_tokens(x: torch.Tensor, total: int, group: Group) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(group.spec.ulysses)]
-    dist.all_gather(parts, x.contiguous(), group=group.ulysses_group)
+    checked(dist.all_gather, parts, x.contiguous(), group=group.ulysses_group)
     return torch.cat(parts, dim=1)[:, :total]
 
 
@@ -222,7 +234,7 @@ def _seq_to_heads(x: torch.Tensor, group: Group, total: int) -> torch.Tensor:
     b, s, h, d = x.shape
     send = x.reshape(b, s, n, h // n, d).permute(2, 0, 1, 3, 4).contiguous()  # piece j: heads of rank j
     received = torch.empty_like(send)
-    dist.all_to_all_single(received, send, group=group.ulysses_group)  # piece j: rank j's tokens, my heads
+    checked(dist.all_to_all_single, received, send, group=group.ulysses_group)  # piece j: rank j's tokens, my heads
     return received.permute(1, 0, 2, 3, 4).reshape(b, n * s, h // n, d)[:, :total]
 
 
@@ -234,7 +246,7 @@ def _heads_to_seq(x: torch.Tensor, group: Group, local: int) -> torch.Tensor:
         x = torch.cat([x, x.new_zeros(b, local * n - total, h, d)], dim=1)
     send = x.reshape(b, n, local, h, d).permute(1, 0, 2, 3, 4).contiguous()  # piece j: rank j's tokens
     received = torch.empty_like(send)
-    dist.all_to_all_single(received, send, group=group.ulysses_group)  # piece j: my tokens, rank j's heads
+    checked(dist.all_to_all_single, received, send, group=group.ulysses_group)  # piece j: my tokens, rank j's heads
     return received.permute(1, 2, 0, 3, 4).reshape(b, local, n * h, d)
 
 
@@ -343,11 +355,11 @@ def share_tile(tile: torch.Tensor | None, owner: int, device: torch.device, dtyp
     it travels as float32 (gloo has no bfloat16); the values are unchanged either way."""
     wire = device if device.type == "cuda" else torch.device("cpu")
     shape = torch.tensor(tile.shape if tile is not None else [0] * 5, dtype=torch.int64, device=wire)
-    dist.broadcast(shape, src=owner)
+    checked(dist.broadcast, shape, src=owner)
     wire_dtype = dtype if wire.type == "cuda" else torch.float32
     if tile is None:
         buffer = torch.empty(*shape.tolist(), device=wire, dtype=wire_dtype)
     else:
         buffer = tile.to(wire, wire_dtype).contiguous()
-    dist.broadcast(buffer, src=owner)
+    checked(dist.broadcast, buffer, src=owner)
     return buffer.to(device, dtype)

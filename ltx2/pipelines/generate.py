@@ -35,7 +35,7 @@ from .two_stage import two_stage
 from .video_to_video import resolve_request as resolve_video_to_video
 from .video_to_video import video_to_video
 from .result import GenerationResult
-from . import temporal
+from . import rank_group, temporal
 from .stages import OutputRejected, StepCallback, fit_length, plan_generation, resolve_multiscale
 
 __all__ = ["GenerationResult", "OutputRejected", "StepCallback", "fit_length", "generate", "image_targets"]
@@ -90,6 +90,8 @@ def generate(
                                            targets=image_targets(model, request))
     if adapters is None:
         adapters = resolve_loras(model, request)
+    # --parallel: the leader of a served rank group hands the job to its followers (a no-op otherwise).
+    request, on_step = rank_group.lead(request, conditioning, on_step)
     # The LoRAs' side paths exist only inside this block: a request without LoRAs runs the bare model. Video to
     # video runs them in stage 1 only, with its IC-LoRA (video_to_video.py).
     with model.lock, side_paths(model, adapters if request.ic_lora is None else []):
