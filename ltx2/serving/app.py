@@ -633,7 +633,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return job
         if job.status in TERMINAL:
             return _error(409, f"job {job_id} has already {job.status}", "conflict")
-        state.manager.cancel(job_id)
+        # The manager's own object: with a shared store, the job may have ended through another replica.
+        job = await asyncio.to_thread(state.manager.cancel, job_id) or job
         if job.status == RUNNING:  # it stops at its next step or stage boundary
             try:
                 await asyncio.wait_for(state.changes.until_done(job), 60)

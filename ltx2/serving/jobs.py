@@ -40,6 +40,7 @@ from .job_store import (  # noqa: F401 - re-exported: the routes read statuses a
     CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobStore, StorageError, _reason, stage_progress,
 )
 from .store import DB_ERRORS, Store
+from .shared_queue import SharedQueue, replica_name
 from .supervision import Supervision
 from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the routes
     STORAGE_ERROR_STATUS, UNKNOWN_WRITE_BYTES, descriptors_short, probe_folder, resource_error,
@@ -110,7 +111,7 @@ class Reservation:
             self.consume()
 
 
-class JobManager(Supervision):
+class JobManager(Supervision, SharedQueue):
     """The queue, the preparing thread, the GPU worker, their supervisor and the records.
 
     `run_job(job, on_step)` does the GPU work and returns (result dict without the video, MP4 bytes);
@@ -119,6 +120,8 @@ class JobManager(Supervision):
     tests). `on_change(job)` is called from the worker threads after every change of a job (progress,
     status): the app wakes event streams with it.
     """
+
+    _needs_preparing = staticmethod(needs_preparing)  # for shared_queue, which cannot import this module
 
     def __init__(self, store: Store, output_dir: str, run_job, *, prepare_job=None, queue_size: int = 8,
                  job_timeout: float = 1800.0, result_ttl: float = 86400.0, output_max_bytes: int = 20 * 10**9,
@@ -165,6 +168,10 @@ class JobManager(Supervision):
         self._stopping = threading.Event()
         self._last_sweep = 0.0
         self._started = False  # a folder made again after start-up is logged
+        # Shared store (PostgreSQL): this replica's name on the jobs it claims; ids being submitted here,
+        # which the sync must not adopt as another replica's.
+        self.replica = replica_name()
+        self._submitting: set[str] = set()
         self._recover()
         self._started = True
 
@@ -184,11 +191,15 @@ class JobManager(Supervision):
         cannot be read raise StorageError, before anything is swept: a file is an orphan only when the
         records were read and none claims it."""
         try:
+            if self.store.shared:  # alive before it claims anything, so no replica takes it for lost
+                self.store.heartbeat(self.replica)
             active = self.store.load_active()
             served = {job_id for job_id, _, _ in self.store.videos()}
         except DB_ERRORS as exc:
             raise StorageError("read the job records", exc) from exc
         for job in active:
+            if job.status == RUNNING and self.store.shared:
+                continue  # another replica's, or a dead one's: the heartbeats decide (shared_queue)
             if job.status == RUNNING:
                 self._finish(job, FAILED, error=ErrorResponse(
                     error="the server stopped while this job was running (restart or crash); submit it again",
@@ -200,14 +211,14 @@ class JobManager(Supervision):
                 job.stage = "queued"
                 self.jobs[job.id] = job
                 self.waiting.append(job.id)
-        self._sweep_orphans(served)
+        self._sweep_orphans(served, {job.id for job in active})
         self.sweep()
         if self.waiting:
             log.info(json.dumps({"event": "jobs_recovered", "queued": len(self.waiting)}))
 
-    def _sweep_orphans(self, served: set[str]) -> None:
-        active = set(self.jobs)
+    def _sweep_orphans(self, served: set[str], active: set[str]) -> None:
         removed = 0
+        shared = self.store.shared  # another replica may be writing a .part in the same folder now
         for folder, keep in ((self.videos, served), (self.inputs, active)):
             try:
                 entries = list(os.scandir(folder))
@@ -215,7 +226,8 @@ class JobManager(Supervision):
                 continue
             for entry in entries:
                 job_id = entry.name.split(".", 1)[0]
-                if entry.name.endswith(".part") or entry.name.startswith(".") or job_id not in keep:
+                if (entry.name.endswith(".part") and not shared) or entry.name.startswith(".") or \
+                        (job_id not in keep and not entry.name.endswith(".part")):
                     try:
                         os.remove(entry.path)
                         removed += 1
@@ -289,6 +301,7 @@ class JobManager(Supervision):
                     raise StorageError("accept the job", self.storage_problem or "storage is failing")
             job = Job(id=uuid.uuid4().hex, request=request, owner=owner)
             inputs = input_values(request)
+            self._submitting.add(job.id)
             try:
                 if inputs:
                     job.inputs_path = self._write_inputs(job.id, inputs)
@@ -296,6 +309,7 @@ class JobManager(Supervision):
                     job.request = with_inputs(request, dict.fromkeys(inputs))
                 self.store.save(job)  # recorded before it is accepted: nothing accepted is lost
             except DB_ERRORS as exc:
+                self._submitting.discard(job.id)
                 self._remove(job.inputs_path)
                 self._remove(os.path.join(self.inputs, f"{job.id}.json.part"))
                 self._storage_failed("record a job", exc)
@@ -304,6 +318,7 @@ class JobManager(Supervision):
                 self.jobs[job.id] = job
                 self.waiting.append(job.id)
                 reservation.consume()  # in the same step as the append: the count never dips
+                self._submitting.discard(job.id)
                 job.ready = not needs_preparing(job) or self.prepare_job is None
                 job.stage = "queued"
                 self._cv.notify_all()
@@ -343,13 +358,22 @@ class JobManager(Supervision):
     def get(self, job_id: str) -> Job | None:
         """The job with this id: an active one from memory, an ended one from its record; else None."""
         job = self.jobs.get(job_id) or self._unsaved.get(job_id)
+        if job is not None and self.store.shared:
+            try:
+                return self._refresh_shared(job)
+            except DB_ERRORS as exc:
+                self._storage_failed("read a job record", exc)
+                return job  # this replica's view, as it stands
         if job is not None:
             return job
         try:
-            return self.store.load(job_id)
+            job = self.store.load(job_id)
         except DB_ERRORS as exc:
             self._storage_failed("read a job record", exc)
             raise StorageError("read the job's record", exc) from exc
+        if job is not None and self.store.shared and job.status not in TERMINAL:
+            job = self._take_in_view(job)  # another replica's: followed here, so its waiters hear its end
+        return job
 
     def list(self, owner: str | None, limit: int = 20, after: float | None = None,
              everyone: bool = False, order: str = "desc") -> list[Job]:
@@ -389,6 +413,8 @@ class JobManager(Supervision):
     def cancel(self, job_id: str) -> Job:
         """Cancel an active job. A queued one ends at once (its preparation, if any, is killed); a
         running one stops at its next step or stage boundary."""
+        if self.store.shared and self.running is not self.jobs.get(job_id, False):
+            return self._cancel_shared(job_id)
         with self._cv:
             job = self.jobs.get(job_id)
             if job is None:  # ended already
@@ -402,6 +428,8 @@ class JobManager(Supervision):
 
     def position(self, job_id: str) -> int | None:
         """0 for the running job, 1.. for waiting ones, None when finished."""
+        if self.store.shared:  # the records know every replica's queue
+            return self._position_shared(job_id)
         with self._cv:
             job = self.jobs.get(job_id)
             if job is None or job.status in TERMINAL:
@@ -548,6 +576,8 @@ class JobManager(Supervision):
                 self.waiting.remove(job.id)
                 job.status, job.started, job.stage = RUNNING, time.time(), "generating"
                 self.running = job
+            if self.store.shared and not self._claim(job):
+                continue  # another replica took it first: this one follows it (shared_queue)
             self._changed(job)
             try:
                 self._save(job)

@@ -113,7 +113,10 @@ class Supervision:
 
     def _supervise(self) -> None:
         while not self._stopping.wait(self.supervise_every):
-            for check in (self._check_workers, self._check_storage, self._maybe_sweep):
+            checks = (self._check_workers, self._check_storage, self._maybe_sweep)
+            if self.store.shared:  # several replicas: agree with the records every tick (shared_queue)
+                checks = (self._sync_shared, *checks)
+            for check in checks:
                 try:
                     check()
                 except Exception:  # noqa: BLE001 - the supervisor itself must outlive any one check

@@ -94,7 +94,7 @@ class Job:
     worked: float = 0.0  # seconds spent preparing; they count against the job time limit
     check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
     on_progress: Any = field(default=None, repr=False)  # while it runs: (stage, done, total) of the stages without steps
-    runner: str | None = None  # shared stores: the replica that claimed it (see Store.claim)
+    runner: str | None = None  # shared stores: the replica that claimed it (Store.claim)
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
