@@ -25,7 +25,8 @@ def open_store(url: str | None, output_dir: str, wait: float = 0.0) -> Store:
 
     if url.startswith("sqlite:///"):
         return SQLiteStore(url[len("sqlite:///"):], wait=wait)  # sqlite:////abs/path keeps its leading /
-    if url:
-        raise ValueError(f"database must be empty (SQLite in the output directory), sqlite:///path or "
-                         f"postgresql://...; got a URL starting {url.split(':', 1)[0]!r}")
+    if url:  # only the scheme is repeated: the rest may hold a password
+        raise StorageError("open the job database", "LTX2_DATABASE (--database) must be empty (SQLite in the "
+                           "output directory), sqlite:///path or postgresql://...; got one starting "
+                           f"{url.split(':', 1)[0][:20]!r}")
     return SQLiteStore(os.path.join(output_dir, "jobs.sqlite3"), wait=wait)
