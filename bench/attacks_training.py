@@ -31,7 +31,8 @@ def attack_training_zips() -> list[tuple[str, str]]:
             r = _upload(server, data)
             took = time.monotonic() - start
             peak = hostile.peak_rss_mb(server.pid) - base
-            answer = f"{r.status_code} {r.json().get('field')}: {r.json().get('error', '')[:60]}"
+            body = r.json()
+            answer = f"{r.status_code} {body.get('field')}: {str(body.get('error') or body.get('status'))[:60]}"
             rows += [(f"{name} ({len(data) / 1024:.0f} KB): answer", answer),
                      (f"{name}: seconds, server peak RSS growth", f"{took:.2f} s, {peak:.0f} MB")]
         rows.append(("after every zip: next job", server.next_job()))

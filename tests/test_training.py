@@ -15,7 +15,7 @@ from ltx2.models.lora import read_lora, side_paths
 from ltx2.pipelines.loras import LoraPolicy, resolve
 from ltx2.schema import GenerateRequest, InvalidRequest
 from ltx2.training import TrainingConfig, TrainingStopped, train
-from ltx2.training.dataset import DatasetLimits, read_folder, read_zip, prepare
+from ltx2.training.dataset import DatasetLimits, check_zip, prepare, read_folder, read_zip
 from ltx2.training.loop import mean_drop
 from ltx2.training.objective import ShiftedLogitNormal, draw, loss
 
@@ -138,10 +138,11 @@ def test_hostile_zips_are_refused_naming_the_file(kind, tmp_path):
     build, named, status = HOSTILE[kind]
     path = tmp_path / f"{kind}.zip"
     path.write_bytes(build())
-    with pytest.raises(InvalidRequest) as refused:
-        read_zip(str(path))
-    assert refused.value.field == "dataset" and named in refused.value.message and refused.value.status == status, \
-        refused.value.message
+    for read in (check_zip, read_zip):  # at submission, and when the training reads the clips
+        with pytest.raises(InvalidRequest) as refused:
+            read(str(path))
+        assert refused.value.field == "dataset" and named in refused.value.message and refused.value.status == status, \
+            refused.value.message
 
 
 def test_a_folder_with_a_link_or_a_clip_without_caption_is_refused(tmp_path):

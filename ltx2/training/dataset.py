@@ -129,10 +129,15 @@ def read_zip(path: str, limits: DatasetLimits = DatasetLimits()) -> list[Clip]:
 
 
 def check_zip(path: str, limits: DatasetLimits = DatasetLimits()) -> int:
-    """Every check that needs no member inflated (names, kinds, pairs, declared sizes): what a submission
-    is answered with at once. Returns the number of clips."""
+    """What a submission is answered with at once: names, kinds, pairs and declared sizes, then every member
+    inflated once, chunk by chunk and thrown away (a member that inflates to other than its header says, a
+    bomb by actual size, is refused here too; memory stays one chunk). Returns the number of clips."""
     with _open_zip(path) as archive:
-        return len(_index(archive, limits)[1])
+        members, pairs = _index(archive, limits)
+        for name, info in members.items():
+            cap = limits.max_caption_bytes if name.lower().endswith(CAPTION_SUFFIX) else limits.max_clip_bytes
+            _read_member(archive, info, name, cap, keep=False)
+        return len(pairs)
 
 
 def _open_zip(path: str) -> zipfile.ZipFile:
@@ -162,16 +167,19 @@ def _index(archive: zipfile.ZipFile, limits: DatasetLimits):
     return members, _pair(videos, {n for n in members if _kind(n) == "caption"}, limits)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, cap: int) -> bytes:
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, cap: int, keep: bool = True) -> bytes:
     """A member's bytes, read in chunks and stopped past min(declared, cap): a header that under-declares
     (a zip bomb by actual size) is caught by the count, and corrupt data by zipfile's CRC check."""
     limit = min(info.file_size, cap)
     out = bytearray()
     try:
         with archive.open(info) as fh:
+            count = 0
             while chunk := fh.read(1024 * 1024):
-                out += chunk
-                if len(out) > limit:
+                count += len(chunk)
+                if keep:
+                    out += chunk
+                if count > limit:
                     raise _refuse(f"file {name!r} inflates past its declared {limit / MB:.1f} MB (a zip bomb?)", 413)
     except InvalidRequest:
         raise
