@@ -1,7 +1,7 @@
 """Attacks on extend (a `video` and `extend`) on a real tiny server, merged into bench/attacks.py's table: seconds
-far past any bound, an input long enough (29 s, within LTX2_MAX_VIDEO_SECONDS) to take the output past
-LTX2_MAX_EXTEND_SECONDS, the longest chain the rules allow (59 s in 17-frame windows at 60 fps: 443 windows)
-cancelled while it runs and again left to the job's time limit (--job-timeout 20); and, for contrast, a benign
+far past any bound, a 29 s input (within LTX2_MAX_VIDEO_SECONDS, past the 497 frames the sandbox reads), a
+19 s input that takes the output past LTX2_MAX_EXTEND_SECONDS, the longest chain the rules allow (59 s in
+17-frame windows at 60 fps: 443 windows) cancelled while it runs and again left to the job's time limit (--job-timeout 20); and, for contrast, a benign
 9-frame clip extended by 1 s, which runs (200). Each row set is the answer, the seconds it took, the server
 process's peak RSS growth and whether it is alive; then whether the next job succeeds.
 
@@ -53,12 +53,14 @@ def chain_rows(server: Server, label: str, body: dict, cancel_after: float | Non
 def attack_extend() -> list[tuple[str, str]]:
     small = uri(clip(9, 64, 64, 25, audio=True))
     long = uri(encoded([i / 25 for i in range(29 * 25)]))
+    medium = uri(encoded([i / 25 for i in range(19 * 25)]))
     rows = []
     server = Server("--job-timeout", "20")
     try:
         for label, body in {
             "extend.seconds 1e9": {**BODY, "video": small, "extend": {"seconds": 1e9}},
-            "29 s input + extend 40 s (output over 60 s)": {**BODY, "video": long, "extend": {"seconds": 40}},
+            "29 s input (past the 497 frames read) + 5 s": {**BODY, "video": long, "extend": {"seconds": 5}},
+            "19 s input + extend 45 s (output over 60 s)": {**BODY, "video": medium, "extend": {"seconds": 45}},
             "benign 9-frame clip + 1 s (runs)": {**BODY, "video": small, "extend": {"seconds": 1}},
         }.items():
             found, alive = measured_post(server, label, body)

@@ -71,6 +71,17 @@ def test_the_cap_on_the_output_is_a_setting_and_counts_the_input(model, monkeypa
     assert getattr(caught.value, "field", None) == "extend.seconds" and "at most 2 s" in str(caught.value)
 
 
+def test_a_video_past_the_frames_read_is_refused_not_cut(model):
+    """The sandbox reads a video up to FRAME_MAX frames; an extend keeps its input whole, so a longer one is a
+    422 naming video, not an extension of its first 19.88 s."""
+    from tests.test_retake import flat_clip
+
+    long = "data:video/mp4;base64," + base64.b64encode(flat_clip(64, frames=500)).decode()
+    with pytest.raises(Exception) as caught:
+        generate(model, {**BASE, "video": long, "fps": 25})
+    assert getattr(caught.value, "field", None) == "video" and "497 frames" in str(caught.value)
+
+
 def test_the_window_plan():
     forward = rules.plan("forward", 9, 16, 17, 8, 5)
     assert [(w.start, w.end, w.overlap_frames, w.new_frames, w.seed) for w in forward] == [
@@ -185,6 +196,15 @@ def test_a_live_server_extends_through_generate_and_the_ltx_api(live_server):
     frames, _ = mp4_frames(data)
     assert frames.shape[0] == FRAMES + 2 * FPS
     assert np.abs(frames[2 * FPS:].astype(int) - _source.astype(int)).mean() < 4  # the input, after the new part
+
+    # OpenAI's Videos API: the clip as input_reference, extend as a JSON text part.
+    r = requests.post(live_server + "/v1/videos", data={"prompt": BASE["prompt"], "extend": json.dumps({"seconds": 1}),
+                                                        "num_frames": "17", "num_inference_steps": "1"},
+                      files={"input_reference": ("clip.mp4", CLIP, "video/mp4")}, timeout=60)
+    assert r.status_code == 200, r.text
+    video = wait_job(live_server, f"/v1/videos/{r.json()['id']}")
+    assert video["status"] == "completed", video
+    check_output(requests.get(f"{live_server}/v1/videos/{video['id']}/content", timeout=60).content, FPS)
 
     # Refusals in the LTX API's shape, naming the vendor's field.
     r = requests.post(live_server + "/v1/generations/extend", data={**form, "duration": "61"},

@@ -30,7 +30,7 @@ import torch
 
 from .. import extend as spec_rules
 from ..models.loaded import LoadedModel
-from ..schema import GenerateRequest, InvalidRequest
+from ..schema import FRAME_MAX, GenerateRequest, InvalidRequest
 from . import stages
 from .conditioning import Conditioning
 from .result import GenerationResult, result_of
@@ -49,6 +49,10 @@ def resolve_request(request: GenerateRequest, cond: Conditioning) -> GenerateReq
         raise InvalidRequest("video", "extend needs video decoded in the conditioning")
     request = request.model_copy(update={"width": info["width"], "height": info["height"], "fps": info["fps"],
                                          "use_multiscale": False})
+    if info["num_frames"] >= FRAME_MAX:  # the sandbox reads at most FRAME_MAX frames: the rest would be lost
+        raise InvalidRequest("video", f"with extend the video is kept whole, and it is read up to {FRAME_MAX} frames "
+                                      f"({FRAME_MAX / request.fps:g} s at {request.fps} fps); this one reaches that: "
+                                      "send a shorter video (or a lower fps)")
     if problem := spec_rules.too_long(request.extend, info["num_frames"], request.fps):
         raise InvalidRequest("extend.seconds", problem)
     return request
