@@ -196,6 +196,8 @@ def test_replicas_agree_on_owner_position_and_cancel(replicas):
     assert a.get(f"/jobs/{waiting[-1]}").json()["position"] == 3
     assert bob.get(f"/jobs/{waiting[0]}").status_code == 404  # bob sees none of alice's jobs, on either replica
     assert bob.delete(f"/jobs/{waiting[0]}").status_code == 404
+    for hostile in ("' OR '1'='1", "x'; DROP TABLE jobs; --"):  # ids are parameters, never SQL
+        assert b.get(f"/jobs/{hostile}").status_code == 404 and b.delete(f"/jobs/{hostile}").status_code == 404
     assert b.delete(f"/jobs/{waiting[-1]}").json()["status"] == "cancelled"  # queued: ended at once
     assert a.get(f"/jobs/{waiting[-1]}").json()["status"] == "cancelled"
     # Running ones, each through the replica that does not run it: the runner stops it.

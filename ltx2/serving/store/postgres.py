@@ -276,6 +276,8 @@ class PostgresStore(Store):
             "inputs_path = NULL WHERE status = 'running' AND runner IS NOT NULL AND runner NOT IN "
             f"(SELECT id FROM store_replicas WHERE seen > {_NOW} - %s) RETURNING id",
             (json.dumps(error), stale_after))
+        # Every start is a new name: forget those silent for an hour (their jobs were failed above long ago).
+        self._run(f"DELETE FROM store_replicas WHERE seen < {_NOW} - 3600", fetch=False)
         return [r["id"] for r in rows]
 
 
