@@ -61,6 +61,8 @@ OPERATIONS = [
     "POST /v1/generations/text-to-video",
     "POST /v1/generations/image-to-video",
     "POST /v1/generations/audio-to-video",
+    "POST /v1/generations/retake",
+    "POST /v1/generations/extend",
     "GET /v1/generations/{generation_id}",
 ]
 # The protocol routes' own names for the size and the length (width/height and num_frames are theirs to set).
@@ -160,8 +162,9 @@ def cheap(body, path="/generate"):
     # (tests/test_upscalers.py). Only a value the schema allows is taken out: an invalid one stays, so that a
     # negative case keeps what makes it invalid.
     # Video to video's fields need an IC-LoRA file and a video with each other (tests/test_video_to_video.py).
+    # extend needs a video too (tests/test_extend.py).
     for name in ("video", "retake", "keyframes", "temporal_upscale", "ic_lora", "ic_lora_scale", "video_strength",
-                 "control"):
+                 "control", "extend"):
         if name in body and _schema_valid(name, body[name]):
             del body[name]
     # fal's name for a field and the field itself together are a 422 naming both (tests/test_fal_fields.py).
