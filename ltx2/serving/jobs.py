@@ -324,6 +324,8 @@ class JobManager(Supervision, SharedQueue):
                 self._cv.notify_all()
         finally:
             reservation.release()
+        if self.store.shared:
+            self._measure_position(job)
         log.info(json.dumps({"event": "job_queued", "job": job.id, "position": self.position(job.id)}))
         return job
 

@@ -107,6 +107,8 @@ class SharedQueue:
         if job.status in TERMINAL or job is self.running:
             return job
         status, _ = self.store.states([job.id]).get(job.id, (None, None))
+        if status == QUEUED:
+            self._measure_position(job)
         if status in TERMINAL and (record := self.store.load(job.id)) is not None:
             with self._cv:
                 if job.status not in TERMINAL and job is not self.running:
@@ -130,19 +132,30 @@ class SharedQueue:
                 record.stage = "queued"
                 self._enqueue(record)
             self._cv.notify_all()
-            return record
+        self._measure_position(record)
+        return record
 
     def _position_shared(self, job_id: str) -> int | None:
-        """0 running (here or elsewhere), 1.. queued among every replica's queued jobs, None ended."""
-        try:
-            job = self.jobs.get(job_id) or self.store.load(job_id)
+        """0 running (here or elsewhere), 1.. queued among every replica's queued jobs, None ended. Never
+        asks the database: routes call it on the event loop. The count of queued jobs ahead is read by
+        `_measure_position`, on the threads that read or submit the job."""
+        with self._cv:
+            job = self.jobs.get(job_id)
             if job is None or job.status in TERMINAL:
                 return None
             if job.status == RUNNING:
                 return 0
-            return self.store.queued_ahead(job.created, job.id) + 1
-        except DB_ERRORS:
-            return None
+            if job.position is not None:
+                return job.position
+            return self.waiting.index(job_id) + 1 if job_id in self.waiting else None
+
+    def _measure_position(self, job: Job) -> None:
+        """Where a queued job stands in the shared queue, from the records (blocking)."""
+        if job.status == QUEUED:
+            try:
+                job.position = self.store.queued_ahead(job.created, job.id) + 1
+            except DB_ERRORS:
+                job.position = None  # this replica's view answers instead
 
     def _sync_shared(self) -> None:
         """The supervisor's step: heartbeat, lost replicas, then this replica's view against the records.

@@ -95,6 +95,7 @@ class Job:
     check: Any = field(default=None, repr=False)  # while it runs: raises JobCancelled / JobTimedOut when due
     on_progress: Any = field(default=None, repr=False)  # while it runs: (stage, done, total) of the stages without steps
     runner: str | None = None  # shared stores: the replica that claimed it (Store.claim)
+    position: int | None = None  # shared stores: its place in the shared queue when last read
 
     def view(self, position: int | None = None) -> dict[str, Any]:
         """What GET /jobs/{id} shows."""
