@@ -182,10 +182,12 @@ def assert_close(name: str, got: dict, want: dict) -> None:
         assert actual.shape == expected.shape, (name, key)
         if key == "frames":
             worst = int(np.abs(actual.astype(int) - expected.astype(int)).max())
+            print(f"{name} {key}: largest difference {worst} levels")
             assert worst <= 1, f"{name} {key}: frames differ by {worst} levels"
         else:
             scale = max(1.0, float(np.abs(expected).max()))
             worst = float(np.abs(actual - expected).max())
+            print(f"{name} {key}: largest difference {worst:.1e}")
             assert worst <= 1e-4 * scale, f"{name} {key}: max difference {worst:.2e}"
 
 
