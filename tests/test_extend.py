@@ -283,3 +283,20 @@ def test_a_stop_between_windows_ends_the_chain(model):
     with pytest.raises(Stop):
         generate(model, {**BASE, "extend": {"seconds": 2.0}}, on_step=on_step)
     assert calls == [(1, 2), (1, 2)]  # window 0's step, then the check before window 1: no step of window 1
+
+
+def test_admission_costs_a_window_and_holds_the_whole_output(model):
+    """A chain's peak is one window's (a generation of num_frames), plus the output's frames held for the file:
+    the input's and every new one (at submission the input counts as FRAME_MIN frames; again once decoded)."""
+    from ltx2.serving.admission import FRAMES_HOST_BYTES, Admission, frames_of
+
+    admission = Admission(model, 1.0)
+    long = GenerateRequest.model_validate({**BASE, "width": 64, "height": 64, "fps": FPS, "extend": {"seconds": 59}})
+    plain = GenerateRequest.model_validate({"prompt": "x", "width": 64, "height": 64, "num_frames": 17, "fps": FPS,
+                                            "use_multiscale": False})  # one stage, as a window
+    assert frames_of(long) == 9
+    assert admission.stage_bytes(long, 17, 64, 64)[0] == admission.stage_bytes(plain, 17, 64, 64)[0]
+    held = admission.footprint(long, 9).host - admission.footprint(plain).host
+    assert held == FRAMES_HOST_BYTES * (9 + 59 * FPS - 17) * 64 * 64, held
+    decoded = admission.footprint(long, 473).host - admission.footprint(long, 9).host  # a 59 s input, once read
+    assert decoded == FRAMES_HOST_BYTES * (473 - 9) * 64 * 64

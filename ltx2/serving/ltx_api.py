@@ -199,13 +199,18 @@ def video_mode(job: Job) -> str | None:
     return "retake" if request.retake is not None else "extend" if request.extend is not None else None
 
 
+def video_info(job: Job) -> dict | None:
+    """What the sandbox took from a job's video (size, fps, frames), once its inputs are read."""
+    conditioning = job.prepared[0] if isinstance(job.prepared, tuple) and job.prepared else None
+    return getattr(conditioning, "video_info", None)
+
+
 def duration_of(job: Job) -> float | None:
     request = job.request
     if video_mode(job) is not None:  # the output's length follows the video: known once it is read
         if job.status == SUCCEEDED and job.result:
             return job.result["duration_seconds"]
-        conditioning = job.prepared[0] if isinstance(job.prepared, tuple) and job.prepared else None
-        info = getattr(conditioning, "video_info", None)
+        info = video_info(job)
         if info is None:
             return None
         if request.extend is not None:
@@ -370,7 +375,10 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
         return Generation(
             id=job.id, status=STATUS[job.status],
             video_url=ctx.url(http, "job_video", job_id=job.id) if summary.succeeded else None,
-            duration=duration_of(job), model=summary.model, resolution=summary.size, error=error,
+            duration=duration_of(job), model=summary.model, error=error,
+            # A video route's size is the video's (unless given): known once it is read, as its duration.
+            resolution=summary.size if summary.succeeded or not (info := video_mode(job) and video_info(job))
+            else f"{info['width']}x{info['height']}",
         ).model_dump()
 
     def route(mode: str):
