@@ -128,7 +128,7 @@ def plan(direction: str, input_frames: int, new_frames: int, window_frames: int,
             end = new_frames - done + overlap
             start = new_frames - done - take
         windows.append(Window(len(windows), overlap + made, overlap, k, take, start / fps, end / fps,
-                              (seed + len(windows)) % 2**31))
+                              seed + len(windows)))
         done += take
     return windows
 

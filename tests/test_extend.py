@@ -91,6 +91,7 @@ def test_the_window_plan():
     long = rules.plan("forward", 121, 30 * 25, 121, 25, 0)  # 30 s in 121-frame windows: 112 new frames each
     assert len(long) == 7 and sum(w.new_frames for w in long) == 750 and all(w.num_frames <= 121 for w in long)
     assert all((w.num_frames - 1) % 8 == 0 for w in forward + backward + long)
+    assert [w.seed for w in rules.plan("forward", 9, 16, 17, 8, 2**53 - 1)] == [2**53 - 1, 2**53]  # the first: the seed
 
 
 # ----------------------------------------------------------------------------------- the pipeline

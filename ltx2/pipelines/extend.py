@@ -171,6 +171,7 @@ def extend(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> Gene
         edge = torch.cat([edge, kept], dim=2) if forward else torch.cat([kept, edge], dim=2)
         edge = edge[:, :, -spec_rules.OVERLAP_LATENTS * 8:] if forward else edge[:, :, : spec_rules.OVERLAP_LATENTS * 8]
 
+    # The result's latents are the last window's (each window's are its own; the file is the frames).
     final = replace(plan, request=request.model_copy(update={"num_frames": total}))
     result = result_of(run, final, NAME, (width, height), frames, wave, video_latents, audio_latents,
                        has_audio_input=has_input_audio)
