@@ -104,7 +104,9 @@ def extend(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> Gene
         prompt = plan.prompt or stages.prompt_embeddings(run, request.prompt, request.negative_prompt, plan.guided)
     sigmas = sigmas_for(plan.steps, num_tokens=MAX_TOKENS, distilled=model.defaults.distilled)
     # The existing video's edge at the model size, (1, 3, frames, H, W) in [-1, 1]: the next window's overlap.
-    edge = cond.video[:, :, :input_frames]
+    # Only its last (backward: first) frames are kept: a view of the input, never a copy of all of it.
+    keep = spec_rules.OVERLAP_LATENTS * 8
+    edge = cond.video[:, :, max(input_frames - keep, 0): input_frames] if forward else cond.video[:, :, :keep]
     video_latents = audio_latents = None
     for window in windows:
         if window.index and on_step is not None:  # between windows: a cancel or the job's time limit stops here
@@ -114,14 +116,13 @@ def extend(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> Gene
         wplan = replace(plan, request=request.model_copy(update={"num_frames": n}), seed=window.seed, images=(),
                         audio=None)
         grid = stages.latent_grid(model, wplan, width, height)
-        # Output frames the overlap covers, and the window's span of new time (window seconds).
-        o0 = window_start = round(window.start * fps)
+        # The output frame where the overlap begins, and the window's span of new time (window seconds).
+        window_start = round(window.start * fps)
+        o0 = window_start if forward else window_start + window.new_frames
         if forward:
-            o0 = round(window.end * fps) - window.new_frames - overlap
             pixels = edge[:, :, -overlap:]  # the causal VAE: its latents are the window's first ones alone
             new_start, new_end = overlap / fps, n / fps + 1.0
         else:
-            o0 = window_start + window.new_frames
             held = edge[:, :, :overlap]
             pixels = torch.cat([held[:, :, :1].expand(-1, -1, made, -1, -1), held], dim=2)
             new_start, new_end = -1.0, made / fps
@@ -158,6 +159,7 @@ def extend(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> Gene
         local = slice(overlap, overlap + window.new_frames) if forward else slice(made - window.new_frames, made)
         out0 = o0 + overlap if forward else window_start
         frames[out0: out0 + window.new_frames] = stages.center_crop(pixels_out[local], plan.width, plan.height)
+        audio_known = window_audio is not None  # without include_audio no later window has sound to hold
         if window_audio is not None:
             for target, rate, source in ((wave, out_rate, window_audio),
                                          (vae_wave, vae_rate, resample(window_audio, samples_at(n, fps, vae_rate)))):
@@ -166,10 +168,9 @@ def extend(model: LoadedModel, plan: Plan, on_step: StepCallback | None) -> Gene
                 first, last = samples_at(out0, fps, rate), samples_at(out0 + window.new_frames, fps, rate)
                 start = samples_at(local.start, fps, rate)
                 target[:, first:last] = stages.fit_length(source[:, start:], last - first)
-            audio_known = True
         kept = torch.from_numpy(pixels_out[local]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
         edge = torch.cat([edge, kept], dim=2) if forward else torch.cat([kept, edge], dim=2)
-        edge = edge[:, :, -spec_rules.OVERLAP_LATENTS * 8:] if forward else edge[:, :, : spec_rules.OVERLAP_LATENTS * 8]
+        edge = edge[:, :, -keep:] if forward else edge[:, :, :keep]
 
     # The result's latents are the last window's (each window's are its own; the file is the frames).
     final = replace(plan, request=request.model_copy(update={"num_frames": total}))
