@@ -49,6 +49,7 @@ class Settings:
     device: str | None = None  # None: cuda if available, else cpu
     devices: str = ""  # with --parallel: one device per rank, comma-separated (cuda:0,cuda:1 or cpu,cpu); empty: --device
     parallel: str = ""  # one job across several devices: ulysses=N and/or cfg=2 (ltx2.models.parallel); empty: one
+    parallel_timeout: float = 300.0  # seconds a rank waits on a peer within a job before the job fails
     log_level: str = "info"
     # Serving: jobs, delivery, limits, access.
     output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
@@ -135,6 +136,7 @@ ENV = {
     "device": "LTX2_DEVICE",
     "devices": "LTX2_DEVICES",
     "parallel": "LTX2_PARALLEL",
+    "parallel_timeout": "LTX2_PARALLEL_TIMEOUT",
     "log_level": "LTX2_LOG_LEVEL",
     "output_dir": "LTX2_OUTPUT_DIR",
     "database": "LTX2_DATABASE",
@@ -176,7 +178,7 @@ ENV = {
     "encode_threads": "LTX2_ENCODE_THREADS",
 }
 _INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "training_queue", "prompt_expansion_tokens", "layers", "encode_threads"}
-_FLOATS = {"training_dataset_mb", "prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
+_FLOATS = {"parallel_timeout", "training_dataset_mb", "prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout", "memory_margin",
            "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
 _BOOLS = {"docs_public", "allow_private_urls", "allow_lora_urls"}
@@ -287,6 +289,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
     parser.add_argument("--devices", default=defaults.devices,
                         help="with --parallel: the rank group's devices, one per rank, comma-separated, e.g. "
                              f"cuda:0,cuda:1 or cpu,cpu (env {ENV['devices']}); default: --device for every rank")
+    parser.add_argument("--parallel-timeout", dest="parallel_timeout", type=float, default=defaults.parallel_timeout,
+                        help="with --parallel: seconds a rank waits on another within a job; a rank that hangs "
+                             f"longer fails the job (env {ENV['parallel_timeout']})")
     parser.add_argument("--log-level", dest="log_level", default=defaults.log_level,
                         help=f"debug, info, warning (env {ENV['log_level']})")
     parser.add_argument("--encode-threads", dest="encode_threads", type=int, default=defaults.encode_threads,

@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 MODES = ("ulysses", "cfg")
 MAX_RANKS = 64
+COLLECTIVE_TIMEOUT_S = 300.0  # a job's collective waiting this long on a peer: the peer hangs
 
 
 class ParallelError(ValueError):
@@ -116,6 +117,7 @@ class Group:
     rank: int
     ulysses_group: object
     cfg_group: object
+    world_group: object = None  # every rank, with the job collectives' timeout
 
     @property
     def world(self) -> int:
@@ -139,9 +141,11 @@ def current() -> Group | None:
 
 
 def init(spec: ParallelSpec, rank: int, device: torch.device | str = "cpu", *, address: str | None = None,
-         port: int | None = None, timeout_s: float = 600.0) -> Group:
+         port: int | None = None, timeout_s: float = 600.0, op_timeout_s: float = COLLECTIVE_TIMEOUT_S) -> Group:
     """Join the rank group (gloo on CPU, NCCL on CUDA). The rendezvous is MASTER_ADDR/MASTER_PORT (or
-    `address`/`port`); every rank calls this with the same spec."""
+    `address`/`port`) and waits up to `timeout_s` (the other ranks may still be loading their models);
+    every rank calls this with the same spec. A collective of a job waits at most `op_timeout_s` for a
+    peer, so a rank that hangs fails the job instead of holding the worker."""
     global _current
     device = torch.device(device)
     if address is not None:
@@ -154,9 +158,11 @@ def init(spec: ParallelSpec, rank: int, device: torch.device | str = "cpu", *, a
     dist.init_process_group(backend, rank=rank, world_size=spec.size, timeout=timedelta(seconds=timeout_s))
     u, c = spec.ulysses, spec.cfg
     # Every rank creates every subgroup, in the same order (torch.distributed's rule).
-    ulysses_groups = [dist.new_group([ci * u + ui for ui in range(u)]) for ci in range(c)]
-    cfg_groups = [dist.new_group([ci * u + ui for ci in range(c)]) for ui in range(u)]
-    _current = Group(spec, rank, ulysses_groups[rank // u], cfg_groups[rank % u])
+    op_timeout = timedelta(seconds=op_timeout_s)
+    ulysses_groups = [dist.new_group([ci * u + ui for ui in range(u)], timeout=op_timeout) for ci in range(c)]
+    cfg_groups = [dist.new_group([ci * u + ui for ci in range(c)], timeout=op_timeout) for ui in range(u)]
+    everyone = dist.new_group(list(range(spec.size)), timeout=op_timeout)
+    _current = Group(spec, rank, ulysses_groups[rank // u], cfg_groups[rank % u], everyone)
     return _current
 
 
@@ -355,11 +361,11 @@ def share_tile(tile: torch.Tensor | None, owner: int, device: torch.device, dtyp
     it travels as float32 (gloo has no bfloat16); the values are unchanged either way."""
     wire = device if device.type == "cuda" else torch.device("cpu")
     shape = torch.tensor(tile.shape if tile is not None else [0] * 5, dtype=torch.int64, device=wire)
-    checked(dist.broadcast, shape, src=owner)
+    checked(dist.broadcast, shape, src=owner, group=_current.world_group)
     wire_dtype = dtype if wire.type == "cuda" else torch.float32
     if tile is None:
         buffer = torch.empty(*shape.tolist(), device=wire, dtype=wire_dtype)
     else:
         buffer = tile.to(wire, wire_dtype).contiguous()
-    checked(dist.broadcast, buffer, src=owner)
+    checked(dist.broadcast, buffer, src=owner, group=_current.world_group)
     return buffer.to(device, dtype)

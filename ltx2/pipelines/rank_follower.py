@@ -34,7 +34,8 @@ def follow(rank: int, spec_text: str, device: str, port: int) -> int:
     except parallel.ParallelError as exc:
         print(f"ltx2: rank {rank}: {exc}", file=sys.stderr)
         return 2
-    parallel.init(spec, rank, device, address="127.0.0.1", port=port)
+    parallel.init(spec, rank, device, address="127.0.0.1", port=port, timeout_s=rank_group.RENDEZVOUS_S,
+                  op_timeout_s=settings.parallel_timeout)
     while (blob := rank_group.read(stdin)) is not None:
         request, conditioning = pickle.loads(blob)
         try:

@@ -34,6 +34,7 @@ from .stages import StepCallback
 
 _followers: list[subprocess.Popen] = []
 _HEADER = struct.Struct("<Q")
+RENDEZVOUS_S = 3600.0  # the followers load their models first (minutes for the 19B); a dead one ends it sooner
 
 
 class Stopped(RuntimeError):
@@ -83,8 +84,9 @@ def start(settings) -> tuple[object, parallel.Group | None]:
         _followers.append(proc)
     atexit.register(stop)
     joined: dict = {}
-    thread = threading.Thread(target=lambda: joined.update(group=parallel.init(spec, 0, devices[0],
-                                                                               address="127.0.0.1", port=port)),
+    thread = threading.Thread(target=lambda: joined.update(group=parallel.init(
+        spec, 0, devices[0], address="127.0.0.1", port=port, timeout_s=RENDEZVOUS_S,
+        op_timeout_s=settings.parallel_timeout)),
                               daemon=True)
     thread.start()
     while thread.is_alive():  # the followers load their models meanwhile; one that exits ends the start
@@ -121,7 +123,7 @@ def agree_stop(stop: bool) -> bool:
     """Rank 0's answer to "stop now?" on every rank."""
     device = torch.device(f"cuda:{torch.cuda.current_device()}") if dist.get_backend() == "nccl" else "cpu"
     flag = torch.tensor([1 if stop else 0], dtype=torch.int32, device=device)
-    parallel.checked(dist.broadcast, flag, src=0)
+    parallel.checked(dist.broadcast, flag, src=0, group=parallel.current().world_group)
     return bool(flag.item())
 
 
