@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     add_download_arguments(p_dl, defaults)
 
     args, rest = parser.parse_known_args(argv)
+    if args.command in ("worker", "generate") and defaults.parallel:
+        # A rank group is served by `ltx2 serve` alone: say so rather than run on one device unasked.
+        print(f"ltx2 {args.command}: LTX2_PARALLEL={defaults.parallel!r} is for `ltx2 serve` (a rank group as its "
+              "worker); unset it here", file=sys.stderr)
+        sys.exit(2)
     if args.command == "worker":
         if {"-h", "--help"} & set(rest):
             print(worker_help())

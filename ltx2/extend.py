@@ -44,8 +44,10 @@ def max_seconds() -> float:
     try:
         value = float(raw) if raw.strip() else DEFAULT_MAX_SECONDS
     except ValueError:
-        raise ValueError(f"{SETTING} must be a number of seconds, got {raw!r}") from None
-    return value if value > 0 else DEFAULT_MAX_SECONDS
+        value = float("nan")
+    if not 0 < value < float("inf"):  # checked at start-up (create_app), so a request never meets it
+        raise ValueError(f"{SETTING} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def problem(request) -> tuple[str, str] | None:

@@ -71,6 +71,15 @@ def test_the_cap_on_the_output_is_a_setting_and_counts_the_input(model, monkeypa
     assert getattr(caught.value, "field", None) == "extend.seconds" and "at most 2 s" in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["sixty", "0", "-5", "inf"])
+def test_a_bad_cap_setting_stops_the_server_at_start(monkeypatch, value):
+    from ltx2.serving.app import create_app
+
+    monkeypatch.setenv("LTX2_MAX_EXTEND_SECONDS", value)
+    with pytest.raises(ValueError, match="LTX2_MAX_EXTEND_SECONDS must be a positive number"):
+        create_app()
+
+
 def test_a_video_past_the_frames_read_is_refused_not_cut(model):
     """The sandbox reads a video up to FRAME_MAX frames; an extend keeps its input whole, so a longer one is a
     422 naming video, not an extension of its first 19.88 s."""

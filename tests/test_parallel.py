@@ -347,9 +347,19 @@ def test_server_refuses_a_group_its_devices_do_not_fit(tmp_path):
 
     run = subprocess.run([sys.executable, "server.py", "--model", "tiny", "--port", "0", "--output-dir",
                           str(tmp_path), "--devices", "cpu,cpu,cpu", "--parallel", "ulysses=2"],
-                         cwd=root, capture_output=True, text=True, timeout=120)
+                         cwd=root, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 1
     assert "--devices lists 3 devices; --parallel ulysses=2 is a group of 2 ranks" in run.stderr
+
+
+def test_worker_and_generate_refuse_a_rank_group_they_cannot_serve(tmp_path):
+    """LTX2_PARALLEL is `ltx2 serve`'s: the RunPod worker and `ltx2 generate` say so instead of running alone."""
+    env = {**os.environ, "LTX2_PARALLEL": "ulysses=2", "PYTHONPATH": str(ROOT)}
+    for command in (["worker"], ["generate", "--prompt", "a cat", "--model", "tiny"]):
+        run = subprocess.run([sys.executable, "-m", "ltx2.cli", *command], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert f"ltx2 {command[0]}: LTX2_PARALLEL='ulysses=2' is for `ltx2 serve`" in run.stderr
 
 
 if __name__ == "__main__":

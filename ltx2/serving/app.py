@@ -34,6 +34,7 @@ from ..pipelines.loras import LoraPolicy, with_prepared
 from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
+from ..extend import max_seconds as max_extend_seconds
 from ..pipelines.conditioning import decode_conditioning, frames_for_duration
 from ..pipelines.generate import image_targets
 from ..pipelines.stages import resolve_multiscale
@@ -482,6 +483,7 @@ async def _disconnected(http: Request) -> None:
 def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
     """Build the app. Pass `model` to serve an already-loaded one (tests); otherwise it loads at start-up."""
     settings = settings or Settings.from_env()
+    max_extend_seconds()  # a bad LTX2_MAX_EXTEND_SECONDS stops start-up, rather than refusing every extend
     state = _State(model, settings)
 
     @asynccontextmanager
