@@ -165,6 +165,13 @@ def test_the_join_each_window_holds_the_frames_before_it_exactly(model):
     assert torch.allclose(two.video_latents[:, :, :2], vae_latents(model, overlap), atol=1e-4)
     assert np.array_equal(two.frames[:FRAMES + FPS], one.frames), "the first window is the same with a longer chain"
 
+    # Backward: the window's last latent frame is the input's first 8 frames, encoded where they sit (after 9
+    # copies of the first frame, which the causal VAE has seen by then).
+    back = generate(model, {**BASE, "extend": {"seconds": 1.0, "direction": "backward"}})
+    source = _decoded("float")
+    window = torch.cat([source[:, :, :1].expand(-1, -1, 9, -1, -1), source[:, :, :8]], dim=2)
+    assert torch.allclose(back.video_latents[:, :, -1:], vae_latents(model, window)[:, :, -1:], atol=1e-4)
+
 
 def test_a_video_without_sound_gets_its_new_audio_and_silence_under_the_input(model):
     silent = clip(frames=FRAMES, fps=FPS, audio=False)
