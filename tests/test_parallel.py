@@ -297,7 +297,8 @@ def video_frames(data: bytes) -> np.ndarray:
 def test_server_serves_a_ulysses_group_as_one_worker(client, tmp_path):
     """`--devices cpu,cpu --parallel ulysses=2`: the server starts a follower rank; a job runs on both
     and its video equals the single-process server's; a cancel stops both ranks and the next job runs;
-    a follower that dies fails the next jobs naming the group, and the server stays up."""
+    a follower that dies fails the next jobs naming the group, and the server stays up, its /health 503
+    naming the rank."""
     import httpx
     import psutil
     from servers import start_server, stop_server, wait_for_job
@@ -310,6 +311,8 @@ def test_server_serves_a_ulysses_group_as_one_worker(client, tmp_path):
     try:
         followers = [p for p in psutil.Process(proc.pid).children() if "ltx2.pipelines.rank_follower" in p.cmdline()]
         assert len(followers) == 1
+        assert httpx.get(f"{base}/health", timeout=5).json()["parallel"] == {"parallel": "ulysses=2", "ranks": 2,
+                                                                              "exited": []}
         response = httpx.post(f"{base}/generate", json=body, timeout=120)
         assert response.status_code == 200, response.text
         got = video_frames(base64.b64decode(response.json()["video"].split(",", 1)[1]))
@@ -337,7 +340,10 @@ def test_server_serves_a_ulysses_group_as_one_worker(client, tmp_path):
         assert first.status_code == 500 and "--parallel group" in first.json()["error"], first.text
         broken = httpx.post(f"{base}/generate", json=body, timeout=60)
         assert broken.status_code == 500 and "rank 1 of the --parallel group has exited" in broken.json()["error"]
-        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        health = httpx.get(f"{base}/health", timeout=5)  # up, and saying why jobs cannot run
+        assert health.status_code == 503 and health.json()["parallel"] == {"parallel": "ulysses=2", "ranks": 2,
+                                                                            "exited": [1]}
+        assert "rank 1 of the --parallel group has exited" in " ".join(health.json()["problems"])
     finally:
         stop_server(proc)
 

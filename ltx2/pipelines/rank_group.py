@@ -166,3 +166,13 @@ def read(stream) -> bytes | None:
     if len(header) < _HEADER.size:
         return None
     return stream.read(_HEADER.unpack(header)[0])
+
+
+def health() -> dict | None:
+    """/health's view of a served group: its spec, its ranks, and which followers have exited (then jobs
+    cannot run: the server says so). None when this process serves no group."""
+    group = parallel.current()
+    if group is None or not _followers:
+        return None
+    exited = [rank for rank, proc in enumerate(_followers, start=1) if proc.poll() is not None]
+    return {"parallel": str(group.spec), "ranks": group.world, "exited": exited}

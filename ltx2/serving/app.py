@@ -36,6 +36,7 @@ from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
 from ..extend import max_seconds as max_extend_seconds
 from ..pipelines.conditioning import decode_conditioning, frames_for_duration
+from ..pipelines import rank_group
 from ..pipelines.generate import image_targets
 from ..pipelines.stages import resolve_multiscale
 from .store import open_store
@@ -759,6 +760,11 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
             progress["job"] = running.id
         checks = manager.health()
+        group = rank_group.health()  # --parallel: a follower that exited means no job can run
+        if group is not None and group["exited"]:
+            checks = {**checks, "ready": False, "problems": [*checks["problems"], *(
+                f"rank {rank} of the --parallel group has exited: jobs fail until the server restarts"
+                for rank in group["exited"])]}
         try:  # the model and memory reports read /proc: that fails when no file descriptors are left
             model, memory = state.model.describe(), state.memory_report()
         except OSError as exc:
@@ -776,6 +782,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
             "memory": memory,
+            **({"parallel": group} if group is not None else {}),
         })
 
     @app.head("/health", include_in_schema=False)
