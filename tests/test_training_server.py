@@ -11,6 +11,7 @@ import pytest
 from servers import start_server, stop_server
 from test_training_clips import HOSTILE, dataset_zip
 
+JOB_TIMEOUT = 20
 TINY = {"resolution": "64x64", "num_frames": "9", "rank": "4", "learning_rate": "0.01"}
 
 
@@ -20,7 +21,10 @@ def server(tmp_path_factory):
     (root / "models" / "datasets").mkdir(parents=True)
     zip_path = dataset_zip(root / "clips.zip")
     dataset_zip(root / "models" / "datasets" / "named.zip")
+    # A 20 s job time limit: a video that waits longer than that behind a training must still run (its limit
+    # counts from when it gets the device).
     proc, base = start_server(root / "out", root / "server.log", "--models-dir", str(root / "models"),
+                              "--job-timeout", str(JOB_TIMEOUT),
                               env={"LTX2_API_KEYS": "alice:key-a,bob:key-b"})
     yield base, zip_path, root
     stop_server(proc)
@@ -103,8 +107,15 @@ def test_cancel_keeps_the_last_checkpoint(server):
     while httpx.get(f"{base}/trainings/{training_id}", headers=_auth()).json()["checkpoint_step"] is None:
         assert time.monotonic() < deadline
         time.sleep(0.3)
+    # A video queued behind the training waits past its own time limit without failing.
+    job = httpx.post(f"{base}/jobs", json={"prompt": "a cat", "width": 64, "height": 64, "num_frames": 9,
+                                           "num_inference_steps": 1}, headers=_auth(), timeout=30).json()
+    time.sleep(JOB_TIMEOUT + 3)
+    waiting = httpx.get(f"{base}/jobs/{job['id']}", headers=_auth(), timeout=10).json()
+    assert waiting["status"] in ("queued", "running"), waiting
     cancelled = httpx.delete(f"{base}/trainings/{training_id}", headers=_auth(), timeout=90).json()
     assert cancelled["status"] == "cancelled" and cancelled["lora"]["steps"] >= 3
+    assert _wait_job(base, job["id"])["status"] == "succeeded"
     used = httpx.post(f"{base}/generate", json={"prompt": "x", "width": 64, "height": 64, "num_frames": 9,
                                                 "num_inference_steps": 1, "loras": [{"path": "stopped"}]},
                       headers=_auth(), timeout=120)

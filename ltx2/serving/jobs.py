@@ -603,12 +603,11 @@ class JobManager(Supervision, SharedQueue):
                 return
 
     def _run(self, job: Job) -> None:
-        deadline = job.started + self.job_timeout - job.worked
-
         def check() -> None:
             if job.cancel.is_set():
                 raise JobCancelled()
-            if time.time() > deadline:
+            # Read each time: a job that waits for the device (a training holds it) starts when it gets it.
+            if time.time() > job.started + self.job_timeout - job.worked:
                 raise JobTimedOut()
 
         def on_step(step: int, total: int) -> None:

@@ -451,7 +451,15 @@ def install(app: FastAPI, state) -> None:
     def run_job_in_turn(job, on_step):
         if turns.holder is not None or turns.waiting:
             job.stage = "waiting for the device (a training holds it)"
-        with turns.hold(getattr(job, "check", None), who=f"job {job.id}"):
+        def waiting() -> None:
+            # Its time limit (and the supervisor's stuck watch) begins when it gets the device: until then
+            # its start moves with the clock, and only a cancel ends it.
+            job.started = time.time()
+            if job.cancel.is_set():
+                job.check()
+
+        with turns.hold(waiting, who=f"job {job.id}"):
+            job.started = time.time()
             return run_job(job, on_step)
 
     state._run_job = run_job_in_turn  # read by _open_jobs when the job manager starts
