@@ -59,20 +59,33 @@ class TrainingRequest(BaseModel):
 
     dataset: str | None = Field(None, max_length=2048, description=(
         "An http(s) URL of a zip (fetched under the same guard as image URLs), or the name of a zip or folder "
-        "under <models dir>/datasets/; or leave it out and upload the zip as the multipart field `dataset`."))
-    name: str = Field(description="The LoRA's name: it is written to <models dir>/loras/<name>.safetensors")
-    mode: Literal["t2v", "i2v"] = "t2v"
-    rank: int = Field(32, ge=1, le=256)
-    alpha: float | None = Field(None, gt=0, le=1024, description="LoRA alpha; empty: the rank (a scale of 1)")
-    steps: int = Field(2000, ge=1, le=100_000)
-    learning_rate: float = Field(1e-4, gt=0, le=1.0)
-    resolution: str = Field("768x512", description="WxH, each a multiple of 32 from 64 to 1920")
-    num_frames: int = Field(49, ge=9, le=257, description="8k+1 frames per clip")
-    trigger: str | None = Field(None, max_length=64, description="A word put before every caption")
-    checkpoint_every: int = Field(250, ge=1, le=100_000)
-    validation_prompt: str | None = Field(None, max_length=2000, description="Recorded with the LoRA's metadata")
-    seed: int = Field(42, ge=0, le=2**31 - 1)
-    memory_mode: Literal["auto", "full", "low_vram"] = "auto"
+        "under <models dir>/datasets/; or leave it out and upload the zip as the multipart field `dataset`."),
+        examples=["my-clips.zip"])
+    name: str = Field(description="The LoRA's name: it is written to <models dir>/loras/<name>.safetensors, and "
+                      "the next request uses it as loras: [{\"path\": name}]", examples=["neon-street"])
+    mode: Literal["t2v", "i2v"] = Field("t2v", description="t2v: text to video. i2v: each clip's first frame is "
+                                        "kept clean as the condition, as ltx-trainer's first-frame conditioning.",
+                                        examples=["t2v"])
+    rank: int = Field(32, ge=1, le=256, description="LoRA rank (ltx-trainer's default 32).", examples=[32])
+    alpha: float | None = Field(None, gt=0, le=1024, description="LoRA alpha; empty: the rank (a scale of 1)",
+                                examples=[32])
+    steps: int = Field(2000, ge=1, le=100_000, description="Optimizer steps.", examples=[2000])
+    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="AdamW's learning rate (linear decay).",
+                                 examples=[1e-4])
+    resolution: str = Field("768x512", description="WxH, each a multiple of 32 from 64 to 1920: every clip is "
+                            "cropped and scaled to it", examples=["768x512"])
+    num_frames: int = Field(49, ge=9, le=257, description="8k+1 frames per clip (its first ones)", examples=[49])
+    trigger: str | None = Field(None, max_length=64, description="A word put before every caption",
+                                examples=["NEONST"])
+    checkpoint_every: int = Field(250, ge=1, le=100_000, description="Save the LoRA every this many steps (a cancel "
+                                  "keeps the last one).", examples=[250])
+    validation_prompt: str | None = Field(None, max_length=2000, description="Recorded with the LoRA's metadata",
+                                          examples=["NEONST a street at dusk"])
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seeds the timesteps, the noise and the LoRA's start.",
+                      examples=[42])
+    memory_mode: Literal["auto", "full", "low_vram"] = Field(
+        "auto", description="auto: full when the device holds it, else low_vram (optimizer state on the host), "
+        "else refused with 413", examples=["auto"])
 
     @field_validator("name")
     @classmethod
@@ -492,7 +505,18 @@ def install(app: FastAPI, state) -> None:
     limit_mb = float(getattr(state.settings, "training_dataset_mb", 2048))
 
     @app.post("/trainings", status_code=202, tags=["trainings"], name="create_training",
-              summary="Train a LoRA on a dataset of captioned clips (queued on the same device as videos)")
+              summary="Train a LoRA on a dataset of captioned clips (queued on the same device as videos)",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": TrainingRequest.model_json_schema(
+                      ref_template="#/components/schemas/{model}")}, "multipart/form-data": {"schema": {
+                          "type": "object", "required": ["dataset", "name"],
+                          "properties": {"dataset": {"type": "string", "format": "binary", "description":
+                                                     "A zip of clips, each with a caption .txt of the same name"},
+                                         "name": {"type": "string"}},
+                          "additionalProperties": {"type": "string"}}}}}},
+              responses={422: {"model": ErrorResponse, "description": "A field breaks its rule (named in field)"},
+                         413: {"model": ErrorResponse, "description": "The dataset is too large"},
+                         503: {"model": ErrorResponse, "description": "The model is not loaded"}})
     async def create_training(http: Request) -> JSONResponse:
         if (refusal := refuse_unavailable()) is not None:
             return refusal
@@ -532,13 +556,17 @@ def install(app: FastAPI, state) -> None:
                 os.remove(upload)
         return JSONResponse(status_code=202, content=view(t, http), headers={"Location": view(t, http)["links"]["self"]})
 
-    @app.get("/trainings/{training_id}", name="get_training", tags=["trainings"],
+    missing = {404: {"model": ErrorResponse, "description": "No such training (or another key's)"},
+               503: {"model": ErrorResponse, "description": "The model is not loaded"}}
+
+    @app.get("/trainings/{training_id}", name="get_training", tags=["trainings"], responses=missing,
              summary="A training's status, step, loss (and the losses so far), ETA and LoRA")
     async def get_training(training_id: str, http: Request):
         t = await find(training_id, http)
         return t if isinstance(t, JSONResponse) else JSONResponse(view(t, http))
 
     @app.delete("/trainings/{training_id}", name="cancel_training", tags=["trainings"],
+                responses={**missing, 409: {"model": ErrorResponse, "description": "The training has ended"}},
                 summary="Cancel a training: a queued one is removed, a running one stops; its last checkpoint stays")
     async def cancel_training(training_id: str, http: Request):
         t = await find(training_id, http)
@@ -552,7 +580,7 @@ def install(app: FastAPI, state) -> None:
             await state.changes.changed(t, t.version, 1)
         return JSONResponse(view(t, http))
 
-    @app.get("/trainings/{training_id}/events", name="training_events", tags=["trainings"],
+    @app.get("/trainings/{training_id}/events", name="training_events", tags=["trainings"], responses=missing,
              summary="Server-sent events: progress (step, loss, ETA), then the result")
     async def training_events(training_id: str, http: Request):
         t = await find(training_id, http)
