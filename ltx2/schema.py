@@ -454,6 +454,13 @@ class GenerateRequest(BaseModel):
         description="With ic_lora: how firmly the reference video's tokens are held (1: kept clean, as trained; "
         "0: denoised like the rest).", examples=[1.0],
     )
+    conditioning_attention_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="With ic_lora: the weight of the attention between the generated video and the reference "
+        "video's tokens (ltx-pipelines' ICLoraPipeline conditioning_attention_strength; 1: full, as trained; 0: the "
+        "generated tokens do not attend to the reference, nor it to them). Below 1 it adds a dense "
+        "tokens x tokens bias to stage 1's video self-attention.", examples=[1.0],
+    )
     control: Literal["canny", "depth", "pose"] | None = Field(
         default=None,
         description='With ic_lora: "canny" computes the Canny edges of video here (send the raw video); depth and '

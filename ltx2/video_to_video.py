@@ -35,7 +35,7 @@ def check(request: Any) -> None:
     """The rules between ic_lora, its knobs and the other fields; raises VideoToVideoProblem."""
     given = request.model_fields_set
     if request.ic_lora is None:
-        for name in ("ic_lora_scale", "video_strength", "control"):
+        for name in ("ic_lora_scale", "video_strength", "control", "conditioning_attention_strength"):
             if name in given and getattr(request, name) is not None:
                 raise VideoToVideoProblem(name, f"{name} is a knob of video-to-video: send ic_lora (an IC-LoRA file in "
                                                 "the server's <models dir>/loras/) and video too, or leave it out")

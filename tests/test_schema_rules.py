@@ -164,7 +164,7 @@ def test_the_docs_example_request_is_test_input_json():
 
 # Fields that only go together: each one's example is checked with the other's.
 COMPANIONS = {"video": "retake", "retake": "video", "extend": "video"}
-V2V_KNOBS = ("ic_lora", "ic_lora_scale", "video_strength", "control")
+V2V_KNOBS = ("ic_lora", "ic_lora_scale", "video_strength", "control", "conditioning_attention_strength")
 
 
 @pytest.mark.parametrize("name", sorted(GenerateRequest.model_fields))

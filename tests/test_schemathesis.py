@@ -111,7 +111,7 @@ def _schema_valid(name: str, value) -> bool:
         return isinstance(value, list) and len(value) <= 8 and all(_keyframe(item) for item in value)
     if name == "ic_lora":
         return value is None or (isinstance(value, str) and 1 <= len(value) <= 255)
-    if name in ("ic_lora_scale", "video_strength"):
+    if name in ("ic_lora_scale", "video_strength", "conditioning_attention_strength"):
         return _number(value, 0, 4 if name == "ic_lora_scale" else 1)
     if name == "control":
         return value in (None, "canny", "depth", "pose")
@@ -168,7 +168,7 @@ def cheap(body, path="/generate"):
     # Video to video's fields need an IC-LoRA file and a video with each other (tests/test_video_to_video.py).
     # extend needs a video too (tests/test_extend.py).
     for name in ("video", "retake", "keyframes", "temporal_upscale", "ic_lora", "ic_lora_scale", "video_strength",
-                 "control", "extend"):
+                 "control", "extend", "conditioning_attention_strength"):
         if name in body and _schema_valid(name, body[name]):
             del body[name]
     # fal's name for a field and the field itself together are a 422 naming both (tests/test_fal_fields.py).

@@ -79,6 +79,10 @@ def run(model, fields: dict, pol: LoraPolicy, **kw):
     ({"width": 64}, "height", "width and height together"),
     ({"video_strength": 1.5}, "video_strength", "must be <= 1.0"),
     ({"ic_lora_scale": -1}, "ic_lora_scale", "must be >= 0"),
+    ({"ic_lora": None, "video": None, "conditioning_attention_strength": 0.5}, "conditioning_attention_strength",
+     "send ic_lora"),
+    ({"conditioning_attention_strength": 1.01}, "conditioning_attention_strength", "must be <= 1.0"),
+    ({"conditioning_attention_strength": -0.1}, "conditioning_attention_strength", "must be >= 0"),
 ])
 def test_bad_video_to_video_requests_are_refused_naming_the_field(fields, field, words):
     with pytest.raises(Exception) as refused:
@@ -205,6 +209,102 @@ def test_reference_positions_follow_the_downscale_and_temporal_factors(model):
     assert got[0, 0, -1, 1] == pytest.approx(target[0, 0, -1, 1])  # its last patch ends with the target's
 
 
+# ------------------------------------------------------------------------------ attention strength
+
+def attention_calls(model):
+    """Every attention module of the transformer, and a list that gets (name, attention_mask) of each call."""
+    seen, handles = [], []
+    for index, block in enumerate(model.pipe.transformer.transformer_blocks):
+        for name in ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn"):
+            handles.append(getattr(block, name).register_forward_hook(
+                lambda module, args, kwargs, out, name=f"{index}.{name}": seen.append((name, kwargs.get(
+                    "attention_mask", args[2] if len(args) > 2 else None))), with_kwargs=True))
+    return seen, handles
+
+
+def test_attention_strength_biases_only_stage_ones_video_self_attention(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    seen, handles = attention_calls(model)
+    try:
+        omitted, _ = run(model, {}, pol)
+        unbiased = [name for name, mask in seen if mask is not None and name.endswith("attn1")]
+        seen.clear()
+        one, _ = run(model, {"conditioning_attention_strength": 1.0}, pol)
+        assert not [name for name, mask in seen if mask is not None and name.endswith("attn1")]
+        seen.clear()
+        half, _ = run(model, {"conditioning_attention_strength": 0.5}, pol)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not unbiased  # strength 1 (the default): no mask is built, nothing changes
+    assert np.array_equal(one.frames, omitted.frames)
+    masked = [(name, mask) for name, mask in seen if mask is not None]
+    blocks = len(model.pipe.transformer.transformer_blocks)
+    # Stage 1's one step: each block's attn1 and nothing else; stage 2 (3 steps) none.
+    assert [name for name, _ in masked] == [f"{i}.attn1" for i in range(blocks)], [name for name, _ in masked]
+    assert sum(name == "0.attn1" for name, _ in seen) == 4
+    bias = masked[0][1][0, 0]  # 3 generated tokens, then the reference's 3
+    half_log = float(torch.log(torch.tensor(0.5)))
+    assert torch.equal(bias[:3, :3], torch.zeros(3, 3)) and torch.equal(bias[3:, 3:], torch.zeros(3, 3))
+    assert torch.allclose(bias[:3, 3:], torch.full((3, 3), half_log)) and torch.allclose(bias[3:, :3], bias[:3, 3:])
+    assert np.abs(half.frames.astype(int) - omitted.frames.astype(int)).mean() > 0.05  # it changes the video
+
+
+def test_attention_strength_zero_hides_the_reference_from_the_generated_tokens(model, models_dir, tmp_path):
+    """ltx-core's mask at 0: the generated tokens' self-attention is what it would be without the reference (the
+    dtype's smallest bias: exp gives exactly 0), and the reference attends only to itself. (It still reaches the
+    audio through the audio<->video attention, as in ltx-core, so the video as a whole is not the plain one's.)"""
+    attn = model.pipe.transformer.transformer_blocks[0].attn1
+    calls = []
+    handle = attn.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((dict(kwargs), out.clone())) if not calls else None,
+        with_kwargs=True)
+    try:
+        # ic_lora_scale 0: the LoRA's side paths, which exist only inside the run, add nothing to attn1 there
+        run(model, {"conditioning_attention_strength": 0.0, "ic_lora_scale": 0.0}, policy(models_dir, tmp_path))
+    finally:
+        handle.remove()
+    (kwargs, out), = calls
+    hidden, rope, bias = kwargs["hidden_states"], kwargs["query_rotary_emb"], kwargs["attention_mask"]
+    assert hidden.shape[1] == 6 and bias[0, 0, :3, 3:].max() == torch.finfo(bias.dtype).min
+    own = tuple(part[..., :3, :] if part.shape[-2] == 6 else part[:, :3] for part in rope)
+    ref_rope = tuple(part[..., 3:, :] if part.shape[-2] == 6 else part[:, 3:] for part in rope)
+    with torch.inference_mode():
+        alone = attn(hidden[:, :3], query_rotary_emb=own)  # the generated tokens without the reference at all
+        ref_alone = attn(hidden[:, 3:], query_rotary_emb=ref_rope)
+    assert torch.allclose(out[:, :3], alone, atol=1e-5), (out[:, :3] - alone).abs().max()
+    assert torch.allclose(out[:, 3:], ref_alone, atol=1e-5)
+    with torch.inference_mode():  # and with the reference in view (no bias) they differ: the test can tell
+        seen = attn(hidden, query_rotary_emb=rope)
+    assert (seen[:, :3] - alone).abs().max() > 1e-2
+
+
+def test_the_bias_keeps_keyframes_and_reference_apart_as_ltx_core_does():
+    from ltx2.pipelines.attention_strength import bias_bytes, self_attention_bias
+
+    # 4 generated tokens, 2 keyframe tokens, 3 reference tokens with their own weights.
+    bias = self_attention_bias(4, 6, torch.tensor([1.0, 0.25, 0.0]), torch.float32, torch.device("cpu"))[0, 0]
+    low = torch.finfo(torch.float32).min
+    assert bias.shape == (9, 9) and bias.stride(0) == 16  # rows aligned for the fused kernels
+    assert torch.equal(bias[:6, :6], torch.zeros(6, 6)) and torch.equal(bias[6:, 6:], torch.zeros(3, 3))
+    expected = torch.tensor([0.0, float(torch.log(torch.tensor(0.25))), low])
+    assert torch.equal(bias[:4, 6:], expected.expand(4, 3)) and torch.equal(bias[6:, :4], expected[:, None].expand(3, 4))
+    assert (bias[4:6, 6:] == low).all() and (bias[6:, 4:6] == low).all()  # keyframes <-> reference: 0
+    assert bias_bytes(9, torch.bfloat16) == 9 * 16 * 2
+
+
+def test_admission_counts_the_bias(model):
+    from ltx2.serving.admission import Admission
+
+    admission = Admission(model, margin=1.0)
+    fields = {**BASE, "width": 512, "height": 512, "num_frames": 121, "use_multiscale": False}
+    plain = admission.stage_bytes(GenerateRequest.model_validate(fields), 121, 512, 512)[0]["denoise"]
+    biased = admission.stage_bytes(GenerateRequest.model_validate({**fields, "conditioning_attention_strength": 0.5}),
+                                   121, 512, 512)[0]["denoise"]
+    tokens = 2 * 16 * 16 * 16  # 16 latent frames of 16x16, and the reference's as many
+    assert biased - plain == tokens * tokens * 4  # float32 on the CPU
+
+
 # ----------------------------------------------------------------------------------------- ways in
 
 @pytest.fixture(scope="module")
@@ -228,7 +328,8 @@ def test_a_live_server_runs_video_to_video_through_generate_and_v1_videos(v2v_se
     assert body["loras"][0]["path"] == "ic" and body["loras"][0]["stage"] == "stage1"
     check_file(base64.b64decode(body["video"].split(",", 1)[1]))
 
-    form = {"prompt": BASE["prompt"], "ic_lora": "ic", "control": "canny", "num_inference_steps": "1", "seed": "5"}
+    form = {"prompt": BASE["prompt"], "ic_lora": "ic", "control": "canny", "num_inference_steps": "1", "seed": "5",
+            "conditioning_attention_strength": "0.5"}
     r = requests.post(v2v_server + "/v1/videos", data=form, files={"input_reference": ("clip.mp4", CLIP, "video/mp4")},
                       timeout=60)
     assert r.status_code == 200, r.text
@@ -241,6 +342,11 @@ def test_a_live_server_runs_video_to_video_through_generate_and_v1_videos(v2v_se
     assert r.status_code == 422 and r.json()["field"] == "control" and "precomputed" in r.json()["error"], r.text
     r = requests.post(v2v_server + "/generate", json={**BASE, "ic_lora": "ic-23"}, timeout=60)
     assert r.status_code == 422 and r.json()["field"] == "ic_lora", r.text
+    r = requests.post(v2v_server + "/generate", json={"prompt": "a", "conditioning_attention_strength": 0.5}, timeout=60)
+    assert r.status_code == 422 and r.json()["field"] == "conditioning_attention_strength", r.text
+    r = requests.post(v2v_server + "/v1/videos", data={**form, "conditioning_attention_strength": "1.5"},
+                      files={"input_reference": ("clip.mp4", CLIP, "video/mp4")}, timeout=60)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "conditioning_attention_strength", r.text
     r = requests.post(v2v_server + "/v1/videos", data={**form, "control": "pose"},
                       files={"input_reference": ("clip.mp4", CLIP, "video/mp4")}, timeout=60)
     assert r.status_code == 422 and r.json()["error"]["param"] == "control", r.text
@@ -258,11 +364,13 @@ def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
 
     monkeypatch.setenv("LTX2_MODELS_DIR", str(models_dir))
     handler = make_handler(model, send_progress=lambda job, progress: None)
-    out = handler({"id": "v", "input": {**BASE, "control": "canny"}})
+    out = handler({"id": "v", "input": {**BASE, "control": "canny", "conditioning_attention_strength": 0.25}})
     assert out.get("reference", {}).get("control") == "canny", {k: v for k, v in out.items() if k != "video"}
     check_file(base64.b64decode(out["video"].split(",", 1)[1]))
     refused = handler({"id": "v", "input": {**BASE, "ic_lora": "missing"}})
     assert refused.get("field") == "ic_lora", refused
+    refused = handler({"id": "v", "input": {**BASE, "conditioning_attention_strength": -1}})
+    assert refused.get("field") == "conditioning_attention_strength", refused
 
 
 def test_the_cli_runs_video_to_video_from_a_file(model, models_dir, tmp_path, monkeypatch, capsys):
@@ -273,7 +381,8 @@ def test_the_cli_runs_video_to_video_from_a_file(model, models_dir, tmp_path, mo
     (tmp_path / "clip.mp4").write_bytes(CLIP)
     out = tmp_path / "out.mp4"
     cli.main(["generate", "--prompt", "edges", "--video", str(tmp_path / "clip.mp4"), "--ic-lora", "ic",
-              "--control", "canny", "--ic-lora-scale", "0.8", "--video-strength", "0.9", "--num-inference-steps", "1",
+              "--control", "canny", "--ic-lora-scale", "0.8", "--video-strength", "0.9",
+              "--conditioning-attention-strength", "0.5", "--num-inference-steps", "1",
               "--seed", "5", "-o", str(out)])
     check_file(out.read_bytes())
     printed = capsys.readouterr().out

@@ -266,6 +266,7 @@ class Case:
     # "ic-lora" (ICLoraPipeline, distilled): video_file's clip as the reference of an IC-LoRA written on the
     # miniature (ic_lora_file) with this reference_downscale_factor in its metadata
     reference_downscale: int = 1
+    attention_strength: float = 1.0  # "ic-lora": conditioning_attention_strength (below 1: the attention bias)
     extend: float | None = None  # "extend" (ltx2's own; VideoConditionByLatentIndex): seconds added to video_file's clip
 
 
@@ -279,6 +280,7 @@ CASES = (
     Case("distilled two-stage, keyframes at frames 0, 4 and 8", "distilled", keyframes=((0, 1.0), (4, 0.7), (8, 1.0))),
     Case("distilled one-stage retake of 0.12-0.28 s, with sound", "retake", size=64, retake=(0.12, 0.28)),
     Case("distilled two-stage IC-LoRA, reference video at half stage 1's size", "ic-lora", reference_downscale=2),
+    Case("distilled two-stage IC-LoRA, conditioning_attention_strength 0.5", "ic-lora", attention_strength=0.5),
     Case("distilled one-stage extend by 0.32 s (first window), with sound", "extend", size=64, extend=0.32),
 )
 EXTEND_WINDOW, EXTEND_HELD = 17, 9  # the extend case's window: 2 latent frames held (the clip's last 9 frames), 1 new
@@ -473,7 +475,8 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
                 elif case.pipeline == "distilled":
                     pipeline(**common)
                 elif case.pipeline == "ic-lora":
-                    pipeline(**common, video_conditioning=[(str(image.parent / "clip.mov"), 1.0)])
+                    pipeline(**common, video_conditioning=[(str(image.parent / "clip.mov"), 1.0)],
+                             conditioning_attention_strength=case.attention_strength)
                 else:
                     params = ref.params  # LTX_2_4_PARAMS, what ltx-pipelines detects for a 2.5 checkpoint
                     video = replace(params.video_guider_params, stg_blocks=[stg_block])
@@ -525,6 +528,7 @@ def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
         data = (image.parent / "clip.mov").read_bytes()
         request = {"prompt": PROMPT, "seed": SEED, "width": case.size, "height": case.size, "num_frames": FRAMES,
                    "fps": FPS, "ic_lora": IC_LORA, "video_strength": 1.0,
+                   "conditioning_attention_strength": case.attention_strength,
                    "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
         conditioning = None
     with record_ours(model, rec):
@@ -606,16 +610,15 @@ def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] |
         image = image_file(Path(tmp))
         if any(case.retake or case.pipeline in ("ic-lora", "extend") for case in chosen):
             video_file(Path(tmp))
-        for case in chosen:
-            if case.pipeline == "ic-lora":
-                import os
-
-                paths["ic_lora"] = ic_lora_file(root, models["distilled"], case.reference_downscale)
-                os.environ["LTX2_MODELS_DIR"] = str(root)  # where generate() finds ic_lora, as a server's loras/
         some = models["distilled"]
         channels = (some.pipe.vae.config.latent_channels, some.pipe.audio_vae.config.latent_channels)
         stg_block = some.pipe.transformer.config.num_layers - 1
         for case in chosen:
+            if case.pipeline == "ic-lora":  # written for each case: the IC-LoRA cases differ in its metadata
+                import os
+
+                paths["ic_lora"] = ic_lora_file(root, models["distilled"], case.reference_downscale)
+                os.environ["LTX2_MODELS_DIR"] = str(root)  # where generate() finds ic_lora, as a server's loras/
             model = models["distilled" if case.pipeline in DISTILLED else "dev"]
             results[case.name] = compare(run_ours(model, case, image, stg_block),
                                          run_reference(ref, paths, case, image, channels, stg_block))

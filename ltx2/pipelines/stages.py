@@ -41,6 +41,7 @@ from ..schema import GenerateRequest, InvalidRequest
 from . import progress
 from .conditioning import Conditioning, blend_velocity, frames_for_duration, image_pixels, keyframe_coords, start_from
 from .guidance import Guidance, ModalityGuidance, combine
+from . import attention_strength
 from .passes import Perturbation, gate_timesteps, reference_semantics
 
 StepCallback = Callable[[int, int], None]
@@ -395,9 +396,11 @@ class Conditions:
     # every other image's are appended as keyframe tokens at its frame.
     images: list[tuple[ImageCondition, torch.Tensor]] = field(default_factory=list)
     audio: torch.Tensor | None = None  # audio tokens, the whole soundtrack
-    # An IC-LoRA's reference video (video_to_video.Reference.encode): (tokens, RoPE coords, strength), appended
-    # after the keyframes as ltx-core's VideoConditionByReferenceLatent appends it after the image conditionings.
-    reference: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    # An IC-LoRA's reference video (video_to_video.Reference.encode): (tokens, RoPE coords, strength, attention),
+    # appended after the keyframes as ltx-core's VideoConditionByReferenceLatent appends it after the image
+    # conditionings; attention: None, or each reference token's weight (M,) toward the generated ones
+    # (conditioning_attention_strength, attention_strength.py).
+    reference: tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None] | None = None
 
     @property
     def appended(self) -> list[tuple[ImageCondition, torch.Tensor]]:
@@ -459,6 +462,8 @@ class Stream:
     clean: torch.Tensor | None = None  # conditioned tokens' clean latents (zeros elsewhere)
     strength: torch.Tensor | None = None  # (1, tokens, 1): 1 holds a token, 0 leaves it free
     frozen: bool = False  # every token held (a soundtrack at strength 1): the stream's sigma counts as 0
+    # (1, 1, tokens, tokens) additive bias on the video self-attention (an IC-LoRA's attention strength)
+    attention_bias: torch.Tensor | None = None
 
     def token_sigma(self, sigma: float) -> torch.Tensor | float:
         """Each token's own noise level: the step's sigma times one minus its strength."""
@@ -517,7 +522,10 @@ def prepare_latents(model: LoadedModel, plan: Plan, grid: LatentGrid, conditions
             coords = keyframe_coords(pipe.transformer.rope, grid.height, grid.width, image.frame, grid.fps, device)
             video.coords = torch.cat([video.coords, coords], dim=2)
         if conditions.reference is not None:  # last, with the rest of the noise drawn for the appended tokens
-            tokens, coords, strength = conditions.reference
+            tokens, coords, strength, attention = conditions.reference
+            if attention is not None:  # ltx-core's block mask; the keyframes end where the reference starts
+                video.attention_bias = attention_strength.self_attention_bias(
+                    video.own_tokens, latents.shape[1], attention, model.dtype, device)
             latents = torch.cat([latents, extra_noise[:, taken:]], dim=1)
             if video_base is not None:
                 video_base = torch.cat([video_base, renoise(torch.zeros_like(tokens), extra_noise[:, taken:], sigma0)],
@@ -695,6 +703,7 @@ def transformer_pass(run: Run, video: Stream, audio: Stream, t: torch.Tensor, si
     with reference_semantics(transformer, video_gate=gate_timesteps(transformer, audio_sigma),
                              audio_gate=gate_timesteps(transformer, video_sigma),
                              perturbations=perturbations, stg_blocks=stg_blocks), \
+            attention_strength.applied(transformer, video.attention_bias), \
             parallel.sequence_parallel(transformer):  # --parallel ulysses: tokens split, attention exchanged
         video_velocity, audio_velocity = transformer(
             hidden_states=widen(video.latents).to(dtype),

@@ -50,9 +50,13 @@ class Reference:
     strength: float
     adapters: list[tuple[Adapter, float]] = field(default_factory=list)
     downscale: int = 0  # known once encoded at a stage's grid
+    # conditioning_attention_strength: the weight of the attention between the generated and the reference
+    # tokens; at 1 no bias is built (ltx-pipelines wraps the conditioning only below 1).
+    attention: float = 1.0
 
-    def encode(self, model: LoadedModel, grid: LatentGrid) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """(tokens, coords, strength) for `stages.Conditions.reference`, at the stage's `grid`."""
+    def encode(self, model: LoadedModel, grid: LatentGrid
+               ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+        """(tokens, coords, strength, attention) for `stages.Conditions.reference`, at the stage's `grid`."""
         pipe, vae_ratio = model.pipe, model.pipe.vae_spatial_compression_ratio
         frames = (self.pixels.shape[2] - 1) // pipe.vae_temporal_compression_ratio + 1
         height, width = self.pixels.shape[3] // vae_ratio, self.pixels.shape[4] // vae_ratio
@@ -62,8 +66,9 @@ class Reference:
                              f"{grid.width}x{grid.height}")
         with model.placement.use("vae"):
             tokens = stages.encode_pixels(model, self.pixels).to(model.device)
+        attention = None if self.attention >= 1.0 else torch.full((tokens.shape[1],), self.attention)
         return tokens, reference_coords(model, grid, frames, height, width, self.downscale, self.temporal), \
-            self.strength
+            self.strength, attention
 
 
 def reference_coords(model: LoadedModel, grid: LatentGrid, frames: int, height: int, width: int, downscale: int,
@@ -83,7 +88,8 @@ def reference_coords(model: LoadedModel, grid: LatentGrid, frames: int, height: 
 def video_to_video(model: LoadedModel, plan: Plan, on_step: StepCallback | None,
                    adapters: list[tuple[Adapter, float]]) -> GenerationResult:
     info = plan.conditioning.video_info
-    reference = Reference(plan.conditioning.video, info["temporal"], float(plan.request.video_strength), adapters)
+    reference = Reference(plan.conditioning.video, info["temporal"], float(plan.request.video_strength), adapters,
+                          attention=float(plan.request.conditioning_attention_strength))
     pipeline = two_stage if plan.use_multiscale else one_stage
     result = pipeline(model, replace(plan, reference=reference), on_step)
     result.pipeline = f"{NAME}-{result.pipeline}"

@@ -23,7 +23,7 @@ from ..keyframes import appended_keyframes
 from ..models import memory, memory_model
 from ..models.geometry import audio_latent_frames, latent_video_shape
 from ..models.loaded import LoadedModel
-from ..pipelines import tiling
+from ..pipelines import attention_strength, tiling
 from ..pipelines.stages import model_size, resolve_guidance, resolve_multiscale
 from ..schema import (
     FRAME_MAX,
@@ -146,10 +146,15 @@ class Admission:
         held = appended_keyframes(request, frames)  # each appended keyframe: one more latent frame of tokens
         # ic_lora: stage 1 also carries the reference's tokens, at most as many as its own (downscale factor 1).
         reference = t if request.ic_lora is not None else 0
-        denoise = costs.denoise((t + held + (0 if two_stage else reference)) * lh * lw, a) * (1 if two_stage else batch)
+        # conditioning_attention_strength below 1: one dense tokens x tokens bias on stage 1's video self-attention.
+        biased = request.ic_lora is not None and request.conditioning_attention_strength < 1
+        bias = lambda tokens: attention_strength.bias_bytes(tokens, model.dtype) if biased else 0  # noqa: E731
+        tokens = (t + held + (0 if two_stage else reference)) * lh * lw
+        denoise = costs.denoise(tokens, a) * (1 if two_stage else batch) + (0 if two_stage else bias(tokens))
         upsample = 0
         if two_stage:  # stage 1 at half size with the guidance batch, stage 2 at full size alone
-            denoise = max(denoise, costs.denoise((t + held + reference) * (lh // 2) * (lw // 2), a) * batch)
+            first = (t + held + reference) * (lh // 2) * (lw // 2)
+            denoise = max(denoise, costs.denoise(first, a) * batch + bias(first))
             upsample = int(costs.upsampler_per_voxel * t * lh * lw)
         stages = {"encode_prompt": 0, "denoise": denoise, "upsample": upsample}
         decoded_t, out_frames = t, frames
