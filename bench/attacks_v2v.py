@@ -1,8 +1,10 @@
 """Attacks on video to video (`ic_lora` with a reference `video`) on a real tiny server, merged into
 bench/attacks.py's table: an IC-LoRA name that leaves the LoRA directory, an IC-LoRA whose metadata claims a
 reference downscale factor of 10^6, another family's IC-LoRA, control "depth" (needs a model this server has
-not), and hostile reference files (10^6 frames declared, 30000x30000 declared) with control "canny"; and, for
-contrast, a benign 64x64 clip with control "canny", which runs (200). Each row set is the answer, the seconds
+not), hostile reference files (10^6 frames declared, 30000x30000 declared) with control "canny",
+conditioning_attention_strength out of range, without ic_lora, and at a size whose dense attention bias alone
+is 72 GB; and, for contrast, a benign 64x64 clip with control "canny" and one at attention strength 0, which
+run (200). Each row set is the answer, the seconds
 it took, the server process's peak RSS growth and whether it is alive; then whether the next job succeeds.
 
     python bench/attacks.py --only video_to_video
@@ -57,7 +59,15 @@ def attack_video_to_video() -> list[tuple[str, str]]:
                                                                "control": "canny"},
         "reference 30000x30000 declared, control canny": {**BODY, "video": uri(huge_size(), "video/quicktime"),
                                                           "control": "canny"},
+        "conditioning_attention_strength 2": {**BODY, "video": benign, "conditioning_attention_strength": 2},
+        "conditioning_attention_strength 0.5 without ic_lora": {"prompt": "a", "conditioning_attention_strength": 0.5},
+        # 2 x 33 latent frames of 60x34 tokens: a 134,640^2 float32 bias (72 GB) before any activation
+        "conditioning_attention_strength 0.5, 1920x1088, 257 frames, one stage": {
+            **BODY, "video": benign, "conditioning_attention_strength": 0.5, "width": 1920, "height": 1088,
+            "num_frames": 257, "use_multiscale": False},
         "benign 64x64 17-frame clip, control canny (runs)": {**BODY, "video": benign, "control": "canny"},
+        "benign clip, conditioning_attention_strength 0 (runs)": {**BODY, "video": benign,
+                                                                  "conditioning_attention_strength": 0.0},
     }
     rows = []
     try:
