@@ -31,11 +31,15 @@ class VideoToVideoProblem(ValueError):
         self.field = field
 
 
+# The knobs that mean something only with ic_lora (sent without it: a 422 naming the knob).
+KNOBS = ("ic_lora_scale", "video_strength", "control", "conditioning_attention_strength")
+
+
 def check(request: Any) -> None:
     """The rules between ic_lora, its knobs and the other fields; raises VideoToVideoProblem."""
     given = request.model_fields_set
     if request.ic_lora is None:
-        for name in ("ic_lora_scale", "video_strength", "control", "conditioning_attention_strength"):
+        for name in KNOBS:
             if name in given and getattr(request, name) is not None:
                 raise VideoToVideoProblem(name, f"{name} is a knob of video-to-video: send ic_lora (an IC-LoRA file in "
                                                 "the server's <models dir>/loras/) and video too, or leave it out")
@@ -57,6 +61,11 @@ def check(request: Any) -> None:
         missing = "height" if "width" in given else "width"
         raise VideoToVideoProblem(missing, f"with ic_lora give width and height together, or neither (the video's own "
                                            f"size): {missing} is missing")
+    images = [name for name in ("image_start", "image_end", "keyframes") if getattr(request, name, None)]
+    if images and not {"width", "height"} & given:
+        # The images are fitted to the output size in the sandbox, before the video that would set it is read.
+        raise VideoToVideoProblem("width", f"with ic_lora and {images[0]}, give width and height: the images are "
+                                           "prepared at the output size, which is otherwise the video's, read later")
 
 
 def reference_scales(metadata: dict[str, str] | None, field: str = "ic_lora") -> tuple[int, int]:

@@ -115,6 +115,10 @@ def _schema_valid(name: str, value) -> bool:
         return _number(value, 0, 4 if name == "ic_lora_scale" else 1)
     if name == "control":
         return value in (None, "canny", "depth", "pose")
+    if name == "extend":
+        return value is None or (isinstance(value, dict) and "seconds" in value and set(value) <= {"seconds", "direction"}
+                                 and _number(value["seconds"], 0, 3600, low_open=True)
+                                 and value.get("direction", "forward") in ("forward", "backward"))
     raise ValueError(name)
 
 

@@ -14,6 +14,7 @@ import requests
 import torch
 from safetensors.torch import load_file, save_file
 
+import hostile
 from lora_files import write_lora
 from servers import start_server, stop_server
 from test_retake import clip, mp4_frames, wait_job
@@ -28,6 +29,7 @@ from ltx2.schema import GenerateRequest, InvalidRequest, validation_error_body
 SIDE, FRAMES, FPS = 64, 17, 25
 CLIP = clip(FRAMES, SIDE, SIDE, FPS, audio=False)
 URI = "data:video/mp4;base64," + base64.b64encode(CLIP).decode()
+PNG = "data:image/png;base64," + base64.b64encode(hostile.png(SIDE, SIDE)).decode()
 BASE = {"prompt": "a red ball, edges", "video": URI, "ic_lora": "ic", "num_inference_steps": 1, "seed": 5}
 
 
@@ -83,6 +85,7 @@ def run(model, fields: dict, pol: LoraPolicy, **kw):
      "send ic_lora"),
     ({"conditioning_attention_strength": 1.01}, "conditioning_attention_strength", "must be <= 1.0"),
     ({"conditioning_attention_strength": -0.1}, "conditioning_attention_strength", "must be >= 0"),
+    ({"image_start": PNG}, "width", "give width and height"),  # fitted before the video sets the size
 ])
 def test_bad_video_to_video_requests_are_refused_naming_the_field(fields, field, words):
     with pytest.raises(Exception) as refused:
@@ -141,6 +144,11 @@ def test_control_canny_decodes_the_reference_as_its_edges(model, models_dir, tmp
 
 
 # ---------------------------------------------------------------------------------------- the tokens
+
+def test_an_image_with_ic_lora_runs_at_the_given_size(model, models_dir, tmp_path):
+    result, _ = run(model, {"image_start": PNG, "width": SIDE, "height": SIDE}, policy(models_dir, tmp_path))
+    assert result.frames.shape[1:3] == (SIDE, SIDE)
+
 
 def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model, models_dir, tmp_path):
     pol = policy(models_dir, tmp_path)

@@ -34,6 +34,7 @@ from ..pipelines.loras import LoraPolicy, with_prepared
 from ..pipelines.loras import prepare as prepare_loras
 from ..media.inputs import InputLimits
 from ..media.sandbox import Sandbox, SandboxLimits, Stopped
+from .. import video_to_video
 from ..extend import max_seconds as max_extend_seconds
 from ..pipelines.conditioning import decode_conditioning, frames_for_duration
 from ..pipelines import rank_group
@@ -459,7 +460,8 @@ def request_defaults(model: LoadedModel | None) -> dict:
     sent back as a request, is accepted. Fields empty by default (seed: drawn at random; the inputs) are
     not listed."""
     defaults = {name: f.get_default(call_default_factory=True) for name, f in GenerateRequest.model_fields.items()
-                if not f.is_required() and f.get_default(call_default_factory=True) is not None}
+                if not f.is_required() and f.get_default(call_default_factory=True) is not None
+                and name not in video_to_video.KNOBS}  # those go only with an ic_lora (their defaults: /docs)
     if model is not None:
         defaults.update(model.defaults.as_dict())  # its stg_blocks exist in its transformer (LoadedModel)
         defaults["use_multiscale"] = resolve_multiscale(model, GenerateRequest(prompt="-"))
