@@ -275,8 +275,8 @@ def _video_body_doc(mode: str) -> dict:
                     example=example, uploads=("video",))
 
 
-def video_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """retake / extend's fields -> the request model's (video, retake or extend), and which came from which."""
+def _with_resolution(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A copy of the fields with the vendor's "WxH" resolution as width and height, and which came from it."""
     fields = dict(fields)
     derived: dict[str, str] = {}
     if (resolution := fields.pop("resolution", None)) is not None:
@@ -284,6 +284,12 @@ def video_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dic
             raise ProtocolError("resolution", "give resolution or width/height, not both")
         fields["width"], fields["height"] = parse_size(resolution, "resolution")
         derived.update(width="resolution", height="resolution")
+    return fields, derived
+
+
+def video_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """retake / extend's fields -> the request model's (video, retake or extend), and which came from which."""
+    fields, derived = _with_resolution(fields)
     if fields.get("video") in (None, ""):
         raise ProtocolError("video", f"video is required for {mode}: a file upload, an http(s) URL or a data URI")
     if mode in fields:
@@ -326,13 +332,7 @@ def _request_body_doc(mode: str) -> dict:
 
 def generation_fields(mode: str, fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], float | None]:
     """The vendor's fields -> the request model's, which request fields came from which, and the duration."""
-    fields = dict(fields)
-    derived: dict[str, str] = {}
-    if (resolution := fields.pop("resolution", None)) is not None:
-        if "width" in fields or "height" in fields:
-            raise ProtocolError("resolution", "give resolution or width/height, not both")
-        fields["width"], fields["height"] = parse_size(resolution, "resolution")
-        derived.update(width="resolution", height="resolution")
+    fields, derived = _with_resolution(fields)
     duration = fields.pop("duration", None)
     if duration is not None:
         if "num_frames" in fields:
