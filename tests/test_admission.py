@@ -120,6 +120,7 @@ def _status_bytes(key: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in file if line.startswith(key + ":"))
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_diffusion_decoder_is_counted_as_it_runs_on_this_device(tiny25, admission25):
     """tiny-2.5 decodes video with its diffusion decoder, whose windowed attention gathers every query's
     window (27 keys and values a token): admission counts that decode, not the VAE's 24 B a pixel, and a

@@ -64,6 +64,7 @@ def test_bad_extend_requests_are_refused_naming_the_field(fields, field, words):
     assert body["field"] == field and words.lower() in body["error"].lower(), body
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_cap_on_the_output_is_a_setting_and_counts_the_input(model, monkeypatch):
     monkeypatch.setenv("LTX2_MAX_EXTEND_SECONDS", "2")
     with pytest.raises(Exception) as caught:  # 1.125 s of input + 1 s > 2 s: refused after the decode, before work
@@ -80,6 +81,7 @@ def test_a_bad_cap_setting_stops_the_server_at_start(monkeypatch, value):
         create_app()
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_video_past_the_frames_read_is_refused_not_cut(model):
     """The sandbox reads a video up to FRAME_MAX frames; an extend keeps its input whole, so a longer one is a
     422 naming video, not an extension of its first 19.88 s."""
@@ -105,6 +107,7 @@ def test_the_window_plan():
 
 # ----------------------------------------------------------------------------------- the pipeline
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_forward_keeps_the_input_and_joins_the_new_frames_on(model):
     result = generate(model, BASE)
     new = FPS  # 1 s
@@ -121,6 +124,7 @@ def test_forward_keeps_the_input_and_joins_the_new_frames_on(model):
     assert np.abs(result.waveform[:, first:]).max() > 0  # and new sound after it
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_backward_puts_the_new_frames_before_the_input(model):
     result = generate(model, {**BASE, "extend": {"seconds": 1.0, "direction": "backward"}})
     assert result.num_frames == result.frames.shape[0] == FRAMES + FPS
@@ -133,6 +137,7 @@ def test_backward_puts_the_new_frames_before_the_input(model):
     assert np.array_equal(kept, stages.fit_length(original, kept.shape[1]))
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_chain_of_windows_reaches_the_length_and_reports_its_plan(model):
     steps = []
     result = generate(model, {**BASE, "extend": {"seconds": 2.0}}, on_step=lambda done, total: steps.append((done, total)))
@@ -149,6 +154,7 @@ def vae_latents(model, pixels) -> "torch.Tensor":
     return vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float()
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_join_each_window_holds_the_frames_before_it_exactly(model):
     """The seam: a window's first 2 latent frames are the encoding of the 9 frames before the new part, held
     clean through the denoising (strength 1, VideoConditionByLatentIndex at index 0), in the first window the
@@ -173,6 +179,7 @@ def test_the_join_each_window_holds_the_frames_before_it_exactly(model):
     assert torch.allclose(back.video_latents[:, :, -1:], vae_latents(model, window)[:, :, -1:], atol=1e-4)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_video_without_sound_gets_its_new_audio_and_silence_under_the_input(model):
     silent = clip(frames=FRAMES, fps=FPS, audio=False)
     uri = "data:video/mp4;base64," + base64.b64encode(silent).decode()
@@ -254,6 +261,7 @@ def test_the_ltx_api_retakes_a_span(live_server):
     assert view["status"] == "failed" and view["error"]["param"] == "start_time", view
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_extends(model):
     from ltx2.serving.worker import make_handler
 
@@ -265,6 +273,7 @@ def test_the_runpod_handler_extends(model):
     assert refused.get("field") == "extend.seconds", refused
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_cli_extends_a_video_file_forward_and_backward(model, tmp_path, monkeypatch, capsys):
     from ltx2 import cli
 
@@ -284,6 +293,7 @@ def test_the_cli_extends_a_video_file_forward_and_backward(model, tmp_path, monk
     assert exited.value.code == 2 and "extend.seconds" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_stop_between_windows_ends_the_chain(model):
     """A job's cancel or time limit (its on_step raising) is seen at every step and between windows: a chain of
     two 1-step windows stopped after the first does not start the second."""
@@ -302,6 +312,7 @@ def test_a_stop_between_windows_ends_the_chain(model):
     assert calls == [(1, 2), (1, 2)]  # window 0's step, then the check before window 1: no step of window 1
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_admission_costs_a_window_and_holds_the_whole_output(model):
     """A chain's peak is one window's (a generation of num_frames), plus the output's frames held for the file:
     the input's and every new one (at submission the input counts as FRAME_MIN frames; again once decoded)."""

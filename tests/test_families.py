@@ -160,6 +160,7 @@ def test_two_stage_t2v_at_48k(model23):
     assert np.isfinite(result.waveform).all()
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_image_to_video_uses_the_family_crf(model23):
     from ltx2.media.conditioning_image import conditioning_pixels
     from ltx2.pipelines.conditioning import decode_conditioning
@@ -345,6 +346,7 @@ def models23(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_23_file_serves_with_its_familys_defaults_upsampler_and_48k_audio(models23, tmp_path):
     from ltx2.serving.app import create_app
     from ltx2.settings import Settings

@@ -431,6 +431,7 @@ def test_decode_conditioning_fetches_urls_like_base64(base, monkeypatch):
     assert by_url.audio_seconds == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_decode_conditioning_refuses_private_urls_by_default(base, monkeypatch, no_connections):
     monkeypatch.delenv("LTX2_ALLOW_PRIVATE_URLS", raising=False)
     with pytest.raises(InvalidRequest) as info:

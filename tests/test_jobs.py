@@ -8,6 +8,7 @@ import socket
 import time
 
 import httpx
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from servers import wait_for_job as wait_for
@@ -41,6 +42,7 @@ def test_async_job_runs_and_serves_its_video(make_client):
     assert sync["video"].startswith("http") and client.get(sync["video"]).content[4:8] == b"ftyp"
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_events_stream_progress_then_the_result(make_client):
     client = make_client()
     job = client.post("/jobs", json={**CHEAP, "num_inference_steps": 4}).json()
@@ -59,6 +61,7 @@ def test_events_stream_progress_then_the_result(make_client):
     assert events[-1][1]["result"]["video"].endswith("/video.mp4")
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_cancel_a_queued_job_and_a_running_one(make_client):
     client = make_client()
     running = client.post("/jobs", json=SLOW).json()
@@ -164,6 +167,7 @@ def test_a_generate_client_that_disconnects_frees_the_worker(live_server):
     assert httpx.post(f"{live_server}/generate", json=CHEAP, timeout=120).status_code == 200
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_unknown_job_is_404(make_client):
     client = make_client()
     for method, path in (("GET", "/jobs/nope"), ("DELETE", "/jobs/nope"), ("GET", "/jobs/nope/video")):
@@ -171,6 +175,7 @@ def test_unknown_job_is_404(make_client):
         assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_job_past_its_timeout_is_stopped_and_failed(make_client):
     # SLOW runs for minutes; 1.5 s also leaves the cheap job room on a loaded machine (0.12 s alone).
     client = make_client(job_timeout=1.5)

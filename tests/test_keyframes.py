@@ -124,6 +124,7 @@ def test_keyframe_tokens_sit_at_their_frames_after_the_video_in_list_order(model
     assert not torch.equal(audio.latents, plain_audio.latents)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_last_frame_keyframe_is_image_end_and_a_frame_0_one_is_image_start(model):
     end = generate(model, {**BASE, "image_end": png(250)})
     as_keyframe = generate(model, {**BASE, "keyframes": [{"image": png(250), "time": 0.32}]})
@@ -135,6 +136,7 @@ def test_a_last_frame_keyframe_is_image_end_and_a_frame_0_one_is_image_start(mod
 
 # ---------------------------------------------------------------------------------- every way in
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_generate_and_jobs_take_keyframes_as_json(client):
     r = client.post("/generate", json={**BASE, "keyframes": THREE})
     assert r.status_code == 200, r.text
@@ -162,6 +164,7 @@ def test_v1_videos_takes_keyframe_images_as_multipart_parts(client):
     assert r.status_code == 422 and "keyframes.0.image" in r.text, r.text
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_takes_keyframes(model, client):
     from ltx2.serving.worker import make_handler
 

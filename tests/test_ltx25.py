@@ -194,6 +194,7 @@ def test_a_queued_request_keeps_its_length_open_across_the_job_store(model25, tm
 
 # ------------------------------------------------------------------------------------ the product on it
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_image_conditioning_uses_crf_18(model25):
     import io
 

@@ -64,6 +64,7 @@ def test_memory_model_counts_the_22b_weights_and_stages():
         assert sequential["denoise"] > 36 * GiB  # 35 GiB of bf16 transformer alone
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_temporal_upscale_adds_the_upsampler_the_round_and_the_doubled_decode():
     """random-22b (LTX-2.5 publishes a temporal upscaler), 1 layer, 64x64x9 with the temporal x2 round: the
     upsampler on the latent, the transformer on 2F - 1 latent frames, the decode of 17 frames."""

@@ -193,6 +193,7 @@ def test_a_full_queue_is_a_429_in_each_protocols_shape(server):
             httpx.delete(f"{server}/jobs/{job['id']}", headers=AUTH, timeout=30)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_admission_holds_at_the_new_frame_limit(model, tmp_path):
     from ltx2.schema import FRAME_MAX, TEMPORAL_MAX_FRAMES, GenerateRequest
     from ltx2.serving.admission import Admission, TooLarge
@@ -219,6 +220,7 @@ def test_admission_holds_at_the_new_frame_limit(model, tmp_path):
     assert refused.value.field == "num_frames" and "at most 489 frames fit" in refused.value.message
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_runpod_errors_keep_error_code_and_field_through_the_sdk(model):
     from runpod.serverless.modules.rp_job import run_job
 

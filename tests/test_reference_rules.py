@@ -57,6 +57,7 @@ def test_gates_read_the_other_streams_sigma_and_a_held_soundtrack_is_sigma_0(mod
     assert audio_t.numel() == round(17 / 25 * 25) and audio_t.abs().max() == 0  # every audio token held
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_gates_follow_the_step_sigma_when_nothing_is_held(model):
     request = {**BASE, "num_inference_steps": 3, "seed": 4, "audio": wav_uri(tone(1.0, 16000), 16000),
                "audio_strength": 0.5}

@@ -112,6 +112,7 @@ def test_bad_retake_requests_are_refused_naming_the_field(fields, field, words):
     assert body["field"] == field and words in body["error"], body
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_span_outside_the_decoded_video_is_refused_naming_the_field(model):
     for span, field in (({"start": 0.7, "end": 0.9}, "retake.start"), ({"start": 0.2, "end": 0.9}, "retake.end")):
         with pytest.raises(InvalidRequest) as refused:
@@ -141,6 +142,7 @@ def test_the_span_regenerates_the_tokens_temporal_region_mask_picks(model):
     assert inside.tolist() == ((t1 > SPAN["start"]) & (t0 < SPAN["end"])).tolist() and 0 < inside.sum() < 17
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_frames_and_audio_outside_the_span_are_the_inputs_own(model):
     result = generate(model, BASE)
     # Defaults from the video: its size, its rate, its 17 frames (8k+1).
@@ -222,6 +224,7 @@ def test_a_live_server_retakes_through_generate_and_v1_videos(live_server):
     assert r.status_code == 422 and r.json()["error"]["param"] == "retake.end", r.text
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_retakes(model):
     from ltx2.serving.worker import make_handler
 
@@ -232,6 +235,7 @@ def test_the_runpod_handler_retakes(model):
     assert refused.get("field") == "video", refused
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_judges_the_size_the_video_gives(model):
     """As the server: a retake without a size is judged again once its video is decoded (413 naming the field)."""
     from ltx2.serving.admission import Admission
@@ -248,6 +252,7 @@ def test_the_runpod_handler_judges_the_size_the_video_gives(model):
     assert handler({"id": "small", "input": BASE}).get("retake"), "the small clip still runs"
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_cli_retakes_a_video_file(model, tmp_path, monkeypatch, capsys):
     from ltx2 import cli
 
@@ -290,6 +295,7 @@ def test_admission_judges_the_size_the_video_gives_once_it_is_decoded(model, tmp
 @pytest.mark.parametrize("name, words", [("zero_length", "no frames"), ("million_frames", "declares 1000000 frames"),
                                          ("huge_size", "no usable frame size"), ("vfr_burst", "more than 1800 frames"),
                                          ("audio_only_mp4", "no video stream")])
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_hostile_videos_are_refused_naming_video(model, name, words):
     """bench/attacks_video.py's files (a zero-length stream, 10^6 frames declared, 30000x30000 declared, 4,000
     frames 1 ms apart, no video stream), through the sandbox as a request's video: a 4xx naming video."""
@@ -306,6 +312,7 @@ def test_hostile_videos_are_refused_naming_video(model, name, words):
         refused.value.message
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_docs_retake_example_runs(model):
     from ltx2.serving.app import REQUEST_EXAMPLES
 

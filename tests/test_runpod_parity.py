@@ -81,6 +81,7 @@ def test_one_progress_update_per_step_in_order(reference):
     {"width": 64},
     {**REQUEST, "image_start": "data:image/png;base64,this is not base64!"},
 ])
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_same_error_bodies_as_the_server(handler, client, bad):
     from_handler = handler(job(bad))
     response = client.post("/generate", json=bad)

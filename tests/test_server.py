@@ -16,6 +16,7 @@ CONTRACT_FIELDS = {
 }
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_generate_returns_the_contract_response(client):
     r = client.post("/generate", json={"prompt": "A cat sitting calmly on a cushion", "seed": 9})
     assert r.status_code == 200

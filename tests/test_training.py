@@ -65,6 +65,7 @@ def _fixed_loss(model, samples, adapters=()) -> float:
     return total / n
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_loss_falls_and_progress_is_reported(model, samples, trained):
     models_dir, path, result, seen = trained
     assert [p.step for p in seen] == list(range(1, STEPS + 1))
@@ -82,6 +83,7 @@ def test_loss_falls_and_progress_is_reported(model, samples, trained):
     assert mean_drop(result.losses) > 0
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_file_is_in_the_trainer_key_style_with_metadata(trained):
     _, path, _, _ = trained
     with safe_open(str(path), "pt") as f:
@@ -91,6 +93,7 @@ def test_the_file_is_in_the_trainer_key_style_with_metadata(trained):
     assert meta["base_model"] == "tiny" and meta["rank"] == "8" and meta["steps"] == str(STEPS)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_lora_pulls_generated_videos_towards_the_clips(model, samples, trained):
     """Generated with a training caption, with and without the LoRA (by name, through `loras`): the video's
     latents move towards the clips' (the tiny preset's random VAE decodes any latent to near-grey, so the
@@ -117,6 +120,7 @@ def test_the_lora_pulls_generated_videos_towards_the_clips(model, samples, train
     assert styled < 0.85 * bare  # measured: 1.29 -> 1.04, 19% closer (seeded: the same every run)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_cancel_keeps_the_last_checkpoint(model, samples, tmp_path):
     path = tmp_path / "loras" / "stopped.safetensors"
     steps = []
@@ -155,6 +159,7 @@ def test_a_folder_with_a_link_or_a_clip_without_caption_is_refused(tmp_path):
         read_folder(str(tmp_path), DatasetLimits())
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_a_clip_that_is_not_a_video_is_refused_in_the_sandbox(model, tmp_path):
     import zipfile
 
@@ -188,6 +193,7 @@ def test_the_memory_rule_picks_full_then_low_vram_then_refuses(model):
     assert choose(model, full.device, **size, requested="low_vram").mode == "low_vram"
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_low_vram_mode_trains_the_same_lora(model, samples, tmp_path):
     """The optimizer state offloaded to the host: the same steps, the same losses and factors."""
     runs = {}

@@ -130,6 +130,7 @@ def test_canny_marks_the_edge_of_a_step_and_nothing_on_flat_ground():
     assert not on[:, :14].any() and not on[:, 18:].any()
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_control_canny_decodes_the_reference_as_its_edges(model, models_dir, tmp_path):
     pol = policy(models_dir, tmp_path)
     raw = GenerateRequest.model_validate(BASE)
@@ -145,11 +146,13 @@ def test_control_canny_decodes_the_reference_as_its_edges(model, models_dir, tmp
 
 # ---------------------------------------------------------------------------------------- the tokens
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_an_image_with_ic_lora_runs_at_the_given_size(model, models_dir, tmp_path):
     result, _ = run(model, {"image_start": PNG, "width": SIDE, "height": SIDE}, policy(models_dir, tmp_path))
     assert result.frames.shape[1:3] == (SIDE, SIDE)
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model, models_dir, tmp_path):
     pol = policy(models_dir, tmp_path)
     seen = []
@@ -186,6 +189,7 @@ def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model,
     # every 2nd frame after the first: 9 of 17 frames, 2 latent frames (2 tokens beside stage 1's 3)
     ({"ic_lora": "ic-every-2nd"}, {"width": 32, "height": 32, "frames": 9, "downscale": 1, "temporal": 2}, 3 + 2),
 ])
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_ic_loras_metadata_sizes_the_reference_stage_one_reads(model, models_dir, tmp_path, fields, reference,
                                                                    stage1_tokens):
     seen = []
@@ -230,6 +234,7 @@ def attention_calls(model):
     return seen, handles
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_attention_strength_biases_only_stage_ones_video_self_attention(model, models_dir, tmp_path):
     pol = policy(models_dir, tmp_path)
     seen, handles = attention_calls(model)
@@ -258,6 +263,7 @@ def test_attention_strength_biases_only_stage_ones_video_self_attention(model, m
     assert np.abs(half.frames.astype(int) - omitted.frames.astype(int)).mean() > 0.05  # it changes the video
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_attention_strength_zero_hides_the_reference_from_the_generated_tokens(model, models_dir, tmp_path):
     """ltx-core's mask at 0: the generated tokens' self-attention is what it would be without the reference (the
     dtype's smallest bias: exp gives exactly 0), and the reference attends only to itself. (It still reaches the
@@ -367,6 +373,7 @@ def test_a_live_server_runs_video_to_video_through_generate_and_v1_videos(v2v_se
     assert requests.get(v2v_server + "/health", timeout=10).status_code == 200
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
     from ltx2.serving.worker import make_handler
 
@@ -381,6 +388,7 @@ def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
     assert refused.get("field") == "conditioning_attention_strength", refused
 
 
+@pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_cli_runs_video_to_video_from_a_file(model, models_dir, tmp_path, monkeypatch, capsys):
     from ltx2 import cli
 
