@@ -429,19 +429,19 @@ class JobManager(Supervision, SharedQueue):
         return job
 
     def position(self, job_id: str) -> int | None:
-        """0 for the running job, 1.. for waiting ones, None when finished."""
-        if self.store.shared:  # the records know every replica's queue
-            return self._position_shared(job_id)
+        """0 for the running job (here or, with a shared store, elsewhere), 1.. for waiting ones, None when
+        finished. Never asks the database (routes call it on the event loop): with a shared store the count
+        of every replica's queued jobs ahead is read on other threads (`_measure_position`) into
+        `job.position`; until then, and on one box, this replica's queue answers."""
         with self._cv:
             job = self.jobs.get(job_id)
             if job is None or job.status in TERMINAL:
                 return None
             if job.status == RUNNING:
                 return 0
-            try:
-                return self.waiting.index(job_id) + 1
-            except ValueError:
-                return None
+            if self.store.shared and job.position is not None:
+                return job.position
+            return self.waiting.index(job_id) + 1 if job_id in self.waiting else None
 
     def retry_after(self) -> int:
         """Seconds until a waiting slot frees up: when the running job ends, the first waiting one

@@ -135,20 +135,6 @@ class SharedQueue:
         self._measure_position(record)
         return record
 
-    def _position_shared(self, job_id: str) -> int | None:
-        """0 running (here or elsewhere), 1.. queued among every replica's queued jobs, None ended. Never
-        asks the database: routes call it on the event loop. The count of queued jobs ahead is read by
-        `_measure_position`, on the threads that read or submit the job."""
-        with self._cv:
-            job = self.jobs.get(job_id)
-            if job is None or job.status in TERMINAL:
-                return None
-            if job.status == RUNNING:
-                return 0
-            if job.position is not None:
-                return job.position
-            return self.waiting.index(job_id) + 1 if job_id in self.waiting else None
-
     def _measure_position(self, job: Job) -> None:
         """Where a queued job stands in the shared queue, from the records (blocking)."""
         if job.status == QUEUED:
