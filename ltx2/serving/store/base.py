@@ -172,6 +172,23 @@ class Store(ABC):
     @abstractmethod
     def delete(self, job_id: str) -> None: ...
 
+    @staticmethod
+    def list_query(owner: str | None, limit: int, after: float | None, everyone: bool, order: str,
+                   owner_is: str, mark: str) -> tuple[str, tuple]:
+        """`list`'s SELECT and its arguments in a driver's dialect: `owner_is` compares with NULL as a value
+        ("IS" in SQLite, "IS NOT DISTINCT FROM" in PostgreSQL), `mark` is the placeholder ("?", "%s").
+        Newest first ("asc": oldest first), beyond the job created at `after` in that order."""
+        newest = order != "asc"
+        where, args = [], []
+        if not everyone:
+            where.append(f"owner {owner_is} {mark}")
+            args.append(owner)
+        if after is not None:
+            where.append(f"created {'<' if newest else '>'} {mark}")
+            args.append(after)
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT {mark}", (*args, limit)
+
     @abstractmethod
     def videos(self) -> list[tuple[str, str, float]]:
         """(id, path, finished) of every video still served, oldest first."""

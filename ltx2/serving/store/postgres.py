@@ -186,17 +186,8 @@ class PostgresStore(Store):
 
     def list(self, owner: str | None, limit: int, after: float | None = None, everyone: bool = False,
              order: str = "desc") -> list[Job]:
-        newest = order != "asc"
-        where, args = [], []
-        if not everyone:
-            where.append("owner IS NOT DISTINCT FROM %s")
-            args.append(owner)
-        if after is not None:
-            where.append("created < %s" if newest else "created > %s")
-            args.append(after)
-        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        return self._jobs(self._run(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT %s",
-                                    (*args, limit)))
+        return self._jobs(self._run(*self.list_query(owner, limit, after, everyone, order,
+                                                     "IS NOT DISTINCT FROM", "%s")))
 
     def delete(self, job_id: str) -> None:
         self._run("DELETE FROM jobs WHERE id = %s", (job_id,), fetch=False)

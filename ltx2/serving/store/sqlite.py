@@ -248,17 +248,7 @@ class SQLiteStore(Store):
              order: str = "desc") -> list[Job]:
         """Jobs of `owner` (all owners with `everyone`), newest first ("asc": oldest first), beyond the
         one created at `after` in that order."""
-        newest = order != "asc"
-        where, args = [], []
-        if not everyone:
-            where.append("owner IS ?")
-            args.append(owner)
-        if after is not None:
-            where.append("created < ?" if newest else "created > ?")
-            args.append(after)
-        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._rows(sql + f" ORDER BY created {'DESC' if newest else 'ASC'} LIMIT ?", (*args, limit))
-        return self._jobs(rows)
+        return self._jobs(self._rows(*self.list_query(owner, limit, after, everyone, order, "IS", "?")))
 
     def delete(self, job_id: str) -> None:
         with self._lock:
