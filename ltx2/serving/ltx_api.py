@@ -381,6 +381,14 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
             else f"{info['width']}x{info['height']}",
         ).model_dump()
 
+    async def queue(request, http: Request, refused=lambda response: response) -> Response:
+        """Submit the job: 202 with its view and Location, or the refusal (capacity, admission) as `refused` shapes it."""
+        job = await ctx.submit(request, http)
+        if isinstance(job, JSONResponse):
+            return refused(job)
+        return JSONResponse(status_code=202, content=view(job, http),
+                            headers={"Location": ctx.url(http, "get_generation", generation_id=job.id)})
+
     def route(mode: str):
         async def create(http: Request):
             if (refusal := ctx.unavailable()) is not None:
@@ -398,11 +406,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                         update={"num_frames": frames_for_seconds(duration, request.fps, "duration")})
             except ProtocolError as exc:
                 return exc.response
-            job = await ctx.submit(request, http)
-            if isinstance(job, JSONResponse):
-                return job
-            return JSONResponse(status_code=202, content=view(job, http),
-                                headers={"Location": ctx.url(http, "get_generation", generation_id=job.id)})
+            return await queue(request, http)
 
         submits.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
                  responses=errors, openapi_extra=_request_body_doc(mode),
@@ -421,11 +425,7 @@ def install(app: FastAPI, ctx: ProtocolContext) -> None:
                 request = build_request(fields, derived)
             except ProtocolError as exc:
                 return as_ltx_error(exc.response, mode)
-            job = await ctx.submit(request, http)
-            if isinstance(job, JSONResponse):
-                return as_ltx_error(job, mode)
-            return JSONResponse(status_code=202, content=view(job, http),
-                                headers={"Location": ctx.url(http, "get_generation", generation_id=job.id)})
+            return await queue(request, http, lambda refused: as_ltx_error(refused, mode))
 
         what = "Queue a retake of a video's span" if mode == "retake" else "Queue an extension of a video"
         submits.post(f"/v1/generations/{mode}", tags=[TAG], status_code=202, response_model=Generation,
