@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import socket
 import sys
@@ -36,7 +37,7 @@ def serve(settings: Settings) -> None:
         sys.exit(1)
     import uvicorn
 
-    from .serving.app import create_app
+    from .serving.app import SHUTDOWN_ANSWER_SLACK, create_app
     from .serving.connections import uvicorn_config
 
     from .serving.storage import check_storage_at_start
@@ -71,7 +72,10 @@ def serve(settings: Settings) -> None:
             super().handle_exit(sig, frame)
 
     # uvicorn with every connection limit in place (header size and time, body rate, keep-alive, cap).
-    config = uvicorn_config(app, settings, timeout_graceful_shutdown=int(settings.shutdown_grace))
+    # uvicorn cuts open connections SHUTDOWN_ANSWER_SLACK after the grace: a waiting /generate is answered
+    # (in JSON) a moment before the grace ends, and a loaded machine may take seconds to send it.
+    config = uvicorn_config(app, settings,
+                            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + SHUTDOWN_ANSWER_SLACK)
     Server(config).run()
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 from typing import Annotated
@@ -82,6 +83,9 @@ from .service import load_for_serving, render_mp4
 from ..settings import Settings
 
 log = logging.getLogger("ltx2.server")
+# Seconds uvicorn waits past the shutdown grace before it cuts open connections: the waiting /generate
+# calls are answered just before the grace ends, and that answer must not race the cut.
+SHUTDOWN_ANSWER_SLACK = 10
 
 DESCRIPTION = """Generate video with synchronized audio from a text prompt with Lightricks' LTX-2.
 
@@ -222,6 +226,7 @@ class _State:
         self.stopping = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
         self.sigterm = asyncio.Event()  # set when SIGTERM arrives (wakes the waiting /generate calls)
+        self.shutdown_deadline: float | None = None  # monotonic time the running job is cancelled at
 
     def start_jobs(self) -> None:
         """Open the records and start the workers. If the storage fails here (it passed the check before
@@ -319,7 +324,9 @@ class _State:
         return rendered.response(video="").model_dump(exclude={"video"}), rendered.data
 
     def begin_shutdown(self) -> None:
-        """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds."""
+        """SIGTERM: refuse new jobs at once; the running one gets `shutdown_grace` seconds from now."""
+        if self.shutdown_deadline is None:
+            self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace
         if self.manager is not None:
             self.manager.accepting = False
         if self.loop is not None:  # a signal handler: wake the waiting /generate calls from the loop itself
@@ -327,14 +334,22 @@ class _State:
 
     async def until_shutdown_ends(self, job: Job) -> None:
         """Returns once the server is shutting down and `job` will not end in time for this connection:
-        at once for a queued job (kept for the next start), after the grace (less a margin to answer
-        before uvicorn cuts the connection) for the running one."""
+        at once for a queued job (kept for the next start), a moment before the grace ends for the running
+        one (uvicorn waits SHUTDOWN_ANSWER_SLACK past the grace before it cuts open connections, so the
+        answer goes out even on a loaded machine)."""
         await self.sigterm.wait()
         if job.status == RUNNING:
+            left = self.shutdown_left() - min(1.0, self.settings.shutdown_grace / 4)
             try:
-                await asyncio.wait_for(self.changes.until_done(job), max(0.0, self.settings.shutdown_grace - 2))
+                await asyncio.wait_for(self.changes.until_done(job), max(0.0, left))
             except TimeoutError:
                 pass
+
+    def shutdown_left(self) -> float:
+        """Seconds of the grace SIGTERM gave that remain (all of it before a SIGTERM)."""
+        if self.shutdown_deadline is None:
+            return self.settings.shutdown_grace
+        return max(0.0, self.shutdown_deadline - time.monotonic())
 
     # -- the job API, for every route ------------------------------------------------------------
 
@@ -496,6 +511,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         # An app may be started again after a shutdown (ASGI test clients do): the last one's flags go.
         state.stopping.clear()
         state.sigterm = asyncio.Event()
+        state.shutdown_deadline = None
         if state.model is None:
             try:
                 state.model = await asyncio.to_thread(load_for_serving, settings)
@@ -511,7 +527,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         yield
         state.stopping.set()
         if state.manager is not None:
-            await asyncio.to_thread(state.manager.stop, settings.shutdown_grace)
+            # The grace counts from SIGTERM, not again from here: uvicorn's wait for connections spent some.
+            await asyncio.to_thread(state.manager.stop, state.shutdown_left())
             state.manager.store.close()
         state.sandbox.close()
 
