@@ -46,6 +46,9 @@ from .storage import (  # noqa: F401 - STORAGE_ERROR_STATUS re-exported for the 
     STORAGE_ERROR_STATUS, UNKNOWN_WRITE_BYTES, descriptors_short, probe_folder, resource_error,
 )
 from .faults import free_gpu_memory, is_out_of_memory, out_of_memory_body
+from .lanes import (
+    FAULT_LIMIT, FAULT_WINDOW, WORKER_LOST_STATUS, JobFailed, Lane, LaneState, WorkerLost, worker_lost_body,
+)
 from ..keyframes import input_values, with_inputs
 from ..media.encode import output_format
 from ..pipelines.generate import OutputRejected
@@ -126,7 +129,8 @@ class JobManager(Supervision, SharedQueue):
     def __init__(self, store: Store, output_dir: str, run_job, *, prepare_job=None, queue_size: int = 8,
                  job_timeout: float = 1800.0, result_ttl: float = 86400.0, output_max_bytes: int = 20 * 10**9,
                  record_ttl: float = 7 * 86400.0, on_finished=None, on_change=None, stuck_grace: float = 300.0,
-                 supervise_every: float = 1.0, sweep_every: float = 60.0, prepare_ahead: int = 1):
+                 supervise_every: float = 1.0, sweep_every: float = 60.0, prepare_ahead: int = 1,
+                 lanes: list[Lane] | None = None, fault_limit: int = FAULT_LIMIT, fault_window: float = FAULT_WINDOW):
         self.store = store
         self.videos = os.path.join(output_dir, "videos")
         self.inputs = os.path.join(output_dir, "inputs")
@@ -135,6 +139,9 @@ class JobManager(Supervision, SharedQueue):
         except OSError as exc:
             raise StorageError("create the output folders", exc) from exc
         self.run_job = run_job
+        # One lane per device (ltx2.serving.lanes); by default one in-process lane running `run_job`.
+        self.lanes = [LaneState(lane) for lane in (lanes or [Lane("main", lambda job, on_step: self.run_job(job, on_step))])]
+        self.fault_limit, self.fault_window = fault_limit, fault_window
         self.prepare_job = prepare_job
         self.queue_size = queue_size
         self.job_timeout = job_timeout
@@ -151,7 +158,6 @@ class JobManager(Supervision, SharedQueue):
         self.prepare_ahead = prepare_ahead  # decoded inputs held for jobs not yet on the GPU
         self.jobs: dict[str, Job] = {}  # active jobs only
         self.waiting: deque[str] = deque()
-        self.running: Job | None = None
         self.preparing: Job | None = None
         self.accepting = True
         self.restarts = 0  # workers replaced by the supervisor, since start
@@ -161,9 +167,7 @@ class JobManager(Supervision, SharedQueue):
         self._reserved = 0  # submissions let in whose bodies are still being read
         self._cv = threading.Condition()
         self._durations: deque[float] = deque(maxlen=20)
-        self._thread: threading.Thread | None = None
         self._preparer: threading.Thread | None = None
-        self._abandoned: list[threading.Thread] = []  # stuck workers, left to finish on their own
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last_sweep = 0.0
@@ -237,14 +241,45 @@ class JobManager(Supervision, SharedQueue):
             log.info(json.dumps({"event": "orphan_files_swept", "files": removed}))
 
     def start(self) -> None:
-        self._start_worker()
+        for lane in self.lanes:
+            self._start_worker(lane)
         self._start_preparer()
         self._supervisor = threading.Thread(target=self._supervise, name="ltx2-supervisor", daemon=True)
         self._supervisor.start()
 
-    def _start_worker(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="ltx2-gpu", daemon=True)
-        self._thread.start()
+    def _start_worker(self, lane: LaneState) -> None:
+        name = "ltx2-gpu" if len(self.lanes) == 1 else f"ltx2-gpu-{lane.name}"
+        lane.thread = threading.Thread(target=self._loop, args=(lane,), name=name, daemon=True)
+        lane.thread.start()
+
+    # -- the lanes' running jobs ---------------------------------------------------------------
+
+    @property
+    def running(self) -> Job | None:
+        """A running job (the first lane's that runs one): for readers that knew one worker."""
+        return next((lane.running for lane in self.lanes if lane.running is not None), None)
+
+    @property
+    def running_jobs(self) -> dict[str, Job]:
+        """Lane name -> the job it runs, for every busy lane."""
+        return {lane.name: lane.running for lane in self.lanes if lane.running is not None}
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return self.lanes[0].thread
+
+    def _runs_here(self, job: Job | None) -> bool:
+        return job is not None and any(lane.running is job for lane in self.lanes)
+
+    def _clear_running(self, job: Job) -> None:
+        for lane in self.lanes:
+            if lane.running is job:
+                lane.running = None
+
+    @property
+    def serving_lanes(self) -> int:
+        """Lanes in service (at least 1: the estimates divide by it)."""
+        return max(1, sum(lane.out_of_service is None for lane in self.lanes))
 
     def _start_preparer(self) -> None:
         self._preparer = threading.Thread(target=self._prepare_loop, name="ltx2-prepare", daemon=True)
@@ -260,12 +295,18 @@ class JobManager(Supervision, SharedQueue):
         preparing = self.preparing
         if preparing is not None:
             preparing.cancel.set()  # its preparation is redone at the next start; the job stays queued
-        running = self.running
-        if running is not None and not running.done.wait(grace):
-            log.warning(json.dumps({"event": "job_cancelled_at_shutdown", "job": running.id}))
-            running.cancel.set()
-            running.done.wait(30)
-        for thread in (self._thread, self._preparer, self._supervisor):
+        deadline = time.monotonic() + grace  # one grace for every lane's running job, counted together
+        running = list(self.running_jobs.values())
+        for job in running:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        for job in running:
+            if not job.done.is_set():
+                log.warning(json.dumps({"event": "job_cancelled_at_shutdown", "job": job.id}))
+                job.cancel.set()
+        stop_by = time.monotonic() + 30
+        for job in running:
+            job.done.wait(max(0.0, stop_by - time.monotonic()))
+        for thread in (*(lane.thread for lane in self.lanes), self._preparer, self._supervisor):
             if thread is not None:
                 thread.join(5)
         self._save_unsaved()
@@ -415,7 +456,7 @@ class JobManager(Supervision, SharedQueue):
     def cancel(self, job_id: str) -> Job:
         """Cancel an active job. A queued one ends at once (its preparation, if any, is killed); a
         running one stops at its next step or stage boundary."""
-        if self.store.shared and self.running is not self.jobs.get(job_id, False):
+        if self.store.shared and not self._runs_here(self.jobs.get(job_id)):
             return self._cancel_shared(job_id)
         with self._cv:
             job = self.jobs.get(job_id)
@@ -444,12 +485,13 @@ class JobManager(Supervision, SharedQueue):
             return self.waiting.index(job_id) + 1 if job_id in self.waiting else None
 
     def retry_after(self) -> int:
-        """Seconds until a waiting slot frees up: when the running job ends, the first waiting one
-        starts. Estimated from the recent average job time and how long the running one has run."""
+        """Seconds until a waiting slot frees up: when the first of the running jobs ends (each lane
+        runs one), the first waiting one starts. Estimated from the recent average job time and how long
+        each running one has run."""
         average = sum(self._durations) / len(self._durations) if self._durations else 30.0
-        running = self.running
-        left = average - (time.time() - running.started) if running and running.started else average
-        return max(1, int(round(left)))
+        now = time.time()
+        left = [average - (now - job.started) for job in self.running_jobs.values() if job.started]
+        return max(1, int(round(min(left) if left else average)))
 
     @property
     def depth(self) -> int:
@@ -566,25 +608,27 @@ class JobManager(Supervision, SharedQueue):
                 return job
         return None
 
-    def _loop(self) -> None:
+    def _loop(self, lane: LaneState) -> None:
+        """One lane's worker thread: the first ready job goes to the first free lane."""
         me = threading.current_thread()
         while True:
             with self._cv:
-                while self.accepting and self._thread is me and (self._stuck_threads() or
-                                                                 (job := self._next_to_run()) is None):
-                    self._cv.wait(timeout=1 if self._stuck_threads() else 60)
-                if not self.accepting or self._thread is not me:
+                while self.accepting and lane.thread is me and (not lane.can_take() or
+                                                                (job := self._next_to_run()) is None):
+                    self._cv.wait(timeout=1 if not lane.can_take() else 60)
+                if not self.accepting or lane.thread is not me:
                     return
                 self.waiting.remove(job.id)
                 job.status, job.started, job.stage = RUNNING, time.time(), "generating"
-                self.running = job
+                lane.running = job
             if self.store.shared and not self._claim(job):
                 continue  # another replica took it first: this one follows it (shared_queue)
             self._changed(job)
             try:
                 self._save(job)
-                log.info(json.dumps({"event": "job_started", "job": job.id}))
-                self._run(job)
+                log.info(json.dumps({"event": "job_started", "job": job.id,
+                                     **({"lane": lane.name} if len(self.lanes) > 1 else {})}))
+                self._run(job, lane)
             except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the worker goes on
                 if (cause := resource_error(exc)) is not None:
                     self._resource_failed(job, "run the job", cause)
@@ -594,15 +638,15 @@ class JobManager(Supervision, SharedQueue):
             # Not in a `finally`: a BaseException that ends this thread leaves `running` set, so the
             # supervisor knows which job died with it.
             with self._cv:
-                if self.running is job:
-                    self.running = None
+                if lane.running is job:
+                    lane.running = None
                 self._cv.notify_all()
             self._last_sweep = 0.0  # the supervisor sweeps within a second: the size cap sees the new video
-            if self._thread is not me:  # replaced by the supervisor while stuck in this job
+            if lane.thread is not me:  # replaced by the supervisor while stuck in this job
                 log.warning(json.dumps({"event": "stuck_worker_returned", "job": job.id}))
                 return
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, lane: LaneState) -> None:
         def check() -> None:
             if job.cancel.is_set():
                 raise JobCancelled()
@@ -625,7 +669,7 @@ class JobManager(Supervision, SharedQueue):
         job.check = check  # for the stages without steps: run_job calls it between them (and per muxed frame)
         job.on_progress = on_progress  # run_job hands it to the decodes and the encoder
         try:
-            result, mp4 = self.run_job(job, on_step)
+            result, mp4 = lane.lane.run_job(job, on_step)
             check()  # a stage without steps (the VAE decode, the mux) ran past a stop
             job.stage, job.progress = "storing", None
             job.video_path = self._store_video(job, mp4)
@@ -641,6 +685,14 @@ class JobManager(Supervision, SharedQueue):
             self._finish(job, FAILED, error=exc.body(), error_status=exc.status)
         except StorageError as exc:
             self._finish(job, FAILED, error=exc.body(), error_status=STORAGE_ERROR_STATUS)
+        except WorkerLost as exc:  # its process died under it: the job fails, the lane restarts it
+            log.error(json.dumps({"event": "worker_lost", "lane": lane.name, "job": job.id, "reason": exc.reason}))
+            self._finish(job, FAILED, error=worker_lost_body(lane.name, exc.reason), error_status=WORKER_LOST_STATUS)
+            self._lane_fault(lane, f"worker lost: {exc.reason}")
+        except JobFailed as exc:  # the lane's worker reported how the job failed
+            self._finish(job, FAILED, error=exc.body, error_status=exc.status)
+            if exc.device_fault:
+                self._lane_fault(lane, f"device fault: {exc.body.get('error')}")
         except OutputRejected as exc:
             self._finish(job, FAILED, error=ErrorResponse(error=str(exc), code="invalid_output").model_dump(),
                          error_status=500)
@@ -659,6 +711,41 @@ class JobManager(Supervision, SharedQueue):
             # job starts with the memory back. A success frees its tensors by reference counting alone, so
             # it pays for no full collection (hundreds of ms holding the interpreter lock).
             free_gpu_memory()
+
+    def _lane_fault(self, lane: LaneState, why: str) -> None:
+        """A lane with a restartable worker faulted: counted (enough of them take it out of service), then
+        its worker is replaced on this thread (the lane takes no job meanwhile; the others go on)."""
+        if lane.lane.restart is None or lane.thread is not threading.current_thread():
+            return  # in-process (as before), or a stuck thread that returned: its replacement owns the lane
+        with self._cv:
+            if lane.fault(why, self.fault_limit, self.fault_window):
+                log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name, "reason": lane.out_of_service}))
+                return
+        self.restart_lane(lane, why)
+
+    def restart_lane(self, lane: LaneState, why: str) -> None:
+        """Replace a lane's worker (blocking); a restart that fails is a fault too, and is tried again
+        until the faults take the lane out of service."""
+        while True:
+            with self._cv:
+                lane.restarting = True
+                lane.restarts += 1
+                self.restarts += 1
+            log.warning(json.dumps({"event": "lane_restarting", "lane": lane.name, "reason": why}))
+            try:
+                lane.lane.restart(why)
+                break
+            except Exception as exc:  # noqa: BLE001 - a worker that will not start
+                why = f"restart failed: {type(exc).__name__}: {exc}"
+                log.error(json.dumps({"event": "lane_restart_failed", "lane": lane.name, "error": why}))
+                with self._cv:
+                    if lane.fault(why, self.fault_limit, self.fault_window):
+                        log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name,
+                                              "reason": lane.out_of_service}))
+                        break
+        with self._cv:
+            lane.restarting = False
+            self._cv.notify_all()
 
     def _store_video(self, job: Job, data: bytes) -> str:
         """Write the file under its served name (with its format's extension), never half-written; a

@@ -60,8 +60,7 @@ class SharedQueue:
             job.runner = self.replica
             return True
         with self._cv:
-            if self.running is job:
-                self.running = None
+            self._clear_running(job)  # the lane that picked it takes the next one
             self._follow(job, None)
             self._cv.notify_all()
         log.info(json.dumps({"event": "job_taken_elsewhere", "job": job.id}))
@@ -104,14 +103,14 @@ class SharedQueue:
     def _refresh_shared(self, job: Job) -> Job:
         """A job read through this replica: if its record ended elsewhere (a cancel through another
         replica, a run there) since the last sync, it ends here now, so that both answer alike."""
-        if job.status in TERMINAL or job is self.running:
+        if job.status in TERMINAL or self._runs_here(job):
             return job
         status, _ = self.store.states([job.id]).get(job.id, (None, None))
         if status == QUEUED:
             self._measure_position(job)
         if status in TERMINAL and (record := self.store.load(job.id)) is not None:
             with self._cv:
-                if job.status not in TERMINAL and job is not self.running:
+                if job.status not in TERMINAL and not self._runs_here(job):
                     if job.id in self.waiting:
                         self.waiting.remove(job.id)
                     if job is self.preparing:
@@ -159,18 +158,19 @@ class SharedQueue:
             log.error(json.dumps({"event": "jobs_worker_lost", "jobs": lost}))
         with self._cv:
             known = list(self.jobs)
-            running = self.running
+            running = {job.id: job for job in self.running_jobs.values()}  # every lane's
         states = store.states(known)
-        asked = store.cancel_requested([running.id]) if running is not None else set()
-        if running is not None and (running.id in asked or states.get(running.id, (RUNNING,))[0] in TERMINAL):
-            running.cancel.set()  # cancelled through another replica (or declared lost): stop it here
-        ended = [i for i in known if states.get(i, (None,))[0] in TERMINAL and (running is None or i != running.id)]
+        asked = store.cancel_requested(list(running)) if running else set()
+        for job_id, job in running.items():
+            if job_id in asked or states.get(job_id, (RUNNING,))[0] in TERMINAL:
+                job.cancel.set()  # cancelled through another replica (or declared lost): stop it here
+        ended = [i for i in known if states.get(i, (None,))[0] in TERMINAL and i not in running]
         records = {i: store.load(i) for i in ended}
         queued = store.load_queued(ADOPT_LIMIT)
         with self._cv:
             for job_id in ended:
                 job, record = self.jobs.get(job_id), records.get(job_id)
-                if job is None or record is None or job.status in TERMINAL or job is self.running:
+                if job is None or record is None or job.status in TERMINAL or self._runs_here(job):
                     continue
                 if job is self.preparing:
                     job.cancel.set()
@@ -180,7 +180,7 @@ class SharedQueue:
             for job_id in known:
                 job = self.jobs.get(job_id)
                 status, runner = states.get(job_id, (None, None))
-                if job is None or job is self.running:
+                if job is None or self._runs_here(job):
                     continue
                 if status == RUNNING and runner != self.replica and job.status == QUEUED:
                     if job is self.preparing:

@@ -26,17 +26,21 @@ log = logging.getLogger("ltx2.jobs")
 class Supervision:
     """Mixed into JobManager: needs its store, folders, threads, `_cv`, `_finish` and `_start_worker`."""
 
-    def health(self) -> dict[str, Any]:
-        """Whether jobs can run now, and if not, why: the workers' liveness and the storage's state."""
-        alive = self._thread is not None and self._thread.is_alive()
+    def health(self, admin: bool = False) -> dict[str, Any]:
+        """Whether jobs can run now, and if not, why: the workers' liveness and the storage's state.
+        Several lanes (--devices): `lanes` lists each; jobs can run while one is alive and in service."""
+        lanes = self.lanes
+        serving = [lane for lane in lanes if lane.out_of_service is None]
+        alive = any(lane.thread is not None and lane.thread.is_alive() for lane in serving)
         preparer = self._preparer is not None and self._preparer.is_alive()
         running = self.running
         stuck = self._stuck_threads()
         busy = round(time.time() - running.started, 1) if running is not None and running.started else None
         problems = []
         if not (alive and preparer) and not self._stopping.is_set():
-            problems.append("a worker thread is not running (the supervisor restarts it within seconds)")
-        if stuck:
+            problems.append("no device is in service: every one has faulted repeatedly (see lanes)" if not serving
+                            else "a worker thread is not running (the supervisor restarts it within seconds)")
+        if stuck and all(lane.stuck_threads() or lane.out_of_service for lane in lanes):
             problems.append("a job is stuck past its deadline and still holds its thread; new jobs wait for it")
         if self.storage_problem is not None:
             problems.append(f"storage is failing: {self.storage_problem}")
@@ -46,8 +50,11 @@ class Supervision:
             "ready": not problems and self.accepting,
             "problems": problems,
             "worker": {"alive": alive, "preparer_alive": preparer, "restarts": self.restarts, "busy_seconds": busy,
-                       "stage": running.stage if running is not None else None, "stuck_threads": len(stuck)},
+                       "stage": running.stage if running is not None else None, "stuck_threads": len(stuck),
+                       "running": len(self.running_jobs), "lanes": len(lanes), "in_service": len(serving)},
             "storage": {"ok": self.storage_problem is None, "error": self.storage_problem},
+            **({"lanes": [lane.view(admin) for lane in lanes]} if len(lanes) > 1 else {}),
+            "out_of_service": [f"{lane.name}: {lane.out_of_service}" for lane in lanes if lane.out_of_service],
         }
 
     # -- storage ------------------------------------------------------------------------------
@@ -143,31 +150,8 @@ class Supervision:
         with self._cv:
             if not self.accepting:
                 return
-            worker, job = self._thread, self.running
-            if worker is not None and not worker.is_alive():
-                # Only a BaseException (or a bug in the loop) gets here: every job error is caught.
-                self.running = None
-                self.restarts += 1
-                log.error(json.dumps({"event": "worker_died", "job": job.id if job else None,
-                                      "restarts": self.restarts}))
-                if job is not None:
-                    self._finish(job, FAILED, error=ErrorResponse(
-                        error="the GPU worker stopped unexpectedly while running this job; it was restarted: "
-                              "submit the job again", code="worker_crashed").model_dump(), error_status=500)
-                self._start_worker()
-            elif job is not None and job.started is not None and \
-                    time.time() > job.started + self.job_timeout + self.stuck_grace:
-                # Past its deadline and the grace a stage without steps may need: stuck. Fail the job,
-                # leave its thread to return on its own, and give the queue a fresh worker.
-                self.running = None
-                self.restarts += 1
-                self._abandoned.append(worker)
-                log.error(json.dumps({"event": "worker_stuck", "job": job.id, "restarts": self.restarts}))
-                self._finish(job, FAILED, error=ErrorResponse(
-                    error=f"the job was stuck for {self.stuck_grace:.0f} s past its {self.job_timeout:.0f} s "
-                          "time limit and was abandoned; submit it again", code="timeout").model_dump(),
-                    error_status=504)
-                self._start_worker()
+            for lane in self.lanes:
+                self._check_lane(lane)
             preparer, job = self._preparer, self.preparing
             if preparer is not None and not preparer.is_alive():
                 self.preparing = None
@@ -182,10 +166,44 @@ class Supervision:
                 self._start_preparer()
             self._cv.notify_all()
 
+    def _check_lane(self, lane) -> None:
+        """One lane's worker thread (under the lock): restarted if it died, replaced if stuck in a job."""
+        worker, job = lane.thread, lane.running
+        if worker is not None and not worker.is_alive():
+            # Only a BaseException (or a bug in the loop) gets here: every job error is caught.
+            lane.running = None
+            self.restarts += 1
+            lane.restarts += 1
+            log.error(json.dumps({"event": "worker_died", "lane": lane.name, "job": job.id if job else None,
+                                  "restarts": self.restarts}))
+            if job is not None:
+                self._finish(job, FAILED, error=ErrorResponse(
+                    error="the GPU worker stopped unexpectedly while running this job; it was restarted: "
+                          "submit the job again", code="worker_crashed").model_dump(), error_status=500)
+            self._start_worker(lane)
+        elif job is not None and job.started is not None and \
+                time.time() > job.started + self.job_timeout + self.stuck_grace:
+            # Past its deadline and the grace a stage without steps may need: stuck. Fail the job,
+            # leave its thread to return on its own, and give the lane a fresh worker thread.
+            lane.running = None
+            self.restarts += 1
+            lane.restarts += 1
+            lane.abandoned.append(worker)
+            log.error(json.dumps({"event": "worker_stuck", "lane": lane.name, "job": job.id, "restarts": self.restarts}))
+            self._finish(job, FAILED, error=ErrorResponse(
+                error=f"the job was stuck for {self.stuck_grace:.0f} s past its {self.job_timeout:.0f} s "
+                      "time limit and was abandoned; submit it again", code="timeout").model_dump(),
+                error_status=504)
+            self._start_worker(lane)
+            if lane.lane.restart is not None:
+                # A worker process stuck in a job is replaced: that ends the abandoned thread's wait too.
+                lane.restarting = True
+                threading.Thread(target=self.restart_lane, args=(lane, "stuck past its job's time limit"),
+                                 name=f"ltx2-restart-{lane.name}", daemon=True).start()
+
     def _stuck_threads(self) -> list[threading.Thread]:
-        """Abandoned workers still running: they may hold the GPU, so a new job waits for them."""
-        self._abandoned = [t for t in self._abandoned if t.is_alive()]
-        return self._abandoned
+        """Abandoned workers still running, on any lane: they may hold their device."""
+        return [thread for lane in self.lanes for thread in lane.stuck_threads()]
 
     # -- sweeping videos and records ------------------------------------------------------------
 
