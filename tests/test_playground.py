@@ -332,3 +332,52 @@ def test_retake_a_video_with_the_span_picker(page, live_server):
     assert result["retake"]["first_frame"] == 1 and result["num_frames"] == 17 and result["resolution"] == "64x64"
     assert page.is_hidden("#error")
     assert_only_this_server(page, live_server)
+
+
+def test_keyframe_rows_fill_the_keyframes_list(page, live_server):
+    """"Add a keyframe" adds a row (an image, a frame number or seconds, a strength), Remove takes one out and the
+    rows after it move up; the request's `keyframes` lists the rows in order, and the video holds both images. A
+    frame past the clip is the server's 422, shown on that row's control; at the schema's limit the button is off."""
+    from ltx2.keyframes import MAX_KEYFRAMES
+
+    page.goto(f"{live_server}/playground")
+    page.wait_for_function(f"document.getElementById('keyframes-max').textContent === '{MAX_KEYFRAMES}'")
+    page.fill("#prompt", "A red square turns blue")
+    page.select_option("#length", "25")
+    for _ in range(3):
+        page.click("#add-keyframe")
+    assert page.locator("#keyframes .keyframe").count() == 3
+    page.set_input_files("#keyframe-0-image", files=[{"name": "red.png", "mimeType": "image/png",
+                                                      "buffer": png_bytes((64, 64), (200, 40, 40))}])
+    page.fill("#keyframe-0-at", "8")
+    page.fill("#keyframe-0-strength", "0.8")
+    page.set_input_files("#keyframe-2-image", files=[{"name": "blue.png", "mimeType": "image/png",
+                                                      "buffer": png_bytes((64, 64), (40, 40, 200))}])
+    page.select_option("#keyframe-2-unit", "time")
+    page.fill("#keyframe-2-at", "0.64")
+    page.click("#keyframe-1-remove")  # the middle row: the last one becomes row 1
+    assert page.locator("#keyframes .keyframe").count() == 2 and page.input_value("#keyframe-1-at") == "0.64"
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/jobs")) as answer:
+        page.click("#submit")
+    body = answer.value.request.post_data_json
+    first, second = body["keyframes"]
+    assert {k: v for k, v in first.items() if k != "image"} == {"frame": 8, "strength": 0.8}
+    assert {k: v for k, v in second.items() if k != "image"} == {"time": 0.64, "strength": 1}
+    assert first["image"].startswith("data:image/png;base64,") and second["image"] != first["image"]
+    job_id = answer.value.json()["id"]
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=120_000)
+    result = httpx.get(f"{live_server}/jobs/{job_id}", timeout=30).json()["result"]
+    assert result["keyframes"] == 2 and result["num_frames"] == 25, result
+    assert page.is_hidden("#error")
+
+    page.fill("#keyframe-0-at", "60")  # past the 25-frame clip
+    page.click("#submit")
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert page.inner_text("#error").startswith("keyframes.0.frame"), page.inner_text("#error")
+    assert "invalid" in page.get_attribute("#keyframe-0-at", "class")
+    for _ in range(MAX_KEYFRAMES):
+        page.click("#add-keyframe", force=True)
+    assert page.locator("#keyframes .keyframe").count() == MAX_KEYFRAMES and page.is_disabled("#add-keyframe")
+    assert_only_this_server(page, live_server)

@@ -26,6 +26,7 @@
     body: "prompt",
   };
   const RECENT_KEY = "ltx2-playground-recent";
+  let maxKeyframes = 8; // the schema's keyframes.maxItems, once read
   const EXTENSIONS = { "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "image/gif": "gif" };
 
   function option(select, value, text, selected) {
@@ -52,6 +53,11 @@
       request = schemas.GenerateRequest.properties;
       const resolve = (p) => (p && p.$ref ? schemas[p.$ref.split("/").pop()] : p);
       const choices = (prop) => (prop ? prop.enum || (prop.anyOf || []).flatMap((p) => resolve(p).enum || []) : []);
+      if (request.keyframes && request.keyframes.maxItems) {
+        maxKeyframes = request.keyframes.maxItems;
+        $("keyframes-max").textContent = maxKeyframes;
+        renumberKeyframes();
+      }
       const format = resolve(request.video_output_type);
       const formats = choices(format);
       if (formats.length) formats.forEach((v) => option($("format"), v, v, v === format.default));
@@ -100,6 +106,7 @@
     $("clip-drop").addEventListener("drop", videoChosen);
     $("video-preview").addEventListener("loadedmetadata", spanFromVideo);
     for (const end of ["start", "end"]) $(`retake-${end}`).addEventListener("input", () => spanMoved(end));
+    $("add-keyframe").addEventListener("click", addKeyframe);
     const key = sessionStorage.getItem("ltx2-key");
     if (key) $("key").value = key;
     renderRecent();
@@ -153,6 +160,69 @@
     $("video-preview").currentTime = Number($(`retake-${end}`).value);
   }
 
+  // Keyframes: one row per image (the image, a frame number or a time in seconds, a strength), sent as the
+  // `keyframes` list in the rows' order; the server's message for keyframes.N.* marks row N's control.
+  function field(labelText, control) {
+    const label = document.createElement("label");
+    label.append(labelText, control);
+    return label;
+  }
+
+  function addKeyframe() {
+    const rows = $("keyframes");
+    if (rows.children.length >= maxKeyframes) return;
+    const row = document.createElement("li");
+    row.className = "keyframe";
+    const image = document.createElement("input");
+    Object.assign(image, { type: "file", accept: "image/png,image/jpeg,image/webp,image/gif", className: "kf-image" });
+    const unit = document.createElement("select");
+    unit.className = "kf-unit";
+    option(unit, "frame", "frame", true);
+    option(unit, "time", "seconds", false);
+    const at = document.createElement("input");
+    Object.assign(at, { type: "text", inputMode: "decimal", className: "kf-at", placeholder: "0" });
+    const strength = document.createElement("input");
+    Object.assign(strength, { type: "text", inputMode: "decimal", className: "kf-strength", value: "1" });
+    const remove = document.createElement("button");
+    Object.assign(remove, { type: "button", className: "secondary kf-remove", textContent: "Remove" });
+    remove.addEventListener("click", () => { row.remove(); renumberKeyframes(); });
+    row.append(field("Image", image), field("At", unit), field("Frame or seconds", at), field("Strength", strength),
+               remove);
+    rows.appendChild(row);
+    renumberKeyframes();
+  }
+
+  function renumberKeyframes() {
+    const rows = [...$("keyframes").children];
+    rows.forEach((row, i) => {
+      row.id = `keyframe-${i}`;
+      for (const part of ["image", "unit", "at", "strength", "remove"]) {
+        const node = row.querySelector(`.kf-${part}`);
+        node.id = `keyframe-${i}-${part}`;
+        node.setAttribute("aria-label", `keyframe ${i + 1} ${part}`);
+      }
+    });
+    $("add-keyframe").disabled = rows.length >= maxKeyframes;
+  }
+
+  function keyframeControl(name) { // keyframes.N.frame -> row N's "at" input; keyframes -> the whole box
+    const match = /^keyframes(?:\.(\d+)(?:\.(\w+))?)?$/.exec(name || "");
+    if (!match) return null;
+    if (match[1] === undefined || !$(`keyframe-${match[1]}`)) return "keyframes-box";
+    const part = { image: "image", frame: "at", time: "at", strength: "strength" }[match[2]];
+    return part ? `keyframe-${match[1]}-${part}` : `keyframe-${match[1]}`;
+  }
+
+  async function keyframeItems() {
+    return Promise.all([...$("keyframes").children].map(async (row) => {
+      const file = row.querySelector(".kf-image").files[0];
+      const item = { image: file ? await dataUri(file) : "" }; // none: the server names keyframes.N.image
+      item[row.querySelector(".kf-unit").value] = asNumber(row.querySelector(".kf-at").value);
+      item.strength = asNumber(row.querySelector(".kf-strength").value);
+      return item;
+    }));
+  }
+
   function asNumber(text) {
     const n = Number(text);
     return text.trim() !== "" && Number.isFinite(n) ? n : text; // the server names the field if it is not a number
@@ -177,7 +247,7 @@
     const text = typeof error === "string" ? error : (error && error.message) || `the server answered ${status}`;
     $("error").textContent = text;
     $("error").hidden = false;
-    const control = body && CONTROL[body.field];
+    const control = body && (CONTROL[body.field] || keyframeControl(body.field));
     if (control) $(control).classList.add("invalid");
     $("status").hidden = true;
   }
@@ -210,6 +280,7 @@
       if ($("image-end").files[0]) body.image_end = await dataUri($("image-end").files[0]);
       if ($("audio").files[0]) body.audio = await dataUri($("audio").files[0]);
       if (retaking()) body.video = await dataUri($("clip").files[0]);
+      if ($("keyframes").children.length) body.keyframes = await keyframeItems();
       const response = await fetch("jobs", { method: "POST", body: JSON.stringify(body),
                                              headers: headers({ "Content-Type": "application/json" }) });
       const job = await response.json().catch(() => null);
