@@ -192,9 +192,18 @@ def make_client(model, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """A real `python server.py` process on loopback, as a user starts it."""
+def live_process(tmp_path_factory):
+    """A real `python server.py` process on loopback with the default flags, as a user starts it, and its
+    address: one per test process (xdist worker), shared by every file that needs no flags of its own,
+    since each start costs ~7 s of CPU (torch, diffusers and the tiny model). A test may read its process
+    (memory, children) but must leave it serving as it found it: no signals, no settings changed."""
     out = tmp_path_factory.mktemp("live")
     proc, base = start_server(out / "output", out / "server.log")
-    yield base
+    yield proc, base
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def live_server(live_process):
+    """The shared server's address (see live_process)."""
+    return live_process[1]

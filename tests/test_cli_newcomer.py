@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from servers import ROOT, start_server, stop_server, wait_for_job
+from servers import ROOT, wait_for_job
 
 from ltx2 import cli_generate
 from ltx2.media.encode import FORMATS
@@ -107,11 +107,8 @@ def test_a_port_in_use_is_one_line_before_anything_loads(tmp_path, command):
 # ------------------------------------------------------------------------------------- items 10, 11
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = tmp_path_factory.mktemp("newcomer")
-    proc, base = start_server(out / "output", out / "server.log")
-    yield base
-    stop_server(proc)
+def server(live_server):
+    return live_server  # the session's default server (conftest.live_process)
 
 
 def test_client_saves_with_the_umask_mode(server, tmp_path):

@@ -187,24 +187,31 @@ def test_a_fal_job_survives_a_restart(live, media):
 
 # -- item 7: what GET / and /health advertise is accepted -----------------------------------------
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-2.5"])
-def test_advertised_defaults_sent_back_are_accepted(preset, tmp_path):
-    proc, base = start_server(tmp_path / "out", tmp_path / "server.log", "--model", preset)
-    try:
-        defaults = httpx.get(f"{base}/", timeout=30).json()["defaults"]
-        model = httpx.get(f"{base}/health", timeout=30).json()["model"]
-        # /health's model defaults are GET /'s, from the same place; the tiny transformer has 2 blocks.
-        assert model["defaults"].items() <= defaults.items() and defaults["stg_blocks"] == [1]
-        assert ("duration" in defaults) == (preset == "tiny-2.5")  # a duration head picks the length
-        # One account of Gemma's dtype: the choice reports the dtype the weights hold.
-        assert model["text_encoder_dtype"]["dtype"] == model["dtypes"]["text_encoder"]
-        GenerateRequest.model_validate({"prompt": "a", **defaults})  # every value, the schema's rules
-        # And the loaded model's: every default as advertised, except the size and step count, whose
-        # rules are the schema's alone (just checked), made small so that this runs in seconds.
-        cheap = {**defaults, "width": 64, "height": 64, "num_inference_steps": 1}
-        r = httpx.post(f"{base}/generate", json={"prompt": "a red fox in snow", **cheap}, timeout=300)
-        assert r.status_code == 200, r.text
-        out = r.json()
-        assert out["stg_blocks"] == [1] and out["use_multiscale"] == defaults["use_multiscale"]
-    finally:
-        stop_server(proc)
+@pytest.fixture(params=["tiny", "tiny-2.5"])
+def preset_server(request, tmp_path):
+    """(preset, address): tiny is the session's default server (conftest.live_server), tiny-2.5 its own."""
+    if request.param == "tiny":
+        yield request.param, request.getfixturevalue("live_server")
+        return
+    proc, base = start_server(tmp_path / "out", tmp_path / "server.log", "--model", request.param)
+    yield request.param, base
+    stop_server(proc)
+
+
+def test_advertised_defaults_sent_back_are_accepted(preset_server):
+    preset, base = preset_server
+    defaults = httpx.get(f"{base}/", timeout=30).json()["defaults"]
+    model = httpx.get(f"{base}/health", timeout=30).json()["model"]
+    # /health's model defaults are GET /'s, from the same place; the tiny transformer has 2 blocks.
+    assert model["defaults"].items() <= defaults.items() and defaults["stg_blocks"] == [1]
+    assert ("duration" in defaults) == (preset == "tiny-2.5")  # a duration head picks the length
+    # One account of Gemma's dtype: the choice reports the dtype the weights hold.
+    assert model["text_encoder_dtype"]["dtype"] == model["dtypes"]["text_encoder"]
+    GenerateRequest.model_validate({"prompt": "a", **defaults})  # every value, the schema's rules
+    # And the loaded model's: every default as advertised, except the size and step count, whose
+    # rules are the schema's alone (just checked), made small so that this runs in seconds.
+    cheap = {**defaults, "width": 64, "height": 64, "num_inference_steps": 1}
+    r = httpx.post(f"{base}/generate", json={"prompt": "a red fox in snow", **cheap}, timeout=300)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["stg_blocks"] == [1] and out["use_multiscale"] == defaults["use_multiscale"]

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from hostile import raw_png
 from PIL import Image
-from servers import start_server, stop_server
 
 from ltx2.media.conditioning_image import MAX_ASPECT_SPREAD, ImageTargets, conditioning_pixels
 from ltx2.media.fetch import FetchPolicy
@@ -178,12 +177,11 @@ def test_a_jpeg_is_decoded_reduced_only_when_far_larger_than_needed(box):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = tmp_path_factory.mktemp("image-bounds-server")
-    proc, base = start_server(out / "output", out / "server.log")
+def server(live_process):
+    """The session's default server (conftest.live_process): its memory is read around each request."""
+    proc, base = live_process
     with httpx.Client(base_url=base, timeout=120) as http:
         yield proc, http
-    stop_server(proc)
 
 
 @pytest.mark.parametrize("name,image,words", [

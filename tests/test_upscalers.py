@@ -19,7 +19,7 @@ from ltx2.models.upsampler import load_upsampler
 from ltx2.pipelines.generate import generate
 from ltx2.schema import GenerateRequest, InvalidRequest
 from tests import miniature
-from tests.servers import launch, start_server, stop_server
+from tests.servers import launch, stop_server
 
 REQUEST = {"prompt": "a red ball", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1, "seed": 3}
 TEMPORAL_CONFIG = {**miniature.UPSAMPLER_CONFIG, "spatial_upsample": False, "temporal_upsample": True}
@@ -102,19 +102,16 @@ def test_temporal_upscale_bounds_are_checked_with_the_request(change, phrase):
         GenerateRequest.model_validate({**REQUEST, "temporal_upscale": True, **change})
 
 
-def test_a_server_answers_temporal_upscale_in_each_protocol(tmp_path):
-    proc, base = start_server(tmp_path / "out", tmp_path / "log")  # tiny: LTX-2 19B, no temporal upscaler
-    try:
-        native = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True}, timeout=60)
-        assert native.status_code == 422, native.text
-        body = native.json()
-        assert body["field"] == "temporal_upscale" and "temporal upscaler" in body["error"]
-        too_long = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True, "num_frames": 257},
-                              timeout=60)
-        assert too_long.status_code == 422 and too_long.json()["field"] == "temporal_upscale"
-        assert httpx.get(f"{base}/health").json()["model"]["temporal_upsampler"] is None
-    finally:
-        stop_server(proc)
+def test_a_server_answers_temporal_upscale_in_each_protocol(live_server):
+    base = live_server  # the session's default server: tiny, LTX-2 19B, no temporal upscaler
+    native = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True}, timeout=60)
+    assert native.status_code == 422, native.text
+    body = native.json()
+    assert body["field"] == "temporal_upscale" and "temporal upscaler" in body["error"]
+    too_long = httpx.post(f"{base}/generate", json={**REQUEST, "temporal_upscale": True, "num_frames": 257},
+                          timeout=60)
+    assert too_long.status_code == 422 and too_long.json()["field"] == "temporal_upscale"
+    assert httpx.get(f"{base}/health").json()["model"]["temporal_upsampler"] is None
 
 
 # Files: the kind and the family are checked before the model loads.
