@@ -142,7 +142,9 @@ def add_request_arguments(parser: argparse.ArgumentParser, model: type[BaseModel
                 options["metavar"] = "START:END"
             if flag.field == "extend":
                 options["metavar"] = "[-]SECONDS"
-        group.add_argument(flag.flag, **options)
+        # ic_lora's mask also by a shorter name
+        aliases = ("--attention-mask",) if flag.field == "conditioning_attention_mask" else ()
+        group.add_argument(flag.flag, *aliases, **options)
     if "keyframes" in model.model_fields:
         group.add_argument("--keyframe", metavar="IMAGE@FRAME[:STRENGTH]", dest=DEST + "keyframe", action="append",
                            help="An image held at a frame (repeatable, in order; added to keyframes): a file path, "
@@ -213,7 +215,7 @@ def read_input(flag: RequestFlag, value: str) -> str:
 
     limits = InputLimits.from_env()
     # the field's own limit is checked later; a video has its own, larger one
-    video = flag.field == "video"
+    video = flag.field in ("video", "conditioning_attention_mask")
     largest = limits.max_video_bytes if video else max(limits.max_image_bytes, limits.max_audio_bytes)
     try:
         with open(value, "rb") as fh:

@@ -21,6 +21,8 @@ MAX_KEYFRAMES = 8  # each appended one adds a latent frame of tokens to every tr
 # What a queued job's record holds in place of a keyframe's image, kept in the job's inputs file instead
 # (the record is validated when read back, so it must be a string; as an image it is refused, never decoded).
 STORED_APART = "(kept in the job's inputs file)"
+# The request fields that carry a file (besides each keyframe's image); conditioning_attention_mask is ic_lora's.
+INPUTS = ("image_start", "image_end", "audio", "video", "conditioning_attention_mask")
 
 
 class KeyframeInput(BaseModel):
@@ -150,8 +152,7 @@ def appended_keyframes(request, num_frames: int | None = None) -> int:
 def input_values(request) -> dict[str, str]:
     """Every input the request carries ({field: data URI, base64 or URL}), keyframe images under
     `keyframes.N.image`: what the sandbox decodes and what a job keeps out of its record."""
-    values = {name: getattr(request, name) for name in ("image_start", "image_end", "audio", "video")
-              if getattr(request, name) not in (None, STORED_APART)}
+    values = {name: getattr(request, name) for name in INPUTS if getattr(request, name) not in (None, STORED_APART)}
     for i, item in enumerate(request.keyframes):
         if item.image != STORED_APART:
             values[image_field(i)] = item.image
@@ -162,8 +163,9 @@ def with_inputs(request, inputs: dict[str, str | None]):
     """The request with `inputs` (as `input_values` names them) put back, or taken out when None (a
     keyframe's image is then STORED_APART: the request is kept without it)."""
     update: dict[str, Any] = {name: value for name, value in inputs.items() if not name.startswith("keyframes.")}
-    if "video" in update and update["video"] is None:  # a retake's record must still say it has a video
-        update["video"] = STORED_APART
+    for name in ("video", "conditioning_attention_mask"):  # a record must still say it has a video (retake) or mask
+        if name in update and update[name] is None:
+            update[name] = STORED_APART
     if any(name.startswith("keyframes.") for name in inputs):
         keyframes = list(request.keyframes)
         for i, item in enumerate(keyframes):

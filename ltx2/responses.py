@@ -127,10 +127,13 @@ class GenerateResponse(BaseModel):
         examples=[{"direction": "forward", "input_frames": 49, "new_frames": 125, "seconds": 5.0, "windows": [
             {"index": 0, "start": 1.6, "end": 6.56, "num_frames": 121, "overlap_frames": 9, "overlap_seconds": 0.36,
              "new_frames": 112, "seed": 42}]}])
-    reference: dict[str, int | str | None] | None = Field(
+    reference: dict[str, int | str | list[int] | None] | None = Field(
         default=None, description="With ic_lora: the reference video as stage 1 read it: its width, height and frames "
-        "(after the IC-LoRA's temporal subsampling), the LoRA's downscale and temporal factors, and control.",
-        examples=[{"width": 192, "height": 128, "frames": 121, "downscale": 2, "temporal": 1, "control": "canny"}])
+        "(after the IC-LoRA's temporal subsampling), the LoRA's downscale and temporal factors, control, and "
+        "attention_mask: the latent grid [frames, height, width] conditioning_attention_mask was pooled onto (null "
+        "without one).",
+        examples=[{"width": 192, "height": 128, "frames": 121, "downscale": 2, "temporal": 1, "control": "canny",
+                   "attention_mask": None}])
     timings: StageTimings = Field(description="Seconds per stage.")
 
 

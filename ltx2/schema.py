@@ -439,34 +439,18 @@ class GenerateRequest(BaseModel):
         "num_frames frames, each conditioned on the last window's frames (see README, Extend a video).",
         examples=[{"seconds": 5.0, "direction": "forward"}],
     )
-    ic_lora: str | None = Field(
-        default=None, min_length=1, max_length=255,
-        description="Video to video: an IC-LoRA file in the server's <models dir>/loras/ (`ltx2 download --ic-loras` "
-        "fetches the loaded family's) that reads video as its reference (ltx-pipelines' ICLoraPipeline). Needs video.",
-        examples=["ltx-2-19b-ic-lora-canny-control.safetensors"],
-    )
-    ic_lora_scale: float = Field(
-        default=1.0, ge=0.0, le=v2v.IC_LORA_SCALE_MAX,
-        description="How strongly the IC-LoRA applies (its LoRA scale, stage 1).", examples=[1.0],
-    )
-    video_strength: float = Field(
-        default=1.0, ge=0.0, le=1.0,
-        description="With ic_lora: how firmly the reference video's tokens are held (1: kept clean, as trained; "
-        "0: denoised like the rest).", examples=[1.0],
-    )
-    conditioning_attention_strength: float = Field(
-        default=1.0, ge=0.0, le=1.0,
-        description="With ic_lora: the weight of the attention between the generated video and the reference "
-        "video's tokens (ltx-pipelines' ICLoraPipeline conditioning_attention_strength; 1: full, as trained; 0: the "
-        "generated tokens do not attend to the reference, nor it to them). Below 1 it adds a dense "
-        "tokens x tokens bias to stage 1's video self-attention.", examples=[1.0],
-    )
-    control: Literal["canny", "depth", "pose"] | None = Field(
-        default=None,
-        description='With ic_lora: "canny" computes the Canny edges of video here (send the raw video); depth and '
-        "pose need models this server does not run: send the precomputed control video instead.",
-        examples=["canny"],
-    )
+    # Video to video's fields; their descriptions are ltx2.video_to_video.DOCS.
+    ic_lora: str | None = Field(default=None, min_length=1, max_length=255, description=v2v.DOCS["ic_lora"],
+                                examples=["ltx-2-19b-ic-lora-canny-control.safetensors"])
+    ic_lora_scale: float = Field(default=1.0, ge=0.0, le=v2v.IC_LORA_SCALE_MAX, description=v2v.DOCS["ic_lora_scale"],
+                                 examples=[1.0])
+    video_strength: float = Field(default=1.0, ge=0.0, le=1.0, description=v2v.DOCS["video_strength"], examples=[1.0])
+    conditioning_attention_strength: float = Field(default=1.0, ge=0.0, le=1.0, examples=[1.0],
+                                                   description=v2v.DOCS["conditioning_attention_strength"])
+    conditioning_attention_mask: str | None = Field(default=None, description=v2v.DOCS["conditioning_attention_mask"],
+                                                    examples=["data:video/mp4;base64,AAAAIGZ0eXBpc29t..."])
+    control: Literal["canny", "depth", "pose"] | None = Field(default=None, description=v2v.DOCS["control"],
+                                                             examples=["canny"])
     audio_strength: float = Field(
         default=1.0, ge=0.0, le=1.0,
         description="1.0: the video follows the input audio exactly and the MP4's soundtrack is the input itself. "

@@ -23,6 +23,27 @@ IC_LORA_SCALE_MAX = 4.0  # as a LoRA's scale
 EXCLUDES = ("match_audio_length", "duration")
 
 
+# The request fields' descriptions (/docs, the CLI's --help), kept here with their rules.
+DOCS = {
+    "ic_lora": "Video to video: an IC-LoRA file in the server's <models dir>/loras/ (`ltx2 download --ic-loras` "
+               "fetches the loaded family's) that reads video as its reference (ltx-pipelines' ICLoraPipeline). "
+               "Needs video.",
+    "ic_lora_scale": "How strongly the IC-LoRA applies (its LoRA scale, stage 1).",
+    "video_strength": "With ic_lora: how firmly the reference video's tokens are held (1: kept clean, as trained; "
+                      "0: denoised like the rest).",
+    "conditioning_attention_strength": "With ic_lora: the weight of the attention between the generated video and "
+        "the reference video's tokens (ltx-pipelines' ICLoraPipeline conditioning_attention_strength; 1: full, as "
+        "trained; 0: the generated tokens do not attend to the reference, nor it to them). Below 1 it adds a dense "
+        "tokens x tokens bias to stage 1's video self-attention.",
+    "conditioning_attention_mask": "With ic_lora: a mask video (same formats and limits as video) whose grey level, "
+        "0 to 1, weights the reference video's tokens where and when it shows (ltx-pipelines' ICLoraPipeline "
+        "conditioning_attention_mask): read at stage 1's size, averaged onto the reference's latent grid, times "
+        "conditioning_attention_strength. As many frames as the reference, or 1 + k x (its latent frames - 1).",
+    "control": 'With ic_lora: "canny" computes the Canny edges of video here (send the raw video); depth and pose '
+               "need models this server does not run: send the precomputed control video instead.",
+}
+
+
 class VideoToVideoProblem(ValueError):
     """A rule of a video-to-video request broken, naming the field."""
 
@@ -32,7 +53,8 @@ class VideoToVideoProblem(ValueError):
 
 
 # The knobs that mean something only with ic_lora (sent without it: a 422 naming the knob).
-KNOBS = ("ic_lora_scale", "video_strength", "control", "conditioning_attention_strength")
+KNOBS = ("ic_lora_scale", "video_strength", "control", "conditioning_attention_strength", "conditioning_attention_mask")
+MASK_FIELD = "conditioning_attention_mask"  # a video input of its own (decoded in the sandbox after video)
 
 
 def check(request: Any) -> None:
@@ -86,5 +108,5 @@ def reference_scales(metadata: dict[str, str] | None, field: str = "ic_lora") ->
     return out[0], out[1]
 
 
-__all__ = ["CANNY_HIGH", "CANNY_LOW", "COMPUTED_CONTROLS", "CONTROLS", "PRECOMPUTED_CONTROLS", "VideoToVideoProblem",
-           "check", "reference_scales"]
+__all__ = ["CANNY_HIGH", "CANNY_LOW", "COMPUTED_CONTROLS", "CONTROLS", "DOCS", "MASK_FIELD", "PRECOMPUTED_CONTROLS",
+           "VideoToVideoProblem", "check", "reference_scales"]

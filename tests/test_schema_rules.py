@@ -164,7 +164,8 @@ def test_the_docs_example_request_is_test_input_json():
 
 # Fields that only go together: each one's example is checked with the other's.
 COMPANIONS = {"video": "retake", "retake": "video", "extend": "video"}
-V2V_KNOBS = ("ic_lora", "ic_lora_scale", "video_strength", "control", "conditioning_attention_strength")
+V2V_KNOBS = ("ic_lora", "ic_lora_scale", "video_strength", "control", "conditioning_attention_strength",
+             "conditioning_attention_mask")
 
 
 @pytest.mark.parametrize("name", sorted(GenerateRequest.model_fields))

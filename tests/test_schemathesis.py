@@ -105,7 +105,7 @@ def _schema_valid(name: str, value) -> bool:
     rules, written out: RetakeSpan, KeyframeInput and the plain fields)."""
     if name == "temporal_upscale":
         return isinstance(value, bool)
-    if name == "video":
+    if name in ("video", "conditioning_attention_mask"):
         return value is None or isinstance(value, str)
     if name == "retake":
         return value is None or (isinstance(value, dict) and set(value) == {"start", "end"}
@@ -175,7 +175,7 @@ def cheap(body, path="/generate"):
     # Video to video's fields need an IC-LoRA file and a video with each other (tests/test_video_to_video.py).
     # extend needs a video too (tests/test_extend.py).
     for name in ("video", "retake", "keyframes", "temporal_upscale", "ic_lora", "ic_lora_scale", "video_strength",
-                 "control", "extend", "conditioning_attention_strength"):
+                 "control", "extend", "conditioning_attention_strength", "conditioning_attention_mask"):
         if name in body and _schema_valid(name, body[name]):
             del body[name]
     # fal's name for a field and the field itself together are a 422 naming both (tests/test_fal_fields.py).

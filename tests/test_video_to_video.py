@@ -6,8 +6,10 @@ RunPod handler, the CLI), plus `ltx2 download --ic-loras`'s plan per family."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 
+import av
 import numpy as np
 import pytest
 import requests
@@ -31,6 +33,30 @@ CLIP = clip(FRAMES, SIDE, SIDE, FPS, audio=False)
 URI = "data:video/mp4;base64," + base64.b64encode(CLIP).decode()
 PNG = "data:image/png;base64," + base64.b64encode(hostile.png(SIDE, SIDE)).decode()
 BASE = {"prompt": "a red ball, edges", "video": URI, "ic_lora": "ic", "num_inference_steps": 1, "seed": 5}
+
+
+def mask_clip(levels, side: int = SIDE, split: bool = False, fps: int = FPS) -> bytes:
+    """An MP4 mask: frame k all grey level levels[k] (0..255); with `split`, its right half black. Lossless H.264
+    4:4:4, so a grey level comes back within one step."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = side
+        stream.pix_fmt, stream.options = "yuv444p", {"crf": "0", "bf": "0"}
+        for level in levels:
+            grey = np.full((side, side, 3), level, np.uint8)
+            if split:
+                grey[:, side // 2:] = 0
+            for packet in stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+# Frame 0 white, frames 1-8 mid grey, 9-16 black: on 3 latent frames, weights 1, ~0.5, 0.
+MASK = mask_clip([255] + [128] * 8 + [0] * 8)
+MASK_URI = "data:video/mp4;base64," + base64.b64encode(MASK).decode()
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +111,8 @@ def run(model, fields: dict, pol: LoraPolicy, **kw):
      "send ic_lora"),
     ({"conditioning_attention_strength": 1.01}, "conditioning_attention_strength", "must be <= 1.0"),
     ({"conditioning_attention_strength": -0.1}, "conditioning_attention_strength", "must be >= 0"),
+    ({"ic_lora": None, "video": None, "conditioning_attention_mask": MASK_URI}, "conditioning_attention_mask",
+     "send ic_lora"),
     ({"image_start": PNG}, "width", "give width and height"),  # fitted before the video sets the size
 ])
 def test_bad_video_to_video_requests_are_refused_naming_the_field(fields, field, words):
@@ -109,7 +137,9 @@ def test_a_downscaled_ic_lora_sizes_the_reference_and_its_width_rule(model, mode
     pol = policy(models_dir, tmp_path)
     request = GenerateRequest.model_validate({**BASE, "ic_lora": "ic-half"})
     targets = image_targets(model, request, pol)
-    assert targets.multiple == 128 and targets.reference == (1, 4, 1)  # two-stage: stage 1 is 1/2, the reference 1/4
+    # two-stage: stage 1 is 1/2, the reference 1/4; a mask is read at stage 1's size (2x the reference's), pooled
+    # on the VAE's 8x32 grid in the model's dtype
+    assert targets.multiple == 128 and targets.reference == (1, 4, 1, 2, (8, 32), "float32")
     with pytest.raises(InvalidRequest) as refused:
         image_targets(model, GenerateRequest.model_validate({**BASE, "ic_lora": "ic-half", "width": 64, "height": 128}),
                       pol)
@@ -175,7 +205,7 @@ def test_stage_one_carries_the_reference_tokens_and_they_change_the_video(model,
     own, ref = coords[:, :3], coords[:, 3:]
     assert torch.equal(own, ref)  # downscale 1, temporal 1: the reference sits on the target's own grid
     assert result.reference == {"width": 32, "height": 32, "frames": FRAMES, "downscale": 1, "temporal": 1,
-                                "control": "canny"}
+                                "control": "canny", "attention_mask": None}
     assert result.pipeline == "ic-lora-two-stage" and [lora["stage"] for lora in result.loras] == ["stage1"]
     assert result.frames.shape == (FRAMES, SIDE, SIDE, 3)
     differs = lambda a, b: np.abs(a.frames.astype(int) - b.frames.astype(int)).mean()  # noqa: E731
@@ -199,7 +229,7 @@ def test_the_ic_loras_metadata_sizes_the_reference_stage_one_reads(model, models
         result, cond = run(model, fields, policy(models_dir, tmp_path))
     finally:
         hook.remove()
-    assert {k: v for k, v in result.reference.items() if k != "control"} == reference
+    assert {k: v for k, v in result.reference.items() if k not in ("control", "attention_mask")} == reference
     assert tuple(cond.video.shape[2:]) == (reference["frames"], reference["height"], reference["width"])
     assert seen[0] == stage1_tokens
 
@@ -315,8 +345,78 @@ def test_admission_counts_the_bias(model):
     plain = admission.stage_bytes(GenerateRequest.model_validate(fields), 121, 512, 512)[0]["denoise"]
     biased = admission.stage_bytes(GenerateRequest.model_validate({**fields, "conditioning_attention_strength": 0.5}),
                                    121, 512, 512)[0]["denoise"]
+    masked = admission.stage_bytes(GenerateRequest.model_validate({**fields, "conditioning_attention_mask": MASK_URI}),
+                                   121, 512, 512)[0]["denoise"]  # a mask builds the bias at strength 1 too
     tokens = 2 * 16 * 16 * 16  # 16 latent frames of 16x16, and the reference's as many
-    assert biased - plain == tokens * tokens * 4  # float32 on the CPU
+    assert biased - plain == masked - plain == tokens * tokens * 4  # float32 on the CPU
+
+
+# ------------------------------------------------------------------------------ attention mask
+
+def test_the_mask_pools_onto_the_latent_grid_by_area_then_by_runs_of_frames():
+    """ltx-pipelines' downsample_mask_video_to_latent, written out by hand: each frame's 2x2 blocks averaged onto a
+    2x2 grid, the first frame alone, then each later latent frame the mean of its run of (F - 1) / (f - 1) frames."""
+    from ltx2.media.attention_mask import frames_fit, to_latent
+
+    torch.manual_seed(0)
+    mask = torch.rand(1, 1, 17, 4, 4)
+    blocks = mask[0, 0].reshape(17, 2, 2, 2, 2).mean(dim=(2, 4))  # (F, 2, 2): the area resize
+    for frames, run in ((3, 8), (2, 16), (17, 1)):
+        expected = torch.cat([blocks[:1]] + [blocks[1 + j * run:1 + (j + 1) * run].mean(0, keepdim=True)
+                                            for j in range(frames - 1)])
+        assert torch.allclose(to_latent(mask, (frames, 2, 2)), expected.flatten(), atol=1e-6), frames
+    assert torch.allclose(to_latent(mask, (1, 2, 2)), blocks[0].flatten(), atol=1e-6)  # one latent frame: frame 0
+    assert frames_fit(17, 3) and frames_fit(9, 3) and frames_fit(3, 3) and frames_fit(5, 1)
+    assert not frames_fit(4, 3) and not frames_fit(1, 3) and not frames_fit(16, 3)
+    half = to_latent(mask.to(torch.bfloat16), (3, 2, 2))  # the dtype is the mask's, as in ltx-pipelines
+    assert half.dtype == torch.bfloat16
+
+
+@pytest.mark.slow  # seconds in one process: out of the quick tier
+def test_a_mask_weights_each_reference_token_in_stage_ones_bias(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    attn = model.pipe.transformer.transformer_blocks[0].attn1
+    biases = []
+    handle = attn.register_forward_hook(  # after the run's own pre-hook has set the bias
+        lambda module, args, kwargs, out: biases.append(kwargs.get("attention_mask")), with_kwargs=True)
+    try:
+        result, cond = run(model, {"conditioning_attention_mask": MASK_URI, "conditioning_attention_strength": 0.5}, pol)
+        full, _ = run(model, {"conditioning_attention_mask": MASK_URI}, pol)  # strength 1: the mask alone
+    finally:
+        handle.remove()
+    # Two stages at 64x64: the reference on stage 1's 1x1 latent grid, 3 latent frames (17 frames).
+    weights = cond.attention_mask
+    assert tuple(weights.shape) == (3, 1, 1) and result.reference["attention_mask"] == [3, 1, 1]
+    assert weights[0, 0, 0] == pytest.approx(1.0, abs=1 / 255) and weights[1, 0, 0] == pytest.approx(128 / 255, abs=2 / 255)
+    assert weights[2, 0, 0] == pytest.approx(0.0, abs=1 / 255)
+    low = torch.finfo(torch.float32).min
+    for bias, strength in ((biases[0], 0.5), (biases[4], 1.0)):  # stage 1's pass of each run (stage 2: 3 more)
+        expected = weights.flatten() * strength
+        logs = torch.where(expected > 0, torch.log(expected.clamp(min=1e-38)), torch.tensor(low))
+        bias = bias[0, 0]
+        assert torch.allclose(bias[:3, 3:], logs.expand(3, 3)) and torch.allclose(bias[3:, :3], logs[:, None].expand(3, 3))
+        assert torch.equal(bias[3:, 3:], torch.zeros(3, 3))
+    assert [b is None for b in biases] == [False, True, True, True] * 2
+    assert np.abs(result.frames.astype(int) - full.frames.astype(int)).mean() > 0.05
+
+
+@pytest.mark.slow  # seconds in one process: out of the quick tier
+def test_a_mask_that_cannot_be_matched_is_refused_naming_it(model, models_dir, tmp_path):
+    pol = policy(models_dir, tmp_path)
+    rate = model.pipe.audio_vae.config.sample_rate
+
+    def decode(mask: str):
+        request = GenerateRequest.model_validate({**BASE, "conditioning_attention_mask": mask})
+        return decode_conditioning(request, rate, model.vocoder_rate, targets=image_targets(model, request, pol))
+
+    uri = lambda data: "data:video/mp4;base64," + base64.b64encode(data).decode()  # noqa: E731
+    five = decode(uri(mask_clip([255, 0, 0, 255, 255])))  # 5 frames: 1, then runs of 2 onto 3 latent frames
+    assert five.attention_mask.flatten().tolist() == pytest.approx([1.0, 0.0, 1.0], abs=1 / 255)
+    for mask, words in ((uri(mask_clip([255] * 4)), "has 4 frames"), (uri(mask_clip([255])), "has 1 frames"),
+                        (PNG, "image/png"), (uri(b"\x00" * 64), "conditioning_attention_mask")):
+        with pytest.raises(InvalidRequest) as refused:
+            decode(mask)
+        assert refused.value.field == "conditioning_attention_mask" and words in str(refused.value), str(refused.value)
 
 
 # ----------------------------------------------------------------------------------------- ways in
@@ -373,6 +473,36 @@ def test_a_live_server_runs_video_to_video_through_generate_and_v1_videos(v2v_se
     assert requests.get(v2v_server + "/health", timeout=10).status_code == 200
 
 
+def test_a_live_server_takes_the_attention_mask_on_every_way_in(v2v_server):
+    # /generate: a data URI
+    r = requests.post(v2v_server + "/generate", json={**BASE, "conditioning_attention_mask": MASK_URI}, timeout=300)
+    assert r.status_code == 200 and r.json()["reference"]["attention_mask"] == [3, 1, 1], r.text[:300]
+    # /jobs: the mask is kept in the job's inputs file (not its record) and read back when the job runs
+    r = requests.post(v2v_server + "/jobs", json={**BASE, "conditioning_attention_mask": MASK_URI}, timeout=60)
+    assert r.status_code == 202, r.text
+    view = wait_job(v2v_server, f"/jobs/{r.json()['id']}")
+    assert view["status"] == "succeeded" and view["result"]["reference"]["attention_mask"] == [3, 1, 1], view
+    # /v1/videos: a multipart part of its own, beside the reference video's
+    form = {"prompt": BASE["prompt"], "ic_lora": "ic", "num_inference_steps": "1", "seed": "5"}
+    files = {"input_reference": ("clip.mp4", CLIP, "video/mp4"), "conditioning_attention_mask": ("m.mp4", MASK, "video/mp4")}
+    r = requests.post(v2v_server + "/v1/videos", data=form, files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    view = wait_job(v2v_server, f"/v1/videos/{r.json()['id']}")
+    assert view["status"] == "completed", view
+    assert requests.get(f"{v2v_server}/jobs/{view['id']}", timeout=10).json()["result"]["reference"]["attention_mask"] \
+        == [3, 1, 1]
+    # Refusals naming the field: frames that cannot pool onto the reference's, not a video, no ic_lora.
+    four = "data:video/mp4;base64," + base64.b64encode(mask_clip([255] * 4)).decode()
+    for mask, words in ((four, "has 4 frames"), (PNG, "image/png")):
+        r = requests.post(v2v_server + "/generate", json={**BASE, "conditioning_attention_mask": mask}, timeout=60)
+        assert r.status_code == 422 and r.json()["field"] == "conditioning_attention_mask" and words in r.json()["error"], \
+            r.text
+    r = requests.post(v2v_server + "/v1/videos", data={"prompt": "a"},
+                      files={"conditioning_attention_mask": ("m.mp4", MASK, "video/mp4")}, timeout=60)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "conditioning_attention_mask", r.text
+    assert requests.get(v2v_server + "/health", timeout=10).status_code == 200
+
+
 @pytest.mark.slow  # seconds in one process: out of the quick tier
 def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
     from ltx2.serving.worker import make_handler
@@ -386,6 +516,11 @@ def test_the_runpod_handler_runs_video_to_video(model, models_dir, monkeypatch):
     assert refused.get("field") == "ic_lora", refused
     refused = handler({"id": "v", "input": {**BASE, "conditioning_attention_strength": -1}})
     assert refused.get("field") == "conditioning_attention_strength", refused
+    out = handler({"id": "v", "input": {**BASE, "conditioning_attention_mask": MASK_URI}})
+    assert out.get("reference", {}).get("attention_mask") == [3, 1, 1], {k: v for k, v in out.items() if k != "video"}
+    for mask in (PNG, "http://127.0.0.1:9/mask.mp4"):  # not a video; a URL the fetch guard refuses (loopback)
+        refused = handler({"id": "v", "input": {**BASE, "conditioning_attention_mask": mask}})
+        assert refused.get("field") == "conditioning_attention_mask", refused
 
 
 @pytest.mark.slow  # seconds in one process: out of the quick tier
@@ -395,15 +530,18 @@ def test_the_cli_runs_video_to_video_from_a_file(model, models_dir, tmp_path, mo
     monkeypatch.setattr("ltx2.models.loaded.load_from_settings", lambda settings: model)
     monkeypatch.setenv("LTX2_MODELS_DIR", str(models_dir))
     (tmp_path / "clip.mp4").write_bytes(CLIP)
+    (tmp_path / "mask.mp4").write_bytes(MASK)
     out = tmp_path / "out.mp4"
     cli.main(["generate", "--prompt", "edges", "--video", str(tmp_path / "clip.mp4"), "--ic-lora", "ic",
               "--control", "canny", "--ic-lora-scale", "0.8", "--video-strength", "0.9",
-              "--conditioning-attention-strength", "0.5", "--num-inference-steps", "1",
+              "--conditioning-attention-strength", "0.5", "--attention-mask", str(tmp_path / "mask.mp4"),
+              "--num-inference-steps", "1",
               "--seed", "5", "-o", str(out)])
     check_file(out.read_bytes())
     printed = capsys.readouterr().out
     summary = json.loads(printed[printed.index("{"):])
     assert summary["loras"][0]["scale"] == 0.8 and summary["reference"]["control"] == "canny", summary
+    assert summary["reference"]["attention_mask"] == [3, 1, 1], summary
     with pytest.raises(SystemExit) as exited:
         cli.main(["generate", "--prompt", "a", "--video", str(tmp_path / "clip.mp4"), "--ic-lora", "ic",
                   "--control", "depth", "-o", str(out)])

@@ -267,6 +267,7 @@ class Case:
     # miniature (ic_lora_file) with this reference_downscale_factor in its metadata
     reference_downscale: int = 1
     attention_strength: float = 1.0  # "ic-lora": conditioning_attention_strength (below 1: the attention bias)
+    attention_mask: bool = False  # "ic-lora": mask_file's video as conditioning_attention_mask
     extend: float | None = None  # "extend" (ltx2's own; VideoConditionByLatentIndex): seconds added to video_file's clip
 
 
@@ -281,6 +282,8 @@ CASES = (
     Case("distilled one-stage retake of 0.12-0.28 s, with sound", "retake", size=64, retake=(0.12, 0.28)),
     Case("distilled two-stage IC-LoRA, reference video at half stage 1's size", "ic-lora", reference_downscale=2),
     Case("distilled two-stage IC-LoRA, conditioning_attention_strength 0.5", "ic-lora", attention_strength=0.5),
+    Case("distilled two-stage IC-LoRA, conditioning_attention_mask at strength 0.5", "ic-lora", attention_strength=0.5,
+         attention_mask=True),
     Case("distilled one-stage extend by 0.32 s (first window), with sound", "extend", size=64, extend=0.32),
 )
 EXTEND_WINDOW, EXTEND_HELD = 17, 9  # the extend case's window: 2 latent frames held (the clip's last 9 frames), 1 new
@@ -315,6 +318,24 @@ def video_file(directory: Path, size: int = 64) -> Path:
             chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
             out.mux(sound.encode(chunk))
         out.mux(sound.encode())
+    return path
+
+
+def mask_file(directory: Path) -> Path:
+    """The mask case's conditioning_attention_mask: RETAKE_FRAMES grey frames at FPS, 96x80 (so both sides resize
+    and crop it to stage 1's 64x64), levels varying over space and time within 40..239 (lossless H.264 4:4:4)."""
+    import av
+
+    path = directory / "mask.mov"
+    y, x = np.mgrid[0:80, 0:96]
+    with av.open(str(path), "w", format="mov") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = 96, 80
+        stream.pix_fmt, stream.options = "yuv444p", {"crf": "0", "bf": "0"}
+        for i in range(RETAKE_FRAMES):
+            grey = (40 + (x * 2 + y + i * 23) % 200).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.stack([grey] * 3, -1), format="rgb24")))
+        out.mux(stream.encode())
     return path
 
 
@@ -475,8 +496,12 @@ def run_reference(ref, paths: dict, case: Case, image: Path, channels: tuple[int
                 elif case.pipeline == "distilled":
                     pipeline(**common)
                 elif case.pipeline == "ic-lora":
+                    # the mask as ic_lora's CLI reads it (at stage 1's size, half the output's)
+                    mask = module._load_mask_video(str(image.parent / "mask.mov"), case.size // 2, case.size // 2,
+                                                   FRAMES) if case.attention_mask else None
                     pipeline(**common, video_conditioning=[(str(image.parent / "clip.mov"), 1.0)],
-                             conditioning_attention_strength=case.attention_strength)
+                             conditioning_attention_strength=case.attention_strength,
+                             conditioning_attention_mask=mask)
                 else:
                     params = ref.params  # LTX_2_4_PARAMS, what ltx-pipelines detects for a 2.5 checkpoint
                     video = replace(params.video_guider_params, stg_blocks=[stg_block])
@@ -530,6 +555,9 @@ def run_ours(model, case: Case, image: Path, stg_block: int) -> Recording:
                    "fps": FPS, "ic_lora": IC_LORA, "video_strength": 1.0,
                    "conditioning_attention_strength": case.attention_strength,
                    "video": "data:video/quicktime;base64," + base64.b64encode(data).decode()}
+        if case.attention_mask:  # through the sandbox as a user's file too
+            mask = (image.parent / "mask.mov").read_bytes()
+            request["conditioning_attention_mask"] = "data:video/quicktime;base64," + base64.b64encode(mask).decode()
         conditioning = None
     with record_ours(model, rec):
         generate(model, request, conditioning=conditioning)
@@ -610,6 +638,8 @@ def cases(checkout: Path, directory: Path | None = None, only: tuple[str, ...] |
         image = image_file(Path(tmp))
         if any(case.retake or case.pipeline in ("ic-lora", "extend") for case in chosen):
             video_file(Path(tmp))
+        if any(case.attention_mask for case in chosen):
+            mask_file(Path(tmp))
         some = models["distilled"]
         channels = (some.pipe.vae.config.latent_channels, some.pipe.audio_vae.config.latent_channels)
         stg_block = some.pipe.transformer.config.num_layers - 1

@@ -57,8 +57,9 @@ class ImageTargets:
     crf: int = IMAGE_CRF
     preview: int | None = None
     # Video to video (ic_lora): the reference video's size as (num, den) of the model size, and its temporal
-    # subsampling (ltx2.media.sandbox.VideoTask); None for any other request.
-    reference: tuple[int, int, int] | None = None
+    # subsampling (ltx2.media.sandbox.VideoTask); then, for its attention mask, the IC-LoRA's downscale factor,
+    # the VAE's (temporal, spatial) ratios and the model's dtype name. None for any other request.
+    reference: tuple | None = None
 
     def frame(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
         """The output frame; with auto_pixels, from image_start's (width, height)."""

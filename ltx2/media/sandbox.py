@@ -81,6 +81,9 @@ class DecodedInputs:
     video: np.ndarray | None = None
     video_output: np.ndarray | None = None
     video_info: dict | None = None
+    # ic_lora's conditioning_attention_mask on the reference's latent grid, (frames, height, width) float32
+    # (ltx2.media.attention_mask).
+    attention_mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ class VideoTask:
     reference: tuple[int, int] | None = None
     temporal: int = 1
     control: str | None = None
+    # Its conditioning_attention_mask: read at stage 1's size (the reference's times `downscale`), pooled onto
+    # the reference's latent grid (the VAE's (temporal, spatial) ratios `vae`) in `mask_dtype`.
+    downscale: int = 1
+    vae: tuple[int, int] = (8, 32)
+    mask_dtype: str = "float32"
 
 
 class Stopped(Exception):
@@ -243,6 +251,8 @@ class Sandbox:
                 setattr(decoded, item["kind"], np.frombuffer(data, dtype=dtype).reshape(item["shape"]).copy())
             elif item["kind"] == "video_info":
                 decoded.video_info = item["info"]
+            elif item["kind"] == "attention_mask":
+                decoded.attention_mask = np.frombuffer(data, dtype=np.float32).reshape(item["shape"]).copy()
             elif item["kind"] == "preview":
                 side = item["side"]
                 decoded.images[item["name"]].preview = Image.frombytes("RGB", (side, side), bytes(data))
@@ -299,8 +309,9 @@ def _limit_self(memory_bytes: int, cpu_seconds: int) -> None:
 
 
 def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, task: dict, items: list,
-           blobs: list) -> None:
-    """The video's frames at the output's fps, at the model size and the output size, and its soundtrack."""
+           blobs: list) -> dict | None:
+    """The video's frames at the output's fps, at the model size and the output size, and its soundtrack. For an
+    IC-LoRA's reference, what its attention mask is decoded at (ltx2.media.attention_mask.decode)."""
     from ..schema import FRAME_MAX, FRAME_MIN, SIZE_MAX, SIZE_MIN
     from .inputs import load_audio
     from .video_in import decode_frames, probe_video
@@ -320,8 +331,7 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
         wanted = min(max(int(seconds * fps + 1e-6), 1), FRAME_MAX)
         wanted = max((wanted - 1) // 8 * 8 + 1, FRAME_MIN)  # no frame decoded that the output would drop
     if spec.reference is not None:  # video to video: the reference alone, smaller than the model size
-        _reference(data, mime, bounds, spec, fps, wanted, model, (width, height), info, items, blobs)
-        return
+        return _reference(data, mime, bounds, spec, fps, wanted, model, (width, height), info, items, blobs)
     sizes = (model,) if model == (width, height) else (model, (width, height))
     frames, _ = decode_frames(data, "video", mime, bounds, fps, wanted, sizes)
     count = frames[model].shape[2]
@@ -351,10 +361,11 @@ def _video(data: bytes, mime: str | None, limits: InputLimits, spec: VideoTask, 
             wave = np.ascontiguousarray(load_audio(data, "video", None, limits, rate), dtype=np.float32)
             blobs.append(wave.tobytes())
             items.append({"kind": "audio", "name": target, "shape": list(wave.shape), "bytes": len(blobs[-1])})
+    return None
 
 
 def _reference(data: bytes, mime: str | None, bounds, spec: VideoTask, fps: int, wanted: int, model: tuple[int, int],
-               size: tuple[int, int], info, items: list, blobs: list) -> None:
+               size: tuple[int, int], info, items: list, blobs: list) -> dict:
     """An IC-LoRA's reference video: its frames fitted straight to the reference size (ltx-pipelines'
     video_preprocess, from the source frame, not from a larger copy), subsampled in time as the LoRA was trained
     (frame 0, then every `temporal`-th), and for control "canny" replaced by their edges. Its soundtrack is not
@@ -387,6 +398,10 @@ def _reference(data: bytes, mime: str | None, bounds, spec: VideoTask, fps: int,
         "width": size[0], "height": size[1], "fps": fps, "num_frames": count, "has_audio": info.has_audio,
         "source": f"{info.width}x{info.height} at {info.fps:g} fps", "reference": list(ref),
         "temporal": spec.temporal, "control": spec.control}})
+    subsampled = 1 + len(range(1, count, spec.temporal))  # the frames kept above
+    t_ratio, s_ratio = spec.vae
+    return {"fps": fps, "frames": count, "size": tuple(side * spec.downscale for side in ref),
+            "latent": ((subsampled - 1) // t_ratio + 1, ref[1] // s_ratio, ref[0] // s_ratio), "dtype": spec.mask_dtype}
 
 
 def canny(pixels: torch.Tensor) -> torch.Tensor:
@@ -403,6 +418,8 @@ def canny(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
+    from ..video_to_video import MASK_FIELD
+    from . import attention_mask
     from .conditioning_image import prepare_image
     from .fetch import fetch, is_url
     from .inputs import decode_base64_field, load_audio
@@ -412,20 +429,25 @@ def _child_main(memory_bytes: int, cpu_seconds: int) -> None:
     limits, policy = InputLimits(**task["limits"]), FetchPolicy(**task["policy"])
     targets = ImageTargets.from_json(task["targets"])
     torch.set_num_threads(task.get("threads", 1))
-    items, blobs, name, frame = [], [], "input", None
-    # image_start first: under video_size "auto" its aspect ratio sets the frame image_end is fitted to.
-    order = sorted(task["inputs"], key=lambda n: n != "image_start")
+    items, blobs, name, frame, reference = [], [], "input", None, None
+    # image_start first: under video_size "auto" its aspect ratio sets the frame image_end is fitted to. The
+    # attention mask last: it is read at the reference video's frames and grid.
+    order = sorted(task["inputs"], key=lambda n: (n != "image_start", n == MASK_FIELD))
     try:
         for name in order:
             value = task["inputs"][name]
             print(FIELD_MARK + name, file=sys.stderr, flush=True)
-            kind = name if name in ("audio", "video") else "image"
+            kind = name if name in ("audio", "video") else "video" if name == MASK_FIELD else "image"
             max_bytes = {"audio": limits.max_audio_bytes, "video": limits.max_video_bytes}.get(kind,
                                                                                                limits.max_image_bytes)
             data, mime = fetch(value, name, max_bytes, policy) if is_url(value) else \
                 decode_base64_field(value, name, max_bytes, kind)
-            if kind == "video":
-                _video(data, mime, limits, VideoTask(**task["video"]), task, items, blobs)
+            if name == MASK_FIELD:
+                mask = attention_mask.decode(data, mime, limits.video(), reference)
+                blobs.append(mask.data.cast("B"))
+                items.append({"kind": "attention_mask", "name": name, "shape": list(mask.shape), "bytes": mask.nbytes})
+            elif kind == "video":
+                reference = _video(data, mime, limits, VideoTask(**task["video"]), task, items, blobs)
             elif kind == "image":
                 image = prepare_image(data, name, mime, limits, targets, frame)
                 if name == "image_start":

@@ -116,12 +116,13 @@ def probe_video(data: bytes, field: str, declared_mime: str | None, limits: Vide
 
 
 def decode_frames(data: bytes, field: str, declared_mime: str | None, limits: VideoLimits, fps: float,
-                  num_frames: int, sizes: tuple[tuple[int, int], ...], start: float = 0.0
+                  num_frames: int, sizes: tuple[tuple[int, int], ...], start: float = 0.0, reduce=None
                   ) -> tuple[dict[tuple[int, int], torch.Tensor], VideoInfo]:
     """`num_frames` frames at `fps` from `start` seconds, frame k the source frame shown at start + k / fps, each
     fitted (`fit_frame`) to every (width, height) in `sizes`: {size: (1, 3, F, height, width) float32 in [-1, 1]}.
     Fewer frames when the video ends first (at least one: an empty stream is refused). Only one source frame is
-    held at a time, so memory is what the output sizes take, whatever the source's size."""
+    held at a time, so memory is what the output sizes take, whatever the source's size. `reduce`: applied to each
+    fitted frame (3, height, width) before it is kept (what is kept, and stacked, is its result)."""
     if not (fps > 0 and num_frames > 0 and start >= 0):
         raise ValueError(f"fps, num_frames must be positive and start non-negative: {fps}, {num_frames}, {start}")
     if len(data) > limits.max_bytes:
@@ -161,6 +162,8 @@ def decode_frames(data: bytes, field: str, declared_mime: str | None, limits: Vi
                 if t <= last_needed + TIME_TOLERANCE_S or shown is None:
                     rgb = frame.to_ndarray(format="rgb24")
                     shown = {size: fit_frame(rgb, *size) for size in sizes}
+                    if reduce is not None:
+                        shown = {size: reduce(pixels) for size, pixels in shown.items()}
                 if t > last_needed + TIME_TOLERANCE_S:
                     break
         except InvalidRequest:

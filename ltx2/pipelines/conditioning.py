@@ -42,6 +42,9 @@ class Conditioning:
     video: torch.Tensor | None = None
     video_output: np.ndarray | None = None
     video_info: dict | None = None
+    # ic_lora's conditioning_attention_mask on the reference's latent grid, (frames, height, width) float32
+    # holding values of the model's dtype (ltx2.media.attention_mask), before conditioning_attention_strength.
+    attention_mask: torch.Tensor | None = None
 
     def image(self, source: str) -> PreparedImage | Image.Image | None:
         """The image a request field holds: image_start, image_end or keyframes.N.image."""
@@ -89,6 +92,8 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
     if decoded.video is not None:
         out.video, out.video_output = torch.from_numpy(decoded.video), decoded.video_output
         out.video_info = decoded.video_info
+        if decoded.attention_mask is not None:
+            out.attention_mask = torch.from_numpy(decoded.attention_mask)
         if request.ic_lora is None:
             return out  # a retake keeps the video's soundtrack as it is: no trimming, no loudness
     if out.audio_for_vae is not None and request.preprocess_audio:
@@ -99,13 +104,16 @@ def decode_conditioning(request: GenerateRequest, vae_rate: int, output_rate: in
 
 def video_task(request: GenerateRequest, multiple: int, reference: tuple[int, int, int] | None = None):
     """What the sandbox decodes a video at: the request's size, length and fps where it gave them; for an
-    IC-LoRA's reference, `reference` (num, den, temporal: ImageTargets.reference) and its control."""
+    IC-LoRA's reference, `reference` (num, den, temporal[, downscale, (VAE ratios), mask dtype]:
+    ImageTargets.reference) and its control."""
     from ..media.sandbox import VideoTask
 
     given = request.model_fields_set
     sized = {"width", "height"} <= given or "video_size" in given
     extra = {} if reference is None else {"reference": tuple(reference[:2]), "temporal": reference[2],
                                           "control": request.control}
+    if reference is not None and len(reference) > 3:  # where its attention mask is read and pooled
+        extra.update(downscale=reference[3], vae=tuple(reference[4]), mask_dtype=reference[5])
     return VideoTask(width=request.width if sized else None, height=request.height if sized else None,
                      # extend: num_frames is each window's length, and the video is taken whole
                      num_frames=request.num_frames if "num_frames" in given and request.extend is None else None,

@@ -63,7 +63,11 @@ def image_targets(model: LoadedModel, request: GenerateRequest, lora_policy=None
                 raise InvalidRequest(name, f"{name} must be a multiple of {multiple} with this ic_lora (its reference "
                                            f"is 1/{downscale} of stage 1's size), got {getattr(request, name)}")
         first = (scale.numerator, scale.denominator) if two else (1, 1)
-        reference = (first[1], first[0] * downscale, temporal)
+        # then where a conditioning_attention_mask is read (stage 1's size) and pooled (the VAE's grid, the dtype)
+        pipe = model.pipe
+        reference = (first[1], first[0] * downscale, temporal, downscale,
+                     (pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio),
+                     str(model.dtype).removeprefix("torch."))
     vision = getattr(model.pipe.text_encoder.config, "vision_config", None) if request.enable_prompt_expansion else None
     return replace(request_targets(request, multiple, scales, model.family.image_crf,
                                    getattr(vision, "image_size", None)), reference=reference)

@@ -51,8 +51,11 @@ class Reference:
     adapters: list[tuple[Adapter, float]] = field(default_factory=list)
     downscale: int = 0  # known once encoded at a stage's grid
     # conditioning_attention_strength: the weight of the attention between the generated and the reference
-    # tokens; at 1 no bias is built (ltx-pipelines wraps the conditioning only below 1).
+    # tokens; at 1 no bias is built (ltx-pipelines wraps the conditioning only below 1) unless a mask is given.
     attention: float = 1.0
+    # conditioning_attention_mask on the reference's latent grid (frames, height, width), in the model's dtype's
+    # values (ltx2.media.attention_mask): its tokens' weights are it times `attention`, at any strength.
+    mask: torch.Tensor | None = None
 
     def encode(self, model: LoadedModel, grid: LatentGrid
                ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
@@ -67,6 +70,12 @@ class Reference:
         with model.placement.use("vae"):
             tokens = stages.encode_pixels(model, self.pixels).to(model.device)
         attention = None if self.attention >= 1.0 else torch.full((tokens.shape[1],), self.attention)
+        if self.mask is not None:
+            if tuple(self.mask.shape) != (frames, height, width):
+                raise ValueError(f"the attention mask was pooled onto {tuple(self.mask.shape)}, not the reference's "
+                                 f"latent grid {(frames, height, width)}")
+            # ltx-pipelines: latent_mask * conditioning_attention_strength, in the mask's dtype
+            attention = (self.mask.to(model.dtype) * self.attention).to(torch.float32).flatten()
         return tokens, reference_coords(model, grid, frames, height, width, self.downscale, self.temporal), \
             self.strength, attention
 
@@ -89,7 +98,8 @@ def video_to_video(model: LoadedModel, plan: Plan, on_step: StepCallback | None,
                    adapters: list[tuple[Adapter, float]]) -> GenerationResult:
     info = plan.conditioning.video_info
     reference = Reference(plan.conditioning.video, info["temporal"], float(plan.request.video_strength), adapters,
-                          attention=float(plan.request.conditioning_attention_strength))
+                          attention=float(plan.request.conditioning_attention_strength),
+                          mask=plan.conditioning.attention_mask)
     pipeline = two_stage if plan.use_multiscale else one_stage
     result = pipeline(model, replace(plan, reference=reference), on_step)
     result.pipeline = f"{NAME}-{result.pipeline}"
@@ -97,5 +107,6 @@ def video_to_video(model: LoadedModel, plan: Plan, on_step: StepCallback | None,
     result.loras = [adapter.report(scale, stage=stage) for adapter, scale in adapters] + result.loras
     result.reference = {"width": int(plan.conditioning.video.shape[4]), "height": int(plan.conditioning.video.shape[3]),
                         "frames": int(plan.conditioning.video.shape[2]), "downscale": reference.downscale,
-                        "temporal": reference.temporal, "control": info.get("control")}
+                        "temporal": reference.temporal, "control": info.get("control"),
+                        "attention_mask": None if reference.mask is None else list(reference.mask.shape)}
     return result

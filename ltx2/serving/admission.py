@@ -146,8 +146,10 @@ class Admission:
         held = appended_keyframes(request, frames)  # each appended keyframe: one more latent frame of tokens
         # ic_lora: stage 1 also carries the reference's tokens, at most as many as its own (downscale factor 1).
         reference = t if request.ic_lora is not None else 0
-        # conditioning_attention_strength below 1: one dense tokens x tokens bias on stage 1's video self-attention.
-        biased = request.ic_lora is not None and request.conditioning_attention_strength < 1
+        # conditioning_attention_strength below 1, or a conditioning_attention_mask: one dense tokens x tokens bias
+        # on stage 1's video self-attention.
+        biased = request.ic_lora is not None and (request.conditioning_attention_strength < 1
+                                                  or request.conditioning_attention_mask is not None)
         bias = lambda tokens: attention_strength.bias_bytes(tokens, model.dtype) if biased else 0  # noqa: E731
         tokens = (t + held + (0 if two_stage else reference)) * lh * lw
         denoise = costs.denoise(tokens, a) * (1 if two_stage else batch) + (0 if two_stage else bias(tokens))

@@ -12,7 +12,8 @@ Mapping onto the one request model:
   given), so "4" at 25 fps is 97 frames, 3.88 s. The Video object's `seconds` is what the file holds.
 - `input_reference` (a file, or {"image_url": URL or data URL}) -> image_start; a video file or a
   data:video/ URL -> video (a retake's, with `retake` sent alongside, an extend's, with `extend`, or an IC-LoRA's
-  reference, with `ic_lora`).
+  reference, with `ic_lora`). ic_lora's `conditioning_attention_mask` is a multipart part of its own (a video
+  file), or a URL / data URL as text.
 - `model`: a name the server has loaded (see protocol.model_names); left out, the loaded model.
 - Every other field of POST /generate (seed, num_inference_steps, include_audio, audio, ...) may be
   sent alongside (`extra_body` in the SDK) and follows the same rules. Left out, `size` and `seconds`
@@ -193,7 +194,7 @@ REQUEST_BODY = body_doc(
     required=["prompt"],
     example={"prompt": "A paper boat drifting down a rainy street, soft rain sounds", "seconds": "2",
              "size": "512x288", "seed": 42},
-    uploads=("input_reference",),
+    uploads=("input_reference", "conditioning_attention_mask"),
 )
 
 

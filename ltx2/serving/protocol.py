@@ -35,15 +35,17 @@ from .jobs import CANCELLED, SUCCEEDED, Job, JobManager
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-# image_start/image_end/audio and each keyframe's image at most; one spare for a clear error, not a 400
-MAX_FORM_FILES = 3 + MAX_KEYFRAMES + 1
+# image_start/image_end/audio/video, ic_lora's attention mask and each keyframe's image at most; one spare for a
+# clear error, not a 400
+MAX_FORM_FILES = 5 + MAX_KEYFRAMES + 1
 MAX_FORM_FIELDS = 64
 MAX_TEXT_PART = 1024 * 1024  # any other form field (Starlette's default): a 10,000-character prompt is 40 KB at most
 # Form fields that carry an image or audio input (each protocol's own names and /generate's), and the limit
 # (InputLimits) that bounds it: an upload is the file itself; a text part a URL or a base64 data URI of it.
 # OpenAI's input_reference may be an image or a video (a retake's), so it takes the larger of the two limits.
 MEDIA_FIELDS = {"image_start": "image", "image_end": "image", "image": "image", "input_reference": "reference",
-                "input_reference[image_url]": "reference", "audio": "audio", "video": "video"}
+                "input_reference[image_url]": "reference", "audio": "audio", "video": "video",
+                "conditioning_attention_mask": "video"}
 # A keyframe's image as its own part (an upload, or a URL / data URI): `keyframes.N.image`, merged into item N
 # of the `keyframes` field (JSON text), as the error messages name it.
 KEYFRAME_PART = re.compile(r"keyframes\.([0-9])\.image", re.ASCII)
