@@ -7,7 +7,12 @@ is 72 GB; and, for contrast, a benign 64x64 clip with control "canny" and one at
 run (200). Each row set is the answer, the seconds
 it took, the server process's peak RSS growth and whether it is alive; then whether the next job succeeds.
 
-    python bench/attacks.py --only video_to_video
+`attention_mask`: hostile conditioning_attention_mask videos beside a benign reference (each of
+attacks_video.CASES' files, a mask whose 4 frames cannot pool onto the reference's 3 latent frames, an image,
+a mask without ic_lora, a loopback URL) and a mask at the 72 GB-bias size at strength 1 (a mask always builds the
+bias); and a benign mask, which runs.
+
+    python bench/attacks.py --only video_to_video,attention_mask
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import torch
 from attacks import Server, measured_post
+from attacks_video import CASES as VIDEO_CASES
 from attacks_video import huge_size, million_frames
 from lora_files import write_lora
 from safetensors.torch import load_file, save_file
@@ -82,4 +88,54 @@ def attack_video_to_video() -> list[tuple[str, str]]:
         server.close()
 
 
-ATTACKS = {"video_to_video": attack_video_to_video}
+def grey_mask(frames: int, side: int = 64) -> bytes:
+    """A grey MP4 of `frames` frames at 25 fps (a mask that is all 0.5)."""
+    import io
+
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = side
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((side, side, 3), 128, np.uint8), "rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def attack_attention_mask() -> list[tuple[str, str]]:
+    import hostile
+
+    server = Server("--models-dir", str(models_dir()))
+    benign = uri(clip(17, 64, 64, 25, audio=False))
+    field = "conditioning_attention_mask"
+    cases = {f"mask: {label}": {**BODY, "video": benign, field: uri(make(), mime)}
+             for label, (make, mime) in VIDEO_CASES.items() if not label.startswith("benign")}
+    cases.update({
+        "mask: 4 frames (cannot pool onto 3 latent frames)": {**BODY, "video": benign, field: uri(grey_mask(4))},
+        "mask: a PNG image": {**BODY, "video": benign, field: uri(hostile.png(64, 64), "image/png")},
+        "mask: loopback URL http://127.0.0.1:9/m.mp4": {**BODY, "video": benign, field: "http://127.0.0.1:9/m.mp4"},
+        "mask without ic_lora": {"prompt": "a", field: uri(grey_mask(17))},
+        # strength 1 with a mask: the same 134,640^2 float32 bias (72 GB)
+        "mask at 1920x1088, 257 frames, one stage": {**BODY, "video": benign, field: uri(grey_mask(17)), "width": 1920,
+                                                     "height": 1088, "num_frames": 257, "use_multiscale": False},
+        "benign 17-frame grey mask (runs)": {**BODY, "video": benign, field: uri(grey_mask(17))},
+    })
+    rows = []
+    try:
+        for label, body in cases.items():
+            found, alive = measured_post(server, label, body)
+            rows += found
+            if not alive:
+                break
+        rows.append(("attention mask: next job", server.next_job() if server.proc.poll() is None else "-"))
+        return rows
+    finally:
+        server.close()
+
+
+ATTACKS = {"video_to_video": attack_video_to_video, "attention_mask": attack_attention_mask}
