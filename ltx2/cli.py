@@ -52,6 +52,18 @@ def serve(settings: Settings) -> None:
         except (ValueError, RuntimeError) as exc:
             print(f"ltx2: cannot start: {exc}", file=sys.stderr)
             sys.exit(1)
+    elif settings.devices:  # one worker process per device (ltx2.serving.device_workers); one device: in-process
+        from dataclasses import replace
+
+        from .serving.device_workers import DevicesError, worker_devices
+
+        try:
+            devices = worker_devices(settings)
+        except DevicesError as exc:
+            print(f"ltx2: cannot start: {exc}", file=sys.stderr)
+            sys.exit(1)
+        if len(devices) == 1:
+            settings = replace(settings, device=devices[0], devices="")
     try:
         # Before the model loads (minutes for the 19B): a full disk or an unreadable database is one line.
         check_storage_at_start(settings.output_dir, database=settings.database)

@@ -47,7 +47,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8000
     device: str | None = None  # None: cuda if available, else cpu
-    devices: str = ""  # with --parallel: one device per rank, comma-separated (cuda:0,cuda:1 or cpu,cpu); empty: --device
+    devices: str = ""  # one worker process per device (cuda:0,cuda:1, all, cpu,cpu); with --parallel: one per rank; empty: --device
     parallel: str = ""  # one job across several devices: ulysses=N and/or cfg=2 (ltx2.models.parallel); empty: one
     parallel_timeout: float = 300.0  # seconds a rank waits on a peer within a job before the job fails
     log_level: str = "info"
@@ -287,8 +287,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: Settings) -> 
                              "and audio tokens split N ways), cfg=2 (a guided step's passes split two ways), or both, "
                              f"ulysses=2,cfg=2 (4 ranks); each rank holds the full weights (env {ENV['parallel']})")
     parser.add_argument("--devices", default=defaults.devices,
-                        help="with --parallel: the rank group's devices, one per rank, comma-separated, e.g. "
-                             f"cuda:0,cuda:1 or cpu,cpu (env {ENV['devices']}); default: --device for every rank")
+                        help="one worker process per device, one queue: cuda:0,cuda:1, all (every visible GPU) or "
+                             "cpu,cpu; each holds the full weights. With --parallel: the rank group's devices, one "
+                             f"per rank (env {ENV['devices']}); default: --device, in-process")
     parser.add_argument("--parallel-timeout", dest="parallel_timeout", type=float, default=defaults.parallel_timeout,
                         help="with --parallel: seconds a rank waits on another within a job; a rank that hangs "
                              f"longer fails the job (env {ENV['parallel_timeout']})")

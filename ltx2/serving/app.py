@@ -60,6 +60,7 @@ from ..media.encode import FORMATS, output_format
 from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
 from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
+from .device_workers import start_pool, worker_devices
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
 from ..media.samples import sample_audio_uri, sample_image_uri, sample_video_uri
@@ -227,6 +228,7 @@ class _State:
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
         self.sigterm = asyncio.Event()  # set when SIGTERM arrives (wakes the waiting /generate calls)
         self.shutdown_deadline: float | None = None  # monotonic time the running job is cancelled at
+        self.device_pool = None  # --devices: one worker process per device (ltx2.serving.device_workers)
 
     def start_jobs(self) -> None:
         """Open the records and start the workers. If the storage fails here (it passed the check before
@@ -263,6 +265,7 @@ class _State:
                 job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
                 output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
                 on_change=self.changes.notify, prepare_job=self._prepare_job,
+                **({"lanes": self.device_pool.lanes()} if self.device_pool is not None else {}),
             )
         except BaseException:
             store.close()
@@ -357,7 +360,7 @@ class _State:
         """What a job may use and the most frames at the default size (ltx2.serving.admission)."""
         if self.admission is None:
             return None
-        running = self.manager.running if self.manager is not None else None
+        running = self.manager.admission_running() if self.manager is not None else None
         return self.admission.report(running.request if running else None)
 
     def unavailable(self) -> JSONResponse | None:
@@ -378,7 +381,7 @@ class _State:
             return refusal
         reservation = getattr(http.state, "ltx2_reservation", None)
         if self.admission is not None:  # larger than this machine: 413 before it is queued
-            running = self.manager.running
+            running = self.manager.admission_running()
             try:
                 await asyncio.to_thread(self.admission.check, request, running.request if running else None,
                                         frames_of(request))
@@ -514,7 +517,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         state.shutdown_deadline = None
         if state.model is None:
             try:
-                state.model = await asyncio.to_thread(load_for_serving, settings)
+                if len(devices := worker_devices(settings)) > 1:  # one worker process per device
+                    state.model, state.device_pool = await asyncio.to_thread(start_pool, settings, devices)
+                else:
+                    state.model = await asyncio.to_thread(load_for_serving, settings)
             except Exception as exc:  # noqa: BLE001 - stay up and say why on /health
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.error(json.dumps({"event": "model_load_failed", "error": state.load_error}))
@@ -530,6 +536,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             # The grace counts from SIGTERM, not again from here: uvicorn's wait for connections spent some.
             await asyncio.to_thread(state.manager.stop, state.shutdown_left())
             state.manager.store.close()
+        if state.device_pool is not None:
+            await asyncio.to_thread(state.device_pool.close)
         state.sandbox.close()
 
     # docs_url=None: FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from a package.
@@ -778,7 +786,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
         progress = {"step": running.step, "total": running.total} if running else None
         if running and caller_of(http).admin:  # job ids only to the operators' key: /health is open
             progress["job"] = running.id
-        checks = manager.health()
+        checks = manager.health(caller_of(http).admin)
         group = rank_group.health()  # --parallel: a follower that exited means no job can run
         if group is not None and group["exited"]:
             checks = {**checks, "ready": False, "problems": [*checks["problems"], *(
@@ -797,11 +805,12 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "worker": checks["worker"],
             "storage": checks["storage"],
             "model": model,
-            "jobs_waiting_or_running": manager.depth + (1 if running else 0),
+            "jobs_waiting_or_running": manager.depth + len(manager.running_jobs),
             "queue": {"waiting": manager.depth, "capacity": manager.queue_size},
             "progress": progress,
             "memory": memory,
             **({"parallel": group} if group is not None else {}),
+            **({"devices": checks["lanes"]} if "lanes" in checks else {}),  # --devices: each worker
         })
 
     @app.head("/health", include_in_schema=False)

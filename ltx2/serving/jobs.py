@@ -156,6 +156,7 @@ class JobManager(Supervision, SharedQueue):
         self.supervise_every = supervise_every
         self.sweep_every = sweep_every
         self.prepare_ahead = prepare_ahead  # decoded inputs held for jobs not yet on the GPU
+        self.batching = None  # --max-batch (ltx2.serving.batching.QueueBatching): companions run with a lane's job
         self.jobs: dict[str, Job] = {}  # active jobs only
         self.waiting: deque[str] = deque()
         self.preparing: Job | None = None
@@ -276,10 +277,12 @@ class JobManager(Supervision, SharedQueue):
             if lane.running is job:
                 lane.running = None
 
-    @property
-    def serving_lanes(self) -> int:
-        """Lanes in service (at least 1: the estimates divide by it)."""
-        return max(1, sum(lane.out_of_service is None for lane in self.lanes))
+    def admission_running(self) -> Job | None:
+        """The running job whose memory admission counts as held: none while a lane in service is idle
+        (a new job can go there), else a running one (each lane's device holds its own)."""
+        if any(lane.running is None and lane.can_take() for lane in self.lanes):
+            return None
+        return self.running
 
     def _start_preparer(self) -> None:
         self._preparer = threading.Thread(target=self._prepare_loop, name="ltx2-prepare", daemon=True)
@@ -621,6 +624,7 @@ class JobManager(Supervision, SharedQueue):
                 self.waiting.remove(job.id)
                 job.status, job.started, job.stage = RUNNING, time.time(), "generating"
                 lane.running = job
+                batch = self.batching.take(self, job, lane) if self.batching is not None else []
             if self.store.shared and not self._claim(job):
                 continue  # another replica took it first: this one follows it (shared_queue)
             self._changed(job)
@@ -628,7 +632,10 @@ class JobManager(Supervision, SharedQueue):
                 self._save(job)
                 log.info(json.dumps({"event": "job_started", "job": job.id,
                                      **({"lane": lane.name} if len(self.lanes) > 1 else {})}))
-                self._run(job, lane)
+                if batch:
+                    self.batching.run(self, lane, [job, *batch])
+                else:
+                    self._run(job, lane)
             except Exception as exc:  # noqa: BLE001 - our own handling failed: the job fails, the worker goes on
                 if (cause := resource_error(exc)) is not None:
                     self._resource_failed(job, "run the job", cause)
@@ -711,41 +718,6 @@ class JobManager(Supervision, SharedQueue):
             # job starts with the memory back. A success frees its tensors by reference counting alone, so
             # it pays for no full collection (hundreds of ms holding the interpreter lock).
             free_gpu_memory()
-
-    def _lane_fault(self, lane: LaneState, why: str) -> None:
-        """A lane with a restartable worker faulted: counted (enough of them take it out of service), then
-        its worker is replaced on this thread (the lane takes no job meanwhile; the others go on)."""
-        if lane.lane.restart is None or lane.thread is not threading.current_thread():
-            return  # in-process (as before), or a stuck thread that returned: its replacement owns the lane
-        with self._cv:
-            if lane.fault(why, self.fault_limit, self.fault_window):
-                log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name, "reason": lane.out_of_service}))
-                return
-        self.restart_lane(lane, why)
-
-    def restart_lane(self, lane: LaneState, why: str) -> None:
-        """Replace a lane's worker (blocking); a restart that fails is a fault too, and is tried again
-        until the faults take the lane out of service."""
-        while True:
-            with self._cv:
-                lane.restarting = True
-                lane.restarts += 1
-                self.restarts += 1
-            log.warning(json.dumps({"event": "lane_restarting", "lane": lane.name, "reason": why}))
-            try:
-                lane.lane.restart(why)
-                break
-            except Exception as exc:  # noqa: BLE001 - a worker that will not start
-                why = f"restart failed: {type(exc).__name__}: {exc}"
-                log.error(json.dumps({"event": "lane_restart_failed", "lane": lane.name, "error": why}))
-                with self._cv:
-                    if lane.fault(why, self.fault_limit, self.fault_window):
-                        log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name,
-                                              "reason": lane.out_of_service}))
-                        break
-        with self._cv:
-            lane.restarting = False
-            self._cv.notify_all()
 
     def _store_video(self, job: Job, data: bytes) -> str:
         """Write the file under its served name (with its format's extension), never half-written; a

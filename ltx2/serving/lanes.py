@@ -18,6 +18,8 @@ worker process (ltx2.serving.device_workers); another backend (a Ray actor, say)
   that body); `device_fault` (a CUDA error, not a bad request or an out-of-memory) counts toward taking
   the device out of service and restarts its worker.
 - `describe()` adds the lane's own facts (device, model, memory, pid) to /health and /metrics.
+- `alive()` is asked by the supervisor every second while the lane is idle: False (its worker exited
+  between jobs) counts a fault and restarts it.
 
 A lane with a `restart` that meets `fault_limit` faults (lost workers, device faults, failed restarts)
 within `fault_window` seconds is taken out of service: it takes no more jobs, and /health and /metrics
@@ -61,6 +63,7 @@ class Lane:
     run_job: Callable
     restart: Callable[[str], None] | None = None
     describe: Callable[[], dict] | None = None
+    alive: Callable[[], bool] | None = None  # False once its worker died while idle: the supervisor restarts it
 
 
 def worker_lost_body(lane: str, reason: str) -> dict:

@@ -58,8 +58,8 @@ class Metrics:
         with self._lock:
             metric("ltx2_queue_depth", "gauge", "Jobs waiting behind the running one.",
                    [("", manager.depth if manager else 0)])
-            metric("ltx2_job_running", "gauge", "1 while a job runs.",
-                   [("", 1 if manager and manager.running else 0)])
+            metric("ltx2_job_running", "gauge", "Jobs running now (1 at most per device worker).",
+                   [("", len(manager.running_jobs) if manager else 0)])
             metric("ltx2_jobs_total", "counter", "Finished jobs by outcome.",
                    [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.jobs.items())] or [('{outcome="succeeded"}', 0)])
             metric("ltx2_jobs_rejected_total", "counter", "Submissions refused, by reason.",
@@ -75,6 +75,8 @@ class Metrics:
                 lines.append(f'ltx2_stage_seconds_count{{stage="{stage}"}} {self.stage_count[stage]}')
             for name, help_text in COUNTERS.items():
                 metric(f"ltx2_{name}_total", "counter", help_text, [("", self.counters[name])])
+        if manager is not None and len(manager.lanes) > 1:
+            lines.extend(_lane_metrics(manager))
         if device is not None and device.type == "cuda":
             memory = [('{kind="allocated"}', torch.cuda.memory_allocated(device)),
                       ('{kind="reserved"}', torch.cuda.memory_reserved(device))]
@@ -83,6 +85,37 @@ class Metrics:
         metric("ltx2_device_memory_bytes", "gauge", "Memory in use on the compute device (or the process, on CPU).",
                memory)
         return "\n".join(lines) + "\n"
+
+
+def _lane_metrics(manager: JobManager) -> list[str]:
+    """--devices: each worker's state, labelled by its lane (`device` label: cuda:0, cpu#1...)."""
+    views = [lane.view() for lane in manager.lanes]
+    families = {
+        "ltx2_device_job_running": ("gauge", "1 while the device's worker runs a job.",
+                                    lambda v: 1 if v.get("stage") is not None else 0),
+        "ltx2_device_in_service": ("gauge", "1 while the device takes jobs; 0 once repeated faults took it out.",
+                                   lambda v: 1 if v["in_service"] else 0),
+        "ltx2_device_restarts_total": ("counter", "The device's worker replaced (lost, faulted, stuck or exited).",
+                                       lambda v: v["restarts"]),
+        "ltx2_device_process_alive": ("gauge", "1 while the device's worker process runs.",
+                                      lambda v: 1 if v.get("process_alive", v["alive"]) else 0),
+    }
+    lines: list[str] = []
+    for name, (kind, help_text, value) in families.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [f'{name}{{device="{_label(v["name"])}"}} {_number(value(v))}' for v in views]
+    lines += ["# HELP ltx2_device_worker_memory_bytes Memory the device's worker reported after its last job "
+              "(CUDA: allocated, reserved, free, total; CPU: the process's RSS).",
+              "# TYPE ltx2_device_worker_memory_bytes gauge"]
+    for v in views:
+        for kind, amount in (v.get("memory") or {}).items():
+            lines.append(f'ltx2_device_worker_memory_bytes{{device="{_label(v["name"])}",kind="{kind.removesuffix("_bytes")}"}} '
+                         f"{_number(amount)}")
+    return lines
+
+
+def _label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _number(value: float) -> str:

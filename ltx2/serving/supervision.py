@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from .lanes import LaneState
 from .storage import STORAGE_ERROR_STATUS, descriptors_short, probe_folder
 from .store import DB_ERRORS, FAILED, QUEUED, Job, StorageError, _reason
 from ..schema import ErrorResponse
@@ -181,6 +182,18 @@ class Supervision:
                     error="the GPU worker stopped unexpectedly while running this job; it was restarted: "
                           "submit the job again", code="worker_crashed").model_dump(), error_status=500)
             self._start_worker(lane)
+        elif job is None and lane.lane.alive is not None and lane.lane.restart is not None and \
+                lane.out_of_service is None and not lane.restarting and not lane.lane.alive():
+            # Its worker exited between jobs (killed, out of host memory): a fault, and a fresh worker.
+            why = "its worker exited while idle"
+            log.error(json.dumps({"event": "worker_exited_idle", "lane": lane.name}))
+            lane.restarting = True
+            if lane.fault(why, self.fault_limit, self.fault_window):
+                lane.restarting = False
+                log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name, "reason": lane.out_of_service}))
+            else:
+                threading.Thread(target=self.restart_lane, args=(lane, why), name=f"ltx2-restart-{lane.name}",
+                                 daemon=True).start()
         elif job is not None and job.started is not None and \
                 time.time() > job.started + self.job_timeout + self.stuck_grace:
             # Past its deadline and the grace a stage without steps may need: stuck. Fail the job,
@@ -200,6 +213,41 @@ class Supervision:
                 lane.restarting = True
                 threading.Thread(target=self.restart_lane, args=(lane, "stuck past its job's time limit"),
                                  name=f"ltx2-restart-{lane.name}", daemon=True).start()
+
+    def _lane_fault(self, lane: LaneState, why: str) -> None:
+        """A lane with a restartable worker faulted: counted (enough of them take it out of service), then
+        its worker is replaced on this thread (the lane takes no job meanwhile; the others go on)."""
+        if lane.lane.restart is None or lane.thread is not threading.current_thread():
+            return  # in-process (as before), or a stuck thread that returned: its replacement owns the lane
+        with self._cv:
+            if lane.fault(why, self.fault_limit, self.fault_window):
+                log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name, "reason": lane.out_of_service}))
+                return
+        self.restart_lane(lane, why)
+
+    def restart_lane(self, lane: LaneState, why: str) -> None:
+        """Replace a lane's worker (blocking); a restart that fails is a fault too, and is tried again
+        until the faults take the lane out of service."""
+        while self.accepting and not self._stopping.is_set():  # at shutdown the workers end; none starts
+            with self._cv:
+                lane.restarting = True
+                lane.restarts += 1
+                self.restarts += 1
+            log.warning(json.dumps({"event": "lane_restarting", "lane": lane.name, "reason": why}))
+            try:
+                lane.lane.restart(why)
+                break
+            except Exception as exc:  # noqa: BLE001 - a worker that will not start
+                why = f"restart failed: {type(exc).__name__}: {exc}"
+                log.error(json.dumps({"event": "lane_restart_failed", "lane": lane.name, "error": why}))
+                with self._cv:
+                    if lane.fault(why, self.fault_limit, self.fault_window):
+                        log.error(json.dumps({"event": "lane_out_of_service", "lane": lane.name,
+                                              "reason": lane.out_of_service}))
+                        break
+        with self._cv:
+            lane.restarting = False
+            self._cv.notify_all()
 
     def _stuck_threads(self) -> list[threading.Thread]:
         """Abandoned workers still running, on any lane: they may hold their device."""

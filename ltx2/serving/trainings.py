@@ -516,10 +516,16 @@ def install(app: FastAPI, state) -> None:
                           "additionalProperties": {"type": "string"}}}}}},
               responses={422: {"model": ErrorResponse, "description": "A field breaks its rule (named in field)"},
                          413: {"model": ErrorResponse, "description": "The dataset is too large"},
+                         409: {"model": ErrorResponse, "description": "The server runs a worker per device "
+                                                                      "(--devices): it does not train"},
                          503: {"model": ErrorResponse, "description": "The model is not loaded"}})
     async def create_training(http: Request) -> JSONResponse:
         if (refusal := refuse_unavailable()) is not None:
             return refusal
+        if getattr(state, "device_pool", None) is not None:  # the rule for --devices: no device to train on here
+            return _error(409, "this server runs one worker process per device (--devices); training runs on a "
+                          "one-device server (its model in the server's own process): start one to train",
+                          "training_unavailable")
         kind = http.headers.get("content-type", "").split(";")[0].strip().lower()
         upload = None
         try:
