@@ -41,8 +41,10 @@ def sandbox_children(sandbox: Sandbox) -> list[int]:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sandbox():
+    """One for the module: each decode takes the spare child the last one started (a child is ~2 s of
+    CPU for its imports; a sandbox per test started two and killed the unused spare)."""
     box = Sandbox(SandboxLimits(memory_mb=512, timeout=20))
     yield box
     box.close()
@@ -84,9 +86,9 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_segments(sandbox):
     assert took < 10, took
 
 
-def test_the_wall_clock_limit_kills_a_decode_that_runs_long(sandbox):
-    others = set(sandbox_children(sandbox))  # other tests' sandboxes in this process (their spares) stay
+def test_the_wall_clock_limit_kills_a_decode_that_runs_long():
     box = Sandbox(SandboxLimits(memory_mb=512, timeout=1.0))
+    others = set(sandbox_children(box))  # no spare of its own yet: the other sandboxes' children, which stay
     try:
         start = time.monotonic()
         with pytest.raises(InvalidRequest) as info:  # the scan limit lifted: only the clock stops it

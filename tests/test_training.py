@@ -24,15 +24,19 @@ TRIGGER = "mgnt"
 
 
 @pytest.fixture(scope="module")
-def samples(model, tmp_path_factory):
+def sandbox():
+    """One for the module: a clip's decode takes the spare child the last one started (~2 s of imports each)."""
+    box = Sandbox()
+    yield box
+    box.close()
+
+
+@pytest.fixture(scope="module")
+def samples(model, sandbox, tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     clips = read_zip(dataset_zip(root / "clips.zip"))
-    sandbox = Sandbox()
-    try:
-        return prepare(model, clips, width=64, height=64, num_frames=9, trigger=TRIGGER, sandbox=sandbox,
-                       cache_dir=str(root / "cache"))
-    finally:
-        sandbox.close()
+    return prepare(model, clips, width=64, height=64, num_frames=9, trigger=TRIGGER, sandbox=sandbox,
+                   cache_dir=str(root / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -160,19 +164,15 @@ def test_a_folder_with_a_link_or_a_clip_without_caption_is_refused(tmp_path):
 
 
 @pytest.mark.slow  # seconds in one process: out of the quick tier
-def test_a_clip_that_is_not_a_video_is_refused_in_the_sandbox(model, tmp_path):
+def test_a_clip_that_is_not_a_video_is_refused_in_the_sandbox(model, sandbox, tmp_path):
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "d.zip", "w") as zf:
         zf.writestr("fake.mp4", b"\0" * 4096)
         zf.writestr("fake.txt", "a cat")
-    sandbox = Sandbox()
-    try:
-        with pytest.raises(InvalidRequest, match="clip 'fake.mp4'") as refused:
-            prepare(model, read_zip(str(tmp_path / "d.zip")), width=64, height=64, num_frames=9, trigger=None,
-                    sandbox=sandbox, cache_dir=None)
-    finally:
-        sandbox.close()
+    with pytest.raises(InvalidRequest, match="clip 'fake.mp4'") as refused:
+        prepare(model, read_zip(str(tmp_path / "d.zip")), width=64, height=64, num_frames=9, trigger=None,
+                sandbox=sandbox, cache_dir=None)
     assert refused.value.field == "dataset"
 
 
