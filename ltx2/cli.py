@@ -11,7 +11,7 @@ import sys
 
 from . import cli_generate, cli_train
 from .models.download import add_arguments as add_download_arguments
-from .settings import Settings, add_arguments, configure_logging, settings_from_args
+from .settings import ENV, Settings, add_arguments, configure_logging, settings_from_args
 
 
 def check_port(host: str, port: int) -> str | None:
@@ -31,7 +31,7 @@ def check_port(host: str, port: int) -> str | None:
     return None
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, ray: bool = False) -> None:
     if (problem := check_port(settings.host, settings.port)) is not None:
         print(f"ltx2: cannot start: {problem}", file=sys.stderr)
         sys.exit(1)
@@ -76,6 +76,11 @@ def serve(settings: Settings) -> None:
         print(f"ltx2: cannot start: could not {exc.action} under {settings.output_dir} ({exc.reason}{free}); "
               "nothing was moved or deleted: fix the storage and start again", file=sys.stderr)
         sys.exit(1)
+    if ray:  # the API and Generation as Ray Serve deployments (README "Many machines")
+        from .serving.ray_app import serve_ray
+
+        serve_ray(settings)
+        return
     app = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -126,6 +131,16 @@ def main(argv: list[str] | None = None) -> None:
 
     p_serve = sub.add_parser("serve", help="run the HTTP server")
     add_arguments(p_serve, defaults)
+    on_ray = p_serve.add_argument_group("Ray Serve (pip install 'ltx2[ray]'; README \"Many machines\")")
+    on_ray.add_argument("--ray", action="store_true",
+                        help="serve as a Ray Serve application: the API in front of generation replicas, on the "
+                             "cluster of RAY_ADDRESS or a local one")
+    on_ray.add_argument("--replicas", "--ray-replicas", dest="ray_replicas", default=defaults.ray_replicas,
+                        help=f"with --ray: generation replicas, N or MIN-MAX (env {ENV['ray_replicas']})")
+    on_ray.add_argument("--min-replicas", dest="min_replicas", type=int, default=None,
+                        help="with --ray: the fewest generation replicas the autoscaler keeps")
+    on_ray.add_argument("--max-replicas", dest="max_replicas", type=int, default=None,
+                        help="with --ray: the most generation replicas the autoscaler starts (one per GPU)")
 
     sub.add_parser("worker", help="run the RunPod serverless worker (reads LTX2_* env variables)", add_help=False)
 
@@ -171,9 +186,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         cli_train.run(args)
         return
+    if args.command == "serve" and (args.min_replicas is not None or args.max_replicas is not None):
+        low = args.min_replicas if args.min_replicas is not None else 1
+        args.ray_replicas = f"{low}-{args.max_replicas if args.max_replicas is not None else max(low, 1)}"
     settings = settings_from_args(args, defaults)
     if args.command == "serve":
-        serve(settings)
+        if not args.ray and (args.ray_replicas != defaults.ray_replicas or args.min_replicas is not None
+                             or args.max_replicas is not None):
+            parser.error("--replicas, --min-replicas and --max-replicas need --ray")
+        if args.ray:
+            from .serving.ray_app import parse_replicas
+
+            try:
+                parse_replicas(settings.ray_replicas)
+            except ValueError as exc:
+                parser.error(str(exc))
+            if settings.parallel or settings.devices:
+                parser.error("--ray runs one device per generation replica; --parallel and --devices are for one box")
+        serve(settings, ray=args.ray)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class Settings:
     # Serving: jobs, delivery, limits, access.
     output_dir: str = "ltx2-output"  # job records (SQLite) and finished videos
     database: str = ""  # job records elsewhere: postgresql://... for several API replicas; empty: SQLite in output_dir
+    ray_replicas: str = "1"  # ltx2 serve --ray: generation replicas, N or MIN-MAX (autoscaled on queue depth)
     queue_size: int = 8  # jobs waiting behind the running one; more is a 429
     training_queue: int = 4  # LoRA trainings waiting behind the running one; more is a 429
     training_dataset_mb: float = 2048.0  # a training dataset (upload, URL, inflated zip) larger than this is a 413
@@ -140,6 +141,7 @@ ENV = {
     "log_level": "LTX2_LOG_LEVEL",
     "output_dir": "LTX2_OUTPUT_DIR",
     "database": "LTX2_DATABASE",
+    "ray_replicas": "LTX2_RAY_REPLICAS",
     "queue_size": "LTX2_QUEUE_SIZE",
     "training_queue": "LTX2_TRAINING_QUEUE",
     "training_dataset_mb": "LTX2_TRAINING_DATASET_MB",

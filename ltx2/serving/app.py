@@ -60,6 +60,7 @@ from ..media.encode import FORMATS, output_format
 from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
 from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
+from .lanes import Lane
 from .device_workers import start_pool, worker_devices
 from .metrics import Metrics
 from ..models.loaded import LoadedModel
@@ -228,6 +229,10 @@ class _State:
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
         self.sigterm = asyncio.Event()  # set when SIGTERM arrives (wakes the waiting /generate calls)
         self.shutdown_deadline: float | None = None  # monotonic time the running job is cancelled at
+        # Ray Serve's API deployment (ltx2.serving.ray_app): jobs run on Generation replicas through
+        # `run_elsewhere(job, on_step, conditioning, loras)`, `remote_lanes` of them at once.
+        self.run_elsewhere = None
+        self.remote_lanes = 0
         self.device_pool = None  # --devices: one worker process per device (ltx2.serving.device_workers)
 
     def start_jobs(self) -> None:
@@ -265,6 +270,8 @@ class _State:
                 job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
                 output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
                 on_change=self.changes.notify, prepare_job=self._prepare_job,
+                **({"lanes": [Lane(f"remote-{i + 1}", self._run_job) for i in range(self.remote_lanes)]}
+                   if self.run_elsewhere is not None else {}),
                 **({"lanes": self.device_pool.lanes()} if self.device_pool is not None else {}),
             )
         except BaseException:
@@ -320,6 +327,8 @@ class _State:
         if self.admission is not None and conditioning is not None and conditioning.video_info is not None:
             info = conditioning.video_info  # a retake: the size and length the video gives, judged now
             self.admission.check(job.request, num_frames=info["num_frames"], width=info["width"], height=info["height"])
+        if self.run_elsewhere is not None:
+            return self.run_elsewhere(job, on_step, conditioning, loras)
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
                               check=job.check, on_progress=job.on_progress,
@@ -501,11 +510,14 @@ async def _disconnected(http: Request) -> None:
         pass
 
 
-def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
-    """Build the app. Pass `model` to serve an already-loaded one (tests); otherwise it loads at start-up."""
+def create_app(settings: Settings | None = None, model: LoadedModel | None = None, *, run_elsewhere=None,
+               remote_lanes: int = 1) -> FastAPI:
+    """Build the app. Pass `model` to serve an already-loaded one (tests); otherwise it loads at start-up.
+    `run_elsewhere`: run each prepared job there (ltx2.serving.ray_app), `remote_lanes` at once."""
     settings = settings or Settings.from_env()
     max_extend_seconds()  # a bad LTX2_MAX_EXTEND_SECONDS stops start-up, rather than refusing every extend
     state = _State(model, settings)
+    state.run_elsewhere, state.remote_lanes = run_elsewhere, remote_lanes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
