@@ -270,8 +270,10 @@ class _State:
                 job_timeout=settings.job_timeout, result_ttl=settings.result_ttl, record_ttl=settings.record_ttl,
                 output_max_bytes=int(settings.output_max_gb * 1e9), on_finished=self.metrics.job_finished,
                 on_change=self.changes.notify, prepare_job=self._prepare_job,
-                **({"lanes": [Lane(f"remote-{i + 1}", self._run_job) for i in range(self.remote_lanes)]}
-                   if self.run_elsewhere is not None else {}),
+                # The class's _run_job, not the instance's: trainings wrap that in one device turn for the
+                # whole process, and each remote lane has a device of its own (Ray Serve refuses trainings).
+                **({"lanes": [Lane(f"remote-{i + 1}", lambda job, on_step: _State._run_job(self, job, on_step))
+                              for i in range(self.remote_lanes)]} if self.run_elsewhere is not None else {}),
                 **({"lanes": self.device_pool.lanes()} if self.device_pool is not None else {}),
             )
         except BaseException:

@@ -517,7 +517,8 @@ def install(app: FastAPI, state) -> None:
               responses={422: {"model": ErrorResponse, "description": "A field breaks its rule (named in field)"},
                          413: {"model": ErrorResponse, "description": "The dataset is too large"},
                          409: {"model": ErrorResponse, "description": "The server runs a worker per device "
-                                                                      "(--devices): it does not train"},
+                                                                      "(--devices) or on Ray Serve: it does not "
+                                                                      "train"},
                          503: {"model": ErrorResponse, "description": "The model is not loaded"}})
     async def create_training(http: Request) -> JSONResponse:
         if (refusal := refuse_unavailable()) is not None:
@@ -526,6 +527,10 @@ def install(app: FastAPI, state) -> None:
             return _error(409, "this server runs one worker process per device (--devices); training runs on a "
                           "one-device server (its model in the server's own process): start one to train",
                           "training_unavailable")
+        if getattr(state, "run_elsewhere", None) is not None:  # Ray Serve: this process holds a CPU copy only
+            return _error(409, "this server runs on Ray Serve (ltx2 serve --ray), its models in the generation "
+                          "replicas; training runs on a one-device server (its model in the server's own "
+                          "process): start one to train", "training_unavailable")
         kind = http.headers.get("content-type", "").split(";")[0].strip().lower()
         upload = None
         try:
