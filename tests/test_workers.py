@@ -108,7 +108,12 @@ def two_workers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("workers")
     proc, base = start_server(folder / "out", folder / "server.log", "--devices", "cpu,cpu", timeout=180)
     yield base, folder / "server.log"
+    workers = [d["pid"] for d in httpx.get(f"{base}/health", timeout=10).json()["devices"]]
     stop_server(proc)
+    time.sleep(0.5)
+    for pid in workers:  # SIGTERM's shutdown ends the workers too: none is left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def _devices(http) -> list[dict]:
@@ -188,3 +193,21 @@ def test_a_killed_worker_fails_its_job_restarts_and_the_other_goes_on(two_worker
         _until_two_run(http, ids)
         assert all(wait_for_job(http, i, seconds=60)["status"] == "succeeded" for i in ids)
         assert 'ltx2_device_restarts_total{device="cpu#0"} 1' in http.get("/metrics").text
+
+
+def test_devices_are_read_strictly():
+    from types import SimpleNamespace
+
+    from ltx2.serving.device_workers import DevicesError, lane_names, parse_devices, worker_devices
+
+    assert parse_devices(" cpu , cpu ") == ["cpu", "cpu"] and lane_names(["cpu", "cpu"]) == ["cpu#0", "cpu#1"]
+    for spec, words in (("tpu:0", "'tpu:0' is not a device"), ("meta", "only cuda:N and cpu"),
+                        ("cuda:9", "CUDA devices are visible")):
+        with pytest.raises(DevicesError, match=words):
+            parse_devices(spec)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(DevicesError, match="no CUDA device is visible"):
+            parse_devices("all")
+    # With --parallel the list is the rank group's, not one worker per device.
+    assert worker_devices(SimpleNamespace(devices="cpu,cpu", parallel="ulysses=2")) == []
+    assert worker_devices(SimpleNamespace(devices="", parallel="")) == []

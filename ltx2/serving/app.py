@@ -240,7 +240,10 @@ class _State:
         the model loaded), the server stays up: /health and the job routes answer 503 with the reason, and
         a thread retries every 5 s. Nothing is moved aside or swept meanwhile."""
         try:  # the loaded model's costs per stage, counted once on meta (seconds)
-            self.admission = Admission(self.model, self.settings.memory_margin, self.settings.memory_cgroup)
+            # GPU workers (--devices cuda:...) each judge a job against their own GPU; this process's meta
+            # model would judge against host memory, as if it ran here.
+            if self.device_pool is None or not self.device_pool.on_cuda:
+                self.admission = Admission(self.model, self.settings.memory_margin, self.settings.memory_cgroup)
         except Exception as exc:  # noqa: BLE001 - a model the counts cannot copy still serves, unchecked
             log.error(json.dumps({"event": "admission_unavailable", "error": f"{type(exc).__name__}: {exc}"}))
         try:

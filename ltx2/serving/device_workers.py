@@ -102,6 +102,14 @@ def _serve(conn, settings, device: str, threads: int) -> None:
     # worker ends (its pipe closes once the running jobs had their grace).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the API process died (even SIGKILL) while this one loads: end now, not after
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="ltx2-worker-parent", daemon=True).start()
     if threads:
         torch.set_num_threads(threads)
     from ..media.fetch import FetchPolicy
@@ -118,10 +126,18 @@ def _serve(conn, settings, device: str, threads: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - told to the API process, which reports it
         conn.send({"type": "load_failed", "error": f"{type(exc).__name__}: {exc}"})
         return
-    try:
-        admission = Admission(model, settings.memory_margin, settings.memory_cgroup)
-    except Exception:  # noqa: BLE001 - as in the API process: unchecked rather than down
-        admission = None
+    # Admission's costs take seconds to count (meta copies of every component): counted while the worker
+    # already reports ready, and waited for by the first job.
+    counted: dict = {}
+
+    def count() -> None:
+        try:
+            counted["admission"] = Admission(model, settings.memory_margin, settings.memory_cgroup)
+        except Exception:  # noqa: BLE001 - as in the API process: unchecked rather than down
+            counted["admission"] = None
+
+    counting = threading.Thread(target=count, name="ltx2-worker-admission", daemon=True)
+    counting.start()
     fetch_policy, lora_policy = FetchPolicy.from_settings(settings), LoraPolicy.from_settings(settings)
     described = model.describe()
     send_lock = threading.Lock()
@@ -158,6 +174,8 @@ def _serve(conn, settings, device: str, threads: int) -> None:
             blob = jobs.pop(0)
         payload = remote_job.loads(blob)
         job_id = payload["job"]
+        counting.join()
+        admission = counted["admission"]
         try:
             result, mp4 = remote_job.run_packed(
                 model, payload, send, lambda job_id=job_id: job_id in stop_job, fetch_policy=fetch_policy,
@@ -406,6 +424,7 @@ class DevicePool:
         threads = max(1, cores // max(1, cpus)) if cpus else max(1, cores // len(devices))
         self.workers = [DeviceWorker(name, device, settings, threads)
                         for name, device in zip(lane_names(devices), devices)]
+        self.on_cuda = any(torch.device(d).type == "cuda" for d in devices)
 
     def lanes(self) -> list[Lane]:
         return [worker.lane() for worker in self.workers]
