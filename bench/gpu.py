@@ -22,6 +22,8 @@ back inside a device call's 10 minutes.
 7. vae decode: tiled against untiled at 768x512x121: seconds and peak memory; with LTX-2.5's diffusion
    decoder, a row for it too (the conv decoder is the tiled/untiled rows).
 8. mux: H.264+AAC of 121 frames at 1920x1088.
+8b. batch: --max-batch's videos per minute at 288x512x49 one stage, 8 steps, for 1, 2 and 4 jobs in one batch
+   (ltx2.pipelines.batch); without CUDA it says so and runs nothing (--smoke runs 1 and 2 on the tiny preset).
 9. memory caps: `set_per_process_memory_fraction` at 48, 32 and 24 GiB: the policy auto picks, does
    768x512x121 finish, its peak and its time.
 10. parallel (last: it frees this process's model): seconds per transformer step at 768x512x121 on
@@ -494,10 +496,48 @@ def memory_caps(b: Bench) -> None:
             torch.cuda.set_per_process_memory_fraction(1.0, b.device)
 
 
+def batch(b: Bench) -> None:
+    """--max-batch: N jobs of the headline shape (one stage, each its own prompt and seed) as one batch
+    (ltx2.pipelines.batch), videos per minute against N = 1. A GPU's question: on a CPU one job already
+    fills the cores, so the section says so and runs nothing (but --smoke runs it, so it cannot rot)."""
+    from ltx2.pipelines.batch import BatchJob, generate_batch
+
+    if b.device.type != "cuda" and not b.args.smoke:
+        b.row("batch", "skipped", "-", "no CUDA device: batching is measured on a GPU (bench/batch.py runs on CPU)")
+        return
+    size = sizes(b.args.smoke)["headline"]
+    steps = 1 if b.args.smoke else 8
+    label = "x".join(map(str, size))
+    base = None
+    for n in (1, 2) if b.args.smoke else (1, 2, 4):
+        if b.left() < (10 if b.args.smoke else 40):
+            b.row("batch", f"{label} x{n}", "skipped", "time budget")
+            continue
+        jobs = lambda: [BatchJob(request(size, steps, use_multiscale=False).model_copy(  # noqa: E731
+            update={"prompt": f"{PROMPT} ({i})", "seed": 20 + i})) for i in range(n)]
+        if not b.args.smoke:
+            generate_batch(b.model, jobs())  # warm: allocator, kernels, this batch's shapes
+        b.peak_reset()
+        t = time.perf_counter()
+        out = generate_batch(b.model, jobs())
+        b.sync()
+        seconds = time.perf_counter() - t
+        failed = [r for r in out if isinstance(r, Exception)]
+        if failed:
+            raise failed[0]
+        per_minute = 60 * n / seconds
+        base = base or per_minute
+        denoise = out[0].timings.get("denoise", 0.0)
+        peak = f"; peak {b.peak_gb()} GB" if b.device.type == "cuda" else ""
+        b.row("batch", f"{label} x{n}", f"{per_minute:.2f} videos/min",
+              f"{seconds:.2f} s; {per_minute / base:.2f}x batch 1; shared denoise {denoise:.2f} s; {steps} steps{peak}")
+
+
 SECTIONS = [("machine", machine, 0), ("build", build, 0), ("e2e", e2e, 60), ("transformer", transformer_modes, 30),
             ("attention", attention, 30), ("compile", compiled, 120), ("text encoder", text_encoder, 20),
-            ("vae decode", vae_decode, 30), ("mux", mux, 20), ("memory caps", memory_caps, 90),
-            ("parallel", lambda b: parallel_section(b), 45)]  # defined below
+            ("vae decode", vae_decode, 30), ("mux", mux, 20),
+            ("batch", batch, 45),  # before memory caps, which leaves the model under its last cap's policy
+            ("memory caps", memory_caps, 90), ("parallel", lambda b: parallel_section(b), 45)]  # defined below
 
 
 def parallel_groups(smoke: bool) -> list[tuple[str, str]]:

@@ -56,6 +56,7 @@ class Settings:
     database: str = ""  # job records elsewhere: postgresql://... for several API replicas; empty: SQLite in output_dir
     ray_replicas: str = "1"  # ltx2 serve --ray: generation replicas, N or MIN-MAX (autoscaled on queue depth)
     queue_size: int = 8  # jobs waiting behind the running one; more is a 429
+    max_batch: int = 1  # queued jobs of one shape denoised together as one batch (1: one job at a time)
     training_queue: int = 4  # LoRA trainings waiting behind the running one; more is a 429
     training_dataset_mb: float = 2048.0  # a training dataset (upload, URL, inflated zip) larger than this is a 413
     job_timeout: float = 1800.0  # seconds a job may run before it is stopped and failed
@@ -143,6 +144,7 @@ ENV = {
     "database": "LTX2_DATABASE",
     "ray_replicas": "LTX2_RAY_REPLICAS",
     "queue_size": "LTX2_QUEUE_SIZE",
+    "max_batch": "LTX2_MAX_BATCH",
     "training_queue": "LTX2_TRAINING_QUEUE",
     "training_dataset_mb": "LTX2_TRAINING_DATASET_MB",
     "job_timeout": "LTX2_JOB_TIMEOUT",
@@ -179,7 +181,7 @@ ENV = {
     "prompt_expansion_tokens": "LTX2_PROMPT_EXPANSION_TOKENS",
     "encode_threads": "LTX2_ENCODE_THREADS",
 }
-_INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "training_queue", "prompt_expansion_tokens", "layers", "encode_threads"}
+_INTS = {"max_connections", "max_connections_per_client", "port", "queue_size", "max_batch", "training_queue", "prompt_expansion_tokens", "layers", "encode_threads"}
 _FLOATS = {"parallel_timeout", "training_dataset_mb", "prompt_cache_mb", "job_timeout", "result_ttl", "output_max_gb", "max_body_mb", "url_timeout", "shutdown_grace",
            "max_lora_mb", "lora_cache_mb", "lora_disk_cache_gb", "record_ttl", "decode_memory_mb", "decode_timeout", "memory_margin",
            "header_timeout", "body_timeout", "min_body_kbps", "keep_alive", "max_header_kb"}
@@ -317,6 +319,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
         "database": "where job records live: empty for SQLite in --output-dir (one server), postgresql://user@host/db "
                     "for several API replicas sharing one queue (needs psycopg: pip install 'ltx2[postgres]')",
         "queue_size": "jobs that may wait behind the running one; beyond it, 429",
+        "max_batch": "denoise up to this many waiting jobs of one shape (size, length, steps, guidance, LoRAs) as one "
+                     "batch; 1: one job at a time",
         "training_queue": "LoRA trainings that may wait behind the running one; beyond it, 429",
         "training_dataset_mb": "the largest training dataset (upload, URL or inflated zip); larger is a 413",
         "job_timeout": "seconds a job may run",

@@ -185,8 +185,10 @@ class Admission:
         return stages, out_frames
 
     def footprint(self, request: GenerateRequest, num_frames: int | None = None,
-                  width: int | None = None, height: int | None = None) -> Footprint:
-        """The request's peak host and device bytes beyond what the idle server holds."""
+                  width: int | None = None, height: int | None = None, jobs: int = 1) -> Footprint:
+        """The request's peak host and device bytes beyond what the idle server holds. `jobs`: that many of it
+        denoised as one batch (--max-batch): the denoising activations are as many rows as all of them, and
+        every job's frames are held until it is encoded; the other stages run one job at a time."""
         model = self.model
         out_w, out_h = width or request.width, height or request.height
         if request.extend is not None:  # each window costs a generation of num_frames; the output holds them all
@@ -194,7 +196,8 @@ class Admission:
             out_frames = (num_frames or FRAME_MIN) + round(request.extend.seconds * request.fps)
         else:
             stages, out_frames = self.stage_bytes(request, num_frames or request.num_frames, out_w, out_h)
-        frames_host = FRAMES_HOST_BYTES * out_frames * out_w * out_h + BASE_HOST_BYTES
+        stages["denoise"] *= jobs
+        frames_host = FRAMES_HOST_BYTES * out_frames * out_w * out_h * jobs + BASE_HOST_BYTES
         if not self.cuda:
             return Footprint(host=int((max(stages.values()) + frames_host) * max(self.margin, 1.0)), device=0)
         sizes = model.placement.sizes
@@ -226,6 +229,12 @@ class Admission:
                 if device is not None and self._idle[1] is not None:
                     device = min(device + held.device, self._idle[1])
         return host, device
+
+    def fits_batch(self, request: GenerateRequest, jobs: int) -> bool:
+        """Whether `jobs` requests of this one's shape fit as one batch now (a batch is never grown past it)."""
+        if self.margin <= 0:
+            return True
+        return self.fits(self.footprint(request, jobs=jobs), *self.available())
 
     def fits(self, need: Footprint, host: memory.HostMemory, device: int | None) -> bool:
         return need.host <= host.available and (device is None or need.device <= device)

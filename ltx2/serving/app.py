@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
+from functools import partial
 from urllib.parse import urlsplit
 from typing import Annotated
 
@@ -60,6 +61,7 @@ from ..media.encode import FORMATS, output_format
 from .delivery import ENCODE_SECONDS, VIDEO, Changes, StreamedJSON, json_response, video_mime
 from .admission import Admission, TooLarge, frames_of
 from .intake import MAX_BODIES_IN_FLIGHT, SubmitRoute
+from .batching import QueueBatching, batch_of, check_setting
 from .lanes import Lane
 from .device_workers import start_pool, worker_devices
 from .metrics import Metrics
@@ -285,6 +287,9 @@ class _State:
         if self.stopping.is_set():  # shut down while retrying
             store.close()
             return
+        if settings.max_batch > 1 and getattr(self, "run_elsewhere", None) is None:  # --max-batch: this process's model
+            # The companions run through _State._run_job itself: the lane's (trainings' device turn) is the lead's.
+            manager.batching = QueueBatching(settings.max_batch, self.admission, run_job=partial(_State._run_job, self))
         manager.start()
         self.manager, self.storage_error = manager, None
 
@@ -334,6 +339,8 @@ class _State:
             self.admission.check(job.request, num_frames=info["num_frames"], width=info["width"], height=info["height"])
         if self.run_elsewhere is not None:
             return self.run_elsewhere(job, on_step, conditioning, loras)
+        if (batch := batch_of(job)) is not None:  # --max-batch: generated together with its batch's other jobs
+            return batch.render(self, job, on_step, conditioning, loras)
         rendered = render_mp4(self.model, job.request, on_step, fetch_policy=self.fetch_policy,
                               lora_policy=with_prepared(self.lora_policy, loras), conditioning=conditioning,
                               check=job.check, on_progress=job.on_progress,
@@ -521,6 +528,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     `run_elsewhere`: run each prepared job there (ltx2.serving.ray_app), `remote_lanes` at once."""
     settings = settings or Settings.from_env()
     max_extend_seconds()  # a bad LTX2_MAX_EXTEND_SECONDS stops start-up, rather than refusing every extend
+    check_setting(settings.max_batch)  # likewise a --max-batch below 1
     state = _State(model, settings)
     state.run_elsewhere, state.remote_lanes = run_elsewhere, remote_lanes
 

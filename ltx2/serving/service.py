@@ -13,7 +13,7 @@ from ..media.inputs import InputLimits
 from ..models.loaded import LoadedModel, load_from_settings
 from ..pipelines import progress
 from ..pipelines.conditioning import Conditioning, decode_conditioning
-from ..pipelines.generate import StepCallback, generate, image_targets
+from ..pipelines.generate import GenerationResult, StepCallback, generate, image_targets
 from ..pipelines.loras import LoraPolicy
 from ..pipelines.loras import resolve as resolve_loras
 from ..pipelines.progress import StageCallback
@@ -57,27 +57,32 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
                limits: InputLimits | None = None, fetch_policy=None, lora_policy: LoraPolicy | None = None,
                encode_threads: int = 0, on_stage: Callable[[str], None] | None = None,
                conditioning: Conditioning | None = None, check: Callable[[], None] | None = None,
-               on_progress: StageCallback | None = None) -> Rendered:
+               on_progress: StageCallback | None = None, generated: GenerationResult | None = None,
+               started: float | None = None) -> Rendered:
     """Generate and encode the file the request asks for (`video_output_type`; the name is historical).
     `on_stage(name)` hears where the work is, for a progress display. `conditioning`: the inputs,
     already decoded (the job queue decodes them before the job takes the GPU); else they are decoded
     here. `check()` raises to stop the job: it is called between stages and between the chunks of
     frames handed to the encoder, so a cancel or time limit stops a long encode within a few frames.
     `on_progress(stage, done, total)` hears the stages without steps: decoding_video (the decoder's blocks),
-    decoding_audio, then encoding (frames handed to the encoder; total once the file is complete)."""
-    start = time.perf_counter()
+    decoding_audio, then encoding (frames handed to the encoder; total once the file is complete).
+    `generated`: the video, generated already (a batch, ltx2.serving.batching), to encode; `started`: when its
+    work began (perf_counter)."""
+    start = started if started is not None else time.perf_counter()
     on_stage = on_stage or (lambda name: None)
     fmt = output_format(request.video_output_type)
     if fmt.audio_codec is None and request.include_audio:
         request = request.model_copy(update={"include_audio": False})  # no track to put it in: don't decode it
     # The edges are ours: decode images and audio, and find, fetch and read LoRAs, before the job takes the GPU.
-    if conditioning is None:
+    if conditioning is None and generated is None:
         on_stage("decoding inputs" if input_values(request) else "encoding the prompt")
         conditioning = decode_conditioning(request, model.pipe.audio_vae.config.sample_rate, model.vocoder_rate,
                                            limits, fetch_policy, targets=image_targets(model, request, lora_policy))
-    adapters = resolve_loras(model, request, lora_policy)
-    with progress.reporting(on_progress):
-        result = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
+    if generated is None:
+        adapters = resolve_loras(model, request, lora_policy)
+        with progress.reporting(on_progress):
+            generated = generate(model, request, on_step=on_step, conditioning=conditioning, adapters=adapters)
+    result = generated
     timings = dict(result.timings)
 
     t = time.perf_counter()
@@ -128,7 +133,7 @@ def render_mp4(model: LoadedModel, request: GenerateRequest, on_step: StepCallba
         use_multiscale=result.use_multiscale,
         timings=timings,
         loras=result.loras,
-        audio_preprocessing=conditioning.audio_preprocessing,
+        audio_preprocessing=None if conditioning is None else conditioning.audio_preprocessing,
         expanded_prompt=result.expanded_prompt,
         retake=result.retake,
         extend=result.extend,

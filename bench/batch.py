@@ -1,0 +1,96 @@
+"""Videos per minute against the batch size (`--max-batch`): N jobs of one shape, each with its own prompt and
+seed, through `ltx2.pipelines.batch.generate_batch` (N = 1 is the same code with one job, which equals
+`generate()` bit for bit).
+
+    python bench/batch.py                                   # tiny preset, 64x64x9, batch 1/2/4
+    python bench/batch.py --model random-19b --layers 2 --size 256x256x9   # LTX-2 19B's widths, 2 blocks
+
+Each row: the batch's wall seconds (median of --repeat after a warm-up batch), videos per minute, and the
+seconds of its shared denoising (the transformer batch) against the per-job stages (prompt, VAE encode and
+decode, audio). The per-job stages do not shrink with batching; the denoising's gain is what a batch buys,
+and it is larger where one job leaves the device idle (small videos on a big GPU) than on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from ltx2 import load_model  # noqa: E402
+from ltx2.pipelines.batch import BatchJob, generate_batch  # noqa: E402
+
+PROMPTS = ["A red fox trotting through fresh snow at dawn", "Rain on a window at night, a city behind it",
+           "A cat playing a grand piano, gentle music", "Waves on a beach under a storm, thunder far off"]
+DENOISE = ("denoise", "stage1_denoise", "stage2_denoise")
+
+
+def jobs(n: int, size: tuple[int, int, int], steps: int, two_stage: bool) -> list[BatchJob]:
+    width, height, frames = size
+    return [BatchJob({"prompt": PROMPTS[i % len(PROMPTS)] + f" ({i})", "seed": 100 + i, "width": width,
+                      "height": height, "num_frames": frames, "num_inference_steps": steps,
+                      "use_multiscale": two_stage}) for i in range(n)]
+
+
+def run(model, n: int, args) -> dict:
+    times, denoise = [], []
+    for attempt in range(args.repeat + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        out = generate_batch(model, jobs(n, args.size, args.steps, args.two_stage))
+        seconds = time.perf_counter() - start
+        failed = [r for r in out if isinstance(r, Exception)]
+        if failed:
+            raise failed[0]
+        if attempt:
+            times.append(seconds)
+            denoise.append(sum(out[0].timings.get(k, 0.0) for k in DENOISE))
+    wall, shared = statistics.median(times), statistics.median(denoise)
+    return {"batch": n, "seconds": wall, "videos_per_minute": 60 * n / wall, "denoise": shared,
+            "per_job": (wall - shared) / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="tiny, or random-19b (with --layers)")
+    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--size", default="64x64x9", help="WIDTHxHEIGHTxFRAMES")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--two-stage", dest="two_stage", action="store_true")
+    parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    args.size = tuple(int(x) for x in args.size.lower().split("x"))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    extra = {"layers": args.layers} if args.layers else {}
+    if args.model != "tiny":
+        extra.update(text_encoder_dtype="bf16", compile="off")
+    start = time.perf_counter()
+    model = load_model(args.model, device=device, **extra)
+    built = time.perf_counter() - start
+    rows = [run(model, int(n), args) for n in args.batches.split(",")]
+    base = rows[0]["videos_per_minute"]
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    label = f"{args.model}{f' --layers {args.layers}' if args.layers else ''}"
+    print(f"\n## Batched generation: {label}, {'x'.join(map(str, args.size))}, {args.steps} steps, "
+          f"{'two' if args.two_stage else 'one'} stage ({where}; built in {built:.1f} s)\n")
+    print("| batch | seconds | videos/min | vs batch 1 | shared denoise s | per-job stages s/video |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['seconds']:.2f} | {r['videos_per_minute']:.1f} | "
+              f"{r['videos_per_minute'] / base:.2f}x | {r['denoise']:.2f} | {r['per_job']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
