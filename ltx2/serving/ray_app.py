@@ -3,11 +3,12 @@
 Two deployments:
 - **API**: the FastAPI app of one box (`create_app`: every route, key, limit, page), behind Ray Serve's
   ingress. It keeps the job queue and the records (SQLite, or PostgreSQL for several API replicas), fetches
-  and decodes each job's inputs, and hands the prepared job to Generation. Its job manager has one lane per
+  and decodes each job's inputs with its model on `meta` (no weights), and hands the prepared job
+  (remote_job.pack) to Generation. Its job manager has one lane per
   generation slot (`--replicas`, or the autoscaler's maximum), so the queue, positions, 429 + Retry-After,
   cancel and time limits are those of one box.
 - **Generation**: one replica per GPU (`num_gpus=1`; on CPU a share of the cores), each loading the model
-  once. A job runs as one streaming call: the replica yields `started` (its name), each step and stage,
+  once and judging each job against its own memory (admission) before running it. A job runs as one streaming call: the replica yields `started` (its name), each step and stage,
   then the result with the MP4's bytes (one file, not frames). Cancelling the call (a cancel, a time
   limit) stops the job at its next step. A replica that dies mid-job fails that job `worker_lost`; a job
   whose replica died before it started is sent again, and Ray Serve routes it to a live replica.
@@ -23,7 +24,6 @@ import asyncio
 import json
 import logging
 import os
-import pickle
 import queue
 import signal
 import socket
@@ -31,11 +31,13 @@ import threading
 import time
 from dataclasses import replace
 
+from . import remote_job
+from .admission import Admission, frames_of
 from .faults import free_gpu_memory
-from .lanes import WorkerLost
-from .service import load_for_serving, render_mp4
+from .lanes import JobFailed, WorkerLost
+from .service import load_for_serving
 from ..media.fetch import FetchPolicy
-from ..pipelines.loras import LoraPolicy, with_prepared
+from ..pipelines.loras import LoraPolicy
 from ..settings import Settings, configure_logging
 
 log = logging.getLogger("ltx2.ray")
@@ -62,81 +64,57 @@ def parse_replicas(spec: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------- Generation
 
 
-class Carried:
-    """An exception on its way from a replica to the API, rebuilt there as the same class with the same
-    fields (InvalidRequest's field and status, say), which plain pickling loses for classes whose
-    constructor takes more than the message."""
-
-    def __init__(self, exc: BaseException):
-        self.cls, self.args, self.state = type(exc), exc.args, dict(vars(exc))
-        try:
-            pickle.dumps((self.cls, self.args, self.state))
-        except Exception:  # noqa: BLE001 - a class or field that cannot travel: say what it was
-            self.cls, self.args, self.state = RuntimeError, (f"{type(exc).__name__}: {exc}",), {}
-
-    def rebuild(self) -> BaseException:
-        exc = self.cls.__new__(self.cls)
-        BaseException.__init__(exc, *self.args)
-        exc.__dict__.update(self.state)
-        return exc
-
-
-class _Stopped(Exception):
-    """The API cancelled the call: the render stops at its next step or stage."""
-
-
 class Generation:
     """A replica: the model loaded once, one job at a time (a second call waits for the first's thread,
-    even one cancelled a moment ago, so two renders never share the device)."""
+    even one cancelled a moment ago, so two renders never share the device). A job runs as in a --devices
+    worker (remote_job.run_packed), judged first against this replica's own memory."""
 
     def __init__(self, settings: Settings):
         configure_logging(settings)
         self.settings = settings
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.model = load_for_serving(settings)
+        try:  # memory admission on this replica's device (the API's process has no device to judge by)
+            self.admission = Admission(self.model, settings.memory_margin, settings.memory_cgroup)
+        except Exception:  # noqa: BLE001 - as on one box: unchecked rather than down
+            self.admission = None
         self.fetch_policy = FetchPolicy.from_settings(settings)
         self.lora_policy = LoraPolicy.from_settings(settings)
         self._device = threading.Lock()
         log.info(json.dumps({"event": "generation_replica_ready", "replica": self.name}))
 
-    def _render(self, job: dict, emit, stopped: threading.Event) -> None:
-        def check() -> None:
-            if stopped.is_set():
-                raise _Stopped()
-
-        def on_step(step: int, total: int) -> None:
-            check()
-            emit({"event": "step", "step": step, "total": total})
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            check()
-            emit({"event": "progress", "stage": stage, "done": done, "total": total})
-
+    def _render(self, payload: dict, emit, stopped: threading.Event) -> None:
         with self._device:
             if stopped.is_set():
                 return
-            emit({"event": "started", "replica": self.name})
+            emit({"type": "started", "replica": self.name})
             try:
-                rendered = render_mp4(self.model, job["request"], on_step, fetch_policy=self.fetch_policy,
-                                      lora_policy=with_prepared(self.lora_policy, job["loras"]),
-                                      conditioning=job["conditioning"], check=check, on_progress=on_progress,
-                                      encode_threads=self.settings.encode_threads)
-                result = rendered.response(video="").model_dump(exclude={"video"})
-                emit({"event": "done", "result": {**result, "replica": self.name}, "mp4": rendered.data})
-            except _Stopped:
-                emit({"event": "stopped"})
+                if self.admission is not None:
+                    request = payload["request"]
+                    self.admission.check(request, None, frames_of(request))
+                result, mp4 = remote_job.run_packed(
+                    self.model, payload, emit, stopped.is_set, fetch_policy=self.fetch_policy,
+                    lora_policy=self.lora_policy, encode_threads=self.settings.encode_threads,
+                    admission=self.admission)
+                emit({"type": "done", "result": {**result, "replica": self.name}, "mp4": mp4})
+            except remote_job.Stopped:
+                emit({"type": "stopped"})
             except Exception as exc:  # noqa: BLE001 - the API fails the job with it, as one box would
-                log.exception("job %s failed on replica %s", job["id"], self.name)
-                emit({"event": "error", "error": Carried(exc)})
+                body, status, fault = remote_job.failure(exc, payload["request"])
+                if status == 500:
+                    log.exception("job %s failed on replica %s", payload["job"], self.name)
                 free_gpu_memory()
+                emit({"type": "failed", "body": body, "status": status, "device_fault": fault})
+                if fault:  # a poisoned CUDA context: this process cannot run another job; Ray starts another
+                    threading.Timer(1.0, os._exit, (3,)).start()
 
-    async def run(self, job: dict):
-        """Run one prepared job (`pack`), yielding its events; ends with done, error or stopped."""
+    async def run(self, payload: dict):
+        """Run one packed job (remote_job.pack), yielding its events; ends with done, failed or stopped."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         stopped = threading.Event()
-        work = loop.run_in_executor(None, self._render, job, lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
-                                    stopped)
+        work = loop.run_in_executor(None, self._render, payload,
+                                    lambda e: loop.call_soon_threadsafe(events.put_nowait, e), stopped)
         try:
             while True:
                 waiting = asyncio.ensure_future(events.get())
@@ -148,7 +126,7 @@ class Generation:
                     waiting = asyncio.ensure_future(events.get())
                 event = await waiting
                 yield event
-                if event["event"] in ("done", "error", "stopped"):
+                if event["type"] in ("done", "failed", "stopped"):
                     return
         finally:  # cancelled by the API (asyncio.CancelledError) or ended: the thread stops at its next check
             stopped.set()
@@ -160,11 +138,6 @@ class Generation:
 # ---------------------------------------------------------------------------------------------- the API side
 
 
-def pack(job, conditioning, loras) -> dict:
-    """What a replica needs to run a job: the request (its inputs already decoded into `conditioning`)."""
-    return {"id": job.id, "request": job.request, "conditioning": conditioning, "loras": loras}
-
-
 def _lost(exc: BaseException) -> bool:
     from ray import exceptions as ray_errors
 
@@ -173,15 +146,16 @@ def _lost(exc: BaseException) -> bool:
 
 
 class RemoteRunner:
-    """Runs a prepared job on a Generation replica through the deployment handle, relaying its events to
-    the job (steps, stages, the replica's name) and its cancel flag and time limit to the replica."""
+    """Runs a prepared job on a Generation replica through the deployment handle, replaying its events
+    into the job (steps, stages, the replica's name) and its cancel flag and time limit to the replica."""
 
     def __init__(self, handle):
         self.handle = handle
 
     def __call__(self, job, on_step, conditioning, loras):
+        payload = remote_job.pack(job)
         for attempt in range(1, STARTS + 1):
-            replica, outcome = self._once(job, on_step, pack(job, conditioning, loras))
+            replica, outcome = self._once(job, on_step, payload)
             if outcome is not None:
                 return outcome
             if replica is not None:
@@ -189,18 +163,18 @@ class RemoteRunner:
             log.warning(json.dumps({"event": "replica_lost_before_start", "job": job.id, "attempt": attempt}))
         raise WorkerLost(f"no generation replica took the job ({STARTS} tries, each replica was lost)")
 
-    def _once(self, job, on_step, packed: dict):
+    def _once(self, job, on_step, payload: dict):
         """(the replica that started it or None, (result, mp4) or None when its replica was lost)."""
-        stream = self.handle.options(stream=True).run.remote(packed)
+        stream = self.handle.options(stream=True).run.remote(payload)
         events: queue.Queue = queue.Queue()
 
         def pump() -> None:  # the handle's iterator blocks: read it here, check the job's flags below
             try:
                 for event in stream:
                     events.put(event)
-                events.put({"event": "ended"})
+                events.put({"type": "ended"})
             except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
-                events.put({"event": "failed", "error": exc})
+                events.put({"type": "call_failed", "error": exc})
 
         threading.Thread(target=pump, name=f"ltx2-ray-{job.id[:8]}", daemon=True).start()
         job.stage, replica = "waiting_for_replica", None
@@ -211,21 +185,19 @@ class RemoteRunner:
                 except queue.Empty:
                     job.check()  # raises on cancel or time limit: the call is cancelled below
                     continue
-                kind = event["event"]
+                kind = event["type"]
                 if kind == "started":
                     replica, job.stage = event["replica"], "generating"
-                    log.info(json.dumps({"event": "job_on_replica", "job": job.id, "replica": event["replica"]}))
-                elif kind == "step":
-                    on_step(event["step"], event["total"])
-                elif kind == "progress":
-                    job.on_progress(event["stage"], event["done"], event["total"])
+                    log.info(json.dumps({"event": "job_on_replica", "job": job.id, "replica": replica}))
+                elif kind in ("step", "progress"):
+                    remote_job.replay(job, on_step, event)
                 elif kind == "done":
                     return replica, (event["result"], event["mp4"])
-                elif kind == "error":
-                    raise event["error"].rebuild()
-                elif kind == "failed" and _lost(event["error"]):
-                    return replica, None
                 elif kind == "failed":
+                    raise JobFailed(event["body"], event["status"], device_fault=event["device_fault"])
+                elif kind == "call_failed" and _lost(event["error"]):
+                    return replica, None
+                elif kind == "call_failed":
                     raise event["error"]
                 else:  # stopped or ended without a result: the replica saw a cancel the job did not
                     job.check()
@@ -280,11 +252,24 @@ class API:
 
     def __serve_build_asgi_app__(self):
         from .app import create_app
+        from ..models.loaded import load_from_settings
 
-        # The API runs no job itself: its model copy (read by preparation and admission) stays on the CPU,
-        # whatever the generation replicas' device, and it starts no device workers or rank group of its own.
+        # The API runs no job: its model is on `meta` (configuration and shapes, no weights, no device), which
+        # is what the preparer reads (sample rates, image sizes, LoRA layouts); it starts no device workers.
         settings = replace(self.settings, device="cpu", devices="", parallel="")
-        return create_app(settings, run_elsewhere=RemoteRunner(self.generation), remote_lanes=self.lanes)
+        model = load_from_settings(replace(settings, device="meta", compile="off"))
+        app = create_app(settings, model, run_elsewhere=RemoteRunner(self.generation), remote_lanes=self.lanes)
+        state = app.state.ltx2
+        start_jobs = state.start_jobs
+
+        def start_jobs_unjudged() -> None:
+            # Memory admission is each replica's, against its own device: this node's host memory says
+            # nothing about a GPU node's (a request too large fails its job with 413 there).
+            start_jobs()
+            state.admission = None
+
+        state.start_jobs = start_jobs_unjudged
+        return app
 
 
 def app_builder(args: dict):
