@@ -127,7 +127,7 @@ def ray_server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_native_openai_and_ltx_routes_through_ray(ray_server):
-    proc, http, _ = ray_server
+    _, http, _ = ray_server
     health = http.get("/health").json()
     assert health["status"] == "healthy" and health["worker"]["lanes"] == 2
 
@@ -192,7 +192,7 @@ def test_two_jobs_run_on_different_replicas(ray_server):
 
 @pytest.mark.slow
 def test_a_killed_replica_fails_its_job_worker_lost_and_the_rest_finish(ray_server):
-    proc, http, log_path = ray_server
+    proc, http, _ = ray_server
     running = [http.post("/jobs", json={**LONG, "seed": i}).json()["id"] for i in range(2)]
     queued = [http.post("/jobs", json={**CHEAP, "seed": 10 + i}).json()["id"] for i in range(2)]
     deadline = time.monotonic() + 60
