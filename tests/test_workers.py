@@ -162,6 +162,9 @@ def test_two_replicas_run_two_jobs_at_once_and_a_third_waits(two_workers):
             view = wait_for_job(http, job_id, seconds=60)
             assert view["status"] == "succeeded", view["error"]
         assert http.get(f"/jobs/{ids[2]}/video").content[4:8] == b"ftyp"
+        # A training needs a device the workers do not lend: refused, saying why.
+        refused = http.post("/trainings", json={"name": "style", "dataset": "clips"})
+        assert refused.status_code == 409 and refused.json()["code"] == "training_unavailable"
 
 
 @pytest.mark.slow
@@ -188,6 +191,7 @@ def test_a_killed_worker_fails_its_job_restarts_and_the_other_goes_on(two_worker
             time.sleep(0.1)
         assert after[0]["restarts"] == 1 and after[0]["last_exit"] == "killed by SIGKILL" and after[0]["in_service"]
         assert after[1]["pid"] == before[1]["pid"] and after[1]["restarts"] == 0  # never stopped
+        assert http.get("/health").json()["out_of_service"] == []  # one fault is not enough
         # The restarted replica serves again: two jobs run at once.
         ids = _submit(http, 2)
         _until_two_run(http, ids)

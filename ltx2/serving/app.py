@@ -835,7 +835,8 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             "progress": progress,
             "memory": memory,
             **({"parallel": group} if group is not None else {}),
-            **({"devices": checks["lanes"]} if "lanes" in checks else {}),  # --devices: each worker
+            **({"devices": checks["lanes"], "out_of_service": checks["out_of_service"]}
+               if "lanes" in checks else {}),  # --devices: each worker, and those taken out of service
         })
 
     @app.head("/health", include_in_schema=False)
