@@ -215,3 +215,22 @@ def test_devices_are_read_strictly():
     # With --parallel the list is the rank group's, not one worker per device.
     assert worker_devices(SimpleNamespace(devices="cpu,cpu", parallel="ulysses=2")) == []
     assert worker_devices(SimpleNamespace(devices="", parallel="")) == []
+
+
+@pytest.mark.slow
+def test_a_cancel_reaches_the_worker_and_its_lane_goes_on(two_workers):
+    base, _ = two_workers
+    with httpx.Client(base_url=base, timeout=30) as http:
+        pids = [d["pid"] for d in _devices(http)]
+        job_id = _submit(http, 1)[0]
+        deadline = time.monotonic() + 60
+        while (view := http.get(f"/jobs/{job_id}").json())["step"] in (None, 0):  # a step came over the pipe
+            assert time.monotonic() < deadline, view
+            time.sleep(0.02)
+        assert http.delete(f"/jobs/{job_id}").status_code == 200
+        view = wait_for_job(http, job_id, seconds=30)
+        assert view["status"] == "cancelled" and view["step"] < view["total"]
+        after = _devices(http)
+        assert [d["pid"] for d in after] == pids and all(d["stage"] is None for d in after)  # stopped, not killed
+        done = wait_for_job(http, http.post("/jobs", json={**LONG, "num_inference_steps": 2}).json()["id"])
+        assert done["status"] == "succeeded"
