@@ -62,15 +62,15 @@ def test_replica_counts_are_n_or_min_max():
             parse_replicas(bad)
 
 
-def test_replica_flags_need_ray_and_a_valid_count():
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "ltx2.cli", "serve", *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "LTX2_DEVICE": "cpu"})
+def test_replica_flags_need_ray_and_a_valid_count(capsys):
+    from ltx2.cli import main
 
-    r = run("--replicas", "2")
-    assert r.returncode == 2 and "--replicas, --min-replicas and --max-replicas need --ray" in r.stderr
-    r = run("--ray", "--min-replicas", "3", "--max-replicas", "1")
-    assert r.returncode == 2 and "0 <= MIN <= MAX" in r.stderr
+    for argv, message in ((["serve", "--replicas", "2"], "--replicas, --min-replicas and --max-replicas need --ray"),
+                          (["serve", "--ray", "--min-replicas", "3", "--max-replicas", "1"], "0 <= MIN <= MAX"),
+                          (["serve", "--ray", "--replicas", "two"], "N or MIN-MAX")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_serve_config_and_the_rayservice_example_build_the_app():
@@ -188,6 +188,26 @@ def test_two_jobs_run_on_different_replicas(ray_server):
     assert pids == set(generation_pids(proc.pid))
     # Ray's processes stay within the suite's memory budget (each well under 4 GB).
     assert max(rss_mb(pid) for pid in [proc.pid, *descendants(proc.pid)]) < 4000
+
+
+@pytest.mark.slow
+def test_a_cancel_reaches_the_replica_mid_job(ray_server):
+    _, http, _ = ray_server
+    job_id = http.post("/jobs", json={**LONG, "seed": 7}).json()["id"]
+    deadline = time.monotonic() + 60
+    while (view := http.get(f"/jobs/{job_id}").json())["step"] < 1:  # its replica's steps reach the job
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+    assert view["status"] == "running" and view["stage"] == "denoising" and view["total"] >= 100, view
+    total = view["total"]
+    asked = time.monotonic()
+    assert http.delete(f"/jobs/{job_id}").status_code == 200
+    view = wait_for_job(http, job_id, seconds=30)
+    assert view["status"] == "cancelled" and view["step"] < total, view
+    assert time.monotonic() - asked < 3  # stopped at its next step, not at the end of its ~6 s
+    # Both replicas take jobs again at once (the cancelled one's device is free).
+    ids = [http.post("/jobs", json={**CHEAP, "seed": 20 + i}).json()["id"] for i in range(2)]
+    assert all(wait_for_job(http, j, seconds=60)["status"] == "succeeded" for j in ids)
 
 
 @pytest.mark.slow
