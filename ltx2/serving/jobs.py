@@ -1,4 +1,4 @@
-"""Jobs: one queue in front of the one GPU, records that survive a restart, cancellation.
+"""Jobs: one queue in front of the GPU (or one worker per device, `--devices`), records that survive a restart, cancellation.
 
 Every video, synchronous (`POST /generate`) or not (`POST /jobs`), is a job. A job is recorded in
 its store (`store/`: SQLite under the output directory by default, or PostgreSQL) the moment it is accepted, so nothing
@@ -12,10 +12,12 @@ database when asked for, and pruned from it `record_ttl` seconds after they end.
 `result_ttl` seconds, or sooner when they exceed `output_max_bytes` (oldest first).
 
 A job has two stages. A preparing thread fetches and decodes its inputs (`prepare_job`, given by the
-app; it runs them in a sandboxed child process), off the GPU worker and ahead of it. The GPU worker
-runs prepared jobs, one at a time (the transformer's activations for one video fill the GPU), in
-queue order; a job whose inputs are still being fetched does not hold up the ones behind it. Waiting
-jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of when to retry.
+app; it runs them in a sandboxed child process), off the GPU workers and ahead of them. Each lane
+(ltx2.serving.lanes: one per device, by default the one in-process worker) runs prepared jobs one at
+a time (the transformer's activations for one video fill its GPU); the first ready job in queue order
+goes to the first free lane, and a job whose inputs are still being fetched does not hold up the ones
+behind it. Waiting jobs are bounded: beyond `queue_size`, a submission is refused with an estimate of
+when to retry.
 `cancel` and the job time limit reach every stage: the sandbox is killed, the denoising loop stops at
 its next step, and the stages without steps (VAE decode, mux) are followed by a check.
 

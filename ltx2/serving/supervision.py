@@ -1,9 +1,11 @@
 """The job manager's other half: its storage's health and its supervisor.
 
 Whatever fails in storage (a full disk, a deleted folder, a database that refuses writes) is remembered
-here, probed until it works again, and reported by `health()`. The supervisor thread restarts a worker
-that died, replaces one stuck past its job's deadline, notices a database file deleted under it, and
-sweeps old videos and records. `JobManager` (jobs.py) inherits this; it is apart only to keep each
+here, probed until it works again, and reported by `health()`. The supervisor thread, for each lane,
+restarts a worker thread that died, replaces one stuck past its job's deadline (and its worker process,
+if the lane has one), restarts a worker process that exited while idle, and counts faults (enough take
+the lane out of service); it also notices a database file deleted under it, and sweeps old videos and
+records. `JobManager` (jobs.py) inherits this; it is apart only to keep each
 file about one thing.
 """
 
