@@ -11,7 +11,7 @@ import sys
 
 from . import cli_generate, cli_train
 from .models.download import add_arguments as add_download_arguments
-from .settings import ENV, Settings, add_arguments, configure_logging, settings_from_args
+from .settings import ENV, Settings, add_arguments, configure_logging, parse_replicas, settings_from_args
 
 
 def check_port(host: str, port: int) -> str | None:
@@ -195,8 +195,6 @@ def main(argv: list[str] | None = None) -> None:
                              or args.max_replicas is not None):
             parser.error("--replicas, --min-replicas and --max-replicas need --ray")
         if args.ray:
-            from .serving.ray_app import parse_replicas
-
             try:
                 parse_replicas(settings.ray_replicas)
             except ValueError as exc:

@@ -365,6 +365,20 @@ def add_serving_arguments(parser: argparse.ArgumentParser, defaults: Settings, o
                             help=f"{text} (env {ENV[name]})")
 
 
+def parse_replicas(spec: str) -> tuple[int, int]:
+    """LTX2_RAY_REPLICAS: `N` (fixed) or `MIN-MAX` (autoscaled) generation replicas -> (min, max); raises
+    ValueError."""
+    text = str(spec).strip()
+    low, sep, high = text.partition("-")
+    try:
+        lo, hi = int(low), int(high) if sep else int(low)
+    except ValueError:
+        raise ValueError(f"LTX2_RAY_REPLICAS must be N or MIN-MAX (e.g. 2 or 1-4), got {spec!r}") from None
+    if lo < 0 or hi < 1 or lo > hi:
+        raise ValueError(f"LTX2_RAY_REPLICAS must have 0 <= MIN <= MAX and MAX >= 1, got {spec!r}")
+    return lo, hi
+
+
 def settings_from_args(args: argparse.Namespace, defaults: Settings | None = None) -> Settings:
     """A Settings from parsed flags; fields the parser didn't define keep their defaults."""
     base = defaults or Settings.from_env()

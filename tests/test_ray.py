@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from hostile import children, rss_mb  # noqa: E402
 from ltx2.media.samples import sample_image_uri  # noqa: E402
-from ltx2.settings import Settings  # noqa: E402
+from ltx2.settings import Settings, parse_replicas  # noqa: E402
 from servers import ROOT, free_port, stop_server, wait_for_job, wait_healthy  # noqa: E402
 
 CHEAP = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 1}
@@ -54,7 +54,7 @@ def generation_pids(server_pid: int) -> list[int]:
 
 
 def test_replica_counts_are_n_or_min_max():
-    from ltx2.serving.ray_app import parse_replicas
+    from ltx2.settings import parse_replicas
 
     assert parse_replicas("2") == (2, 2) and parse_replicas("0-4") == (0, 4)
     for bad in ("", "two", "3-1", "0", "-1", "1-0"):
@@ -73,6 +73,7 @@ def test_replica_flags_need_ray_and_a_valid_count(capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # imports Ray Serve and the model code: seconds
 def test_the_serve_config_and_the_rayservice_example_build_the_app():
     import yaml
     from ray.serve.schema import ServeDeploySchema
@@ -87,7 +88,7 @@ def test_the_serve_config_and_the_rayservice_example_build_the_app():
     args = application["args"]
     assert type(ray_app.app_builder(args)).__name__ == "Application"  # what `serve deploy` imports and calls
     assert type(ray_app.app).__name__ == "Application"  # `serve run ltx2.serving.ray_app:app`
-    options = ray_app.generation_options(Settings(), *ray_app.parse_replicas(args["replicas"]), args["cpus"],
+    options = ray_app.generation_options(Settings(), *parse_replicas(args["replicas"]), args["cpus"],
                                          args["gpus"])
     assert options["autoscaling_config"]["min_replicas"] == 1 and options["autoscaling_config"]["max_replicas"] == 4
     assert options["autoscaling_config"]["target_ongoing_requests"] == 1  # scaled on the jobs running or waiting

@@ -38,7 +38,7 @@ from .lanes import JobFailed, WorkerLost
 from .service import load_for_serving
 from ..media.fetch import FetchPolicy
 from ..pipelines.loras import LoraPolicy
-from ..settings import Settings, configure_logging
+from ..settings import Settings, configure_logging, parse_replicas
 
 log = logging.getLogger("ltx2.ray")
 
@@ -46,19 +46,6 @@ APP_NAME = "ltx2"
 STARTS = 3  # sends of one job whose replica died before it started it (then: worker_lost)
 LOCAL_OBJECT_STORE = 512 * 2**20  # bytes, for a cluster `ltx2 serve --ray` starts itself
 POLL = 0.5  # seconds between the API's checks of a job's cancel flag and time limit while its replica is silent
-
-
-def parse_replicas(spec: str) -> tuple[int, int]:
-    """`N` (fixed) or `MIN-MAX` (autoscaled) generation replicas -> (min, max); raises ValueError."""
-    text = str(spec).strip()
-    low, sep, high = text.partition("-")
-    try:
-        lo, hi = int(low), int(high) if sep else int(low)
-    except ValueError:
-        raise ValueError(f"LTX2_RAY_REPLICAS must be N or MIN-MAX (e.g. 2 or 1-4), got {spec!r}") from None
-    if lo < 0 or hi < 1 or lo > hi:
-        raise ValueError(f"LTX2_RAY_REPLICAS must have 0 <= MIN <= MAX and MAX >= 1, got {spec!r}")
-    return lo, hi
 
 
 # ---------------------------------------------------------------------------------------------- Generation
