@@ -9,6 +9,8 @@ Each row: the batch's wall seconds (median of --repeat after a warm-up batch), v
 seconds of its shared denoising (the transformer batch) against the per-job stages (prompt, VAE encode and
 decode, audio). The per-job stages do not shrink with batching; the denoising's gain is what a batch buys,
 and it is larger where one job leaves the device idle (small videos on a big GPU) than on a CPU.
+The CPU columns (this process's CPU seconds, all threads) are the steadier measure on a shared machine,
+where the wall clock also counts other processes' turns.
 """
 
 from __future__ import annotations
@@ -42,20 +44,21 @@ def jobs(n: int, size: tuple[int, int, int], steps: int, two_stage: bool) -> lis
 
 
 def run(model, n: int, args) -> dict:
-    times, denoise = [], []
+    times, cpu, denoise = [], [], []
     for attempt in range(args.repeat + 1):  # the first is a warm-up
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = generate_batch(model, jobs(n, args.size, args.steps, args.two_stage))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         failed = [r for r in out if isinstance(r, Exception)]
         if failed:
             raise failed[0]
         if attempt:
             times.append(seconds)
+            cpu.append(cpu_seconds)
             denoise.append(sum(out[0].timings.get(k, 0.0) for k in DENOISE))
-    wall, shared = statistics.median(times), statistics.median(denoise)
+    wall, shared, used = statistics.median(times), statistics.median(denoise), statistics.median(cpu)
     return {"batch": n, "seconds": wall, "videos_per_minute": 60 * n / wall, "denoise": shared,
-            "per_job": (wall - shared) / n}
+            "per_job": (wall - shared) / n, "cpu": used, "per_cpu_minute": 60 * n / used}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     label = f"{args.model}{f' --layers {args.layers}' if args.layers else ''}"
     print(f"\n## Batched generation: {label}, {'x'.join(map(str, args.size))}, {args.steps} steps, "
           f"{'two' if args.two_stage else 'one'} stage ({where}; built in {built:.1f} s)\n")
-    print("| batch | seconds | videos/min | vs batch 1 | shared denoise s | per-job stages s/video |")
-    print("|---|---|---|---|---|---|")
+    print("| batch | seconds | videos/min | vs batch 1 | shared denoise s | per-job stages s/video | CPU s | "
+          "videos/CPU-min | vs batch 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch']} | {r['seconds']:.2f} | {r['videos_per_minute']:.1f} | "
-              f"{r['videos_per_minute'] / base:.2f}x | {r['denoise']:.2f} | {r['per_job']:.2f} |")
+              f"{r['videos_per_minute'] / base:.2f}x | {r['denoise']:.2f} | {r['per_job']:.2f} | {r['cpu']:.2f} | "
+              f"{r['per_cpu_minute']:.1f} | {r['per_cpu_minute'] / rows[0]['per_cpu_minute']:.2f}x |")
     return 0
 
 

@@ -34,6 +34,7 @@ def _close(alone, batched) -> None:
         (alone.seed, alone.transformer_passes, alone.pipeline)
 
 
+@pytest.mark.slow
 def test_a_batch_of_one_is_bit_for_bit_the_job_alone(model):
     request = {**GUIDED, "prompt": "a cat", "seed": 4}
     alone = generate(model, request)
