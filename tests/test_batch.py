@@ -117,3 +117,36 @@ def test_the_request_key():
     video = "data:video/mp4;base64,AAAA"
     assert key(video=video, retake={"start": 0, "end": 0.5}) is None  # retake, like extend and video to video, is never batched
     assert key(temporal_upscale=True, use_multiscale=True) is None
+
+
+def _png(color) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.slow
+def test_images_and_keyframes_are_each_jobs_own(model):
+    """Two image-to-video jobs with their own start images, keyframes and strengths: one transformer call a
+    step for both, each video within tolerance of its own run alone."""
+    shape = {**BASE, "num_frames": 17, "guidance_scale": 2.0}
+    requests = [{**shape, "prompt": "a", "seed": 1, "image_start": _png((200, 10, 10)),
+                 "keyframes": [{"image": _png((0, 0, 200)), "frame": 8}]},
+                {**shape, "prompt": "b", "seed": 2, "image_start": _png((10, 200, 10)), "image_strength": 0.7,
+                 "keyframes": [{"image": _png((0, 200, 200)), "frame": 8, "strength": 0.5}]}]
+    calls = []
+    handle = model.pipe.transformer.register_forward_hook(lambda m, a, k: calls.append(k))
+    try:
+        out = generate_batch(model, [BatchJob(r) for r in requests])
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # 2 steps, both jobs in each call
+    for request, result in zip(requests, out):
+        alone = generate(model, request)
+        _close(alone, result)
+        assert result.keyframes == alone.keyframes == 2
