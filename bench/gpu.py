@@ -26,10 +26,13 @@ back inside a device call's 10 minutes.
    (ltx2.pipelines.batch); without CUDA it says so and runs nothing (--smoke runs 1 and 2 on the tiny preset).
 9. memory caps: `set_per_process_memory_fraction` at 48, 32 and 24 GiB: the policy auto picks, does
    768x512x121 finish, its peak and its time.
-10. parallel (last: it frees this process's model): seconds per transformer step at 768x512x121 on
+10. parallel (it frees this process's model): seconds per transformer step at 768x512x121 on
    one GPU, then in `--parallel ulysses=N` groups (N = 2, and 4 or 8 when that many GPUs are visible)
    of rank processes over NCCL, each building the model on its own GPU. With fewer than 2 GPUs it
    says so and runs nothing; `--smoke` runs a 2-rank gloo group on the CPU.
+11. devices and 12. parallel latency (bench/gpu_serving.py): real servers. Videos per hour with one worker
+   per GPU against one; one guided video's seconds with `--parallel ulysses=2` and `cfg=2` against one GPU.
+   With fewer than 2 GPUs: "skipped: N GPU(s) visible, needs 2". `--smoke` runs them only when --only names them.
 
 `--smoke` runs every section on the model's tiny preset (`tiny`, or `tiny-2.5` for random-22b; its
 block 1 quantized to FP8 so the FP8 rows have something to time) at small sizes, on the CPU: CI runs
@@ -59,6 +62,8 @@ from ltx2 import load_model  # noqa: E402
 from ltx2.models import fp8 as fp8_module  # noqa: E402
 from ltx2.models import memory, random19b, random22b, speed  # noqa: E402
 from ltx2.schema import GenerateRequest  # noqa: E402
+
+import gpu_serving  # noqa: E402
 
 GiB = 1024**3
 MODELS = {random19b.NAME: "tiny", random22b.NAME: "tiny-2.5"}  # each random preset's tiny preset, for --smoke
@@ -537,7 +542,9 @@ SECTIONS = [("machine", machine, 0), ("build", build, 0), ("e2e", e2e, 60), ("tr
             ("attention", attention, 30), ("compile", compiled, 120), ("text encoder", text_encoder, 20),
             ("vae decode", vae_decode, 30), ("mux", mux, 20),
             ("batch", batch, 45),  # before memory caps, which leaves the model under its last cap's policy
-            ("memory caps", memory_caps, 90), ("parallel", lambda b: parallel_section(b), 45)]  # defined below
+            ("memory caps", memory_caps, 90), ("parallel", lambda b: parallel_section(b), 45),  # defined below
+            # Real servers on several GPUs (bench/gpu_serving.py): they need no model of this process's.
+            ("devices", gpu_serving.devices_section, 120), ("parallel latency", gpu_serving.parallel_latency_section, 120)]
 
 
 def parallel_groups(smoke: bool) -> list[tuple[str, str]]:
@@ -652,7 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, needs in SECTIONS:
         if wanted is not None and name not in wanted and name not in ("machine", "build"):
             continue
-        if name not in ("machine", "build") and b.model is None:
+        if name in gpu_serving.SECTIONS and args.smoke and (wanted is None or name not in wanted):
+            continue  # servers: smoke runs them only when --only names them (their own test does)
+        if name not in ("machine", "build", *gpu_serving.SECTIONS) and b.model is None:
             b.row(name, "skipped", "-", "no model (the build failed)")
             continue
         with b.section(name, needs) as run:

@@ -44,7 +44,20 @@ def serve(settings: Settings, ray: bool = False) -> None:
     from .serving.job_store import StorageError
 
     configure_logging(settings)
-    if settings.parallel:  # a rank group as the one worker: its followers load and join before this serves
+    devices: list[str] = []
+    if settings.devices:  # one worker process per device, or per rank group (ltx2.serving.device_workers)
+        from dataclasses import replace
+
+        from .serving.device_workers import DevicesError, worker_devices
+
+        try:
+            devices = worker_devices(settings)
+        except (DevicesError, ValueError) as exc:
+            print(f"ltx2: cannot start: {exc}", file=sys.stderr)
+            sys.exit(1)
+        if len(devices) == 1:  # one device: in-process
+            settings = replace(settings, device=devices[0], devices="")
+    if settings.parallel and not devices:  # one rank group, this process its leader: its followers join first
         from .pipelines import rank_group
 
         try:
@@ -52,18 +65,6 @@ def serve(settings: Settings, ray: bool = False) -> None:
         except (ValueError, RuntimeError) as exc:
             print(f"ltx2: cannot start: {exc}", file=sys.stderr)
             sys.exit(1)
-    elif settings.devices:  # one worker process per device (ltx2.serving.device_workers); one device: in-process
-        from dataclasses import replace
-
-        from .serving.device_workers import DevicesError, worker_devices
-
-        try:
-            devices = worker_devices(settings)
-        except DevicesError as exc:
-            print(f"ltx2: cannot start: {exc}", file=sys.stderr)
-            sys.exit(1)
-        if len(devices) == 1:
-            settings = replace(settings, device=devices[0], devices="")
     try:
         # Before the model loads (minutes for the 19B): a full disk or an unreadable database is one line.
         check_storage_at_start(settings.output_dir, database=settings.database)

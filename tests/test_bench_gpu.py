@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,3 +56,42 @@ def test_gpu_benchmark_smoke_for_random_22b_runs_every_section_on_tiny_2_5(tmp_p
     assert str(decoder["value"]).endswith(" s"), decoder  # it ran
     e2e = [r for r in rows if r["section"] == "e2e" and str(r["value"]).endswith(" s")]
     assert len(e2e) == 6 and all("denoise" in r["note"] and "decode_video" in r["note"] for r in e2e)
+
+
+@pytest.mark.slow  # imports the bench (torch, diffusers): seconds
+def test_serving_sections_say_skipped_without_two_gpus(capsys):
+    """devices and parallel latency start nothing with fewer than 2 GPUs, and say so in one line each."""
+    import argparse
+
+    import torch
+
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("two GPUs visible: the sections run (bench/gpu.py on the device machine)")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+    import gpu_serving
+
+    b = gpu.Bench(argparse.Namespace(smoke=False, device="cpu", budget_s=60.0))
+    b.model = "kept"  # a skipped section frees nothing
+    gpu_serving.devices_section(b)
+    gpu_serving.parallel_latency_section(b)
+    count = torch.cuda.device_count()
+    assert [(r["section"], r["item"], r["value"]) for r in b.rows] == [
+        ("devices", "skipped", f"{count} GPU(s) visible, needs 2"),
+        ("parallel latency", "skipped", f"{count} GPU(s) visible, needs 2")]
+    assert f"[devices] skipped: {count} GPU(s) visible, needs 2" in capsys.readouterr().out and b.model == "kept"
+
+
+@pytest.mark.slow
+def test_serving_sections_smoke_start_real_servers(tmp_path):
+    """--smoke --only devices,parallel latency: the same servers and rows as on GPUs, on cpu,cpu (tiny)."""
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--only", "devices,parallel latency", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [r for r in json.loads((tmp_path / "gpu-bench.json").read_text())["rows"]
+            if r["section"] in ("devices", "parallel latency")]
+    assert [(r["section"], r["item"]) for r in rows] == [
+        ("devices", "1 worker (cpu)"), ("devices", "2 workers (cpu,cpu)"),
+        ("parallel latency", "one device (cpu)"), ("parallel latency", "ulysses=2")]
+    assert all(r["value"].endswith(" videos/h") for r in rows[:2]) and "4 jobs in" in rows[1]["note"]
+    assert all(r["value"].endswith(" s") and "x one device" in r["note"] for r in rows[2:])

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
+import threading
+import time
 from dataclasses import replace
 
+import torch
 import torch.distributed as dist
 
 from ..models import parallel
@@ -21,9 +25,21 @@ def _follower_step(done: int, total: int) -> None:
         raise Stopped("the leader stopped the job")
 
 
-def follow(rank: int, spec_text: str, device: str, port: int) -> int:
+def _orphaned(parent: int) -> None:
+    """The leader died (even SIGKILL) while this rank loads or waits to join: end now, not at the rendezvous's
+    hour-long timeout."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
+def follow(rank: int, spec_text: str, device: str, port: int, threads: int = 0) -> int:
     """A follower's life: load the model, join the group, run each job the leader hands over."""
     from ..models.loaded import load_from_settings
+
+    threading.Thread(target=_orphaned, args=(os.getppid(),), name="ltx2-rank-parent", daemon=True).start()
+    if threads:
+        torch.set_num_threads(threads)
 
     stdin = sys.stdin.buffer
     settings = replace(pickle.loads(rank_group.read(stdin)), device=device)
@@ -58,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("parallel")
     parser.add_argument("device")
     parser.add_argument("port", type=int)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
-    return follow(args.rank, args.parallel, args.device, args.port)
+    return follow(args.rank, args.parallel, args.device, args.port, args.threads)
 
 
 if __name__ == "__main__":

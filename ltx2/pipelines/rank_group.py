@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import pickle
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -53,7 +54,8 @@ def devices_for(settings, spec: parallel.ParallelSpec) -> list[str]:
         return [default] * spec.size
     if len(listed) != spec.size:
         raise parallel.ParallelError(f"--devices lists {len(listed)} devices; --parallel {spec} is a group of "
-                                     f"{spec.size} ranks, one device each (serving several groups is not supported yet)")
+                                     f"{spec.size} ranks, one device each: list a multiple of {spec.size} "
+                                     "(each group is one worker)")
     kinds = {torch.device(d).type for d in listed}
     if len(kinds) > 1:
         raise parallel.ParallelError(f"--devices mixes {' and '.join(sorted(kinds))}: one group runs on one kind")
@@ -66,9 +68,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(settings) -> tuple[object, parallel.Group | None]:
+def start(settings, threads: int | None = None) -> tuple[object, parallel.Group | None]:
     """Start the followers and join the group as rank 0. Returns the leader's settings (its device
-    set to the first rank's) and the group; (settings, None) without --parallel."""
+    set to the first rank's) and the group; (settings, None) without --parallel. `threads`: each
+    follower's torch threads (a --devices worker splits the CPU cores over every rank)."""
     spec = parallel.ParallelSpec.parse(settings.parallel)
     if spec.size == 1:
         return settings, None
@@ -78,7 +81,8 @@ def start(settings) -> tuple[object, parallel.Group | None]:
     blob = pickle.dumps(settings)
     for rank in range(1, spec.size):
         proc = subprocess.Popen([sys.executable, "-m", "ltx2.pipelines.rank_follower", str(rank), str(spec), devices[rank],
-                                 str(port)], stdin=subprocess.PIPE)
+                                 str(port), *(["--threads", str(threads)] if threads else [])],
+                                stdin=subprocess.PIPE)
         proc.stdin.write(_HEADER.pack(len(blob)) + blob)  # the settings first, then one job at a time
         proc.stdin.flush()
         _followers.append(proc)
@@ -117,6 +121,29 @@ def stop() -> None:
             proc.kill()
             proc.wait()
     _followers.clear()
+
+
+def kill() -> None:
+    """End the followers now (the group failed, or its leader is ending): no job of theirs is worth waiting for."""
+    for proc in _followers:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in _followers:
+        proc.wait()
+    _followers.clear()
+
+
+def exited() -> str | None:
+    """Which follower has exited and how, or None while every one runs."""
+    for rank, proc in enumerate(_followers, start=1):
+        if (code := proc.poll()) is not None:
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            return f"rank {rank} (pid {proc.pid}) exited: {how}"
+    return None
+
+
+def follower_pids() -> list[int]:
+    return [proc.pid for proc in _followers]
 
 
 def agree_stop(stop: bool) -> bool:

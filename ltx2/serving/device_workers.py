@@ -70,12 +70,37 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
+def worker_groups(settings) -> list[list[str]]:
+    """--devices split into --parallel's rank groups, in order (cpu,cpu,cpu,cpu with ulysses=2: two groups of
+    two); without --parallel, one device each. A count that is not a multiple of the group size is refused."""
+    devices = parse_devices(settings.devices) if settings.devices else []
+    if not settings.parallel:
+        return [[d] for d in devices]
+    from ..models.parallel import ParallelSpec
+
+    spec = ParallelSpec.parse(settings.parallel)
+    if not devices or spec.size == 1:
+        return [devices] if devices else []
+    if len(devices) % spec.size:
+        raise DevicesError(f"--devices lists {len(devices)} devices; --parallel {spec} is a group of {spec.size} "
+                           f"ranks, one device each: list a multiple of {spec.size} (each group is one worker)")
+    groups = [devices[i:i + spec.size] for i in range(0, len(devices), spec.size)]
+    for group in groups:
+        if len({torch.device(d).type for d in group}) > 1:
+            raise DevicesError(f"--devices: the group {','.join(group)} mixes device kinds: one group runs on one kind")
+    return groups
+
+
 def worker_devices(settings) -> list[str]:
-    """The devices `ltx2 serve` runs a worker process on: --devices without --parallel (with --parallel they
-    are the rank group's). One device, or none listed: [] or that one, served in-process."""
-    if not settings.devices or settings.parallel:
+    """The devices `ltx2 serve` runs a worker process on, one per worker: --devices without --parallel, or with
+    it each rank group's first device (its leader) when the list makes several groups. One device or one
+    group, or none listed: [] or that one device, served in-process (one group: its leader is the server)."""
+    if not settings.devices:
         return []
-    return parse_devices(settings.devices)
+    groups = worker_groups(settings)
+    if settings.parallel and len(groups) <= 1:
+        return []
+    return [group[0] for group in groups]
 
 
 def lane_names(devices: list[str]) -> list[str]:
@@ -96,8 +121,40 @@ def _memory(device: torch.device) -> dict:
 # -- the worker process -----------------------------------------------------------------------------
 
 
-def _serve(conn, settings, device: str, threads: int) -> None:
-    """The worker process's life: load, say ready, run each job sent until the pipe closes."""
+def _lead_group(settings, group: list[str], threads: int, send) -> object:
+    """A rank group's worker: start its followers (rank_group.start, on a port of its own) and watch them. A
+    follower that exits, under a job or idle, ends this process with the group (its followers killed), telling
+    the API process which rank, so that the job fails `worker_lost` and the whole group restarts."""
+    from ..pipelines import rank_group
+
+    settings, _ = rank_group.start(replace(settings, devices=",".join(group)), threads=threads)
+
+    def watch() -> None:
+        while True:
+            time.sleep(POLL_S)
+            if (reason := rank_group.exited()) is not None:
+                group_lost(reason, send)
+
+    threading.Thread(target=watch, name="ltx2-worker-group", daemon=True).start()
+    return settings
+
+
+def group_lost(reason: str, send) -> None:
+    """End this worker and its group, after saying why (the API process fails the job and restarts it)."""
+    from ..pipelines import rank_group
+
+    logging.getLogger("ltx2.worker").error("the rank group failed: %s; the worker restarts with it", reason)
+    rank_group.kill()
+    try:
+        send({"type": "lost", "reason": reason})
+    except (OSError, ValueError):
+        pass
+    os._exit(4)
+
+
+def _serve(conn, settings, device: str, threads: int, group: list[str] | None = None) -> None:
+    """The worker process's life: load, say ready, run each job sent until the pipe closes. With a rank
+    `group`, this process is its rank 0 and starts its followers first."""
     # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the API process decides when a
     # worker ends (its pipe closes once the running jobs had their grace).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -107,6 +164,7 @@ def _serve(conn, settings, device: str, threads: int) -> None:
     def orphaned() -> None:  # the API process died (even SIGKILL) while this one loads: end now, not after
         while os.getppid() == parent:
             time.sleep(1)
+        _end_followers()
         os._exit(0)
 
     threading.Thread(target=orphaned, name="ltx2-worker-parent", daemon=True).start()
@@ -121,9 +179,18 @@ def _serve(conn, settings, device: str, threads: int) -> None:
 
     configure_logging(settings)
     settings = replace(settings, device=device)
+    send_lock = threading.Lock()
+
+    def send(message: dict) -> None:
+        with send_lock:
+            conn.send(message)
+
     try:
+        if group:
+            settings = _lead_group(settings, group, threads, send)
         model = load_for_serving(settings)
     except BaseException as exc:  # noqa: BLE001 - told to the API process, which reports it
+        _end_followers()
         conn.send({"type": "load_failed", "error": f"{type(exc).__name__}: {exc}"})
         return
     # Admission's costs take seconds to count (meta copies of every component): counted while the worker
@@ -140,14 +207,10 @@ def _serve(conn, settings, device: str, threads: int) -> None:
     counting.start()
     fetch_policy, lora_policy = FetchPolicy.from_settings(settings), LoraPolicy.from_settings(settings)
     described = model.describe()
-    send_lock = threading.Lock()
-
-    def send(message: dict) -> None:
-        with send_lock:
-            conn.send(message)
-
     send({"type": "ready", "model": described.get("name"), "load_seconds": described.get("load_seconds"),
-          "memory": _memory(model.device), "threads": torch.get_num_threads()})
+          "memory": _memory(model.device), "threads": torch.get_num_threads(),
+          **({"group": {"parallel": settings.parallel, "devices": group, "follower_pids": _follower_pids()}}
+             if group else {})})
     jobs: list = []
     wake = threading.Condition()
     stop_job: set[str] = set()
@@ -157,6 +220,7 @@ def _serve(conn, settings, device: str, threads: int) -> None:
             try:
                 message = conn.recv_bytes()
             except (EOFError, OSError):
+                _end_followers()
                 os._exit(0)
             if message.startswith(b"stop:"):
                 with wake:
@@ -183,6 +247,8 @@ def _serve(conn, settings, device: str, threads: int) -> None:
         except remote_job.Stopped:
             send({"type": "stopped", "memory": _memory(model.device)})
         except Exception as exc:  # noqa: BLE001 - told to the API process, which fails the job
+            if group and (reason := _group_failure(exc)) is not None:
+                group_lost(reason, send)
             body, status, fault = remote_job.failure(exc, payload["request"])
             if status == 500:
                 logging.getLogger("ltx2.worker").exception("job %s failed on %s", job_id, device)
@@ -196,6 +262,37 @@ def _serve(conn, settings, device: str, threads: int) -> None:
         finally:
             with wake:
                 stop_job.discard(job_id)
+
+
+def _follower_pids() -> list[int]:
+    from ..pipelines import rank_group
+
+    return rank_group.follower_pids()
+
+
+def _end_followers() -> None:
+    import sys
+
+    if "ltx2.pipelines.rank_group" in sys.modules:  # only a group's worker has followers
+        sys.modules["ltx2.pipelines.rank_group"].kill()
+
+
+def _group_failure(exc: BaseException) -> str | None:
+    """Why the group cannot go on after `exc` (a rank exited, or a collective failed or timed out), or None
+    for an error every rank met alike (a bad request): the group is still in step then."""
+    import torch.distributed as dist
+
+    from ..models.parallel import GroupFailed
+    from ..pipelines import rank_group
+
+    deadline = time.monotonic() + 2.0  # a follower killed under a collective: reaped within moments
+    while time.monotonic() < deadline:
+        if (reason := rank_group.exited()) is not None:
+            return reason
+        if not isinstance(exc, (GroupFailed, rank_group.GroupBroken, dist.DistError)):
+            return None
+        time.sleep(POLL_S)
+    return f"{type(exc).__name__}: {exc}"
 
 
 # -- the API process's side ---------------------------------------------------------------------------
@@ -215,8 +312,9 @@ def _exit_text(code: int | None) -> str:
 class DeviceWorker:
     """One device's worker process, as a lane: `run_job`, `restart`, `describe`, `alive`."""
 
-    def __init__(self, name: str, device: str, settings, threads: int):
+    def __init__(self, name: str, device: str, settings, threads: int, group: list[str] | None = None):
         self.name, self.device, self.settings, self.threads = name, device, settings, threads
+        self.group = group  # --parallel: this worker is the rank group's leader, on group[0]
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()  # one job or one restart at a time
         self._proc = None
@@ -234,7 +332,7 @@ class DeviceWorker:
 
     def spawn(self) -> None:
         parent, child = self._context.Pipe(duplex=True)
-        proc = self._context.Process(target=_serve, args=(child, self.settings, self.device, self.threads),
+        proc = self._context.Process(target=_serve, args=(child, self.settings, self.device, self.threads, self.group),
                                      name=f"ltx2-worker-{self.name}", daemon=True)
         proc.start()
         child.close()
@@ -337,7 +435,7 @@ class DeviceWorker:
             running = False
         return {"device": self.device, "pid": self.pid(), "process_alive": running, "process_starts": self.starts,
                 "last_exit": self.last_exit, "model": self.ready.get("model"), "threads": self.ready.get("threads"),
-                "memory": self.memory}
+                "memory": self.memory, **({"group": self.ready.get("group")} if self.group else {})}
 
     # -- a job ------------------------------------------------------------------------------------
 
@@ -412,6 +510,10 @@ class DeviceWorker:
                 return message["result"], message["mp4"]
             if kind == "failed":
                 raise JobFailed(message["body"], message["status"], device_fault=message["device_fault"])
+            if kind == "lost":  # a rank of its group exited or stopped answering: the worker ends with the group
+                self._end()
+                raise WorkerLost(f"its --parallel group on {','.join(self.group or [self.device])} failed: "
+                                 f"{message['reason']}")
             raise WorkerLost(f"the worker on {self.device} answered {kind!r} to a job it was not asked to stop")
 
 
@@ -419,12 +521,19 @@ class DevicePool:
     """Every device's worker (a lane each), started together."""
 
     def __init__(self, settings, devices: list[str]):
-        cpus = sum(torch.device(d).type == "cpu" for d in devices)
+        groups = worker_groups(settings) if settings.parallel else [[d] for d in devices]
+        ranks = [d for group in groups for d in group]  # every process that computes: the cores split over them
+        cpus = sum(torch.device(d).type == "cpu" for d in ranks)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // max(1, cpus)) if cpus else max(1, cores // len(devices))
-        self.workers = [DeviceWorker(name, device, settings, threads)
-                        for name, device in zip(lane_names(devices), devices)]
-        self.on_cuda = any(torch.device(d).type == "cuda" for d in devices)
+        threads = max(1, cores // max(1, cpus)) if cpus else max(1, cores // len(ranks))
+        names = lane_names(ranks)
+        at = 0
+        self.workers = []
+        for group in groups:  # a group's lane is named by its devices: cuda:0+cuda:1, cpu#0+cpu#1
+            name = "+".join(names[at:at + len(group)])
+            self.workers.append(DeviceWorker(name, group[0], settings, threads, group if len(group) > 1 else None))
+            at += len(group)
+        self.on_cuda = any(torch.device(d).type == "cuda" for d in ranks)
 
     def lanes(self) -> list[Lane]:
         return [worker.lane() for worker in self.workers]
