@@ -3,13 +3,16 @@ seed, through `ltx2.pipelines.batch.generate_batch` (N = 1 is the same code with
 `generate()` bit for bit).
 
     python bench/batch.py                                   # tiny preset, 64x64x9, batch 1/2/4
-    python bench/batch.py --model random-19b --layers 2 --size 256x256x9   # LTX-2 19B's widths, 2 blocks
+    python bench/batch.py --model random-19b --layers 2 --size 256x256x9 --transformer-only
+                                                            # LTX-2 19B's widths, 2 blocks: one denoising call
 
 Each row: the batch's wall seconds (median of --repeat after a warm-up batch), videos per minute, and the
 seconds of its shared denoising (the transformer batch) against the per-job stages (prompt, VAE encode and
 decode, audio). The per-job stages do not shrink with batching; the denoising's gain is what a batch buys,
 and it is larger where one job leaves the device idle (small videos on a big GPU) than on a CPU.
-The CPU columns (this process's CPU seconds, all threads) are the steadier measure on a shared machine,
+`--transformer-only` times just the shared part, one transformer call on N videos' rows (the inputs
+bench/gpu.py's transformer rows use, widened to N): the arithmetic of batching without the per-job VAE
+(a full-size VAE decode takes minutes on a CPU). The CPU columns (this process's CPU seconds, all threads) are the steadier measure on a shared machine,
 where the wall clock also counts other processes' turns.
 """
 
@@ -61,6 +64,30 @@ def run(model, n: int, args) -> dict:
             "per_job": (wall - shared) / n, "cpu": used, "per_cpu_minute": 60 * n / used}
 
 
+def transformer_rows(model, n: int, args) -> dict:
+    """Seconds of one transformer call on n videos' rows (one pass each), median of --repeat after a warm-up."""
+    from types import SimpleNamespace
+
+    import gpu  # bench/gpu.py: the pipeline-shaped inputs of one pass
+
+    inputs = gpu.transformer_inputs(SimpleNamespace(model=model, device=model.device), args.size)
+    widened = {k: torch.cat([v] * n) if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == 1 else v
+               for k, v in inputs.items()}
+    transformer = model.pipe.transformer
+    times, cpu = [], []
+    with torch.inference_mode(), model.placement.use("transformer"):
+        for attempt in range(args.repeat + 1):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            transformer(**widened)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            if attempt:
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+    wall, used = statistics.median(times), statistics.median(cpu)
+    return {"batch": n, "seconds": wall, "cpu": used, "per_video": wall / n, "per_video_cpu": used / n}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", help="tiny, or random-19b (with --layers)")
@@ -71,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--transformer-only", dest="transformer_only", action="store_true",
+                        help="time one transformer call on N videos' rows instead of whole batches")
     args = parser.parse_args(argv)
     args.size = tuple(int(x) for x in args.size.lower().split("x"))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,11 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     model = load_model(args.model, device=device, **extra)
     built = time.perf_counter() - start
-    rows = [run(model, int(n), args) for n in args.batches.split(",")]
-    base = rows[0]["videos_per_minute"]
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     label = f"{args.model}{f' --layers {args.layers}' if args.layers else ''}"
+    if args.transformer_only:
+        rows = [transformer_rows(model, int(n), args) for n in args.batches.split(",")]
+        print(f"\n## One transformer call on N videos' rows: {label}, {'x'.join(map(str, args.size))} "
+              f"({where}; built in {built:.1f} s)\n")
+        print("| batch | seconds | s/video | vs batch 1 | CPU s | CPU s/video | vs batch 1 |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['batch']} | {r['seconds']:.3f} | {r['per_video']:.3f} | "
+                  f"{rows[0]['per_video'] / r['per_video']:.2f}x | {r['cpu']:.3f} | {r['per_video_cpu']:.3f} | "
+                  f"{rows[0]['per_video_cpu'] / r['per_video_cpu']:.2f}x |")
+        return 0
+    rows = [run(model, int(n), args) for n in args.batches.split(",")]
+    base = rows[0]["videos_per_minute"]
     print(f"\n## Batched generation: {label}, {'x'.join(map(str, args.size))}, {args.steps} steps, "
           f"{'two' if args.two_stage else 'one'} stage ({where}; built in {built:.1f} s)\n")
     print("| batch | seconds | videos/min | vs batch 1 | shared denoise s | per-job stages s/video | CPU s | "
