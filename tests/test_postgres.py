@@ -185,7 +185,9 @@ def _client(base: str, key: str = "alice-key-123456") -> httpx.Client:
 def test_replicas_agree_on_owner_position_and_cancel(replicas):
     (a_url, b_url), _, _ = replicas
     a, b, bob = _client(a_url), _client(b_url), _client(b_url, "bob-key-12345678")
-    slow = {**TINY, "num_inference_steps": 100, "width": 256, "height": 256, "num_frames": 33}  # ~15 s here
+    # ~60 s here when left to run (they are cancelled within seconds): long enough that a loaded machine's
+    # slower test steps never let one finish before its cancel arrives.
+    slow = {**TINY, "num_inference_steps": 100, "width": 384, "height": 384, "num_frames": 49}
     # Both workers busy (each replica's idle worker takes the job submitted to it), so jobs wait.
     busy = [a.post("/jobs", json=slow).json()["id"], b.post("/jobs", json=slow).json()["id"]]
     for job_id in busy:
