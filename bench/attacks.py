@@ -270,6 +270,28 @@ def measured_post(server: Server, name: str, body: dict) -> tuple[list[tuple[str
             (f"{name}: server alive", "yes" if alive and server.health()[0] == 200 else "NO")], alive
 
 
+def measured_posts(server: Server, cases) -> tuple[list[tuple[str, str]], bool]:
+    """measured_post for each (label, body) of `cases`, in order, until the server dies; (rows, alive)."""
+    rows = []
+    for label, body in cases:
+        found, alive = measured_post(server, label, body)
+        rows += found
+        if not alive:
+            return rows, False
+    return rows, True
+
+
+def measured_cases(server: Server, cases, what: str) -> list[tuple[str, str]]:
+    """An attack's whole run on its own server: each case measured, then whether a next job still runs
+    (`what: next job`); the server is closed in any case."""
+    try:
+        rows, _ = measured_posts(server, cases)
+        rows.append((f"{what}: next job", server.next_job() if server.proc.poll() is None else "-"))
+        return rows
+    finally:
+        server.close()
+
+
 def health_latency_during(server: Server, action) -> tuple[float, object]:
     """Run `action()` while pinging /health every 20 ms; the slowest ping, and what action returned."""
     worst, done = 0.0, threading.Event()

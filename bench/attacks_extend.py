@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 
-from attacks import Server, measured_post
+from attacks import Server, measured_posts
 from attacks_video import encoded
 from test_retake import clip
 
@@ -54,19 +54,16 @@ def attack_extend() -> list[tuple[str, str]]:
     small = uri(clip(9, 64, 64, 25, audio=True))
     long = uri(encoded([i / 25 for i in range(29 * 25)]))
     medium = uri(encoded([i / 25 for i in range(19 * 25)]))
-    rows = []
     server = Server("--job-timeout", "20")
     try:
-        for label, body in {
+        rows, alive = measured_posts(server, {
             "extend.seconds 1e9": {**BODY, "video": small, "extend": {"seconds": 1e9}},
             "29 s input (past the 497 frames read) + 5 s": {**BODY, "video": long, "extend": {"seconds": 5}},
             "19 s input + extend 45 s (output over 60 s)": {**BODY, "video": medium, "extend": {"seconds": 45}},
             "benign 9-frame clip + 1 s (runs)": {**BODY, "video": small, "extend": {"seconds": 1}},
-        }.items():
-            found, alive = measured_post(server, label, body)
-            rows += found
-            if not alive:
-                return rows
+        }.items())
+        if not alive:
+            return rows
         longest = {**BODY, "video": small, "fps": 60, "extend": {"seconds": 59}}
         rows += chain_rows(server, "443-window chain, cancelled after 3 s", longest, cancel_after=3)
         rows += chain_rows(server, "443-window chain, --job-timeout 20", longest, cancel_after=None)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from attacks import Server, measured_post
+from attacks import Server, measured_cases
 from attacks_video import CASES as VIDEO_CASES
 from attacks_video import huge_size, million_frames
 from lora_files import write_lora
@@ -75,17 +75,7 @@ def attack_video_to_video() -> list[tuple[str, str]]:
         "benign clip, conditioning_attention_strength 0 (runs)": {**BODY, "video": benign,
                                                                   "conditioning_attention_strength": 0.0},
     }
-    rows = []
-    try:
-        for label, body in cases.items():
-            found, alive = measured_post(server, label, body)
-            rows += found
-            if not alive:
-                break
-        rows.append(("video to video: next job", server.next_job() if server.proc.poll() is None else "-"))
-        return rows
-    finally:
-        server.close()
+    return measured_cases(server, cases.items(), "video to video")
 
 
 def grey_mask(frames: int, side: int = 64) -> bytes:
@@ -125,17 +115,7 @@ def attack_attention_mask() -> list[tuple[str, str]]:
                                                      "height": 1088, "num_frames": 257, "use_multiscale": False},
         "benign 17-frame grey mask (runs)": {**BODY, "video": benign, field: uri(grey_mask(17))},
     })
-    rows = []
-    try:
-        for label, body in cases.items():
-            found, alive = measured_post(server, label, body)
-            rows += found
-            if not alive:
-                break
-        rows.append(("attention mask: next job", server.next_job() if server.proc.poll() is None else "-"))
-        return rows
-    finally:
-        server.close()
+    return measured_cases(server, cases.items(), "attention mask")
 
 
 ATTACKS = {"video_to_video": attack_video_to_video, "attention_mask": attack_attention_mask}

@@ -18,7 +18,7 @@ from fractions import Fraction
 import av
 import hostile
 import numpy as np
-from attacks import Server, measured_post
+from attacks import Server, measured_cases
 
 RETAKE = {"prompt": "a boat", "retake": {"start": 0.04, "end": 0.12}, "num_inference_steps": 1, "seed": 1}
 
@@ -102,20 +102,12 @@ CASES = {
 
 def attack_video_inputs() -> list[tuple[str, str]]:
     """POST /generate with each hostile file as a retake's video, on one server; five figures per file."""
-    server = Server()
-    rows = []
-    try:
+    def cases():  # each file built when its turn comes
         for label, (build, mime) in CASES.items():
             data = build()
-            uri = f"data:{mime};base64," + base64.b64encode(data).decode()
-            found, alive = measured_post(server, f"{label}, {len(data):,} bytes", {**RETAKE, "video": uri})
-            rows += found
-            if not alive:
-                break
-        rows.append(("video inputs: next job", server.next_job() if server.proc.poll() is None else "-"))
-        return rows
-    finally:
-        server.close()
+            yield f"{label}, {len(data):,} bytes", {**RETAKE, "video": f"data:{mime};base64," + base64.b64encode(data).decode()}
+
+    return measured_cases(Server(), cases(), "video inputs")
 
 
 ATTACKS = {"video_inputs": attack_video_inputs}
