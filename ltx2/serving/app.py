@@ -277,7 +277,7 @@ class _State:
                 on_change=self.changes.notify, prepare_job=self._prepare_job,
                 # The class's _run_job, not the instance's: trainings wrap that in one device turn for the
                 # whole process, and each remote lane has a device of its own (Ray Serve refuses trainings).
-                **({"lanes": [Lane(f"remote-{i + 1}", lambda job, on_step: _State._run_job(self, job, on_step))
+                **({"lanes": [Lane(f"remote-{i + 1}", partial(_State._run_job, self))
                               for i in range(self.remote_lanes)]} if self.run_elsewhere is not None else {}),
                 **({"lanes": self.device_pool.lanes()} if self.device_pool is not None else {}),
             )
@@ -287,7 +287,7 @@ class _State:
         if self.stopping.is_set():  # shut down while retrying
             store.close()
             return
-        if settings.max_batch > 1 and getattr(self, "run_elsewhere", None) is None:  # --max-batch: this process's model
+        if settings.max_batch > 1 and self.run_elsewhere is None:  # --max-batch: this process's model
             # The companions run through _State._run_job itself: the lane's (trainings' device turn) is the lead's.
             manager.batching = QueueBatching(settings.max_batch, self.admission, run_job=partial(_State._run_job, self))
         manager.start()
